@@ -1,0 +1,7 @@
+"""The bottom layer every fbci package may import, and which imports none of them.
+
+It owns what must be identical everywhere a byte is hashed or signed: the
+canonical msgpack codec, SHA-256 and Merkle roots, Ed25519 identity with
+domain-separated signatures, the error hierarchy with stable codes, and the
+narrow state interface that on-chain contracts run against.
+"""

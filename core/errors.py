@@ -1,0 +1,142 @@
+"""Errors as classes with stable codes, mapped once to JSON-RPC at the edge.
+
+Every error a user or peer can cause derives from :class:`FbciError`. The
+``code`` is the JSON-RPC error code the RPC server answers with (standard
+codes where the JSON-RPC 2.0 spec has one, the -32000..-32099 application
+range otherwise, following EIP-1474 where it names the case) and ``reason`` is
+a short stable slug that clients can switch on. Codes never change once
+released; the README lists them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FbciError(Exception):
+    """Base class: something went wrong that has a stable code and a plain message."""
+
+    code: ClassVar[int] = -32000
+    reason: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "data": {"reason": self.reason, **self.data}}
+
+
+class InvalidInput(FbciError):
+    """The caller sent something malformed: wrong type, missing field, bad encoding."""
+
+    code = -32602
+    reason = "invalid_input"
+
+
+class DecodeError(InvalidInput):
+    """Bytes that are not the canonical encoding of a value."""
+
+    reason = "non_canonical_encoding"
+
+
+class NotFound(FbciError):
+    """A block, transaction, model version or alert that does not exist."""
+
+    code = -32001
+    reason = "not_found"
+
+
+class TxRejected(FbciError):
+    """A transaction that is well formed but may not be admitted or executed."""
+
+    code = -32003
+    reason = "tx_rejected"
+
+
+class BadSignature(TxRejected):
+    code = -32010
+    reason = "bad_signature"
+
+
+class BadNonce(TxRejected):
+    code = -32011
+    reason = "bad_nonce"
+
+
+class Unauthorized(TxRejected):
+    code = -32012
+    reason = "unauthorized"
+
+
+class TooLarge(TxRejected):
+    code = -32013
+    reason = "too_large"
+
+
+class WrongChain(TxRejected):
+    code = -32014
+    reason = "wrong_chain"
+
+
+class UnknownKind(TxRejected):
+    code = -32015
+    reason = "unknown_kind"
+
+
+class ContractRejected(TxRejected):
+    """A contract's own rule refused the transaction (late FL update, duplicate alert...)."""
+
+    code = -32016
+    reason = "contract_rejected"
+
+
+class AlreadyKnown(TxRejected):
+    code = -32017
+    reason = "already_known"
+
+
+class LimitExceeded(FbciError):
+    """A resource bound was hit: mempool full, batch too long, body too large."""
+
+    code = -32005
+    reason = "limit_exceeded"
+
+
+class MempoolFull(LimitExceeded):
+    reason = "mempool_full"
+
+
+class RateLimited(LimitExceeded):
+    code = -32029
+    reason = "rate_limited"
+
+
+class Timeout(FbciError):
+    code = -32008
+    reason = "timeout"
+
+
+class PeerMisbehaved(FbciError):
+    """A peer (another validator) broke the protocol: logged, counted, never a crash."""
+
+    code = -32090
+    reason = "peer_misbehaved"
+
+
+class InvalidGenesis(InvalidInput):
+    code = -32030
+    reason = "invalid_genesis"
+
+
+class StorageError(FbciError):
+    code = -32040
+    reason = "storage_error"
+
+
+ALL_ERRORS: tuple[type[FbciError], ...] = (
+    FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
+    Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
+    LimitExceeded, MempoolFull, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError,
+)

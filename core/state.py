@@ -1,0 +1,38 @@
+"""The narrow interface on-chain contracts execute against.
+
+Contracts in ``fl_contracts/`` and ``ids/`` read and write state only
+through :class:`StateView`, which ``node/`` backs with the state store's
+per-block write buffer; they learn about the transaction only through
+:class:`TxContext`. Neither gives access to the clock, randomness or disk, so
+execution stays deterministic by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class StateView(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Key-ordered (bytewise) pairs whose key starts with ``prefix``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TxContext:
+    """What a contract may know about the transaction it executes."""
+
+    chain_id: str
+    height: int
+    block_time_ms: int
+    sender: bytes
+    sender_roles: frozenset[str]
+    tx_hash: bytes
