@@ -1,0 +1,119 @@
+"""Accounts and roles in state, and the admin-only ``acl.*`` transaction kinds.
+
+The chain is permissioned: only a key registered here may have a transaction
+executed, and each transaction kind names the roles allowed to send it.
+Registration, granting and revocation are transactions themselves, so the
+membership history is on the ledger like everything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core import codec
+from core.errors import ContractRejected, InvalidInput
+from core.state import StateView, TxContext
+
+ROLES = frozenset({"admin", "validator", "hospital", "gateway"})
+_PREFIX = b"acct/"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    roles: frozenset[str]
+    nonce: int
+
+    def encode(self) -> bytes:
+        return codec.encode([self.name, sorted(self.roles), self.nonce])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Account:
+        name, roles, nonce = codec.decode(data)
+        return cls(name, frozenset(roles), nonce)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "roles": sorted(self.roles), "nonce": self.nonce}
+
+
+def load_account(state: StateView, public_key: bytes) -> Account | None:
+    raw = state.get(_PREFIX + public_key)
+    return None if raw is None else Account.decode(raw)
+
+
+def store_account(state: StateView, public_key: bytes, account: Account) -> None:
+    state.set(_PREFIX + public_key, account.encode())
+
+
+def parse_payload(model: type[BaseModel], payload: dict[str, Any]) -> Any:
+    """Validate a payload and turn pydantic's report into one plain message naming the field."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise InvalidInput(f"payload.{where}: {first['msg']}") from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RegisterPayload(_Strict):
+    public_key: bytes = Field(min_length=32, max_length=32)
+    name: str = Field(min_length=1, max_length=64)
+    roles: list[str] = Field(min_length=1, max_length=4)
+
+
+class RolePayload(_Strict):
+    public_key: bytes = Field(min_length=32, max_length=32)
+    role: str
+
+
+class EchoPayload(_Strict):
+    msg: bytes = Field(max_length=64 * 1024)
+
+
+def _check_roles(roles: list[str]) -> None:
+    unknown = sorted(set(roles) - ROLES)
+    if unknown:
+        raise ContractRejected(f"unknown role(s) {unknown}; roles are {sorted(ROLES)}")
+
+
+def register(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    p = parse_payload(RegisterPayload, payload)
+    _check_roles(p.roles)
+    if load_account(state, p.public_key) is not None:
+        raise ContractRejected(f"account {p.public_key.hex()} is already registered")
+    store_account(state, p.public_key, Account(p.name, frozenset(p.roles), 0))
+    return {"registered": p.name}
+
+
+def grant(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    p = parse_payload(RolePayload, payload)
+    _check_roles([p.role])
+    account = load_account(state, p.public_key)
+    if account is None:
+        raise ContractRejected(f"account {p.public_key.hex()} is not registered")
+    store_account(state, p.public_key, Account(account.name, account.roles | {p.role}, account.nonce))
+    return {"granted": p.role}
+
+
+def revoke(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    p = parse_payload(RolePayload, payload)
+    account = load_account(state, p.public_key)
+    if account is None or p.role not in account.roles:
+        raise ContractRejected(f"account {p.public_key.hex()} does not hold role {p.role!r}")
+    if p.role == "admin" and p.public_key == ctx.sender:
+        raise ContractRejected("an admin cannot revoke its own admin role (the chain would lose its last admin)")
+    store_account(state, p.public_key, Account(account.name, account.roles - {p.role}, account.nonce))
+    return {"revoked": p.role}
+
+
+def echo(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A no-op kind for benchmarks: it validates and changes nothing but the sender's nonce."""
+    p = parse_payload(EchoPayload, payload)
+    return {"bytes": len(p.msg)}

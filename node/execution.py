@@ -1,0 +1,181 @@
+"""Deterministic execution of committed blocks.
+
+A :class:`TxKindRegistry` maps each transaction kind to the roles allowed to
+send it and a handler ``(state, ctx, payload) -> result``; contracts from
+``fl_contracts/`` and ``ids/`` are registered by ``node/kinds.py``, so adding
+a kind is one registration. The executor applies a block's transactions in
+order, each in its own write buffer: a transaction that fails any check
+changes nothing except, once it has passed the stateless and account checks,
+its sender's nonce (so it cannot be replayed and the sender's next nonce stays
+predictable). End-of-block hooks (closing FL rounds) run after the last
+transaction. Nothing here reads the clock or iterates an unordered container
+of untrusted input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.block import Block
+from core.errors import (
+    BadNonce, BadSignature, FbciError, InvalidInput, TxRejected, Unauthorized, UnknownKind, WrongChain,
+)
+from core.hashing import sha256
+from core.state import StateView, TxContext
+from core.tx import Transaction
+from node.accounts import Account, load_account, store_account
+from node.stores import PendingState, Receipt, StateStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
+EndBlockHook = Callable[[StateView, int], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class TxKind:
+    name: str
+    roles: frozenset[str]
+    handler: Handler
+
+
+@dataclass
+class TxKindRegistry:
+    kinds: dict[str, TxKind] = field(default_factory=dict)
+    end_block_hooks: list[EndBlockHook] = field(default_factory=list)
+
+    def register(self, name: str, roles: Iterable[str], handler: Handler) -> None:
+        if name in self.kinds:
+            raise ValueError(f"transaction kind {name} is registered twice")
+        self.kinds[name] = TxKind(name, frozenset(roles), handler)
+
+    def get(self, name: str) -> TxKind:
+        try:
+            return self.kinds[name]
+        except KeyError:
+            raise UnknownKind(f"unknown transaction kind {name!r}; known: {sorted(self.kinds)}") from None
+
+
+class SignatureCache:
+    """Hashes of transactions whose signature this node already verified.
+
+    A signature checked when the transaction entered the mempool is not
+    checked again when the same bytes arrive in a block. Bounded: the oldest
+    entries are dropped first (dicts keep insertion order).
+    """
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._seen: dict[bytes, None] = {}
+        self._limit = limit
+
+    def add(self, tx_hash: bytes) -> None:
+        self._seen[tx_hash] = None
+        if len(self._seen) > self._limit:
+            del self._seen[next(iter(self._seen))]
+
+    def verify(self, tx: Transaction) -> bool:
+        tx_hash = tx.hash
+        if tx_hash in self._seen:
+            return True
+        if tx.verify_signature():
+            self.add(tx_hash)
+            return True
+        return False
+
+
+def check_admission(tx: Transaction, chain_id: str, registry: TxKindRegistry, account: Account | None,
+                    signatures: SignatureCache) -> TxKind:
+    """The checks shared by the mempool and execution; raises the matching TxRejected."""
+    if tx.chain_id != chain_id:
+        raise WrongChain(f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}")
+    kind = registry.get(tx.kind)
+    if not signatures.verify(tx):
+        raise BadSignature("the signature does not verify for this sender and body")
+    if account is None:
+        raise Unauthorized(f"sender {tx.sender.hex()} is not a registered account")
+    if not account.roles & kind.roles:
+        raise Unauthorized(
+            f"{tx.kind} needs one of the roles {sorted(kind.roles)}; sender holds {sorted(account.roles)}"
+        )
+    return kind
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    pending: PendingState
+    receipts: dict[bytes, Receipt]
+    events: list[dict[str, Any]]
+
+
+class Executor:
+    def __init__(self, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache, max_tx_bytes: int) -> None:
+        self.chain_id = chain_id
+        self.registry = registry
+        self.signatures = signatures
+        self.max_tx_bytes = max_tx_bytes
+
+    def execute_block(self, block: Block, state: StateStore) -> BlockOutcome:
+        pending = state.begin()
+        receipts: dict[bytes, Receipt] = {}
+        for index, raw in enumerate(block.txs):
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index)
+            receipts.setdefault(tx_hash, receipt)
+        events: list[dict[str, Any]] = []
+        for hook in self.registry.end_block_hooks:
+            events.extend(hook(pending, block.height))
+        return BlockOutcome(pending, receipts, events)
+
+    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int) -> tuple[bytes, Receipt]:
+        tx_hash = sha256(raw)
+        height = block.height
+        try:
+            tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
+            account = load_account(pending, tx.sender)
+            kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures)
+            assert account is not None  # check_admission refused a missing account
+            if tx.nonce != account.nonce + 1:
+                raise BadNonce(f"nonce {tx.nonce} is not the sender's next nonce {account.nonce + 1}")
+        except FbciError as exc:
+            return tx_hash, _failed(height, index, exc)
+        # From here on the transaction is the sender's, in order: its nonce is spent.
+        bumped = Account(account.name, account.roles, tx.nonce)
+        ctx = TxContext(self.chain_id, height, block.header.time_ms, tx.sender, account.roles, tx_hash)
+        scratch = pending.child()
+        try:
+            result = kind.handler(scratch, ctx, tx.payload)
+        except FbciError as exc:
+            store_account(pending, tx.sender, bumped)
+            return tx_hash, _failed(height, index, exc)
+        except Exception as exc:  # a contract bug must not split the chain: fail the tx deterministically
+            log.exception("contract %s raised an unexpected error", tx.kind)
+            store_account(pending, tx.sender, bumped)
+            return tx_hash, _failed(height, index, TxRejected(f"contract error: {type(exc).__name__}"))
+        scratch.merge_into_parent()
+        store_account(pending, tx.sender, Account(*_reload(pending, tx.sender, bumped)))
+        return tx_hash, Receipt(height, index, True, 0, "ok", "", result)
+
+
+def _reload(pending: PendingState, sender: bytes, bumped: Account) -> tuple[str, frozenset[str], int]:
+    """The sender's account after its own transaction ran (an acl kind may have changed its roles)."""
+    current = load_account(pending, sender) or bumped
+    return current.name, current.roles, bumped.nonce
+
+
+def _failed(height: int, index: int, exc: FbciError) -> Receipt:
+    return Receipt(height, index, False, exc.code, exc.reason, exc.message, {})
+
+
+def validate_block_txs(block: Block, chain_id: str, max_tx_bytes: int, signatures: SignatureCache) -> None:
+    """Stateless checks a proposed block must pass before a validator votes for it."""
+    for i, raw in enumerate(block.txs):
+        try:
+            tx = Transaction.decode(raw, max_size=max_tx_bytes)
+        except FbciError as exc:
+            raise InvalidInput(f"block tx {i}: {exc.message}") from None
+        if tx.chain_id != chain_id:
+            raise InvalidInput(f"block tx {i} is for chain {tx.chain_id!r}")
+        if not signatures.verify(tx):
+            raise InvalidInput(f"block tx {i} has a bad signature")

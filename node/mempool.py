@@ -1,0 +1,134 @@
+"""Pending transactions: admission, deduplication, ordering, eviction, bounds.
+
+Admission runs the same checks execution will (chain, kind, signature,
+registered sender with a permitted role, size) plus "nonce not already
+used", against committed state. The mempool is bounded in count and bytes; a
+full mempool answers :class:`MempoolFull` instead of growing. Reaping returns,
+per sender, only the run of nonces that continues from the committed nonce,
+so a proposer never includes a transaction that must fail its nonce check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import AlreadyKnown, BadNonce, MempoolFull, TooLarge
+from core.tx import Transaction
+from node.accounts import Account
+from node.execution import SignatureCache, TxKindRegistry, check_admission
+
+AccountLookup = Callable[[bytes], Account | None]
+MAX_NONCE_GAP = 64
+
+
+@dataclass(frozen=True)
+class PendingTx:
+    tx: Transaction
+    raw: bytes
+    tx_hash: bytes
+    seq: int
+
+
+class Mempool:
+    def __init__(self, *, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
+                 accounts: AccountLookup, max_txs: int, max_bytes: int, max_tx_bytes: int) -> None:
+        self.chain_id = chain_id
+        self.registry = registry
+        self.signatures = signatures
+        self.accounts = accounts
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.max_tx_bytes = max_tx_bytes
+        self._by_hash: dict[bytes, PendingTx] = {}
+        self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
+        self._bytes = 0
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._by_hash
+
+    def add(self, raw: bytes) -> Transaction:
+        """Admit one encoded transaction or raise the reason it is refused."""
+        if len(raw) > self.max_tx_bytes:
+            raise TooLarge(f"transaction is {len(raw)} bytes; the limit is {self.max_tx_bytes}")
+        tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
+        tx_hash = tx.hash
+        if tx_hash in self._by_hash:
+            raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
+        account = self.accounts(tx.sender)
+        check_admission(tx, self.chain_id, self.registry, account, self.signatures)
+        assert account is not None
+        if tx.nonce <= account.nonce:
+            raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
+        if tx.nonce > account.nonce + MAX_NONCE_GAP:
+            raise BadNonce(f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the next nonce {account.nonce + 1}")
+        pending_for_sender = self._by_sender.setdefault(tx.sender, {})
+        if tx.nonce in pending_for_sender:
+            raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
+        if len(self._by_hash) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
+            raise MempoolFull(
+                f"mempool is full ({len(self._by_hash)} transactions, {self._bytes} bytes); retry later"
+            )
+        self._seq += 1
+        entry = PendingTx(tx, raw, tx_hash, self._seq)
+        self._by_hash[tx_hash] = entry
+        pending_for_sender[tx.nonce] = entry
+        self._bytes += len(raw)
+        return tx
+
+    def reap(self, max_txs: int, max_bytes: int) -> list[bytes]:
+        """Transactions for the next block: arrival order, each sender's nonces contiguous."""
+        next_nonce: dict[bytes, int] = {}
+        chosen: list[bytes] = []
+        used = 0
+        progressed = True
+        remaining = sorted(self._by_hash.values(), key=lambda e: e.seq)
+        while progressed and len(chosen) < max_txs:
+            progressed = False
+            deferred = []
+            for entry in remaining:
+                sender = entry.tx.sender
+                if sender not in next_nonce:
+                    account = self.accounts(sender)
+                    next_nonce[sender] = (account.nonce if account else 0) + 1
+                if entry.tx.nonce != next_nonce[sender]:
+                    deferred.append(entry)
+                    continue
+                if len(chosen) >= max_txs or used + len(entry.raw) > max_bytes:
+                    return chosen
+                chosen.append(entry.raw)
+                used += len(entry.raw)
+                next_nonce[sender] += 1
+                progressed = True
+            remaining = deferred
+        return chosen
+
+    def remove_committed(self, tx_hashes: list[bytes], senders: set[bytes]) -> None:
+        """Drop every transaction a block carried (whatever its outcome), then each
+        sender's entries whose nonce the block used up."""
+        for tx_hash in tx_hashes:
+            entry = self._by_hash.get(tx_hash)
+            if entry is not None:
+                self._drop(entry)
+        for sender in senders:
+            account = self.accounts(sender)
+            committed = account.nonce if account else 0
+            for nonce, entry in list(self._by_sender.get(sender, {}).items()):
+                if nonce <= committed:
+                    self._drop(entry)
+
+    def _drop(self, entry: PendingTx) -> None:
+        del self._by_hash[entry.tx_hash]
+        entries = self._by_sender[entry.tx.sender]
+        del entries[entry.tx.nonce]
+        if not entries:
+            del self._by_sender[entry.tx.sender]
+        self._bytes -= len(entry.raw)

@@ -1,0 +1,214 @@
+"""The validator's three stores on one LevelDB database, each behind its own class.
+
+Crash-safety rule: after a block commits, the node writes (1) the block and
+its commit certificate to :class:`BlockStore`, (2) receipts to
+:class:`TxIndex`, (3) the state writes, new height and new state hash to
+:class:`StateStore` in one synchronous WriteBatch. Each step is atomic and
+fsynced, and ``StateStore.height`` is the "applied" marker: on restart a node
+whose block store is ahead of its state store re-executes the missing blocks
+(execution is deterministic and the index writes are idempotent), so a
+``kill -9`` between any two steps loses nothing and applies nothing twice.
+
+The state hash is a hash chain over each block's sorted write set:
+``H(prev_state_hash, height, sorted[(key, value or None)])``. Two validators
+with the same genesis and the same blocks therefore have the same hash, and any
+divergence shows up in the very next header. (It is not a Merkle tree, so it
+gives no per-key proofs; light-client proofs are future work.)
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import plyvel
+
+from core import codec
+from core.block import ZERO_HASH
+from core.errors import NotFound, StorageError
+from core.hashing import sha256
+
+
+def _height_key(prefix: bytes, height: int) -> bytes:
+    return prefix + struct.pack(">Q", height)
+
+
+class Database:
+    """The one LevelDB handle a validator holds; closed exactly once."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.Error as exc:
+            raise StorageError(f"cannot open the database at {path}: {exc}") from None
+
+    def close(self) -> None:
+        if not self.db.closed:
+            self.db.close()
+
+
+class BlockStore:
+    """Committed blocks by height and by hash, each with its commit certificate."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database.db.prefixed_db(b"blk/")
+
+    def save(self, height: int, block_hash: bytes, block: bytes, certificate: bytes) -> None:
+        with self._db.write_batch(sync=True) as batch:
+            batch.put(_height_key(b"b", height), block)
+            batch.put(_height_key(b"c", height), certificate)
+            batch.put(b"h" + block_hash, struct.pack(">Q", height))
+            batch.put(b"last", struct.pack(">Q", height))
+
+    @property
+    def last_height(self) -> int:
+        raw = self._db.get(b"last")
+        return 0 if raw is None else struct.unpack(">Q", raw)[0]
+
+    def block(self, height: int) -> bytes:
+        raw = self._db.get(_height_key(b"b", height))
+        if raw is None:
+            raise NotFound(f"no block at height {height}")
+        return raw
+
+    def certificate(self, height: int) -> bytes:
+        raw = self._db.get(_height_key(b"c", height))
+        if raw is None:
+            raise NotFound(f"no commit certificate at height {height}")
+        return raw
+
+    def height_of(self, block_hash: bytes) -> int:
+        raw = self._db.get(b"h" + block_hash)
+        if raw is None:
+            raise NotFound(f"no block with hash {block_hash.hex()}")
+        return struct.unpack(">Q", raw)[0]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What happened to one committed transaction; stored in the tx index."""
+
+    height: int
+    index: int
+    ok: bool
+    code: int
+    reason: str
+    message: str
+    result: dict[str, object]
+
+    def encode(self) -> bytes:
+        return codec.encode([self.height, self.index, self.ok, self.code, self.reason, self.message, self.result])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Receipt:
+        return cls(*codec.decode(data))
+
+
+class TxIndex:
+    """Transaction hash → receipt (height, position, outcome)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database.db.prefixed_db(b"txi/")
+
+    def save(self, receipts: dict[bytes, Receipt]) -> None:
+        with self._db.write_batch(sync=True) as batch:
+            for tx_hash, receipt in receipts.items():
+                batch.put(tx_hash, receipt.encode())
+
+    def get(self, tx_hash: bytes) -> Receipt:
+        raw = self._db.get(tx_hash)
+        if raw is None:
+            raise NotFound(f"no committed transaction with hash {tx_hash.hex()}")
+        return Receipt.decode(raw)
+
+
+class PendingState:
+    """A write buffer over committed state that implements ``core.state.StateView``.
+
+    Buffers stack: a block's buffer sits on the store, and each transaction
+    gets its own buffer on the block's, merged only if the transaction
+    succeeds, so a rejected transaction changes nothing.
+    """
+
+    def __init__(self, parent: StateStore | PendingState) -> None:
+        self._parent = parent
+        self.writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self._parent.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.writes[key] = bytes(value)
+
+    def delete(self, key: bytes) -> None:
+        self.writes[key] = None
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        merged = dict(self._parent.scan(prefix))
+        for key, value in self.writes.items():
+            if key.startswith(prefix):
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        yield from sorted(merged.items())
+
+    def child(self) -> PendingState:
+        return PendingState(self)
+
+    def merge_into_parent(self) -> None:
+        if not isinstance(self._parent, PendingState):
+            raise StorageError("only a nested buffer can be merged into its parent")
+        self._parent.writes.update(self.writes)
+
+
+class StateStore:
+    """Application state (accounts, contracts) plus the applied height and state hash."""
+
+    _STATE = b"st/"
+    _HEIGHT = b"meta/height"
+    _HASH = b"meta/state_hash"
+
+    def __init__(self, database: Database) -> None:
+        self._root = database.db
+        self._db = database.db.prefixed_db(self._STATE)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._db.iterator(prefix=prefix)
+
+    def begin(self) -> PendingState:
+        return PendingState(self)
+
+    @property
+    def height(self) -> int:
+        """The last applied height; -1 before genesis state is written."""
+        raw = self._root.get(self._HEIGHT)
+        return -1 if raw is None else struct.unpack(">q", raw)[0]
+
+    @property
+    def state_hash(self) -> bytes:
+        return self._root.get(self._HASH) or ZERO_HASH
+
+    def commit(self, height: int, pending: PendingState) -> bytes:
+        """Apply one block's writes, the height and the new hash in one fsynced batch."""
+        if height != self.height + 1:
+            raise StorageError(f"state is at height {self.height}; cannot apply height {height}")
+        items = sorted(pending.writes.items())
+        new_hash = sha256(codec.encode([self.state_hash, height, [[k, v] for k, v in items]]))
+        with self._root.write_batch(sync=True) as batch:
+            for key, value in items:
+                if value is None:
+                    batch.delete(self._STATE + key)
+                else:
+                    batch.put(self._STATE + key, value)
+            batch.put(self._HEIGHT, struct.pack(">q", height))
+            batch.put(self._HASH, new_hash)
+        return new_hash

@@ -1,0 +1,154 @@
+"""Executing blocks: permissions, nonces, failed transactions change nothing."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import AlreadyKnown, BadNonce, BadSignature, MempoolFull, TooLarge, Unauthorized, UnknownKind, WrongChain
+from core.tx import Transaction
+from node.accounts import load_account
+from node.execution import Executor, SignatureCache
+from node.mempool import Mempool
+from node.stores import Database, StateStore
+from tests.node.helpers import ADMIN, CHAIN, GATEWAY, HOSPITAL, STRANGER, echo_tx, make_block, make_registry, seed_accounts
+
+
+@pytest.fixture
+def chain(tmp_path):
+    db = Database(tmp_path / "db")
+    state = StateStore(db)
+    seed_accounts(state)
+    executor = Executor(CHAIN, make_registry(), SignatureCache(), max_tx_bytes=4096)
+    yield state, executor
+    db.close()
+
+
+def run_block(state, executor, height, txs):
+    outcome = executor.execute_block(make_block(height, [t.encode() for t in txs]), state)
+    state.commit(height, outcome.pending)
+    return [outcome.receipts[t.hash] for t in txs]
+
+
+def test_nonces_must_be_sequential_and_stop_replays(chain) -> None:
+    state, executor = chain
+    t1, t2 = echo_tx(HOSPITAL, 1), echo_tx(HOSPITAL, 2)
+    r = run_block(state, executor, 1, [t1, t2])
+    assert [x.ok for x in r] == [True, True]
+    replay = run_block(state, executor, 2, [t1])
+    assert not replay[0].ok and replay[0].reason == "bad_nonce"
+    gap = run_block(state, executor, 3, [echo_tx(HOSPITAL, 5)])
+    assert gap[0].reason == "bad_nonce"
+    assert load_account(state, HOSPITAL.public_key.raw).nonce == 2
+
+
+def test_unregistered_wrong_role_and_wrong_chain_are_rejected_without_state_change(chain) -> None:
+    state, executor = chain
+    before = state.state_hash
+    reg = Transaction.create(HOSPITAL, CHAIN, 1, "acl.register",
+                             {"public_key": STRANGER.public_key.raw, "name": "x", "roles": ["hospital"]})
+    receipts = run_block(state, executor, 1, [echo_tx(STRANGER, 1), reg, echo_tx(ADMIN, 1, chain="other")])
+    assert [x.reason for x in receipts] == ["unauthorized", "unauthorized", "wrong_chain"]
+    assert load_account(state, STRANGER.public_key.raw) is None
+    assert load_account(state, HOSPITAL.public_key.raw).nonce == 0  # never reached its handler
+    assert state.state_hash != before  # the height advanced, but nothing was written
+    assert list(state.scan(b"acct/")) and len(list(state.scan(b"acct/"))) == 3
+
+
+def test_admin_registers_grants_and_revokes(chain) -> None:
+    state, executor = chain
+    pk = STRANGER.public_key.raw
+    txs = [
+        Transaction.create(ADMIN, CHAIN, 1, "acl.register", {"public_key": pk, "name": "new", "roles": ["hospital"]}),
+        Transaction.create(ADMIN, CHAIN, 2, "acl.grant", {"public_key": pk, "role": "gateway"}),
+        Transaction.create(ADMIN, CHAIN, 3, "acl.revoke", {"public_key": pk, "role": "hospital"}),
+        Transaction.create(ADMIN, CHAIN, 4, "acl.register", {"public_key": pk, "name": "dup", "roles": ["hospital"]}),
+        Transaction.create(ADMIN, CHAIN, 5, "acl.grant", {"public_key": pk, "role": "emperor"}),
+        Transaction.create(ADMIN, CHAIN, 6, "acl.revoke", {"public_key": ADMIN.public_key.raw, "role": "admin"}),
+    ]
+    receipts = run_block(state, executor, 1, txs)
+    assert [r.ok for r in receipts] == [True, True, True, False, False, False]
+    assert receipts[3].reason == "contract_rejected" and "already registered" in receipts[3].message
+    acct = load_account(state, pk)
+    assert acct.roles == {"gateway"} and acct.name == "new"
+    assert load_account(state, ADMIN.public_key.raw).nonce == 6  # failed contract calls still spend the nonce
+    assert run_block(state, executor, 2, [echo_tx(STRANGER, 1)])[0].ok
+
+
+def test_bad_payload_is_rejected_with_the_field_named(chain) -> None:
+    state, executor = chain
+    tx = Transaction.create(ADMIN, CHAIN, 1, "acl.grant", {"public_key": b"short", "role": "hospital"})
+    (r,) = run_block(state, executor, 1, [tx])
+    assert not r.ok and r.reason == "invalid_input" and "public_key" in r.message
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(list(range(6))))
+def test_same_block_gives_same_state_hash_on_every_replica(tmp_path_factory, order) -> None:
+    """Determinism: two replicas executing the same block reach the same hash."""
+    txs = [echo_tx(HOSPITAL, i + 1, msg=bytes([i])) for i in range(3)] + \
+          [echo_tx(GATEWAY, i + 1, msg=bytes([i])) for i in range(3)]
+    block_txs = [txs[i] for i in order]
+    hashes = []
+    for _ in range(2):
+        db = Database(tmp_path_factory.mktemp("db"))
+        state = StateStore(db)
+        seed_accounts(state)
+        run_block(state, Executor(CHAIN, make_registry(), SignatureCache(), 4096), 1, block_txs)
+        hashes.append(state.state_hash)
+        db.close()
+    assert hashes[0] == hashes[1]
+
+
+@pytest.fixture
+def mempool(chain):
+    state, executor = chain
+    from node.accounts import load_account as la
+
+    return Mempool(chain_id=CHAIN, registry=executor.registry, signatures=SignatureCache(),
+                   accounts=lambda pk: la(state, pk), max_txs=5, max_bytes=10_000, max_tx_bytes=1024)
+
+
+def test_mempool_admission_errors(mempool) -> None:
+    t = echo_tx(HOSPITAL, 1)
+    mempool.add(t.encode())
+    with pytest.raises(AlreadyKnown):
+        mempool.add(t.encode())
+    with pytest.raises(BadNonce):
+        mempool.add(echo_tx(HOSPITAL, 1, msg=b"other").encode())
+    with pytest.raises(BadNonce):
+        mempool.add(echo_tx(HOSPITAL, 500).encode())
+    with pytest.raises(Unauthorized):
+        mempool.add(echo_tx(STRANGER, 1).encode())
+    with pytest.raises(WrongChain):
+        mempool.add(echo_tx(GATEWAY, 1, chain="other").encode())
+    forged = Transaction(CHAIN, GATEWAY.public_key.raw, 1, "test.echo", {"msg": b"x"}, t.signature)
+    with pytest.raises(BadSignature):
+        mempool.add(forged.encode())
+    with pytest.raises(UnknownKind):
+        mempool.add(Transaction.create(GATEWAY, CHAIN, 1, "nope.nope", {}).encode())
+    with pytest.raises(TooLarge):
+        mempool.add(echo_tx(GATEWAY, 1, msg=b"x" * 2000).encode())
+    assert len(mempool) == 1
+
+
+def test_mempool_bound_gives_clear_error(mempool) -> None:
+    for n in range(1, 6):
+        mempool.add(echo_tx(HOSPITAL, n).encode())
+    with pytest.raises(MempoolFull, match="full"):
+        mempool.add(echo_tx(GATEWAY, 1).encode())
+
+
+def test_reap_keeps_nonces_contiguous_and_eviction_after_commit(chain, mempool) -> None:
+    state, executor = chain
+    h3, h1, g1, h2 = echo_tx(HOSPITAL, 3), echo_tx(HOSPITAL, 1), echo_tx(GATEWAY, 1), echo_tx(HOSPITAL, 2)
+    for t in (h3, h1, g1):
+        mempool.add(t.encode())
+    assert mempool.reap(10, 10_000) == [h1.encode(), g1.encode()]  # h3 waits for h2
+    mempool.add(h2.encode())
+    assert mempool.reap(10, 10_000) == [h1.encode(), g1.encode(), h2.encode(), h3.encode()]
+    assert mempool.reap(2, 10_000) == [h1.encode(), g1.encode()]
+    other_h1 = echo_tx(HOSPITAL, 1, msg=b"committed elsewhere")
+    run_block(state, executor, 1, [other_h1, g1])
+    mempool.remove_committed([other_h1.hash, g1.hash], {HOSPITAL.public_key.raw, GATEWAY.public_key.raw})
+    assert h1.hash not in mempool and g1.hash not in mempool
+    assert mempool.reap(10, 10_000) == [h2.encode(), h3.encode()]
