@@ -1,0 +1,116 @@
+"""A validator's home directory: where each file lives, and the node config schema.
+
+The schema lives here rather than in ``node/`` because ``genesis`` writes the
+configs (``fbci genesis init`` and ``install``) and may not import ``node``;
+``node.config`` re-exports it and adds the loading the validator does at
+start-up. The home's own path is never stored in the config, so a home
+directory can be moved or copied to another machine and still work::
+
+    HOME/
+      public.json            the shareable part: name, public key, addresses, roles
+      config/node_key.json   Ed25519 private key, mode 0600, never leaves the machine
+      config/config.json     NodeConfig: listen addresses, peers, data dir, logging
+      config/genesis.json    the chain's genesis document
+      keys/<role>.json       client keys for accounts this hospital runs (0600)
+      data/                  block, state and WAL stores (created by the node)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, model_validator
+
+from genesis.types import STRICT, DialAddress, ListenAddress, Name, PublicKeyHex, split_address
+from genesis.validation import FieldError, dump_json, write_file_atomic
+
+
+@dataclass(frozen=True)
+class HomePaths:
+    root: Path
+
+    @property
+    def public(self) -> Path:
+        return self.root / "public.json"
+
+    @property
+    def node_key(self) -> Path:
+        return self.root / "config" / "node_key.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config" / "config.json"
+
+    @property
+    def genesis(self) -> Path:
+        return self.root / "config" / "genesis.json"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    def client_key(self, name: str) -> Path:
+        return self.keys_dir / f"{name}.json"
+
+
+class PeerInfo(BaseModel):
+    model_config = STRICT
+
+    name: Name
+    public_key: PublicKeyHex
+    """The peer's node key; a connection is kept only if the handshake proves this key."""
+    address: DialAddress
+
+
+def _relative_dir(text: str) -> str:
+    path = PurePosixPath(text)
+    if not text or path.is_absolute() or ".." in path.parts:
+        raise ValueError("must be a path inside the home directory (relative, no '..')")
+    return text
+
+
+class NodeConfig(BaseModel):
+    """What may differ between validators of one chain; what must not lives in genesis."""
+
+    model_config = STRICT
+
+    name: Name
+    """This validator's name (moniker), as in the genesis validator set."""
+    p2p_listen: ListenAddress
+    """Where this validator accepts connections from its peers."""
+    rpc_listen: ListenAddress
+    """Where the JSON-RPC server (and its /metrics) listens for clients."""
+    peers: list[PeerInfo] = []
+    """The other validators this one dials."""
+    data_dir: Annotated[str, AfterValidator(_relative_dir)] = "data"
+    """Stores, relative to the home directory."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: bool = True
+    """Serve Prometheus metrics at the RPC address's /metrics."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeConfig:
+        for key in ("name", "public_key", "address"):
+            seen: set[str] = set()
+            for i, peer in enumerate(self.peers):
+                value = getattr(peer, key)
+                if value in seen:
+                    raise FieldError(("peers", i, key), f"{value!r} appears twice among the peers")
+                seen.add(value)
+        if self.name in {p.name for p in self.peers}:
+            raise FieldError(("peers",), f"lists this node ({self.name!r}) as its own peer")
+        if split_address(self.p2p_listen)[1] == split_address(self.rpc_listen)[1]:
+            raise FieldError(("rpc_listen",), "must use a different port from p2p_listen")
+        return self
+
+    def rpc_url(self) -> str:
+        """The URL a client on this machine uses to reach this node's RPC server."""
+        host, port = split_address(self.rpc_listen)
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        return f"http://{host}:{port}"
+
+
+def write_config(config: NodeConfig, paths: HomePaths) -> None:
+    write_file_atomic(paths.config, dump_json(config.model_dump(mode="json")))
