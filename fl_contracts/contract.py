@@ -1,0 +1,294 @@
+"""The federated-learning contract: model registry, round lifecycle, on-chain aggregation.
+
+Rule 1: everything here is a deterministic function of state and the
+transaction. No clock, no randomness, no floats in state, and every
+collection that affects a result is read in bytewise key order.
+
+Rule 2: a rejected update raises :class:`core.errors.ContractRejected` before
+the first write, so it changes nothing. The reason slug is in
+``error.data["fl_reason"]``: ``unknown_model``, ``unauthorized``,
+``wrong_round`` (late or early), ``round_full``, ``duplicate``,
+``stale_version``, ``wrong_shape``, ``out_of_bounds``, ``invalid_payload``.
+
+Lifecycle. Genesis opens round 1 at height 0 with deadline
+``0 + round_length_blocks``. A hospital (role :data:`HOSPITAL_ROLE`) submits
+one delta against the current version. After each block the node calls
+:func:`end_block`; a round closes when it holds ``max_updates`` updates or
+the block height reaches its deadline. Closing with at least ``min_updates``
+aggregates (see :mod:`fl_contracts.rules`) and stores version ``v + 1``;
+with fewer it fails and no version is made. Either way the next round opens
+at once against the then-current version.
+
+State layout (all keys under ``fl/``, values canonical msgpack)::
+
+    fl/spec/<id>                      ModelSpec.to_doc()
+    fl/head/<id>                      Head: current version and the open round
+    fl/ver/<id>/<version:8 bytes BE>  ModelVersion
+    fl/round/<id>/<round:8 bytes BE>  RoundRecord of a closed round
+    fl/upd/<id>/<round:8 BE>/<sender> pending update (deleted at close)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
+
+from core import codec
+from core.errors import ContractRejected, InvalidInput, NotFound
+from core.hashing import sha256
+from core.state import StateView, TxContext
+from fl_contracts.fixedpoint import decode_delta, decode_weights, encode_weights
+from fl_contracts.rules import Updates, aggregate
+from fl_contracts.spec import ModelSpec
+
+HOSPITAL_ROLE = "hospital"
+TX_KIND = "fl.submit_update"
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubmitUpdate(BaseModel):
+    """Payload of ``fl.submit_update``; privacy figures are optional, in millionths and billionths."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_id: StrictStr
+    round: StrictInt = Field(ge=1)
+    base_version: StrictInt = Field(ge=0)
+    num_samples: StrictInt = Field(ge=1, le=2**53)
+    delta: StrictBytes
+    dp_epsilon_micro: StrictInt | None = Field(default=None, ge=0)
+    dp_delta_nano: StrictInt | None = Field(default=None, ge=0)
+
+
+class Head(BaseModel):
+    model_config = _FROZEN
+    version: int
+    round: int
+    opened_height: int
+    deadline_height: int
+    pending: int
+
+
+class ModelVersion(BaseModel):
+    """A global model version: fixed-point int64 weights (little-endian bytes) and their hash."""
+
+    model_config = _FROZEN
+    model_id: str
+    version: int
+    round: int
+    height: int
+    weights: bytes
+    hash: bytes
+
+    def weights_int(self) -> npt.NDArray[np.int64]:
+        return decode_weights(self.weights)
+
+    def unflatten(self, spec: ModelSpec) -> dict[str, npt.NDArray[np.float64]]:
+        """Real-valued tensors by layout name, for clients and inference."""
+        return spec.unflatten(self.weights_int().astype(np.float64) / spec.fixed_point.scale)
+
+
+class Participant(BaseModel):
+    model_config = _FROZEN
+    sender: bytes
+    num_samples: int
+    weight: int
+    norm_clipped: bool
+    excluded: str | None = None
+    dp_epsilon_micro: int | None = None
+    dp_delta_nano: int | None = None
+
+
+class RoundRecord(BaseModel):
+    model_config = _FROZEN
+    model_id: str
+    round: int
+    base_version: int
+    opened_height: int
+    deadline_height: int
+    closed_height: int | None
+    status: Literal["open", "aggregated", "failed"]
+    reason: str | None = None
+    participants: list[Participant] = []
+    accepted: int = 0
+    excluded: int = 0
+    new_version: int | None = None
+    new_hash: bytes | None = None
+
+
+def _be(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def _key(kind: str, model_id: str, *parts: bytes) -> bytes:
+    return b"/".join([b"fl", kind.encode(), model_id.encode(), *parts])
+
+
+def _put(state: StateView, key: bytes, value: BaseModel | dict[str, Any]) -> None:
+    state.set(key, codec.encode(value.model_dump() if isinstance(value, BaseModel) else value))
+
+
+def _load(state: StateView, key: bytes) -> Any:
+    raw = state.get(key)
+    return None if raw is None else codec.decode(raw)
+
+
+def _reject(why: str, message: str) -> ContractRejected:
+    return ContractRejected(message, data={"fl_reason": why})
+
+
+def version_hash(model_id: str, version: int, weights: bytes) -> bytes:
+    return sha256(codec.encode(["fbci/fl/model/1", model_id, version, weights]))
+
+
+def _store_version(state: StateView, model_id: str, version: int, rnd: int, height: int, w: bytes) -> ModelVersion:
+    mv = ModelVersion(model_id=model_id, version=version, round=rnd, height=height, weights=w,
+                      hash=version_hash(model_id, version, w))
+    _put(state, _key("ver", model_id, _be(version)), mv)
+    return mv
+
+
+def _open_round(state: StateView, spec: ModelSpec, version: int, rnd: int, height: int) -> None:
+    head = Head(version=version, round=rnd, opened_height=height,
+                deadline_height=height + spec.round_length_blocks, pending=0)
+    _put(state, _key("head", spec.id), head)
+
+
+def init_models(
+    state: StateView, specs: Sequence[ModelSpec], initial: Mapping[str, npt.NDArray[np.int64] | None], height: int
+) -> None:
+    """Register models at genesis: version 0 (given weights or zeros) and round 1 opens."""
+    for spec in specs:
+        if state.get(_key("spec", spec.id)) is not None:
+            raise InvalidInput(f"model {spec.id} is declared twice")
+        w0 = initial.get(spec.id)
+        w = np.zeros(spec.num_params, dtype=np.int64) if w0 is None else np.asarray(w0, dtype=np.int64)
+        if w.shape != (spec.num_params,):
+            raise InvalidInput(f"model {spec.id}: initial weights have shape {w.shape}, expected ({spec.num_params},)")
+        state.set(_key("spec", spec.id), codec.encode(spec.to_doc()))
+        _store_version(state, spec.id, 0, 0, height, encode_weights(w))
+        _open_round(state, spec, 0, 1, height)
+
+
+def get_spec(state: StateView, model_id: str) -> ModelSpec:
+    doc = _load(state, _key("spec", model_id))
+    if doc is None:
+        raise NotFound(f"no model {model_id!r}")
+    return ModelSpec.model_validate(doc)
+
+
+def _head(state: StateView, model_id: str) -> Head:
+    return Head.model_validate(_load(state, _key("head", model_id)))
+
+
+def list_models(state: StateView) -> list[ModelSpec]:
+    return [ModelSpec.model_validate(codec.decode(v)) for _, v in state.scan(b"fl/spec/")]
+
+
+def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate one hospital's delta and hold it for the round; all checks come before any write."""
+    try:
+        upd = SubmitUpdate.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise _reject("invalid_payload", f"fl.submit_update: {field}: {first['msg']}") from None
+    if state.get(_key("spec", upd.model_id)) is None:
+        raise _reject("unknown_model", f"no model {upd.model_id!r}")
+    if HOSPITAL_ROLE not in ctx.sender_roles:
+        raise _reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
+    spec, head = get_spec(state, upd.model_id), _head(state, upd.model_id)
+    if upd.round != head.round:
+        when = "late: round has closed" if upd.round < head.round else "round has not opened"
+        raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
+    ukey = _key("upd", spec.id, _be(head.round), ctx.sender)
+    if state.get(ukey) is not None:
+        raise _reject("duplicate", f"sender already submitted to round {head.round}")
+    if head.pending >= spec.max_updates:
+        raise _reject("round_full", f"round {head.round} already holds {spec.max_updates} updates")
+    if upd.base_version != head.version:
+        raise _reject("stale_version", f"delta is against version {upd.base_version}; current is {head.version}")
+    try:
+        q = decode_delta(upd.delta, spec.num_params)
+    except InvalidInput as exc:
+        raise _reject("wrong_shape", exc.message) from None
+    peak = max(-int(q.min()), int(q.max()))
+    if peak > spec.max_abs:
+        raise _reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
+    _put(state, ukey, upd.model_dump(exclude={"model_id", "round", "base_version"}))
+    _put(state, _key("head", spec.id), head.model_copy(update={"pending": head.pending + 1}))
+    return {"model_id": spec.id, "round": head.round, "position": head.pending + 1}
+
+
+def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> RoundRecord:
+    prefix = _key("upd", spec.id, _be(head.round)) + b"/"
+    rows = list(state.scan(prefix))  # bytewise order = sender order: arrival order cannot matter
+    senders = tuple(k[len(prefix):] for k, _ in rows)
+    docs = [codec.decode(v) for _, v in rows]
+    for k, _ in rows:
+        state.delete(k)
+    base = dict(model_id=spec.id, round=head.round, base_version=head.version, opened_height=head.opened_height,
+                deadline_height=head.deadline_height, closed_height=height)
+    if len(docs) < spec.min_updates:
+        record = RoundRecord(**base, status="failed", reason=f"{len(docs)} updates; min_updates is {spec.min_updates}")
+        _open_round(state, spec, head.version, head.round + 1, height)
+        return record
+    values = np.empty((len(docs), spec.num_params), dtype=np.int32)
+    for i, d in enumerate(docs):
+        values[i] = decode_delta(d["delta"], spec.num_params)
+    weights = np.array([d["num_samples"] for d in docs], dtype=np.int64)
+    agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, senders),
+                    max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
+    old = _load(state, _key("ver", spec.id, _be(head.version)))
+    new_w = decode_weights(old["weights"]) + agg.delta
+    mv = _store_version(state, spec.id, head.version + 1, head.round, height, encode_weights(new_w))
+    participants = [
+        Participant(sender=s, num_samples=d["num_samples"], weight=min(d["num_samples"], spec.max_samples),
+                    norm_clipped=i in agg.clipped, excluded=agg.excluded.get(i),
+                    dp_epsilon_micro=d.get("dp_epsilon_micro"), dp_delta_nano=d.get("dp_delta_nano"))
+        for i, (s, d) in enumerate(zip(senders, docs))
+    ]
+    record = RoundRecord(**base, status="aggregated", participants=participants,
+                         accepted=len(docs) - len(agg.excluded), excluded=len(agg.excluded),
+                         new_version=mv.version, new_hash=mv.hash)
+    _open_round(state, spec, mv.version, head.round + 1, height)
+    return record
+
+
+def end_block(state: StateView, height: int) -> list[dict[str, Any]]:
+    """Close every round that is full or at its deadline; return one event per closed round."""
+    events = []
+    for spec in list_models(state):
+        head = _head(state, spec.id)
+        if head.pending >= spec.max_updates or height >= head.deadline_height:
+            record = _close_round(state, spec, head, height)
+            _put(state, _key("round", spec.id, _be(record.round)), record)
+            events.append({"type": "fl.round_closed", **record.model_dump(exclude={"participants"})})
+    return events
+
+
+def get_model(state: StateView, model_id: str, version: int | None = None) -> ModelVersion:
+    """The current version, or a past one by number."""
+    v = _head(state, get_spec(state, model_id).id).version if version is None else version
+    doc = _load(state, _key("ver", model_id, _be(v))) if v >= 0 else None
+    if doc is None:
+        raise NotFound(f"model {model_id!r} has no version {v}")
+    return ModelVersion.model_validate(doc)
+
+
+def current_round(state: StateView, model_id: str) -> RoundRecord:
+    """The open round, as a record with no close height yet."""
+    head = _head(state, get_spec(state, model_id).id)
+    return RoundRecord(model_id=model_id, round=head.round, base_version=head.version,
+                       opened_height=head.opened_height, deadline_height=head.deadline_height,
+                       closed_height=None, status="open", accepted=head.pending)
+
+
+def round_history(state: StateView, model_id: str) -> list[RoundRecord]:
+    """Closed rounds in order, then the open one."""
+    get_spec(state, model_id)
+    closed = [RoundRecord.model_validate(codec.decode(v)) for _, v in state.scan(_key("round", model_id) + b"/")]
+    return [*closed, current_round(state, model_id)]

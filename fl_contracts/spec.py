@@ -1,0 +1,174 @@
+"""A model as genesis declares it, with the bounds that make its arithmetic exact.
+
+The chain aggregates integers, and some of that arithmetic runs through
+float64 BLAS kernels for speed. That is only deterministic when every
+intermediate value is an integer below 2**53 (then IEEE-754 float64 represents
+it exactly and any summation order, thread split or FMA gives the same
+number). :meth:`ModelSpec.check_bounds` refuses any spec for which the bounds
+proved in :mod:`fl_contracts.fixedpoint` do not hold, so a validated spec is a
+proof obligation discharged once at genesis rather than at every block.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+
+from core import codec
+from core.errors import InvalidInput
+from core.hashing import sha256
+
+EXACT = 2**53
+"""Every integer of magnitude up to this is exactly representable in float64."""
+
+MAX_PARAMS = 1 << 26
+MAX_UPDATES = 1024
+INT32_MAX = 2**31 - 1
+MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+Rule = Literal["fedavg", "median", "trimmed_mean", "multi_krum"]
+Task = Literal["binary_classification", "multiclass_classification"]
+
+
+class FixedPointFormat(BaseModel):
+    """Values are integers in units of 2**-frac_bits, sent as little-endian int32."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    frac_bits: StrictInt = Field(ge=0, le=30)
+    bits: Literal[32] = 32
+
+    @property
+    def scale(self) -> int:
+        return 1 << self.frac_bits
+
+
+class ModelSpec(BaseModel):
+    """One model's genesis declaration; bounds are in quanta (units of 2**-frac_bits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: StrictStr
+    task: Task
+    layout: tuple[tuple[StrictStr, tuple[StrictInt, ...]], ...]
+    fixed_point: FixedPointFormat
+    rule: Rule
+    rule_params: dict[StrictStr, StrictInt] = Field(default_factory=dict)
+    round_length_blocks: StrictInt = Field(ge=1, le=1_000_000)
+    min_updates: StrictInt = Field(ge=1, le=MAX_UPDATES)
+    max_updates: StrictInt = Field(ge=1, le=MAX_UPDATES)
+    max_abs: StrictInt = Field(ge=1, le=INT32_MAX, description="largest |coordinate| of an update")
+    max_norm: StrictInt = Field(ge=1, description="updates are scaled down to this L2 norm before any rule")
+    max_samples: StrictInt = Field(ge=1, description="cap on an update's FedAvg weight")
+
+    @model_validator(mode="after")
+    def check_bounds(self) -> ModelSpec:
+        if not MODEL_ID.match(self.id):
+            raise ValueError("id must match [a-z0-9][a-z0-9_.-]{0,63}")
+        if not self.layout:
+            raise ValueError("layout must name at least one parameter tensor")
+        names = [name for name, _ in self.layout]
+        if len(set(names)) != len(names):
+            raise ValueError("layout names must be unique")
+        if any(not shape or any(d < 1 for d in shape) for _, shape in self.layout):
+            raise ValueError("layout shapes must be non-empty with positive dimensions")
+        if not 1 <= self.num_params <= MAX_PARAMS:
+            raise ValueError(f"layout has {self.num_params} parameters; the limit is {MAX_PARAMS}")
+        if self.max_updates < self.min_updates:
+            raise ValueError("max_updates must be at least min_updates")
+        # Exactness obligations proved in fixedpoint's module docstring.
+        if self.num_params * self.max_abs**2 > EXACT:
+            raise ValueError("num_params * max_abs**2 exceeds 2**53: sums of squares would not be exact")
+        if self.max_updates * self.max_samples * self.max_abs > EXACT:
+            raise ValueError("max_updates * max_samples * max_abs exceeds 2**53: weighted sums would not be exact")
+        if self.max_norm**2 > EXACT:
+            raise ValueError("max_norm**2 exceeds 2**53")
+        self._check_rule_params()
+        return self
+
+    def _check_rule_params(self) -> None:
+        expected = {"fedavg": set(), "median": set(), "trimmed_mean": {"trim"}, "multi_krum": {"f", "m"}}[self.rule]
+        if set(self.rule_params) != expected:
+            raise ValueError(f"rule_params for {self.rule} must have exactly the keys {sorted(expected)}")
+        p = self.rule_params
+        if self.rule == "trimmed_mean" and not (0 <= p["trim"] and 2 * p["trim"] < self.min_updates):
+            raise ValueError("trimmed_mean needs 0 <= trim and 2*trim < min_updates")
+        if self.rule == "multi_krum":
+            # Krum scores need n - f - 2 >= 1 neighbours; its guarantee needs n > 2f + 2 (Blanchard et al. 2017).
+            if not (0 <= p["f"] and p["f"] + 3 <= self.min_updates):
+                raise ValueError("multi_krum needs f + 3 <= min_updates")
+            if not 1 <= p["m"] <= self.min_updates - p["f"]:
+                raise ValueError("multi_krum needs 1 <= m <= min_updates - f")
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.layout)
+
+    def flatten(self, tensors: Mapping[str, npt.ArrayLike]) -> npt.NDArray[np.float64]:
+        """Concatenate tensors in layout order; refuses a missing name or a wrong shape."""
+        parts = []
+        for name, shape in self.layout:
+            arr = np.asarray(tensors[name], dtype=np.float64)
+            if arr.shape != shape:
+                raise InvalidInput(f"model {self.id}: {name} has shape {arr.shape}, expected {shape}")
+            parts.append(arr.ravel())
+        return np.concatenate(parts)
+
+    def unflatten(self, flat: npt.ArrayLike) -> dict[str, npt.NDArray[np.float64]]:
+        flat = np.asarray(flat, dtype=np.float64)
+        out, offset = {}, 0
+        for name, shape in self.layout:
+            size = math.prod(shape)
+            out[name] = flat[offset : offset + size].reshape(shape)
+            offset += size
+        return out
+
+    def to_doc(self) -> dict[str, Any]:
+        """The canonical-codec form stored in state and hashed."""
+        doc = self.model_dump(mode="python")
+        doc["layout"] = [[name, list(shape)] for name, shape in self.layout]
+        doc["fixed_point"] = dict(doc["fixed_point"])
+        return doc
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(codec.encode(self.to_doc()))
+
+    @classmethod
+    def parse(cls, doc: Any) -> ModelSpec:
+        """Validate a genesis document; the error names the field that is wrong."""
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "spec"
+            model = doc.get("id", "?") if isinstance(doc, dict) else "?"
+            raise InvalidInput(f"model {model}: {where}: {first['msg']}", data={"field": where}) from None
+
+    @classmethod
+    def for_sequential(
+        cls, model_id: str, dims: list[int], *, task: Task | None = None, frac_bits: int = 16,
+        rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
+        min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
+        max_samples: int = 100_000,
+    ) -> ModelSpec:
+        """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
+
+        Bounds are given in real units here and stored in quanta.
+        """
+        layout: list[tuple[str, tuple[int, ...]]] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layout += [(f"{2 * i}.weight", (d_out, d_in)), (f"{2 * i}.bias", (d_out,))]
+        scale = 1 << frac_bits
+        return cls(
+            id=model_id, task=task or ("binary_classification" if dims[-1] == 2 else "multiclass_classification"),
+            layout=tuple(layout), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
+            rule_params=rule_params or {}, round_length_blocks=round_length_blocks, min_updates=min_updates,
+            max_updates=max_updates, max_abs=int(max_abs * scale), max_norm=int(max_norm * scale),
+            max_samples=max_samples,
+        )
