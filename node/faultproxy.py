@@ -1,0 +1,190 @@
+"""A small TCP proxy that injects network faults between two validators.
+
+The fault tests (CometBFT's e2e "disconnect" perturbation, Jepsen's
+partitions) need to cut one link and heal it while real processes run. Each
+validator's outbound peer address can point at one ``FaultProxy`` per link,
+and the test drives it:
+
+- ``cut()`` resets every connection through the link and refuses new ones, as
+  a failed link does (peers see the error at once and start redialling);
+- ``blackhole()`` keeps connections open but silently drops their bytes, as a
+  partition does (peers only notice through heartbeats);
+- ``heal()`` forwards again; connections that lost bytes in a blackhole are
+  closed, since their streams can no longer be trusted;
+- ``delay(ms)`` adds latency to every chunk in both directions, keeping order.
+
+Streams only: the proxy never parses what it forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from enum import Enum
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+class LinkState(Enum):
+    UP = "up"
+    CUT = "cut"
+    BLACKHOLE = "blackhole"
+
+
+@dataclass
+class ProxyStats:
+    accepted: int = 0
+    refused: int = 0
+    active: int = 0
+    bytes_forwarded: int = 0
+    bytes_dropped: int = 0
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+class FaultProxy:
+    """Forwards ``listen`` to ``target`` until told otherwise; ``address`` is where it listens."""
+
+    def __init__(self, listen: str, target: str) -> None:
+        self._listen = listen
+        self.target = target
+        self.state = LinkState.UP
+        self._delay = 0.0
+        self._stats = ProxyStats()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.Task[None]] = set()
+        self._tainted: set[asyncio.Task[None]] = set()
+        self.address = ""
+
+    @property
+    def stats(self) -> ProxyStats:
+        return replace(self._stats, active=len(self._links))
+
+    async def start(self) -> None:
+        host, port = _split(self._listen)
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        bound = self._server.sockets[0].getsockname()
+        self.address = f"{bound[0]}:{bound[1]}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._reset_all()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FaultProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def cut(self) -> None:
+        self.state = LinkState.CUT
+        await self._reset_all()
+
+    def blackhole(self) -> None:
+        self.state = LinkState.BLACKHOLE
+        self._tainted |= self._links
+
+    async def heal(self) -> None:
+        self.state = LinkState.UP
+        tainted, self._tainted = self._tainted, set()
+        await self._cancel(tainted)
+
+    def delay(self, ms: float) -> None:
+        """Hold every chunk ``ms`` milliseconds before forwarding it (0 turns delay off)."""
+        self._delay = ms / 1000.0
+
+    async def _reset_all(self) -> None:
+        await self._cancel(set(self._links))
+
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.state is LinkState.CUT:
+            self._stats.refused += 1
+            writer.transport.abort()
+            return
+        self._stats.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        if self.state is LinkState.BLACKHOLE:
+            self._tainted.add(task)
+        try:
+            await self._link(reader, writer)
+            writer.close()  # flushes what is buffered, then closes
+        except asyncio.CancelledError:
+            writer.transport.abort()  # cut, heal after a blackhole, or stop: a hard reset
+        finally:
+            self._links.discard(task)
+            self._tainted.discard(task)
+
+    async def _link(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.state is LinkState.BLACKHOLE:
+            while data := await client_reader.read(_CHUNK):  # no upstream while partitioned
+                self._stats.bytes_dropped += len(data)
+            return
+        host, port = _split(self.target)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            log.debug("proxy %s -> %s: %r", self.address, self.target, exc)
+            return
+        pumps = [asyncio.create_task(self._pump(client_reader, up_writer)),
+                 asyncio.create_task(self._pump(up_reader, client_writer))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            up_writer.close()
+        except asyncio.CancelledError:
+            up_writer.transport.abort()
+            raise
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction until EOF; chunks wait out the delay in order, or vanish in a blackhole."""
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send_due(queue, writer))
+        loop = asyncio.get_running_loop()
+        try:
+            while data := await reader.read(_CHUNK):
+                if self.state is LinkState.BLACKHOLE:
+                    self._stats.bytes_dropped += len(data)
+                else:
+                    queue.put_nowait((loop.time() + self._delay, data))
+            queue.put_nowait(None)
+            await sender  # forward what is still delayed before this direction ends
+        except ConnectionError:
+            pass
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+
+    async def _send_due(self, queue: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while (item := await queue.get()) is not None:
+            due, data = item
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)  # the injected latency itself
+            if self.state is LinkState.BLACKHOLE:
+                self._stats.bytes_dropped += len(data)
+                continue
+            writer.write(data)
+            await writer.drain()
+            self._stats.bytes_forwarded += len(data)
