@@ -1,0 +1,99 @@
+"""Flow record -> fixed-length float vector with written-down scaling, no fitted statistics.
+
+Every hospital must turn a record into the same numbers, or one federated
+model means different things at different sites; fitted scalers (means and
+deviations of one site's data) would differ per site and leak its
+statistics. So each feature is a fixed transform with constants chosen from
+units and physiology: log1p for heavy-tailed counts and rates, divided by a
+round constant so typical values land in about [0, 2]; vitals centred on an
+adult reference value (NEWS2 "score 0" band, Royal College of Physicians
+2017) and divided by a clinically meaningful step. Relative features compare
+a flow with its device type's vendor profile (``DEVICE_TRAFFIC``) and the
+vitals with each other, because attacks show up as mismatches (a rate far
+above what the device ever sends, a pulse that disagrees with the ECG) more
+than as extreme values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ids.record import DEVICE_TRAFFIC, DEVICE_TYPES, FlowRecord
+
+_NETWORK = (
+    "log_rate", "log_rate_vs_device", "log_tot_pkts", "log_src_bytes", "log_dst_bytes", "dst_byte_share",
+    "mean_pkt_size", "max_pkt_size", "min_pkt_size", "log_dur", "jitter_ratio", "log_src_jitter",
+    "log_dst_jitter", "p_loss", "log_src_gap", "log_trans", "flag_syn", "flag_rst", "flag_push", "flag_ack",
+    "dir_both", "dir_out", "port_is_service", "port_well_known",
+)
+_VITALS = (
+    "temp", "spo2", "pulse_rate", "sys", "dia", "heart_rate", "resp_rate", "st",
+    "hr_pulse_gap", "pulse_pressure", "shock_index",
+)
+FEATURE_NAMES: tuple[str, ...] = _NETWORK + _VITALS + tuple(f"device_{t}" for t in DEVICE_TYPES)
+N_FEATURES = len(FEATURE_NAMES)
+_WELL_KNOWN = frozenset({21, 22, 23, 25, 53, 80, 110, 123, 161, 443, 445, 1883, 2575, 3389, 5683, 8080, 8883})
+# Adult reference values (centre) and steps (scale); centres sit in the NEWS2 zero-score bands.
+_VITAL_CENTRE = np.array([37.0, 96.0, 80.0, 120.0, 75.0, 80.0, 16.0, 0.0])
+_VITAL_STEP = np.array([1.0, 4.0, 20.0, 20.0, 15.0, 20.0, 6.0, 0.1])
+
+
+def _log(x: float, scale: float) -> float:
+    return float(np.log1p(max(x, 0.0))) / scale
+
+
+def flow_features(r: FlowRecord) -> np.ndarray:
+    """The float64 vector for one record, in ``FEATURE_NAMES`` order."""
+    traffic = DEVICE_TRAFFIC[r.device_type]
+    tot = max(r.tot_pkts, 1)
+    interval = max(r.s_int_pkt, 1e-3)
+    network = [
+        _log(r.rate, 8.0),
+        float(np.clip(np.log(max(r.rate, 1e-3) / traffic.rate_pps), -5, 8)) / 3.0,
+        _log(r.tot_pkts, 10.0),
+        _log(r.src_bytes, 14.0),
+        _log(r.dst_bytes, 14.0),
+        r.dst_bytes / max(r.tot_bytes, 1),
+        r.tot_bytes / tot / 1500.0,
+        r.s_max_pkt_sz / 1500.0,
+        r.s_min_pkt_sz / 1500.0,
+        _log(r.dur, 3.0),
+        min(r.src_jitter / interval, 5.0),
+        _log(r.src_jitter, 6.0),
+        _log(r.dst_jitter, 6.0),
+        min(r.p_loss, 100.0) / 20.0,
+        _log(r.src_gap, 12.0),
+        _log(r.trans, 3.0),
+        float("S" in r.flgs and "A" not in r.flgs),
+        float("R" in r.flgs),
+        float("P" in r.flgs),
+        float("A" in r.flgs),
+        float(r.dir == "<->"),
+        float(r.dir == "->"),
+        float(r.dport == traffic.port),
+        float(r.dport in _WELL_KNOWN),
+    ]
+    raw = np.array([r.temp, r.spo2, r.pulse_rate, r.sys, r.dia, r.heart_rate, r.resp_rate, r.st])
+    vitals = np.clip((raw - _VITAL_CENTRE) / _VITAL_STEP, -10, 10)
+    derived = [
+        min(abs(r.heart_rate - r.pulse_rate) / 20.0, 5.0),
+        float(np.clip((r.sys - r.dia - 45.0) / 20.0, -5, 5)),
+        float(np.clip(r.heart_rate / max(r.sys, 1.0), 0, 5)),
+    ]
+    device = [float(r.device_type == t) for t in DEVICE_TYPES]
+    return np.concatenate([network, vitals, derived, device])
+
+
+def feature_matrix(records: Sequence[FlowRecord]) -> np.ndarray:
+    """Stacked vectors, shape (len(records), N_FEATURES)."""
+    if not records:
+        return np.zeros((0, N_FEATURES))
+    return np.stack([flow_features(r) for r in records])
+
+
+def labels(records: Sequence[FlowRecord], classes: Sequence[str]) -> np.ndarray:
+    """Class indices of the records' ground-truth labels."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[r.label] for r in records], dtype=np.int64)
