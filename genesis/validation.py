@@ -171,7 +171,7 @@ def check_canonical_json(value: Any, loc: Loc = (), depth: int = 0) -> None:
             raise FieldError(loc, "integer is outside the 64-bit range")
         return
     if isinstance(value, float):
-        raise FieldError(loc, "floats are not allowed (the document is hashed canonically); "
+        raise FieldError(loc, "floats are not allowed (everything hashed on chain is canonical); "
                               "use fixed-point integers")
     if isinstance(value, list):
         for i, item in enumerate(value):

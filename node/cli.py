@@ -1,0 +1,406 @@
+"""The ``fbci`` command line: one entry point for operators, developers and scripts.
+
+Rule: no traceback reaches a user. An :class:`FbciError` is printed as
+``error[<code> <reason>]: <message>`` and exits 1; a usage error, or a command
+this build does not include, exits 2; Ctrl-C exits 130; anything else is a
+one-line "internal error" (exit 1), with the traceback only under
+``FBCI_DEBUG=1``.
+
+The key and genesis commands are implemented here. The others (node,
+testnet, status, tx, fl, ids, predict, demo) are imported inside their
+handlers, so ``fbci --help`` stays fast, a build without one of them still
+runs the rest, and ``fbci node start`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.crypto import PrivateKey
+from core.errors import FbciError, InvalidGenesis, InvalidInput, StorageError
+from core.tx import KIND_PATTERN
+from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID, assemble, init_network, install_genesis, load_parts
+from genesis.keys import generate_identity, show_identity
+from genesis.schema import ChainParams, load_genesis, write_genesis
+from genesis.types import ROLES
+from genesis.validation import FieldError, check_canonical_json, format_loc, parse_json, read_json_file, validate_model
+from node.config import load_config
+
+DEFAULT_RPC = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 1}"
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+_OWN_PACKAGES = ("core", "node", "consensus", "fl_contracts", "ids", "genesis")
+
+
+class NotAvailable(FbciError):
+    """A command whose implementation (or a package it needs) is not part of this installation."""
+
+    code = -32601
+    reason = "not_available"
+
+
+def _provided(module: str, attr: str, command: str) -> Callable[..., Any]:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if missing.split(".")[0] in _OWN_PACKAGES:
+            raise NotAvailable(f"'fbci {command}' is not available in this build ({missing} is missing)") from None
+        hint = " (pip install -e '.[train]')" if missing.split(".")[0] in ("torch", "opacus") else ""
+        raise NotAvailable(f"'fbci {command}' needs the Python package {missing!r}, which is not installed"
+                           f"{hint}") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise NotAvailable(f"'fbci {command}' is not available in this build ({module}.{attr} is missing)")
+    return fn
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# --- keys and genesis: implemented here -------------------------------------------------------
+
+def _keys_gen(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    if "validator" in args.roles and not args.p2p:
+        raise InvalidInput("--p2p HOST:PORT is required for a validator: the address the other validators dial")
+    part = generate_identity(home, name=args.name or home.resolve().name, roles=args.roles,
+                             p2p_address=args.p2p, rpc_address=args.rpc)
+    _print(part.to_json())
+    print(f"wrote {home / 'config' / 'node_key.json'} (private, mode 0600) and {home / 'public.json'}; "
+          "share only public.json", file=sys.stderr)
+    return 0
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    _print(show_identity(Path(args.home)).to_json())
+    return 0
+
+
+def _params(path: str | None) -> ChainParams | None:
+    if path is None:
+        return None
+    return validate_model(ChainParams, read_json_file(Path(path), error=InvalidGenesis), source=path,
+                          error=InvalidGenesis)
+
+
+def _app_state(path: str | None) -> dict[str, Any] | None:
+    return None if path is None else read_json_file(Path(path), error=InvalidGenesis)
+
+
+def _genesis_init(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
+                       hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
+                       app_state=_app_state(args.app_state))
+    _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
+    _print(f"genesis: {net.genesis_path}")
+    for home, v in zip(net.homes, net.genesis.validators):
+        _print(f"  {v.name}: home {home}  p2p {v.p2p_address}  rpc {load_config(home).rpc_url()}")
+    _print(f"start each with: fbci node start --home {net.homes[0]}   (admin key: {net.homes[0]}/keys/admin.json)")
+    return 0
+
+
+def _genesis_assemble(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InvalidInput(f"{out} already exists (pass --force to replace it)")
+    doc = assemble(args.chain_id, load_parts([Path(p) for p in args.public]),
+                   genesis_time_ms=time.time_ns() // 1_000_000 if args.genesis_time_ms is None else args.genesis_time_ms,
+                   params=_params(args.params), app_state=_app_state(args.app_state))
+    write_genesis(doc, out)
+    _print(f"wrote {out}: chain {doc.chain_id}, {len(doc.validators)} validator(s), "
+           f"{len(doc.accounts)} account(s), genesis hash {doc.hash().hex()}")
+    return 0
+
+
+def _genesis_validate(args: argparse.Namespace) -> int:
+    doc = load_genesis(Path(args.file))
+    _print(f"ok: chain {doc.chain_id}, {len(doc.validators)} validator(s), {len(doc.accounts)} account(s), "
+           f"genesis hash {doc.hash().hex()}")
+    return 0
+
+
+def _genesis_install(args: argparse.Namespace) -> int:
+    config = install_genesis(Path(args.home), load_genesis(Path(args.genesis)),
+                             p2p_listen=args.p2p_listen, rpc_listen=args.rpc_listen)
+    _print(f"{args.home} is set up as {config.name}: p2p {config.p2p_listen}, rpc {config.rpc_listen}, "
+           f"{len(config.peers)} peer(s); start it with: fbci node start --home {args.home}")
+    return 0
+
+
+# --- provided by the integrator: imported lazily ------------------------------------------------
+
+def _node_start(args: argparse.Namespace) -> int | None:
+    return _provided("node.runtime", "run_validator", "node start")(Path(args.home))
+
+
+def _testnet(args: argparse.Namespace) -> int | None:
+    run = _provided("node.testnet", "run_testnet", "testnet")
+    return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port)
+
+
+def _rpc_urls(args: argparse.Namespace) -> list[str]:
+    urls = list(args.rpc or [])
+    if not urls:
+        urls = [load_config(Path(args.home)).rpc_url()] if args.home else [DEFAULT_RPC]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"--rpc: {url!r} must be an http:// or https:// URL")
+    return urls
+
+
+def _status(args: argparse.Namespace) -> int | None:
+    return _provided("node.status_cmd", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
+
+
+def _client_key(args: argparse.Namespace) -> PrivateKey:
+    """``--key`` is a key file, or the name of one in ``HOME/keys`` (``hospital`` -> keys/hospital.json)."""
+    candidate = Path(args.key)
+    if not candidate.exists() and args.home:
+        candidate = Path(args.home) / "keys" / f"{args.key}.json"
+    return PrivateKey.load(candidate)
+
+
+def _tx_submit(args: argparse.Namespace) -> int:
+    if not KIND_PATTERN.match(args.kind):
+        raise InvalidInput(f"--kind: {args.kind!r} must look like 'module.action' (lower case)")
+    payload = parse_json(args.payload, source="--payload", error=InvalidInput)
+    if not isinstance(payload, dict):
+        raise InvalidInput("--payload: must be a JSON object")
+    try:
+        check_canonical_json(payload, ("payload",))
+    except FieldError as exc:
+        raise InvalidInput(f"--payload: {format_loc(exc.loc)}: {exc.message}") from None
+    submit = _provided("node.rpc_client", "submit_tx", "tx submit")
+    result = submit(_rpc_urls(args)[0], _client_key(args), args.kind, payload, commit=args.commit)
+    _print(json.dumps(result, indent=2))
+    return 0
+
+
+def _delegate(module: str, attr: str, command: str) -> Callable[[argparse.Namespace], int | None]:
+    return lambda args: _provided(module, attr, command)(args)
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+_F = argparse.RawDescriptionHelpFormatter
+
+
+def _add(sub: Any, name: str, handler: Callable[[argparse.Namespace], int | None], summary: str,
+         description: str = "") -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=f"{summary}\n\n{description}".strip(), formatter_class=_F)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _group(sub: Any, name: str, summary: str) -> Any:
+    p = sub.add_parser(name, help=summary, description=summary, formatter_class=_F)
+    return p.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def _home(p: argparse.ArgumentParser, required: bool = True, what: str = "the node's home directory") -> None:
+    p.add_argument("--home", required=required, metavar="DIR", help=what)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fbci", formatter_class=_F,
+        description="fbci: a permissioned BFT blockchain for hospitals, with federated learning and IoMT "
+                    "intrusion detection on chain.",
+        epilog="Try it on one machine:\n"
+               "  fbci testnet --validators 4            # four validators on loopback\n"
+               "  fbci demo                              # the whole story in one command\n"
+               "A real consortium: see 'fbci genesis --help' (keys never leave their machine).\n"
+               "Every command takes --help. Errors print 'error[<code> <reason>]: <message>' and exit 1;\n"
+               "usage errors exit 2. Set FBCI_DEBUG=1 to see tracebacks of internal errors.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keys = _group(sub, "keys", "Create and show a node's Ed25519 identity.")
+    p = _add(keys, "gen", _keys_gen, "Generate this machine's key and the public part to share.",
+             "Writes DIR/config/node_key.json (mode 0600, never share it) and DIR/public.json (name, public key,\n"
+             "addresses, roles), which is all the consortium needs for 'fbci genesis assemble'. Refuses to\n"
+             "overwrite an existing key. Prints public.json.\n\n"
+             "  fbci keys gen --home /srv/fbci --name st-marys --p2p fbci.st-marys.org:26600 \\\n"
+             "                --rpc fbci.st-marys.org:26601")
+    _home(p, what="home directory to create the key in")
+    p.add_argument("--name", help="account/validator name: 1-32 of a-z 0-9 _ - (default: the directory's name)")
+    p.add_argument("--roles", nargs="+", choices=ROLES, default=["validator"], metavar="ROLE",
+                   help=f"roles of this key, from {', '.join(ROLES)} (default: validator)")
+    p.add_argument("--p2p", metavar="HOST:PORT", help="where other validators reach this one (validators only)")
+    p.add_argument("--rpc", metavar="HOST:PORT", help="where clients reach this node's JSON-RPC server")
+    p = _add(keys, "show", _keys_show, "Print the home's public part, after checking it matches its key.")
+    _home(p)
+
+    gen = _group(sub, "genesis", "Create, assemble, check and install genesis documents.")
+    p = _add(gen, "init", _genesis_init, "One-machine shortcut: generate every key and one home per validator.",
+             "Writes OUT/genesis.json and OUT/node<i>/ (config/node_key.json, config/config.json,\n"
+             "config/genesis.json, public.json, keys/<role>.json client keys; the admin key is in node0).\n"
+             "Node i listens on p2p BASE_PORT+2i and rpc BASE_PORT+2i+1 on 127.0.0.1.\n"
+             "For a real consortium use 'keys gen' on each machine and 'genesis assemble' instead.")
+    p.add_argument("--validators", type=_at_least(1), required=True, metavar="N", help="number of validators")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (must not hold a network)")
+    p.add_argument("--chain-id", default=DEFAULT_CHAIN_ID, help=f"chain id (default: {DEFAULT_CHAIN_ID})")
+    p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
+                   help=f"first port (default: {DEFAULT_BASE_PORT})")
+    p.add_argument("--hospitals", type=_at_least(0), metavar="N", help="hospital accounts (default: one per validator)")
+    p.add_argument("--gateways", type=_at_least(0), metavar="N", help="IDS gateway accounts (default: one per validator)")
+    _chain_inputs(p)
+    p = _add(gen, "assemble", _genesis_assemble, "Production path: build genesis.json from the hospitals' public.json files.",
+             "Everyone who runs this with the same files and arguments gets the same genesis hash (the order of\n"
+             "the files does not matter), so each hospital can check the genesis it is sent. Then, on each\n"
+             "validator's machine: 'fbci genesis install --home DIR genesis.json' and 'fbci node start --home DIR'.")
+    p.add_argument("--chain-id", required=True, help="chain id: 1-64 of a-z 0-9 . _ -")
+    p.add_argument("--out", required=True, metavar="FILE", help="genesis file to write")
+    p.add_argument("public", nargs="+", metavar="PUBLIC_JSON", help="public.json files from 'fbci keys gen'")
+    p.add_argument("--genesis-time-ms", type=_at_least(0), metavar="MS",
+                   help="chain start as Unix milliseconds (default: now; give it to reproduce a genesis exactly)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _chain_inputs(p)
+    p = _add(gen, "validate", _genesis_validate, "Check a genesis file and print its hash.",
+             "Every field and every consistency rule is checked; a problem is reported with the field's path.")
+    p.add_argument("file", metavar="FILE", help="genesis.json to check")
+    p = _add(gen, "install", _genesis_install, "Set up a home made by 'keys gen' to run a validator of GENESIS.",
+             "Copies GENESIS to DIR/config/genesis.json and writes DIR/config/config.json with every other\n"
+             "validator as a peer. The home's key must be in the genesis validator set.")
+    _home(p)
+    p.add_argument("genesis", metavar="GENESIS", help="the agreed genesis.json")
+    p.add_argument("--p2p-listen", metavar="HOST:PORT", help="bind address for peers (default: the genesis p2p address)")
+    p.add_argument("--rpc-listen", metavar="HOST:PORT", help="bind address for RPC (default: public.json rpc_address)")
+
+    node = _group(sub, "node", "Run a validator.")
+    p = _add(node, "start", _node_start, "Start the validator whose home is DIR; runs until Ctrl-C or SIGTERM.",
+             "Reads DIR/config/{config,genesis,node_key}.json, opens the stores in DIR/data, connects to its\n"
+             "peers and serves JSON-RPC (and /metrics) on its rpc_listen address.")
+    _home(p)
+
+    p = _add(sub, "testnet", _testnet, "Start N local validators as real processes on loopback.",
+             "Creates the network with 'genesis init' if OUT has none, starts every validator, and stops them\n"
+             "all on Ctrl-C.")
+    p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="number of validators (default: 4)")
+    p.add_argument("--out", default="testnet", metavar="DIR", help="network directory (default: ./testnet)")
+    p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
+                   help=f"first port (default: {DEFAULT_BASE_PORT})")
+
+    p = _add(sub, "status", _status, "Show height, validators, peers and mempool of one or more nodes.")
+    _rpc_options(p, many=True)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    tx = _group(sub, "tx", "Sign and submit transactions.")
+    p = _add(tx, "submit", _tx_submit, "Sign a transaction with your key and submit it over JSON-RPC.",
+             "The node supplies the chain id and your next nonce.\n\n"
+             "  fbci tx submit --home testnet/node0 --key admin --kind acl.register \\\n"
+             "      --payload '{\"name\": \"lab1\", \"public_key\": \"...\", \"roles\": [\"hospital\"]}' --commit")
+    _rpc_options(p, many=False)
+    p.add_argument("--key", required=True, help="key file, or a key name in HOME/keys (e.g. admin, hospital)")
+    p.add_argument("--kind", required=True, help="transaction kind, 'module.action' (e.g. acl.register)")
+    p.add_argument("--payload", required=True, metavar="JSON", help="payload as a JSON object (integers, no floats)")
+    p.add_argument("--commit", action="store_true", help="wait until the transaction is in a committed block")
+
+    fl = _group(sub, "fl", "Federated learning from a hospital's side.")
+    p = _add(fl, "train", _delegate("node.fl_train", "main", "fl train"),
+             "Train locally on this hospital's data and submit a clipped, noised, quantized update.",
+             "Patient data never leaves the machine; only the model delta is signed and submitted.")
+    _rpc_options(p, many=False)
+    p.add_argument("--key", default="hospital", help="hospital key file or name in HOME/keys (default: hospital)")
+    p.add_argument("--model", required=True, metavar="MODEL_ID", help="model id declared on chain")
+    p.add_argument("--dataset", default="breast_cancer", help="local data set name or CSV file (default: breast_cancer)")
+    p.add_argument("--rounds", type=_at_least(1), default=1, metavar="N", help="rounds to take part in (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the local data split and noise (default: 0)")
+
+    ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
+    p = _add(ids, "watch", _delegate("node.ids_watch", "main", "ids watch"),
+             "Score IoMT flow records with the IDS and post alerts on chain.",
+             "Reads flow records (WUSTL-EHMS-2020 columns) from a CSV file, or generates them.")
+    _rpc_options(p, many=False)
+    p.add_argument("--key", default="gateway", help="gateway key file or name in HOME/keys (default: gateway)")
+    p.add_argument("--source", default="synthetic", help="'synthetic' or a CSV file of flows (default: synthetic)")
+    p.add_argument("--flows", type=_at_least(1), default=1000, metavar="N", help="synthetic flows to generate")
+    p.add_argument("--seed", type=int, default=0, help="seed for synthetic traffic (default: 0)")
+
+    p = _add(sub, "predict", _delegate("node.predict_cmd", "main", "predict"),
+             "Score records with a model version committed on chain.")
+    _rpc_options(p, many=False)
+    p.add_argument("--model", required=True, metavar="MODEL_ID", help="model id")
+    p.add_argument("--version", type=_at_least(0), metavar="N", help="model version (default: latest)")
+    p.add_argument("--input", required=True, metavar="FILE", help="CSV or JSON file of records to score")
+
+    p = _add(sub, "demo", _delegate("node.demo", "run_demo", "demo"),
+             "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
+    p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
+    p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")
+    p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT + 100, metavar="PORT",
+                   help=f"first port (default: {DEFAULT_BASE_PORT + 100})")
+    return parser
+
+
+def _chain_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", metavar="FILE", help="JSON object overriding chain parameters (see genesis/README.md)")
+    p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations)")
+
+
+def _rpc_options(p: argparse.ArgumentParser, *, many: bool) -> None:
+    _home(p, required=False, what="home directory: its RPC address and keys/ are used as defaults")
+    p.add_argument("--rpc", action="append" if many else None, metavar="URL",
+                   help=f"node RPC URL{' (repeatable)' if many else ''} (default: from --home, else {DEFAULT_RPC})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2); argparse has printed why
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        result = args.handler(args)
+    except NotAvailable as exc:
+        print(f"error[{exc.code} {exc.reason}]: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except FbciError as exc:
+        print(f"error[{exc.code} {exc.reason}]: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.filename is None:
+            return _internal_error(exc)
+        err = StorageError(f"{exc.filename}: {exc.strerror or exc}")
+        print(f"error[{err.code} {err.reason}]: {err.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        return _internal_error(exc)
+    return 0 if result is None else int(result)
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("FBCI_DEBUG") == "1":
+        traceback.print_exc()
+    print(f"internal error: {type(exc).__name__}: {str(exc)[:300]} (set FBCI_DEBUG=1 for the traceback)",
+          file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

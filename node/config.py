@@ -1,0 +1,65 @@
+"""What a validator reads from its home at start-up, checked against each other before anything runs.
+
+The config schema itself is :class:`genesis.home.NodeConfig` (``genesis``
+writes configs and may not import ``node``). This module adds what only the
+running node needs: loading, and the cross-checks that catch a home put
+together from mismatched pieces (a key that is not a validator, a peer whose
+key differs from genesis) before the node opens a store or a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.crypto import PrivateKey
+from core.errors import InvalidInput
+from genesis.home import HomePaths, NodeConfig, PeerInfo
+from genesis.schema import GenesisDoc, load_genesis
+from genesis.validation import read_json_file, validate_model
+
+__all__ = ["HomePaths", "NodeConfig", "NodeHome", "PeerInfo", "load_config", "load_home"]
+
+
+def load_config(home: Path) -> NodeConfig:
+    """``HOME/config/config.json``; a bad file is an :class:`InvalidInput` naming the field."""
+    path = HomePaths(home).config
+    return validate_model(NodeConfig, read_json_file(path, error=InvalidInput), source=str(path), error=InvalidInput)
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    """Everything a validator needs from its home directory, already validated together."""
+
+    paths: HomePaths
+    config: NodeConfig
+    genesis: GenesisDoc
+    node_key: PrivateKey
+
+    @property
+    def data_path(self) -> Path:
+        return self.paths.root / self.config.data_dir
+
+
+def load_home(home: Path) -> NodeHome:
+    if not home.is_dir():
+        raise InvalidInput(f"{home}: home directory does not exist (create one with 'fbci genesis init' "
+                           "or 'fbci keys gen' + 'fbci genesis install')")
+    paths = HomePaths(home)
+    config = load_config(home)
+    genesis = load_genesis(paths.genesis)
+    key = PrivateKey.load(paths.node_key)
+    validators = {v.public_key: v for v in genesis.validators}
+    me = validators.get(key.public_key.hex())
+    if me is None:
+        raise InvalidInput(f"{paths.node_key}: this key is not in the validator set of {paths.genesis}")
+    if me.name != config.name:
+        raise InvalidInput(f"{paths.config}: name is {config.name!r} but genesis names this key {me.name!r}")
+    for i, peer in enumerate(config.peers):
+        known = validators.get(peer.public_key)
+        if known is None or known.name != peer.name:
+            raise InvalidInput(f"{paths.config}: peers[{i}] ({peer.name!r}) is not a validator of {paths.genesis} "
+                               "with that name and public_key")
+        if known is me:
+            raise InvalidInput(f"{paths.config}: peers[{i}] is this node's own key")
+    return NodeHome(paths=paths, config=config, genesis=genesis, node_key=key)
