@@ -107,7 +107,7 @@ def bind_params(method: Method, raw: list[Any] | dict[str, Any] | None) -> Param
     fields = list(method.params.model_fields)
     if isinstance(raw, list):
         if len(raw) > len(fields):
-            raise InvalidInput(f"{method.name} takes at most {len(fields)} params, got {len(raw)}",
+            raise InvalidInput(f"invalid param 'params': {method.name} takes at most {len(fields)}, got {len(raw)}",
                                data={"param": "params"})
         raw = dict(zip(fields, raw))
     try:

@@ -10,36 +10,43 @@ frozensets — into plain JSON values with the same hex rule.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, PlainSerializer, PlainValidator, TypeAdapter, WithJsonSchema
+from pydantic import ConfigDict, PlainSerializer, PlainValidator, TypeAdapter, WithJsonSchema
 
 from core.hashing import HASH_SIZE
 
-HEX_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "contentEncoding": "base16"}
+HEX_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$", "contentEncoding": "base16"}
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
-def _from_hex(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be a hex string")
-    if value.startswith(("0x", "0X")):
-        raise ValueError("hex without a 0x prefix is expected")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise ValueError("is not valid hex (an even number of 0-9a-f digits)") from None
+def _hex_validator(size: int | None) -> Callable[[object], bytes]:
+    def from_hex(value: object) -> bytes:
+        if isinstance(value, bytes):
+            raw = value
+        elif not isinstance(value, str):
+            raise ValueError("must be a hex string")
+        elif value.startswith(("0x", "0X")):
+            raise ValueError("must be hex without a 0x prefix")
+        elif not _HEX.fullmatch(value):
+            raise ValueError("is not valid hex (an even number of 0-9a-f digits)")
+        else:
+            raw = bytes.fromhex(value)
+        if size is not None and len(raw) != size:
+            raise ValueError(f"must be {size} bytes ({2 * size} hex digits), got {len(raw)}")
+        return raw
+
+    return from_hex
 
 
 def _hex_type(size: int | None) -> Any:
     schema = dict(HEX_SCHEMA)
     if size is not None:
         schema.update(minLength=2 * size, maxLength=2 * size)
-    checks: list[Any] = [PlainValidator(_from_hex)]
-    if size is not None:
-        checks.append(Field(min_length=size, max_length=size))
-    return Annotated[bytes, *checks, PlainSerializer(lambda b: b.hex(), return_type=str), WithJsonSchema(schema)]
+    return Annotated[bytes, PlainValidator(_hex_validator(size)), PlainSerializer(lambda b: b.hex(), return_type=str),
+                     WithJsonSchema(schema)]
 
 
 HexBytes = _hex_type(None)

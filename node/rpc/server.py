@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from core.errors import FbciError, LimitExceeded
@@ -124,7 +124,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 async def _close_websockets(app: web.Application) -> None:
     """On shutdown, close open websockets so the runner need not wait out its timeout for them."""
     for ws in list(app[WEBSOCKETS]):
-        await ws.close(code=web.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
 def create_app(api: NodeApi, *, limits: RpcLimits | None = None, limiter: RateLimiter | None = None,

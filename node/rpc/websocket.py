@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from core.errors import LimitExceeded
 from node.rpc.dispatch import Dispatcher
@@ -113,9 +113,9 @@ async def serve_websocket(request: web.Request, dispatcher: Dispatcher, hub: Eve
     ctx = CallContext(client=request.remote or "unknown", session=session)
     try:
         async for msg in ws:
-            if msg.type is web.WSMsgType.TEXT:
+            if msg.type is WSMsgType.TEXT:
                 body = msg.data.encode()
-            elif msg.type is web.WSMsgType.BINARY:
+            elif msg.type is WSMsgType.BINARY:
                 body = msg.data
             else:
                 continue
