@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+T = TypeVar("T")
 
 
 class LinkState(Enum):
@@ -188,3 +192,64 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
             self._stats.bytes_forwarded += len(data)
+
+
+class ProxyMesh:
+    """One FaultProxy per directed link of a testnet, on an event loop of its own thread.
+
+    The thread lets synchronous callers (the ``fbci testnet`` command, pytest
+    fixtures driving real processes) cut and heal links while the proxies keep
+    forwarding in the background. Links are named ``(dialer, peer)``.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="proxy-mesh", daemon=True)
+        self._thread.start()
+        self.links: dict[tuple[str, str], FaultProxy] = {}
+
+    def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        async def wrapped() -> T:
+            return await make()
+        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result(timeout=30)
+
+    def add(self, dialer: str, peer: str, target: str, listen: str = "127.0.0.1:0") -> str:
+        """Start a proxy for the link ``dialer -> peer``; returns the address the dialer should use."""
+        proxy = FaultProxy(listen, target)
+        self._call(proxy.start)
+        self.links[(dialer, peer)] = proxy
+        return proxy.address
+
+    def _touching(self, name: str | None) -> list[FaultProxy]:
+        return [p for (a, b), p in self.links.items() if name is None or name in (a, b)]
+
+    def isolate(self, name: str) -> None:
+        """Cut every link to and from ``name``: its connections reset, new ones are refused."""
+        for proxy in self._touching(name):
+            self._call(proxy.cut)
+
+    def partition(self, name: str) -> None:
+        """Blackhole every link of ``name``: connections stay up but carry nothing."""
+        for proxy in self._touching(name):
+            self._call(lambda p=proxy: _now(p.blackhole))
+
+    def heal(self, name: str | None = None) -> None:
+        """Heal the links of ``name`` (all links when None)."""
+        for proxy in self._touching(name):
+            self._call(proxy.heal)
+
+    def delay(self, name: str | None, ms: float) -> None:
+        for proxy in self._touching(name):
+            self._call(lambda p=proxy: _now(p.delay, ms))
+
+    def close(self) -> None:
+        for proxy in self.links.values():
+            self._call(proxy.stop)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+async def _now(fn: Callable[..., None], *args: Any) -> None:
+    """Run a plain proxy method on the mesh's loop thread, where the proxy lives."""
+    fn(*args)

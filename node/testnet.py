@@ -1,0 +1,260 @@
+"""Local testnets: N validator processes on loopback, started, watched, faulted and stopped.
+
+``fbci testnet`` uses :func:`run_testnet`; fault tests use :class:`Testnet` as
+a library to kill, pause, restart and cut off real processes (CometBFT's e2e
+perturbations). Children run in their own session, so a terminal's Ctrl-C
+reaches only this process, which then stops them in order: SIGTERM to all,
+a grace period, SIGKILL for any left. Readiness is the node's own answer to
+the JSON-RPC ``status`` method, not a guess from elapsed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from core.errors import FbciError
+from genesis.home import HomePaths, NodeConfig, write_config
+from node.faultproxy import ProxyMesh
+
+POLL_INTERVAL = 0.1
+
+
+class TestnetError(FbciError):
+    """A validator process failed to start, died, or never became ready."""
+
+    reason = "testnet_error"
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    home: Path
+    rpc_url: str
+    p2p_address: str
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "node.log"
+
+
+def node_command(spec: NodeSpec) -> list[str]:
+    """The validator process: ``fbci node start --home HOME`` with this interpreter."""
+    return [sys.executable, "-m", "node.cli", "node", "start", "--home", str(spec.home)]
+
+
+def rpc_call(url: str, method: str, params: Any = None, *, timeout: float = 1.0) -> Any:
+    """One JSON-RPC call; raises OSError when the node does not answer, TestnetError on an error reply."""
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        body["params"] = params
+    request = urllib.request.Request(f"{url}/rpc", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        reply = json.loads(response.read())
+    if "error" in reply:
+        raise TestnetError(f"{url} answered {method} with {reply['error']}")
+    return reply["result"]
+
+
+class Testnet:
+    """Validator processes for ``specs``; ``command(spec)`` is how each one is started."""
+
+    __test__ = False
+
+    def __init__(self, specs: Sequence[NodeSpec], *, command: Callable[[NodeSpec], list[str]] = node_command,
+                 grace: float = 10.0, proxies: ProxyMesh | None = None) -> None:
+        self.specs = list(specs)
+        self.command = command
+        self.grace = grace
+        self.proxies = proxies
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.specs)
+
+    @classmethod
+    def create(cls, n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
+               chain_id: str | None = None, **kwargs: Any) -> Testnet:
+        """Write genesis and N homes under ``out_dir``; with ``proxies`` every peer link
+        goes through a :class:`FaultProxy` so tests can cut it."""
+        from genesis.create import init_network
+
+        extra = {} if chain_id is None else {"chain_id": chain_id}
+        network = init_network(n_validators, out_dir, base_port=base_port, **extra)
+        mesh = ProxyMesh() if proxies else None
+        specs = []
+        for home in network.homes:
+            paths = HomePaths(home)
+            config = NodeConfig.model_validate_json(paths.config.read_text())
+            if mesh is not None:
+                peers = [p.model_copy(update={"address": mesh.add(config.name, p.name, p.address)})
+                         for p in config.peers]
+                config = config.model_copy(update={"peers": peers})
+                write_config(config, paths)
+            specs.append(NodeSpec(config.name, home, config.rpc_url(), config.p2p_listen))
+        return cls(specs, proxies=mesh, **kwargs)
+
+    # ---- processes -------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(len(self.specs)):
+            self._spawn(i)
+
+    def _spawn(self, i: int) -> None:
+        spec = self.specs[i]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(spec.log_path, "ab") as log:
+            self._procs[i] = subprocess.Popen(self.command(spec), stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def pid(self, i: int) -> int | None:
+        proc = self._procs[i]
+        return None if proc is None else proc.pid
+
+    def alive(self, i: int) -> bool:
+        proc = self._procs[i]
+        return proc is not None and proc.poll() is None
+
+    def kill(self, i: int, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to validator ``i`` (SIGKILL, SIGSTOP, SIGCONT, SIGTERM...); reaps it if it dies."""
+        proc = self._procs[i]
+        if proc is None or proc.poll() is not None:
+            raise TestnetError(f"{self.specs[i].name} is not running")
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait()
+
+    def stop(self, i: int) -> int | None:
+        """Stop validator ``i`` cleanly (SIGTERM, then SIGKILL after the grace period)."""
+        return self._stop([i])[i]
+
+    def restart(self, i: int) -> None:
+        self.stop(i)
+        self._spawn(i)
+
+    def stop_all(self) -> dict[int, int | None]:
+        """Stop every validator and the proxies; returns each exit code (None: never started)."""
+        try:
+            return self._stop(range(len(self.specs)))
+        finally:
+            if self.proxies is not None:
+                self.proxies.close()
+                self.proxies = None
+
+    def _stop(self, indices: Sequence[int] | range) -> dict[int, int | None]:
+        running = [i for i in indices if self.alive(i)]
+        for i in running:
+            proc = self._procs[i]
+            assert proc is not None
+            proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            proc.terminate()
+        deadline = time.monotonic() + self.grace
+        for i in running:
+            proc = self._procs[i]
+            assert proc is not None
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return {i: None if self._procs[i] is None else self._procs[i].returncode for i in indices}
+
+    # ---- readiness -------------------------------------------------------
+
+    def status(self, i: int, *, timeout: float = 1.0) -> dict[str, Any] | None:
+        """Validator ``i``'s ``status`` answer, or None when it does not answer in time."""
+        try:
+            result = rpc_call(self.specs[i].rpc_url, "status", timeout=timeout)
+        except (OSError, ValueError, TestnetError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def wait_ready(self, timeout: float, *, nodes: Sequence[int] | None = None, min_height: int = 0) -> None:
+        """Poll each node's ``status`` until all answer with ``height >= min_height``.
+
+        Raises TestnetError at once when a process has exited, with its log's tail."""
+        waiting = set(range(len(self.specs)) if nodes is None else nodes)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for i in sorted(waiting):
+                if not self.alive(i):
+                    raise TestnetError(f"{self.specs[i].name} exited ({self.exit_description(i)}); "
+                                       f"log tail:\n{self.log_tail(i)}")
+                answer = self.status(i, timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                if answer is not None and int(answer.get("height", 0)) >= min_height:
+                    waiting.discard(i)
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(self.specs[i].name for i in sorted(waiting))
+                raise TestnetError(f"not ready after {timeout}s (height >= {min_height}): {names}")
+            if waiting:
+                time.sleep(POLL_INTERVAL)  # polling other processes: nothing to wait on in-process
+
+    def exit_description(self, i: int) -> str:
+        proc = self._procs[i]
+        return "never started" if proc is None else f"exit code {proc.returncode}"
+
+    def log_tail(self, i: int, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.specs[i].log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def table(self) -> str:
+        rows = [("NAME", "RPC", "P2P", "PID", "LOG")]
+        rows += [(s.name, s.rpc_url, s.p2p_address, str(self.pid(i) or "-"), str(s.log_path))
+                 for i, s in enumerate(self.specs)]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+    def __enter__(self) -> Testnet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def run_testnet(n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
+                ready_timeout: float = 60.0, command: Callable[[NodeSpec], list[str]] = node_command) -> int:
+    """``fbci testnet``: create, start, print where everything is, run until Ctrl-C or SIGTERM."""
+    net = Testnet.create(n_validators, out_dir, base_port, proxies=proxies, command=command)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        net.start()
+        print(f"testnet of {n_validators} validators in {out_dir} (genesis: {out_dir / 'genesis.json'})")
+        print(net.table(), flush=True)
+        try:
+            net.wait_ready(ready_timeout)
+        except TestnetError as exc:
+            print(f"testnet failed to start: {exc.message}", file=sys.stderr, flush=True)
+            return 1
+        print("all validators answer status; Ctrl-C stops them", flush=True)
+        reported: set[int] = set()
+        while not stop.wait(1.0):
+            for i in range(len(net.specs)):
+                if i not in reported and not net.alive(i):
+                    reported.add(i)
+                    spec = net.specs[i]
+                    print(f"{spec.name} exited ({net.exit_description(i)}); see {spec.log_path}", flush=True)
+        return 0
+    finally:
+        codes = net.stop_all()
+        print("stopped: " + ", ".join(f"{net.specs[i].name}={code}" for i, code in codes.items()), flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,171 @@
+"""The testnet process layer: real child processes, signals, readiness, Ctrl-C, and proxied links."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesis.home import HomePaths, NodeConfig
+from node.faultproxy import LinkState
+from node.testnet import NodeSpec, Testnet, TestnetError
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A stand-in validator: answers JSON-RPC `status` with a height that grows per call.
+STANDIN = r"""
+import json, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+url, mode = sys.argv[1], sys.argv[2]
+host, port = url.split("//", 1)[1].rsplit(":", 1)
+calls = 0
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        global calls
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        calls += 1
+        out = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {"height": calls}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *args):
+        pass
+signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else (lambda *a: sys.exit(0)))
+server = HTTPServer((host, int(port)), Handler)
+print("standin up", flush=True)
+server.serve_forever()
+"""
+
+
+def standin_command(spec: NodeSpec) -> list[str]:
+    return [sys.executable, "-c", STANDIN, spec.rpc_url, "polite"]
+
+
+def stubborn_command(spec: NodeSpec) -> list[str]:
+    return [sys.executable, "-c", STANDIN, spec.rpc_url, "stubborn"]
+
+
+def free_base_port(n: int) -> int:
+    """A base port with 2n free ports above it (p2p and rpc per validator), on loopback."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 2 * n >= 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + 2 * n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+def standins(tmp_path: Path):
+    net = Testnet.create(3, tmp_path / "net", free_base_port(3), command=standin_command, grace=5.0)
+    net.start()
+    try:
+        yield net
+    finally:
+        net.stop_all()
+
+
+def test_starts_waits_for_status_prints_a_table_and_stops_cleanly(standins: Testnet) -> None:
+    standins.wait_ready(30, min_height=2)
+    table = standins.table()
+    for i, spec in enumerate(standins.specs):
+        assert spec.name == f"node{i}"
+        assert all(str(x) in table for x in (spec.name, spec.rpc_url, spec.p2p_address, standins.pid(i),
+                                              spec.log_path))
+        assert standins.status(i)["height"] >= 3
+    assert standins.stop_all() == {0: 0, 1: 0, 2: 0}
+    assert not any(standins.alive(i) for i in range(3))
+    assert "standin up" in standins.specs[0].log_path.read_text()
+
+
+def test_pause_resume_kill_and_restart(standins: Testnet) -> None:
+    standins.wait_ready(30)
+    standins.kill(1, signal.SIGSTOP)
+    assert standins.status(1, timeout=0.3) is None
+    assert standins.status(0) is not None
+    standins.kill(1, signal.SIGCONT)
+    assert standins.status(1, timeout=5) is not None
+    old_pid = standins.pid(1)
+    standins.kill(1, signal.SIGKILL)
+    assert not standins.alive(1)
+    with pytest.raises(TestnetError, match="node1 exited"):
+        standins.wait_ready(30)
+    standins.restart(1)
+    assert standins.pid(1) != old_pid
+    standins.wait_ready(30)
+    with pytest.raises(ProcessLookupError):
+        os.kill(old_pid, 0)
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> None:
+    net = Testnet.create(2, tmp_path / "net", free_base_port(2), command=stubborn_command, grace=0.5)
+    with net:
+        net.wait_ready(30)
+        assert net.stop_all() == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
+
+
+def test_proxied_testnet_routes_every_peer_link_through_a_fault_proxy(tmp_path: Path) -> None:
+    net = Testnet.create(3, tmp_path / "net", free_base_port(3), proxies=True, command=standin_command)
+    try:
+        mesh = net.proxies
+        assert mesh is not None and len(mesh.links) == 6
+        p2p = {s.name: s.p2p_address for s in net.specs}
+        for spec in net.specs:
+            config = NodeConfig.model_validate_json(HomePaths(spec.home).config.read_text())
+            for peer in config.peers:
+                proxy = mesh.links[(spec.name, peer.name)]
+                assert peer.address == proxy.address and proxy.target == p2p[peer.name]
+        mesh.isolate("node1")
+        states = {link: proxy.state for link, proxy in mesh.links.items()}
+        assert all((state is LinkState.CUT) == ("node1" in link) for link, state in states.items())
+        mesh.heal("node1")
+        assert all(p.state is LinkState.UP for p in mesh.links.values())
+    finally:
+        net.stop_all()
+    assert net.proxies is None
+
+
+def test_run_testnet_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
+    script = ("import sys; from pathlib import Path; from node.testnet import run_testnet; "
+              "from tests.node.test_testnet import standin_command; "
+              f"sys.exit(run_testnet(2, Path({str(tmp_path / 'net')!r}), {free_base_port(2)}, "
+              "command=standin_command))")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # pytest-timeout bounds this if the testnet never gets ready
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        pids = [int(row.split()[3]) for row in lines if row.startswith("node")]
+        assert len(pids) == 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped: node0=0, node1=0" in proc.stdout.read()
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
