@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ MAX_JSON_DEPTH = 16
 MAX_ERRORS_SHOWN = 3
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -48,13 +51,15 @@ class FieldError(ValueError):
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
-    """``("validators", 1, "name")`` -> ``validators[1].name``."""
+    """``("validators", 1, "name")`` -> ``validators[1].name``; odd keys are quoted, so a message stays one line."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif _IDENTIFIER.fullmatch(part):
+            out += f".{part}" if out else part
         else:
-            out += f".{part}" if out else str(part)
+            out += f"[{part[:40]!r}]"
     return out
 
 
