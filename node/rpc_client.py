@@ -1,0 +1,245 @@
+"""Async JSON-RPC client for a validator, its blocking facade for CLIs, and a nonce helper.
+
+Errors come back as the same :mod:`core.errors` (or :mod:`node.rpc.errors`)
+class the node raised, chosen by ``data.reason`` and, failing that, by code,
+from one table built from ``core.errors.ALL_ERRORS``; so ``except BadNonce``
+works across the wire. Results the RPC layer types (status, account, commit
+result) come back as the dataclasses of :mod:`node.rpc.api` with real
+``bytes``; results whose schema belongs to other packages (blocks, txs,
+alerts, models) come back as JSON dicts with hex strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import TypeAdapter
+
+from core.errors import FbciError
+from core.tx import Transaction
+from node.rpc.api import AccountInfo, AlertPage, NodeStatus, TxAccepted, TxCommitResult
+from node.rpc.errors import ERRORS_BY_CODE, ERRORS_BY_REASON
+
+T = TypeVar("T")
+
+
+def error_from_json(error: Any) -> FbciError:
+    """The exception for a JSON-RPC error object: by ``data.reason``, else by code, else ``FbciError``."""
+    if not isinstance(error, dict):
+        return FbciError(f"malformed JSON-RPC error: {error!r}")
+    data = dict(error.get("data") or {}) if isinstance(error.get("data"), dict) else {}
+    cls = ERRORS_BY_REASON.get(data.pop("reason", None)) or ERRORS_BY_CODE.get(error.get("code")) or FbciError
+    return cls(str(error.get("message", "")), data=data)
+
+
+def _typed(tp: type[T], value: Any) -> T:
+    return TypeAdapter(tp).validate_python(value)
+
+
+class RpcClient:
+    """``async with RpcClient("http://127.0.0.1:26657") as node: await node.status()``."""
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0) -> None:
+        base = url.rstrip("/").removesuffix("/rpc")
+        self.rpc_url = f"{base}/rpc"
+        self.ws_url = f"{base}/ws"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._ids = itertools.count(1)
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def _post(self, payload: Any) -> Any:
+        async with self._http().post(self.rpc_url, json=payload) as resp:
+            if resp.status == 204:
+                return None
+            try:
+                return await resp.json(content_type=None)
+            except ValueError:
+                raise FbciError(f"HTTP {resp.status} from {self.rpc_url} is not a JSON-RPC response") from None
+
+    def _request(self, method: str, params: Any) -> dict[str, Any]:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": next(self._ids)}
+        if params is not None:
+            request["params"] = params
+        return request
+
+    async def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
+        """One call; returns ``result`` or raises the matching error class."""
+        response = await self._post(self._request(method, params))
+        if not isinstance(response, dict):
+            raise FbciError(f"unexpected response to {method}: {response!r}")
+        if "error" in response:
+            raise error_from_json(response["error"])
+        return response.get("result")
+
+    async def batch(self, calls: Sequence[tuple[str, dict[str, Any] | list[Any] | None]]) -> list[Any]:
+        """Results in call order; a failed call's slot holds its exception instance (not raised).
+
+        Raises when the node refused the batch as a whole (too long, rate limited).
+        """
+        requests = [self._request(method, params) for method, params in calls]
+        response = await self._post(requests)
+        if isinstance(response, dict) and "error" in response:
+            raise error_from_json(response["error"])
+        by_id = {r.get("id"): r for r in response or [] if isinstance(r, dict)}
+        results: list[Any] = []
+        for request in requests:
+            answer = by_id.get(request["id"])
+            if answer is None:
+                results.append(FbciError(f"no answer for {request['method']}"))
+            elif "error" in answer:
+                results.append(error_from_json(answer["error"]))
+            else:
+                results.append(answer.get("result"))
+        return results
+
+    async def status(self) -> NodeStatus:
+        return _typed(NodeStatus, await self.call("status"))
+
+    async def submit_tx(self, tx: Transaction) -> bytes:
+        """Returns the hash once the transaction is in the node's mempool."""
+        return _typed(TxAccepted, await self.call("tx_submit", {"tx": tx.encode().hex()})).hash
+
+    async def submit_tx_commit(self, tx: Transaction, timeout_s: float = 30.0) -> TxCommitResult:
+        """Returns once the transaction is committed; raises ``Timeout`` after ``timeout_s``."""
+        result = await self.call("tx_submit_commit", {"tx": tx.encode().hex(), "timeout_s": timeout_s})
+        return _typed(TxCommitResult, result)
+
+    async def get_tx(self, tx_hash: bytes) -> dict[str, Any]:
+        return await self.call("tx_get", {"hash": tx_hash.hex()})
+
+    async def get_block(self, height: int | None = None, block_hash: bytes | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"height": height}
+        if block_hash is not None:
+            params = {"hash": block_hash.hex()}
+        return await self.call("block_get", params)
+
+    async def validators(self) -> list[dict[str, Any]]:
+        return await self.call("validators")
+
+    async def genesis(self) -> dict[str, Any]:
+        return await self.call("genesis")
+
+    async def account_get(self, public_key: bytes) -> AccountInfo:
+        return _typed(AccountInfo, await self.call("account_get", {"public_key": public_key.hex()}))
+
+    async def alerts_query(self, *, kind: str | None = None, source: bytes | None = None,
+                           min_severity: int | None = None, from_height: int | None = None,
+                           to_height: int | None = None, cursor: str | None = None, limit: int = 100) -> AlertPage:
+        params = {"kind": kind, "source": None if source is None else source.hex(), "min_severity": min_severity,
+                  "from_height": from_height, "to_height": to_height, "cursor": cursor, "limit": limit}
+        return _typed(AlertPage, await self.call("alerts_query", params))
+
+    async def fl_models(self) -> list[dict[str, Any]]:
+        return await self.call("fl_models")
+
+    async def fl_model_get(self, model_id: str, version: int | None = None) -> dict[str, Any]:
+        return await self.call("fl_model_get", {"model_id": model_id, "version": version})
+
+    async def fl_rounds(self, model_id: str) -> list[dict[str, Any]]:
+        return await self.call("fl_rounds", {"model_id": model_id})
+
+    async def discover(self) -> dict[str, Any]:
+        """The node's OpenRPC document."""
+        return await self.call("rpc_discover")
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """``async with node.subscribe("new_block") as events: async for event in events: ...``.
+
+        The iterator raises ``ConnectionError`` when the node closes the
+        connection (shutdown, or this client read too slowly and was cut off).
+        """
+        async with self._http().ws_connect(self.ws_url) as ws:
+            request = self._request("subscribe", {"topic": topic})
+            await ws.send_json(request)
+            while (answer := await ws.receive_json()).get("id") != request["id"]:
+                continue
+            if "error" in answer:
+                raise error_from_json(answer["error"])
+            yield _events(ws, answer["result"])
+
+
+async def _events(ws: aiohttp.ClientWebSocketResponse, subscription: str) -> AsyncIterator[dict[str, Any]]:
+    async for msg in ws:
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            note = msg.json()
+            params = note.get("params") if isinstance(note, dict) else None
+            if isinstance(params, dict) and params.get("subscription") == subscription:
+                yield params["result"]
+    raise ConnectionError(f"the node closed the subscription (close code {ws.close_code})")
+
+
+class NonceTracker:
+    """Consecutive nonces for one signing key, starting from the node's ``next_nonce``.
+
+    Call :meth:`forget` after a ``BadNonce`` (another process used the key, or
+    a transaction was dropped) so the next :meth:`next` asks the node again.
+    """
+
+    def __init__(self, client: RpcClient, public_key: bytes) -> None:
+        self._client = client
+        self._public_key = public_key
+        self._next: int | None = None
+
+    async def next(self) -> int:
+        if self._next is None:
+            self._next = (await self._client.account_get(self._public_key)).next_nonce
+        nonce, self._next = self._next, self._next + 1
+        return nonce
+
+    def forget(self) -> None:
+        self._next = None
+
+
+class SyncRpcClient:
+    """Blocking facade for command-line tools: each call runs in its own short event loop.
+
+    Not for use inside a running event loop (``asyncio.run`` refuses); use :class:`RpcClient` there.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def _run(self, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+        async def once() -> T:
+            async with RpcClient(self.url, timeout_s=self.timeout_s) as client:
+                return await fn(client)
+
+        return asyncio.run(once())
+
+    def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
+        return self._run(lambda c: c.call(method, params))
+
+    def status(self) -> NodeStatus:
+        return self._run(lambda c: c.status())
+
+    def submit_tx(self, tx: Transaction) -> bytes:
+        return self._run(lambda c: c.submit_tx(tx))
+
+    def submit_tx_commit(self, tx: Transaction, timeout_s: float = 30.0) -> TxCommitResult:
+        return self._run(lambda c: c.submit_tx_commit(tx, timeout_s))
+
+    def account_get(self, public_key: bytes) -> AccountInfo:
+        return self._run(lambda c: c.account_get(public_key))
