@@ -1,6 +1,7 @@
 """Validator-to-validator transport: authenticated websockets with prioritised, bounded queues."""
 
 from node.transport.handshake import HANDSHAKE_KIND, HandshakeFailed
+from node.transport.metrics import TransportCollector
 from node.transport.peer_transport import (
     P2P_PATH, FrameTooLarge, PeerInfo, PeerTransport, TransportTuning, UnknownPeer,
 )
@@ -8,5 +9,5 @@ from node.transport.queues import Channel, PeerStats
 
 __all__ = [
     "HANDSHAKE_KIND", "P2P_PATH", "Channel", "FrameTooLarge", "HandshakeFailed", "PeerInfo", "PeerStats",
-    "PeerTransport", "TransportTuning", "UnknownPeer",
+    "PeerTransport", "TransportCollector", "TransportTuning", "UnknownPeer",
 ]

@@ -63,6 +63,7 @@ class TransportTuning:
     backoff_initial: float = 0.05
     backoff_max: float = 5.0
     malformed_limit: int = 10
+    max_pending_handshakes: int = 64
 
 
 class UnknownPeer(InvalidInput):
@@ -112,6 +113,7 @@ class PeerTransport:
         self._session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Event()
         self._stopping = False
+        self._pending_handshakes = 0
         self.listen_address = ""
 
     # ---- lifecycle -------------------------------------------------------
@@ -257,6 +259,8 @@ class PeerTransport:
             await self._close(ws)
 
     async def _accept(self, request: web.Request) -> web.StreamResponse:
+        if self._pending_handshakes >= self._tuning.max_pending_handshakes:
+            raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(
             max_msg_size=self._max_message_bytes + 1, heartbeat=self._tuning.heartbeat,
             timeout=self._tuning.close_timeout)
@@ -268,6 +272,7 @@ class PeerTransport:
             return ws
         self._sockets.add(ws)
         try:
+            self._pending_handshakes += 1
             try:
                 key = await self._handshake(ws, Role.ACCEPTOR, expected=None)
             except HandshakeFailed as exc:
@@ -276,6 +281,8 @@ class PeerTransport:
                 return ws
             except (TimeoutError, ConnectionError):
                 return ws
+            finally:
+                self._pending_handshakes -= 1
             peer = self._peers[key]
             if self._dials(peer):
                 self._report(key, "wrong_direction")

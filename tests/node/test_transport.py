@@ -10,9 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from core.crypto import PrivateKey
-from node.transport import Channel, FrameTooLarge, PeerInfo, PeerTransport, TransportTuning, UnknownPeer
+from node.transport import (
+    Channel, FrameTooLarge, PeerInfo, PeerTransport, TransportCollector, TransportTuning, UnknownPeer,
+)
 from node.transport.handshake import Hello, Role, auth_message
 from node.transport.queues import PeerQueues, PeerStats
 
@@ -104,7 +107,7 @@ class Node:
         self.transport = PeerTransport(
             chain_id=CHAIN, key=self.key, listen=self.sock, peers=peers, on_message=self.inbox,
             max_message_bytes=kw.pop("max_message_bytes", MAX), queue_limits=kw.pop("queue_limits", LIMITS),
-            on_misbehaviour=self.reports, tuning=TUNING, **kw)
+            on_misbehaviour=self.reports, tuning=kw.pop("tuning", TUNING), **kw)
         return self.transport
 
     async def restart(self, peers: list[PeerInfo]) -> PeerTransport:
@@ -187,6 +190,11 @@ def test_full_mesh_of_four_delivers_direct_and_broadcast_messages() -> None:
                     (o.pub, Channel.SYNC, o.pub + node.pub) for o in others}
             stats = nodes[0].transport.stats()
             assert all(s.connected and s.sent == 2 and s.received == 2 for s in stats.values())
+            registry = CollectorRegistry()
+            registry.register(TransportCollector(nodes[0].transport, "node0"))
+            labels = {"node": "node0", "peer": "node1"}
+            assert registry.get_sample_value("fbci_p2p_sent_total", labels) == 2
+            assert registry.get_sample_value("fbci_p2p_connected", labels) == 1
             with pytest.raises(UnknownPeer):
                 nodes[0].transport.send(b"\x00" * 32, Channel.GOSSIP, b"x")
     run(main)
@@ -361,4 +369,18 @@ def test_restarted_peers_reconnect_in_both_roles() -> None:
             await b.transport.wait_connected(timeout=WAIT)
             assert b.transport.send(a.pub, Channel.CONSENSUS, b"to the new a")
             await a.inbox.wait_for(lambda m: m == [(b.pub, Channel.CONSENSUS, b"to the new a")])
+    run(main)
+
+
+def test_pending_handshakes_are_bounded() -> None:
+    async def main() -> None:
+        tuning = TransportTuning(**{**TUNING.__dict__, "max_pending_handshakes": 1})
+        async with cluster(1, tuning=tuning) as (b,), aiohttp.ClientSession() as session:
+            url = f"http://{b.info.address}/p2p"
+            silent = await session.ws_connect(url)  # connects, never says hello
+            assert (await silent.receive()).type is aiohttp.WSMsgType.BINARY  # b's hello: b is waiting
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url)
+            assert refused.value.status == 503
+            await silent.close()
     run(main)
