@@ -141,6 +141,14 @@ class Replica:
             return
         if self._sync_target >= self.height:
             self._out.append(NeedSync(self._sync_target, self._sync_peer))
+        mine = self._view_changes.get(self.cfg.me)
+        at_or_above = sum(1 for vc in self._view_changes.values() if vc.view >= self.view)
+        if self.in_view_change and mine is not None and at_or_above < self._quorum:
+            # Alone ahead: moving further would leave the others behind for good (equal capped
+            # timeouts never close the gap), so retransmit and wait for them to catch up.
+            self._broadcast(mine)
+            self._set_timer()
+            return
         self._start_view_change(self.view + 1)
 
     def _on_proposal(self, ev: ProposalReady) -> None:

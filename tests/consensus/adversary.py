@@ -31,6 +31,7 @@ class Adversary:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.heard: list[tuple[bytes, bytes]] = []
+        self.audience: dict[bytes, set[int]] = {}
 
     def observe(self, node: SimNode, data: bytes) -> None:
         if node.byzantine == "replay":
@@ -52,8 +53,9 @@ class Adversary:
             return [a for a in actions if not isinstance(a, (Send, Broadcast))]
         if kind == "bad-sig":
             return [self._corrupt(a) for a in actions]
-        if kind == "equivocate":
-            return [a for a in actions if not self._split(node, a)]
+        if kind == "equivocate":  # it casts its own votes, in observe() and _split()
+            return [a for a in actions if not self._split(node, a) and not (
+                isinstance(a, Broadcast) and isinstance(a.message, (Prepare, Commit)))]
         if kind == "random-votes":
             for a in actions:
                 if isinstance(a, Broadcast) and isinstance(a.message, (Prepare, Commit)):
@@ -83,6 +85,7 @@ class Adversary:
         honest = [nd.index for nd in self.sim.honest()]
         self.sim.rng.shuffle(honest)
         half = set(honest[: len(honest) // 2])
+        self.audience = {original.block_hash: set(honest) - half, other.block_hash: half}
         for nd in self.sim.nodes:
             if nd is node:
                 continue
@@ -95,10 +98,12 @@ class Adversary:
         return True
 
     def _vote_everywhere(self, node: SimNode, height: int, view: int, block_hash: bytes) -> None:
+        """Colluders vote for each of a split proposal's blocks only where that block went."""
+        audience = self.audience.get(block_hash)
         for cls in (Prepare, Commit):
             vote = self._signed(node, cls(height, view, block_hash, node.key, b""))
             for nd in self.sim.nodes:
-                if nd is not node:
+                if nd is not node and (audience is None or nd.byzantine is not None or nd.index in audience):
                     self.sim.send(node, nd.index, vote)
 
     def _signed(self, node: SimNode, msg: SignedMessage) -> SignedMessage:

@@ -245,22 +245,29 @@ class Simulation:
     def min_honest_height(self) -> int:
         return min(nd.tip for nd in self.honest())
 
-    def run_schedule(self, heights: int, horizon: int) -> None:
-        """Faulty phase, then heal; random crashes of honest replicas while faulty."""
+    def run_schedule(self, extra_heights: int = 2, bound: int = 600) -> int:
+        """Faulty phase (drops, duplicates, a partition, honest crashes) until ``heal_at``; then a
+        reliable network. Returns the height every honest replica must reach within ``bound`` ticks
+        of healing: ``extra_heights`` above the best honest height at healing time."""
         f = self.faults
         if f.partition_until:
             half = set(self.rng.sample(range(self.n), self.n // 2))
             self.cut([half, set(range(self.n)) - half])
         t = 0
-        while t < horizon:
+        while t < f.heal_at:
             t += 5
-            if f.partition_until and t >= f.partition_until and self.groups is not None:
+            if t >= f.partition_until:
                 self.heal()
             self.adversary.tick()
-            if t < f.heal_at and f.crash_rate and self.rng.random() < f.crash_rate:
+            if f.crash_rate and self.rng.random() < f.crash_rate:
                 victim = self.rng.choice(self.honest())
                 if victim.up:
                     self.crash(victim, self.rng.randint(1, 20))
-            self.run_until(t, stop=lambda: self.now >= f.heal_at and self.min_honest_height() >= heights)
-            if self.now >= f.heal_at and self.min_honest_height() >= heights:
-                return
+            self.run_until(t)
+        self.heal()
+        target = max(nd.tip for nd in self.honest()) + extra_heights
+        while t < f.heal_at + bound and self.min_honest_height() < target:
+            t += 5
+            self.adversary.tick()
+            self.run_until(t, stop=lambda: self.min_honest_height() >= target)
+        return target
