@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p2p-listen", metavar="HOST:PORT", help="bind address for peers (default: the genesis p2p address)")
     p.add_argument("--rpc-listen", metavar="HOST:PORT", help="bind address for RPC (default: public.json rpc_address)")
 
-    node = _group(sub, "node", "Run a validator.")
+    node = _group(sub, "node", "Run this hospital's validator.")
     p = _add(node, "start", _node_start, "Start the validator whose home is DIR; runs until Ctrl-C or SIGTERM.",
              "Reads DIR/config/{config,genesis,node_key}.json, opens the stores in DIR/data, connects to its\n"
              "peers and serves JSON-RPC (and /metrics) on its rpc_listen address.")

@@ -1,0 +1,257 @@
+"""The ``fbci`` command line: help for every command, and errors that never show a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [prefix]
+    out = [prefix] if prefix else []
+    for name, child in subs[0].choices.items():
+        out += _leaf_commands(child, (*prefix, name))
+    return out
+
+
+COMMANDS = _leaf_commands(cli.build_parser())
+
+
+def fbci(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert text in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_every_documented_command_is_reachable() -> None:
+    expected = {("keys", "gen"), ("keys", "show"), ("genesis", "init"), ("genesis", "assemble"),
+                ("genesis", "validate"), ("genesis", "install"), ("node", "start"), ("testnet",), ("status",),
+                ("tx", "submit"), ("fl", "train"), ("ids", "watch"), ("predict",), ("demo",)}
+    assert expected <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [(), *COMMANDS], ids=lambda c: " ".join(c) or "fbci")
+def test_help_explains_each_command(command: tuple[str, ...]) -> None:
+    result = fbci(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: fbci {' '.join(command)}".rstrip())
+    description = result.stdout.split("\n\n")[1]
+    assert len(description.split()) >= 4, f"'{' '.join(command)}' has no description"
+
+
+def test_top_level_help_lists_every_command() -> None:
+    out = fbci("--help").stdout
+    for top in {c[0] for c in COMMANDS}:
+        assert f"    {top} " in out
+
+
+@pytest.mark.parametrize(("args", "text"), [
+    ((), "the following arguments are required: COMMAND"),
+    (("frobnicate",), "invalid choice: 'frobnicate'"),
+    (("genesis",), "the following arguments are required: COMMAND"),
+    (("genesis", "init", "--validators", "0", "--out", "x"), "--validators: must be at least 1"),
+    (("genesis", "init", "--validators", "four", "--out", "x"), "'four' is not an integer"),
+    (("keys", "gen", "--home", "h", "--roles", "surgeon"), "invalid choice: 'surgeon'"),
+])
+def test_usage_errors_exit_2(args: tuple[str, ...], text: str) -> None:
+    assert_clean_error(fbci(*args), 2, text)
+
+
+def test_genesis_errors_name_the_field_and_exit_1(tmp_path: Path) -> None:
+    assert_clean_error(fbci("genesis", "validate", str(tmp_path / "nope.json")), 1,
+                       "error[-32030 invalid_genesis]: ")
+    assert fbci("genesis", "init", "--validators", "2", "--out", str(tmp_path / "net")).returncode == 0
+    genesis = tmp_path / "net" / "genesis.json"
+    doc = json.loads(genesis.read_text())
+    doc["params"]["max_tx_bytes"] = 0
+    genesis.write_text(json.dumps(doc))
+    assert_clean_error(fbci("genesis", "validate", str(genesis)), 1, "genesis.json: params.max_tx_bytes: must be > 0")
+    assert_clean_error(fbci("genesis", "init", "--validators", "2", "--out", str(tmp_path / "net")), 1,
+                       "already exists")
+
+
+def test_one_machine_network_from_the_command_line(tmp_path: Path) -> None:
+    result = fbci("genesis", "init", "--validators", "4", "--out", str(tmp_path), "--chain-id", "cli-test",
+                  "--base-port", "31000")
+    assert result.returncode == 0, result.stderr
+    validated = fbci("genesis", "validate", str(tmp_path / "genesis.json"))
+    genesis_hash = validated.stdout.split("genesis hash ")[1].strip()
+    assert f"genesis hash {genesis_hash}" in result.stdout
+    assert "node3: home" in result.stdout and "rpc http://127.0.0.1:31007" in result.stdout
+    assert stat.S_IMODE((tmp_path / "node3/config/node_key.json").stat().st_mode) == 0o600
+    shown = json.loads(fbci("keys", "show", "--home", str(tmp_path / "node1")).stdout)
+    assert shown["name"] == "node1" and shown["p2p_address"] == "127.0.0.1:31002"
+
+
+def test_production_path_from_the_command_line(tmp_path: Path) -> None:
+    for i in range(2):
+        r = fbci("keys", "gen", "--home", str(tmp_path / f"hosp{i}"), "--p2p", f"10.1.0.{i}:26600",
+                 "--rpc", f"10.1.0.{i}:26601")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["name"] == f"hosp{i}"
+    assert fbci("keys", "gen", "--home", str(tmp_path / "boss"), "--roles", "admin").returncode == 0
+    assert_clean_error(fbci("keys", "gen", "--home", str(tmp_path / "hosp0"), "--p2p", "10.1.0.9:1"), 1,
+                       "never overwrites a key")
+    assert_clean_error(fbci("keys", "gen", "--home", str(tmp_path / "v")), 1, "--p2p HOST:PORT is required")
+    publics = [str(tmp_path / d / "public.json") for d in ("hosp0", "hosp1", "boss")]
+    out = tmp_path / "genesis.json"
+    first = fbci("genesis", "assemble", "--chain-id", "consortium", "--out", str(out), "--genesis-time-ms", "9", *publics)
+    assert first.returncode == 0, first.stderr
+    assert_clean_error(fbci("genesis", "assemble", "--chain-id", "consortium", "--out", str(out), *publics), 1,
+                       "--force")
+    again = fbci("genesis", "assemble", "--chain-id", "consortium", "--out", str(out), "--genesis-time-ms", "9",
+                 "--force", *publics[::-1])
+    assert again.stdout.split("genesis hash ")[1] == first.stdout.split("genesis hash ")[1]
+    installed = fbci("genesis", "install", "--home", str(tmp_path / "hosp1"), str(out))
+    assert installed.returncode == 0 and "1 peer(s)" in installed.stdout
+    assert_clean_error(fbci("genesis", "install", "--home", str(tmp_path / "boss"), str(out)), 1,
+                       "not in the validator set")
+
+
+def test_assemble_params_file_is_validated(tmp_path: Path) -> None:
+    assert fbci("keys", "gen", "--home", str(tmp_path / "v"), "--p2p", "10.0.0.1:1").returncode == 0
+    assert fbci("keys", "gen", "--home", str(tmp_path / "a"), "--roles", "admin").returncode == 0
+    params = tmp_path / "params.json"
+    params.write_text('{"max_block_txs": -1}')
+    result = fbci("genesis", "assemble", "--chain-id", "c", "--out", str(tmp_path / "g.json"), "--params", str(params),
+                  str(tmp_path / "v/public.json"), str(tmp_path / "a/public.json"))
+    assert_clean_error(result, 1, "params.json: max_block_txs: must be > 0")
+
+
+# --- in-process: the error mapping and the hand-off to integrator modules ---------------------
+
+def _fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **attrs: Any) -> None:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_missing_integrator_module_is_not_available_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "node.runtime", None)
+    assert cli.main(["node", "start", "--home", "x"]) == 2
+    assert "error[-32601 not_available]: 'fbci node start' is not available in this build" in capsys.readouterr().err
+    _fake_module(monkeypatch, "node.demo")
+    assert cli.main(["demo"]) == 2
+    assert "node.demo.run_demo is missing" in capsys.readouterr().err
+
+
+def test_missing_third_party_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "fbci_cmd_needing_a_package.py").write_text("import no_such_package_for_fbci\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(cli.NotAvailable, match="needs the Python package 'no_such_package_for_fbci'"):
+        cli._provided("fbci_cmd_needing_a_package", "main", "x")
+
+
+@pytest.mark.parametrize(("exc", "code", "text"), [
+    (RuntimeError("boom"), 1, "internal error: RuntimeError: boom (set FBCI_DEBUG=1"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (PermissionError(13, "Permission denied", "/x/genesis.json"), 1,
+     "error[-32040 storage_error]: /x/genesis.json: Permission denied"),
+])
+def test_unexpected_failures_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                          exc: BaseException, code: int, text: str) -> None:
+    def fail(path: Path) -> None:
+        raise exc
+    monkeypatch.setattr(cli, "load_genesis", fail)
+    monkeypatch.delenv("FBCI_DEBUG", raising=False)
+    assert cli.main(["genesis", "validate", "g.json"]) == code
+    err = capsys.readouterr().err
+    assert text in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_fbci_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(path: Path) -> None:
+        raise RuntimeError("boom")
+    monkeypatch.setattr(cli, "load_genesis", fail)
+    monkeypatch.setenv("FBCI_DEBUG", "1")
+    assert cli.main(["genesis", "validate", "g.json"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_integrator_commands_receive_their_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    calls: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def recorder(name: str, result: Any) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            calls[name] = (args, kwargs)
+            return result
+        return record
+
+    _fake_module(monkeypatch, "node.testnet", run_testnet=recorder("testnet", None))
+    _fake_module(monkeypatch, "node.status_cmd", show_status=recorder("status", 0))
+    _fake_module(monkeypatch, "node.fl_train", main=recorder("fl", 3))
+    _fake_module(monkeypatch, "node.rpc_client", submit_tx=recorder("tx", {"hash": "ab"}))
+    assert cli.main(["testnet", "--validators", "7", "--out", str(tmp_path / "tn")]) == 0
+    assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600})
+
+    assert cli.main(["genesis", "init", "--validators", "1", "--out", str(tmp_path / "n"), "--base-port", "32000"]) == 0
+    home = str(tmp_path / "n" / "node0")
+    assert cli.main(["status", "--home", home, "--json"]) == 0
+    assert calls["status"] == ((), {"rpc_urls": ["http://127.0.0.1:32001"], "as_json": True})
+    assert cli.main(["status", "--rpc", "http://a:1", "--rpc", "http://b:2"]) == 0
+    assert calls["status"] == ((), {"rpc_urls": ["http://a:1", "http://b:2"], "as_json": False})
+    assert cli.main(["status", "--rpc", "a:1"]) == 1
+
+    capsys.readouterr()
+    assert cli.main(["tx", "submit", "--home", home, "--key", "admin", "--kind", "acl.register",
+                     "--payload", '{"n": 1}', "--commit"]) == 0
+    admin = json.loads((tmp_path / "n" / "node0" / "keys" / "admin.json").read_text())["public_key"]
+    (url, key, kind, payload), kwargs = calls["tx"]
+    assert (url, key.public_key.hex(), kind, payload, kwargs) == (
+        "http://127.0.0.1:32001", admin, "acl.register", {"n": 1}, {"commit": True})
+    assert json.loads(capsys.readouterr().out) == {"hash": "ab"}
+
+    assert cli.main(["fl", "train", "--home", home, "--model", "vitals", "--rounds", "2"]) == 3
+    (args,), _ = calls["fl"]
+    assert (args.model, args.rounds, args.key, args.home) == ("vitals", 2, "hospital", home)
+
+
+@pytest.mark.parametrize(("payload", "text"), [
+    ('{"lr": 0.5}', "--payload: payload.lr: floats are not allowed"),
+    ("[1]", "--payload: must be a JSON object"),
+    ("{", "--payload: not valid JSON"),
+])
+def test_tx_submit_checks_the_payload_before_anything_is_sent(payload: str, text: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tx", "submit", "--key", "k.json", "--kind", "acl.register", "--payload", payload]) == 1
+    assert text in capsys.readouterr().err
+
+
+def test_node_start_never_imports_torch(tmp_path: Path) -> None:
+    """The validator process must stay free of torch and the training code, whatever node.runtime imports."""
+    probe = (
+        "import importlib, sys\n"
+        "import node.cli\n"
+        "try:\n"
+        "    runtime = importlib.import_module('node.runtime')\n"
+        "    runtime.run_validator = lambda home: 0\n"
+        "except ImportError:\n"
+        "    pass\n"
+        f"node.cli.main(['node', 'start', '--home', {str(tmp_path)!r}])\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'fl_contracts.training'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
