@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from core.errors import InvalidInput
+from genesis.create import init_network
 from node import cli
+from node.config import load_home
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -255,3 +258,46 @@ def test_node_start_never_imports_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- node.config: what 'fbci node start' reads, cross-checked before anything runs ------------
+
+@pytest.fixture
+def net_home(tmp_path: Path) -> Path:
+    return init_network(3, tmp_path, genesis_time_ms=1).homes[1]
+
+
+def _edit_config(home: Path, changes: dict[str, Any]) -> None:
+    path = home / "config" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_load_home_returns_the_checked_pieces(net_home: Path) -> None:
+    loaded = load_home(net_home)
+    assert loaded.config.name == "node1" and loaded.data_path == net_home / "data"
+    assert loaded.node_key.public_key.hex() == loaded.genesis.validators[1].public_key
+    assert [p.name for p in loaded.config.peers] == ["node0", "node2"]
+
+
+@pytest.mark.parametrize(("change", "text"), [
+    ({"peers": [{"name": "node0", "public_key": "ab" * 32, "address": "127.0.0.1:1"}]}, "peers[0] ('node0') is not a validator"),
+    ({"peers": [{"name": "node0", "public_key": "ab" * 32, "address": "nohost"}]}, "peers[0].address: must be HOST:PORT"),
+    ({"name": "other"}, "name is 'other' but genesis names this key 'node1'"),
+    ({"home": "/elsewhere"}, "home: is not a known field"),
+    ({"data_dir": "../outside"}, "data_dir: must be a path inside the home directory"),
+    ({"rpc_listen": "127.0.0.1:26602"}, "rpc_listen: must use a different port"),
+    ({"log_level": "loud"}, "log_level: must be one of"),
+])
+def test_load_home_refuses_mismatched_or_malformed_configs(net_home: Path, change: dict[str, Any], text: str) -> None:
+    _edit_config(net_home, change)
+    with pytest.raises(InvalidInput) as info:
+        load_home(net_home)
+    assert text in info.value.message and "config.json" in info.value.message
+
+
+def test_load_home_refuses_a_key_that_is_not_a_validator(net_home: Path, tmp_path: Path) -> None:
+    (net_home / "config" / "node_key.json").write_bytes((tmp_path / "node1" / "keys" / "hospital.json").read_bytes())
+    with pytest.raises(InvalidInput, match="not in the validator set"):
+        load_home(net_home)
+    with pytest.raises(InvalidInput, match="home directory does not exist"):
+        load_home(tmp_path / "nowhere")
