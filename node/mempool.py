@@ -55,6 +55,9 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._by_hash
 
+    def pending_nonces(self, sender: bytes) -> set[int]:
+        return set(self._by_sender.get(sender, {}))
+
     def add(self, raw: bytes) -> Transaction:
         """Admit one encoded transaction or raise the reason it is refused."""
         if len(raw) > self.max_tx_bytes:

@@ -173,10 +173,6 @@ def test_run_testnet_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
         proc.stdout.close()
 
 
-def _real_validators_available() -> None:
-    pytest.importorskip("node.runtime", reason="node.runtime (fbci node start) is not in this build yet")
-
-
 def _heights(net: Testnet, nodes: range | list[int]) -> dict[int, int]:
     return {i: (net.status(i) or {}).get("height", -1) for i in nodes}
 
@@ -192,7 +188,6 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
 
 @pytest.mark.timeout(240)
 def test_four_real_validators_commit_blocks(tmp_path: Path) -> None:
-    _real_validators_available()
     net = Testnet.create(4, tmp_path / "net", free_base_port(4))
     with net:
         net.wait_ready(120, min_height=3)
@@ -203,7 +198,6 @@ def test_four_real_validators_commit_blocks(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_a_validator_cut_off_falls_behind_and_catches_up_after_healing(tmp_path: Path) -> None:
     """CometBFT's e2e "disconnect" perturbation: with n = 4, the other three keep a quorum."""
-    _real_validators_available()
     net = Testnet.create(4, tmp_path / "net", free_base_port(4), proxies=True)
     with net:
         net.wait_ready(120, min_height=2)

@@ -1,0 +1,229 @@
+"""The short, boring loop around the pure consensus replica.
+
+It turns the world into replica events (peer messages, timer firings,
+proposals, validation answers, sync progress) and carries out the replica's
+actions strictly in the order returned. The one ordering rule that makes
+crash safety work lives here: a ``Persist`` is appended to the write-ahead
+log and fsynced before any later ``Send``/``Broadcast`` in the same list
+leaves the process. Everything is processed on one asyncio task, so the
+replica is never stepped concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from consensus import (
+    BlockValidated, Broadcast, CancelTimer, CommitBlock, MessageReceived, NeedSync, Persist, ProposalReady,
+    Replica, ReportEvidence, RequestProposal, Send, SetTimer, SyncedTo, TimerFired, ValidateBlock,
+    decode_message, encode_message,
+)
+from core.block import Block
+from core.crypto import PrivateKey, sign_bytes, verify
+from core.errors import FbciError
+from node.chain import Chain
+from node.transport import Channel
+from node.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+
+class NodeSigner:
+    """Signs consensus messages with the validator key, bound to this chain."""
+
+    def __init__(self, key: PrivateKey, chain_id: str) -> None:
+        self._key, self._chain_id = key, chain_id
+
+    def sign(self, kind: str, message: bytes) -> bytes:
+        return self._key.sign(self._chain_id, kind, message)
+
+
+class NodeVerifier:
+    def __init__(self, chain_id: str) -> None:
+        self._chain_id = chain_id
+
+    def verify(self, public_key: bytes, kind: str, message: bytes, signature: bytes) -> bool:
+        return verify(public_key, sign_bytes(self._chain_id, kind, message), signature)
+
+
+class Outbox:
+    """Where consensus messages go: the peer transport, or nowhere for a lone validator."""
+
+    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool: ...
+
+    def broadcast(self, channel: Channel, payload: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProposalTiming:
+    """Propose as soon as there is work: wait ``batch_ms`` after the first pending
+    transaction (so a burst lands in one block), or ``empty_block_ms`` with none."""
+
+    batch_ms: int
+    empty_block_ms: int
+    tick_ms: int
+
+
+class ConsensusDriver:
+    def __init__(self, replica: Replica, chain: Chain, wal: WriteAheadLog, outbox: Outbox, me: bytes,
+                 timing: ProposalTiming, on_need_sync: Callable[[int, bytes | None], None],
+                 on_evidence: Callable[[Any], None], clock: Callable[[], float] = time.time) -> None:
+        self.replica = replica
+        self.chain = chain
+        self.wal = wal
+        self.outbox = outbox
+        self.me = me
+        self.timing = timing
+        self.on_need_sync = on_need_sync
+        self.on_evidence = on_evidence
+        self.clock = clock
+        self.view = 0
+        self.view_changes = 0
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._proposal: tuple[int, int] | None = None
+        self._work = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def feed(self, event: Any) -> None:
+        self._queue.put_nowait(event)
+
+    def on_peer_message(self, sender: bytes, payload: bytes) -> None:
+        try:
+            message = decode_message(payload)
+        except FbciError as exc:
+            log.warning("undecodable consensus message from %s: %s", sender.hex()[:12], exc.message)
+            raise
+        self.feed(MessageReceived(sender, message))
+
+    def notify_work(self) -> None:
+        """The mempool gained a transaction: a pending proposal may go early."""
+        self._work.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, start_event: Any) -> None:
+        self.feed(start_event)
+        self._tasks = [asyncio.create_task(self._run(), name="consensus"),
+                       asyncio.create_task(self._proposer(), name="proposer")]
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            self._process(event)
+
+    def _process(self, first: Any) -> None:
+        events = deque([first])
+        while events:
+            event = events.popleft()
+            try:
+                actions = self.replica.step(event)
+            except FbciError as exc:  # a bad peer message: counted by the caller, never fatal
+                log.warning("consensus refused %s: %s", type(event).__name__, exc.message)
+                continue
+            for action in actions:
+                follow_up = self._perform(action)
+                if follow_up is not None:
+                    events.append(follow_up)
+
+    def _perform(self, action: Any) -> Any:
+        if isinstance(action, Persist):
+            self.wal.append(action.record)
+        elif isinstance(action, Send):
+            self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
+        elif isinstance(action, Broadcast):
+            self.outbox.broadcast(Channel.CONSENSUS, encode_message(action.message))
+        elif isinstance(action, SetTimer):
+            self._set_timer(action.name, action.ticks)
+        elif isinstance(action, CancelTimer):
+            handle = self._timers.pop(action.name, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, RequestProposal):
+            if action.view != self.view:
+                self.view_changes += 1
+            self.view = action.view
+            self._proposal = (action.height, action.view)
+            self._work.set()
+        elif isinstance(action, ValidateBlock):
+            return BlockValidated(action.height, action.block_hash, self._validate(action.block))
+        elif isinstance(action, CommitBlock):
+            self._commit(action)
+        elif isinstance(action, NeedSync):
+            self.on_need_sync(action.height, action.peer)
+        elif isinstance(action, ReportEvidence):
+            self.on_evidence(action.evidence)
+        return None
+
+    def _validate(self, raw: bytes) -> bool:
+        try:
+            self.chain.check_proposal(raw, int(self.clock() * 1000))
+        except FbciError as exc:
+            log.warning("refusing proposed block: %s", exc.message)
+            return False
+        return True
+
+    def _commit(self, action: CommitBlock) -> None:
+        if action.height <= self.chain.height:
+            return  # block sync got there first
+        block = Block.decode(action.block, max_size=self.chain.params.max_block_bytes)
+        self.chain.commit(block, action.certificate.encode())
+        self.wal.truncate_before(action.height)
+
+    def _set_timer(self, name: str, ticks: int) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        delay = ticks * self.timing.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(delay, self.feed, TimerFired(name))
+
+    async def _proposer(self) -> None:
+        """Answer the latest RequestProposal once there is work or the empty-block interval passes."""
+        while True:
+            request = self._proposal
+            if request is None:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            await self._batch_window()
+            if self._proposal != request:
+                continue  # superseded by a newer view or height while we waited
+            self._proposal = None
+            if request[0] != self.chain.height + 1:
+                continue
+            block = self.chain.build_block(self.me, int(self.clock() * 1000))
+            self.feed(ProposalReady(request[0], request[1], block.encode(), block.hash))
+
+    async def _batch_window(self) -> None:
+        """Wait for the first pending transaction (at most ``empty_block_ms``), then
+        ``batch_ms`` more so that a burst of transactions lands in one block."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.empty_block_ms / 1000
+        while not len(self.chain.mempool) and loop.time() < deadline:
+            self._work.clear()
+            try:
+                await asyncio.wait_for(self._work.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        if len(self.chain.mempool):
+            await asyncio.sleep(self.timing.batch_ms / 1000)
+
+    def synced_to(self, height: int, certificate: Any) -> None:
+        self.feed(SyncedTo(height, certificate))

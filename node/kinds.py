@@ -1,0 +1,76 @@
+"""Every transaction kind the chain executes, and the read-only queries over them.
+
+This is the one place where the pure contracts from ``fl_contracts/`` and
+``ids/`` meet the executor; adding a kind is one ``register`` line here plus
+its contract. Roles say who may send what: admins manage membership,
+hospitals train, gateways and validators post alerts and evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import InvalidInput
+from core.state import StateView
+from fl_contracts import contract as fl
+from fl_contracts.spec import ModelSpec
+from genesis.schema import GenesisDoc
+from ids import alerts
+from node import accounts
+from node.execution import TxKindRegistry
+from node.rpc.api import AlertPage, AlertQuery
+
+ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
+
+
+def build_registry() -> TxKindRegistry:
+    registry = TxKindRegistry()
+    registry.register("acl.register", ["admin"], accounts.register)
+    registry.register("acl.grant", ["admin"], accounts.grant)
+    registry.register("acl.revoke", ["admin"], accounts.revoke)
+    registry.register("test.echo", ANY_MEMBER, accounts.echo)
+    registry.register("fl.submit_update", ["hospital"], fl.submit_update)
+    registry.end_block_hooks.append(fl.end_block)
+    registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE], alerts.submit_alert)
+    return registry
+
+
+def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
+    """The FL models genesis declares in ``app_state.models`` (validated by fl_contracts)."""
+    return [ModelSpec.parse(m) for m in doc.app_state.get("models", [])]
+
+
+def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
+    specs = model_specs(doc)
+    return [lambda state: fl.init_models(state, specs, {}, 0)]
+
+
+class AppQueries:
+    """Read-only views the RPC layer serves, over committed state only."""
+
+    def fl_models(self, state: StateView) -> list[dict[str, Any]]:
+        return [spec.to_doc() | {"hash": spec.hash().hex()} for spec in fl.list_models(state)]
+
+    def fl_model_get(self, state: StateView, model_id: str, version: int | None) -> dict[str, Any]:
+        model = fl.get_model(state, model_id, version)
+        return model.model_dump()
+
+    def fl_rounds(self, state: StateView, model_id: str) -> list[dict[str, Any]]:
+        return [r.model_dump() for r in fl.round_history(state, model_id)]
+
+    def alerts(self, state: StateView, query: AlertQuery) -> AlertPage:
+        found, next_cursor = alerts.query_alerts(
+            state, device=query.source, alert_class=query.kind, min_severity=query.min_severity,
+            from_height=query.from_height, to_height=query.to_height,
+            cursor=_cursor(query.cursor), limit=min(query.limit, alerts.MAX_QUERY_LIMIT),
+        )
+        return AlertPage([a.to_json() for a in found], None if next_cursor is None else str(next_cursor))
+
+
+def _cursor(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise InvalidInput("cursor must be the next_cursor string a previous page returned")
+    return int(text)

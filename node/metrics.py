@@ -1,0 +1,64 @@
+"""Prometheus metrics for one validator, served by the RPC server at ``/metrics``.
+
+Gauges read their value at scrape time (``set_function``), so the hot paths
+never update them; only the commit latency histogram is fed, once per
+committed transaction that was submitted through this validator.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from node.chain import CommittedBlock
+
+
+class NodeMetrics:
+    def __init__(self, name: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"validator": name}
+        self._labels = labels
+        self.height = Gauge("fbci_height", "Last committed height", list(labels), registry=self.registry)
+        self.view = Gauge("fbci_view", "Current consensus view", list(labels), registry=self.registry)
+        self.view_changes = Gauge("fbci_view_changes", "View changes seen since start", list(labels),
+                                  registry=self.registry)
+        self.mempool_txs = Gauge("fbci_mempool_txs", "Pending transactions", list(labels), registry=self.registry)
+        self.mempool_bytes = Gauge("fbci_mempool_bytes", "Pending transaction bytes", list(labels),
+                                   registry=self.registry)
+        self.peers = Gauge("fbci_peers_connected", "Authenticated peer links", list(labels), registry=self.registry)
+        self.sync_target = Gauge("fbci_sync_target_height", "Height block sync is catching up to", list(labels),
+                                 registry=self.registry)
+        self.syncing = Gauge("fbci_syncing", "1 while block sync runs", list(labels), registry=self.registry)
+        self.committed_txs = Counter("fbci_committed_txs", "Transactions committed", list(labels),
+                                     registry=self.registry)
+        self.commit_latency = Histogram(
+            "fbci_commit_latency_seconds", "Submit-to-commit latency of transactions submitted here",
+            list(labels), registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+        self._service: Any = None
+
+    def attach(self, chain: Any, driver: Any, transport: Any, syncer: Any, service: Any) -> None:
+        self._service = service
+        lab = self._labels
+        self.height.labels(**lab).set_function(lambda: chain.height)
+        self.view.labels(**lab).set_function(lambda: driver.view)
+        self.view_changes.labels(**lab).set_function(lambda: driver.view_changes)
+        self.mempool_txs.labels(**lab).set_function(lambda: len(chain.mempool))
+        self.mempool_bytes.labels(**lab).set_function(lambda: chain.mempool.size_bytes)
+        self.peers.labels(**lab).set_function(lambda: len(transport.connected_peers()))
+        self.sync_target.labels(**lab).set_function(lambda: syncer.target)
+        self.syncing.labels(**lab).set_function(lambda: int(syncer.syncing))
+
+    def on_commit(self, committed: CommittedBlock) -> None:
+        self.committed_txs.labels(**self._labels).inc(len(committed.receipts))
+        if self._service is None:
+            return
+        now = time.monotonic()
+        submitted = self._service.submitted_at
+        for tx_hash in committed.receipts:
+            started = submitted.pop(tx_hash, None)
+            if started is not None:
+                self.commit_latency.labels(**self._labels).observe(now - started)

@@ -1,0 +1,174 @@
+"""One validator process: compose the stores, the chain, consensus, peers and RPC.
+
+Resources start in dependency order on an ``AsyncExitStack`` and stop in
+reverse, each only if it started (the aiohttp ``cleanup_ctx`` discipline), so
+Ctrl-C and SIGTERM always close the RPC server, the peer links and LevelDB
+cleanly. Nothing here decides anything: the consensus replica decides, the
+chain executes, and this module only carries messages between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from consensus import CommitCertificate, Replica, ReplicaConfig, Start
+from core import codec
+from core.crypto import PrivateKey
+from core.errors import FbciError
+from genesis.home import HomePaths, NodeConfig
+from genesis.schema import GenesisDoc, load_genesis
+from genesis.types import split_address
+from node.chain import Chain, ChainParams
+from node.config import load_config
+from node.consensus_driver import ConsensusDriver, NodeSigner, NodeVerifier, ProposalTiming
+from node.kinds import AppQueries, build_registry, genesis_hooks
+from node.metrics import NodeMetrics
+from node.selfdefence import SelfDefence
+from node.service import NodeService
+from node.stores import Database
+from node.sync import BlockSyncer, serve_request
+from node.transport import Channel, PeerInfo, PeerTransport
+from node.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMITS = {Channel.CONSENSUS: 10_000, Channel.SYNC: 256, Channel.GOSSIP: 20_000}
+
+
+def chain_params(doc: GenesisDoc) -> ChainParams:
+    p = doc.params
+    return ChainParams(p.max_tx_bytes, p.max_block_bytes, p.max_block_txs, p.max_clock_drift_ms,
+                       p.mempool_max_txs, p.mempool_max_bytes)
+
+
+@dataclass
+class Validator:
+    home: Path
+    config: NodeConfig
+    genesis: GenesisDoc
+    key: PrivateKey
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        doc = self.genesis
+        validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
+        me = self.key.public_key.raw
+        data = self.home / self.config.data_dir
+        database = Database(data / "db")
+        stack.callback(database.close)
+        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, build_registry())
+        self.chain.init_genesis(
+            [(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
+            genesis_hooks(doc),
+        )
+        replayed = self.chain.replay_unapplied()
+        if replayed:
+            log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
+
+        self.metrics = NodeMetrics(self.config.name)
+        self.chain.on_commit.append(self.metrics.on_commit)
+        verifier = NodeVerifier(doc.chain_id)
+        wal = WriteAheadLog(data / "consensus.wal")
+        replica = Replica(ReplicaConfig(doc.chain_id, validators, me, doc.params.base_timeout_ticks),
+                          NodeSigner(self.key, doc.chain_id), verifier)
+        self.transport = PeerTransport(
+            chain_id=doc.chain_id, key=self.key, listen=self.config.p2p_listen,
+            peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in self.config.peers],
+            on_message=self._on_peer_message, max_message_bytes=doc.params.max_block_bytes * 2 + 65536,
+            queue_limits=QUEUE_LIMITS, on_misbehaviour=self._on_peer_misbehaviour,
+        )
+        self.defence = SelfDefence(self.chain, self.key, doc.chain_id, self.config.name)
+        self.driver = ConsensusDriver(
+            replica, self.chain, wal, self.transport, me,
+            ProposalTiming(doc.params.propose_delay_ms, doc.params.block_interval_ms, doc.params.tick_ms),
+            on_need_sync=lambda h, peer: self.syncer.request_sync(h, peer),
+            on_evidence=self.defence.on_evidence,
+        )
+        self.syncer = BlockSyncer(
+            self.chain, validators, verifier,
+            send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
+            peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
+            on_misbehaviour=self._on_peer_misbehaviour,
+        )
+        self.service = NodeService(
+            name=self.config.name, genesis=doc, chain=self.chain,
+            gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
+            notify_work=self.driver.notify_work, view=lambda: self.driver.view,
+            peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
+            queries=AppQueries(), on_rejected=self.defence.on_tx_rejected,
+        )
+        self.defence.attach(self.service)
+        self.metrics.attach(self.chain, self.driver, self.transport, self.syncer, self.service)
+
+        await self.transport.start()
+        stack.push_async_callback(self.transport.stop)
+        stack.push_async_callback(self.syncer.stop)
+        height = self.chain.height
+        last_commit = CommitCertificate.decode(self.chain.blocks.certificate(height)) if height else None
+        await self.driver.start(Start(height + 1, last_commit, wal.read_all()))
+        stack.push_async_callback(self.driver.stop)
+
+        from node.rpc.server import create_app, start_rpc_server
+
+        app = create_app(self.service, limits=None, limiter=self.defence.limiter(doc.params),
+                         metrics_registry=self.metrics.registry, on_misbehaviour=self.defence.on_rpc_misbehaviour)
+        host, port = split_address(self.config.rpc_listen)
+        runner = await start_rpc_server(app, host, port)
+        stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(self.defence.stop)
+        log.info("validator %s up: height %d, rpc %s, p2p %s", self.config.name, self.chain.height,
+                 self.config.rpc_listen, self.config.p2p_listen)
+
+    async def _on_peer_message(self, sender: bytes, channel: Channel, payload: bytes) -> None:
+        try:
+            if channel == Channel.CONSENSUS:
+                self.driver.on_peer_message(sender, payload)
+            elif channel == Channel.GOSSIP:
+                self.defence.on_gossip(sender, payload)
+                self.driver.notify_work()
+            else:
+                message = codec.decode(payload)
+                reply = serve_request(self.chain, message)
+                if reply is not None:
+                    self.transport.send(sender, Channel.SYNC, reply)
+                else:
+                    self.syncer.on_response(sender, message)
+        except FbciError as exc:
+            self._on_peer_misbehaviour(sender, f"{channel.name.lower()}: {exc.reason}")
+
+    def _on_peer_misbehaviour(self, peer: bytes | str, what: str) -> None:
+        self.defence.on_peer_misbehaviour(peer, what)
+
+
+async def serve(home: Path, stop: asyncio.Event) -> None:
+    paths = HomePaths(home)
+    config = load_config(home)
+    genesis = load_genesis(paths.genesis)
+    key = PrivateKey.load(paths.node_key)
+    async with AsyncExitStack() as stack:
+        validator = Validator(home, config, genesis, key)
+        await validator.start(stack)
+        await stop.wait()
+        log.info("stopping validator %s at height %d", config.name, validator.chain.height)
+
+
+def run_validator(home: Path) -> int:
+    """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {home.name} %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(home, stop)
+
+    started = time.monotonic()
+    asyncio.run(main())
+    log.info("validator stopped after %.1f s", time.monotonic() - started)
+    return 0

@@ -1,0 +1,143 @@
+"""Block sync: a lagging or new validator fetches committed blocks from peers.
+
+It trusts no peer. Every block must arrive with a commit certificate that
+carries a quorum of valid validator signatures for exactly that height and
+block hash (checked against the genesis validator set), and must link to this
+validator's own last block (previous hash, previous certificate hash, state
+hash). A peer that sends anything else is reported and another is tried.
+
+Wire format on the SYNC channel (canonical msgpack):
+``["get_blocks", from_height, count]`` and
+``["blocks", [[block_bytes, certificate_bytes], ...]]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from consensus import CommitCertificate, Verifier
+from core import codec
+from core.block import Block
+from core.errors import FbciError, PeerMisbehaved
+from node.chain import Chain
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCKS_PER_RESPONSE = 64
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+REQUEST_TIMEOUT_S = 3.0
+
+SendSync = Callable[[bytes, bytes], bool]
+PeersNow = Callable[[], list[bytes]]
+
+
+def serve_request(chain: Chain, payload: Any) -> bytes | None:
+    """Answer a peer's ``get_blocks`` from the block store; ``None`` for anything else."""
+    if not (isinstance(payload, list) and len(payload) == 3 and payload[0] == "get_blocks"):
+        return None
+    start, count = payload[1], payload[2]
+    if not (isinstance(start, int) and isinstance(count, int) and start >= 1 and count >= 1):
+        raise PeerMisbehaved("get_blocks needs a start height >= 1 and a count >= 1")
+    items: list[list[bytes]] = []
+    size = 0
+    for height in range(start, min(chain.height, start + min(count, MAX_BLOCKS_PER_RESPONSE) - 1) + 1):
+        block, cert = chain.blocks.block(height), chain.blocks.certificate(height)
+        size += len(block) + len(cert)
+        if items and size > MAX_RESPONSE_BYTES:
+            break
+        items.append([block, cert])
+    return codec.encode(["blocks", items])
+
+
+class BlockSyncer:
+    """Fetches blocks up to a target height, verifying each before applying it."""
+
+    def __init__(self, chain: Chain, validators: tuple[bytes, ...], verifier: Verifier, send: SendSync,
+                 peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
+                 on_misbehaviour: Callable[[bytes, str], None]) -> None:
+        self.chain = chain
+        self.validators = validators
+        self.verifier = verifier
+        self.send = send
+        self.peers = peers
+        self.on_synced = on_synced
+        self.on_misbehaviour = on_misbehaviour
+        self.target = 0
+        self._task: asyncio.Task[None] | None = None
+        self._responses: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue(maxsize=16)
+
+    @property
+    def syncing(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def request_sync(self, height: int, hint: bytes | None) -> None:
+        self.target = max(self.target, height)
+        if not self.syncing and self.target > self.chain.height:
+            self._task = asyncio.create_task(self._run(hint), name="block-sync")
+
+    def on_response(self, sender: bytes, payload: Any) -> None:
+        try:
+            self._responses.put_nowait((sender, payload))
+        except asyncio.QueueFull:
+            log.warning("dropping an unrequested sync response from %s", sender.hex()[:12])
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, hint: bytes | None) -> None:
+        order = [hint] if hint else []
+        attempt = 0
+        while self.chain.height < self.target:
+            candidates = order + [p for p in self.peers() if p not in order]
+            if not candidates:
+                await asyncio.sleep(REQUEST_TIMEOUT_S / 3)  # no peer connected yet: poll again shortly
+                continue
+            peer = candidates[attempt % len(candidates)]
+            attempt += 1
+            start = self.chain.height + 1
+            self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE]))
+            try:
+                sender, payload = await asyncio.wait_for(self._await_from(peer), REQUEST_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                continue
+            try:
+                applied = self._apply(payload)
+            except FbciError as exc:
+                log.warning("sync: peer %s sent a bad batch: %s", sender.hex()[:12], exc.message)
+                self.on_misbehaviour(sender, "bad_sync_batch")
+                continue
+            if not applied:
+                order = []  # this peer has nothing newer; rotate
+        log.info("block sync reached height %d", self.chain.height)
+
+    async def _await_from(self, peer: bytes) -> tuple[bytes, Any]:
+        while True:
+            sender, payload = await self._responses.get()
+            if sender == peer:
+                return sender, payload
+
+    def _apply(self, payload: Any) -> int:
+        if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == "blocks"
+                and isinstance(payload[1], list)):
+            raise PeerMisbehaved("a sync response is ['blocks', [[block, certificate], ...]]")
+        applied = 0
+        for item in payload[1]:
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
+                raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
+            block = Block.decode(item[0], max_size=self.chain.params.max_block_bytes)
+            certificate = CommitCertificate.decode(item[1])
+            if certificate.height != block.height or certificate.block_hash != block.hash:
+                raise PeerMisbehaved(f"certificate does not certify block {block.height}")
+            if block.height <= self.chain.height:
+                continue
+            certificate.verify(self.chain.chain_id, self.validators, self.verifier)
+            self.chain.check_linkage(block)
+            self.chain.commit(block, item[1])
+            self.on_synced(block.height, certificate)
+            applied += 1
+        return applied
