@@ -116,7 +116,6 @@ WUSTL_COLUMNS: dict[str, str] = {
     "device_type": "DeviceType", "hospital": "Hospital", "label": "Attack Category",
 }
 _BY_COLUMN: dict[str, str] = {column.lower(): name for name, column in WUSTL_COLUMNS.items()}
-_BY_COLUMN.update({name: name for name in WUSTL_COLUMNS})
 # WUSTL columns we read past: derived duplicates of columns we keep, and the binary label.
 IGNORED_COLUMNS: frozenset[str] = frozenset(
     {"sintpktact", "dintpktact", "psrcloss", "pdstloss", "label"}
@@ -153,10 +152,13 @@ def record_from_mapping(row: Mapping[str, Any], where: str) -> FlowRecord:
     values: dict[str, Any] = dict(_DEFAULTS)
     for column, raw in row.items():
         key = str(column).strip()
-        name = _BY_COLUMN.get(key.lower()) or _BY_COLUMN.get(key)
-        if name is None:
-            if key.lower() in IGNORED_COLUMNS:
-                continue
+        if key in WUSTL_COLUMNS:
+            name = key
+        elif key.lower() in IGNORED_COLUMNS:
+            continue
+        elif key.lower() in _BY_COLUMN:
+            name = _BY_COLUMN[key.lower()]
+        else:
             raise InvalidInput(f"{where}: unknown column {key!r}")
         values[name] = _parse_value(name, raw, where)
     missing = [WUSTL_COLUMNS[f.name] for f in fields(FlowRecord) if f.name not in values]
