@@ -159,7 +159,8 @@ class Simulation:
         elif isinstance(action, CancelTimer):
             node.timers.pop(action.name, None)
         elif isinstance(action, RequestProposal):
-            block, block_hash = make_block(action.height, action.view, node.key)
+            # A real node's proposal depends on its mempool and clock; a fresh salt stands for that.
+            block, block_hash = make_block(action.height, action.view, node.key, self.rng.getrandbits(32))
             self._schedule(self.rng.randint(0, 2), node,
                            ("event", ProposalReady(action.height, action.view, block, block_hash)))
         elif isinstance(action, ValidateBlock):
