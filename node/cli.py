@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     _home(p)
 
     p = _add(sub, "testnet", _testnet, "Start N local validators as real processes on loopback.",
-             "Creates the network with 'genesis init' if OUT has none, starts every validator, and stops them\n"
-             "all on Ctrl-C.")
+             "Creates a fresh network in OUT as 'genesis init' does (OUT must not hold one yet), starts every\n"
+             "validator, prints where each listens, and stops them all on Ctrl-C.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="number of validators (default: 4)")
     p.add_argument("--out", default="testnet", metavar="DIR", help="network directory (default: ./testnet)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
