@@ -20,9 +20,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Flower pins packaging<26, which would downgrade the runtime venv, so it lives in its own venv.
+BENCH_VENV := .venv-bench
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m bench.run_all
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q numpy pydantic msgpack cryptography 'flwr==1.42.0'
+	$(BENCH_VENV)/bin/pip install -q --no-deps -e .
+	$(BENCH_VENV)/bin/python -m bench.bench_aggregation
+	$(PY) -m bench.bench_fl_realdata
+	test ! -f bench/run_all.py || $(PY) -m bench.run_all
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

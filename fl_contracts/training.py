@@ -18,7 +18,6 @@ from Opacus's RDP accountant (Mironov, "Renyi Differential Privacy", CSF
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,9 +114,6 @@ class PrivacyAccountant:
         return 0.0 if self.rounds == 0 else float(self._rdp.get_epsilon(self.dp.delta))
 
 
-def centralised_weights(
-    spec: ModelSpec, x: Array, y: npt.NDArray[np.int64], cfg: TrainConfig, seed: int, init: Mapping[str, Array] | None = None
-) -> Array:
-    """The pooled-data baseline: the same model family and trainer on all data at once."""
-    flat = spec.flatten(init) if init is not None else initial_weights(spec, seed)
-    return train_local(spec, flat, x, y, cfg, seed)
+def centralised_weights(spec: ModelSpec, x: Array, y: npt.NDArray[np.int64], cfg: TrainConfig, seed: int) -> Array:
+    """The pooled-data baseline: the same model family, initialisation and trainer on all data at once."""
+    return train_local(spec, initial_weights(spec, seed), x, y, cfg, seed)

@@ -98,13 +98,13 @@ def test_shared_validation_refuses_bad_input() -> None:
 def test_bit_identical_across_thread_counts_and_blocks(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large enough that BLAS splits work across threads; results must match to the bit."""
     rng = np.random.default_rng(7)
-    n, p = 12, 3 * rules.BLOCK + 17
+    n, p = 12, 3 * rules.block_cols(12) + 17
     values = rng.integers(-A, A + 1, (n, p)).astype(np.int32)
     weights = rng.integers(1, 1000, n)
     with threadpool_limits(1):
         one = run(rule, values, weights)
     many = run(rule, values, weights)
-    monkeypatch.setattr(rules, "BLOCK", 1000)
+    monkeypatch.setattr(rules, "BLOCK_ELEMS", 12_000)
     small_blocks = run(rule, values, weights)
     assert np.array_equal(one, many) and np.array_equal(one, small_blocks)
 
