@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 
 from core import codec
-from core.errors import DecodeError, InvalidInput, PeerMisbehaved
+from core.errors import InvalidInput, PeerMisbehaved
 
 from consensus.certificates import (
     CommitCertificate, InvalidCertificate, PreparedCertificate, Verifier, max_faulty, quorum_size,
@@ -30,9 +30,9 @@ from consensus.events import (
 )
 from consensus.evidence import Evidence
 from consensus.messages import (
-    Commit, CommitProof, NewView, PrePrepare, Prepare, SignedMessage, ViewChange, decode_message,
-    encode_message,
+    Commit, CommitProof, NewView, PrePrepare, Prepare, SignedMessage, ViewChange, encode_message,
 )
+from consensus.recovery import recover
 from consensus.viewchange import check_new_view, check_view_change, highest_prepared, signature_ok
 
 Proposal = PrePrepare | NewView
@@ -98,41 +98,21 @@ class Replica:
             raise InvalidInput("replica got Start twice")
         self.started = True
         self.height, self.last_commit = ev.next_height, ev.last_commit
-        for record in ev.wal:
-            if record.height >= self.height:
-                self._recover(record)
-        here = [m for (h, _, _), m in self._signed.items() if h == self.height]
-        self.view = max((m.view for m in here), default=0)
-        self.in_view_change = all(isinstance(m, ViewChange) for m in here if m.view == self.view) and self.view > 0
+        rec = recover(ev.wal, self.height)
+        self._signed, self.prepared, self.view, self.in_view_change = (
+            dict(rec.signed), rec.prepared, rec.view, rec.in_view_change)
         self._set_timer()
-        mine = [m for (h, _, v), m in sorted(self._signed.items(), key=lambda kv: kv[0][2])
-                if h == self.height and v == self.view]
+        mine = rec.current(self.height)
         for msg in mine:  # re-send what we last signed; peers may never have seen it
             self._broadcast(msg)
-            if isinstance(msg, (PrePrepare, NewView)):
+            if isinstance(msg, ViewChange):
+                self._view_changes[msg.sender] = msg
+            elif isinstance(msg, (Prepare, Commit)):
+                self._votes.setdefault((type(msg), msg.view), {})[msg.sender] = msg
+            else:
                 self._accept_proposal(msg)
         if not mine and self.view == 0 and self._is_primary():
             self._request_proposal()
-
-    def _recover(self, record: WalRecord) -> None:
-        try:
-            if record.kind == WAL_PREPARED:
-                cert = PreparedCertificate.from_value(codec.decode(record.payload))
-                if cert.height == self.height and (self.prepared is None or cert.view > self.prepared.view):
-                    self.prepared = cert
-                return
-            msg = decode_message(record.payload)
-        except DecodeError as exc:
-            raise InvalidInput(f"WAL record at height {record.height} does not decode: {exc.message}") from None
-        if isinstance(msg, CommitProof):
-            raise InvalidInput("WAL holds an unsigned message")
-        self._signed[(msg.height, msg.kind, msg.view)] = msg
-        if msg.height != self.height:
-            return
-        if isinstance(msg, ViewChange):
-            self._view_changes[msg.sender] = msg
-        elif isinstance(msg, (Prepare, Commit)):
-            self._votes.setdefault((type(msg), msg.view), {})[msg.sender] = msg
 
     # ---- events --------------------------------------------------------------------------------
 
