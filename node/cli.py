@@ -93,15 +93,20 @@ def _params(path: str | None) -> ChainParams | None:
                           error=InvalidGenesis)
 
 
-def _app_state(path: str | None) -> dict[str, Any] | None:
-    return None if path is None else read_json_file(Path(path), error=InvalidGenesis)
+def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
+    """The given file, or the one-machine default models (node/catalog.py)."""
+    if path is None:
+        from node.catalog import default_app_state
+
+        return default_app_state(hospitals)
+    return read_json_file(Path(path), error=InvalidGenesis)
 
 
 def _genesis_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
                        hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state))
+                       app_state=_app_state(args.app_state, args.hospitals or args.validators))
     _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
     _print(f"genesis: {net.genesis_path}")
     for home, v in zip(net.homes, net.genesis.validators):
@@ -114,9 +119,11 @@ def _genesis_assemble(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InvalidInput(f"{out} already exists (pass --force to replace it)")
-    doc = assemble(args.chain_id, load_parts([Path(p) for p in args.public]),
+    parts = load_parts([Path(p) for p in args.public])
+    hospitals = max(1, sum("hospital" in part.roles for part in parts))
+    doc = assemble(args.chain_id, parts,
                    genesis_time_ms=time.time_ns() // 1_000_000 if args.genesis_time_ms is None else args.genesis_time_ms,
-                   params=_params(args.params), app_state=_app_state(args.app_state))
+                   params=_params(args.params), app_state=_app_state(args.app_state, hospitals))
     write_genesis(doc, out)
     _print(f"wrote {out}: chain {doc.chain_id}, {len(doc.validators)} validator(s), "
            f"{len(doc.accounts)} account(s), genesis hash {doc.hash().hex()}")
@@ -357,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chain_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="JSON object overriding chain parameters (see genesis/README.md)")
-    p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations)")
+    p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations); default: the models in node/catalog.py")
 
 
 def _rpc_options(p: argparse.ArgumentParser, *, many: bool) -> None:

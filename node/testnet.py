@@ -89,9 +89,11 @@ class Testnet:
         """Write genesis and N homes under ``out_dir``; with ``proxies`` every peer link
         goes through a :class:`FaultProxy` so tests can cut it."""
         from genesis.create import init_network
+        from node.catalog import default_app_state
 
         extra = {} if chain_id is None else {"chain_id": chain_id}
-        network = init_network(n_validators, out_dir, base_port=base_port, **extra)
+        network = init_network(n_validators, out_dir, base_port=base_port,
+                               app_state=default_app_state(n_validators), **extra)
         mesh = ProxyMesh() if proxies else None
         specs = []
         for home in network.homes:

@@ -1,0 +1,45 @@
+"""The models a local testnet's genesis declares, so every demo and test trains the same ones.
+
+Each is a torch-``nn.Sequential``-layout model (see ``fl_contracts.spec``)
+whose input width comes from the package that owns its features:
+
+- ``breast_cancer``: logistic regression on scikit-learn's bundled breast
+  cancer data (30 features), aggregated with the coordinate-wise median;
+  ``breast_cancer_fedavg`` is the same model under plain FedAvg, so the
+  ledger itself shows what a poisoning hospital does to each rule.
+- ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``.
+- ``deterioration``: logistic regression over ``ids.predict`` window features.
+
+A real consortium writes its own ``app_state.models`` into genesis; this is
+only the one-machine default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_contracts.spec import ModelSpec
+from ids.features import FEATURE_NAMES
+from ids.flows import ATTACK_CLASSES
+from ids.predict import N_WINDOW_FEATURES
+
+BREAST_CANCER_FEATURES = 30
+
+
+def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelSpec]:
+    common: dict[str, Any] = {"round_length_blocks": round_length_blocks, "min_updates": min(2, hospitals),
+                              "max_updates": hospitals}
+    return [
+        ModelSpec.for_sequential("breast_cancer", [BREAST_CANCER_FEATURES, 2], rule="median",
+                                 max_abs=8.0, max_norm=16.0, **common),
+        ModelSpec.for_sequential("breast_cancer_fedavg", [BREAST_CANCER_FEATURES, 2], rule="fedavg",
+                                 max_abs=8.0, max_norm=16.0, **common),
+        ModelSpec.for_sequential("iomt_ids", [len(FEATURE_NAMES), 32, len(ATTACK_CLASSES)], rule="fedavg",
+                                 max_abs=8.0, max_norm=32.0, **common),
+        ModelSpec.for_sequential("deterioration", [N_WINDOW_FEATURES, 2], rule="fedavg",
+                                 max_abs=8.0, max_norm=16.0, **common),
+    ]
+
+
+def default_app_state(hospitals: int) -> dict[str, Any]:
+    return {"models": [spec.to_doc() for spec in default_models(hospitals)]}
