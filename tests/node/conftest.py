@@ -1,7 +1,6 @@
 """Fixtures for node tests: an in-process fake ``NodeApi`` and coroutine tests without a plugin.
 
-``async def`` tests run in a fresh event loop through ``asyncio.run`` (the
-job pytest-asyncio would do); ``serve(app)`` runs an aiohttp application on a
+``async def`` tests run through the hook in ``tests/conftest.py``; ``serve(app)`` runs an aiohttp application on a
 loopback port for the length of an ``async with``.
 """
 
@@ -24,16 +23,6 @@ from node.rpc.api import AccountInfo, AlertPage, AlertQuery, NodeStatus, TxCommi
 from node.rpc.subscriptions import EventHub
 
 CHAIN_ID = "fbci-test"
-ASYNC_TEST_TIMEOUT_S = 60
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**args), ASYNC_TEST_TIMEOUT_S))
-    return True
 
 
 @asynccontextmanager
