@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from consensus import (
     BlockValidated, Broadcast, CancelTimer, CommitBlock, MessageReceived, NeedSync, Persist, ProposalReady,
@@ -25,7 +25,6 @@ from consensus import (
     decode_message, encode_message,
 )
 from core.block import Block
-from core.crypto import PrivateKey, sign_bytes, verify
 from core.errors import FbciError
 from node.chain import Chain
 from node.transport import Channel
@@ -36,26 +35,8 @@ log = logging.getLogger(__name__)
 WAL_COMPACT_EVERY = 64
 
 
-class NodeSigner:
-    """Signs consensus messages with the validator key, bound to this chain."""
-
-    def __init__(self, key: PrivateKey, chain_id: str) -> None:
-        self._key, self._chain_id = key, chain_id
-
-    def sign(self, kind: str, message: bytes) -> bytes:
-        return self._key.sign(self._chain_id, kind, message)
-
-
-class NodeVerifier:
-    def __init__(self, chain_id: str) -> None:
-        self._chain_id = chain_id
-
-    def verify(self, public_key: bytes, kind: str, message: bytes, signature: bytes) -> bool:
-        return verify(public_key, sign_bytes(self._chain_id, kind, message), signature)
-
-
-class Outbox:
-    """Where consensus messages go: the peer transport, or nowhere for a lone validator."""
+class Outbox(Protocol):
+    """Where consensus messages go: the peer transport (with no peers, a lone validator's sends go nowhere)."""
 
     def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool: ...
 

@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus import CommitCertificate, Replica, ReplicaConfig, Start
+from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
 from core.crypto import PrivateKey
 from core.errors import FbciError
@@ -26,7 +26,7 @@ from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
 from node.chain import Chain, ChainParams
 from node.config import load_config
-from node.consensus_driver import ConsensusDriver, NodeSigner, NodeVerifier, ProposalTiming
+from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
 from node.selfdefence import SelfDefence
@@ -72,10 +72,10 @@ class Validator:
 
         self.metrics = NodeMetrics(self.config.name)
         self.chain.on_commit.append(self.metrics.on_commit)
-        verifier = NodeVerifier(doc.chain_id)
+        verifier = Ed25519Verifier(doc.chain_id)
         wal = WriteAheadLog(data / "consensus.wal")
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, doc.params.base_timeout_ticks),
-                          NodeSigner(self.key, doc.chain_id), verifier)
+                          Ed25519Signer(self.key, doc.chain_id), verifier)
         self.transport = PeerTransport(
             chain_id=doc.chain_id, key=self.key, listen=self.config.p2p_listen,
             peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in self.config.peers],
