@@ -61,7 +61,8 @@ class AppQueries:
 
     def alerts(self, state: StateView, query: AlertQuery) -> AlertPage:
         found, next_cursor = alerts.query_alerts(
-            state, device=query.source, alert_class=query.kind, min_severity=query.min_severity,
+            state, hospital=query.hospital, device=query.subject, alert_class=query.alert_class,
+            min_severity=query.min_severity,
             from_height=query.from_height, to_height=query.to_height,
             cursor=_cursor(query.cursor), limit=min(query.limit, alerts.MAX_QUERY_LIMIT),
         )

@@ -143,10 +143,12 @@ class RpcClient:
     async def account_get(self, public_key: bytes) -> AccountInfo:
         return _typed(AccountInfo, await self.call("account_get", {"public_key": public_key.hex()}))
 
-    async def alerts_query(self, *, kind: str | None = None, source: bytes | None = None,
-                           min_severity: int | None = None, from_height: int | None = None,
-                           to_height: int | None = None, cursor: str | None = None, limit: int = 100) -> AlertPage:
-        params = {"kind": kind, "source": None if source is None else source.hex(), "min_severity": min_severity,
+    async def alerts_query(self, *, hospital: str | None = None, subject: bytes | None = None,
+                           alert_class: str | None = None, min_severity: int | None = None,
+                           from_height: int | None = None, to_height: int | None = None,
+                           cursor: str | None = None, limit: int = 100) -> AlertPage:
+        params = {"hospital": hospital, "subject": None if subject is None else subject.hex(),
+                  "alert_class": alert_class, "min_severity": min_severity,
                   "from_height": from_height, "to_height": to_height, "cursor": cursor, "limit": limit}
         return _typed(AlertPage, await self.call("alerts_query", params))
 

@@ -79,8 +79,9 @@ class AccountInfo:
 class AlertQuery:
     """Filters for ``alerts_query``; ``None`` means "any". Heights are inclusive."""
 
-    kind: str | None = None
-    source: bytes | None = None
+    hospital: str | None = None
+    subject: bytes | None = None
+    alert_class: str | None = None
     min_severity: int | None = None
     from_height: int | None = None
     to_height: int | None = None

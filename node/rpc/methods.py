@@ -78,13 +78,14 @@ class AccountGetParams(Params):
 
 
 class AlertsQueryParams(Params):
-    kind: str | None = Field(None, max_length=64, description="alert kind, e.g. 'spoofing'")
-    source: Hash32 | None = Field(None, description="public key of the reporting gateway, hex")
-    min_severity: int | None = Field(None, ge=0)
+    hospital: str | None = Field(None, max_length=64, description="reporting hospital (validator or gateway name)")
+    subject: Hash32 | None = Field(None, description="device pseudonym, client key or hashed address, hex")
+    alert_class: str | None = Field(None, max_length=64, description="e.g. 'spoofing', 'request_flood'")
+    min_severity: int | None = Field(None, ge=1, le=4, description="1 low .. 4 critical")
     from_height: int | None = Field(None, ge=0, description="inclusive")
     to_height: int | None = Field(None, ge=0, description="inclusive")
     cursor: str | None = Field(None, max_length=256, description="next_cursor from the previous page")
-    limit: int = Field(100, ge=1, le=1000)
+    limit: int = Field(100, ge=1, le=500)
 
 
 class FlModelGetParams(Params):

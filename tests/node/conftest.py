@@ -46,7 +46,7 @@ class FakeNode:
         self.blocks: list[dict[str, Any]] = []
         self.txs: dict[bytes, dict[str, Any]] = {}
         self.genesis_error: Exception | None = None
-        self.alerts = [{"id": i, "kind": "spoofing" if i % 2 else "flooding", "height": i, "severity": i % 4}
+        self.alerts = [{"id": i, "alert_class": "spoofing" if i % 2 else "flooding", "height": i, "severity": i % 4}
                        for i in range(1, 26)]
 
     async def status(self) -> NodeStatus:
@@ -112,7 +112,7 @@ class FakeNode:
     async def query_alerts(self, query: AlertQuery) -> AlertPage:
         start = int(query.cursor or 0)
         matching = [a for a in self.alerts[start:]
-                    if (query.kind is None or a["kind"] == query.kind)
+                    if (query.alert_class is None or a["alert_class"] == query.alert_class)
                     and (query.from_height is None or a["height"] >= query.from_height)
                     and (query.to_height is None or a["height"] <= query.to_height)]
         page = matching[:query.limit]

@@ -47,7 +47,7 @@ async def test_typed_methods_round_trip(serve, fake_node, client_key, make_tx):
         account = await node.account_get(client_key.public_key.raw)
         assert (account.public_key, account.roles, account.next_nonce) == (client_key.public_key.raw,
                                                                            ("hospital",), 3)
-        page = await node.alerts_query(kind="flooding", limit=3)
+        page = await node.alerts_query(alert_class="flooding", limit=3)
         assert [a["id"] for a in page.alerts] == [2, 4, 6] and page.next_cursor is not None
         assert (await node.fl_model_get("sepsis", 1))["weights"] == "0001"
         assert len(await node.fl_rounds("sepsis")) == 2

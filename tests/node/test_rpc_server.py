@@ -269,12 +269,12 @@ async def test_alerts_query_pages_through_filters(serve, fake_node):
     cursor = None
     async with serve(create_app(fake_node)) as client:
         for _ in range(10):
-            _, body = await post(client, call("alerts_query", {"kind": "spoofing", "limit": 5, "cursor": cursor}))
+            _, body = await post(client, call("alerts_query", {"alert_class": "spoofing", "limit": 5, "cursor": cursor}))
             seen += [a["id"] for a in body["result"]["alerts"]]
             cursor = body["result"]["next_cursor"]
             if cursor is None:
                 break
-    assert seen == [a["id"] for a in fake_node.alerts if a["kind"] == "spoofing"]
+    assert seen == [a["id"] for a in fake_node.alerts if a["alert_class"] == "spoofing"]
 
 
 async def test_fl_methods(serve, fake_node):
