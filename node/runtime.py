@@ -27,6 +27,7 @@ from genesis.types import split_address
 from node.chain import Chain, ChainParams
 from node.config import load_config
 from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node import logs
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
 from node.selfdefence import SelfDefence
@@ -145,9 +146,8 @@ class Validator:
         self.defence.on_peer_misbehaviour(peer, what)
 
 
-async def serve(home: Path, stop: asyncio.Event) -> None:
+async def serve(home: Path, config: NodeConfig, stop: asyncio.Event) -> None:
     paths = HomePaths(home)
-    config = load_config(home)
     genesis = load_genesis(paths.genesis)
     key = PrivateKey.load(paths.node_key)
     async with AsyncExitStack() as stack:
@@ -159,14 +159,15 @@ async def serve(home: Path, stop: asyncio.Event) -> None:
 
 def run_validator(home: Path) -> int:
     """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {home.name} %(levelname)s %(name)s: %(message)s")
+    config = load_config(home)
+    logs.configure(config.name, config.log_level)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(home, stop)
+        await serve(home, config, stop)
 
     started = time.monotonic()
     asyncio.run(main())
