@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from node.chain import CommittedBlock
+from node.transport.metrics import TransportCollector
 
 
 class NodeMetrics:
@@ -50,6 +51,7 @@ class NodeMetrics:
         self.mempool_bytes.labels(**lab).set_function(lambda: chain.mempool.size_bytes)
         self.peers.labels(**lab).set_function(lambda: len(transport.connected_peers()))
         self.sync_target.labels(**lab).set_function(lambda: syncer.target)
+        self.registry.register(TransportCollector(transport, lab["validator"]))
         self.syncing.labels(**lab).set_function(lambda: int(syncer.syncing))
 
     def on_commit(self, committed: CommittedBlock) -> None:
