@@ -10,6 +10,7 @@ the JSON-RPC ``status`` method, not a guess from elapsed time.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -178,7 +179,7 @@ class Testnet:
         """Validator ``i``'s ``status`` answer, or None when it does not answer in time."""
         try:
             result = rpc_call(self.specs[i].rpc_url, "status", timeout=timeout)
-        except (OSError, ValueError, TestnetError):
+        except (OSError, ValueError, http.client.HTTPException, TestnetError):
             return None
         return result if isinstance(result, dict) else None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from genesis.home import HomePaths, NodeConfig
 from node.faultproxy import LinkState
+from tests.ports import free_base_port
 from node.testnet import NodeSpec, Testnet, TestnetError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,32 +53,9 @@ def stubborn_command(spec: NodeSpec) -> list[str]:
     return [sys.executable, "-c", STANDIN, spec.rpc_url, "stubborn"]
 
 
-def free_base_port(n: int) -> int:
-    """A base port with 2n free ports above it (p2p and rpc per validator), on loopback."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 2 * n >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + 2 * n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
-
-
 @pytest.fixture
 def standins(tmp_path: Path):
-    net = Testnet.create(3, tmp_path / "net", free_base_port(3), command=standin_command, grace=5.0)
+    net = Testnet.create(3, tmp_path / "net", free_base_port(6), command=standin_command, grace=5.0)
     net.start()
     try:
         yield net
@@ -119,14 +96,14 @@ def test_pause_resume_kill_and_restart(standins: Testnet) -> None:
 
 
 def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> None:
-    net = Testnet.create(2, tmp_path / "net", free_base_port(2), command=stubborn_command, grace=0.5)
+    net = Testnet.create(2, tmp_path / "net", free_base_port(4), command=stubborn_command, grace=0.5)
     with net:
         net.wait_ready(30)
         assert net.stop_all() == {0: -signal.SIGKILL, 1: -signal.SIGKILL}
 
 
 def test_proxied_testnet_routes_every_peer_link_through_a_fault_proxy(tmp_path: Path) -> None:
-    net = Testnet.create(3, tmp_path / "net", free_base_port(3), proxies=True, command=standin_command)
+    net = Testnet.create(3, tmp_path / "net", free_base_port(6), proxies=True, command=standin_command)
     try:
         mesh = net.proxies
         assert mesh is not None and len(mesh.links) == 6
@@ -149,7 +126,7 @@ def test_proxied_testnet_routes_every_peer_link_through_a_fault_proxy(tmp_path: 
 def test_run_testnet_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
     script = ("import sys; from pathlib import Path; from node.testnet import run_testnet; "
               "from tests.node.test_testnet import standin_command; "
-              f"sys.exit(run_testnet(2, Path({str(tmp_path / 'net')!r}), {free_base_port(2)}, "
+              f"sys.exit(run_testnet(2, Path({str(tmp_path / 'net')!r}), {free_base_port(4)}, "
               "command=standin_command))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -188,7 +165,7 @@ def _wait_until(predicate: Callable[[], bool], timeout: float) -> None:
 
 @pytest.mark.timeout(240)
 def test_four_real_validators_commit_blocks(tmp_path: Path) -> None:
-    net = Testnet.create(4, tmp_path / "net", free_base_port(4))
+    net = Testnet.create(4, tmp_path / "net", free_base_port(8))
     with net:
         net.wait_ready(120, min_height=3)
         assert all(h >= 3 for h in _heights(net, range(4)).values())
@@ -198,7 +175,7 @@ def test_four_real_validators_commit_blocks(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 def test_a_validator_cut_off_falls_behind_and_catches_up_after_healing(tmp_path: Path) -> None:
     """CometBFT's e2e "disconnect" perturbation: with n = 4, the other three keep a quorum."""
-    net = Testnet.create(4, tmp_path / "net", free_base_port(4), proxies=True)
+    net = Testnet.create(4, tmp_path / "net", free_base_port(8), proxies=True)
     with net:
         net.wait_ready(120, min_height=2)
         assert net.proxies is not None
