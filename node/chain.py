@@ -57,6 +57,7 @@ class Chain:
     params: ChainParams
     database: Database
     registry: TxKindRegistry
+    genesis_time_ms: int = 0
     on_commit: list[Callable[[CommittedBlock], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -109,6 +110,9 @@ class Chain:
     def last_block_hash(self) -> bytes:
         return ZERO_HASH if self.height == 0 else self.block_at(self.height).hash
 
+    def last_block_time(self) -> int:
+        return self.block_at(self.height).header.time_ms if self.height else self.genesis_time_ms
+
     def last_commit_hash(self) -> bytes:
         return ZERO_HASH if self.height == 0 else sha256(self.blocks.certificate(self.height))
 
@@ -118,7 +122,7 @@ class Chain:
         """A block for the next height from the mempool, within the size limits."""
         height = self.height + 1
         txs = self.mempool.reap(self.params.max_block_txs, self.params.max_block_bytes - 1024)
-        prev_time = self.block_at(self.height).header.time_ms if self.height else 0
+        prev_time = self.last_block_time()
         header = BlockHeader(
             chain_id=self.chain_id, height=height, prev_block_hash=self.last_block_hash(), proposer=proposer,
             time_ms=max(now_ms, prev_time + 1), txs_root=merkle_root(txs), state_hash=self.state.state_hash,
@@ -159,9 +163,8 @@ class Chain:
             raise InvalidInput("block.state_hash differs from this validator's state after the last block")
         if h.proposer not in self.validators:
             raise InvalidInput("block.proposer is not a validator")
-        prev_time = self.block_at(self.height).header.time_ms if self.height else 0
-        if h.time_ms <= prev_time:
-            raise InvalidInput("block.time_ms is not after the previous block's time")
+        if h.time_ms <= self.last_block_time():
+            raise InvalidInput("block.time_ms is not after the previous block's time (or genesis time)")
         if h.num_txs > self.params.max_block_txs:
             raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
         validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)

@@ -62,7 +62,8 @@ class Validator:
         data = self.home / self.config.data_dir
         database = Database(data / "db")
         stack.callback(database.close)
-        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, build_registry())
+        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, build_registry(),
+                           genesis_time_ms=doc.genesis_time_ms)
         self.chain.init_genesis(
             [(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
             genesis_hooks(doc),

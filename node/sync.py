@@ -84,6 +84,11 @@ class BlockSyncer:
         except asyncio.QueueFull:
             log.warning("dropping an unrequested sync response from %s", sender.hex()[:12])
 
+    async def join(self) -> None:
+        """Wait until the running sync (if any) has reached its target."""
+        if self._task is not None:
+            await self._task
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -106,7 +111,7 @@ class BlockSyncer:
             except asyncio.TimeoutError:
                 continue
             try:
-                applied = self._apply(payload)
+                applied = self.apply_batch(payload)
             except FbciError as exc:
                 log.warning("sync: peer %s sent a bad batch: %s", sender.hex()[:12], exc.message)
                 self.on_misbehaviour(sender, "bad_sync_batch")
@@ -121,7 +126,8 @@ class BlockSyncer:
             if sender == peer:
                 return sender, payload
 
-    def _apply(self, payload: Any) -> int:
+    def apply_batch(self, payload: Any) -> int:
+        """Verify and apply one ``blocks`` response; raises on the first thing a peer got wrong."""
         if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == "blocks"
                 and isinstance(payload[1], list)):
             raise PeerMisbehaved("a sync response is ['blocks', [[block, certificate], ...]]")

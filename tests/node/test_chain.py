@@ -1,0 +1,165 @@
+"""Chain: block building, the rules a proposal must keep, crash replay, and block sync that trusts no peer."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier
+from consensus.certificates import KIND_COMMIT, vote_sign_bytes
+from core.block import Block
+from core.crypto import PrivateKey
+from core.errors import InvalidInput, PeerMisbehaved
+from node.chain import Chain, ChainParams
+from node.stores import Database
+from node.sync import BlockSyncer, serve_request
+from tests.node.helpers import ADMIN, CHAIN, GATEWAY, HOSPITAL, echo_tx, make_registry
+
+VALIDATORS = [PrivateKey(bytes([10 + i]) * 32) for i in range(4)]
+VKEYS = tuple(v.public_key.raw for v in VALIDATORS)
+PARAMS = ChainParams(max_tx_bytes=4096, max_block_bytes=1 << 20, max_block_txs=10, max_clock_drift_ms=5000,
+                     mempool_max_txs=100, mempool_max_bytes=1 << 20)
+ACCOUNTS = [(ADMIN.public_key.raw, "admin", ["admin"]), (HOSPITAL.public_key.raw, "h", ["hospital"]),
+            (GATEWAY.public_key.raw, "g", ["gateway"])]
+
+
+def certify(block: Block, signers: list[PrivateKey] = VALIDATORS[:3], view: int = 0) -> bytes:
+    body = vote_sign_bytes(CHAIN, block.height, view, block.hash)
+    sigs = tuple((k.public_key.raw, Ed25519Signer(k, CHAIN).sign(KIND_COMMIT, body)) for k in signers)
+    return CommitCertificate(block.height, view, block.hash, sigs).encode()
+
+
+def new_chain(tmp_path, name: str) -> Chain:
+    chain = Chain(CHAIN, VKEYS, PARAMS, Database(tmp_path / name), make_registry(), genesis_time_ms=1000)
+    chain.init_genesis(ACCOUNTS, [])
+    return chain
+
+
+def grow(chain: Chain, blocks: int, now_ms: int = 10_000) -> list[Block]:
+    made = []
+    for i in range(blocks):
+        chain.mempool.add(echo_tx(HOSPITAL, chain.height + 1, msg=bytes([i])).encode())
+        block = chain.build_block(VKEYS[0], now_ms + i)
+        chain.commit(block, certify(block))
+        made.append(block)
+    return made
+
+
+def test_built_blocks_pass_the_rules_and_chain_their_hashes(tmp_path) -> None:
+    chain = new_chain(tmp_path, "a")
+    b1, b2 = grow(chain, 2)
+    assert b2.header.prev_block_hash == b1.hash and b1.header.time_ms > 1000
+    assert chain.account(HOSPITAL.public_key.raw).nonce == 2
+    assert chain.receipt(echo_tx(HOSPITAL, 2, msg=b"\x01").hash).ok
+
+
+@pytest.mark.parametrize("field, value, rule", [
+    ("chain_id", "other", "chain"),
+    ("height", 5, "height"),
+    ("prev_block_hash", b"\x01" * 32, "prev_block_hash"),
+    ("prev_commit_hash", b"\x01" * 32, "prev_commit_hash"),
+    ("state_hash", b"\x01" * 32, "state_hash"),
+    ("proposer", b"\x02" * 32, "proposer"),
+    ("time_ms", 500, "time_ms"),          # before genesis time
+    ("time_ms", 10**12, "future"),        # beyond the clock drift bound
+])
+def test_a_proposal_breaking_a_rule_is_refused_naming_it(tmp_path, field, value, rule) -> None:
+    chain = new_chain(tmp_path, "a")
+    grow(chain, 1)
+    good = chain.build_block(VKEYS[1], 20_000)
+    chain.check_proposal(good.encode(), 20_000)
+    bad = Block(dataclasses.replace(good.header, **{field: value}), good.txs)
+    with pytest.raises(InvalidInput, match=rule):
+        chain.check_proposal(bad.encode(), 20_000)
+
+
+def test_a_proposal_with_a_forged_transaction_is_refused(tmp_path) -> None:
+    chain = new_chain(tmp_path, "a")
+    tx = echo_tx(HOSPITAL, 1)
+    forged = dataclasses.replace(tx, signature=bytes(64)).encode()
+    block = chain.build_block(VKEYS[0], 5000)
+    from core.hashing import merkle_root
+
+    bad = Block(dataclasses.replace(block.header, num_txs=1, txs_root=merkle_root([forged])), (forged,))
+    with pytest.raises(InvalidInput, match="signature"):
+        chain.check_proposal(bad.encode(), 5000)
+
+
+def test_replay_applies_a_stored_block_whose_state_commit_was_cut_off(tmp_path) -> None:
+    chain = new_chain(tmp_path, "a")
+    grow(chain, 1)
+    block = chain.build_block(VKEYS[0], 30_000)
+    chain.blocks.save(block.height, block.hash, block.encode(), certify(block))  # crash before execution
+    assert chain.state.height == 1 and chain.height == 2
+    assert chain.replay_unapplied() == 1
+    assert chain.state.height == 2
+
+
+def _syncer(chain: Chain, sent: list, misbehaving: list) -> BlockSyncer:
+    return BlockSyncer(chain, VKEYS, Ed25519Verifier(CHAIN), send=lambda peer, data: sent.append(data) or True,
+                       peers=lambda: [VKEYS[1]], on_synced=lambda h, c: None,
+                       on_misbehaviour=lambda peer, what: misbehaving.append(what))
+
+
+def test_sync_applies_certified_blocks_from_a_peers_store(tmp_path) -> None:
+    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+    grow(source, 5)
+    from core import codec
+
+    reply = codec.decode(serve_request(source, ["get_blocks", 1, 64]))
+    syncer = _syncer(fresh, [], [])
+    assert syncer.apply_batch(reply) == 5
+    assert fresh.height == 5 and fresh.state.state_hash == source.state.state_hash
+    assert fresh.last_block_hash() == source.last_block_hash()
+
+
+@pytest.mark.parametrize("tamper", ["too_few_signatures", "outsider_signature", "wrong_block", "unlinked"])
+def test_sync_trusts_no_peer(tmp_path, tamper) -> None:
+    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+    blocks = grow(source, 2)
+    outsider = PrivateKey(bytes([99]) * 32)
+    items = [[b.encode(), source.blocks.certificate(b.height)] for b in blocks]
+    if tamper == "too_few_signatures":
+        items[0][1] = certify(blocks[0], VALIDATORS[:2])
+    elif tamper == "outsider_signature":
+        items[0][1] = certify(blocks[0], VALIDATORS[:2] + [outsider])
+    elif tamper == "wrong_block":
+        items[0][1] = items[1][1]
+    else:  # a correctly certified block 2 offered without block 1
+        items = items[1:]
+    syncer = _syncer(fresh, [], [])
+    with pytest.raises((InvalidInput, PeerMisbehaved)):
+        syncer.apply_batch(["blocks", items])
+    assert fresh.height == 0
+
+
+def test_sync_rotates_to_another_peer_after_a_bad_batch(tmp_path) -> None:
+    """End to end through the async loop: a lying peer is reported, an honest one is used."""
+    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+    blocks = grow(source, 3)
+    from core import codec
+
+    misbehaving: list[str] = []
+
+    async def run() -> None:
+        liar, honest = VKEYS[1], VKEYS[2]
+        syncer: BlockSyncer
+
+        def send(peer: bytes, data: bytes) -> bool:
+            request = codec.decode(data)
+            if peer == liar:
+                forged = [[blocks[0].encode(), certify(blocks[0], VALIDATORS[:1])]]
+                syncer.on_response(peer, ["blocks", forged])
+            else:
+                syncer.on_response(peer, codec.decode(serve_request(source, request)))
+            return True
+
+        syncer = BlockSyncer(fresh, VKEYS, Ed25519Verifier(CHAIN), send=send, peers=lambda: [liar, honest],
+                             on_synced=lambda h, c: None, on_misbehaviour=lambda p, what: misbehaving.append(what))
+        syncer.request_sync(3, liar)
+        await asyncio.wait_for(syncer.join(), 10)
+
+    asyncio.run(run())
+    assert fresh.height == 3 and misbehaving == ["bad_sync_batch"]
