@@ -1,0 +1,88 @@
+"""The driver carries out replica actions in order; a vote never leaves before its WAL record is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from consensus import (
+    BlockValidated, Broadcast, Persist, Prepare, SetTimer, Start, TimerFired, ValidateBlock, WalRecord,
+)
+from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node.transport import Channel
+
+VOTE = Prepare(1, 0, b"\x07" * 32, b"\x01" * 32, b"\x02" * 64)
+
+
+class ScriptedReplica:
+    """Answers each event type with a fixed list of actions and records what it was fed."""
+
+    def __init__(self, script: dict[type, list[Any]]) -> None:
+        self.script = script
+        self.seen: list[Any] = []
+        self.fed = asyncio.Event()
+
+    def step(self, event: Any) -> list[Any]:
+        self.seen.append(event)
+        self.fed.set()
+        return list(self.script.get(type(event), []))
+
+
+class Recorder:
+    """Stands in for the WAL and the transport, logging every call in one sequence."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def append(self, record: WalRecord) -> None:
+        self.log.append(("wal", record))
+
+    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
+        self.log.append(("send", payload))
+        return True
+
+    def broadcast(self, channel: Channel, payload: bytes) -> None:
+        self.log.append(("broadcast", channel))
+
+
+class AnyBlockChain:
+    """A chain whose check accepts any bytes as a block whose hash is b'\\x07' * 32."""
+
+    class _Block:
+        hash = b"\x07" * 32
+
+    def check_proposal(self, raw: bytes, now_ms: int) -> Any:
+        return self._Block()
+
+
+async def _drive(script: dict[type, list[Any]], until: int) -> tuple[ScriptedReplica, Recorder]:
+    replica, io = ScriptedReplica(script), Recorder()
+    driver = ConsensusDriver(replica, AnyBlockChain(), io, io, b"\x01" * 32,  # type: ignore[arg-type]
+                             ProposalTiming(batch_ms=5, empty_block_ms=50, tick_ms=1),
+                             on_need_sync=lambda h, p: None, on_evidence=lambda e: None)
+    await driver.start(Start(1, None, ()))
+    while len(replica.seen) < until:
+        replica.fed.clear()
+        await asyncio.wait_for(replica.fed.wait(), 5)
+    await driver.stop()
+    return replica, io
+
+
+def test_persist_is_written_before_the_broadcast_that_follows_it() -> None:
+    record = WalRecord("signed", 1, 0, b"vote")
+    _, io = asyncio.run(_drive({Start: [Broadcast(VOTE), Persist(record), Broadcast(VOTE)]}, until=1))
+    assert [kind for kind, _ in io.log] == ["broadcast", "wal", "broadcast"]
+    assert io.log[1][1] == record
+
+
+def test_a_block_whose_hash_is_not_the_voted_hash_is_refused() -> None:
+    good, forged = b"\x07" * 32, b"\x08" * 32
+    script = {Start: [ValidateBlock(1, 0, b"block", good), ValidateBlock(1, 0, b"block", forged)]}
+    replica, _ = asyncio.run(_drive(script, until=3))
+    answers = [e for e in replica.seen if isinstance(e, BlockValidated)]
+    assert answers == [BlockValidated(1, good, True), BlockValidated(1, forged, False)]
+
+
+def test_timers_fire_back_into_the_replica_by_name() -> None:
+    replica, _ = asyncio.run(_drive({Start: [SetTimer("pbft/1/0", 3)]}, until=2))
+    assert replica.seen[1] == TimerFired("pbft/1/0")
