@@ -18,6 +18,7 @@ class ScriptedReplica:
     """Answers each event type with a fixed list of actions and records what it was fed."""
 
     def __init__(self, script: dict[type, list[Any]]) -> None:
+        self.height, self.view = 1, 0  # the replica's public position, which the driver mirrors
         self.script = script
         self.seen: list[Any] = []
         self.fed = asyncio.Event()
