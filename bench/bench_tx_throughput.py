@@ -1,0 +1,144 @@
+"""Single-validator committed transactions per second through JSON-RPC (issue 2 item 10).
+
+One real validator process (``fbci node start``) on loopback; the client signs
+``test.echo`` transactions beforehand (signing is the client's cost, not the
+node's), then submits them with ``tx_submit``: first one HTTP request per
+transaction from ``--concurrency`` connections, then JSON-RPC batches of
+``--batch`` requests, on the same validator in the same run. The clock runs
+from the first submission to the moment the client learns (websocket
+``new_block`` + ``block_get``) that the last transaction is in a committed
+block, and every submitted transaction must have committed. This machine's raw
+Ed25519 verify rate (``cryptography``, one core) is measured in the same run:
+each transaction is verified once by the validator, so it bounds the rate.
+
+Run: .venv/bin/python -m bench.bench_tx_throughput [--txs 3000] [--batch 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.common import (CommitWatcher, LocalNet, create_localnet, ed25519_verify_rate, signed_echo_txs, table,
+                          write_result)
+from core.tx import Transaction
+
+NAME = "tx_throughput"
+TX_BYTES = 200
+KEYS_PER_NONCE_WINDOW = 60  # below the mempool's 64-nonce gap per sender
+
+
+async def _submit_single(url: str, hexes: Sequence[str], concurrency: int) -> list[Any]:
+    from node.rpc_client import RpcClient
+
+    errors: list[Any] = []
+    queue = iter(hexes)
+    async with RpcClient(url) as client:
+        async def worker() -> None:
+            for tx in queue:
+                try:
+                    await client.call("tx_submit", {"tx": tx})
+                except Exception as exc:  # counted, and the run is marked failed below
+                    errors.append(exc)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return errors
+
+
+async def _submit_batched(url: str, hexes: Sequence[str], batch: int, concurrency: int) -> list[Any]:
+    from node.rpc_client import RpcClient
+
+    errors: list[Any] = []
+    chunks = iter([hexes[i:i + batch] for i in range(0, len(hexes), batch)])
+    async with RpcClient(url) as client:
+        async def worker() -> None:
+            for chunk in chunks:
+                results = await client.batch([("tx_submit", {"tx": tx}) for tx in chunk])
+                errors.extend(r for r in results if isinstance(r, Exception))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return errors
+
+
+async def _phase(local: LocalNet, txs: list[Transaction], mode: str, batch: int, concurrency: int,
+                 timeout: float) -> dict[str, Any]:
+    url = local.rpc_urls[0]
+    hexes = [tx.encode().hex() for tx in txs]
+    hashes = [tx.hash for tx in txs]
+    watcher = CommitWatcher(url)
+    await watcher.start()
+    try:
+        started = time.perf_counter()
+        if mode == "single":
+            errors = await _submit_single(url, hexes, concurrency)
+        else:
+            errors = await _submit_batched(url, hexes, batch, concurrency)
+        submitted_at = time.perf_counter()
+        all_committed = await watcher.wait_for(hashes, timeout)
+    finally:
+        await watcher.stop()
+    committed = [watcher.committed[h] for h in hashes if h in watcher.committed]
+    last = max(committed) if committed else submitted_at
+    elapsed = last - started
+    return {
+        "mode": mode, "batch": 1 if mode == "single" else batch, "concurrency": concurrency,
+        "submitted": len(txs), "rejected": len(errors), "committed": len(committed),
+        "all_committed": all_committed and not errors,
+        "submit_s": submitted_at - started, "elapsed_s": elapsed,
+        "submit_tx_per_s": len(txs) / (submitted_at - started),
+        "committed_tx_per_s": len(committed) / elapsed if elapsed > 0 else 0.0,
+        "blocks": sum(1 for _, n, _ in watcher.blocks if n),
+        "first_errors": [repr(e) for e in errors[:3]],
+    }
+
+
+def measure(txs: int = 3000, batch: int = 100, concurrency: int = 16, batch_concurrency: int = 4,
+            out_dir: Path | None = None, timeout: float = 120.0, verify_seconds: float = 1.0) -> dict[str, Any]:
+    """Run both modes on one fresh validator; returns rows and the Ed25519 bound."""
+    with tempfile.TemporaryDirectory(prefix="fbci-bench-tx-") as tmp:
+        root = Path(out_dir or tmp)
+        clients = max(4, -(-txs // KEYS_PER_NONCE_WINDOW))
+        local = create_localnet(1, root / "net", clients=clients)
+        try:
+            verify_before = ed25519_verify_rate(verify_seconds)
+            # One round-robin run split in two: each sender's nonces continue from the first phase.
+            all_txs = signed_echo_txs(local.client_keys, local.chain_id, 2 * txs, TX_BYTES)
+            single_txs, batch_txs = all_txs[:txs], all_txs[txs:]
+            rows = [
+                asyncio.run(_phase(local, single_txs, "single", 1, concurrency, timeout)),
+                asyncio.run(_phase(local, batch_txs, "batched", batch, batch_concurrency, timeout)),
+            ]
+            verify_after = ed25519_verify_rate(verify_seconds)
+        finally:
+            local.stop()
+    verify_rate = (verify_before + verify_after) / 2
+    for row in rows:
+        row["share_of_verify_bound"] = row["committed_tx_per_s"] / verify_rate
+    return {"tx_bytes": TX_BYTES, "ed25519_verify_per_s_one_core": verify_rate,
+            "ed25519_verify_per_s_samples": [verify_before, verify_after], "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--txs", type=int, default=3000, help="transactions per mode")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent single-request connections")
+    args = parser.parse_args(argv)
+    result = measure(args.txs, args.batch, args.concurrency)
+    print(f"single validator, {TX_BYTES}-byte signed test.echo txs via JSON-RPC tx_submit; "
+          f"Ed25519 verify on this machine: {result['ed25519_verify_per_s_one_core']:,.0f}/s/core (the bound)")
+    print(table(result["rows"], [
+        ("mode", "mode", ""), ("batch", "batch", "d"), ("submitted", "submitted", "d"),
+        ("committed", "committed", "d"), ("rejected", "rejected", "d"), ("submit_tx_per_s", "submit tx/s", ",.0f"),
+        ("committed_tx_per_s", "committed tx/s", ",.0f"), ("share_of_verify_bound", "of bound", ".1%"),
+        ("blocks", "blocks", "d"),
+    ]))
+    print(f"wrote {write_result(NAME, result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
