@@ -67,7 +67,10 @@ class ConsensusDriver:
         self.on_evidence = on_evidence
         self.clock = clock
         self.view = 0
+        """The replica's current view at the height it is deciding (0 until a view change)."""
         self.view_changes = 0
+        """Views entered by view change since start (a new height's return to view 0 is not one)."""
+        self._view_height = 0
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._proposal: tuple[int, int] | None = None
@@ -120,6 +123,7 @@ class ConsensusDriver:
             except FbciError as exc:  # a bad peer message: counted by the caller, never fatal
                 log.warning("consensus refused %s: %s", type(event).__name__, exc.message)
                 continue
+            self._observe_view()
             for action in actions:
                 follow_up = self._perform(action)
                 if follow_up is not None:
@@ -139,9 +143,6 @@ class ConsensusDriver:
             if handle is not None:
                 handle.cancel()
         elif isinstance(action, RequestProposal):
-            if action.view != self.view:
-                self.view_changes += 1
-            self.view = action.view
             self._proposal = (action.height, action.view)
             self._work.set()
         elif isinstance(action, ValidateBlock):
@@ -153,6 +154,19 @@ class ConsensusDriver:
         elif isinstance(action, ReportEvidence):
             self.on_evidence(action.evidence)
         return None
+
+    def _observe_view(self) -> None:
+        """Mirror the replica's (height, view) for ``status`` and the metrics.
+
+        Read from the replica after every step: a RequestProposal only reaches
+        the primary, so the other replicas would never see their view move.
+        """
+        # getattr: step-only stand-ins for the replica (driver unit tests) have neither attribute.
+        height, view = getattr(self.replica, "height", self._view_height), getattr(self.replica, "view", self.view)
+        if height == self._view_height and view > self.view:
+            self.view_changes += view - self.view
+            log.info("view change at height %d: view %d", height, view)
+        self._view_height, self.view = height, view
 
     def _validate(self, raw: bytes, block_hash: bytes) -> bool:
         """Consensus treats blocks as opaque, so the hash it votes on is checked here too."""
