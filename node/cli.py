@@ -166,6 +166,16 @@ def _rpc_urls(args: argparse.Namespace) -> list[str]:
     return urls
 
 
+def _home_rpc_url(text: str) -> str:
+    """argparse type for ``status --home DIR``: the RPC URL in that home's config."""
+    try:
+        return load_config(Path(text)).rpc_url()
+    except FbciError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
+
+
 def _status(args: argparse.Namespace) -> int | None:
     return _provided("node.status_cmd", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
 
@@ -310,8 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
 
-    p = _add(sub, "status", _status, "Show height, validators, peers and mempool of one or more nodes.")
-    _rpc_options(p, many=True)
+    p = _add(sub, "status", _status, "Show height, hash, view, peers, mempool and sync state of each node.",
+             "Asks every node at once and checks they agree: each reports its block at the lowest height they\n"
+             "all have, and different hashes there are flagged as DIVERGED. Exit 1 when a node is unreachable\n"
+             "or the chain diverged, so it doubles as a health check.\n\n"
+             "  fbci status --home testnet/node0 --home testnet/node1 --home testnet/node2 --home testnet/node3")
+    p.add_argument("--rpc", action="append", metavar="URL", help=f"node RPC URL (repeatable; default: {DEFAULT_RPC})")
+    p.add_argument("--home", action="append", dest="rpc", type=_home_rpc_url, metavar="DIR",
+                   help="a node's home directory; its RPC address is used (repeatable, mixes with --rpc)")
+    p.set_defaults(home=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     tx = _group(sub, "tx", "Sign and submit transactions.")
@@ -327,31 +344,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     fl = _group(sub, "fl", "Federated learning from a hospital's side.")
     p = _add(fl, "train", _delegate("node.fl_train", "main", "fl train"),
-             "Train locally on this hospital's data and submit a clipped, noised, quantized update.",
-             "Patient data never leaves the machine; only the model delta is signed and submitted.")
+             "Train locally on this hospital's data and submit a clipped, noised, quantized update per round.",
+             "Patient data never leaves the machine; only the model delta is signed and submitted. Each round:\n"
+             "fetch the global model from chain, train, clip (and noise with --dp-noise), submit, wait for the\n"
+             "round to close. The local data is this hospital's share of a named data set:\n"
+             "  breast_cancer  its Dirichlet(0.5) label-skew share of scikit-learn's breast cancer set\n"
+             "  iomt           IoMT flows of HOSPITAL_PROFILES[I] (ids.flows), for the iomt_ids model\n"
+             "  vitals         NEWS2-labelled vital-sign windows of its patients, for the deterioration model\n\n"
+             "  fbci fl train --home testnet/node0 --model breast_cancer --dataset breast_cancer \\\n"
+             "      --hospital-index 0 --hospitals 4 --rounds 5 --dp-noise 1.0 --dp-clip 1.0")
     _rpc_options(p, many=False)
     p.add_argument("--key", default="hospital", help="hospital key file or name in HOME/keys (default: hospital)")
     p.add_argument("--model", required=True, metavar="MODEL_ID", help="model id declared on chain")
-    p.add_argument("--dataset", default="breast_cancer", help="local data set name or CSV file (default: breast_cancer)")
+    p.add_argument("--dataset", choices=("breast_cancer", "iomt", "vitals"), default="breast_cancer",
+                   help="local data set (default: breast_cancer)")
+    p.add_argument("--hospital-index", type=_at_least(0), default=0, metavar="I",
+                   help="which hospital's share this is (default: 0)")
+    p.add_argument("--hospitals", type=_at_least(1), default=4, metavar="N", help="hospitals sharing the data (default: 4)")
+    p.add_argument("--samples", type=_at_least(10), metavar="N",
+                   help="records (iomt) or patients (vitals) this hospital generates (default: 2000 / 40)")
     p.add_argument("--rounds", type=_at_least(1), default=1, metavar="N", help="rounds to take part in (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the local data split and noise (default: 0)")
+    p.add_argument("--epochs", type=_at_least(1), metavar="E", help="local epochs per round (default: per data set)")
+    p.add_argument("--lr", type=float, metavar="LR", help="SGD learning rate (default: per data set)")
+    p.add_argument("--batch-size", type=_at_least(1), metavar="B", help="minibatch size (default: per data set)")
+    p.add_argument("--dp-noise", type=float, metavar="SIGMA", help="DP noise multiplier; turns client-level DP on")
+    p.add_argument("--dp-clip", type=float, default=1.0, metavar="C", help="DP clip norm (default: 1.0)")
+    p.add_argument("--dp-delta", type=float, default=1e-5, metavar="DELTA", help="DP delta (default: 1e-5)")
+    p.add_argument("--poison", choices=("sign_flip", "noise", "sign_flip_then_noise"),
+                   help="act as a poisoning hospital (for robustness experiments only)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the data split and training (default: 0)")
+    p.add_argument("--round-timeout", type=float, default=180.0, metavar="S",
+                   help="seconds to wait for a round to close (default: 180)")
 
     ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
     p = _add(ids, "watch", _delegate("node.ids_watch", "main", "ids watch"),
-             "Score IoMT flow records with the IDS and post alerts on chain.",
-             "Reads flow records (WUSTL-EHMS-2020 columns) from a CSV file, or generates them.")
+             "Score IoMT flow records with the chain's IDS model and post alerts on chain.",
+             "Loads the current iomt_ids global model from chain (before its first round: the training-free\n"
+             "rules), scores each flow record, and submits one signed ids.alert per device, class and window\n"
+             "(later hits in the window are only counted). Device ids are pseudonymised (HMAC under a secret\n"
+             "derived from the gateway key). Records: WUSTL-EHMS-2020 CSV, JSON lines, or generated traffic.\n\n"
+             "  fbci ids watch --home testnet/node0 --generate 2000 --profile st-mary-icu --attack-rate 0.4")
     _rpc_options(p, many=False)
     p.add_argument("--key", default="gateway", help="gateway key file or name in HOME/keys (default: gateway)")
-    p.add_argument("--source", default="synthetic", help="'synthetic' or a CSV file of flows (default: synthetic)")
-    p.add_argument("--flows", type=_at_least(1), default=1000, metavar="N", help="synthetic flows to generate")
-    p.add_argument("--seed", type=int, default=0, help="seed for synthetic traffic (default: 0)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", metavar="FILE", help="CSV of flow records (WUSTL-EHMS-2020 header)")
+    src.add_argument("--jsonl", metavar="FILE", help="JSON lines of flow records")
+    src.add_argument("--stdin", action="store_true", help="JSON lines of flow records on standard input")
+    src.add_argument("--generate", type=_at_least(1), metavar="N", help="generate N synthetic flow records")
+    p.add_argument("--profile", default="st-mary-icu", metavar="NAME",
+                   help="hospital profile for --generate (ids.flows.HOSPITAL_PROFILES; default: st-mary-icu)")
+    p.add_argument("--attack-rate", type=float, metavar="P", help="share of attack records for --generate "
+                   "(default: the profile's mix)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --generate (default: 0)")
+    p.add_argument("--hospital", metavar="NAME", help="hospital name on the alerts (default: the profile name)")
+    p.add_argument("--model-version", default="latest", metavar="N|latest",
+                   help="iomt_ids version to score with (default: latest)")
+    p.add_argument("--window-ms", type=_at_least(1000), default=60_000, metavar="MS",
+                   help="dedup window: one alert per device, class and window (default: 60000)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = _add(sub, "predict", _delegate("node.predict_cmd", "main", "predict"),
-             "Score records with a model version committed on chain.")
+             "Score a patient's recent vitals with the chain's deterioration model and explain the score.",
+             "The CSV holds one observation per row, oldest first, every 30 minutes, with the columns\n"
+             "resp_rate, spo2, temp, sys, heart_rate, on_oxygen (0/1), alert (1 = alert, 0 = new confusion);\n"
+             "the last 4 hours are scored. Prints the probability of NEWS2 >= 5 within 6 hours and the vitals\n"
+             "that drove it.\n\n"
+             "  fbci predict --rpc http://127.0.0.1:26601 --generate-patient 7")
     _rpc_options(p, many=False)
-    p.add_argument("--model", required=True, metavar="MODEL_ID", help="model id")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", metavar="FILE", help="CSV of the patient's observations")
+    src.add_argument("--generate-patient", type=int, metavar="SEED", help="score a generated patient (ids.vitals)")
+    p.add_argument("--model", default="deterioration", metavar="MODEL_ID", help="model id (default: deterioration)")
     p.add_argument("--version", type=_at_least(0), metavar="N", help="model version (default: latest)")
-    p.add_argument("--input", required=True, metavar="FILE", help="CSV or JSON file of records to score")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = _add(sub, "demo", _delegate("node.demo", "run_demo", "demo"),
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")

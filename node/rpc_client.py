@@ -245,3 +245,39 @@ class SyncRpcClient:
 
     def account_get(self, public_key: bytes) -> AccountInfo:
         return self._run(lambda c: c.account_get(public_key))
+
+
+def submit_tx(rpc_url: str, key: Any, kind: str, payload: dict[str, Any], *, commit: bool = False,
+              timeout_s: float = 30.0) -> dict[str, Any]:
+    """``fbci tx submit``: sign ``payload`` with ``key`` (a ``core.crypto.PrivateKey``) at the key's next nonce.
+
+    The node supplies the chain id (``status``) and the nonce (``account_get``,
+    which counts this key's pending transactions). Without ``commit`` the
+    answer is the hash once the transaction is in the mempool; with it, the
+    height, index and execution result once it is committed. A transaction
+    the chain executed but rejected raises the receipt's error class, so the
+    caller sees ``error[<code> <reason>]`` rather than a successful-looking reply.
+    """
+
+    async def run() -> dict[str, Any]:
+        async with RpcClient(rpc_url, timeout_s=timeout_s + 10.0) as client:
+            chain_id = (await client.status()).chain_id
+            nonce = (await client.account_get(key.public_key.raw)).next_nonce
+            tx = Transaction.create(key, chain_id, nonce, kind, payload)
+            if not commit:
+                return {"hash": (await client.submit_tx(tx)).hex(), "nonce": nonce, "committed": False}
+            result = await client.submit_tx_commit(tx, timeout_s)
+            receipt = result.result
+            if not receipt.get("ok", True):
+                raise error_from_json({"code": receipt.get("code"), "message": receipt.get("message", ""),
+                                       "data": {"reason": receipt.get("reason"), "hash": result.hash.hex(),
+                                                "height": result.height}})
+            return {"hash": result.hash.hex(), "nonce": nonce, "committed": True, "height": result.height,
+                    "index": result.index, "result": receipt.get("result")}
+
+    try:
+        return asyncio.run(run())
+    except aiohttp.ClientConnectionError as exc:
+        raise FbciError(f"cannot reach the node at {rpc_url}: {exc}") from None
+    except asyncio.TimeoutError:
+        raise FbciError(f"the node at {rpc_url} did not answer within {timeout_s + 10.0:g} s") from None

@@ -1,0 +1,275 @@
+"""Blocking client sessions on a validator's JSON-RPC, and the chain :class:`~fl_contracts.client.Transport`.
+
+``fbci fl train``, ``fbci ids watch``, ``fbci predict``, the integration
+tests and the benchmarks share this one way of talking to a node from
+ordinary (threaded, non-async) code:
+
+- :class:`ChainSession` owns a private event loop and one HTTP session, so a
+  thread can make many calls without a loop or connection per call. A
+  session is confined to the thread that uses it; threads that share a key
+  share its nonce lock (:func:`_key_lock`), so two training jobs of one
+  hospital never race for a nonce.
+- Submitting is admission (``tx_submit``, under the key's lock: the node's
+  ``next_nonce`` counts pending transactions) then waiting for the commit
+  outside the lock: a ``new_block`` subscription wakes the waiter, which asks
+  ``tx_get``. A rejected receipt raises the error class the chain reported.
+- :class:`ChainTransport` is the JSON-RPC ``Transport``: the open round and
+  the version it is based on are read together (``fl_rounds``, then that
+  exact version), so a round closing between two calls cannot mismatch them.
+
+Nothing here imports torch: ``fbci ids watch`` and ``fbci predict`` use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from core.crypto import PrivateKey
+from core.errors import BadNonce, FbciError, InvalidInput, NotFound, RateLimited, Timeout
+from core.tx import Transaction
+from fl_contracts.client import ChainModel
+from fl_contracts.contract import ModelVersion, Participant, RoundRecord
+from fl_contracts.spec import ModelSpec
+from node.rpc_client import RpcClient, error_from_json
+
+T = TypeVar("T")
+DEFAULT_COMMIT_TIMEOUT_S = 60.0
+RATE_LIMIT_RETRIES = 50
+
+_KEY_LOCKS: dict[bytes, threading.Lock] = {}
+_KEY_LOCKS_GUARD = threading.Lock()
+
+
+def _key_lock(public_key: bytes) -> threading.Lock:
+    with _KEY_LOCKS_GUARD:
+        return _KEY_LOCKS.setdefault(public_key, threading.Lock())
+
+
+def load_client_key(key: str, home: str | Path | None) -> PrivateKey:
+    """``key`` is a key file, or a key name in ``HOME/keys`` (``hospital`` -> ``HOME/keys/hospital.json``)."""
+    candidate = Path(key)
+    if not candidate.exists() and home is not None:
+        candidate = Path(home) / "keys" / f"{key}.json"
+    if not candidate.exists():
+        where = f" (nor {Path(home) / 'keys' / (key + '.json')})" if home is not None else " (pass --home DIR)"
+        raise InvalidInput(f"--key: no key file {key!r}{where}")
+    return PrivateKey.load(candidate)
+
+
+def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
+    """``--rpc``, else the RPC address in ``HOME/config``, else the default local node."""
+    from node.cli import DEFAULT_RPC
+    from node.config import load_config
+
+    url = rpc or (load_config(Path(home)).rpc_url() if home is not None else DEFAULT_RPC)
+    if not url.startswith(("http://", "https://")):
+        raise InvalidInput(f"--rpc: {url!r} must be an http:// or https:// URL")
+    return url
+
+
+def _hex_bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes.fromhex(value)
+
+
+def round_from_json(doc: dict[str, Any]) -> RoundRecord:
+    """A ``fl_rounds`` entry (bytes as hex) back into the contract's record."""
+    participants = [Participant.model_validate({**p, "sender": _hex_bytes(p["sender"])})
+                    for p in doc.get("participants") or []]
+    return RoundRecord.model_validate({**doc, "participants": participants, "new_hash": _hex_bytes(doc.get("new_hash"))})
+
+
+def version_from_json(doc: dict[str, Any]) -> ModelVersion:
+    """A ``fl_model_get`` answer (bytes as hex) back into the contract's version."""
+    return ModelVersion.model_validate({**doc, "weights": bytes.fromhex(doc["weights"]), "hash": bytes.fromhex(doc["hash"])})
+
+
+class _BoundClient(RpcClient):
+    """An :class:`RpcClient` whose connections leave from ``local_addr`` (e.g. 127.0.0.2 on loopback)."""
+
+    def __init__(self, url: str, *, timeout_s: float, local_addr: str | None) -> None:
+        super().__init__(url, timeout_s=timeout_s)
+        self._local_addr = local_addr
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(local_addr=(self._local_addr, 0)) if self._local_addr else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+        return self._session
+
+
+class ChainSession:
+    """A blocking, thread-confined session on one validator, optionally signing with ``key``."""
+
+    def __init__(self, rpc_url: str, key: PrivateKey | None = None, *, timeout_s: float = 60.0,
+                 local_addr: str | None = None) -> None:
+        self.rpc_url = rpc_url
+        self.key = key
+        self._runner = asyncio.Runner()
+        self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr)
+        self._chain_id: str | None = None
+        self._specs: dict[str, ModelSpec] = {}
+
+    def __enter__(self) -> ChainSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._runner.run(self.client.close())
+        finally:
+            self._runner.close()
+
+    def run(self, fn: Callable[[RpcClient], Awaitable[T]]) -> T:
+        """Run ``fn(client)`` on this session's loop; connection failures become a clear ``FbciError``."""
+        try:
+            return self._runner.run(fn(self.client))
+        except aiohttp.ClientConnectionError as exc:
+            raise FbciError(f"cannot reach the node at {self.rpc_url}: {exc}") from None
+        except asyncio.TimeoutError:
+            raise Timeout(f"the node at {self.rpc_url} did not answer in time") from None
+
+    def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
+        return self.run(lambda c: c.call(method, params))
+
+    @property
+    def chain_id(self) -> str:
+        if self._chain_id is None:
+            self._chain_id = self.run(lambda c: c.status()).chain_id
+        return self._chain_id
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _signer(self) -> PrivateKey:
+        if self.key is None:
+            raise InvalidInput("this session has no signing key")
+        return self.key
+
+    def submit(self, kind: str, payload: dict[str, Any]) -> bytes:
+        """Sign with the next nonce and admit to the node's mempool; returns the tx hash.
+
+        Retries a ``BadNonce`` once (the key was used elsewhere) and backs off on
+        ``RateLimited`` as the error asks.
+        """
+        key = self._signer()
+        pub = key.public_key.raw
+        with _key_lock(pub):
+            for attempt in range(RATE_LIMIT_RETRIES):
+                nonce = self.run(lambda c: c.account_get(pub)).next_nonce
+                tx = Transaction.create(key, self.chain_id, nonce, kind, payload)
+                try:
+                    return self.run(lambda c: c.submit_tx(tx))
+                except BadNonce:
+                    if attempt:
+                        raise
+                except RateLimited:
+                    time.sleep(0.05 * (attempt + 1))  # client back-off the node asked for, not synchronisation
+            raise RateLimited(f"{self.rpc_url} kept refusing: rate limited")
+
+    def wait_committed(self, tx_hash: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S) -> dict[str, Any]:
+        """The committed tx (``tx_get``); raises the receipt's error if execution rejected it."""
+        doc = self.run(lambda c: _wait_until(c, lambda: _committed(c, tx_hash), timeout_s,
+                                             f"transaction {tx_hash.hex()} not committed"))
+        receipt = doc["receipt"]
+        if not receipt.get("ok", False):
+            raise error_from_json({"code": receipt.get("code"), "message": receipt.get("message", ""),
+                                   "data": {"reason": receipt.get("reason"), "hash": tx_hash.hex(),
+                                            "height": receipt.get("height")}})
+        return doc
+
+    def submit_commit(self, kind: str, payload: dict[str, Any], timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
+                      ) -> dict[str, Any]:
+        return self.wait_committed(self.submit(kind, payload), timeout_s)
+
+    # -- federated learning ------------------------------------------------------------------
+
+    def spec(self, model_id: str) -> ModelSpec:
+        if model_id not in self._specs:
+            try:
+                docs = self.run(lambda c: c.fl_models())
+            except FbciError:  # a node whose fl_models fails: the declarations are in genesis all the same
+                docs = (self.run(lambda c: c.genesis()).get("app_state") or {}).get("models", [])
+            for doc in docs:
+                doc = {k: v for k, v in doc.items() if k != "hash"}
+                self._specs[doc["id"]] = ModelSpec.parse(doc)
+            if model_id not in self._specs:
+                raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self._specs)) or 'none'})")
+        return self._specs[model_id]
+
+    def rounds(self, model_id: str) -> list[RoundRecord]:
+        return [round_from_json(d) for d in self.run(lambda c: c.fl_rounds(model_id))]
+
+    def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
+        return version_from_json(self.run(lambda c: c.fl_model_get(model_id, version)))
+
+    def model_weights(self, model_id: str, version: int | None = None) -> tuple[ModelVersion, dict[str, Any]]:
+        """A committed version and its real-valued tensors by layout name (numpy; for inference)."""
+        mv = self.model_version(model_id, version)
+        return mv, mv.unflatten(self.spec(model_id))
+
+
+async def _committed(client: RpcClient, tx_hash: bytes) -> dict[str, Any] | None:
+    try:
+        return await client.get_tx(tx_hash)
+    except NotFound:
+        return None
+
+
+async def _wait_until(client: RpcClient, probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
+    """Check ``probe`` now and after every new block until it answers, or raise ``Timeout``.
+
+    Subscribing before the first check means no block can slip between them.
+    """
+    async def watch() -> T:
+        async with client.subscribe("new_block") as blocks:
+            if (found := await probe()) is not None:
+                return found
+            async for _ in blocks:
+                if (found := await probe()) is not None:
+                    return found
+        raise ConnectionError("subscription ended")  # pragma: no cover - _events raises first
+
+    try:
+        return await asyncio.wait_for(watch(), timeout_s)
+    except asyncio.TimeoutError:
+        raise Timeout(f"{what} within {timeout_s:g} s") from None
+
+
+class ChainTransport:
+    """``fl_contracts.client.Transport`` over JSON-RPC: a hospital's view of the FL contract."""
+
+    def __init__(self, session: ChainSession, *, round_timeout_s: float = 120.0) -> None:
+        self.session = session
+        self.round_timeout_s = round_timeout_s
+        self.last_submit_s = 0.0
+
+    def get_model(self, model_id: str) -> ChainModel:
+        spec = self.session.spec(model_id)
+        open_round = self.session.rounds(model_id)[-1]
+        version = self.session.model_version(model_id, open_round.base_version)
+        return ChainModel(spec, version, open_round.round)
+
+    def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        doc = self.session.submit_commit("fl.submit_update", payload)
+        self.last_submit_s = time.perf_counter() - t0
+        receipt = doc["receipt"]
+        return {"hash": doc["hash"], "height": receipt["height"], **(receipt.get("result") or {})}
+
+    def wait_round(self, model_id: str, round: int) -> RoundRecord:
+        async def closed() -> RoundRecord | None:
+            for doc in await self.session.client.fl_rounds(model_id):
+                if doc["round"] == round and doc["status"] != "open":
+                    return round_from_json(doc)
+            return None
+
+        return self.session.run(lambda c: _wait_until(c, closed, self.round_timeout_s,
+                                                      f"{model_id} round {round} did not close"))

@@ -1,0 +1,184 @@
+"""``fbci fl train``: one hospital's training job against a running chain, and its Python API.
+
+The hospital's data stays here; each round (``fl_contracts.client``) fetches
+the committed global model over JSON-RPC, trains locally with torch, clips,
+optionally noises (client-level DP, ``fl_contracts.training``), quantizes and
+submits a signed ``fl.submit_update``, then waits for the chain to close the
+round. Local data is this hospital's share of a named data set, the same
+shares the in-process proofs use:
+
+- ``breast_cancer``: its Dirichlet(0.5) label-skewed share of scikit-learn's
+  breast cancer set (``fl_contracts.data.breast_cancer_split``).
+- ``iomt``: flows generated for ``ids.flows.HOSPITAL_PROFILES[i]`` with the
+  seed ``[seed, i]`` of ``ids.evaluation.flow_split``.
+- ``vitals``: NEWS2-labelled windows of patients generated as in
+  ``ids.evaluation.vital_split`` (deterioration rate rising with ``i``).
+
+Hyperparameters default to the ones the in-process figures were measured with
+(``fl_contracts.realdata``, ``bench/bench_ids.py``). This module imports
+torch; the validator never imports it.
+
+Python API for demos and tests::
+
+    result = train_rounds(url, key, "breast_cancer", x, y, rounds=5, progress=print)
+    result.records[-1].new_version, result.epsilon
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.crypto import PrivateKey
+from core.errors import InvalidInput
+from fl_contracts.client import HospitalClient, Progress
+from fl_contracts.contract import RoundRecord
+from fl_contracts.simulation import Poison, poisoner
+from fl_contracts.training import DPConfig, TrainConfig
+from node.chain_transport import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
+
+Array = npt.NDArray[np.float64]
+Labels = npt.NDArray[np.int64]
+
+# (local epochs, learning rate, batch size) per data set: the in-process figures' settings.
+DEFAULTS: dict[str, tuple[int, float, int]] = {
+    "breast_cancer": (2, 0.2, 32), "iomt": (2, 0.05, 64), "vitals": (1, 0.05, 64),
+}
+DEFAULT_SAMPLES = {"iomt": 2000, "vitals": 40}
+POISON_SCALE = 10.0
+
+
+@dataclass
+class TrainResult:
+    model_id: str
+    records: list[RoundRecord] = field(default_factory=list)
+    epsilon: float | None = None
+    delta: float | None = None
+
+
+def local_data(dataset: str, hospital_index: int, hospitals: int, seed: int = 0, samples: int | None = None
+               ) -> tuple[Array, Labels]:
+    """This hospital's training data: see the module docstring."""
+    if not 0 <= hospital_index < hospitals:
+        raise InvalidInput(f"--hospital-index {hospital_index} must be below --hospitals {hospitals}")
+    if dataset == "breast_cancer":
+        from fl_contracts.data import breast_cancer_split
+
+        if hospitals > 20:
+            raise InvalidInput("breast_cancer: at most 20 hospitals (426 training patients, at least 10 each)")
+        return breast_cancer_split(hospitals, alpha=0.5, seed=seed).hospitals[hospital_index]
+    if dataset == "iomt":
+        from ids.features import feature_matrix, labels
+        from ids.flows import HOSPITAL_PROFILES, generate_flows
+        from ids.record import ATTACK_CLASSES
+
+        profile = HOSPITAL_PROFILES[hospital_index % len(HOSPITAL_PROFILES)]
+        records = generate_flows(profile, samples or DEFAULT_SAMPLES["iomt"], np.random.default_rng([seed, hospital_index]))
+        return feature_matrix(records), labels(records, ATTACK_CLASSES)
+    if dataset == "vitals":
+        from ids.evaluation import HORIZON_H
+        from ids.vitals import generate_patients, make_windows
+
+        rate = 0.2 + 0.3 * hospital_index / max(hospitals - 1, 1)
+        series = generate_patients(f"h{hospital_index}", samples or DEFAULT_SAMPLES["vitals"],
+                                   np.random.default_rng([seed, hospital_index]), deterioration_rate=rate)
+        windows = make_windows(series, horizon_h=HORIZON_H)
+        return windows.x, windows.y
+    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+
+
+def train_rounds(
+    rpc_url: str, key: PrivateKey, model_id: str, x: Array, y: Labels, rounds: int, *,
+    epochs: int = 2, lr: float = 0.2, batch_size: int = 32, dp: DPConfig | None = None,
+    poison: Poison | None = None, seed: int = 0, progress: Callable[[Progress], None] | None = None,
+    round_timeout_s: float = 180.0, local_addr: str | None = None,
+) -> TrainResult:
+    """Take part in ``rounds`` consecutive rounds of ``model_id`` as the hospital holding ``key``.
+
+    ``poison`` makes this hospital an attacker for robustness experiments: its
+    delta is tampered as in ``fl_contracts.simulation`` (before clipping, so it
+    stays inside the model's bounds) and it claims the largest FedAvg weight
+    the model allows.
+    """
+    if len(x) != len(y) or len(y) == 0:
+        raise InvalidInput(f"local data: {len(x)} rows and {len(y)} labels; need the same positive number")
+    import torch
+
+    torch.set_num_threads(1)  # hospitals in threads of one process must not oversubscribe the cores
+    report = progress or (lambda p: None)
+    client = HospitalClient(model_id, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64),
+                            TrainConfig(local_epochs=epochs, lr=lr, batch_size=batch_size), dp, seed=seed)
+    tamper = None if poison is None else poisoner(poison, rounds, POISON_SCALE, seed)
+    result = TrainResult(model_id, delta=None if dp is None else dp.delta)
+    with ChainSession(rpc_url, key, local_addr=local_addr) as session:
+        transport = ChainTransport(session, round_timeout_s=round_timeout_s)
+        for _ in range(rounds):
+            model = transport.get_model(model_id)
+            report(Progress(model.open_round, "fetched", {"version": model.version.version}))
+            payload = client.make_update(model, tamper)
+            if poison is not None:
+                payload["num_samples"] = model.spec.max_samples
+            report(Progress(model.open_round, "trained", {"samples": len(y), "epsilon": client.epsilon()}))
+            receipt = transport.submit(payload)
+            report(Progress(model.open_round, "submitted", receipt))
+            record = transport.wait_round(model_id, model.open_round)
+            report(Progress(model.open_round, "closed", {"status": record.status, "new_version": record.new_version,
+                                                         "accepted": record.accepted}))
+            result.records.append(record)
+    result.epsilon = client.epsilon()
+    return result
+
+
+def format_progress(total: int) -> Callable[[Progress], None]:
+    """One line per stage per round: ``[round 3/5] submitted  height 41 position 2``."""
+    done = [0]
+
+    def show(p: Progress) -> None:
+        d = p.detail
+        if p.stage == "fetched":
+            text = f"global model v{d['version']}"
+        elif p.stage == "trained":
+            text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")
+        elif p.stage == "submitted":
+            text = f"tx {str(d.get('hash', ''))[:12]} committed at height {d.get('height')}, position {d.get('position')}"
+        else:
+            done[0] += 1
+            bar = "#" * done[0] + "." * (total - done[0])
+            outcome = f"-> v{d['new_version']}" if d["status"] == "aggregated" else "(failed: no new version)"
+            text = f"round {d['status']} with {d['accepted']} update(s) {outcome}  [{bar}]"
+        print(f"[round {p.round}] {p.stage:<9} {text}", flush=True)
+
+    return show
+
+
+def main(args: argparse.Namespace) -> int:
+    default_epochs, default_lr, default_batch = DEFAULTS[args.dataset]
+    if args.dp_noise is not None and not (args.dp_noise > 0 and args.dp_clip > 0 and 0 < args.dp_delta < 1):
+        raise InvalidInput("--dp-noise and --dp-clip must be positive and --dp-delta in (0, 1)")
+    if args.lr is not None and not args.lr > 0:
+        raise InvalidInput("--lr must be positive")
+    url = resolve_rpc_url(args.rpc, args.home)
+    key = load_client_key(args.key, args.home)
+    x, y = local_data(args.dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
+    dp = None if args.dp_noise is None else DPConfig(args.dp_clip, args.dp_noise, args.dp_delta)
+    print(f"hospital {args.hospital_index}/{args.hospitals}: {len(y)} local {args.dataset} samples "
+          f"({int((y != 0).sum())} positive/attack), model {args.model} at {url}"
+          + ("" if dp is None else f", DP sigma {dp.noise_multiplier} clip {dp.clip_norm}"), flush=True)
+    result = train_rounds(url, key, args.model, x, y, args.rounds, epochs=args.epochs or default_epochs,
+                          lr=args.lr or default_lr, batch_size=args.batch_size or default_batch, dp=dp,
+                          poison=args.poison, seed=args.seed, progress=format_progress(args.rounds),
+                          round_timeout_s=args.round_timeout)
+    last = result.records[-1]
+    print(f"done: {len(result.records)} round(s); global model {args.model} is at version "
+          f"{last.new_version if last.new_version is not None else last.base_version}")
+    if result.epsilon is not None:
+        print(f"privacy spent: (epsilon, delta) = ({result.epsilon:.4f}, {result.delta:g}) over "
+              f"{len(result.records)} round(s)")
+    sys.stdout.flush()
+    return 0
