@@ -17,7 +17,8 @@ ordinary (threaded, non-async) code:
   the version it is based on are read together (``fl_rounds``, then that
   exact version), so a round closing between two calls cannot mismatch them.
 
-Nothing here imports torch: ``fbci ids watch`` and ``fbci predict`` use it.
+Nothing here imports torch (``fl_contracts.client`` does, so only :meth:`ChainTransport.get_model`
+imports it): ``fbci ids watch`` and ``fbci predict`` use this module.
 """
 
 from __future__ import annotations
@@ -27,17 +28,19 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from core.crypto import PrivateKey
 from core.errors import BadNonce, FbciError, InvalidInput, NotFound, RateLimited, Timeout
 from core.tx import Transaction
-from fl_contracts.client import ChainModel
 from fl_contracts.contract import ModelVersion, Participant, RoundRecord
 from fl_contracts.spec import ModelSpec
 from node.rpc_client import RpcClient, error_from_json
+
+if TYPE_CHECKING:  # fl_contracts.client imports the torch trainer; gateways and predict must not
+    from fl_contracts.client import ChainModel
 
 T = TypeVar("T")
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
@@ -252,6 +255,8 @@ class ChainTransport:
         self.last_submit_s = 0.0
 
     def get_model(self, model_id: str) -> ChainModel:
+        from fl_contracts.client import ChainModel
+
         spec = self.session.spec(model_id)
         open_round = self.session.rounds(model_id)[-1]
         version = self.session.model_version(model_id, open_round.base_version)

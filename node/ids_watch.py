@@ -1,0 +1,168 @@
+"""``fbci ids watch``: a hospital gateway scoring IoMT flows with the chain's IDS model and posting alerts.
+
+The model is the ``iomt_ids`` global version committed on chain, read over
+JSON-RPC and run with numpy (``ids.classifier``); before its first round
+(version 0, all zeros) the training-free rules decide, as ``ids.gateway``
+documents. ``ids.gateway.Gateway`` keeps one alert per device, class and
+window, so the number of transactions is bounded by devices x classes x
+windows however long an attack lasts. Alerts are signed with the gateway's
+key and submitted without waiting for each commit (consecutive nonces keep
+their order); at the end every submitted alert is waited for and counted as
+committed, or as already on chain (the contract's own dedup, e.g. when the
+same export is replayed). Device ids are pseudonymised with a secret derived
+from the gateway key, so the same device keeps the same pseudonym across
+runs and nobody without the key can link it to a device.
+
+No torch: this runs on a gateway box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.crypto import PrivateKey
+from core.errors import ContractRejected, InvalidInput
+from core.hashing import sha256
+from ids.alerts import TX_KIND, AlertPayload
+from ids.classifier import FlowClassifier
+from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows, read_flows_csv, read_flows_jsonl
+from ids.gateway import Gateway
+from ids.record import ATTACK_CLASSES, FlowRecord
+from node.chain_transport import ChainSession, load_client_key, resolve_rpc_url
+
+MODEL_ID = "iomt_ids"
+PSEUDONYM_DOMAIN = b"fbci/ids/device-pseudonym/1"
+
+
+def pseudonym_secret(key: PrivateKey) -> bytes:
+    """A secret only the gateway key's holder can compute: SHA-256 of its (deterministic) Ed25519 signature."""
+    return sha256(key.sign("fbci", "ids.pseudonym", PSEUDONYM_DOMAIN))
+
+
+def load_classifier(session: ChainSession, version: int | None = None) -> tuple[FlowClassifier | None, int]:
+    """The chain's IDS model (None at version 0: nothing trained yet, the rules decide) and its version."""
+    mv, weights = session.model_weights(MODEL_ID, version)
+    if mv.version == 0 and not np.any(mv.weights_int()):
+        return None, 0
+    return FlowClassifier.from_weights(weights), mv.version
+
+
+@dataclass
+class WatchSummary:
+    records: int = 0
+    flagged: int = 0
+    alerts: int = 0
+    by_class: dict[str, int] = field(default_factory=dict)
+    submitted: int = 0
+    committed: int = 0
+    already_on_chain: int = 0
+    rejected: int = 0
+    model_version: int = 0
+    alert_ids: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def with_attack_rate(profile: HospitalProfile, rate: float) -> HospitalProfile:
+    """The profile with ``rate`` of its records attacks, in the profile's own proportions between attack classes."""
+    if not 0.0 <= rate <= 1.0:
+        raise InvalidInput(f"--attack-rate must be between 0 and 1, got {rate}")
+    attacks = {c: profile.class_mix[c] for c in ATTACK_CLASSES[1:]}
+    total = sum(attacks.values())
+    mix = {"normal": 1.0 - rate, **{c: rate * w / total for c, w in attacks.items()}}
+    return HospitalProfile(**{**asdict(profile), "class_mix": mix})
+
+
+def profile_named(name: str) -> HospitalProfile:
+    for profile in HOSPITAL_PROFILES:
+        if profile.name == name:
+            return profile
+    raise InvalidInput(f"--profile: unknown hospital profile {name!r}; choose one of "
+                       f"{', '.join(p.name for p in HOSPITAL_PROFILES)}")
+
+
+def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str, model_version: int | None = None,
+          window_ms: int = 60_000, on_alert: Callable[[AlertPayload], None] | None = None,
+          commit_timeout_s: float = 60.0) -> WatchSummary:
+    """Score ``records``, submit each alert, then wait for all of them; the session must hold the gateway key."""
+    assert session.key is not None, "watch needs a session with the gateway key"
+    classifier, version = load_classifier(session, model_version)
+    gateway = Gateway(hospital=hospital, secret=pseudonym_secret(session.key), classifier=classifier,
+                      model_version=version, window_ms=window_ms)
+    summary = WatchSummary(model_version=version)
+    by_class: Counter[str] = Counter()
+    pending: list[bytes] = []
+    for record in records:
+        for alert in gateway.process(record):
+            by_class[alert.alert_class] += 1
+            if on_alert is not None:
+                on_alert(alert)
+            pending.append(session.submit(TX_KIND, alert.to_payload()))
+    for tx_hash in pending:
+        try:
+            doc = session.wait_committed(tx_hash, commit_timeout_s)
+            summary.committed += 1
+            summary.alert_ids.append(int((doc["receipt"].get("result") or {}).get("alert_id", 0)))
+        except ContractRejected as exc:
+            if "already on chain" in exc.message:
+                summary.already_on_chain += 1
+            else:
+                summary.rejected += 1
+                summary.errors.append(exc.message)
+    summary.records, summary.flagged, summary.alerts = gateway.stats.scored, gateway.stats.flagged, gateway.stats.emitted
+    summary.by_class = dict(sorted(by_class.items()))
+    summary.submitted = len(pending)
+    return summary
+
+
+def _records(args: argparse.Namespace) -> Iterator[FlowRecord]:
+    if args.csv:
+        return read_flows_csv(args.csv)
+    if args.jsonl:
+        return read_flows_jsonl(args.jsonl)
+    if args.stdin:
+        return read_flows_jsonl(sys.stdin)
+    profile = profile_named(args.profile)
+    if args.attack_rate is not None:
+        profile = with_attack_rate(profile, args.attack_rate)
+    return iter(generate_flows(profile, args.generate, np.random.default_rng([args.seed, 7919])))
+
+
+def _version(text: str) -> int | None:
+    if text == "latest":
+        return None
+    if not text.isdigit():
+        raise InvalidInput(f"--model-version: {text!r} must be 'latest' or a version number")
+    return int(text)
+
+
+def main(args: argparse.Namespace) -> int:
+    url = resolve_rpc_url(args.rpc, args.home)
+    key = load_client_key(args.key, args.home)
+    hospital = args.hospital or (args.profile if args.generate else "gateway")
+    version = _version(args.model_version)
+    with ChainSession(url, key) as session:
+        summary = watch(session, _records(args), hospital=hospital, model_version=version,
+                        window_ms=args.window_ms)
+    if args.json:
+        print(json.dumps(asdict(summary), indent=2))
+        return 0 if not summary.rejected else 1
+    model = f"{MODEL_ID} v{summary.model_version}" if summary.model_version else "rules (no trained model on chain yet)"
+    print(f"scored {summary.records} record(s) with {model}: {summary.flagged} flagged, "
+          f"{summary.alerts} alert(s) after per-device/window dedup")
+    for cls, n in summary.by_class.items():
+        print(f"  {cls:<16} {n}")
+    print(f"committed {summary.committed} of {summary.submitted} alert tx(s)"
+          + (f"; {summary.already_on_chain} already on chain" if summary.already_on_chain else "")
+          + (f"; {summary.rejected} rejected" if summary.rejected else ""))
+    for message in summary.errors[:5]:
+        print(f"  rejected: {message}", file=sys.stderr)
+    return 0 if not summary.rejected else 1
+
