@@ -161,8 +161,7 @@ class ConsensusDriver:
         Read from the replica after every step: a RequestProposal only reaches
         the primary, so the other replicas would never see their view move.
         """
-        # getattr: step-only stand-ins for the replica (driver unit tests) have neither attribute.
-        height, view = getattr(self.replica, "height", self._view_height), getattr(self.replica, "view", self.view)
+        height, view = self.replica.height, self.replica.view
         if height == self._view_height and view > self.view:
             self.view_changes += view - self.view
             log.info("view change at height %d: view %d", height, view)

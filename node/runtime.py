@@ -13,9 +13,11 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
@@ -163,14 +165,26 @@ def run_validator(home: Path) -> int:
     config = load_config(home)
     logs.configure(config.name, config.log_level)
 
+    # Plain handlers rather than loop.add_signal_handler: closing the loop would put back
+    # SIG_DFL, and a second SIGTERM (an impatient supervisor, Ctrl-C twice) arriving after
+    # the stores closed would then kill the process and report a clean stop as a crash.
+    wake: list[Callable[[], None]] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        for request_stop in wake:
+            request_stop()
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        wake.append(lambda: None if loop.is_closed() else loop.call_soon_threadsafe(stop.set))
         await serve(home, config, stop)
 
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     started = time.monotonic()
     asyncio.run(main())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # interpreter shutdown would otherwise restore SIG_DFL
     log.info("validator stopped after %.1f s", time.monotonic() - started)
     return 0
