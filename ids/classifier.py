@@ -70,8 +70,14 @@ class FlowClassifier:
     classes: tuple[str, ...] = ATTACK_CLASSES
 
     @classmethod
-    def from_weights(cls, weights: Weights, classes: tuple[str, ...] = ATTACK_CLASSES) -> FlowClassifier:
-        return cls(validate_weights(weights, N_FEATURES, len(classes)), classes)
+    def from_weights(cls, weights: Weights, classes: tuple[str, ...] = ATTACK_CLASSES,
+                     n_features: int = N_FEATURES) -> FlowClassifier:
+        """Validated weights; ``n_features`` defaults to ``ids.features.FEATURE_NAMES`` (context included)."""
+        return cls(validate_weights(weights, n_features, len(classes)), classes)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.layers[0].shape[1])
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return softmax(logits(self.layers, np.atleast_2d(x)))

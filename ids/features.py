@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ids.context import CONTEXT_FEATURE_NAMES, DeviceContext
 from ids.record import DEVICE_TRAFFIC, DEVICE_TYPES, FlowRecord
 
 _NETWORK = (
@@ -32,7 +33,9 @@ _VITALS = (
     "temp", "spo2", "pulse_rate", "sys", "dia", "heart_rate", "resp_rate", "st",
     "hr_pulse_gap", "pulse_pressure", "shock_index",
 )
-FEATURE_NAMES: tuple[str, ...] = _NETWORK + _VITALS + tuple(f"device_{t}" for t in DEVICE_TYPES)
+BASE_FEATURE_NAMES: tuple[str, ...] = _NETWORK + _VITALS + tuple(f"device_{t}" for t in DEVICE_TYPES)
+N_BASE_FEATURES = len(BASE_FEATURE_NAMES)
+FEATURE_NAMES: tuple[str, ...] = BASE_FEATURE_NAMES + CONTEXT_FEATURE_NAMES
 N_FEATURES = len(FEATURE_NAMES)
 _WELL_KNOWN = frozenset({21, 22, 23, 25, 53, 80, 110, 123, 161, 443, 445, 1883, 2575, 3389, 5683, 8080, 8883})
 # Adult reference values (centre) and steps (scale); centres sit in the NEWS2 zero-score bands.
@@ -44,8 +47,8 @@ def _log(x: float, scale: float) -> float:
     return float(np.log1p(max(x, 0.0))) / scale
 
 
-def flow_features(r: FlowRecord) -> np.ndarray:
-    """The float64 vector for one record, in ``FEATURE_NAMES`` order."""
+def base_features(r: FlowRecord) -> np.ndarray:
+    """The record on its own, in ``BASE_FEATURE_NAMES`` order (the first block of ``FEATURE_NAMES``)."""
     traffic = DEVICE_TRAFFIC[r.device_type]
     tot = max(r.tot_pkts, 1)
     interval = max(r.s_int_pkt, 1e-3)
@@ -86,11 +89,34 @@ def flow_features(r: FlowRecord) -> np.ndarray:
     return np.concatenate([network, vitals, derived, device])
 
 
-def feature_matrix(records: Sequence[FlowRecord]) -> np.ndarray:
-    """Stacked vectors, shape (len(records), N_FEATURES)."""
+def flow_features(r: FlowRecord, ctx: DeviceContext | None = None) -> np.ndarray:
+    """The float64 vector for one record, in ``FEATURE_NAMES`` order; folds ``r`` into ``ctx``.
+
+    Without ``ctx`` the record is scored as a device's first (no history), which
+    is what a gateway sees at start-up; a streaming caller passes its own
+    :class:`~ids.context.DeviceContext` and feeds records in arrival order.
+    """
+    return np.concatenate([base_features(r), (ctx if ctx is not None else DeviceContext()).observe(r)])
+
+
+def feature_matrix(records: Sequence[FlowRecord], ctx: DeviceContext | None = None) -> np.ndarray:
+    """Stacked vectors, shape (len(records), N_FEATURES), computed in the given (arrival) order.
+
+    The context block of each row depends on the records before it, exactly as
+    a gateway streaming the same records would compute it; a fresh context is
+    used unless ``ctx`` is given (which is then updated).
+    """
     if not records:
         return np.zeros((0, N_FEATURES))
-    return np.stack([flow_features(r) for r in records])
+    ctx = ctx if ctx is not None else DeviceContext()
+    return np.stack([flow_features(r, ctx) for r in records])
+
+
+def base_feature_matrix(records: Sequence[FlowRecord]) -> np.ndarray:
+    """The records without context, shape (len(records), N_BASE_FEATURES): the pre-context feature set."""
+    if not records:
+        return np.zeros((0, N_BASE_FEATURES))
+    return np.stack([base_features(r) for r in records])
 
 
 def labels(records: Sequence[FlowRecord], classes: Sequence[str]) -> np.ndarray:
