@@ -333,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tx = _group(sub, "tx", "Sign and submit transactions.")
     p = _add(tx, "submit", _tx_submit, "Sign a transaction with your key and submit it over JSON-RPC.",
-             "The node supplies the chain id and your next nonce.\n\n"
+             "The node supplies the chain id and your next nonce. JSON has no bytes: write them as \"0x<hex>\".\n"
+             "With --commit, a transaction the chain executed but rejected exits 1 with the receipt's error.\n\n"
              "  fbci tx submit --home testnet/node0 --key admin --kind acl.register \\\n"
-             "      --payload '{\"name\": \"lab1\", \"public_key\": \"...\", \"roles\": [\"hospital\"]}' --commit")
+             "      --payload '{\"name\": \"lab1\", \"public_key\": \"0x<64 hex>\", \"roles\": [\"hospital\"]}' --commit")
     _rpc_options(p, many=False)
     p.add_argument("--key", required=True, help="key file, or a key name in HOME/keys (e.g. admin, hospital)")
     p.add_argument("--kind", required=True, help="transaction kind, 'module.action' (e.g. acl.register)")
@@ -422,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
     p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")
+    p.add_argument("--fl-rounds", type=_at_least(1), default=10, metavar="N",
+                   help="breast-cancer training rounds (default: 10)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT + 100, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT + 100})")
     return parser

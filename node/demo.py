@@ -7,7 +7,9 @@
    the global model's test accuracy rises round by round.
 4. The hospitals train the IoMT intrusion classifier; a gateway watches a
    simulated attack and its alerts are committed on every validator.
-5. One validator is killed with SIGKILL; the others keep committing; it
+5. The hospitals train the deterioration model; one patient is scored and
+   the score explained.
+6. One validator is killed with SIGKILL; the others keep committing; it
    restarts, catches up by block sync, and every validator holds the same chain.
 
 Every figure printed is read back from the validators over JSON-RPC.
@@ -28,6 +30,7 @@ from core.errors import InvalidInput
 from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
+from node import demo_learning as learning
 from node.rpc_client import RpcClient
 from node.testnet import Testnet
 
@@ -128,14 +131,22 @@ async def audit(urls: Sequence[str]) -> None:
         raise InvalidInput("validators disagree: see the node logs")
 
 
-async def story(net: Testnet) -> None:
+def story(net: Testnet, fl_rounds: int) -> None:
     urls = [spec.rpc_url for spec in net.specs]
+    homes = [HomePaths(spec.home) for spec in net.specs]
+    hospitals = [PrivateKey.load(home.client_key("hospital")) for home in homes]
     heading(2, "signed transactions, committed on every validator")
-    await transactions_everywhere(net, urls)
-    heading(5, "crash a validator, keep going, catch up")
-    await crash_and_catch_up(net, urls)
-    heading(6, "audit: one chain")
-    await audit(urls)
+    asyncio.run(transactions_everywhere(net, urls))
+    heading(3, "federated learning on chain: breast cancer diagnosis")
+    learning.breast_cancer_rounds(urls, hospitals, fl_rounds, say)
+    heading(4, "intrusion detection: train, attack, alerts on chain")
+    learning.intrusion_detection(urls, hospitals, PrivateKey.load(homes[0].client_key("gateway")), 10, say)
+    heading(5, "deterioration prediction from the on-chain model")
+    learning.prediction(urls, hospitals, 5, say)
+    heading(6, "crash a validator, keep going, catch up")
+    asyncio.run(crash_and_catch_up(net, urls))
+    heading(7, "audit: one chain")
+    asyncio.run(audit(urls))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -147,7 +158,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         net.wait_ready(READY_TIMEOUT_S)
         say(net.table())
-        asyncio.run(story(net))
+        story(net, args.fl_rounds)
     finally:
         codes = net.stop_all()
         say()
