@@ -259,6 +259,8 @@ def submit_tx(rpc_url: str, key: Any, kind: str, payload: dict[str, Any], *, com
     caller sees ``error[<code> <reason>]`` rather than a successful-looking reply.
     """
 
+    payload = hex_to_bytes(payload)
+
     async def run() -> dict[str, Any]:
         async with RpcClient(rpc_url, timeout_s=timeout_s + 10.0) as client:
             chain_id = (await client.status()).chain_id
@@ -281,3 +283,17 @@ def submit_tx(rpc_url: str, key: Any, kind: str, payload: dict[str, Any], *, com
         raise FbciError(f"cannot reach the node at {rpc_url}: {exc}") from None
     except asyncio.TimeoutError:
         raise FbciError(f"the node at {rpc_url} did not answer within {timeout_s + 10.0:g} s") from None
+
+
+def hex_to_bytes(value: Any) -> Any:
+    """``"0x<even-length hex>"`` strings become bytes, recursively; everything else is unchanged."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) % 2 == 0:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return {k: hex_to_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hex_to_bytes(v) for v in value]
+    return value
