@@ -39,6 +39,11 @@ class Account:
         return {"name": self.name, "roles": sorted(self.roles), "nonce": self.nonce}
 
 
+def account_key(public_key: bytes) -> bytes:
+    """The state key of an account."""
+    return _PREFIX + public_key
+
+
 def load_account(state: StateView, public_key: bytes) -> Account | None:
     raw = state.get(_PREFIX + public_key)
     return None if raw is None else Account.decode(raw)

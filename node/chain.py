@@ -16,17 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import codec
 from core.block import ZERO_HASH, Block, BlockHeader
-from core.errors import FbciError, InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
 from core.hashing import merkle_root, sha256
-from core.tx import Transaction
 from node.accounts import Account, load_account, store_account
 from node.execution import Executor, SignatureCache, TxKindRegistry, validate_block_txs
 from node.mempool import Mempool
-from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex
+from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex, commit_block
 
 log = logging.getLogger(__name__)
 
+COMMIT_HASH_DOMAIN = "fbci/commit"
 GenesisHook = Callable[[Any, Any], None]  # (pending state, genesis doc)
 
 
@@ -71,6 +72,7 @@ class Chain:
             accounts=self.account, max_txs=self.params.mempool_max_txs,
             max_bytes=self.params.mempool_max_bytes, max_tx_bytes=self.params.max_tx_bytes,
         )
+        self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -107,14 +109,35 @@ class Chain:
     def block_at(self, height: int) -> Block:
         return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
 
+    def _head_block(self) -> Block:
+        """The last committed block. Proposing, voting and ``status`` all ask for it, and decoding a
+        full block (canonical re-encode, Merkle root) costs milliseconds, so the decoded block is kept
+        for as long as the height stays the same: it is the same stored bytes, so nothing changes."""
+        height = self.height
+        if self._head is None or self._head.height != height:
+            self._head = self.block_at(height)
+        return self._head
+
     def last_block_hash(self) -> bytes:
-        return ZERO_HASH if self.height == 0 else self.block_at(self.height).hash
+        return ZERO_HASH if self.height == 0 else self._head_block().hash
 
     def last_block_time(self) -> int:
-        return self.block_at(self.height).header.time_ms if self.height else self.genesis_time_ms
+        return self._head_block().header.time_ms if self.height else self.genesis_time_ms
 
     def last_commit_hash(self) -> bytes:
-        return ZERO_HASH if self.height == 0 else sha256(self.blocks.certificate(self.height))
+        """What ``prev_commit_hash`` holds: a hash of what the last certificate certifies.
+
+        Not a hash of the certificate's bytes: honest validators finish a height
+        with different 2f + 1 subsets of the commit votes, so a header bound to
+        one subset is refused by every validator holding another, and under
+        load every proposal at a height was refused (endless view changes).
+        Each validator still stores and serves a certificate it has verified;
+        binding one exact certificate into the chain needs the block to carry
+        it (CometBFT's LastCommit).
+        """
+        if self.height == 0:
+            return ZERO_HASH
+        return sha256(codec.encode([COMMIT_HASH_DOMAIN, self.height, self._head_block().hash]))
 
     # -- what consensus asks ----------------------------------------------------------------
 
@@ -169,25 +192,26 @@ class Chain:
             raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
         validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)
 
-    def commit(self, block: Block, certificate: bytes) -> CommittedBlock:
-        """Store, execute and apply a finalised block (see node/stores.py for the order)."""
+    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None) -> CommittedBlock:
+        """Store, execute and apply a finalised block (see node/stores.py for the order).
+
+        ``raw``: the block's encoding when the caller has it (the bytes it was
+        decoded from, canonical by construction), to save re-encoding it.
+        """
         if block.height != self.height + 1:
             raise InvalidInput(f"cannot commit height {block.height} on top of {self.height}")
-        return self._apply(block, certificate, store_block=True)
+        return self._apply(block, certificate, store_block=True, raw=raw)
 
-    def _apply(self, block: Block, certificate: bytes, *, store_block: bool) -> CommittedBlock:
-        if store_block:
-            self.blocks.save(block.height, block.hash, block.encode(), certificate)
+    def _apply(self, block: Block, certificate: bytes, *, store_block: bool,
+               raw: bytes | None = None) -> CommittedBlock:
         outcome = self.executor.execute_block(block, self.state)
-        self.tx_index.save(outcome.receipts)
-        self.state.commit(block.height, outcome.pending)
-        senders = set()
-        for raw in block.txs:
-            try:
-                senders.add(Transaction.decode(raw, max_size=self.params.max_tx_bytes).sender)
-            except FbciError:
-                continue
-        self.mempool.remove_committed(list(outcome.receipts), senders)
+        stored = None
+        if store_block:
+            stored = (block.height, block.hash, block.encode() if raw is None else raw, certificate)
+        commit_block(self.database, self.blocks, stored, self.tx_index, outcome.receipts, self.state, block.height,
+                     outcome.pending)
+        self._head = block
+        self.mempool.remove_committed(list(outcome.receipts), outcome.senders)
         committed = CommittedBlock(block, certificate, outcome.receipts, outcome.events)
         for callback in self.on_commit:
             try:

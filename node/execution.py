@@ -26,7 +26,7 @@ from core.errors import (
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from core.tx import Transaction
-from node.accounts import Account, load_account, store_account
+from node.accounts import Account, account_key, load_account, store_account
 from node.stores import PendingState, Receipt, StateStore
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,14 @@ class SignatureCache:
         if len(self._seen) > self._limit:
             del self._seen[next(iter(self._seen))]
 
-    def verify(self, tx: Transaction) -> bool:
-        tx_hash = tx.hash
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._seen
+
+    def verify(self, tx: Transaction, tx_hash: bytes | None = None) -> bool:
+        """``tx_hash``: SHA-256 of the bytes ``tx`` was decoded from, when the caller has it
+        (decoding checked they are canonical, so it equals ``tx.hash`` without re-encoding)."""
+        if tx_hash is None:
+            tx_hash = tx.hash
         if tx_hash in self._seen:
             return True
         if tx.verify_signature():
@@ -87,12 +93,12 @@ class SignatureCache:
 
 
 def check_admission(tx: Transaction, chain_id: str, registry: TxKindRegistry, account: Account | None,
-                    signatures: SignatureCache) -> TxKind:
+                    signatures: SignatureCache, tx_hash: bytes | None = None) -> TxKind:
     """The checks shared by the mempool and execution; raises the matching TxRejected."""
     if tx.chain_id != chain_id:
         raise WrongChain(f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}")
     kind = registry.get(tx.kind)
-    if not signatures.verify(tx):
+    if not signatures.verify(tx, tx_hash):
         raise BadSignature("the signature does not verify for this sender and body")
     if account is None:
         raise Unauthorized(f"sender {tx.sender.hex()} is not a registered account")
@@ -108,6 +114,8 @@ class BlockOutcome:
     pending: PendingState
     receipts: dict[bytes, Receipt]
     events: list[dict[str, Any]]
+    senders: set[bytes] = field(default_factory=set)
+    """Senders of the block's decodable transactions (whose pending nonces the mempool re-checks)."""
 
 
 class Executor:
@@ -120,21 +128,24 @@ class Executor:
     def execute_block(self, block: Block, state: StateStore) -> BlockOutcome:
         pending = state.begin()
         receipts: dict[bytes, Receipt] = {}
+        senders: set[bytes] = set()
         for index, raw in enumerate(block.txs):
-            tx_hash, receipt = self._execute_tx(pending, raw, block, index)
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index, senders)
             receipts.setdefault(tx_hash, receipt)
         events: list[dict[str, Any]] = []
         for hook in self.registry.end_block_hooks:
             events.extend(hook(pending, block.height))
-        return BlockOutcome(pending, receipts, events)
+        return BlockOutcome(pending, receipts, events, senders)
 
-    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int) -> tuple[bytes, Receipt]:
+    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int,
+                    senders: set[bytes]) -> tuple[bytes, Receipt]:
         tx_hash = sha256(raw)
         height = block.height
         try:
             tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
+            senders.add(tx.sender)
             account = load_account(pending, tx.sender)
-            kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures)
+            kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash)
             assert account is not None  # check_admission refused a missing account
             if tx.nonce != account.nonce + 1:
                 raise BadNonce(f"nonce {tx.nonce} is not the sender's next nonce {account.nonce + 1}")
@@ -153,8 +164,11 @@ class Executor:
             log.exception("contract %s raised an unexpected error", tx.kind)
             store_account(pending, tx.sender, bumped)
             return tx_hash, _failed(height, index, TxRejected(f"contract error: {type(exc).__name__}"))
+        touched_own_account = account_key(tx.sender) in scratch.writes
         scratch.merge_into_parent()
-        store_account(pending, tx.sender, Account(*_reload(pending, tx.sender, bumped)))
+        if touched_own_account:  # an acl kind changed the sender's own roles: keep them, with the new nonce
+            bumped = Account(*_reload(pending, tx.sender, bumped))
+        store_account(pending, tx.sender, bumped)
         return tx_hash, Receipt(height, index, True, 0, "ok", "", result)
 
 
@@ -169,8 +183,15 @@ def _failed(height: int, index: int, exc: FbciError) -> Receipt:
 
 
 def validate_block_txs(block: Block, chain_id: str, max_tx_bytes: int, signatures: SignatureCache) -> None:
-    """Stateless checks a proposed block must pass before a validator votes for it."""
+    """Stateless checks a proposed block must pass before a validator votes for it.
+
+    A transaction whose hash is in ``signatures`` needs no second look: only bytes that decoded,
+    named this chain and carried a valid signature were ever added there, and these checks
+    depend on nothing but the bytes.
+    """
     for i, raw in enumerate(block.txs):
+        if sha256(raw) in signatures:
+            continue
         try:
             tx = Transaction.decode(raw, max_size=max_tx_bytes)
         except FbciError as exc:

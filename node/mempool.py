@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import AlreadyKnown, BadNonce, MempoolFull, TooLarge
+from core.hashing import sha256
 from core.tx import Transaction
 from node.accounts import Account
 from node.execution import SignatureCache, TxKindRegistry, check_admission
@@ -63,11 +64,11 @@ class Mempool:
         if len(raw) > self.max_tx_bytes:
             raise TooLarge(f"transaction is {len(raw)} bytes; the limit is {self.max_tx_bytes}")
         tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
-        tx_hash = tx.hash
+        tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
         account = self.accounts(tx.sender)
-        check_admission(tx, self.chain_id, self.registry, account, self.signatures)
+        check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash)
         assert account is not None
         if tx.nonce <= account.nonce:
             raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
@@ -93,7 +94,7 @@ class Mempool:
         chosen: list[bytes] = []
         used = 0
         progressed = True
-        remaining = sorted(self._by_hash.values(), key=lambda e: e.seq)
+        remaining = list(self._by_hash.values())  # insertion order, which is seq order
         while progressed and len(chosen) < max_txs:
             progressed = False
             deferred = []
