@@ -127,7 +127,7 @@ class LocalNet:
 
 def create_localnet(n: int, out_dir: Path, *, clients: int = 32, params: dict[str, Any] | None = None,
                     command: Callable[[Any], list[str]] | None = None, start: bool = True,
-                    ready_timeout: float = 60.0) -> LocalNet:
+                    ready_timeout: float = 60.0, genesis_time_ms: int | None = None) -> LocalNet:
     """``n`` validators with ``clients`` client accounts (half hospitals, half gateways) under ``out_dir``."""
     from genesis.create import init_network
     from genesis.home import HomePaths, NodeConfig
@@ -138,7 +138,8 @@ def create_localnet(n: int, out_dir: Path, *, clients: int = 32, params: dict[st
 
     merged = {"rpc_requests_per_second": BENCH_RPC_RATE, "rpc_burst": BENCH_RPC_RATE, **(params or {})}
     network = init_network(n, out_dir, base_port=free_base_port(2 * n + 2), hospitals=clients - clients // 2,
-                           gateways=clients // 2, params=ChainParams(**merged), app_state=default_app_state(n))
+                           gateways=clients // 2, params=ChainParams(**merged), app_state=default_app_state(n),
+                           genesis_time_ms=genesis_time_ms)
     specs = []
     keys: list[PrivateKey] = []
     for home in network.homes:
@@ -148,7 +149,8 @@ def create_localnet(n: int, out_dir: Path, *, clients: int = 32, params: dict[st
         keys += [PrivateKey.load(p) for p in sorted(paths.keys_dir.glob("*.json"))
                  if p.stem.startswith(("hospital", "gateway"))]
     net = Testnet(specs, command=command or node_command)
-    local = LocalNet(net, network.genesis.chain_id, keys, [s.rpc_url for s in specs], out_dir)
+    local = LocalNet(net, network.genesis.chain_id, keys, [s.rpc_url for s in specs], out_dir,
+                     {"genesis": network.genesis, "specs": specs})
     if start:
         net.start()
         try:

@@ -1,0 +1,58 @@
+"""Each bench's measurement function at tiny sizes, so the benches cannot rot unnoticed.
+
+These check shapes and sanity (everything submitted committed, rates positive,
+the sync target reached), not performance: the numbers at these sizes mean
+nothing. Results are returned, not written, so bench/results/ is untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import bench_consensus, bench_sync, bench_testnet_load, bench_tx_throughput, run_all
+from bench.common import ed25519_verify_rate, percentile, table
+
+
+def test_common_helpers() -> None:
+    assert ed25519_verify_rate(0.05) > 100
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 50) is None
+    text = table([{"a": 1, "b": 2.5}], [("a", "A", "d"), ("b", "B", ".1f"), ("c", "C", "")])
+    assert text.splitlines()[1].split() == ["1", "2.5", "-"]
+
+
+def test_tx_throughput_commits_everything_it_submits(tmp_path: Path) -> None:
+    r = bench_tx_throughput.measure(txs=40, batch=10, concurrency=4, batch_concurrency=2, out_dir=tmp_path,
+                                    verify_seconds=0.05)
+    assert [row["mode"] for row in r["rows"]] == ["single", "batched"]
+    for row in r["rows"]:
+        assert row["submitted"] == row["committed"] == 40 and row["rejected"] == 0 and row["all_committed"]
+        assert row["committed_tx_per_s"] > 0 and row["share_of_verify_bound"] > 0
+    assert r["ed25519_verify_per_s_one_core"] > 100
+
+
+def test_testnet_load_steps_and_measures_latency(tmp_path: Path) -> None:
+    r = bench_testnet_load.measure(1, rates=[30], step_s=1.5, latency_s=1.5, clients=8, out_dir=tmp_path,
+                                   verify_seconds=0.05)
+    step = r["steps"][0]
+    assert step["sent"] == 45 and step["committed"] == step["sent"] and step["refused"] == 0
+    assert step["p50_ms"] is not None and 0 < step["p50_ms"] <= step["p99_ms"]
+    assert r["half_peak"]["committed"] == r["half_peak"]["sent"] > 0
+    assert r["bound_tx_per_s"] > 0 and r["peak_committed_tx_per_s"] > 0
+
+
+def test_sync_catches_up_a_fresh_validator(tmp_path: Path) -> None:
+    r = bench_sync.measure(blocks=20, txs_per_block=1, out_dir=tmp_path, timeout=60, verify_seconds=0.05)
+    assert r["caught_up"] and r["reached_height"] >= 20
+    assert r["blocks_per_s"] > 0 and r["sync_s"] > 0
+
+
+def test_consensus_bench_counts_messages() -> None:
+    row = bench_consensus.measure(4, 5)
+    assert row["blocks"] >= 5 and row["messages_per_block"] > 0
+
+
+def test_run_all_skips_what_cannot_run_and_says_why() -> None:
+    missing = run_all.Bench("nothing", "bench.nothing", needs=("no_such_module_fbci",))
+    entry = run_all.run(missing, quick=True)
+    assert entry["status"] == "skipped" and "no_such_module_fbci" in entry["reason"]
+    assert {b.name for b in run_all.BENCHES} >= {"tx_throughput", "testnet_load", "sync", "aggregation"}
