@@ -52,7 +52,7 @@ def load_classifier(session: ChainSession, version: int | None = None) -> tuple[
     mv, weights = session.model_weights(MODEL_ID, version)
     if mv.version == 0 and not np.any(mv.weights_int()):
         return None, 0
-    return FlowClassifier.from_weights(weights), mv.version
+    return FlowClassifier.from_weights(weights, n_features=weights["0.weight"].shape[1]), mv.version
 
 
 @dataclass
