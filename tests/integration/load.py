@@ -25,7 +25,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ _checker_addresses = itertools.cycle(f"127.0.1.{k}" for k in range(1, 255))
 WORKER_ADDRESS_BASE = 10  # worker i connects from 127.0.0.(10 + i)
 BATCH = 100  # the RPC server's default max_batch
 RETRY_S = 0.1  # a worker's pause before retrying a failed submission (client back-off, not synchronisation)
+READY_S = 60
+PROGRESS_S = 60  # a deadline for progress that takes a few seconds on an idle machine
 PACE_S = 0.05  # a worker's pause between transactions: a steady load, not a benchmark
 
 
@@ -313,6 +316,27 @@ def assert_acked_everywhere(net: Testnet, acked: dict[bytes, int], nodes: Sequen
                  if a["receipt"]["height"] != acked[h]]
         assert not moved, f"{net.specs[i].name} has acknowledged transactions at other heights: {moved[:3]}"
         assert all(a["receipt"]["ok"] for a in answers)
+
+
+@contextmanager
+def under_load(net: Testnet, stems: Sequence[str] = ("hospital", "gateway")) -> Iterator[ClientLoad]:
+    """A started testnet that has committed blocks, with every client key submitting transactions."""
+    net.wait_ready(READY_S, min_height=1)
+    with ClientLoad([s.rpc_url for s in net.specs], client_keys(net, stems), chain_id_of(net)) as load:
+        load.wait_for_acks(40, PROGRESS_S)
+        yield load
+    assert not load.unexpected, load.unexpected[:5]
+    assert not load.failed_receipts, load.failed_receipts[:5]
+
+
+def converged(net: Testnet, load: ClientLoad) -> None:
+    """After a fault: one chain, every acknowledged transaction everywhere, and still making progress."""
+    acked = load.snapshot()
+    assert_acked_everywhere(net, acked)
+    assert_same_chain(net)
+    load.wait_for_more(30, PROGRESS_S)
+    wait_growing(net, 3, PROGRESS_S)
+
 
 
 def metric(net: Testnet, i: int, name: str) -> float | None:

@@ -19,8 +19,7 @@ restart of all, which is a crash of everyone, not a Byzantine fault).
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 
@@ -28,37 +27,14 @@ from genesis.home import HomePaths
 from genesis.schema import load_genesis
 from node.testnet import Testnet
 from tests.integration.load import (
-    ClientLoad, assert_acked_everywhere, assert_same_chain, chain_id_of, client_keys, heights, metric, wait_growing,
-    wait_heights, wait_until,
+    PROGRESS_S, READY_S, ClientLoad, converged, heights, metric, under_load, wait_growing, wait_heights, wait_until,
 )
 
 N = 4
-READY_S = 60
-PROGRESS_S = 60  # a deadline for progress that takes a few seconds on an idle machine
 
 pytestmark = pytest.mark.timeout(180)
 
 MakeTestnet = Callable[..., Testnet]
-
-
-@contextmanager
-def under_load(net: Testnet) -> Iterator[ClientLoad]:
-    """A started testnet that has committed blocks, with every client key submitting transactions."""
-    net.wait_ready(READY_S, min_height=1)
-    with ClientLoad([s.rpc_url for s in net.specs], client_keys(net), chain_id_of(net)) as load:
-        load.wait_for_acks(40, PROGRESS_S)
-        yield load
-    assert not load.unexpected, load.unexpected[:5]
-    assert not load.failed_receipts, load.failed_receipts[:5]
-
-
-def converged(net: Testnet, load: ClientLoad) -> None:
-    """After a fault: one chain, every acknowledged transaction everywhere, and still making progress."""
-    acked = load.snapshot()
-    assert_acked_everywhere(net, acked)
-    assert_same_chain(net)
-    load.wait_for_more(30, PROGRESS_S)
-    wait_growing(net, 3, PROGRESS_S)
 
 
 def others(victim: int) -> list[int]:
