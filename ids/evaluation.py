@@ -2,7 +2,10 @@
 
 Detection: train on some hospitals, test on hospitals the model never saw
 (a different device mix, case mix and LAN), per attack class, with the
-training-free rules beside it. Prediction: test on patients never trained
+training-free rules beside it. Features are computed per hospital in arrival
+order with a fresh ``ids.context.DeviceContext``, as each hospital's gateway
+would; ``FlowSplit.without_context`` gives the pre-context feature set (the
+first ``N_BASE_FEATURES`` columns) for comparison. Prediction: test on patients never trained
 on, with NEWS2 itself as the baseline (its current score as the risk
 score; an alarm at an aggregate of 3 or more, the RCP 2017 "low-medium"
 trigger for an urgent ward review, since waiting for 5 is the event itself).
@@ -10,12 +13,12 @@ trigger for an urgent ward review, since waiting for 5 is the event itself).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from ids.classifier import FlowClassifier
-from ids.features import feature_matrix, labels
+from ids.features import N_BASE_FEATURES, feature_matrix, labels
 from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows
 from ids.metrics import ClassMetrics, auroc, lead_times, macro_f1, per_class
 from ids.predict import DeteriorationModel
@@ -36,18 +39,33 @@ class FlowSplit:
     x_test: np.ndarray
     y_test: np.ndarray
 
+    @property
+    def n_features(self) -> int:
+        return int(self.x_test.shape[1])
+
+    def without_context(self) -> FlowSplit:
+        """The same records with only the per-record features (``BASE_FEATURE_NAMES``)."""
+        return replace(self, train=[(x[:, :N_BASE_FEATURES], y) for x, y in self.train],
+                       x_test=self.x_test[:, :N_BASE_FEATURES])
+
 
 def flow_split(n_per_hospital: int, seed: int) -> FlowSplit:
-    """Training hospitals' (X, y) and the held-out hospitals' records, all from one seed."""
+    """Training hospitals' (X, y) and the held-out hospitals' records, all from one seed.
+
+    Each hospital's records get their own fresh context, in time order.
+    """
     rngs = [np.random.default_rng([seed, i]) for i in range(len(HOSPITAL_PROFILES))]
     train = []
     for h, rng in zip(TRAIN_HOSPITALS, rngs, strict=False):
         records = generate_flows(h, n_per_hospital, rng)
         train.append((feature_matrix(records), labels(records, ATTACK_CLASSES)))
     test: list[FlowRecord] = []
+    x_test = []
     for h, rng in zip(HELDOUT_HOSPITALS, rngs[len(TRAIN_HOSPITALS):], strict=True):
-        test += generate_flows(h, n_per_hospital, rng)
-    return FlowSplit(train, test, feature_matrix(test), labels(test, ATTACK_CLASSES))
+        records = generate_flows(h, n_per_hospital, rng)
+        test += records
+        x_test.append(feature_matrix(records))
+    return FlowSplit(train, test, np.concatenate(x_test), labels(test, ATTACK_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,8 @@ def detection_report(y_true: np.ndarray, y_pred: np.ndarray) -> DetectionReport:
 
 
 def evaluate_classifier(classifier: FlowClassifier, split: FlowSplit) -> DetectionReport:
+    if classifier.n_features != split.n_features:
+        raise ValueError(f"classifier takes {classifier.n_features} features, the split has {split.n_features}")
     return detection_report(split.y_test, classifier.predict(split.x_test))
 
 

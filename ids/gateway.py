@@ -12,6 +12,13 @@ payloads. Three choices a reviewer should know:
 - Before the first federated round there is no model: the training-free rules
   decide. With a model, its most likely class decides, except that vitals no
   living adult has (``rules.PLAUSIBLE``) are always data alteration.
+- Each record is scored against its device's recent history
+  (``ids.context.DeviceContext``, bounded per device and per LAN), fed in
+  arrival order, the same computation training used. Every record updates
+  the context, whatever its verdict; a restarted gateway starts with an empty
+  one and its first records per device are scored without history. A model
+  over the pre-context features (``N_BASE_FEATURES`` inputs) is also accepted
+  and sees only that block.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from core import codec
 from core.hashing import sha256
 from ids.alerts import SCORE_ONE, SEVERITY_CRITICAL, SEVERITY_HIGH, SEVERITY_MEDIUM, AlertPayload
 from ids.classifier import FlowClassifier
-from ids.features import flow_features
+from ids.context import DeviceContext
+from ids.features import N_BASE_FEATURES, N_FEATURES, flow_features
 from ids.record import FlowRecord
 from ids.rules import PLAUSIBLE, evaluate_rules
 
@@ -93,9 +101,13 @@ class Gateway:
     model_version: int = 0
     window_ms: int = 60_000
     stats: GatewayStats = field(default_factory=GatewayStats)
+    context: DeviceContext = field(default_factory=DeviceContext)
 
     def __post_init__(self) -> None:
         self.dedup = AlertDeduplicator(self.window_ms)
+        if self.classifier is not None and self.classifier.n_features not in (N_FEATURES, N_BASE_FEATURES):
+            raise ValueError(f"classifier takes {self.classifier.n_features} features; "
+                             f"expected {N_FEATURES} (with context) or {N_BASE_FEATURES}")
 
     def classify(self, record: FlowRecord, x: np.ndarray) -> tuple[str, float]:
         """(class, confidence in [0, 1]) by the policy in the module docstring."""
@@ -103,12 +115,13 @@ class Gateway:
             return "data_alteration", 1.0
         if self.classifier is None:
             return evaluate_rules(record).label, 1.0
-        proba = self.classifier.predict_proba(x)[0]
+        proba = self.classifier.predict_proba(x[: self.classifier.n_features])[0]
         best = int(np.argmax(proba))
         return self.classifier.classes[best], float(proba[best])
 
     def process(self, record: FlowRecord) -> list[AlertPayload]:
-        x = flow_features(record)
+        """Score one record (records in arrival order); at most one alert, already deduplicated."""
+        x = flow_features(record, self.context)
         label, score = self.classify(record, x)
         self.stats.scored += 1
         if label == "normal":
