@@ -15,9 +15,10 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
@@ -39,8 +40,12 @@ from node.sync import BlockSyncer, serve_request
 from node.transport import Channel, PeerInfo, PeerTransport
 from node.wal import WriteAheadLog
 
+if TYPE_CHECKING:
+    from node.rpc.server import RpcLimits
+
 log = logging.getLogger(__name__)
 
+JSON_ENVELOPE_BYTES = 64 * 1024  # the JSON-RPC request around a transaction's hex
 QUEUE_LIMITS = {Channel.CONSENSUS: 10_000, Channel.SYNC: 256, Channel.GOSSIP: 20_000}
 
 
@@ -48,6 +53,19 @@ def chain_params(doc: GenesisDoc) -> ChainParams:
     p = doc.params
     return ChainParams(p.max_tx_bytes, p.max_block_bytes, p.max_block_txs, p.max_clock_drift_ms,
                        p.mempool_max_txs, p.mempool_max_bytes)
+
+
+def rpc_limits(max_tx_bytes: int) -> RpcLimits:
+    """RPC limits that admit every transaction genesis allows: its hex, inside a JSON body.
+
+    ``RpcLimits()`` alone caps a transaction at 256 KiB and a body at 1 MiB,
+    below genesis' ``max_tx_bytes`` (1 MiB by default, sized for model deltas).
+    """
+    from node.rpc.server import RpcLimits
+
+    default = RpcLimits()
+    return replace(default, max_tx_bytes=max_tx_bytes,
+                   max_body_bytes=max(default.max_body_bytes, 2 * max_tx_bytes + JSON_ENVELOPE_BYTES))
 
 
 @dataclass
@@ -119,7 +137,8 @@ class Validator:
 
         from node.rpc.server import create_app, start_rpc_server
 
-        app = create_app(self.service, limits=None, limiter=self.defence.limiter(doc.params),
+        app = create_app(self.service, limits=rpc_limits(doc.params.max_tx_bytes),
+                         limiter=self.defence.limiter(doc.params),
                          metrics_registry=self.metrics.registry, on_misbehaviour=self.defence.on_rpc_misbehaviour)
         host, port = split_address(self.config.rpc_listen)
         runner = await start_rpc_server(app, host, port)
