@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from core import codec
@@ -10,7 +11,11 @@ from core.hashing import sha256
 from core.state import TxContext
 from fl_contracts.memstate import MemoryState
 from ids.alerts import AlertPayload, get_alert, query_alerts, submit_alert
-from ids.gateway import AlertDeduplicator, Gateway, device_pseudonym
+from ids.classifier import FlowClassifier, layer_shapes
+from ids.features import N_BASE_FEATURES, N_FEATURES, feature_matrix
+from ids.gateway import AlertDeduplicator, Gateway, device_pseudonym, feature_digest
+from ids.record import ATTACK_CLASSES
+from ids.rules import PLAUSIBLE
 from ids.record import FlowRecord
 
 GATEWAY = sha256(b"gateway-key")
@@ -136,6 +141,40 @@ def test_impossible_vitals_alert_even_when_the_model_says_normal(flows: list[Flo
     gw = Gateway(hospital="st-mary-icu", secret=b"s")
     [a] = gw.process(replace(r, spo2=130.0))
     assert a.alert_class == "data_alteration" and a.severity == 4 and a.score_ppm == 1_000_000
+
+
+def _spy_classifier(n_features: int, seen: list[np.ndarray]) -> FlowClassifier:
+    """A classifier that records the vectors the gateway scores and says "flooding" (index 3) for all."""
+    weights = {k: np.zeros(s) for k, s in layer_shapes(n_features, len(ATTACK_CLASSES), None).items()}
+    weights["0.bias"][3] = 5.0
+
+    class Spy(FlowClassifier):
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            seen.append(np.array(x))
+            return super().predict_proba(x)
+
+    return Spy.from_weights(weights, n_features=n_features)
+
+
+@pytest.mark.parametrize("n_features", [N_FEATURES, N_BASE_FEATURES])
+def test_gateway_scores_the_features_training_computes(flows: list[FlowRecord], n_features: int) -> None:
+    """The streaming gateway's context equals the batch feature_matrix over the same records in order."""
+    plausible = [r for r in flows if r.hospital == "valley-rehab"
+                 and all(low <= getattr(r, name) <= high for name, (low, high) in PLAUSIBLE.items())]
+    stream = plausible[:600]  # implausible vitals are data alteration without asking the model
+    seen: list[np.ndarray] = []
+    gw = Gateway(hospital="valley-rehab", secret=b"s", classifier=_spy_classifier(n_features, seen), window_ms=10)
+    alerts = [a for r in stream for a in gw.process(r)]
+    expected = feature_matrix(stream)
+    np.testing.assert_array_equal(np.vstack(seen), expected[:, :n_features])
+    assert len(gw.context) == len({r.device_id for r in stream})
+    assert {a.feature_digest for a in alerts} <= {feature_digest(x) for x in expected}
+
+
+def test_gateway_refuses_a_model_of_another_width() -> None:
+    weights = {k: np.zeros(s) for k, s in layer_shapes(7, len(ATTACK_CLASSES), None).items()}
+    with pytest.raises(ValueError, match="expected"):
+        Gateway(hospital="h", secret=b"s", classifier=FlowClassifier.from_weights(weights, n_features=7))
 
 
 def test_deduplicator_forgets_old_windows() -> None:

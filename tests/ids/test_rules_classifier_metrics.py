@@ -9,7 +9,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from core.errors import InvalidInput
 from ids.classifier import FlowClassifier, layer_shapes, validate_weights
-from ids.features import N_FEATURES, feature_matrix
+from ids.features import N_BASE_FEATURES, N_FEATURES, feature_matrix
 from ids.metrics import auroc, confusion_matrix, lead_times, macro_f1, per_class
 from ids.record import ATTACK_CLASSES, FlowRecord
 from ids.rules import evaluate_rules
@@ -62,6 +62,15 @@ def test_numpy_inference_matches_torch_sequential(hidden: int | None) -> None:
     clf = FlowClassifier.from_weights(weights)
     np.testing.assert_allclose(clf.predict_proba(x), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(clf.predict(x), expected.argmax(axis=1))
+
+
+def test_classifier_width_defaults_to_the_context_features_and_accepts_the_per_record_block() -> None:
+    wide = {k: np.zeros(s) for k, s in layer_shapes(N_FEATURES, len(ATTACK_CLASSES), 8).items()}
+    narrow = {k: np.zeros(s) for k, s in layer_shapes(N_BASE_FEATURES, len(ATTACK_CLASSES), 8).items()}
+    assert FlowClassifier.from_weights(wide).n_features == N_FEATURES
+    assert FlowClassifier.from_weights(narrow, n_features=N_BASE_FEATURES).n_features == N_BASE_FEATURES
+    with pytest.raises(InvalidInput, match="shape"):
+        FlowClassifier.from_weights(narrow)
 
 
 def test_weight_validation_names_the_problem() -> None:
