@@ -14,6 +14,7 @@ from typing import Any
 from core.errors import InvalidInput
 from core.state import StateView
 from fl_contracts import contract as fl
+from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
@@ -43,14 +44,14 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
 
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
-    return [lambda state: fl.init_models(state, specs, {}, 0)]
+    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0)]
 
 
 class AppQueries:
     """Read-only views the RPC layer serves, over committed state only."""
 
     def fl_models(self, state: StateView) -> list[dict[str, Any]]:
-        return [spec.to_doc() | {"hash": spec.hash().hex()} for spec in fl.list_models(state)]
+        return [spec.to_doc() | {"hash": spec.hash.hex()} for spec in fl.list_models(state)]
 
     def fl_model_get(self, state: StateView, model_id: str, version: int | None) -> dict[str, Any]:
         model = fl.get_model(state, model_id, version)

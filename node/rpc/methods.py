@@ -127,8 +127,13 @@ class _Handlers:
         self.max_tx_bytes = max_tx_bytes
 
     def _check_tx(self, raw: bytes) -> None:
-        tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
-        self.admission.check_signer(tx.sender.hex())
+        """Charge the signer's rate limit. Only the sender is needed here, and the node decodes
+        and checks the whole transaction right after, so it is read off the front of the
+        encoding when that is laid out as expected; anything else gets the full decode and its error."""
+        sender = _leading_sender(raw) if len(raw) <= self.max_tx_bytes else None
+        if sender is None:
+            sender = Transaction.decode(raw, max_size=self.max_tx_bytes).sender
+        self.admission.check_signer(sender.hex())
 
     async def _reporting_bad_signature(self, call: Awaitable[Any], ctx: CallContext) -> Any:
         try:
@@ -171,7 +176,7 @@ class _Handlers:
     async def alerts_query(self, p: AlertsQueryParams, ctx: CallContext) -> AlertPage:
         if p.from_height is not None and p.to_height is not None and p.from_height > p.to_height:
             raise InvalidInput("'from_height' is above 'to_height'", data={"param": "from_height"})
-        return await self.api.query_alerts(AlertQuery(**p.model_dump()))
+        return await self.api.query_alerts(AlertQuery(**dict(p)))  # dict(): raw bytes, not the hex serialisation
 
     async def fl_models(self, p: NoParams, ctx: CallContext) -> list[dict[str, Any]]:
         return await self.api.fl_models()
@@ -187,6 +192,23 @@ class _Handlers:
 
     async def unsubscribe(self, p: UnsubscribeParams, ctx: CallContext) -> bool:
         return _session(ctx, "unsubscribe").unsubscribe(p.subscription)
+
+
+def _leading_sender(raw: bytes) -> bytes | None:
+    """The sender of an encoded ``[chain_id, sender, ...]`` transaction, or None if it does not start
+    with a 6-array, a str (fixstr or str8) and a 32-byte bin8."""
+    if len(raw) < 36 or raw[0] != 0x96:
+        return None
+    head = raw[1]
+    if 0xA0 <= head <= 0xBF:
+        at = 2 + (head & 0x1F)
+    elif head == 0xD9:
+        at = 3 + raw[2]
+    else:
+        return None
+    if raw[at:at + 2] != b"\xc4\x20" or len(raw) < at + 34:
+        return None
+    return raw[at + 2:at + 34]
 
 
 def _session(ctx: CallContext, method: str) -> SubscriptionSession:

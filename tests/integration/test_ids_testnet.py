@@ -77,10 +77,7 @@ def test_gateway_alerts_from_the_chain_trained_ids_are_on_every_validator(testne
     assert all(v == views[0] for v in views[1:]), "validators disagree about the alerts"
     assert {a["sender"] for a in views[0]} == {gateway_key.public_key.hex()}
     assert {a["model_version"] for a in views[0]} == {IDS_ROUNDS}
-    if set(summary.by_class) <= {"data_alteration"}:  # only the plausibility rule fired: the model flags nothing
-        pytest.xfail("genesis declares iomt_ids with all-zero weights (node/catalog.py, fl_contracts.init_models); "
-                     "a zero-initialised MLP gets zero gradients in its hidden layer and never learns")
-    assert len(summary.by_class) >= 3, summary.by_class
+    assert len(summary.by_class) >= 3, summary.by_class  # the federated model, not only the plausibility rule
 
 
 async def flood(url: str, batches: int, size: int) -> tuple[int, int]:
