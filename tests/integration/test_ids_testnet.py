@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
-import pytest
 
 from core.errors import RateLimited
 from ids.flows import HOSPITAL_PROFILES, generate_flows
