@@ -7,6 +7,12 @@ transactions, and ``state_hash``: the application state hash *after the
 previous block* (as in CometBFT's app_hash), so a proposer never has to
 execute a block before proposing it. The block hash is SHA-256 of the
 canonical header encoding.
+
+The block itself carries that previous certificate (``last_commit``, as in
+CometBFT): honest validators finish a height holding different 2f + 1 subsets
+of the commit votes, so the chain records the proposer's copy, which every
+validator verifies against the validator set before voting, and the header
+commits to exactly those bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ class BlockHeader:
 class Block:
     header: BlockHeader
     txs: tuple[bytes, ...]
+    last_commit: bytes = b""
+    """The encoded commit certificate of the previous height; empty at height 1."""
 
     @property
     def hash(self) -> bytes:
@@ -60,16 +68,16 @@ class Block:
         return self.header.height
 
     def encode(self) -> bytes:
-        return codec.encode([self.header.fields(), list(self.txs)])
+        return codec.encode([self.header.fields(), list(self.txs), self.last_commit])
 
     @classmethod
     def decode(cls, data: bytes, *, max_size: int) -> Block:
         value = codec.decode(data, max_size=max_size)
-        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
-                and len(value[0]) == 9 and isinstance(value[1], list)):
-            raise DecodeError("a block is [header(9 fields), txs]")
+        if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], list)
+                and len(value[0]) == 9 and isinstance(value[1], list) and isinstance(value[2], bytes)):
+            raise DecodeError("a block is [header(9 fields), txs, last_commit]")
         header = BlockHeader(*value[0])
-        block = cls(header, tuple(value[1]))
+        block = cls(header, tuple(value[1]), value[2])
         block.validate_shape()
         return block
 
@@ -94,3 +102,7 @@ class Block:
             raise InvalidInput("block.header.num_txs does not match the transactions")
         if merkle_root(list(self.txs)) != h.txs_root:
             raise InvalidInput("block.header.txs_root does not match the transactions")
+        expected = ZERO_HASH if not self.last_commit else sha256(self.last_commit)
+        if h.prev_commit_hash != expected or (h.height <= 1) != (not self.last_commit):
+            raise InvalidInput("block.header.prev_commit_hash does not match the block's last_commit "
+                               "(which must be empty exactly at height 1)")

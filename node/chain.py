@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import codec
+from consensus import CommitCertificate, Ed25519Verifier
 from core.block import ZERO_HASH, Block, BlockHeader
-from core.errors import InvalidInput, NotFound
+from core.errors import FbciError, InvalidInput, NotFound
 from core.hashing import merkle_root, sha256
 from node.accounts import Account, load_account, store_account
 from node.execution import Executor, SignatureCache, TxKindRegistry, validate_block_txs
@@ -27,7 +27,6 @@ from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex, comm
 
 log = logging.getLogger(__name__)
 
-COMMIT_HASH_DOMAIN = "fbci/commit"
 GenesisHook = Callable[[Any, Any], None]  # (pending state, genesis doc)
 
 
@@ -66,6 +65,7 @@ class Chain:
         self.state = StateStore(self.database)
         self.tx_index = TxIndex(self.database)
         self.signatures = SignatureCache()
+        self.verifier = Ed25519Verifier(self.chain_id)
         self.executor = Executor(self.chain_id, self.registry, self.signatures, self.params.max_tx_bytes)
         self.mempool = Mempool(
             chain_id=self.chain_id, registry=self.registry, signatures=self.signatures,
@@ -124,20 +124,9 @@ class Chain:
     def last_block_time(self) -> int:
         return self._head_block().header.time_ms if self.height else self.genesis_time_ms
 
-    def last_commit_hash(self) -> bytes:
-        """What ``prev_commit_hash`` holds: a hash of what the last certificate certifies.
-
-        Not a hash of the certificate's bytes: honest validators finish a height
-        with different 2f + 1 subsets of the commit votes, so a header bound to
-        one subset is refused by every validator holding another, and under
-        load every proposal at a height was refused (endless view changes).
-        Each validator still stores and serves a certificate it has verified;
-        binding one exact certificate into the chain needs the block to carry
-        it (CometBFT's LastCommit).
-        """
-        if self.height == 0:
-            return ZERO_HASH
-        return sha256(codec.encode([COMMIT_HASH_DOMAIN, self.height, self._head_block().hash]))
+    def last_commit(self) -> bytes:
+        """This validator's certificate for the last block: what its next proposal carries."""
+        return b"" if self.height == 0 else self.blocks.certificate(self.height)
 
     # -- what consensus asks ----------------------------------------------------------------
 
@@ -146,12 +135,13 @@ class Chain:
         height = self.height + 1
         txs = self.mempool.reap(self.params.max_block_txs, self.params.max_block_bytes - 1024)
         prev_time = self.last_block_time()
+        last_commit = self.last_commit()
         header = BlockHeader(
             chain_id=self.chain_id, height=height, prev_block_hash=self.last_block_hash(), proposer=proposer,
             time_ms=max(now_ms, prev_time + 1), txs_root=merkle_root(txs), state_hash=self.state.state_hash,
-            prev_commit_hash=self.last_commit_hash(), num_txs=len(txs),
+            prev_commit_hash=sha256(last_commit) if last_commit else ZERO_HASH, num_txs=len(txs),
         )
-        return Block(header, tuple(txs))
+        return Block(header, tuple(txs), last_commit)
 
     def check_proposal(self, raw: bytes, now_ms: int) -> Block:
         """Raise InvalidInput naming the rule a proposed block breaks; return it otherwise.
@@ -180,8 +170,7 @@ class Chain:
             raise InvalidInput(f"block height {h.height}, expected {expected}")
         if h.prev_block_hash != self.last_block_hash():
             raise InvalidInput("block.prev_block_hash is not the hash of the last committed block")
-        if h.prev_commit_hash != self.last_commit_hash():
-            raise InvalidInput("block.prev_commit_hash is not the hash of the last commit certificate")
+        self._check_last_commit(block)
         if h.state_hash != self.state.state_hash:
             raise InvalidInput("block.state_hash differs from this validator's state after the last block")
         if h.proposer not in self.validators:
@@ -191,6 +180,23 @@ class Chain:
         if h.num_txs > self.params.max_block_txs:
             raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
         validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)
+
+    def _check_last_commit(self, block: Block) -> None:
+        """The carried certificate must finalise exactly our last block, with a quorum of valid signatures.
+
+        Any valid quorum will do, not only this validator's own subset; the
+        header's ``prev_commit_hash`` is already bound to these bytes
+        (``Block.validate_shape``).
+        """
+        if self.height == 0:
+            return  # validate_shape: empty last_commit at height 1
+        try:
+            cert = CommitCertificate.decode(block.last_commit)
+        except FbciError as exc:
+            raise InvalidInput(f"block.last_commit (prev_commit_hash) is not a commit certificate: {exc.message}") from None
+        if cert.height != self.height or cert.block_hash != self.last_block_hash():
+            raise InvalidInput("block.last_commit (prev_commit_hash) does not certify the last committed block")
+        cert.verify(self.chain_id, self.validators, self.verifier)
 
     def commit(self, block: Block, certificate: bytes, raw: bytes | None = None) -> CommittedBlock:
         """Store, execute and apply a finalised block (see node/stores.py for the order).

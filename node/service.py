@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from consensus import CommitCertificate
 from core.block import Block
 from core.errors import FbciError, Timeout
 from core.hashing import sha256
@@ -34,18 +35,25 @@ def _sender_of(raw: bytes, max_size: int) -> bytes | None:
         return None
 
 
-def block_to_json(block: Block, certificate: bytes) -> dict[str, Any]:
-    from consensus import CommitCertificate
+def certificate_to_json(encoded: bytes) -> dict[str, Any] | None:
+    if not encoded:
+        return None
+    cert = CommitCertificate.decode(encoded)
+    return {"height": cert.height, "view": cert.view, "block_hash": cert.block_hash,
+            "signatures": [{"validator": v, "signature": s} for v, s in cert.signatures]}
 
+
+def block_to_json(block: Block, certificate: bytes) -> dict[str, Any]:
+    """``commit_certificate``: this validator's proof that the block is final;
+    ``last_commit``: the previous block's certificate as the chain records it."""
     h = block.header
-    cert = CommitCertificate.decode(certificate)
     return {
         "hash": block.hash, "height": h.height, "chain_id": h.chain_id, "prev_block_hash": h.prev_block_hash,
         "proposer": h.proposer, "time_ms": h.time_ms, "txs_root": h.txs_root, "state_hash": h.state_hash,
         "prev_commit_hash": h.prev_commit_hash, "num_txs": h.num_txs,
         "txs": [sha256(t) for t in block.txs],
-        "commit_certificate": {"height": cert.height, "view": cert.view, "block_hash": cert.block_hash,
-                               "signatures": [{"validator": v, "signature": s} for v, s in cert.signatures]},
+        "last_commit": certificate_to_json(block.last_commit),
+        "commit_certificate": certificate_to_json(certificate),
     }
 
 

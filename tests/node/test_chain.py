@@ -60,6 +60,7 @@ def test_built_blocks_pass_the_rules_and_chain_their_hashes(tmp_path) -> None:
     ("height", 5, "height"),
     ("prev_block_hash", b"\x01" * 32, "prev_block_hash"),
     ("prev_commit_hash", b"\x01" * 32, "prev_commit_hash"),
+    ("prev_commit_hash", bytes(32), "prev_commit_hash"),
     ("state_hash", b"\x01" * 32, "state_hash"),
     ("proposer", b"\x02" * 32, "proposer"),
     ("time_ms", 500, "time_ms"),          # before genesis time
@@ -70,9 +71,40 @@ def test_a_proposal_breaking_a_rule_is_refused_naming_it(tmp_path, field, value,
     grow(chain, 1)
     good = chain.build_block(VKEYS[1], 20_000)
     chain.check_proposal(good.encode(), 20_000)
-    bad = Block(dataclasses.replace(good.header, **{field: value}), good.txs)
+    bad = Block(dataclasses.replace(good.header, **{field: value}), good.txs, good.last_commit)
     with pytest.raises(InvalidInput, match=rule):
         chain.check_proposal(bad.encode(), 20_000)
+
+
+def _carrying(block: Block, last_commit: bytes) -> Block:
+    from core.hashing import sha256
+
+    return Block(dataclasses.replace(block.header, prev_commit_hash=sha256(last_commit)), block.txs, last_commit)
+
+
+@pytest.mark.parametrize("forgery", ["too_few_signatures", "outsider", "other_block", "not_a_certificate"])
+def test_a_proposal_carrying_a_forged_last_commit_is_refused(tmp_path, forgery) -> None:
+    chain = new_chain(tmp_path, "a")
+    b1, b2 = grow(chain, 2)
+    good = chain.build_block(VKEYS[1], 20_000)
+    forged = {
+        "too_few_signatures": certify(b2, VALIDATORS[:2]),
+        "outsider": certify(b2, VALIDATORS[:2] + [PrivateKey(bytes([99]) * 32)]),
+        "other_block": certify(b1),
+        "not_a_certificate": b"\x93\x01\x02\x03",
+    }[forgery]
+    with pytest.raises(InvalidInput):
+        chain.check_proposal(_carrying(good, forged).encode(), 20_000)
+
+
+def test_any_valid_quorum_for_the_last_block_is_accepted(tmp_path) -> None:
+    """Validators finish a height with different 2f+1 subsets; the proposer's subset must do for all."""
+    chain = new_chain(tmp_path, "a")
+    _, b2 = grow(chain, 2)
+    good = chain.build_block(VKEYS[1], 20_000)
+    other_subset = certify(b2, VALIDATORS[1:])
+    assert other_subset != good.last_commit
+    chain.check_proposal(_carrying(good, other_subset).encode(), 20_000)
 
 
 def test_a_proposal_with_a_forged_transaction_is_refused(tmp_path) -> None:
@@ -82,7 +114,8 @@ def test_a_proposal_with_a_forged_transaction_is_refused(tmp_path) -> None:
     block = chain.build_block(VKEYS[0], 5000)
     from core.hashing import merkle_root
 
-    bad = Block(dataclasses.replace(block.header, num_txs=1, txs_root=merkle_root([forged])), (forged,))
+    bad = Block(dataclasses.replace(block.header, num_txs=1, txs_root=merkle_root([forged])), (forged,),
+                block.last_commit)
     with pytest.raises(InvalidInput, match="signature"):
         chain.check_proposal(bad.encode(), 5000)
 
