@@ -66,12 +66,13 @@ class Chain:
         self.tx_index = TxIndex(self.database)
         self.signatures = SignatureCache()
         self.verifier = Ed25519Verifier(self.chain_id)
-        self.executor = Executor(self.chain_id, self.registry, self.signatures, self.params.max_tx_bytes)
         self.mempool = Mempool(
             chain_id=self.chain_id, registry=self.registry, signatures=self.signatures,
             accounts=self.account, max_txs=self.params.mempool_max_txs,
             max_bytes=self.params.mempool_max_bytes, max_tx_bytes=self.params.max_tx_bytes,
         )
+        self.executor = Executor(self.chain_id, self.registry, self.signatures, self.params.max_tx_bytes,
+                                 decoded=self.mempool.decoded)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
 
     # -- start-up ---------------------------------------------------------------------------

@@ -56,6 +56,11 @@ class Mempool:
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._by_hash
 
+    def decoded(self, tx_hash: bytes) -> Transaction | None:
+        """The decoded form of a pending transaction, so execution need not decode its bytes again."""
+        entry = self._by_hash.get(tx_hash)
+        return None if entry is None else entry.tx
+
     def pending_nonces(self, sender: bytes) -> set[int]:
         return set(self._by_sender.get(sender, {}))
 
@@ -68,7 +73,7 @@ class Mempool:
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
         account = self.accounts(tx.sender)
-        check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash)
+        check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
         assert account is not None
         if tx.nonce <= account.nonce:
             raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")

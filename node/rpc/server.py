@@ -17,6 +17,7 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -53,9 +54,13 @@ class RpcMetrics:
         self.requests = Counter("fbci_rpc_requests", "JSON-RPC calls by method and error code (0 = success)",
                                 ["method", "code"], registry=registry)
         self.ws_connections = Gauge("fbci_rpc_ws_connections", "Open websocket connections", registry=registry)
+        self._children: dict[tuple[str, int], Any] = {}
 
     def record(self, method: str, code: int) -> None:
-        self.requests.labels(method, str(code)).inc()
+        child = self._children.get((method, code))
+        if child is None:  # labels() locks and builds the key on every call; keep each child once made
+            child = self._children[(method, code)] = self.requests.labels(method, str(code))
+        child.inc()
 
 
 DISPATCHER = web.AppKey("fbci_rpc_dispatcher", Dispatcher)
