@@ -89,11 +89,11 @@ def measure(blocks: int = 10_000, txs_per_block: int = 3, out_dir: Path | None =
         quorum, fresh = Testnet(specs[:3]), Testnet(specs[3:])
         try:
             quorum.start()
-            quorum.wait_ready(60, min_height=blocks)
+            quorum.wait_ready(180, min_height=blocks)  # generous: shared CI machines start processes slowly
             verify_rate = ed25519_verify_rate(verify_seconds)
             started = time.perf_counter()
             fresh.start()
-            fresh.wait_ready(60)
+            fresh.wait_ready(180)
             ready = time.perf_counter()
             height, deadline = 0, started + timeout
             while height < blocks and time.perf_counter() < deadline:

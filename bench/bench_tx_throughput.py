@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -95,6 +96,80 @@ async def _phase(local: LocalNet, txs: list[Transaction], mode: str, batch: int,
     }
 
 
+async def _stage_costs(txs: int) -> dict[str, float]:
+    """Seconds spent in each stage of one transaction's life on a validator, in-process, for ``txs`` txs."""
+    from consensus import CommitCertificate
+    from core.crypto import PrivateKey
+    from node.chain import Chain, ChainParams
+    from node.kinds import build_registry
+    from node.rpc.methods import CallContext
+    from node.rpc.server import DISPATCHER, create_app
+    from node.service import NodeService
+    from node.stores import Database
+
+    keys = [PrivateKey(bytes([i + 1]) * 32) for i in range(max(4, -(-txs // KEYS_PER_NONCE_WINDOW)))]
+    proposer = PrivateKey(bytes([255]) * 32).public_key.raw
+    raws = [tx.encode() for tx in signed_echo_txs(keys, "bench", txs, TX_BYTES)]
+    spent: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="fbci-bench-stages-") as tmp:
+        chains = []
+        for name in ("entry", "peer"):
+            chain = Chain("bench", (proposer,), ChainParams(1 << 20, 8 << 20, 2000, 5000, 10 * txs + 100, 1 << 30),
+                          Database(Path(tmp) / name), build_registry())
+            chain.init_genesis([(k.public_key.raw, f"c{i}", ["hospital"]) for i, k in enumerate(keys)], [])
+            chains.append(chain)
+        entry, peer = chains
+        try:
+            service = NodeService(name="entry", genesis=None, chain=entry, gossip=lambda raw: None,  # type: ignore[arg-type]
+                                  notify_work=lambda: None, view=lambda: 0, peers=lambda: 0, syncing=lambda: False,
+                                  queries=None, on_rejected=lambda sender, exc: None)
+            dispatcher = create_app(service)[DISPATCHER]
+            bodies = [json.dumps([{"jsonrpc": "2.0", "id": j, "method": "tx_submit", "params": {"tx": r.hex()}}
+                                  for j, r in enumerate(raws[i:i + 100])]).encode() for i in range(0, txs, 100)]
+            ctx = CallContext(client="127.0.0.1")
+            t = time.perf_counter()
+            for body in bodies:
+                await dispatcher.handle(body, ctx)
+            spent["rpc_batch_submit"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for raw in raws:
+                peer.mempool.add(raw)
+            spent["gossip_admit"] = time.perf_counter() - t
+            height = 0
+            while len(entry.mempool):
+                height += 1
+                t = time.perf_counter()
+                block = entry.build_block(proposer, 10**12 + height)
+                raw_block = block.encode()
+                spent["build_block"] = spent.get("build_block", 0.0) + time.perf_counter() - t
+                t = time.perf_counter()
+                checked = peer.check_proposal(raw_block, 10**12 + height)
+                spent["validate_block"] = spent.get("validate_block", 0.0) + time.perf_counter() - t
+                cert = CommitCertificate(block.height, 0, block.hash, ((proposer, b"s" * 64),)).encode()
+                t = time.perf_counter()
+                peer.commit(checked, cert)
+                spent["commit_block"] = spent.get("commit_block", 0.0) + time.perf_counter() - t
+                entry.commit(block, cert)
+        finally:
+            for chain in chains:
+                chain.database.close()
+    return spent
+
+
+def measure_stages(txs: int = 4000, verify_seconds: float = 1.0) -> dict[str, Any]:
+    """Per-transaction CPU cost of each stage on one validator, next to one Ed25519 verify.
+
+    In one process, no sockets: JSON-RPC batch dispatch into the mempool (the
+    entry validator), mempool admission of a gossiped tx (every other
+    validator), building, validating and committing blocks of up to 2,000.
+    """
+    spent = asyncio.run(_stage_costs(txs))
+    verify_rate = ed25519_verify_rate(verify_seconds)
+    rows = [{"stage": k, "us_per_tx": 1e6 * v / txs} for k, v in spent.items()]
+    rows.append({"stage": "ed25519_verify (one)", "us_per_tx": 1e6 / verify_rate})
+    return {"txs": txs, "rows": rows, "ed25519_verify_per_s_one_core": verify_rate}
+
+
 def measure(txs: int = 3000, batch: int = 100, concurrency: int = 16, batch_concurrency: int = 4,
             out_dir: Path | None = None, timeout: float = 120.0, verify_seconds: float = 1.0) -> dict[str, Any]:
     """Run both modes on one fresh validator; returns rows and the Ed25519 bound."""
@@ -128,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent single-request connections")
     args = parser.parse_args(argv)
     result = measure(args.txs, args.batch, args.concurrency)
+    result["stages"] = measure_stages()
     print(f"single validator, {TX_BYTES}-byte signed test.echo txs via JSON-RPC tx_submit; "
           f"Ed25519 verify on this machine: {result['ed25519_verify_per_s_one_core']:,.0f}/s/core (the bound)")
     print(table(result["rows"], [
@@ -136,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("committed_tx_per_s", "committed tx/s", ",.0f"), ("share_of_verify_bound", "of bound", ".1%"),
         ("blocks", "blocks", "d"),
     ]))
+    print("\nper-transaction cost of each stage on one validator (in-process, no sockets):")
+    print(table(result["stages"]["rows"], [("stage", "stage", ""), ("us_per_tx", "us/tx", ".1f")]))
     print(f"wrote {write_result(NAME, result)}")
     return result
 

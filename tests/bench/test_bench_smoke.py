@@ -56,3 +56,10 @@ def test_run_all_skips_what_cannot_run_and_says_why() -> None:
     entry = run_all.run(missing, quick=True)
     assert entry["status"] == "skipped" and "no_such_module_fbci" in entry["reason"]
     assert {b.name for b in run_all.BENCHES} >= {"tx_throughput", "testnet_load", "sync", "aggregation"}
+
+
+def test_stage_costs_cover_every_stage() -> None:
+    r = bench_tx_throughput.measure_stages(txs=50, verify_seconds=0.05)
+    stages = {row["stage"]: row["us_per_tx"] for row in r["rows"]}
+    assert set(stages) >= {"rpc_batch_submit", "gossip_admit", "build_block", "validate_block", "commit_block"}
+    assert all(v > 0 for v in stages.values())
