@@ -98,7 +98,8 @@ async def _phase(local: LocalNet, txs: list[Transaction], mode: str, batch: int,
 
 async def _stage_costs(txs: int) -> dict[str, float]:
     """Seconds spent in each stage of one transaction's life on a validator, in-process, for ``txs`` txs."""
-    from consensus import CommitCertificate
+    from consensus import CommitCertificate, Ed25519Signer
+    from consensus.certificates import KIND_COMMIT, vote_sign_bytes
     from core.crypto import PrivateKey
     from node.chain import Chain, ChainParams
     from node.kinds import build_registry
@@ -108,7 +109,9 @@ async def _stage_costs(txs: int) -> dict[str, float]:
     from node.stores import Database
 
     keys = [PrivateKey(bytes([i + 1]) * 32) for i in range(max(4, -(-txs // KEYS_PER_NONCE_WINDOW)))]
-    proposer = PrivateKey(bytes([255]) * 32).public_key.raw
+    validator = PrivateKey(bytes([255]) * 32)
+    proposer = validator.public_key.raw
+    signer = Ed25519Signer(validator, "bench")
     raws = [tx.encode() for tx in signed_echo_txs(keys, "bench", txs, TX_BYTES)]
     spent: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fbci-bench-stages-") as tmp:
@@ -145,7 +148,8 @@ async def _stage_costs(txs: int) -> dict[str, float]:
                 t = time.perf_counter()
                 checked = peer.check_proposal(raw_block, 10**12 + height)
                 spent["validate_block"] = spent.get("validate_block", 0.0) + time.perf_counter() - t
-                cert = CommitCertificate(block.height, 0, block.hash, ((proposer, b"s" * 64),)).encode()
+                vote = signer.sign(KIND_COMMIT, vote_sign_bytes("bench", block.height, 0, block.hash))
+                cert = CommitCertificate(block.height, 0, block.hash, ((proposer, vote),)).encode()
                 t = time.perf_counter()
                 peer.commit(checked, cert)
                 spent["commit_block"] = spent.get("commit_block", 0.0) + time.perf_counter() - t
