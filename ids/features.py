@@ -12,6 +12,14 @@ a flow with its device type's vendor profile (``DEVICE_TRAFFIC``) and the
 vitals with each other, because attacks show up as mismatches (a rate far
 above what the device ever sends, a pulse that disagrees with the ECG) more
 than as extreme values.
+
+``FEATURE_NAMES`` is two blocks: ``BASE_FEATURE_NAMES``, the record on its
+own (the 41 features above), then ``ids.context.CONTEXT_FEATURE_NAMES``, the
+record against its own device's and LAN's recent history (rolling vital
+baselines, jitter and loss against the device and the LAN, address
+consistency, repeated readings). The context block depends on the records
+before it, so ``feature_matrix`` and the gateway both take records in
+arrival order through a :class:`~ids.context.DeviceContext`.
 """
 
 from __future__ import annotations
