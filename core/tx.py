@@ -16,7 +16,7 @@ from typing import Any
 
 from core import codec
 from core.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, sign_bytes, verify
-from core.errors import DecodeError, InvalidInput
+from core.errors import DecodeError, InvalidInput, TooLarge
 from core.hashing import sha256
 
 SIGN_KIND = "tx"
@@ -74,7 +74,7 @@ class Transaction:
     @classmethod
     def decode(cls, data: bytes, *, max_size: int) -> Transaction:
         if len(data) > max_size:
-            raise InvalidInput(f"transaction is {len(data)} bytes; the limit is {max_size}")
+            raise TooLarge(f"transaction is {len(data)} bytes; the limit is {max_size}")
         fields = codec.decode(data, max_size=max_size)
         if not isinstance(fields, list) or len(fields) != 6:
             raise DecodeError("a transaction is a list of 6 fields")

@@ -18,10 +18,12 @@ from typing import Any
 
 from consensus import CommitCertificate, Ed25519Verifier
 from core.block import ZERO_HASH, Block, BlockHeader
-from core.errors import FbciError, InvalidInput, NotFound
+from core.errors import ContractRejected, FbciError, InvalidInput, NotFound, TxRejected
 from core.hashing import merkle_root, sha256
+from core.state import TxContext
+from core.tx import Transaction
 from node.accounts import Account, load_account, store_account
-from node.execution import Executor, SignatureCache, TxKindRegistry, validate_block_txs
+from node.execution import Executor, SignatureCache, TxKind, TxKindRegistry, validate_block_txs
 from node.mempool import Mempool
 from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex, commit_block
 
@@ -70,6 +72,7 @@ class Chain:
             chain_id=self.chain_id, registry=self.registry, signatures=self.signatures,
             accounts=self.account, max_txs=self.params.mempool_max_txs,
             max_bytes=self.params.mempool_max_bytes, max_tx_bytes=self.params.max_tx_bytes,
+            check=self.check_tx,
         )
         self.executor = Executor(self.chain_id, self.registry, self.signatures, self.params.max_tx_bytes,
                                  decoded=self.mempool.decoded)
@@ -128,6 +131,24 @@ class Chain:
     def last_commit(self) -> bytes:
         """This validator's certificate for the last block: what its next proposal carries."""
         return b"" if self.height == 0 else self.blocks.certificate(self.height)
+
+    def check_tx(self, tx: Transaction, tx_hash: bytes, kind: TxKind, account: Account, has_pending: bool) -> None:
+        """CheckTx: run the contract on a throwaway buffer over committed state.
+
+        A malformed payload is always refused. A contract-rule refusal is
+        refused only when the sender has nothing pending, because a pending
+        transaction may be what makes this one valid (register, then grant).
+        """
+        ctx = TxContext(self.chain_id, self.height + 1, self.last_block_time(), tx.sender, account.roles, tx_hash)
+        try:
+            kind.handler(self.state.begin(), ctx, tx.payload)
+        except ContractRejected:
+            if not has_pending:
+                raise
+        except FbciError:
+            raise
+        except Exception as exc:  # the same contract bug execution would turn into a failed receipt
+            raise TxRejected(f"contract error: {type(exc).__name__}") from None
 
     # -- what consensus asks ----------------------------------------------------------------
 

@@ -88,6 +88,14 @@ def profile_named(name: str) -> HospitalProfile:
                        f"{', '.join(p.name for p in HOSPITAL_PROFILES)}")
 
 
+def _count_refusal(summary: WatchSummary, exc: ContractRejected) -> None:
+    if "already on chain" in exc.message:
+        summary.already_on_chain += 1
+    else:
+        summary.rejected += 1
+        summary.errors.append(exc.message)
+
+
 def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str, model_version: int | None = None,
           window_ms: int = 60_000, on_alert: Callable[[AlertPayload], None] | None = None,
           commit_timeout_s: float = 60.0) -> WatchSummary:
@@ -104,18 +112,17 @@ def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str
             by_class[alert.alert_class] += 1
             if on_alert is not None:
                 on_alert(alert)
-            pending.append(session.submit(TX_KIND, alert.to_payload()))
+            try:
+                pending.append(session.submit(TX_KIND, alert.to_payload()))
+            except ContractRejected as exc:  # refused at admission (CheckTx)
+                _count_refusal(summary, exc)
     for tx_hash in pending:
         try:
             doc = session.wait_committed(tx_hash, commit_timeout_s)
             summary.committed += 1
             summary.alert_ids.append(int((doc["receipt"].get("result") or {}).get("alert_id", 0)))
-        except ContractRejected as exc:
-            if "already on chain" in exc.message:
-                summary.already_on_chain += 1
-            else:
-                summary.rejected += 1
-                summary.errors.append(exc.message)
+        except ContractRejected as exc:  # refused in its block (another alert for it got there first)
+            _count_refusal(summary, exc)
     summary.records, summary.flagged, summary.alerts = gateway.stats.scored, gateway.stats.flagged, gateway.stats.emitted
     summary.by_class = dict(sorted(by_class.items()))
     summary.submitted = len(pending)

@@ -2,7 +2,9 @@
 
 Admission runs the same checks execution will (chain, kind, signature,
 registered sender with a permitted role, size) plus "nonce not already
-used", against committed state. The mempool is bounded in count and bytes; a
+used", against committed state, and then lets the chain run the contract on
+a throwaway buffer (``check``, CometBFT's CheckTx), so a transaction its
+contract would refuse is refused at the door with the contract's reason. The mempool is bounded in count and bytes; a
 full mempool answers :class:`MempoolFull` instead of growing. Reaping returns,
 per sender, only the run of nonces that continues from the committed nonce,
 so a proposer never includes a transaction that must fail its nonce check.
@@ -17,9 +19,11 @@ from core.errors import AlreadyKnown, BadNonce, MempoolFull, TooLarge
 from core.hashing import sha256
 from core.tx import Transaction
 from node.accounts import Account
-from node.execution import SignatureCache, TxKindRegistry, check_admission
+from node.execution import SignatureCache, TxKind, TxKindRegistry, check_admission
 
 AccountLookup = Callable[[bytes], Account | None]
+CheckTx = Callable[[Transaction, bytes, TxKind, Account, bool], None]
+"""``(tx, tx_hash, kind, account, sender_has_pending)``: raises the reason a contract refuses ``tx``."""
 MAX_NONCE_GAP = 64
 
 
@@ -33,7 +37,8 @@ class PendingTx:
 
 class Mempool:
     def __init__(self, *, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
-                 accounts: AccountLookup, max_txs: int, max_bytes: int, max_tx_bytes: int) -> None:
+                 accounts: AccountLookup, max_txs: int, max_bytes: int, max_tx_bytes: int,
+                 check: CheckTx | None = None) -> None:
         self.chain_id = chain_id
         self.registry = registry
         self.signatures = signatures
@@ -41,6 +46,7 @@ class Mempool:
         self.max_txs = max_txs
         self.max_bytes = max_bytes
         self.max_tx_bytes = max_tx_bytes
+        self.check = check
         self._by_hash: dict[bytes, PendingTx] = {}
         self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
         self._bytes = 0
@@ -73,7 +79,7 @@ class Mempool:
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
         account = self.accounts(tx.sender)
-        check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
+        kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
         assert account is not None
         if tx.nonce <= account.nonce:
             raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
@@ -82,6 +88,8 @@ class Mempool:
         pending_for_sender = self._by_sender.setdefault(tx.sender, {})
         if tx.nonce in pending_for_sender:
             raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
+        if self.check is not None:
+            self.check(tx, tx_hash, kind, account, bool(pending_for_sender))
         if len(self._by_hash) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
             raise MempoolFull(
                 f"mempool is full ({len(self._by_hash)} transactions, {self._bytes} bytes); retry later"

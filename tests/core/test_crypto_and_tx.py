@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.crypto import PrivateKey, sign_bytes, verify
-from core.errors import DecodeError, InvalidInput
+from core.errors import DecodeError, InvalidInput, TooLarge
 from core.hashing import EMPTY_ROOT, merkle_root, sha256
 from core.tx import Transaction
 
@@ -79,7 +79,7 @@ def test_tx_decode_names_the_bad_field(fields: list, match: str) -> None:
 
 def test_tx_decode_enforces_size_and_shape() -> None:
     tx = Transaction.create(KEY, "fbci-test", 1, "test.echo", {"msg": b"x" * 100})
-    with pytest.raises(InvalidInput, match="limit"):
+    with pytest.raises(TooLarge, match="limit"):
         Transaction.decode(tx.encode(), max_size=50)
     from core import codec
 

@@ -187,6 +187,13 @@ def test_a_transaction_as_large_as_genesis_allows_gets_through_the_rpc_edge(node
     assert accepted.status == 200 and accepted.json["result"]["hash"] == tx.hash.hex(), accepted.body[:300]
 
 
+def test_a_transaction_over_the_genesis_limit_is_too_large(node: Node) -> None:
+    gateway = PrivateKey.load(HomePaths(node.net.specs[0].home).client_key("gateway"))
+    tx = Transaction.create(gateway, node.chain_id, 1, "test.echo", {"msg": b"x" * node.max_tx_bytes})
+    error = assert_error(call(node, "tx_submit", {"tx": tx_hex(tx)}), -32013, "too_large")
+    assert str(node.max_tx_bytes) in error["message"]
+
+
 def test_a_batch_over_the_limit_is_refused_as_a_whole(node: Node) -> None:
     batch = [{"jsonrpc": "2.0", "method": "status", "id": i} for i in range(101)]
     error = assert_error(post(node, json.dumps(batch).encode()), -32005, "limit_exceeded", rid=None)

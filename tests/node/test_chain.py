@@ -196,3 +196,33 @@ def test_sync_rotates_to_another_peer_after_a_bad_batch(tmp_path) -> None:
 
     asyncio.run(run())
     assert fresh.height == 3 and misbehaving == ["bad_sync_batch"]
+
+
+def test_check_tx_refuses_what_the_contract_would_refuse_at_the_door(tmp_path) -> None:
+    from core.errors import ContractRejected
+    from core.tx import Transaction
+
+    chain = new_chain(tmp_path, "a")
+    malformed = Transaction.create(ADMIN, CHAIN, 1, "acl.grant", {"public_key": b"short", "role": "hospital"})
+    with pytest.raises(InvalidInput, match="public_key"):
+        chain.mempool.add(malformed.encode())
+    again = Transaction.create(ADMIN, CHAIN, 1, "acl.register",
+                               {"public_key": HOSPITAL.public_key.raw, "name": "dup", "roles": ["hospital"]})
+    with pytest.raises(ContractRejected, match="already registered"):
+        chain.mempool.add(again.encode())
+    assert len(chain.mempool) == 0
+
+
+def test_check_tx_lets_a_sequence_through_whose_later_steps_need_the_earlier(tmp_path) -> None:
+    from core.tx import Transaction
+
+    chain = new_chain(tmp_path, "a")
+    newcomer = PrivateKey(bytes([77]) * 32).public_key.raw
+    register = Transaction.create(ADMIN, CHAIN, 1, "acl.register",
+                                  {"public_key": newcomer, "name": "new", "roles": ["hospital"]})
+    grant = Transaction.create(ADMIN, CHAIN, 2, "acl.grant", {"public_key": newcomer, "role": "gateway"})
+    chain.mempool.add(register.encode())
+    chain.mempool.add(grant.encode())  # not registered yet in committed state, but pending before it
+    block = chain.build_block(VKEYS[0], 5000)
+    committed = chain.commit(block, certify(block))
+    assert all(r.ok for r in committed.receipts.values()) and chain.account(newcomer).roles == {"hospital", "gateway"}
