@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from node.faultproxy import FaultProxy, LinkState
+from tests.leakcheck import run
 
 WAIT = 10.0
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    async def checked() -> None:
-        async with asyncio.timeout(60):
-            await main()
-        leftover = asyncio.all_tasks() - {asyncio.current_task()}
-        assert not leftover, f"tasks still running: {leftover}"
-    asyncio.run(checked())
 
 
 class Echo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from node.transport import (
 )
 from node.transport.handshake import Hello, Role, auth_message
 from node.transport.queues import PeerQueues, PeerStats
+from tests.leakcheck import run
 
 CHAIN = "fbci-test"
 TUNING = TransportTuning(handshake_timeout=2.0, heartbeat=60.0, close_timeout=0.5,
@@ -25,16 +26,6 @@ TUNING = TransportTuning(handshake_timeout=2.0, heartbeat=60.0, close_timeout=0.
 LIMITS = {Channel.CONSENSUS: 1000, Channel.SYNC: 1000, Channel.GOSSIP: 10000}
 MAX = 1 << 20
 WAIT = 10.0
-
-
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run one async test and check that it left no task behind."""
-    async def checked() -> None:
-        async with asyncio.timeout(60):
-            await main()
-        leftover = asyncio.all_tasks() - {asyncio.current_task()}
-        assert not leftover, f"tasks still running after stop: {leftover}"
-    asyncio.run(checked())
 
 
 def bound_socket(port: int = 0) -> socket.socket:
