@@ -68,7 +68,7 @@ def load_client_key(key: str, home: str | Path | None) -> PrivateKey:
 
 def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
     """``--rpc``, else the RPC address in ``HOME/config``, else the default local node."""
-    from node.cli import DEFAULT_RPC
+    from node.cli_commands import DEFAULT_RPC
     from node.config import load_config
 
     url = rpc or (load_config(Path(home)).rpc_url() if home is not None else DEFAULT_RPC)

@@ -4,209 +4,23 @@ Rule: no traceback reaches a user. An :class:`FbciError` is printed as
 ``error[<code> <reason>]: <message>`` and exits 1; a usage error, or a command
 this build does not include, exits 2; Ctrl-C exits 130; anything else is a
 one-line "internal error" (exit 1), with the traceback only under
-``FBCI_DEBUG=1``.
-
-The key and genesis commands are implemented here. The others (node,
-testnet, status, tx, fl, ids, predict, demo) are imported inside their
-handlers, so ``fbci --help`` stays fast, a build without one of them still
-runs the rest, and ``fbci node start`` never imports torch.
+``FBCI_DEBUG=1``. The commands themselves are in ``node/cli_commands.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from core.crypto import PrivateKey
-from core.errors import FbciError, InvalidGenesis, InvalidInput, StorageError
-from core.tx import KIND_PATTERN
-from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID, assemble, init_network, install_genesis, load_parts
-from genesis.keys import generate_identity, show_identity
-from genesis.schema import ChainParams, load_genesis, write_genesis
+from core.errors import FbciError, StorageError
+from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from genesis.validation import FieldError, check_canonical_json, format_loc, parse_json, read_json_file, validate_model
-from node.config import load_config
-
-DEFAULT_RPC = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 1}"
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-_OWN_PACKAGES = ("core", "node", "consensus", "fl_contracts", "ids", "genesis")
-
-
-class NotAvailable(FbciError):
-    """A command whose implementation (or a package it needs) is not part of this installation."""
-
-    code = -32601
-    reason = "not_available"
-
-
-def _provided(module: str, attr: str, command: str) -> Callable[..., Any]:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or "?"
-        if missing.split(".")[0] in _OWN_PACKAGES:
-            raise NotAvailable(f"'fbci {command}' is not available in this build ({missing} is missing)") from None
-        hint = " (pip install -e '.[train]')" if missing.split(".")[0] in ("torch", "opacus") else ""
-        raise NotAvailable(f"'fbci {command}' needs the Python package {missing!r}, which is not installed"
-                           f"{hint}") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise NotAvailable(f"'fbci {command}' is not available in this build ({module}.{attr} is missing)")
-    return fn
-
-
-def _print(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-# --- keys and genesis: implemented here -------------------------------------------------------
-
-def _keys_gen(args: argparse.Namespace) -> int:
-    home = Path(args.home)
-    if "validator" in args.roles and not args.p2p:
-        raise InvalidInput("--p2p HOST:PORT is required for a validator: the address the other validators dial")
-    part = generate_identity(home, name=args.name or home.resolve().name, roles=args.roles,
-                             p2p_address=args.p2p, rpc_address=args.rpc)
-    _print(part.to_json())
-    print(f"wrote {home / 'config' / 'node_key.json'} (private, mode 0600) and {home / 'public.json'}; "
-          "share only public.json", file=sys.stderr)
-    return 0
-
-
-def _keys_show(args: argparse.Namespace) -> int:
-    _print(show_identity(Path(args.home)).to_json())
-    return 0
-
-
-def _params(path: str | None) -> ChainParams | None:
-    if path is None:
-        return None
-    return validate_model(ChainParams, read_json_file(Path(path), error=InvalidGenesis), source=path,
-                          error=InvalidGenesis)
-
-
-def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
-    """The given file, or the one-machine default models (node/catalog.py)."""
-    if path is None:
-        from node.catalog import default_app_state
-
-        return default_app_state(hospitals)
-    return read_json_file(Path(path), error=InvalidGenesis)
-
-
-def _genesis_init(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
-                       hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state, args.hospitals or args.validators))
-    _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
-    _print(f"genesis: {net.genesis_path}")
-    for home, v in zip(net.homes, net.genesis.validators):
-        _print(f"  {v.name}: home {home}  p2p {v.p2p_address}  rpc {load_config(home).rpc_url()}")
-    _print(f"start each with: fbci node start --home {net.homes[0]}   (admin key: {net.homes[0]}/keys/admin.json)")
-    return 0
-
-
-def _genesis_assemble(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise InvalidInput(f"{out} already exists (pass --force to replace it)")
-    parts = load_parts([Path(p) for p in args.public])
-    hospitals = max(1, sum("hospital" in part.roles for part in parts))
-    doc = assemble(args.chain_id, parts,
-                   genesis_time_ms=time.time_ns() // 1_000_000 if args.genesis_time_ms is None else args.genesis_time_ms,
-                   params=_params(args.params), app_state=_app_state(args.app_state, hospitals))
-    write_genesis(doc, out)
-    _print(f"wrote {out}: chain {doc.chain_id}, {len(doc.validators)} validator(s), "
-           f"{len(doc.accounts)} account(s), genesis hash {doc.hash().hex()}")
-    return 0
-
-
-def _genesis_validate(args: argparse.Namespace) -> int:
-    doc = load_genesis(Path(args.file))
-    _print(f"ok: chain {doc.chain_id}, {len(doc.validators)} validator(s), {len(doc.accounts)} account(s), "
-           f"genesis hash {doc.hash().hex()}")
-    return 0
-
-
-def _genesis_install(args: argparse.Namespace) -> int:
-    config = install_genesis(Path(args.home), load_genesis(Path(args.genesis)),
-                             p2p_listen=args.p2p_listen, rpc_listen=args.rpc_listen)
-    _print(f"{args.home} is set up as {config.name}: p2p {config.p2p_listen}, rpc {config.rpc_listen}, "
-           f"{len(config.peers)} peer(s); start it with: fbci node start --home {args.home}")
-    return 0
-
-
-# --- provided by the integrator: imported lazily ------------------------------------------------
-
-def _node_start(args: argparse.Namespace) -> int | None:
-    return _provided("node.runtime", "run_validator", "node start")(Path(args.home))
-
-
-def _testnet(args: argparse.Namespace) -> int | None:
-    run = _provided("node.testnet", "run_testnet", "testnet")
-    return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port)
-
-
-def _rpc_urls(args: argparse.Namespace) -> list[str]:
-    urls = list(args.rpc or [])
-    if not urls:
-        urls = [load_config(Path(args.home)).rpc_url()] if args.home else [DEFAULT_RPC]
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise InvalidInput(f"--rpc: {url!r} must be an http:// or https:// URL")
-    return urls
-
-
-def _home_rpc_url(text: str) -> str:
-    """argparse type for ``status --home DIR``: the RPC URL in that home's config."""
-    try:
-        return load_config(Path(text)).rpc_url()
-    except FbciError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
-
-
-def _status(args: argparse.Namespace) -> int | None:
-    return _provided("node.status_cmd", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
-
-
-def _client_key(args: argparse.Namespace) -> PrivateKey:
-    """``--key`` is a key file, or the name of one in ``HOME/keys`` (``hospital`` -> keys/hospital.json)."""
-    candidate = Path(args.key)
-    if not candidate.exists() and args.home:
-        candidate = Path(args.home) / "keys" / f"{args.key}.json"
-    return PrivateKey.load(candidate)
-
-
-def _tx_submit(args: argparse.Namespace) -> int:
-    if not KIND_PATTERN.match(args.kind):
-        raise InvalidInput(f"--kind: {args.kind!r} must look like 'module.action' (lower case)")
-    payload = parse_json(args.payload, source="--payload", error=InvalidInput)
-    if not isinstance(payload, dict):
-        raise InvalidInput("--payload: must be a JSON object")
-    try:
-        check_canonical_json(payload, ("payload",))
-    except FieldError as exc:
-        raise InvalidInput(f"--payload: {format_loc(exc.loc)}: {exc.message}") from None
-    submit = _provided("node.rpc_client", "submit_tx", "tx submit")
-    result = submit(_rpc_urls(args)[0], _client_key(args), args.kind, payload, commit=args.commit)
-    _print(json.dumps(result, indent=2))
-    return 0
-
-
-def _delegate(module: str, attr: str, command: str) -> Callable[[argparse.Namespace], int | None]:
-    return lambda args: _provided(module, attr, command)(args)
-
+from node import cli_commands as commands
+from node.cli_commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
 # --- parser -------------------------------------------------------------------------------------
 
@@ -255,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keys = _group(sub, "keys", "Create and show a node's Ed25519 identity.")
-    p = _add(keys, "gen", _keys_gen, "Generate this machine's key and the public part to share.",
+    p = _add(keys, "gen", commands.keys_gen, "Generate this machine's key and the public part to share.",
              "Writes DIR/config/node_key.json (mode 0600, never share it) and DIR/public.json (name, public key,\n"
              "addresses, roles), which is all the consortium needs for 'fbci genesis assemble'. Refuses to\n"
              "overwrite an existing key. Prints public.json.\n\n"
@@ -267,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"roles of this key, from {', '.join(ROLES)} (default: validator)")
     p.add_argument("--p2p", metavar="HOST:PORT", help="where other validators reach this one (validators only)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="where clients reach this node's JSON-RPC server")
-    p = _add(keys, "show", _keys_show, "Print the home's public part, after checking it matches its key.")
+    p = _add(keys, "show", commands.keys_show, "Print the home's public part, after checking it matches its key.")
     _home(p)
 
     gen = _group(sub, "genesis", "Create, assemble, check and install genesis documents.")
-    p = _add(gen, "init", _genesis_init, "One-machine shortcut: generate every key and one home per validator.",
+    p = _add(gen, "init", commands.genesis_init, "One-machine shortcut: generate every key and one home per validator.",
              "Writes OUT/genesis.json and OUT/node<i>/ (config/node_key.json, config/config.json,\n"
              "config/genesis.json, public.json, keys/<role>.json client keys; the admin key is in node0).\n"
              "Node i listens on p2p BASE_PORT+2i and rpc BASE_PORT+2i+1 on 127.0.0.1.\n"
@@ -284,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hospitals", type=_at_least(0), metavar="N", help="hospital accounts (default: one per validator)")
     p.add_argument("--gateways", type=_at_least(0), metavar="N", help="IDS gateway accounts (default: one per validator)")
     _chain_inputs(p)
-    p = _add(gen, "assemble", _genesis_assemble, "Production path: build genesis.json from the hospitals' public.json files.",
+    p = _add(gen, "assemble", commands.genesis_assemble, "Production path: build genesis.json from the hospitals' public.json files.",
              "Everyone who runs this with the same files and arguments gets the same genesis hash (the order of\n"
              "the files does not matter), so each hospital can check the genesis it is sent. Then, on each\n"
              "validator's machine: 'fbci genesis install --home DIR genesis.json' and 'fbci node start --home DIR'.")
@@ -295,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chain start as Unix milliseconds (default: now; give it to reproduce a genesis exactly)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     _chain_inputs(p)
-    p = _add(gen, "validate", _genesis_validate, "Check a genesis file and print its hash.",
+    p = _add(gen, "validate", commands.genesis_validate, "Check a genesis file and print its hash.",
              "Every field and every consistency rule is checked; a problem is reported with the field's path.")
     p.add_argument("file", metavar="FILE", help="genesis.json to check")
-    p = _add(gen, "install", _genesis_install, "Set up a home made by 'keys gen' to run a validator of GENESIS.",
+    p = _add(gen, "install", commands.genesis_install, "Set up a home made by 'keys gen' to run a validator of GENESIS.",
              "Copies GENESIS to DIR/config/genesis.json and writes DIR/config/config.json with every other\n"
              "validator as a peer. The home's key must be in the genesis validator set.")
     _home(p)
@@ -307,12 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-listen", metavar="HOST:PORT", help="bind address for RPC (default: public.json rpc_address)")
 
     node = _group(sub, "node", "Run this hospital's validator.")
-    p = _add(node, "start", _node_start, "Start the validator whose home is DIR; runs until Ctrl-C or SIGTERM.",
+    p = _add(node, "start", commands.node_start, "Start the validator whose home is DIR; runs until Ctrl-C or SIGTERM.",
              "Reads DIR/config/{config,genesis,node_key}.json, opens the stores in DIR/data, connects to its\n"
              "peers and serves JSON-RPC (and /metrics) on its rpc_listen address.")
     _home(p)
 
-    p = _add(sub, "testnet", _testnet, "Start N local validators as real processes on loopback.",
+    p = _add(sub, "testnet", commands.testnet, "Start N local validators as real processes on loopback.",
              "Creates a fresh network in OUT as 'genesis init' does (OUT must not hold one yet), starts every\n"
              "validator, prints where each listens, and stops them all on Ctrl-C.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="number of validators (default: 4)")
@@ -320,19 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
 
-    p = _add(sub, "status", _status, "Show height, hash, view, peers, mempool and sync state of each node.",
+    p = _add(sub, "status", commands.status, "Show height, hash, view, peers, mempool and sync state of each node.",
              "Asks every node at once and checks they agree: each reports its block at the lowest height they\n"
              "all have, and different hashes there are flagged as DIVERGED. Exit 1 when a node is unreachable\n"
              "or the chain diverged, so it doubles as a health check.\n\n"
              "  fbci status --home testnet/node0 --home testnet/node1 --home testnet/node2 --home testnet/node3")
     p.add_argument("--rpc", action="append", metavar="URL", help=f"node RPC URL (repeatable; default: {DEFAULT_RPC})")
-    p.add_argument("--home", action="append", dest="rpc", type=_home_rpc_url, metavar="DIR",
+    p.add_argument("--home", action="append", dest="rpc", type=commands.home_rpc_url, metavar="DIR",
                    help="a node's home directory; its RPC address is used (repeatable, mixes with --rpc)")
     p.set_defaults(home=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     tx = _group(sub, "tx", "Sign and submit transactions.")
-    p = _add(tx, "submit", _tx_submit, "Sign a transaction with your key and submit it over JSON-RPC.",
+    p = _add(tx, "submit", commands.tx_submit, "Sign a transaction with your key and submit it over JSON-RPC.",
              "The node supplies the chain id and your next nonce. JSON has no bytes: write them as \"0x<hex>\".\n"
              "With --commit, a transaction the chain executed but rejected exits 1 with the receipt's error.\n\n"
              "  fbci tx submit --home testnet/node0 --key admin --kind acl.register \\\n"
@@ -344,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true", help="wait until the transaction is in a committed block")
 
     fl = _group(sub, "fl", "Federated learning from a hospital's side.")
-    p = _add(fl, "train", _delegate("node.fl_train", "main", "fl train"),
+    p = _add(fl, "train", commands.delegate("node.fl_train", "main", "fl train"),
              "Train locally on this hospital's data and submit a clipped, noised, quantized update per round.",
              "Patient data never leaves the machine; only the model delta is signed and submitted. Each round:\n"
              "fetch the global model from chain, train, clip (and noise with --dp-noise), submit, wait for the\n"
@@ -378,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a round to close (default: 180)")
 
     ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
-    p = _add(ids, "watch", _delegate("node.ids_watch", "main", "ids watch"),
+    p = _add(ids, "watch", commands.delegate("node.ids_watch", "main", "ids watch"),
              "Score IoMT flow records with the chain's IDS model and post alerts on chain.",
              "Loads the current iomt_ids global model from chain (before its first round: the training-free\n"
              "rules), scores each flow record, and submits one signed ids.alert per device, class and window\n"
@@ -404,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dedup window: one alert per device, class and window (default: 60000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    p = _add(sub, "predict", _delegate("node.predict_cmd", "main", "predict"),
+    p = _add(sub, "predict", commands.delegate("node.predict_cmd", "main", "predict"),
              "Score a patient's recent vitals with the chain's deterioration model and explain the score.",
              "The CSV holds one observation per row, oldest first, every 30 minutes, with the columns\n"
              "resp_rate, spo2, temp, sys, heart_rate, on_oxygen (0/1), alert (1 = alert, 0 = new confusion);\n"
@@ -419,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=_at_least(0), metavar="N", help="model version (default: latest)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = _add(sub, "demo", _delegate("node.demo", "run_demo", "demo"),
+    p = _add(sub, "demo", commands.delegate("node.demo", "run_demo", "demo"),
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
     p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")

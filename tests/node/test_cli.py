@@ -17,6 +17,7 @@ import pytest
 from core.errors import InvalidInput
 from genesis.create import init_network
 from node import cli
+from node import cli_commands as commands
 from node.config import load_home
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +164,7 @@ def test_missing_third_party_package_is_named(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "fbci_cmd_needing_a_package.py").write_text("import no_such_package_for_fbci\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(cli.NotAvailable, match="needs the Python package 'no_such_package_for_fbci'"):
-        cli._provided("fbci_cmd_needing_a_package", "main", "x")
+        commands._provided("fbci_cmd_needing_a_package", "main", "x")
 
 
 @pytest.mark.parametrize(("exc", "code", "text"), [
@@ -176,7 +177,7 @@ def test_unexpected_failures_are_one_line(monkeypatch: pytest.MonkeyPatch, capsy
                                           exc: BaseException, code: int, text: str) -> None:
     def fail(path: Path) -> None:
         raise exc
-    monkeypatch.setattr(cli, "load_genesis", fail)
+    monkeypatch.setattr(commands, "load_genesis", fail)
     monkeypatch.delenv("FBCI_DEBUG", raising=False)
     assert cli.main(["genesis", "validate", "g.json"]) == code
     err = capsys.readouterr().err
@@ -186,7 +187,7 @@ def test_unexpected_failures_are_one_line(monkeypatch: pytest.MonkeyPatch, capsy
 def test_fbci_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     def fail(path: Path) -> None:
         raise RuntimeError("boom")
-    monkeypatch.setattr(cli, "load_genesis", fail)
+    monkeypatch.setattr(commands, "load_genesis", fail)
     monkeypatch.setenv("FBCI_DEBUG", "1")
     assert cli.main(["genesis", "validate", "g.json"]) == 1
     assert "Traceback" in capsys.readouterr().err
