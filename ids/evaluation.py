@@ -33,6 +33,23 @@ HORIZON_H = 6.0
 
 
 @dataclass(frozen=True)
+class LocalTraining:
+    """A hospital's local training per federated round: the settings the published figures use.
+
+    ``bench/bench_ids.py`` measures with them and ``fbci fl train`` defaults to
+    them, so what a hospital runs is what was measured.
+    """
+
+    local_epochs: int
+    lr: float
+    batch_size: int
+
+
+IDS_TRAINING = LocalTraining(local_epochs=4, lr=0.1, batch_size=64)
+DETERIORATION_TRAINING = LocalTraining(local_epochs=1, lr=0.05, batch_size=64)
+
+
+@dataclass(frozen=True)
 class FlowSplit:
     train: list[tuple[np.ndarray, np.ndarray]]  # per training hospital (X, y)
     test_records: list[FlowRecord]

@@ -30,13 +30,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from core.crypto import PrivateKey
 from core.errors import InvalidInput
+from fl_contracts import realdata
+from ids.evaluation import DETERIORATION_TRAINING, IDS_TRAINING
 from fl_contracts.client import HospitalClient, Progress
 from fl_contracts.contract import RoundRecord
 from fl_contracts.simulation import Poison, poisoner
@@ -46,9 +47,11 @@ from node.chain_transport import ChainSession, ChainTransport, load_client_key, 
 Array = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]
 
-# (local epochs, learning rate, batch size) per data set: the in-process figures' settings.
+# (local epochs, learning rate, batch size) per data set: the settings the published figures were measured with.
 DEFAULTS: dict[str, tuple[int, float, int]] = {
-    "breast_cancer": (2, 0.2, 32), "iomt": (2, 0.05, 64), "vitals": (1, 0.05, 64),
+    "breast_cancer": (realdata.LOCAL_EPOCHS, realdata.LR, 32),
+    "iomt": (IDS_TRAINING.local_epochs, IDS_TRAINING.lr, IDS_TRAINING.batch_size),
+    "vitals": (DETERIORATION_TRAINING.local_epochs, DETERIORATION_TRAINING.lr, DETERIORATION_TRAINING.batch_size),
 }
 DEFAULT_SAMPLES = {"iomt": 2000, "vitals": 40}
 POISON_SCALE = 10.0

@@ -6,8 +6,6 @@ loopback port for the length of an ``async with``.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
