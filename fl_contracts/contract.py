@@ -259,14 +259,18 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
 
 
 def end_block(state: StateView, height: int) -> list[dict[str, Any]]:
-    """Close every round that is full or at its deadline; return one event per closed round."""
+    """Close every round that is full or at its deadline; return one event per closed round.
+
+    The event is the round record, participants included, so the node can see
+    which hospital's update a robust rule excluded.
+    """
     events = []
     for spec in list_models(state):
         head = _head(state, spec.id)
         if head.pending >= spec.max_updates or height >= head.deadline_height:
             record = _close_round(state, spec, head, height)
             _put(state, _key("round", spec.id, _be(record.round)), record)
-            events.append({"type": "fl.round_closed", **record.model_dump(exclude={"participants"})})
+            events.append({"type": "fl.round_closed", **record.model_dump()})
     return events
 
 

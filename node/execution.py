@@ -212,7 +212,7 @@ def _reload(pending: PendingState, sender: bytes, bumped: Account) -> tuple[str,
 
 
 def _failed(height: int, index: int, exc: FbciError) -> Receipt:
-    return Receipt(height, index, False, exc.code, exc.reason, exc.message, {})
+    return Receipt(height, index, False, exc.code, exc.reason, exc.message, dict(exc.data))
 
 
 def validate_block_txs(block: Block, chain_id: str, max_tx_bytes: int, signatures: SignatureCache) -> None:

@@ -21,6 +21,7 @@ from ids import alerts
 from node import accounts
 from node.execution import TxKindRegistry
 from node.rpc.api import AlertPage, AlertQuery
+from node.stores import Receipt
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
 
@@ -59,6 +60,12 @@ class AppQueries:
 
     def fl_rounds(self, state: StateView, model_id: str) -> list[dict[str, Any]]:
         return [r.model_dump() for r in fl.round_history(state, model_id)]
+
+    def committed_alert(self, state: StateView, receipt: Receipt) -> dict[str, Any] | None:
+        """The stored alert an ``ids.alert`` receipt points at (None for any other receipt)."""
+        alert_id = receipt.result.get("alert_id")
+        stored = alerts.get_alert(state, alert_id) if isinstance(alert_id, int) else None
+        return None if stored is None else stored.to_json()
 
     def alerts(self, state: StateView, query: AlertQuery) -> AlertPage:
         found, next_cursor = alerts.query_alerts(

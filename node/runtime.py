@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
 from core.crypto import PrivateKey
-from core.errors import FbciError
+from core.errors import BadSignature, FbciError
 from genesis.home import HomePaths, NodeConfig
 from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
@@ -33,7 +33,7 @@ from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node import logs
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
-from node.selfdefence import SelfDefence
+from node.selfdefence import AlertSubmitter, SelfDefence, rpc_limiter
 from node.service import NodeService
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request
@@ -104,7 +104,9 @@ class Validator:
             on_message=self._on_peer_message, max_message_bytes=doc.params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self._on_peer_misbehaviour,
         )
-        self.defence = SelfDefence(self.chain, self.key, doc.chain_id, self.config.name)
+        alerts = AlertSubmitter(self.key, doc.chain_id)
+        self.defence = SelfDefence(self.config.name, alerts.offer, doc.params.max_tx_bytes)
+        self.chain.on_commit.append(self.defence.inspect_commit)
         self.driver = ConsensusDriver(
             replica, self.chain, wal, self.transport, me,
             ProposalTiming(doc.params.propose_delay_ms, doc.params.block_interval_ms, doc.params.tick_ms),
@@ -124,7 +126,8 @@ class Validator:
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
             queries=AppQueries(), on_rejected=self.defence.on_tx_rejected,
         )
-        self.defence.attach(self.service)
+        alerts.start(self.service)
+        stack.push_async_callback(alerts.stop)
         self.metrics.attach(self.chain, self.driver, self.transport, self.syncer, self.service)
 
         await self.transport.start()
@@ -138,12 +141,11 @@ class Validator:
         from node.rpc.server import create_app, start_rpc_server
 
         app = create_app(self.service, limits=rpc_limits(doc.params.max_tx_bytes),
-                         limiter=self.defence.limiter(doc.params),
+                         limiter=rpc_limiter(doc.params),
                          metrics_registry=self.metrics.registry, on_misbehaviour=self.defence.on_rpc_misbehaviour)
         host, port = split_address(self.config.rpc_listen)
         runner = await start_rpc_server(app, host, port)
         stack.push_async_callback(runner.cleanup)
-        stack.push_async_callback(self.defence.stop)
         log.info("validator %s up: height %d, rpc %s, p2p %s", self.config.name, self.chain.height,
                  self.config.rpc_listen, self.config.p2p_listen)
 
@@ -152,8 +154,7 @@ class Validator:
             if channel == Channel.CONSENSUS:
                 self.driver.on_peer_message(sender, payload)
             elif channel == Channel.GOSSIP:
-                self.defence.on_gossip(sender, payload)
-                self.driver.notify_work()
+                self._admit_gossip(sender, payload)
             else:
                 message = codec.decode(payload)
                 reply = serve_request(self.chain, message)
@@ -163,6 +164,22 @@ class Validator:
                     self.syncer.on_response(sender, message)
         except FbciError as exc:
             self._on_peer_misbehaviour(sender, f"{channel.name.lower()}: {exc.reason}")
+
+    def _admit_gossip(self, sender: bytes, raw: bytes) -> None:
+        """A transaction relayed by a peer validator is admitted like a client's.
+
+        Already known, a used nonce, a full mempool: normal in gossip, dropped
+        quietly. A bad signature is not: an honest validator only relays what
+        its own admission verified.
+        """
+        try:
+            self.chain.mempool.add(raw)
+        except BadSignature:
+            self._on_peer_misbehaviour(sender, "gossiped a transaction with a bad signature")
+            return
+        except FbciError:
+            return
+        self.driver.notify_work()
 
     def _on_peer_misbehaviour(self, peer: bytes | str, what: str) -> None:
         self.defence.on_peer_misbehaviour(peer, what)

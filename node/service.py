@@ -93,9 +93,10 @@ class NodeService:
             "height": committed.block.height, "hash": committed.block.hash.hex(),
             "num_txs": committed.block.header.num_txs, "time_ms": committed.block.header.time_ms,
         })
-        for event in committed.events:
-            if event.get("type") == "alert":
-                self.events.publish("new_alert", event)
+        for receipt in committed.receipts.values():
+            alert = self.queries.committed_alert(self.chain.state, receipt) if receipt.ok else None
+            if alert is not None:
+                self.events.publish("new_alert", alert)
 
     async def status(self) -> NodeStatus:
         return NodeStatus(

@@ -137,3 +137,18 @@ def test_validator_path_does_not_import_torch() -> None:
             "sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_round_closed_event_names_who_a_robust_rule_excluded() -> None:
+    """The node's self-defence reads ``participants[].excluded`` off this event."""
+    spec = ModelSpec.for_sequential("krum", [3, 2], rule="multi_krum", rule_params={"f": 1, "m": 2},
+                                    min_updates=4, max_updates=4, round_length_blocks=5)
+    state = MemoryState()
+    contract.init_models(state, [spec], {}, 0)
+    honest = np.full(spec.num_params, 100, dtype=np.int32)
+    outlier = np.full(spec.num_params, -spec.max_abs, dtype=np.int32)
+    for i, delta in enumerate([honest, honest + 1, honest - 1, outlier]):
+        contract.submit_update(state, ctx(i), payload(spec, delta))
+    (event,) = contract.end_block(state, 1)
+    excluded = {p["sender"]: p["excluded"] for p in event["participants"]}
+    assert excluded[ctx(3).sender] is not None and excluded[ctx(0).sender] is None
