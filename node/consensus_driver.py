@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from consensus import (
     BlockValidated, Broadcast, CancelTimer, CommitBlock, MessageReceived, NeedSync, Persist, ProposalReady,
-    Replica, ReportEvidence, RequestProposal, Send, SetTimer, SyncedTo, TimerFired, ValidateBlock,
+    Replica, ReportEvidence, RequestProposal, Send, SetTimer, SyncedTo, TimerFired, ValidateBlock, WalRecord,
     decode_message, encode_message,
 )
 from core.block import Block
@@ -124,15 +124,22 @@ class ConsensusDriver:
                 log.warning("consensus refused %s: %s", type(event).__name__, exc.message)
                 continue
             self._observe_view()
+            durable: list[WalRecord] = []  # consecutive Persists share one fsync, still before the next send
             for action in actions:
+                if isinstance(action, Persist):
+                    durable.append(action.record)
+                    continue
+                if durable:
+                    self.wal.append_all(durable)
+                    durable = []
                 follow_up = self._perform(action)
                 if follow_up is not None:
                     events.append(follow_up)
+            if durable:
+                self.wal.append_all(durable)
 
     def _perform(self, action: Any) -> Any:
-        if isinstance(action, Persist):
-            self.wal.append(action.record)
-        elif isinstance(action, Send):
+        if isinstance(action, Send):
             self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, Broadcast):
             self.outbox.broadcast(Channel.CONSENSUS, encode_message(action.message))

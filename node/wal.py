@@ -24,6 +24,7 @@ import logging
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from consensus import WalRecord
@@ -50,10 +51,14 @@ class WriteAheadLog:
         self._file = open(path, "ab")  # noqa: SIM115 - held open for the node's lifetime
 
     def append(self, record: WalRecord) -> None:
-        self._file.write(_frame(record.encode()))
+        self.append_all([record])
+
+    def append_all(self, records: Sequence[WalRecord]) -> None:
+        """Several records under one fsync: durable together before this returns."""
+        self._file.write(b"".join(_frame(r.encode()) for r in records))
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._records.append(record)
+        self._records.extend(records)
 
     def read_all(self) -> list[WalRecord]:
         return list(self._records)

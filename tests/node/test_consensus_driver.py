@@ -35,8 +35,8 @@ class Recorder:
     def __init__(self) -> None:
         self.log: list[tuple[str, Any]] = []
 
-    def append(self, record: WalRecord) -> None:
-        self.log.append(("wal", record))
+    def append_all(self, records: list[WalRecord]) -> None:
+        self.log.append(("wal", list(records)))
 
     def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
         self.log.append(("send", payload))
@@ -73,7 +73,14 @@ def test_persist_is_written_before_the_broadcast_that_follows_it() -> None:
     record = WalRecord("signed", 1, 0, b"vote")
     _, io = asyncio.run(_drive({Start: [Broadcast(VOTE), Persist(record), Broadcast(VOTE)]}, until=1))
     assert [kind for kind, _ in io.log] == ["broadcast", "wal", "broadcast"]
-    assert io.log[1][1] == record
+    assert io.log[1][1] == [record]
+
+
+def test_consecutive_persists_share_one_durable_write_before_the_send() -> None:
+    a, b, c = (WalRecord("signed", 1, 0, x) for x in (b"a", b"b", b"c"))
+    script = {Start: [Persist(a), Persist(b), Broadcast(VOTE), Persist(c)]}
+    _, io = asyncio.run(_drive(script, until=1))
+    assert io.log == [("wal", [a, b]), ("broadcast", Channel.CONSENSUS), ("wal", [c])]
 
 
 def test_a_block_whose_hash_is_not_the_voted_hash_is_refused() -> None:

@@ -97,3 +97,14 @@ def test_append_returns_only_after_fsync(tmp_path: Path, monkeypatch: pytest.Mon
     w.append(records(1)[0])
     calls.append("returned")
     assert calls == ["fsync", "returned"]
+
+
+def test_append_all_is_one_durable_write_of_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = WriteAheadLog(tmp_path / "wal")
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(wal_module.os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    records = [WalRecord("signed", 3, 0, bytes([i]) * 10) for i in range(3)]
+    log.append_all(records)
+    assert len(calls) == 1
+    assert WriteAheadLog(tmp_path / "wal").read_all() == records
