@@ -138,10 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
              "Asks every node at once and checks they agree: each reports its block at the lowest height they\n"
              "all have, and different hashes there are flagged as DIVERGED. Exit 1 when a node is unreachable\n"
              "or the chain diverged, so it doubles as a health check.\n\n"
-             "  fbci status --home testnet/node0 --home testnet/node1 --home testnet/node2 --home testnet/node3")
+             "  fbci status --net testnet                     # every validator of a local network\n"
+             "  fbci status --home testnet/node0 --rpc http://10.0.0.7:26601")
     p.add_argument("--rpc", action="append", metavar="URL", help=f"node RPC URL (repeatable; default: {DEFAULT_RPC})")
     p.add_argument("--home", action="append", dest="rpc", type=commands.home_rpc_url, metavar="DIR",
                    help="a node's home directory; its RPC address is used (repeatable, mixes with --rpc)")
+    p.add_argument("--net", action="extend", dest="rpc", type=commands.network_rpc_urls, metavar="DIR",
+                   help="a network directory from 'genesis init' or 'testnet': every node<i>/ home in it")
     p.set_defaults(home=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

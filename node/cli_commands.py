@@ -167,6 +167,15 @@ def home_rpc_url(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text}: {exc.strerror or exc}") from None
 
 
+def network_rpc_urls(text: str) -> list[str]:
+    """argparse type for ``status --net DIR``: the RPC URL of every ``DIR/node<i>`` home, in order."""
+    homes = sorted((p for p in Path(text).glob("node*") if (p / "config" / "config.json").is_file()),
+                   key=lambda p: (len(p.name), p.name))
+    if not homes:
+        raise argparse.ArgumentTypeError(f"{text}: no node<i>/config/config.json homes in it")
+    return [home_rpc_url(str(home)) for home in homes]
+
+
 def status(args: argparse.Namespace) -> int | None:
     return _provided("node.status_cmd", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
 

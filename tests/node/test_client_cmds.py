@@ -56,6 +56,9 @@ def test_status_table_json_and_unreachable_node(node: Testnet) -> None:
     assert name == "node0" and int(height) >= 1 and block["hash"].startswith(prefix) and len(prefix) == 12
     assert "agree: 1 node(s)" in out.stdout
 
+    whole = json.loads(fbci("status", "--net", str(Path(home(node)).parent), "--json").stdout)
+    assert [n["name"] for n in whole["nodes"]] == ["node0"]
+
     report = json.loads(fbci("status", "--rpc", node.specs[0].rpc_url, "--json").stdout)
     assert report["diverged"] is False and report["unreachable"] == 0
     assert report["nodes"][0]["name"] == "node0" and report["nodes"][0]["syncing"] is False
