@@ -18,7 +18,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
@@ -29,19 +28,17 @@ from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
 from node.chain import Chain, ChainParams
 from node.config import load_config
-from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node import logs
+from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
+from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.selfdefence import AlertSubmitter, SelfDefence, rpc_limiter
 from node.service import NodeService
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request
 from node.transport import Channel, PeerInfo, PeerTransport
 from node.wal import WriteAheadLog
-
-if TYPE_CHECKING:
-    from node.rpc.server import RpcLimits
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +58,6 @@ def rpc_limits(max_tx_bytes: int) -> RpcLimits:
     ``RpcLimits()`` alone caps a transaction at 256 KiB and a body at 1 MiB,
     below genesis' ``max_tx_bytes`` (1 MiB by default, sized for model deltas).
     """
-    from node.rpc.server import RpcLimits
-
     default = RpcLimits()
     return replace(default, max_tx_bytes=max_tx_bytes,
                    max_body_bytes=max(default.max_body_bytes, 2 * max_tx_bytes + JSON_ENVELOPE_BYTES))
@@ -137,8 +132,6 @@ class Validator:
         last_commit = CommitCertificate.decode(self.chain.blocks.certificate(height)) if height else None
         await self.driver.start(Start(height + 1, last_commit, wal.read_all()))
         stack.push_async_callback(self.driver.stop)
-
-        from node.rpc.server import create_app, start_rpc_server
 
         app = create_app(self.service, limits=rpc_limits(doc.params.max_tx_bytes),
                          limiter=rpc_limiter(doc.params),
