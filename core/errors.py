@@ -135,8 +135,15 @@ class StorageError(FbciError):
     reason = "storage_error"
 
 
+class AddressInUse(FbciError):
+    """A listen address (p2p or JSON-RPC) that another process already holds."""
+
+    code = -32050
+    reason = "address_in_use"
+
+
 ALL_ERRORS: tuple[type[FbciError], ...] = (
     FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
-    LimitExceeded, MempoolFull, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError,
+    LimitExceeded, MempoolFull, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
 )

@@ -10,11 +10,12 @@ chain executes, and this module only carries messages between them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -22,7 +23,7 @@ from types import FrameType
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
 from core.crypto import PrivateKey
-from core.errors import BadSignature, FbciError
+from core.errors import AddressInUse, BadSignature, FbciError
 from genesis.home import HomePaths, NodeConfig
 from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
@@ -61,6 +62,17 @@ def rpc_limits(max_tx_bytes: int) -> RpcLimits:
     default = RpcLimits()
     return replace(default, max_tx_bytes=max_tx_bytes,
                    max_body_bytes=max(default.max_body_bytes, 2 * max_tx_bytes + JSON_ENVELOPE_BYTES))
+
+
+@asynccontextmanager
+async def _listening(address: str, what: str) -> AsyncIterator[None]:
+    """A listen address another process holds is the operator's to fix, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise AddressInUse(f"cannot listen for {what} on {address}: {exc.strerror or exc}") from None
+        raise
 
 
 @dataclass
@@ -125,7 +137,8 @@ class Validator:
         stack.push_async_callback(alerts.stop)
         self.metrics.attach(self.chain, self.driver, self.transport, self.syncer, self.service)
 
-        await self.transport.start()
+        async with _listening(self.config.p2p_listen, "p2p"):
+            await self.transport.start()
         stack.push_async_callback(self.transport.stop)
         stack.push_async_callback(self.syncer.stop)
         height = self.chain.height
@@ -137,7 +150,8 @@ class Validator:
                          limiter=rpc_limiter(doc.params),
                          metrics_registry=self.metrics.registry, on_misbehaviour=self.defence.on_rpc_misbehaviour)
         host, port = split_address(self.config.rpc_listen)
-        runner = await start_rpc_server(app, host, port)
+        async with _listening(self.config.rpc_listen, "JSON-RPC"):
+            runner = await start_rpc_server(app, host, port)
         stack.push_async_callback(runner.cleanup)
         log.info("validator %s up: height %d, rpc %s, p2p %s", self.config.name, self.chain.height,
                  self.config.rpc_listen, self.config.p2p_listen)

@@ -50,3 +50,23 @@ def test_metrics_follow_the_chain(testnet) -> None:
     assert _find(values, 'fbci_p2p_sent_total{node="node0"') > 0
     assert _find(values, 'fbci_rpc_requests_total{code="0",method="tx_submit_commit"}') >= 1
     assert "fbci_mempool_txs" in "".join(values) and "fbci_view" in "".join(values)
+
+
+def test_a_taken_listen_address_is_a_clear_error_not_a_traceback(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from genesis.create import init_network
+    from tests.ports import free_base_port
+
+    base = free_base_port(2)
+    net = init_network(1, tmp_path / "net", base_port=base)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", base + 1))  # node0's JSON-RPC port
+        holder.listen()
+        run = subprocess.run([sys.executable, "-m", "node.cli", "node", "start", "--home", str(net.homes[0])],
+                             capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "error[-32050 address_in_use]" in run.stderr and f"127.0.0.1:{base + 1}" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
