@@ -220,24 +220,27 @@ class Chain:
             raise InvalidInput("block.last_commit (prev_commit_hash) does not certify the last committed block")
         cert.verify(self.chain_id, self.validators, self.verifier)
 
-    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None) -> CommittedBlock:
+    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
+               durable: bool = True) -> CommittedBlock:
         """Store, execute and apply a finalised block (see node/stores.py for the order).
 
         ``raw``: the block's encoding when the caller has it (the bytes it was
         decoded from, canonical by construction), to save re-encoding it.
+        ``durable=False`` defers the fsync to the next durable commit; only block
+        sync uses it, for all but the last block of a batch.
         """
         if block.height != self.height + 1:
             raise InvalidInput(f"cannot commit height {block.height} on top of {self.height}")
-        return self._apply(block, certificate, store_block=True, raw=raw)
+        return self._apply(block, certificate, store_block=True, raw=raw, durable=durable)
 
     def _apply(self, block: Block, certificate: bytes, *, store_block: bool,
-               raw: bytes | None = None) -> CommittedBlock:
+               raw: bytes | None = None, durable: bool = True) -> CommittedBlock:
         outcome = self.executor.execute_block(block, self.state)
         stored = None
         if store_block:
             stored = (block.height, block.hash, block.encode() if raw is None else raw, certificate)
         commit_block(self.database, self.blocks, stored, self.tx_index, outcome.receipts, self.state, block.height,
-                     outcome.pending)
+                     outcome.pending, durable=durable)
         self._head = block
         self.mempool.remove_committed(list(outcome.receipts), outcome.senders)
         committed = CommittedBlock(block, certificate, outcome.receipts, outcome.events)

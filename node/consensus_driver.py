@@ -190,7 +190,7 @@ class ConsensusDriver:
         if action.height <= self.chain.height:
             return  # block sync got there first
         block = Block.decode(action.block, max_size=self.chain.params.max_block_bytes)
-        self.chain.commit(block, action.certificate.encode())
+        self.chain.commit(block, action.certificate.encode(), action.block)  # canonical: decode accepted it
         self.compact_wal(action.height)
 
     def compact_wal(self, committed_height: int) -> None:

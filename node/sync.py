@@ -127,23 +127,33 @@ class BlockSyncer:
                 return sender, payload
 
     def apply_batch(self, payload: Any) -> int:
-        """Verify and apply one ``blocks`` response; raises on the first thing a peer got wrong."""
+        """Verify and apply one ``blocks`` response; raises on the first thing a peer got wrong.
+
+        Blocks are committed without a per-block fsync and made durable once,
+        before consensus hears of them, also when a later item is refused (the
+        ones before it were verified and stay applied).
+        """
         if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == "blocks"
                 and isinstance(payload[1], list)):
             raise PeerMisbehaved("a sync response is ['blocks', [[block, certificate], ...]]")
-        applied = 0
-        for item in payload[1]:
-            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
-                raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
-            block = Block.decode(item[0], max_size=self.chain.params.max_block_bytes)
-            certificate = CommitCertificate.decode(item[1])
-            if certificate.height != block.height or certificate.block_hash != block.hash:
-                raise PeerMisbehaved(f"certificate does not certify block {block.height}")
-            if block.height <= self.chain.height:
-                continue
-            certificate.verify(self.chain.chain_id, self.validators, self.verifier)
-            self.chain.check_linkage(block)
-            self.chain.commit(block, item[1])
-            self.on_synced(block.height, certificate)
-            applied += 1
-        return applied
+        applied: list[CommitCertificate] = []
+        try:
+            for item in payload[1]:
+                if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
+                    raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
+                block = Block.decode(item[0], max_size=self.chain.params.max_block_bytes)
+                certificate = CommitCertificate.decode(item[1])
+                if certificate.height != block.height or certificate.block_hash != block.hash:
+                    raise PeerMisbehaved(f"certificate does not certify block {block.height}")
+                if block.height <= self.chain.height:
+                    continue
+                certificate.verify(self.chain.chain_id, self.validators, self.verifier)
+                self.chain.check_linkage(block)
+                self.chain.commit(block, item[1], item[0], durable=False)
+                applied.append(certificate)
+        finally:
+            if applied:
+                self.chain.database.sync()
+                for certificate in applied:
+                    self.on_synced(certificate.height, certificate)
+        return len(applied)

@@ -226,3 +226,21 @@ def test_check_tx_lets_a_sequence_through_whose_later_steps_need_the_earlier(tmp
     block = chain.build_block(VKEYS[0], 5000)
     committed = chain.commit(block, certify(block))
     assert all(r.ok for r in committed.receipts.values()) and chain.account(newcomer).roles == {"hospital", "gateway"}
+
+
+def test_a_batch_refused_midway_keeps_the_verified_blocks_durably(tmp_path) -> None:
+    from core import codec
+
+    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+    blocks = grow(source, 3)
+    items = codec.decode(serve_request(source, ["get_blocks", 1, 64]))[1]
+    items[2][1] = certify(blocks[2], VALIDATORS[:1])  # the third certificate lacks a quorum
+    synced: list[int] = []
+    syncer = BlockSyncer(fresh, VKEYS, Ed25519Verifier(CHAIN), send=lambda p, d: True, peers=lambda: [],
+                         on_synced=lambda h, c: synced.append(h), on_misbehaviour=lambda p, w: None)
+    with pytest.raises(InvalidInput):
+        syncer.apply_batch(["blocks", items])
+    assert synced == [1, 2] and fresh.height == 2
+    fresh.database.close()
+    reopened = Chain(CHAIN, VKEYS, PARAMS, Database(tmp_path / "dst"), make_registry(), genesis_time_ms=1000)
+    assert reopened.height == 2 and reopened.state.height == 2
