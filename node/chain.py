@@ -72,7 +72,7 @@ class Chain:
             chain_id=self.chain_id, registry=self.registry, signatures=self.signatures,
             accounts=self.account, max_txs=self.params.mempool_max_txs,
             max_bytes=self.params.mempool_max_bytes, max_tx_bytes=self.params.max_tx_bytes,
-            check=self.check_tx,
+            check=self.check_tx, height=self.blocks.last_height,
         )
         self.executor = Executor(self.chain_id, self.registry, self.signatures, self.params.max_tx_bytes,
                                  decoded=self.mempool.decoded)
@@ -242,7 +242,7 @@ class Chain:
         commit_block(self.database, self.blocks, stored, self.tx_index, outcome.receipts, self.state, block.height,
                      outcome.pending, durable=durable)
         self._head = block
-        self.mempool.remove_committed(list(outcome.receipts), outcome.senders)
+        self.mempool.update(block.height, list(outcome.receipts), outcome.senders)
         committed = CommittedBlock(block, certificate, outcome.receipts, outcome.events)
         for callback in self.on_commit:
             try:

@@ -8,6 +8,9 @@ contract would refuse is refused at the door with the contract's reason. The mem
 full mempool answers :class:`MempoolFull` instead of growing. Reaping returns,
 per sender, only the run of nonces that continues from the committed nonce,
 so a proposer never includes a transaction that must fail its nonce check.
+A transaction still pending ``ttl_blocks`` after it was admitted is evicted
+(CometBFT's TTL): one whose earlier nonce was lost would otherwise hold its
+place forever.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ AccountLookup = Callable[[bytes], Account | None]
 CheckTx = Callable[[Transaction, bytes, TxKind, Account, bool], None]
 """``(tx, tx_hash, kind, account, sender_has_pending)``: raises the reason a contract refuses ``tx``."""
 MAX_NONCE_GAP = 64
+DEFAULT_TTL_BLOCKS = 300
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,14 @@ class PendingTx:
     raw: bytes
     tx_hash: bytes
     seq: int
+    admitted_at: int
+    """The chain height when it was admitted."""
 
 
 class Mempool:
     def __init__(self, *, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
                  accounts: AccountLookup, max_txs: int, max_bytes: int, max_tx_bytes: int,
-                 check: CheckTx | None = None) -> None:
+                 check: CheckTx | None = None, ttl_blocks: int = DEFAULT_TTL_BLOCKS, height: int = 0) -> None:
         self.chain_id = chain_id
         self.registry = registry
         self.signatures = signatures
@@ -47,6 +53,8 @@ class Mempool:
         self.max_bytes = max_bytes
         self.max_tx_bytes = max_tx_bytes
         self.check = check
+        self.ttl_blocks = ttl_blocks
+        self._height = height
         self._by_hash: dict[bytes, PendingTx] = {}
         self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
         self._bytes = 0
@@ -95,7 +103,7 @@ class Mempool:
                 f"mempool is full ({len(self._by_hash)} transactions, {self._bytes} bytes); retry later"
             )
         self._seq += 1
-        entry = PendingTx(tx, raw, tx_hash, self._seq)
+        entry = PendingTx(tx, raw, tx_hash, self._seq, self._height)
         self._by_hash[tx_hash] = entry
         pending_for_sender[tx.nonce] = entry
         self._bytes += len(raw)
@@ -128,9 +136,10 @@ class Mempool:
             remaining = deferred
         return chosen
 
-    def remove_committed(self, tx_hashes: list[bytes], senders: set[bytes]) -> None:
-        """Drop every transaction a block carried (whatever its outcome), then each
-        sender's entries whose nonce the block used up."""
+    def update(self, height: int, tx_hashes: list[bytes], senders: set[bytes]) -> None:
+        """After block ``height``: drop every transaction it carried (whatever its outcome),
+        each sender's entries whose nonce it used up, and entries past their TTL."""
+        self._height = height
         for tx_hash in tx_hashes:
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
@@ -141,6 +150,9 @@ class Mempool:
             for nonce, entry in list(self._by_sender.get(sender, {}).items()):
                 if nonce <= committed:
                     self._drop(entry)
+        expired = [e for e in self._by_hash.values() if e.admitted_at <= height - self.ttl_blocks]
+        for entry in expired:
+            self._drop(entry)
 
     def _drop(self, entry: PendingTx) -> None:
         del self._by_hash[entry.tx_hash]

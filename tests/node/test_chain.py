@@ -244,3 +244,16 @@ def test_a_batch_refused_midway_keeps_the_verified_blocks_durably(tmp_path) -> N
     fresh.database.close()
     reopened = Chain(CHAIN, VKEYS, PARAMS, Database(tmp_path / "dst"), make_registry(), genesis_time_ms=1000)
     assert reopened.height == 2 and reopened.state.height == 2
+
+
+def test_a_restarted_node_ages_its_mempool_from_the_chain_height(tmp_path) -> None:
+    chain = new_chain(tmp_path, "a")
+    grow(chain, 2)
+    chain.database.close()
+    reopened = Chain(CHAIN, VKEYS, PARAMS, Database(tmp_path / "a"), make_registry(), genesis_time_ms=1000)
+    reopened.mempool.ttl_blocks = 2  # admitted at height 2, so it may still wait at height 3
+    waiting = echo_tx(HOSPITAL, 4)  # nonce 3 not yet here: stays pending
+    reopened.mempool.add(waiting.encode())
+    block = reopened.build_block(VKEYS[0], 50_000)
+    reopened.commit(block, certify(block))
+    assert waiting.hash in reopened.mempool

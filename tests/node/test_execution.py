@@ -149,6 +149,18 @@ def test_reap_keeps_nonces_contiguous_and_eviction_after_commit(chain, mempool) 
     assert mempool.reap(2, 10_000) == [h1.encode(), g1.encode()]
     other_h1 = echo_tx(HOSPITAL, 1, msg=b"committed elsewhere")
     run_block(state, executor, 1, [other_h1, g1])
-    mempool.remove_committed([other_h1.hash, g1.hash], {HOSPITAL.public_key.raw, GATEWAY.public_key.raw})
+    mempool.update(1, [other_h1.hash, g1.hash], {HOSPITAL.public_key.raw, GATEWAY.public_key.raw})
     assert h1.hash not in mempool and g1.hash not in mempool
     assert mempool.reap(10, 10_000) == [h2.encode(), h3.encode()]
+
+
+def test_a_transaction_stuck_behind_a_lost_nonce_expires_after_its_ttl(chain, mempool) -> None:
+    state, executor = chain
+    mempool.ttl_blocks = 3
+    stuck = echo_tx(HOSPITAL, 2)  # nonce 1 never arrives
+    mempool.add(stuck.encode())
+    assert mempool.reap(10, 10_000) == []
+    mempool.update(2, [], set())
+    assert stuck.hash in mempool
+    mempool.update(3, [], set())
+    assert stuck.hash not in mempool and len(mempool) == 0 and mempool.size_bytes == 0
