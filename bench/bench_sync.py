@@ -48,7 +48,8 @@ def generate_chain(home: Path, validator_keys: list[PrivateKey], client_keys: li
     started = time.perf_counter()
     try:
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
-        chain = Chain(doc.chain_id, validators, chain_params(doc), database, build_registry(),
+        registry = build_registry(doc.chain_id, validators)
+        chain = Chain(doc.chain_id, validators, chain_params(doc), database, registry,
                       genesis_time_ms=doc.genesis_time_ms)
         chain.init_genesis([(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
                            genesis_hooks(doc))

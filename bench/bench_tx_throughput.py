@@ -118,7 +118,7 @@ async def _stage_costs(txs: int) -> dict[str, float]:
         chains = []
         for name in ("entry", "peer"):
             chain = Chain("bench", (proposer,), ChainParams(1 << 20, 8 << 20, 2000, 5000, 10 * txs + 100, 1 << 30),
-                          Database(Path(tmp) / name), build_registry())
+                          Database(Path(tmp) / name), build_registry("bench", (proposer,)))
             chain.init_genesis([(k.public_key.raw, f"c{i}", ["hospital"]) for i, k in enumerate(keys)], [])
             chains.append(chain)
         entry, peer = chains

@@ -27,14 +27,16 @@ from core.errors import AddressInUse, BadSignature, FbciError
 from genesis.home import HomePaths, NodeConfig
 from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
+from ids.alerts import TX_KIND as ALERT_KIND
 from node.chain import Chain, ChainParams
 from node.config import load_config
 from node import logs
 from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node.evidence import TX_KIND as EVIDENCE_KIND
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
-from node.selfdefence import AlertSubmitter, SelfDefence, rpc_limiter
+from node.selfdefence import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.service import NodeService
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request
@@ -89,7 +91,8 @@ class Validator:
         data = self.home / self.config.data_dir
         database = Database(data / "db")
         stack.callback(database.close)
-        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, build_registry(),
+        registry = build_registry(doc.chain_id, validators)
+        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, registry,
                            genesis_time_ms=doc.genesis_time_ms)
         self.chain.init_genesis(
             [(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
@@ -111,8 +114,11 @@ class Validator:
             on_message=self._on_peer_message, max_message_bytes=doc.params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self._on_peer_misbehaviour,
         )
-        alerts = AlertSubmitter(self.key, doc.chain_id)
-        self.defence = SelfDefence(self.config.name, alerts.offer, doc.params.max_tx_bytes)
+        own = OwnTxSubmitter(self.key, doc.chain_id)
+        self.defence = SelfDefence(
+            self.config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()), doc.params.max_tx_bytes,
+            on_evidence_found=lambda proof: own.offer(EVIDENCE_KIND, {"evidence": proof}),
+        )
         self.chain.on_commit.append(self.defence.inspect_commit)
         self.driver = ConsensusDriver(
             replica, self.chain, wal, self.transport, me,
@@ -133,8 +139,8 @@ class Validator:
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
             queries=AppQueries(), on_rejected=self.defence.on_tx_rejected,
         )
-        alerts.start(self.service)
-        stack.push_async_callback(alerts.stop)
+        own.start(self.service)
+        stack.push_async_callback(own.stop)
         self.metrics.attach(self.chain, self.driver, self.transport, self.syncer, self.service)
 
         async with _listening(self.config.p2p_listen, "p2p"):

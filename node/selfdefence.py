@@ -5,9 +5,10 @@ per-offender, per-class, per-window misbehaviour counter). :class:`SelfDefence`
 feeds them what the node observes — RPC floods, bad signatures, replayed
 transactions, malformed peer messages, consensus equivocation evidence, FL
 updates refused by their bounds or excluded by a robust rule — and hands each
-threshold crossing to :class:`AlertSubmitter`, which signs it as an
+threshold crossing to :class:`OwnTxSubmitter`, which signs it as an
 ``ids.alert`` with the validator's own key, so the whole consortium sees which
-client or validator misbehaved. Submission runs on its own task behind a
+client or validator misbehaved. Equivocation evidence also goes on chain
+whole, as a ``consensus.evidence`` transaction (``node/evidence.py``). Submission runs on its own task behind a
 bounded queue: defending never blocks serving, and a flood of misbehaviour
 yields at most one alert per offender, class and window.
 """
@@ -24,7 +25,6 @@ from core.crypto import PrivateKey
 from core.errors import AlreadyKnown, BadNonce, BadSignature, ContractRejected, FbciError
 from core.tx import Transaction
 from genesis.schema import ChainParams as GenesisParams
-from ids.alerts import TX_KIND as ALERT_KIND
 from ids.alerts import AlertPayload
 from ids.selfdefence import MisbehaviourMonitor, Offender, TokenBucketLimiter, address_subject
 from node.chain import CommittedBlock
@@ -48,9 +48,11 @@ class SelfDefence:
     """Turns observations into alerts; synchronous, so every hook is cheap to call from any path."""
 
     def __init__(self, name: str, on_alert: Callable[[AlertPayload], None], max_tx_bytes: int,
-                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_clock_ms,
+                 on_evidence_found: Callable[[bytes], None] = lambda proof: None) -> None:
         self.monitor = MisbehaviourMonitor(hospital=name.lower())
         self.on_alert = on_alert
+        self.on_evidence_found = on_evidence_found
         self.max_tx_bytes = max_tx_bytes
         self.clock_ms = clock_ms
         self.alerts_raised = 0
@@ -81,10 +83,13 @@ class SelfDefence:
             self._record("malformed_peer_message", Offender("address", address_subject(peer)), what.encode())
 
     def on_evidence(self, evidence: Any) -> None:
-        """Two conflicting signed consensus messages from one validator: proof, alerted at once."""
+        """Two conflicting signed consensus messages from one validator: proof, alerted at once
+        (the alert's feature digest is the SHA-256 of the evidence) and put on chain whole."""
         log.warning("equivocation evidence against validator %s at height %d",
                     evidence.validator.hex()[:16], evidence.height)
-        self._record("equivocation", Offender("validator", evidence.validator), evidence.encode())
+        proof = evidence.encode()
+        self.on_evidence_found(proof)
+        self._record("equivocation", Offender("validator", evidence.validator), proof)
 
     def inspect_commit(self, committed: CommittedBlock) -> None:
         """FL updates that reached a block and were refused by bounds, or excluded by a robust rule."""
@@ -108,23 +113,24 @@ class SelfDefence:
         self.on_alert(alert)
 
 
-class AlertSubmitter:
-    """Signs alerts with the validator key and submits them through the node, off the hot path."""
+class OwnTxSubmitter:
+    """Signs this validator's own transactions (alerts, evidence) and submits them through the node,
+    off the hot path, behind a bounded queue."""
 
     def __init__(self, key: PrivateKey, chain_id: str, queue_limit: int = 256) -> None:
         self.key = key
         self.chain_id = chain_id
-        self._queue: asyncio.Queue[AlertPayload] = asyncio.Queue(maxsize=queue_limit)
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=queue_limit)
         self._task: asyncio.Task[None] | None = None
 
-    def offer(self, alert: AlertPayload) -> None:
+    def offer(self, kind: str, payload: dict[str, Any]) -> None:
         try:
-            self._queue.put_nowait(alert)
+            self._queue.put_nowait((kind, payload))
         except asyncio.QueueFull:
-            log.error("self-defence alert queue full; dropping a %s alert", alert.alert_class)
+            log.error("own-transaction queue full; dropping a %s", kind)
 
     def start(self, service: Any) -> None:
-        self._task = asyncio.create_task(self._run(service), name="self-defence")
+        self._task = asyncio.create_task(self._run(service), name="own-transactions")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -133,10 +139,10 @@ class AlertSubmitter:
 
     async def _run(self, service: Any) -> None:
         while True:
-            alert = await self._queue.get()
+            kind, payload = await self._queue.get()
             try:
                 account = await service.account(self.key.public_key.raw)
-                tx = Transaction.create(self.key, self.chain_id, account.next_nonce, ALERT_KIND, alert.to_payload())
+                tx = Transaction.create(self.key, self.chain_id, account.next_nonce, kind, payload)
                 await service.submit_tx(tx.encode())
             except FbciError as exc:
-                log.warning("could not submit a self-defence alert: %s", exc.message)
+                log.warning("could not submit this validator's %s: %s", kind, exc.message)

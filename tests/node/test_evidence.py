@@ -1,0 +1,71 @@
+"""Equivocation evidence on chain: verified against the validator set, stored once, linked from its alert."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from consensus import Ed25519Signer, Evidence, Prepare
+from core.crypto import PrivateKey
+from core.errors import ContractRejected, InvalidInput
+from core.hashing import sha256
+from core.state import TxContext
+from node.evidence import evidence_handler, stored_evidence
+from node.selfdefence import SelfDefence
+from node.stores import Database, StateStore
+
+CHAIN = "fbci-test"
+VALIDATORS = [PrivateKey(bytes([20 + i]) * 32) for i in range(4)]
+VKEYS = tuple(k.public_key.raw for k in VALIDATORS)
+CTX = TxContext(CHAIN, 9, 0, VKEYS[1], frozenset({"validator"}), bytes(32))
+
+
+def prepare(key: PrivateKey, block_hash: bytes, chain: str = CHAIN) -> Prepare:
+    unsigned = Prepare(5, 0, block_hash, key.public_key.raw, b"")
+    return dataclasses.replace(unsigned, signature=Ed25519Signer(key, chain).sign(unsigned.kind,
+                                                                                  unsigned.sign_bytes(chain)))
+
+
+@pytest.fixture
+def state(tmp_path):
+    db = Database(tmp_path / "db")
+    yield StateStore(db).begin()
+    db.close()
+
+
+def test_conflicting_votes_are_verified_stored_once_and_retrievable(state) -> None:
+    handle = evidence_handler(CHAIN, VKEYS)
+    a, b = prepare(VALIDATORS[0], b"\x01" * 32), prepare(VALIDATORS[0], b"\x02" * 32)
+    result = handle(state, CTX, {"evidence": Evidence(a, b).encode()})
+    assert result["validator"] == VKEYS[0] and result["height"] == 5
+    assert stored_evidence(state, result["digest"]) == Evidence.decode(Evidence(a, b).encode())
+    with pytest.raises(ContractRejected, match="already on chain"):
+        handle(state, CTX, {"evidence": Evidence(b, a).encode()})  # the same pair, the other way round
+
+
+@pytest.mark.parametrize("case", ["agreeing", "outsider", "other_chain", "two_senders"])
+def test_what_is_not_proof_of_equivocation_is_refused(state, case) -> None:
+    outsider = PrivateKey(bytes([99]) * 32)
+    a = prepare(VALIDATORS[0], b"\x01" * 32)
+    b = {
+        "agreeing": prepare(VALIDATORS[0], b"\x01" * 32),
+        "outsider": prepare(outsider, b"\x02" * 32),
+        "other_chain": prepare(VALIDATORS[0], b"\x02" * 32, chain="other-chain"),
+        "two_senders": prepare(VALIDATORS[1], b"\x02" * 32),
+    }[case]
+    if case == "outsider":
+        a = prepare(outsider, b"\x01" * 32)
+    with pytest.raises(InvalidInput):
+        evidence_handler(CHAIN, VKEYS)(state, CTX, {"evidence": Evidence(a, b).encode()})
+    assert list(state.scan(b"evidence/")) == []
+
+
+def test_self_defence_puts_the_proof_on_chain_and_its_alert_points_at_it() -> None:
+    proofs: list[bytes] = []
+    alerts = []
+    defence = SelfDefence("node1", alerts.append, 4096, clock_ms=lambda: 0, on_evidence_found=proofs.append)
+    evidence = Evidence(prepare(VALIDATORS[0], b"\x01" * 32), prepare(VALIDATORS[0], b"\x02" * 32))
+    defence.on_evidence(evidence)
+    assert proofs == [evidence.encode()]
+    assert alerts[0].alert_class == "equivocation" and alerts[0].feature_digest == sha256(evidence.encode())
