@@ -29,7 +29,6 @@ from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex, comm
 
 log = logging.getLogger(__name__)
 
-GenesisHook = Callable[[Any, Any], None]  # (pending state, genesis doc)
 
 
 @dataclass(frozen=True)
