@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from fl_contracts.realdata import figures
+from client.fl.realdata import figures
 
 OUT = Path(__file__).parent / "results" / "fl_realdata.json"
 

@@ -1,7 +1,7 @@
 """IDS and deterioration-prediction figures, and gateway throughput, written to bench/results/ids.json.
 
 Run: ``.venv/bin/python -m bench.bench_ids`` (``--latency-only`` refreshes just the testnet figure). The models are trained the way
-the chain trains them: ``fl_contracts.simulation.run_federated`` (local torch
+the chain trains them: ``client.fl.simulation.run_federated`` (local torch
 training, clipping, fixed-point quantization, on-chain integer FedAvg) over
 the training hospitals; every figure is measured on hospitals or patients
 the model never saw. The IDS is reported three ways beside the rules-only
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_contracts.simulation import run_federated
+from client.fl.simulation import run_federated
 from fl_contracts.spec import ModelSpec
 from ids.alerts import AlertPayload
 from ids.classifier import FlowClassifier
@@ -106,9 +106,9 @@ def testnet_alert_latency(n_alerts: int = 100, validators: int = 4, seed: int = 
     import tempfile
 
     from ids.flows import HOSPITAL_PROFILES, generate_flows
-    from node.chain_transport import ChainSession, load_client_key
-    from node.ids_watch import pseudonym_secret, with_attack_rate
-    from node.testnet import Testnet
+    from client.session import ChainSession, load_client_key
+    from client.ids_watch import pseudonym_secret, with_attack_rate
+    from devnet.testnet import Testnet
 
     with socket.socket() as probe:  # a free port run is what the test fixture finds; one probe is enough here
         probe.bind(("127.0.0.1", 0))

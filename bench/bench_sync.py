@@ -72,7 +72,7 @@ def generate_chain(home: Path, validator_keys: list[PrivateKey], client_keys: li
 
 def measure(blocks: int = 10_000, txs_per_block: int = 3, out_dir: Path | None = None,
             timeout: float = 900.0, verify_seconds: float = 1.0) -> dict[str, Any]:
-    from node.testnet import Testnet
+    from devnet.testnet import Testnet
 
     with tempfile.TemporaryDirectory(prefix="fbci-bench-sync-") as tmp:
         root = Path(out_dir or tmp)

@@ -53,7 +53,7 @@ BENCH_PARAMS = {"mempool_max_txs": 100_000}
 async def open_loop(local: LocalNet, keys: Sequence[PrivateKey], rate: float, duration: float,
                     drain_s: float = 20.0) -> dict[str, Any]:
     """Offer ``rate`` tx/s for ``duration`` seconds; returns throughput, latency and refusals."""
-    from node.rpc_client import RpcClient
+    from client.rpc import RpcClient
 
     count = max(1, int(rate * duration))
     txs = signed_echo_txs(keys, local.chain_id, count, TX_BYTES)

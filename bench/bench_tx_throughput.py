@@ -35,7 +35,7 @@ KEYS_PER_NONCE_WINDOW = 60  # below the mempool's 64-nonce gap per sender
 
 
 async def _submit_single(url: str, hexes: Sequence[str], concurrency: int) -> list[Any]:
-    from node.rpc_client import RpcClient
+    from client.rpc import RpcClient
 
     errors: list[Any] = []
     queue = iter(hexes)
@@ -51,7 +51,7 @@ async def _submit_single(url: str, hexes: Sequence[str], concurrency: int) -> li
 
 
 async def _submit_batched(url: str, hexes: Sequence[str], batch: int, concurrency: int) -> list[Any]:
-    from node.rpc_client import RpcClient
+    from client.rpc import RpcClient
 
     errors: list[Any] = []
     chunks = iter([hexes[i:i + batch] for i in range(0, len(hexes), batch)])

@@ -4,7 +4,7 @@ Every bench prints a plain table and writes ``bench/results/<name>.json``.
 The Ed25519 verify rate is measured in the same process and the same run as
 the figure it bounds, because the two cores of a shared machine drift by tens
 of percent between runs. Testnets here are the real validator processes of
-:mod:`node.testnet`, built with genesis parameters a bench needs (the
+:mod:`devnet.testnet`, built with genesis parameters a bench needs (the
 per-client RPC rate limit raised, since every load client shares 127.0.0.1).
 """
 
@@ -112,7 +112,7 @@ def signed_echo_txs(keys: Sequence[PrivateKey], chain_id: str, count: int, tx_by
 
 @dataclass
 class LocalNet:
-    """A started :class:`node.testnet.Testnet` plus what a load client needs."""
+    """A started :class:`devnet.testnet.Testnet` plus what a load client needs."""
 
     net: Any
     chain_id: str
@@ -132,8 +132,8 @@ def create_localnet(n: int, out_dir: Path, *, clients: int = 32, params: dict[st
     from genesis.create import init_network
     from genesis.home import HomePaths, NodeConfig
     from genesis.schema import ChainParams
-    from node.catalog import default_app_state
-    from node.testnet import NodeSpec, Testnet, node_command
+    from devnet.catalog import default_app_state
+    from devnet.testnet import NodeSpec, Testnet, node_command
     from tests.integration.conftest import free_base_port
 
     merged = {"rpc_requests_per_second": BENCH_RPC_RATE, "rpc_burst": BENCH_RPC_RATE, **(params or {})}
@@ -166,7 +166,7 @@ def profiled_command(profile_dir: Path) -> Callable[[Any], list[str]]:
     def command(spec: Any) -> list[str]:
         profile_dir.mkdir(parents=True, exist_ok=True)
         return [sys.executable, "-m", "cProfile", "-o", str(profile_dir / f"{spec.name}.prof"),
-                "-m", "node.cli", "node", "start", "--home", str(spec.home)]
+                "-m", "cli.main", "node", "start", "--home", str(spec.home)]
     return command
 
 
@@ -213,7 +213,7 @@ class CommitWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        from node.rpc_client import RpcClient
+        from client.rpc import RpcClient
 
         async with RpcClient(self.rpc_url) as client, RpcClient(self.rpc_url) as reader:
             async with client.subscribe("new_block") as events:

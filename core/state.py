@@ -2,7 +2,8 @@
 
 Contracts in ``fl_contracts/`` and ``ids/`` read and write state only
 through :class:`StateView`, which ``node/`` backs with the state store's
-per-block write buffer; they learn about the transaction only through
+per-block write buffer and :class:`MemoryState` backs with a dict (tests and
+the in-process simulation); they learn about the transaction only through
 :class:`TxContext`. Neither gives access to the clock, randomness or disk, so
 execution stays deterministic by construction.
 """
@@ -36,3 +37,30 @@ class TxContext:
     sender: bytes
     sender_roles: frozenset[str]
     tx_hash: bytes
+
+
+class MemoryState:
+    """A dict-backed :class:`StateView` with the same bytewise key order in ``scan``;
+    ``snapshot``/``restore`` let callers emulate the node discarding a failed transaction's writes."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._data[bytes(key)] = bytes(value)
+
+    def delete(self, key: bytes) -> None:
+        self._data.pop(key, None)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self._data if k.startswith(prefix)):
+            yield key, self._data[key]
+
+    def snapshot(self) -> dict[bytes, bytes]:
+        return dict(self._data)
+
+    def restore(self, snapshot: dict[bytes, bytes]) -> None:
+        self._data = dict(snapshot)

@@ -31,6 +31,8 @@ from genesis.validation import validate_model, write_file_atomic
 
 DEFAULT_CHAIN_ID = "fbci-local"
 DEFAULT_BASE_PORT = 26600
+DEFAULT_RPC = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 1}"
+"""Node 0's JSON-RPC of a network that ``init_network`` made with the default base port."""
 ADMIN_NAME = "admin"
 
 

@@ -24,7 +24,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, model_validator
 
 from genesis.types import STRICT, DialAddress, ListenAddress, Name, PublicKeyHex, split_address
-from genesis.validation import FieldError, dump_json, write_file_atomic
+from core.errors import InvalidInput
+from genesis.validation import FieldError, dump_json, read_json_file, validate_model, write_file_atomic
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,9 @@ class NodeConfig(BaseModel):
 
 def write_config(config: NodeConfig, paths: HomePaths) -> None:
     write_file_atomic(paths.config, dump_json(config.model_dump(mode="json")))
+
+
+def load_config(home: Path) -> NodeConfig:
+    """``HOME/config/config.json``; a bad file is an :class:`InvalidInput` naming the field."""
+    path = HomePaths(home).config
+    return validate_model(NodeConfig, read_json_file(path, error=InvalidInput), source=str(path), error=InvalidInput)

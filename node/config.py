@@ -1,8 +1,8 @@
 """What a validator reads from its home at start-up, checked against each other before anything runs.
 
 The config schema itself is :class:`genesis.home.NodeConfig` (``genesis``
-writes configs and may not import ``node``). This module adds what only the
-running node needs: loading, and the cross-checks that catch a home put
+writes and reads configs and may not import ``node``). This module adds what
+only the running node needs: the cross-checks that catch a home put
 together from mismatched pieces (a key that is not a validator, a peer whose
 key differs from genesis) before the node opens a store or a socket.
 """
@@ -14,17 +14,10 @@ from pathlib import Path
 
 from core.crypto import PrivateKey
 from core.errors import InvalidInput
-from genesis.home import HomePaths, NodeConfig, PeerInfo
+from genesis.home import HomePaths, NodeConfig, PeerInfo, load_config
 from genesis.schema import GenesisDoc, load_genesis
-from genesis.validation import read_json_file, validate_model
 
 __all__ = ["HomePaths", "NodeConfig", "NodeHome", "PeerInfo", "load_config", "load_home"]
-
-
-def load_config(home: Path) -> NodeConfig:
-    """``HOME/config/config.json``; a bad file is an :class:`InvalidInput` naming the field."""
-    path = HomePaths(home).config
-    return validate_model(NodeConfig, read_json_file(path, error=InvalidInput), source=str(path), error=InvalidInput)
 
 
 @dataclass(frozen=True)

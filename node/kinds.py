@@ -18,7 +18,7 @@ from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
-from node import accounts, evidence
+from node import accounts, evidence_tx
 from node.execution import TxKindRegistry
 from node.rpc.api import AlertPage, AlertQuery
 from node.stores import Receipt
@@ -35,7 +35,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegist
     registry.register("fl.submit_update", ["hospital"], fl.submit_update)
     registry.end_block_hooks.append(fl.end_block)
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE], alerts.submit_alert)
-    registry.register(evidence.TX_KIND, ["validator"], evidence.evidence_handler(chain_id, validators))
+    registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators))
     return registry
 
 

@@ -29,14 +29,14 @@ from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from node.chain import Chain, ChainParams
-from node.config import load_config
+from genesis.home import load_config
 from node import logs
 from node.consensus_driver import ConsensusDriver, ProposalTiming
-from node.evidence import TX_KIND as EVIDENCE_KIND
+from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.kinds import AppQueries, build_registry, genesis_hooks
 from node.metrics import NodeMetrics
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
-from node.selfdefence import OwnTxSubmitter, SelfDefence, rpc_limiter
+from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.service import NodeService
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request

@@ -5,7 +5,7 @@ import pytest
 
 from core.state import TxContext
 from fl_contracts import contract
-from fl_contracts.memstate import MemoryState
+from core.state import MemoryState
 from fl_contracts.spec import ModelSpec
 
 

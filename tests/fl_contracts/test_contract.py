@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import ContractRejected, InvalidInput, NotFound
 from fl_contracts import contract
-from fl_contracts.memstate import MemoryState
+from core.state import MemoryState
 from fl_contracts.spec import ModelSpec
 
 from .conftest import ctx, payload
@@ -132,8 +132,8 @@ def test_spec_validation_names_the_field(spec: ModelSpec) -> None:
 
 
 def test_validator_path_does_not_import_torch() -> None:
-    code = ("import sys, fl_contracts, fl_contracts.contract, fl_contracts.rules, fl_contracts.metrics, "
-            "fl_contracts.data; bad = [m for m in ('torch', 'opacus') if m in sys.modules]; print(bad); "
+    code = ("import sys, fl_contracts, fl_contracts.contract, fl_contracts.rules, client.fl.metrics, "
+            "client.fl.data; bad = [m for m in ('torch', 'opacus') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

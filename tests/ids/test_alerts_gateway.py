@@ -9,7 +9,7 @@ from core import codec
 from core.errors import ContractRejected, InvalidInput
 from core.hashing import sha256
 from core.state import TxContext
-from fl_contracts.memstate import MemoryState
+from core.state import MemoryState
 from ids.alerts import AlertPayload, get_alert, query_alerts, submit_alert
 from ids.classifier import FlowClassifier, layer_shapes
 from ids.features import N_BASE_FEATURES, N_FEATURES, feature_matrix

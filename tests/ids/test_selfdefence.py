@@ -5,7 +5,7 @@ import pytest
 from core.errors import RateLimited
 from core.hashing import sha256
 from core.state import TxContext
-from fl_contracts.memstate import MemoryState
+from core.state import MemoryState
 from ids.alerts import query_alerts, submit_alert
 from ids.selfdefence import (
     DEFAULT_THRESHOLDS, MisbehaviourMonitor, Offender, RequestGuard, TokenBucketLimiter, address_subject,

@@ -1,6 +1,6 @@
 """Fixtures for tests that run real validator processes on 127.0.0.1.
 
-``testnet`` builds a :class:`node.testnet.Testnet` in the test's temporary
+``testnet`` builds a :class:`devnet.testnet.Testnet` in the test's temporary
 directory and always stops every process it started, even when the test fails.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node.testnet import Testnet
+from devnet.testnet import Testnet
 from tests.ports import free_base_port
 
 

@@ -36,8 +36,8 @@ from core.crypto import PrivateKey
 from core.errors import AlreadyKnown, BadNonce, FbciError, LimitExceeded, NotFound, Timeout
 from core.tx import Transaction
 from genesis.home import HomePaths
-from node.rpc_client import RpcClient
-from node.testnet import Testnet
+from client.rpc import RpcClient
+from devnet.testnet import Testnet
 
 log = logging.getLogger(__name__)
 

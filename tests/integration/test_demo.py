@@ -13,7 +13,7 @@ from tests.ports import free_base_port
 def test_the_demo_runs_and_every_validator_agrees(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     run = subprocess.run(
-        [sys.executable, "-m", "node.cli", "demo", "--out", str(out), "--base-port", str(free_base_port(10)),
+        [sys.executable, "-m", "cli.main", "demo", "--out", str(out), "--base-port", str(free_base_port(10)),
          "--fl-rounds", "3"],
         capture_output=True, text=True, timeout=280,
     )

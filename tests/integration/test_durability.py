@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from node.testnet import Testnet
+from devnet.testnet import Testnet
 from tests.integration.load import (
     PROGRESS_S, READY_S, assert_acked_everywhere, converged, heights, under_load, wait_heights,
 )

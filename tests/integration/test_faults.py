@@ -25,7 +25,7 @@ import pytest
 
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
-from node.testnet import Testnet
+from devnet.testnet import Testnet
 from tests.integration.load import (
     PROGRESS_S, READY_S, ClientLoad, converged, heights, metric, under_load, wait_growing, wait_heights, wait_until,
 )
@@ -97,7 +97,7 @@ def _primary(net: Testnet, order: list[int], witness: int) -> int:
 
 
 def _certified_views(net: Testnet, node: int, heights_range: range) -> list[int]:
-    from node.testnet import rpc_call
+    from devnet.testnet import rpc_call
 
     url = net.specs[node].rpc_url
     return [rpc_call(url, "block_get", {"height": h}, timeout=5)["commit_certificate"]["view"] for h in heights_range]

@@ -1,12 +1,12 @@
 """Federated learning through the real chain: 4 validators, 4 hospitals over JSON-RPC, 20 rounds.
 
-The hospitals are ``node.fl_train.train_rounds`` clients in threads of the
+The hospitals are ``client.fl.train.train_rounds`` clients in threads of the
 test process, hospital ``i`` signing with ``node{i}/keys/hospital.json`` and
 talking to validator ``i``; ``breast_cancer`` (coordinate-wise median) and
 ``breast_cancer_fedavg`` (FedAvg) train at the same time, and each round
 closes as soon as all four updates are in (``max_updates`` = 4). What the
 chain ends with is compared with the in-process figures of
-``fl_contracts.realdata``: the clean global models within 1 point of a
+``client.fl.realdata``: the clean global models within 1 point of a
 centralised model trained on the pooled data; with hospital 0 poisoning
 (sign flip then noise, claiming the largest weight), the median stays within
 2 points of clean while FedAvg visibly degrades. Every validator must hold the
@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
-from fl_contracts import realdata
-from fl_contracts.data import Split, breast_cancer_split
-from fl_contracts.metrics import accuracy
-from node.chain_transport import ChainSession, load_client_key
-from node.fl_train import TrainResult, train_rounds
-from node.testnet import Testnet
+from client.fl import realdata
+from client.fl.data import Split, breast_cancer_split
+from client.fl.metrics import accuracy
+from client.session import ChainSession, load_client_key
+from client.fl.train import TrainResult, train_rounds
+from devnet.testnet import Testnet
 
 ROUNDS = int(os.environ.get("FBCI_FL_ROUNDS", realdata.ROUNDS))
 MODELS = ("breast_cancer", "breast_cancer_fedavg")

@@ -2,7 +2,7 @@
 
 (a) Four hospitals train ``iomt_ids`` for a few rounds over JSON-RPC; a
 gateway then scores generated attack traffic with the committed model
-(``node.ids_watch.watch``) and its alerts must be committed, identical on
+(``client.ids_watch.watch``) and its alerts must be committed, identical on
 every validator (``alerts_query`` on each) and bounded by the per-device,
 class and window dedup. (b) One client floods a validator's RPC until it is
 rate limited (-32029); an honest client from another loopback address
@@ -22,11 +22,11 @@ import numpy as np
 from core.errors import RateLimited
 from ids.flows import HOSPITAL_PROFILES, generate_flows
 from ids.selfdefence import address_subject
-from node.chain_transport import ChainSession, load_client_key
-from node.fl_train import local_data, train_rounds
-from node.ids_watch import watch, with_attack_rate
-from node.rpc_client import RpcClient
-from node.testnet import Testnet
+from client.session import ChainSession, load_client_key
+from client.fl.train import local_data, train_rounds
+from client.ids_watch import watch, with_attack_rate
+from client.rpc import RpcClient
+from devnet.testnet import Testnet
 
 IDS_ROUNDS = 12
 

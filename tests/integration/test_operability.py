@@ -9,7 +9,7 @@ from core.crypto import PrivateKey
 from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
-from node.rpc_client import RpcClient
+from client.rpc import RpcClient
 
 
 def _metrics(url: str) -> dict[str, float]:
@@ -65,7 +65,7 @@ def test_a_taken_listen_address_is_a_clear_error_not_a_traceback(tmp_path) -> No
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", base + 1))  # node0's JSON-RPC port
         holder.listen()
-        run = subprocess.run([sys.executable, "-m", "node.cli", "node", "start", "--home", str(net.homes[0])],
+        run = subprocess.run([sys.executable, "-m", "cli.main", "node", "start", "--home", str(net.homes[0])],
                              capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert "error[-32050 address_in_use]" in run.stderr and f"127.0.0.1:{base + 1}" in run.stderr

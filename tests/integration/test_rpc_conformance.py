@@ -23,7 +23,7 @@ from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
 from node.runtime import JSON_ENVELOPE_BYTES
-from node.testnet import Testnet
+from devnet.testnet import Testnet
 from tests.integration.load import PROGRESS_S, READY_S, heights, wait_heights
 from tests.ports import free_base_port
 

@@ -10,7 +10,7 @@ from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
 from ids.alerts import SEVERITY_HIGH, TX_KIND, AlertPayload
-from node.rpc_client import RpcClient
+from client.rpc import RpcClient
 
 
 def test_an_alert_committed_via_one_validator_is_pushed_by_another(testnet) -> None:

@@ -11,8 +11,8 @@ from core.crypto import PrivateKey
 from core.errors import ContractRejected, InvalidInput
 from core.hashing import sha256
 from core.state import TxContext
-from node.evidence import evidence_handler, stored_evidence
-from node.selfdefence import SelfDefence
+from node.evidence_tx import evidence_handler, stored_evidence
+from node.misbehaviour import SelfDefence
 from node.stores import Database, StateStore
 
 CHAIN = "fbci-test"

@@ -1,21 +1,21 @@
 """``fbci fl train``: one hospital's training job against a running chain, and its Python API.
 
-The hospital's data stays here; each round (``fl_contracts.client``) fetches
+The hospital's data stays here; each round (``client.fl.hospital``) fetches
 the committed global model over JSON-RPC, trains locally with torch, clips,
-optionally noises (client-level DP, ``fl_contracts.training``), quantizes and
+optionally noises (client-level DP, ``client.fl.training``), quantizes and
 submits a signed ``fl.submit_update``, then waits for the chain to close the
 round. Local data is this hospital's share of a named data set, the same
 shares the in-process proofs use:
 
 - ``breast_cancer``: its Dirichlet(0.5) label-skewed share of scikit-learn's
-  breast cancer set (``fl_contracts.data.breast_cancer_split``).
+  breast cancer set (``client.fl.data.breast_cancer_split``).
 - ``iomt``: flows generated for ``ids.flows.HOSPITAL_PROFILES[i]`` with the
   seed ``[seed, i]`` of ``ids.evaluation.flow_split``.
 - ``vitals``: NEWS2-labelled windows of patients generated as in
   ``ids.evaluation.vital_split`` (deterioration rate rising with ``i``).
 
 Hyperparameters default to the ones the in-process figures were measured with
-(``fl_contracts.realdata``, ``bench/bench_ids.py``). This module imports
+(``client.fl.realdata``, ``bench/bench_ids.py``). This module imports
 torch; the validator never imports it.
 
 Python API for demos and tests::
@@ -36,13 +36,13 @@ import numpy.typing as npt
 
 from core.crypto import PrivateKey
 from core.errors import InvalidInput
-from fl_contracts import realdata
+from client.fl import realdata
 from ids.evaluation import DETERIORATION_TRAINING, IDS_TRAINING
-from fl_contracts.client import HospitalClient, Progress
+from client.fl.hospital import HospitalClient, Progress
 from fl_contracts.contract import RoundRecord
-from fl_contracts.simulation import Poison, poisoner
-from fl_contracts.training import DPConfig, TrainConfig
-from node.chain_transport import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
+from client.fl.simulation import Poison, poisoner
+from client.fl.training import DPConfig, TrainConfig
+from client.session import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
 
 Array = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]
@@ -71,7 +71,7 @@ def local_data(dataset: str, hospital_index: int, hospitals: int, seed: int = 0,
     if not 0 <= hospital_index < hospitals:
         raise InvalidInput(f"--hospital-index {hospital_index} must be below --hospitals {hospitals}")
     if dataset == "breast_cancer":
-        from fl_contracts.data import breast_cancer_split
+        from client.fl.data import breast_cancer_split
 
         if hospitals > 20:
             raise InvalidInput("breast_cancer: at most 20 hospitals (426 training patients, at least 10 each)")
@@ -105,7 +105,7 @@ def train_rounds(
     """Take part in ``rounds`` consecutive rounds of ``model_id`` as the hospital holding ``key``.
 
     ``poison`` makes this hospital an attacker for robustness experiments: its
-    delta is tampered as in ``fl_contracts.simulation`` (before clipping, so it
+    delta is tampered as in ``client.fl.simulation`` (before clipping, so it
     stays inside the model's bounds) and it claims the largest FedAvg weight
     the model allows.
     """

@@ -20,15 +20,14 @@ from typing import Any
 from core.crypto import PrivateKey
 from core.errors import FbciError, InvalidGenesis, InvalidInput
 from core.tx import KIND_PATTERN
-from genesis.create import DEFAULT_BASE_PORT, assemble, init_network, install_genesis, load_parts
+from genesis.create import DEFAULT_RPC, assemble, init_network, install_genesis, load_parts
 from genesis.keys import generate_identity, show_identity
 from genesis.schema import ChainParams, load_genesis, write_genesis
 from genesis.validation import FieldError, check_canonical_json, format_loc, parse_json, read_json_file, validate_model
-from node.config import load_config
+from genesis.home import load_config
 
-DEFAULT_RPC = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 1}"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-_OWN_PACKAGES = ("core", "node", "consensus", "fl_contracts", "ids", "genesis")
+_OWN_PACKAGES = ("core", "consensus", "fl_contracts", "ids", "genesis", "node", "client", "cli", "devnet")
 
 
 class NotAvailable(FbciError):
@@ -87,7 +86,7 @@ def _params(path: str | None) -> ChainParams | None:
 def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
     """The given file, or the one-machine default models (node/catalog.py)."""
     if path is None:
-        from node.catalog import default_app_state
+        from devnet.catalog import default_app_state
 
         return default_app_state(hospitals)
     return read_json_file(Path(path), error=InvalidGenesis)
@@ -143,7 +142,7 @@ def node_start(args: argparse.Namespace) -> int | None:
 
 
 def testnet(args: argparse.Namespace) -> int | None:
-    run = _provided("node.testnet", "run_testnet", "testnet")
+    run = _provided("devnet.testnet", "run_testnet", "testnet")
     return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port)
 
 
@@ -177,7 +176,7 @@ def network_rpc_urls(text: str) -> list[str]:
 
 
 def status(args: argparse.Namespace) -> int | None:
-    return _provided("node.status_cmd", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
+    return _provided("client.status", "show_status", "status")(rpc_urls=_rpc_urls(args), as_json=args.json)
 
 
 def _client_key(args: argparse.Namespace) -> PrivateKey:
@@ -198,7 +197,7 @@ def tx_submit(args: argparse.Namespace) -> int:
         check_canonical_json(payload, ("payload",))
     except FieldError as exc:
         raise InvalidInput(f"--payload: {format_loc(exc.loc)}: {exc.message}") from None
-    submit = _provided("node.rpc_client", "submit_tx", "tx submit")
+    submit = _provided("client.rpc", "submit_tx", "tx submit")
     result = submit(_rpc_urls(args)[0], _client_key(args), args.kind, payload, commit=args.commit)
     _print(json.dumps(result, indent=2))
     return 0

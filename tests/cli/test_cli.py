@@ -16,8 +16,8 @@ import pytest
 
 from core.errors import InvalidInput
 from genesis.create import init_network
-from node import cli
-from node import cli_commands as commands
+from cli import main as cli
+from cli import commands
 from node.config import load_home
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ COMMANDS = _leaf_commands(cli.build_parser())
 
 
 def fbci(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=60, env={**os.environ, **(env or {})})
 
 
@@ -155,9 +155,9 @@ def test_missing_integrator_module_is_not_available_exit_2(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "node.runtime", None)
     assert cli.main(["node", "start", "--home", "x"]) == 2
     assert "error[-32601 not_available]: 'fbci node start' is not available in this build" in capsys.readouterr().err
-    _fake_module(monkeypatch, "node.demo")
+    _fake_module(monkeypatch, "devnet.demo")
     assert cli.main(["demo"]) == 2
-    assert "node.demo.run_demo is missing" in capsys.readouterr().err
+    assert "devnet.demo.run_demo is missing" in capsys.readouterr().err
 
 
 def test_missing_third_party_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,10 +203,10 @@ def test_integrator_commands_receive_their_arguments(tmp_path: Path, monkeypatch
             return result
         return record
 
-    _fake_module(monkeypatch, "node.testnet", run_testnet=recorder("testnet", None))
-    _fake_module(monkeypatch, "node.status_cmd", show_status=recorder("status", 0))
-    _fake_module(monkeypatch, "node.fl_train", main=recorder("fl", 3))
-    _fake_module(monkeypatch, "node.rpc_client", submit_tx=recorder("tx", {"hash": "ab"}))
+    _fake_module(monkeypatch, "devnet.testnet", run_testnet=recorder("testnet", None))
+    _fake_module(monkeypatch, "client.status", show_status=recorder("status", 0))
+    _fake_module(monkeypatch, "client.fl.train", main=recorder("fl", 3))
+    _fake_module(monkeypatch, "client.rpc", submit_tx=recorder("tx", {"hash": "ab"}))
     assert cli.main(["testnet", "--validators", "7", "--out", str(tmp_path / "tn")]) == 0
     assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600})
 
@@ -247,14 +247,14 @@ def test_node_start_never_imports_torch(tmp_path: Path) -> None:
     """The validator process must stay free of torch and the training code, whatever node.runtime imports."""
     probe = (
         "import importlib, sys\n"
-        "import node.cli\n"
+        "import cli.main\n"
         "try:\n"
         "    runtime = importlib.import_module('node.runtime')\n"
         "    runtime.run_validator = lambda home: 0\n"
         "except ImportError:\n"
         "    pass\n"
-        f"node.cli.main(['node', 'start', '--home', {str(tmp_path)!r}])\n"
-        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'fl_contracts.training'))))\n"
+        f"cli.main.main(['node', 'start', '--home', {str(tmp_path)!r}])\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'client.fl.training'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -1,7 +1,7 @@
 """The learning half of ``fbci demo``: federated rounds on chain, then IDS alerts and a prediction.
 
 Each hospital is a thread running the real training client
-(``node.fl_train.train_rounds``) against its own validator's JSON-RPC, with
+(``client.fl.train.train_rounds``) against its own validator's JSON-RPC, with
 its own key and its own share of the data; nothing but signed, clipped,
 quantized deltas reaches the chain. Accuracies are computed here, on the
 held-out test set, from the global model versions read back from the chain.
@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 
 from core.crypto import PrivateKey
-from fl_contracts.client import Progress
-from fl_contracts.data import breast_cancer_split
-from fl_contracts.metrics import accuracy
-from fl_contracts.realdata import centralised_accuracy
+from client.fl.hospital import Progress
+from client.fl.data import breast_cancer_split
+from client.fl.metrics import accuracy
+from client.fl.realdata import centralised_accuracy
 from ids.flows import HOSPITAL_PROFILES, generate_flows
 from ids.vitals import news2_scores
-from node.chain_transport import ChainSession
-from node.fl_train import DEFAULTS, local_data, train_rounds
-from node.ids_watch import watch, with_attack_rate
-from node.predict_cmd import explain_text, generated_observations, load_model
+from client.session import ChainSession
+from client.fl.train import DEFAULTS, local_data, train_rounds
+from client.ids_watch import watch, with_attack_rate
+from client.predict import explain_text, generated_observations, load_model
 
 Say = Callable[[str], None]
 

@@ -13,7 +13,7 @@ from core.errors import ALL_ERRORS, BadNonce, FbciError, InvalidInput, LimitExce
 from core.tx import Transaction
 from node.rpc.errors import RPC_ERRORS, MethodNotFound
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
-from node.rpc_client import NonceTracker, RpcClient, SyncRpcClient, error_from_json
+from client.rpc import NonceTracker, RpcClient, SyncRpcClient, error_from_json
 from tests.node.conftest import CHAIN_ID, FakeNode
 
 

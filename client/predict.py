@@ -25,7 +25,7 @@ import numpy as np
 from core.errors import InvalidInput
 from ids.predict import DeteriorationModel, Explanation
 from ids.vitals import OBS_COLUMNS, STEP_H, generate_patient, news2_scores
-from node.chain_transport import ChainSession, resolve_rpc_url
+from client.session import ChainSession, resolve_rpc_url
 
 WINDOW_H = 4.0
 WINDOW_ROWS = int(round(WINDOW_H / STEP_H))

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from node.faultproxy import FaultProxy, LinkState
+from devnet.faultproxy import FaultProxy, LinkState
 from tests.leakcheck import run
 
 WAIT = 10.0

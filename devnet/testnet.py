@@ -28,7 +28,7 @@ from typing import Any
 
 from core.errors import FbciError
 from genesis.home import HomePaths, NodeConfig, write_config
-from node.faultproxy import ProxyMesh
+from devnet.faultproxy import ProxyMesh
 
 POLL_INTERVAL = 0.1
 
@@ -54,7 +54,7 @@ class NodeSpec:
 
 def node_command(spec: NodeSpec) -> list[str]:
     """The validator process: ``fbci node start --home HOME`` with this interpreter."""
-    return [sys.executable, "-m", "node.cli", "node", "start", "--home", str(spec.home)]
+    return [sys.executable, "-m", "cli.main", "node", "start", "--home", str(spec.home)]
 
 
 def rpc_call(url: str, method: str, params: Any = None, *, timeout: float = 1.0) -> Any:
@@ -90,7 +90,7 @@ class Testnet:
         """Write genesis and N homes under ``out_dir``; with ``proxies`` every peer link
         goes through a :class:`FaultProxy` so tests can cut it."""
         from genesis.create import init_network
-        from node.catalog import default_app_state
+        from devnet.catalog import default_app_state
 
         extra = {} if chain_id is None else {"chain_id": chain_id}
         network = init_network(n_validators, out_dir, base_port=base_port,

@@ -1,4 +1,4 @@
-"""Blocking client sessions on a validator's JSON-RPC, and the chain :class:`~fl_contracts.client.Transport`.
+"""Blocking client sessions on a validator's JSON-RPC, and the chain :class:`~client.fl.hospital.Transport`.
 
 ``fbci fl train``, ``fbci ids watch``, ``fbci predict``, the integration
 tests and the benchmarks share this one way of talking to a node from
@@ -17,7 +17,7 @@ ordinary (threaded, non-async) code:
   the version it is based on are read together (``fl_rounds``, then that
   exact version), so a round closing between two calls cannot mismatch them.
 
-Nothing here imports torch (``fl_contracts.client`` does, so only :meth:`ChainTransport.get_model`
+Nothing here imports torch (``client.fl.hospital`` does, so only :meth:`ChainTransport.get_model`
 imports it): ``fbci ids watch`` and ``fbci predict`` use this module.
 """
 
@@ -37,10 +37,12 @@ from core.errors import BadNonce, FbciError, InvalidInput, NotFound, RateLimited
 from core.tx import Transaction
 from fl_contracts.contract import ModelVersion, Participant, RoundRecord
 from fl_contracts.spec import ModelSpec
-from node.rpc_client import RpcClient, error_from_json
+from client.rpc import RpcClient, error_from_json
+from genesis.create import DEFAULT_RPC
+from genesis.home import load_config
 
-if TYPE_CHECKING:  # fl_contracts.client imports the torch trainer; gateways and predict must not
-    from fl_contracts.client import ChainModel
+if TYPE_CHECKING:  # client.fl.hospital imports the torch trainer; gateways and predict must not
+    from client.fl.hospital import ChainModel
 
 T = TypeVar("T")
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
@@ -68,9 +70,6 @@ def load_client_key(key: str, home: str | Path | None) -> PrivateKey:
 
 def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
     """``--rpc``, else the RPC address in ``HOME/config``, else the default local node."""
-    from node.cli_commands import DEFAULT_RPC
-    from node.config import load_config
-
     url = rpc or (load_config(Path(home)).rpc_url() if home is not None else DEFAULT_RPC)
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"--rpc: {url!r} must be an http:// or https:// URL")
@@ -247,7 +246,7 @@ async def _wait_until(client: RpcClient, probe: Callable[[], Awaitable[T | None]
 
 
 class ChainTransport:
-    """``fl_contracts.client.Transport`` over JSON-RPC: a hospital's view of the FL contract."""
+    """``client.fl.hospital.Transport`` over JSON-RPC: a hospital's view of the FL contract."""
 
     def __init__(self, session: ChainSession, *, round_timeout_s: float = 120.0) -> None:
         self.session = session
@@ -255,7 +254,7 @@ class ChainTransport:
         self.last_submit_s = 0.0
 
     def get_model(self, model_id: str) -> ChainModel:
-        from fl_contracts.client import ChainModel
+        from client.fl.hospital import ChainModel
 
         spec = self.session.spec(model_id)
         open_round = self.session.rounds(model_id)[-1]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ids.flows import HOSPITAL_PROFILES, generate_flows, write_flows_csv
-from node.testnet import Testnet, rpc_call
+from devnet.testnet import Testnet, rpc_call
 from tests.integration.conftest import free_base_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
 
 
 def fbci(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
                             timeout=120, input=stdin)
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     return result
@@ -140,7 +140,7 @@ def test_ids_watch_posts_deduplicated_alerts_once(node: Testnet, tmp_path: Path)
 
 
 def test_gateway_and_predict_commands_never_import_torch() -> None:
-    probe = ("import sys, node.ids_watch, node.predict_cmd, node.status_cmd, node.chain_transport\n"
+    probe = ("import sys, client.ids_watch, client.predict, client.status, client.session\n"
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'opacus')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_contracts.data import Split, breast_cancer_split
-from fl_contracts.metrics import accuracy, losses, mia_advantage
-from fl_contracts.simulation import FederatedResult, run_federated
+from client.fl.data import Split, breast_cancer_split
+from client.fl.metrics import accuracy, losses, mia_advantage
+from client.fl.simulation import FederatedResult, run_federated
 from fl_contracts.spec import ModelSpec, Rule
-from fl_contracts.training import DPConfig, TrainConfig, centralised_weights
+from client.fl.training import DPConfig, TrainConfig, centralised_weights
 
 ROUNDS = 20
 LOCAL_EPOCHS = 2

@@ -30,9 +30,9 @@ from core.errors import InvalidInput
 from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
-from node import demo_learning as learning
-from node.rpc_client import RpcClient
-from node.testnet import Testnet
+from devnet import demo_learning as learning
+from client.rpc import RpcClient
+from devnet.testnet import Testnet
 
 MARKER = ".fbci-demo"
 READY_TIMEOUT_S = 90.0

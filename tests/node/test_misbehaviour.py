@@ -9,7 +9,7 @@ from ids.alerts import SEVERITY_CRITICAL, AlertPayload
 from ids.selfdefence import DEFAULT_THRESHOLDS, address_subject
 from node.chain import CommittedBlock
 from node.rpc.api import MISBEHAVIOUR_RPC_FLOOD
-from node.selfdefence import SelfDefence
+from node.misbehaviour import SelfDefence
 from node.stores import Receipt
 from tests.node.helpers import HOSPITAL, echo_tx, make_block
 

@@ -19,8 +19,8 @@ from typing import Any
 from core.errors import FbciError, StorageError
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from node import cli_commands as commands
-from node.cli_commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
+from cli import commands
+from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
 # --- parser -------------------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit", action="store_true", help="wait until the transaction is in a committed block")
 
     fl = _group(sub, "fl", "Federated learning from a hospital's side.")
-    p = _add(fl, "train", commands.delegate("node.fl_train", "main", "fl train"),
+    p = _add(fl, "train", commands.delegate("client.fl.train", "main", "fl train"),
              "Train locally on this hospital's data and submit a clipped, noised, quantized update per round.",
              "Patient data never leaves the machine; only the model delta is signed and submitted. Each round:\n"
              "fetch the global model from chain, train, clip (and noise with --dp-noise), submit, wait for the\n"
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a round to close (default: 180)")
 
     ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
-    p = _add(ids, "watch", commands.delegate("node.ids_watch", "main", "ids watch"),
+    p = _add(ids, "watch", commands.delegate("client.ids_watch", "main", "ids watch"),
              "Score IoMT flow records with the chain's IDS model and post alerts on chain.",
              "Loads the current iomt_ids global model from chain (before its first round: the training-free\n"
              "rules), scores each flow record, and submits one signed ids.alert per device, class and window\n"
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dedup window: one alert per device, class and window (default: 60000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    p = _add(sub, "predict", commands.delegate("node.predict_cmd", "main", "predict"),
+    p = _add(sub, "predict", commands.delegate("client.predict", "main", "predict"),
              "Score a patient's recent vitals with the chain's deterioration model and explain the score.",
              "The CSV holds one observation per row, oldest first, every 30 minutes, with the columns\n"
              "resp_rate, spo2, temp, sys, heart_rate, on_oxygen (0/1), alert (1 = alert, 0 = new confusion);\n"
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=_at_least(0), metavar="N", help="model version (default: latest)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = _add(sub, "demo", commands.delegate("node.demo", "run_demo", "demo"),
+    p = _add(sub, "demo", commands.delegate("devnet.demo", "run_demo", "demo"),
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
     p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")

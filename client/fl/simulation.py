@@ -1,6 +1,6 @@
 """In-process federated learning through the real contract, for tests, demos and benchmarks.
 
-Each hospital is a :class:`~fl_contracts.client.HospitalClient` with its own
+Each hospital is a :class:`~client.fl.hospital.HospitalClient` with its own
 key; the chain is the contract over a :class:`MemoryState`, one block per
 round, so every update goes through the same validation, norm bounding and
 integer aggregation a validator runs. Poisoning hospitals tamper with their
@@ -20,12 +20,12 @@ import numpy.typing as npt
 from core.hashing import sha256
 from core.state import TxContext
 from fl_contracts import contract
-from fl_contracts.client import ChainModel, HospitalClient, Tamper
+from client.fl.hospital import ChainModel, HospitalClient, Tamper
 from fl_contracts.fixedpoint import dequantize, quantize
-from fl_contracts.memstate import MemoryState
-from fl_contracts.metrics import accuracy
+from core.state import MemoryState
+from client.fl.metrics import accuracy
 from fl_contracts.spec import ModelSpec
-from fl_contracts.training import DPConfig, TrainConfig, initial_weights
+from client.fl.training import DPConfig, TrainConfig, initial_weights
 
 Array = npt.NDArray[np.float64]
 Poison = Literal["sign_flip", "noise", "sign_flip_then_noise"]

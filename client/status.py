@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from core.errors import FbciError
-from node.rpc_client import RpcClient
+from client.rpc import RpcClient
 
 TIMEOUT_S = 5.0
 

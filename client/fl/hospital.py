@@ -21,7 +21,7 @@ import numpy.typing as npt
 from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.fixedpoint import dequantize, encode_delta, quantize
 from fl_contracts.spec import ModelSpec
-from fl_contracts.training import DPConfig, PrivacyAccountant, TrainConfig, clip_l2, privatize, train_local
+from client.fl.training import DPConfig, PrivacyAccountant, TrainConfig, clip_l2, privatize, train_local
 
 Array = npt.NDArray[np.float64]
 Tamper = Callable[[Array, int], Array]

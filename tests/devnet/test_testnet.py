@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from genesis.home import HomePaths, NodeConfig
-from node.faultproxy import LinkState
+from devnet.faultproxy import LinkState
 from tests.ports import free_base_port
-from node.testnet import NodeSpec, Testnet, TestnetError
+from devnet.testnet import NodeSpec, Testnet, TestnetError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,8 +122,8 @@ def test_proxied_testnet_routes_every_peer_link_through_a_fault_proxy(tmp_path: 
 
 
 def test_run_testnet_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
-    script = ("import sys; from pathlib import Path; from node.testnet import run_testnet; "
-              "from tests.node.test_testnet import standin_command; "
+    script = ("import sys; from pathlib import Path; from devnet.testnet import run_testnet; "
+              "from tests.devnet.test_testnet import standin_command; "
               f"sys.exit(run_testnet(2, Path({str(tmp_path / 'net')!r}), {free_base_port(4)}, "
               "command=standin_command))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)

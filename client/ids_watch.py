@@ -35,7 +35,7 @@ from ids.classifier import FlowClassifier
 from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows, read_flows_csv, read_flows_jsonl
 from ids.gateway import Gateway
 from ids.record import ATTACK_CLASSES, FlowRecord
-from node.chain_transport import ChainSession, load_client_key, resolve_rpc_url
+from client.session import ChainSession, load_client_key, resolve_rpc_url
 
 MODEL_ID = "iomt_ids"
 PSEUDONYM_DOMAIN = b"fbci/ids/device-pseudonym/1"

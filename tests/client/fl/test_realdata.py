@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def figs() -> dict[str, Any]:
-    from fl_contracts.realdata import figures
+    from client.fl.realdata import figures
 
     torch.set_num_threads(1)
     out = figures(seed=0)
@@ -42,10 +42,10 @@ def test_dp_reports_epsilon_and_cost(figs: dict[str, Any]) -> None:
 
 def test_training_client_speaks_through_a_transport() -> None:
     """The client's run loop against the in-process chain, with a progress callback."""
-    from fl_contracts.client import HospitalClient
-    from fl_contracts.data import breast_cancer_split
-    from fl_contracts.realdata import spec_for
-    from fl_contracts.simulation import InProcessChain
+    from client.fl.hospital import HospitalClient
+    from client.fl.data import breast_cancer_split
+    from client.fl.realdata import spec_for
+    from client.fl.simulation import InProcessChain
     from fl_contracts.spec import ModelSpec
     from fl_contracts import contract
 
