@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_contracts import rules
+from fl_contracts import aggregation
 
 OUT = Path(__file__).parent / "results" / "aggregation.json"
 P = 1_000_000
@@ -63,7 +63,7 @@ def peak_ratio(rule: str, values: np.ndarray, weights: np.ndarray, senders: tupl
     work = values.copy()
     tracemalloc.start()
     tracemalloc.reset_peak()
-    rules.aggregate(rule, PARAMS[rule], rules.Updates(work, weights, senders), max_abs=A, max_norm=2**26,
+    aggregation.aggregate(rule, PARAMS[rule], aggregation.Updates(work, weights, senders), max_abs=A, max_norm=2**26,
                     max_samples=10_000)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -78,12 +78,12 @@ def main() -> None:
         values = rng.integers(-A, A + 1, (n, P)).astype(np.int32)
         weights = rng.integers(1, 1000, n).astype(np.int64)
         senders = tuple(i.to_bytes(32, "big") for i in range(n))
-        u = rules.Updates(values, weights, senders)
+        u = aggregation.Updates(values, weights, senders)
         flower_in = [([v.astype(np.float32) / np.float32(1 << FRAC)], int(w)) for v, w in zip(values, weights)]
         flower = flower_funcs(n)
-        for rule, fn in rules.RULES.items():
+        for rule, fn in aggregation.RULES.items():
             ours = best_ms(lambda: fn(u, PARAMS[rule]), 5 if rule == "fedavg" else 3)
-            full = best_ms(lambda: rules.aggregate(rule, PARAMS[rule], rules.Updates(values.copy(), weights, senders),
+            full = best_ms(lambda: aggregation.aggregate(rule, PARAMS[rule], aggregation.Updates(values.copy(), weights, senders),
                                                    max_abs=A, max_norm=2**26, max_samples=10_000), 2)
             fl = best_ms(lambda: flower[rule](flower_in), 1 if rule in ("median", "multi_krum") else 3) if flower else None
             row = {"rule": rule, "n": n, "p": P, "ours_ms": ours, "ours_with_validation_ms": full, "flower_ms": fl,

@@ -34,7 +34,7 @@ from ids.evaluation import (
 )
 from ids.features import N_BASE_FEATURES, N_FEATURES
 from ids.gateway import Gateway
-from ids.predict import N_WINDOW_FEATURES, DeteriorationModel
+from ids.deterioration import N_WINDOW_FEATURES, DeteriorationModel
 from ids.record import ATTACK_CLASSES
 
 RESULTS = Path(__file__).parent / "results" / "ids.json"
@@ -52,7 +52,7 @@ def ids_spec(hidden: int = 32, n_hospitals: int = 4, n_features: int = N_FEATURE
 
 
 def deterioration_spec(n_hospitals: int = 4) -> ModelSpec:
-    """Logistic regression, so every explanation is exact (``ids.predict``)."""
+    """Logistic regression, so every explanation is exact (``ids.deterioration``)."""
     return ModelSpec.for_sequential("news2-deterioration", [N_WINDOW_FEATURES, 2], max_abs=8.0, max_norm=16.0,
                                     round_length_blocks=1, min_updates=n_hospitals)
 

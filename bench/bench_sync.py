@@ -1,6 +1,6 @@
 """Block sync catch-up: a fresh validator fetches and verifies 10,000 committed blocks (issue 4 item 3).
 
-The chain is made directly and honestly: a :class:`node.chain.Chain` on
+The chain is made directly and honestly: a :class:`node.ledger.Ledger` on
 node0's data directory, built from the same genesis, registry and hooks a
 validator uses, commits ``--blocks`` blocks of ``--txs`` signed ``test.echo``
 transactions each, every block with a commit certificate signed by three of
@@ -38,33 +38,28 @@ TX_BYTES = 200
 def generate_chain(home: Path, validator_keys: list[PrivateKey], client_keys: list[PrivateKey], doc: Any,
                    blocks: int, txs_per_block: int) -> dict[str, Any]:
     """Commit ``blocks`` certified blocks into ``home``'s data directory, as a validator would."""
-    from node.chain import Chain
-    from node.kinds import build_registry, genesis_hooks
-    from node.runtime import chain_params
+    from node.app import LedgerApplication
+    from node.ledger import Ledger
     from node.stores import Database
 
     config = NodeConfig.model_validate_json(HomePaths(home).config.read_text())
     database = Database(home / config.data_dir / "db")
     started = time.perf_counter()
     try:
-        validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
-        registry = build_registry(doc.chain_id, validators)
-        chain = Chain(doc.chain_id, validators, chain_params(doc), database, registry,
-                      genesis_time_ms=doc.genesis_time_ms)
-        chain.init_genesis([(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
-                           genesis_hooks(doc))
-        signers = [Ed25519Signer(k, doc.chain_id) for k in validator_keys[:quorum_size(len(validators))]]
+        ledger = Ledger.assemble(LedgerApplication.open(doc, database), doc.params)
+        signers = [Ed25519Signer(k, doc.chain_id) for k in validator_keys[:quorum_size(len(doc.validators))]]
         txs = signed_echo_txs(client_keys, doc.chain_id, blocks * txs_per_block, TX_BYTES)
         proposer = validator_keys[0].public_key.raw
         for h in range(1, blocks + 1):
             for tx in txs[(h - 1) * txs_per_block:h * txs_per_block]:
-                chain.mempool.add(tx.encode())
-            block = chain.build_block(proposer, doc.genesis_time_ms + h)
+                ledger.mempool.add(tx.encode())
+            block = ledger.propose(proposer, doc.genesis_time_ms + h)
             body = vote_sign_bytes(doc.chain_id, block.height, 0, block.hash)
             sigs = tuple(sorted((s_key.public_key.raw, s.sign(KIND_COMMIT, body))
                                 for s_key, s in zip(validator_keys, signers)))
-            chain.commit(block, CommitCertificate(block.height, 0, block.hash, sigs).encode())
-        height, state_hash = chain.height, chain.state.state_hash
+            ledger.blocks.commit(block, CommitCertificate(block.height, 0, block.hash, sigs).encode())
+        info = ledger.app.info()
+        height, state_hash = info.height, info.state_hash
     finally:
         database.close()
     return {"height": height, "state_hash": state_hash.hex(), "generate_s": time.perf_counter() - started}

@@ -101,8 +101,11 @@ async def _stage_costs(txs: int) -> dict[str, float]:
     from consensus import CommitCertificate, Ed25519Signer
     from consensus.certificates import KIND_COMMIT, vote_sign_bytes
     from core.crypto import PrivateKey
-    from node.chain import Chain, ChainParams
+    from core.block import Block
+    from genesis.schema import ChainParams
+    from node.app import LedgerApplication, RPC_QUERIES
     from node.kinds import build_registry
+    from node.ledger import Ledger
     from node.rpc.methods import CallContext
     from node.rpc.server import DISPATCHER, create_app
     from node.service import NodeService
@@ -113,20 +116,21 @@ async def _stage_costs(txs: int) -> dict[str, float]:
     proposer = validator.public_key.raw
     signer = Ed25519Signer(validator, "bench")
     raws = [tx.encode() for tx in signed_echo_txs(keys, "bench", txs, TX_BYTES)]
+    params = ChainParams(max_block_txs=2000, mempool_max_txs=10 * txs + 100, mempool_max_bytes=1 << 30)
     spent: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fbci-bench-stages-") as tmp:
-        chains = []
+        ledgers = []
         for name in ("entry", "peer"):
-            chain = Chain("bench", (proposer,), ChainParams(1 << 20, 8 << 20, 2000, 5000, 10 * txs + 100, 1 << 30),
-                          Database(Path(tmp) / name), build_registry("bench", (proposer,)))
-            chain.init_genesis([(k.public_key.raw, f"c{i}", ["hospital"]) for i, k in enumerate(keys)], [])
-            chains.append(chain)
-        entry, peer = chains
+            app = LedgerApplication("bench", (proposer,), params, Database(Path(tmp) / name),
+                                    build_registry("bench", (proposer,)))
+            app.init_genesis([(k.public_key.raw, f"c{i}", ["hospital"]) for i, k in enumerate(keys)], [])
+            ledgers.append(Ledger.assemble(app, params))
+        entry, peer = ledgers
         try:
-            service = NodeService(name="entry", genesis=None, chain=entry, gossip=lambda raw: None,  # type: ignore[arg-type]
-                                  notify_work=lambda: None, view=lambda: 0, peers=lambda: 0, syncing=lambda: False,
-                                  queries=None, on_rejected=lambda sender, exc: None)
-            dispatcher = create_app(service)[DISPATCHER]
+            service = NodeService(name="entry", genesis=None, app=entry.app, mempool=entry.mempool,  # type: ignore[arg-type]
+                                  gossip=lambda raw: None, notify_work=lambda: None, view=lambda: 0, peers=lambda: 0,
+                                  syncing=lambda: False, on_rejected=lambda sender, exc: None)
+            dispatcher = create_app(service, RPC_QUERIES)[DISPATCHER]
             bodies = [json.dumps([{"jsonrpc": "2.0", "id": j, "method": "tx_submit", "params": {"tx": r.hex()}}
                                   for j, r in enumerate(raws[i:i + 100])]).encode() for i in range(0, txs, 100)]
             ctx = CallContext(client="127.0.0.1")
@@ -142,21 +146,22 @@ async def _stage_costs(txs: int) -> dict[str, float]:
             while len(entry.mempool):
                 height += 1
                 t = time.perf_counter()
-                block = entry.build_block(proposer, 10**12 + height)
+                block = entry.propose(proposer, 10**12 + height)
                 raw_block = block.encode()
                 spent["build_block"] = spent.get("build_block", 0.0) + time.perf_counter() - t
                 t = time.perf_counter()
-                checked = peer.check_proposal(raw_block, 10**12 + height)
+                checked = Block.decode(raw_block, max_size=params.max_block_bytes)
+                peer.app.process_proposal(checked, 10**12 + height)
                 spent["validate_block"] = spent.get("validate_block", 0.0) + time.perf_counter() - t
                 vote = signer.sign(KIND_COMMIT, vote_sign_bytes("bench", block.height, 0, block.hash))
                 cert = CommitCertificate(block.height, 0, block.hash, ((proposer, vote),)).encode()
                 t = time.perf_counter()
-                peer.commit(checked, cert)
+                peer.blocks.commit(checked, cert, raw_block)
                 spent["commit_block"] = spent.get("commit_block", 0.0) + time.perf_counter() - t
-                entry.commit(block, cert)
+                entry.blocks.commit(block, cert)
         finally:
-            for chain in chains:
-                chain.database.close()
+            for ledger in ledgers:
+                ledger.app.database.close()
     return spent
 
 

@@ -222,8 +222,8 @@ class CommitWatcher:
                     seen = time.perf_counter()
                     if event["num_txs"]:
                         block = await reader.get_block(event["height"])
-                        for h in block["txs"]:
-                            self.committed.setdefault(bytes.fromhex(h), seen)
+                        for h in block.txs:
+                            self.committed.setdefault(h, seen)
                     self.blocks.append((event["height"], event["num_txs"], seen))
                     self._changed.set()
 

@@ -1,7 +1,7 @@
 """``fbci predict``: score a patient's recent vitals with the chain's deterioration model, and explain it.
 
 The model is the committed ``deterioration`` global version (or any version
-by number), run with numpy (``ids.predict``): no torch, no training code.
+by number), run with numpy (``ids.deterioration``): no torch, no training code.
 Input is the patient's observations every 30 minutes, oldest first, as CSV
 with the columns of ``ids.vitals.OBS_COLUMNS``; the last 4 hours (the
 window the model was trained on, ``ids.vitals.make_windows``) are scored.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
-from ids.predict import DeteriorationModel, Explanation
+from ids.deterioration import DeteriorationModel, Explanation
 from ids.vitals import OBS_COLUMNS, STEP_H, generate_patient, news2_scores
 from client.session import ChainSession, resolve_rpc_url
 

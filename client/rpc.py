@@ -1,12 +1,11 @@
 """Async JSON-RPC client for a validator, its blocking facade for CLIs, and a nonce helper.
 
-Errors come back as the same :mod:`core.errors` (or :mod:`node.rpc.errors`)
-class the node raised, chosen by ``data.reason`` and, failing that, by code,
-from one table built from ``core.errors.ALL_ERRORS``; so ``except BadNonce``
-works across the wire. Results the RPC layer types (status, account, commit
-result) come back as the dataclasses of :mod:`node.rpc.api` with real
-``bytes``; results whose schema belongs to other packages (blocks, txs,
-alerts, models) come back as JSON dicts with hex strings.
+Errors come back as the same :mod:`core.errors` class the node raised, chosen
+by ``data.reason`` and, failing that, by code, from the one table in
+``core.errors``; so ``except BadNonce`` works across the wire. Every result
+comes back as the type its one definition declares (``core.api``, and the
+leaves' query modules for FL models, rounds and alerts), with real ``bytes``:
+:meth:`RpcClient.query` reads any :class:`core.api.Query` back through it.
 """
 
 from __future__ import annotations
@@ -18,14 +17,22 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
-from pydantic import TypeAdapter
 
-from core.errors import FbciError
+from core.api import (
+    BLOCK_GET, TX_GET, AccountInfo, BlockGetParams, BlockInfo, NodeStatus, NoParams, Params, Query, Receipt,
+    TxAccepted, TxCommitResult, TxGetParams, TxInfo,
+)
+from core.errors import ERRORS_BY_CODE, ERRORS_BY_REASON, FbciError, NodeUnreachable
 from core.tx import Transaction
-from node.rpc.api import AccountInfo, AlertPage, NodeStatus, TxAccepted, TxCommitResult
-from node.rpc.errors import ERRORS_BY_CODE, ERRORS_BY_REASON
+from core.wire import from_wire
+from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, FL_ROUNDS, ModelGetParams, RegisteredModel, RoundsParams
+from genesis.schema import GenesisWithHash, ValidatorInfo
+from ids.queries import ALERTS_QUERY, AlertPage, AlertsQueryParams
 
 T = TypeVar("T")
+P = TypeVar("P", bound=Params)
+R = TypeVar("R")
 
 
 def error_from_json(error: Any) -> FbciError:
@@ -37,8 +44,17 @@ def error_from_json(error: Any) -> FbciError:
     return cls(str(error.get("message", "")), data=data)
 
 
-def _typed(tp: type[T], value: Any) -> T:
-    return TypeAdapter(tp).validate_python(value)
+def receipt_error(receipt: Receipt, tx_hash: bytes) -> FbciError:
+    """The error class a rejected receipt names, so a caller sees ``error[<code> <reason>]``."""
+    return error_from_json({"code": receipt.code, "message": receipt.message,
+                            "data": {"reason": receipt.reason, "hash": tx_hash.hex(), "height": receipt.height}})
+
+
+def unreachable(url: str, exc: aiohttp.ClientConnectionError) -> NodeUnreachable:
+    """The error for a failed connection to ``url``: plain when nothing listens, else with aiohttp's detail."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NodeUnreachable(f"no validator answers at {url}; is it running?")
+    return NodeUnreachable(f"lost the connection to the validator at {url} ({exc}); is it running?")
 
 
 class RpcClient:
@@ -113,53 +129,55 @@ class RpcClient:
                 results.append(answer.get("result"))
         return results
 
+    async def query(self, query: Query[P, R], params: P) -> R:
+        """Any read of chain state, sent and read back through its one definition."""
+        return query.parse(await self.call(query.path, params.model_dump(mode="json")))
+
     async def status(self) -> NodeStatus:
-        return _typed(NodeStatus, await self.call("status"))
+        result: NodeStatus = from_wire(NodeStatus, await self.call("status"))
+        return result
 
     async def submit_tx(self, tx: Transaction) -> bytes:
         """Returns the hash once the transaction is in the node's mempool."""
-        return _typed(TxAccepted, await self.call("tx_submit", {"tx": tx.encode().hex()})).hash
+        accepted: TxAccepted = from_wire(TxAccepted, await self.call("tx_submit", {"tx": tx.encode().hex()}))
+        return accepted.hash
 
     async def submit_tx_commit(self, tx: Transaction, timeout_s: float = 30.0) -> TxCommitResult:
         """Returns once the transaction is committed; raises ``Timeout`` after ``timeout_s``."""
         result = await self.call("tx_submit_commit", {"tx": tx.encode().hex(), "timeout_s": timeout_s})
-        return _typed(TxCommitResult, result)
+        committed: TxCommitResult = from_wire(TxCommitResult, result)
+        return committed
 
-    async def get_tx(self, tx_hash: bytes) -> dict[str, Any]:
-        return await self.call("tx_get", {"hash": tx_hash.hex()})
+    async def get_tx(self, tx_hash: bytes) -> TxInfo:
+        return await self.query(TX_GET, TxGetParams(hash=tx_hash))
 
-    async def get_block(self, height: int | None = None, block_hash: bytes | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"height": height}
-        if block_hash is not None:
-            params = {"hash": block_hash.hex()}
-        return await self.call("block_get", params)
+    async def get_block(self, height: int | None = None, block_hash: bytes | None = None) -> BlockInfo:
+        return await self.query(BLOCK_GET, BlockGetParams(height=height, hash=block_hash))
 
-    async def validators(self) -> list[dict[str, Any]]:
-        return await self.call("validators")
+    async def validators(self) -> list[ValidatorInfo]:
+        result: list[ValidatorInfo] = from_wire(list[ValidatorInfo], await self.call("validators"))
+        return result
 
-    async def genesis(self) -> dict[str, Any]:
-        return await self.call("genesis")
+    async def genesis(self) -> GenesisWithHash:
+        result: GenesisWithHash = from_wire(GenesisWithHash, await self.call("genesis"))
+        return result
 
     async def account_get(self, public_key: bytes) -> AccountInfo:
-        return _typed(AccountInfo, await self.call("account_get", {"public_key": public_key.hex()}))
+        result: AccountInfo = from_wire(AccountInfo, await self.call("account_get", {"public_key": public_key.hex()}))
+        return result
 
-    async def alerts_query(self, *, hospital: str | None = None, subject: bytes | None = None,
-                           alert_class: str | None = None, min_severity: int | None = None,
-                           from_height: int | None = None, to_height: int | None = None,
-                           cursor: str | None = None, limit: int = 100) -> AlertPage:
-        params = {"hospital": hospital, "subject": None if subject is None else subject.hex(),
-                  "alert_class": alert_class, "min_severity": min_severity,
-                  "from_height": from_height, "to_height": to_height, "cursor": cursor, "limit": limit}
-        return _typed(AlertPage, await self.call("alerts_query", params))
+    async def alerts_query(self, **filters: Any) -> AlertPage:
+        """Keyword filters as in :class:`ids.queries.AlertsQueryParams` (``subject`` as bytes)."""
+        return await self.query(ALERTS_QUERY, AlertsQueryParams(**filters))
 
-    async def fl_models(self) -> list[dict[str, Any]]:
-        return await self.call("fl_models")
+    async def fl_models(self) -> list[RegisteredModel]:
+        return await self.query(FL_MODELS, NoParams())
 
-    async def fl_model_get(self, model_id: str, version: int | None = None) -> dict[str, Any]:
-        return await self.call("fl_model_get", {"model_id": model_id, "version": version})
+    async def fl_model_get(self, model_id: str, version: int | None = None) -> ModelVersion:
+        return await self.query(FL_MODEL_GET, ModelGetParams(model_id=model_id, version=version))
 
-    async def fl_rounds(self, model_id: str) -> list[dict[str, Any]]:
-        return await self.call("fl_rounds", {"model_id": model_id})
+    async def fl_rounds(self, model_id: str) -> list[RoundRecord]:
+        return await self.query(FL_ROUNDS, RoundsParams(model_id=model_id))
 
     async def discover(self) -> dict[str, Any]:
         """The node's OpenRPC document."""
@@ -269,18 +287,16 @@ def submit_tx(rpc_url: str, key: Any, kind: str, payload: dict[str, Any], *, com
             if not commit:
                 return {"hash": (await client.submit_tx(tx)).hex(), "nonce": nonce, "committed": False}
             result = await client.submit_tx_commit(tx, timeout_s)
-            receipt = result.result
-            if not receipt.get("ok", True):
-                raise error_from_json({"code": receipt.get("code"), "message": receipt.get("message", ""),
-                                       "data": {"reason": receipt.get("reason"), "hash": result.hash.hex(),
-                                                "height": result.height}})
+            receipt = result.receipt
+            if not receipt.ok:
+                raise receipt_error(receipt, result.hash)
             return {"hash": result.hash.hex(), "nonce": nonce, "committed": True, "height": result.height,
-                    "index": result.index, "result": receipt.get("result")}
+                    "index": result.index, "result": receipt.result}
 
     try:
         return asyncio.run(run())
     except aiohttp.ClientConnectionError as exc:
-        raise FbciError(f"cannot reach the node at {rpc_url}: {exc}") from None
+        raise unreachable(rpc_url, exc) from None
     except asyncio.TimeoutError:
         raise FbciError(f"the node at {rpc_url} did not answer within {timeout_s + 10.0:g} s") from None
 

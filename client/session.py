@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from core.crypto import PrivateKey
-from core.errors import BadNonce, FbciError, InvalidInput, NotFound, RateLimited, Timeout
+from core.errors import BadNonce, InvalidInput, NotFound, RateLimited, Timeout
 from core.tx import Transaction
-from fl_contracts.contract import ModelVersion, Participant, RoundRecord
+from core.api import TxInfo
+from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.spec import ModelSpec
-from client.rpc import RpcClient, error_from_json
+from client.rpc import RpcClient, receipt_error, unreachable
 from genesis.create import DEFAULT_RPC
 from genesis.home import load_config
 
@@ -74,22 +75,6 @@ def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
     if not url.startswith(("http://", "https://")):
         raise InvalidInput(f"--rpc: {url!r} must be an http:// or https:// URL")
     return url
-
-
-def _hex_bytes(value: Any) -> bytes | None:
-    return None if value is None else bytes.fromhex(value)
-
-
-def round_from_json(doc: dict[str, Any]) -> RoundRecord:
-    """A ``fl_rounds`` entry (bytes as hex) back into the contract's record."""
-    participants = [Participant.model_validate({**p, "sender": _hex_bytes(p["sender"])})
-                    for p in doc.get("participants") or []]
-    return RoundRecord.model_validate({**doc, "participants": participants, "new_hash": _hex_bytes(doc.get("new_hash"))})
-
-
-def version_from_json(doc: dict[str, Any]) -> ModelVersion:
-    """A ``fl_model_get`` answer (bytes as hex) back into the contract's version."""
-    return ModelVersion.model_validate({**doc, "weights": bytes.fromhex(doc["weights"]), "hash": bytes.fromhex(doc["hash"])})
 
 
 class _BoundClient(RpcClient):
@@ -135,7 +120,7 @@ class ChainSession:
         try:
             return self._runner.run(fn(self.client))
         except aiohttp.ClientConnectionError as exc:
-            raise FbciError(f"cannot reach the node at {self.rpc_url}: {exc}") from None
+            raise unreachable(self.rpc_url, exc) from None
         except asyncio.TimeoutError:
             raise Timeout(f"the node at {self.rpc_url} did not answer in time") from None
 
@@ -176,41 +161,33 @@ class ChainSession:
                     time.sleep(0.05 * (attempt + 1))  # client back-off the node asked for, not synchronisation
             raise RateLimited(f"{self.rpc_url} kept refusing: rate limited")
 
-    def wait_committed(self, tx_hash: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S) -> dict[str, Any]:
+    def wait_committed(self, tx_hash: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S) -> TxInfo:
         """The committed tx (``tx_get``); raises the receipt's error if execution rejected it."""
-        doc = self.run(lambda c: _wait_until(c, lambda: _committed(c, tx_hash), timeout_s,
-                                             f"transaction {tx_hash.hex()} not committed"))
-        receipt = doc["receipt"]
-        if not receipt.get("ok", False):
-            raise error_from_json({"code": receipt.get("code"), "message": receipt.get("message", ""),
-                                   "data": {"reason": receipt.get("reason"), "hash": tx_hash.hex(),
-                                            "height": receipt.get("height")}})
-        return doc
+        info = self.run(lambda c: _wait_until(c, lambda: _committed(c, tx_hash), timeout_s,
+                                              f"transaction {tx_hash.hex()} not committed"))
+        if not info.receipt.ok:
+            raise receipt_error(info.receipt, tx_hash)
+        return info
 
     def submit_commit(self, kind: str, payload: dict[str, Any], timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
-                      ) -> dict[str, Any]:
+                      ) -> TxInfo:
         return self.wait_committed(self.submit(kind, payload), timeout_s)
 
     # -- federated learning ------------------------------------------------------------------
 
     def spec(self, model_id: str) -> ModelSpec:
         if model_id not in self._specs:
-            try:
-                docs = self.run(lambda c: c.fl_models())
-            except FbciError:  # a node whose fl_models fails: the declarations are in genesis all the same
-                docs = (self.run(lambda c: c.genesis()).get("app_state") or {}).get("models", [])
-            for doc in docs:
-                doc = {k: v for k, v in doc.items() if k != "hash"}
-                self._specs[doc["id"]] = ModelSpec.parse(doc)
+            for registered in self.run(lambda c: c.fl_models()):
+                self._specs[registered.spec.id] = registered.spec
             if model_id not in self._specs:
                 raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self._specs)) or 'none'})")
         return self._specs[model_id]
 
     def rounds(self, model_id: str) -> list[RoundRecord]:
-        return [round_from_json(d) for d in self.run(lambda c: c.fl_rounds(model_id))]
+        return self.run(lambda c: c.fl_rounds(model_id))
 
     def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
-        return version_from_json(self.run(lambda c: c.fl_model_get(model_id, version)))
+        return self.run(lambda c: c.fl_model_get(model_id, version))
 
     def model_weights(self, model_id: str, version: int | None = None) -> tuple[ModelVersion, dict[str, Any]]:
         """A committed version and its real-valued tensors by layout name (numpy; for inference)."""
@@ -218,7 +195,7 @@ class ChainSession:
         return mv, mv.unflatten(self.spec(model_id))
 
 
-async def _committed(client: RpcClient, tx_hash: bytes) -> dict[str, Any] | None:
+async def _committed(client: RpcClient, tx_hash: bytes) -> TxInfo | None:
     try:
         return await client.get_tx(tx_hash)
     except NotFound:
@@ -263,16 +240,15 @@ class ChainTransport:
 
     def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
-        doc = self.session.submit_commit("fl.submit_update", payload)
+        info = self.session.submit_commit("fl.submit_update", payload)
         self.last_submit_s = time.perf_counter() - t0
-        receipt = doc["receipt"]
-        return {"hash": doc["hash"], "height": receipt["height"], **(receipt.get("result") or {})}
+        return {"hash": info.hash.hex(), "height": info.receipt.height, **info.receipt.result}
 
     def wait_round(self, model_id: str, round: int) -> RoundRecord:
         async def closed() -> RoundRecord | None:
-            for doc in await self.session.client.fl_rounds(model_id):
-                if doc["round"] == round and doc["status"] != "open":
-                    return round_from_json(doc)
+            for record in await self.session.client.fl_rounds(model_id):
+                if record.round == round and record.status != "open":
+                    return record
             return None
 
         return self.session.run(lambda c: _wait_until(c, closed, self.round_timeout_s,

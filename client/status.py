@@ -59,8 +59,7 @@ async def _block_hash(client: RpcClient, height: int) -> str | None:
         block = await client.get_block(height)
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, FbciError):
         return None
-    value = block.get("hash") or (block.get("header") or {}).get("hash")
-    return value if isinstance(value, str) else None
+    return block.hash.hex()
 
 
 async def collect(urls: list[str]) -> dict[str, Any]:

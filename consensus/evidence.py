@@ -13,7 +13,7 @@ from core.errors import DecodeError, InvalidInput
 
 from consensus.certificates import Verifier, check_list
 from consensus.messages import (
-    Commit, NewView, PrePrepare, Prepare, SignedMessage, _from_value, _to_value, same_slot,
+    Commit, NewView, PrePrepare, Prepare, _from_value, _to_value, same_slot,
 )
 
 Vote = PrePrepare | Prepare | Commit | NewView
@@ -64,7 +64,3 @@ class Evidence:
             if not verifier.verify(m.sender, m.kind, m.sign_bytes(chain_id), m.signature):
                 raise InvalidEvidence(f"bad signature on the {m.kind} message")
 
-
-def conflicting(a: SignedMessage, b: SignedMessage) -> bool:
-    return (isinstance(a, (PrePrepare, Prepare, Commit, NewView)) and same_slot(a, b)
-            and a.block_hash != b.block_hash)  # type: ignore[union-attr]

@@ -142,8 +142,56 @@ class AddressInUse(FbciError):
     reason = "address_in_use"
 
 
+class NodeUnreachable(FbciError):
+    """(Client side) no validator answers at the URL: nothing listens there, or the connection broke."""
+
+    code = -32060
+    reason = "node_unreachable"
+
+
 ALL_ERRORS: tuple[type[FbciError], ...] = (
     FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
     LimitExceeded, MempoolFull, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
+    NodeUnreachable,
 )
+
+
+# --- the JSON-RPC 2.0 envelope errors: only the RPC edge raises them ------------------------------
+
+class ParseError(FbciError):
+    """The body is not valid JSON."""
+
+    code = -32700
+    reason = "parse_error"
+
+
+class InvalidRequest(FbciError):
+    """Valid JSON that is not a JSON-RPC 2.0 request object."""
+
+    code = -32600
+    reason = "invalid_request"
+
+
+class MethodNotFound(FbciError):
+    code = -32601
+    reason = "method_not_found"
+
+
+class InternalError(FbciError):
+    """A bug on our side; the message is generic and the traceback stays in the server log."""
+
+    code = -32603
+    reason = "internal_error"
+
+
+RPC_ERRORS: tuple[type[FbciError], ...] = (ParseError, InvalidRequest, MethodNotFound, InternalError)
+
+ERRORS_BY_REASON: dict[str, type[FbciError]] = {cls.reason: cls for cls in (*ALL_ERRORS, *RPC_ERRORS)}
+"""Every error class a client can receive, keyed by its unique ``reason`` slug."""
+
+ERRORS_BY_CODE: dict[int, type[FbciError]] = {}
+"""Codes are shared by a class and its refinements (-32602 by ``InvalidInput`` and ``DecodeError``);
+for a code alone the most general class, listed first, wins."""
+for _cls in (*ALL_ERRORS, *RPC_ERRORS):
+    ERRORS_BY_CODE.setdefault(_cls.code, _cls)

@@ -1,6 +1,11 @@
 """The signed transaction envelope.
 
-A transaction is ``[chain_id, sender, nonce, kind, payload, signature]``.
+A transaction is ``[chain_id, sender, nonce, kind, payload, signature]``. This
+module is the only place that knows that layout: the hot paths that must not
+decode a whole transaction (the RPC edge reading the signer to rate-limit it,
+signature checks cutting the signed body out of the bytes) use
+:func:`sender_of` and :func:`signed_body_of` here, which property tests hold
+equal to the full decode.
 The signature covers the canonical encoding of the first five fields under the
 sign kind ``"tx"``; the chain id is inside the signed body *and* in the
 signing domain, so a transaction can never be replayed on another chain. The
@@ -46,8 +51,12 @@ class Transaction:
     def hash(self) -> bytes:
         return sha256(self.encode())
 
-    def verify_signature(self) -> bool:
-        return verify(self.sender, sign_bytes(self.chain_id, SIGN_KIND, self.signed_message()), self.signature)
+    def verify_signature(self, raw: bytes | None = None) -> bool:
+        """``raw``: the canonical bytes this transaction was decoded from, when the caller has them,
+        so the signed body is cut from them instead of re-encoded (:func:`signed_body_of`)."""
+        body = signed_body_of(raw, self) if raw is not None else None
+        message = self.signed_message() if body is None else body
+        return verify(self.sender, sign_bytes(self.chain_id, SIGN_KIND, message), self.signature)
 
     @classmethod
     def create(cls, key: PrivateKey, chain_id: str, nonce: int, kind: str, payload: dict[str, Any]) -> Transaction:
@@ -83,3 +92,36 @@ class Transaction:
         if len(tx.signature) != SIGNATURE_SIZE:
             raise InvalidInput("transaction is not signed")
         return tx
+
+
+# The canonical encoding of the 6-field list is a fixarray header, the five signed fields, then the
+# signature as bin8 of 64 bytes; the signed body is the same five fields under a 5-array header.
+_TX_ARRAY = 0x96
+_BODY_ARRAY = b"\x95"
+_SIG_HEADER = bytes([0xC4, SIGNATURE_SIZE])
+_SENDER_HEADER = bytes([0xC4, PUBLIC_KEY_SIZE])
+
+
+def sender_of(raw: bytes) -> bytes | None:
+    """The sender of an encoded transaction without decoding it; None if ``raw`` does not start
+    with a 6-array, a str chain id (fixstr or str8) and a 32-byte bin8 (then decode it to learn why)."""
+    if len(raw) < 36 or raw[0] != _TX_ARRAY:
+        return None
+    head = raw[1]
+    if 0xA0 <= head <= 0xBF:
+        at = 2 + (head & 0x1F)
+    elif head == 0xD9:
+        at = 3 + raw[2]
+    else:
+        return None
+    if raw[at:at + 2] != _SENDER_HEADER or len(raw) < at + 2 + PUBLIC_KEY_SIZE:
+        return None
+    return raw[at + 2:at + 2 + PUBLIC_KEY_SIZE]
+
+
+def signed_body_of(raw: bytes, tx: Transaction) -> bytes | None:
+    """``tx.signed_message()`` cut out of ``raw``, the canonical encoding ``tx`` was decoded from;
+    None if ``raw`` is not laid out so (the caller then re-encodes)."""
+    if len(raw) < 67 or raw[0] != _TX_ARRAY or raw[-66:-64] != _SIG_HEADER or raw[-64:] != tx.signature:
+        return None
+    return _BODY_ARRAY + raw[1:-66]

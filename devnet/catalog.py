@@ -8,7 +8,7 @@ whose input width comes from the package that owns its features:
   ``breast_cancer_fedavg`` is the same model under plain FedAvg, so the
   ledger itself shows what a poisoning hospital does to each rule.
 - ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``.
-- ``deterioration``: logistic regression over ``ids.predict`` window features.
+- ``deterioration``: logistic regression over ``ids.deterioration`` window features.
 
 A real consortium writes its own ``app_state.models`` into genesis; this is
 only the one-machine default.
@@ -21,7 +21,7 @@ from typing import Any
 from fl_contracts.spec import ModelSpec
 from ids.features import FEATURE_NAMES
 from ids.flows import ATTACK_CLASSES
-from ids.predict import N_WINDOW_FEATURES
+from ids.deterioration import N_WINDOW_FEATURES
 
 BREAST_CANCER_FEATURES = 30
 

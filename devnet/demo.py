@@ -76,9 +76,9 @@ async def transactions_everywhere(net: Testnet, urls: Sequence[str]) -> None:
     for url in urls:
         async with RpcClient(url) as node:
             found = [await node.get_tx(h) for h, _ in committed]
-            heights = sorted({f["receipt"]["height"] for f in found})
-            blocks = {h: (await node.get_block(h))["hash"] for h in heights}
-        same = all(f["receipt"]["height"] == height for f, (_, height) in zip(found, committed))
+            heights = sorted({f.receipt.height for f in found})
+            blocks = {h: (await node.get_block(h)).hash.hex() for h in heights}
+        same = all(f.receipt.height == height for f, (_, height) in zip(found, committed))
         say(f"  {url}: {len(found)}/{len(committed)} found, same heights: {same}, "
             f"blocks {heights[0]}..{heights[-1]} ({', '.join(v[:8] for v in list(blocks.values())[:3])}...)")
 
@@ -122,7 +122,7 @@ async def audit(urls: Sequence[str]) -> None:
     hashes = []
     for url in urls:
         async with RpcClient(url) as node:
-            hashes.append([(await node.get_block(h))["hash"] for h in range(max(1, common - 4), common + 1)])
+            hashes.append([(await node.get_block(h)).hash.hex() for h in range(max(1, common - 4), common + 1)])
     identical = all(h == hashes[0] for h in hashes)
     say(f"last 5 blocks up to height {common} identical on all {len(urls)} validators: {identical}")
     for h in hashes[0][-3:]:

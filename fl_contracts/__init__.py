@@ -1,7 +1,7 @@
-"""Federated learning on chain: model specs, the round contract, fixed-point aggregation rules.
+"""Federated learning on chain, and only what runs on chain: model specs, the round contract,
+fixed-point aggregation rules, genesis's initial weights, and the FL queries.
 
-The validator path (``spec``, ``fixedpoint``, ``rules``, ``contract``,
-``memstate``, ``metrics``, ``data``) is pure numpy and pydantic. The
-hospital side (``training``, ``client``, ``simulation``) adds PyTorch and
-Opacus; importing this package imports neither.
+Deterministic numpy and pydantic; no torch, no scikit-learn. The hospital's
+side (data, torch training, the round client, the in-process simulation)
+lives in ``client/fl/``.
 """

@@ -15,7 +15,7 @@ Lifecycle. Genesis opens round 1 at height 0 with deadline
 one delta against the current version. After each block the node calls
 :func:`end_block`; a round closes when it holds ``max_updates`` updates or
 the block height reaches its deadline. Closing with at least ``min_updates``
-aggregates (see :mod:`fl_contracts.rules`) and stores version ``v + 1``;
+aggregates (see :mod:`fl_contracts.aggregation`) and stores version ``v + 1``;
 with fewer it fails and no version is made. Either way the next round opens
 at once against the then-current version.
 
@@ -41,13 +41,14 @@ from core import codec
 from core.errors import ContractRejected, InvalidInput, NotFound
 from core.hashing import sha256
 from core.state import StateView, TxContext
+from core.wire import WIRE_BYTES
 from fl_contracts.fixedpoint import decode_delta, decode_weights, encode_weights
-from fl_contracts.rules import Updates, aggregate
+from fl_contracts.aggregation import Updates, aggregate
 from fl_contracts.spec import ModelSpec
 
 HOSPITAL_ROLE = "hospital"
 TX_KIND = "fl.submit_update"
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, **WIRE_BYTES)  # bytes stay bytes in state, hex in JSON
 
 
 class SubmitUpdate(BaseModel):
@@ -258,20 +259,20 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
     return record
 
 
-def end_block(state: StateView, height: int) -> list[dict[str, Any]]:
-    """Close every round that is full or at its deadline; return one event per closed round.
+def end_block(state: StateView, height: int) -> list[RoundRecord]:
+    """Close every round that is full or at its deadline; return the record of each closed round.
 
-    The event is the round record, participants included, so the node can see
-    which hospital's update a robust rule excluded.
+    The record names the participants, so the node can see which hospital's
+    update a robust rule excluded.
     """
-    events = []
+    closed = []
     for spec in list_models(state):
         head = _head(state, spec.id)
         if head.pending >= spec.max_updates or height >= head.deadline_height:
             record = _close_round(state, spec, head, height)
             _put(state, _key("round", spec.id, _be(record.round)), record)
-            events.append({"type": "fl.round_closed", **record.model_dump()})
-    return events
+            closed.append(record)
+    return closed
 
 
 def get_model(state: StateView, model_id: str, version: int | None = None) -> ModelVersion:

@@ -149,6 +149,15 @@ class GenesisDoc(BaseModel):
         return dump_json(self.model_dump(mode="json"))
 
 
+class GenesisWithHash(BaseModel):
+    """The ``genesis`` JSON-RPC answer: the document and the hash validators compare it by."""
+
+    model_config = STRICT
+
+    genesis: GenesisDoc
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 def _check_unique(items: list[BaseModel], field: str, keys: tuple[str, ...]) -> None:
     for key in keys:
         seen: dict[Any, int] = {}

@@ -1,4 +1,5 @@
 """IoMT intrusion detection and deterioration prediction: generators, features, detectors, alerts.
 
-Pure computation only: gateways and validators call it, ``node/`` does the I/O.
+Pure computation only: gateways (``client/``) and validators (``node/``) call it and do the I/O.
+The alert contract and its query (``ids.queries``) run on chain.
 """

@@ -26,6 +26,7 @@ from core import codec
 from core.errors import ContractRejected, InvalidInput
 from core.hashing import HASH_SIZE, sha256
 from core.state import StateView, TxContext
+from core.wire import WIRE_BYTES
 from ids.record import ATTACK_CLASSES
 
 TX_KIND = "ids.alert"
@@ -35,7 +36,6 @@ NODE_CLASSES: tuple[str, ...] = (
     "request_flood", "bad_signature", "replayed_tx", "malformed_peer_message", "equivocation", "rejected_fl_update",
 )
 ALERT_CLASSES: tuple[str, ...] = ATTACK_CLASSES[1:] + NODE_CLASSES
-SUBJECT_KINDS: tuple[str, ...] = ("device", "client_key", "address", "validator")
 SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH, SEVERITY_CRITICAL = 1, 2, 3, 4
 SCORE_ONE = 1_000_000
 MAX_FUTURE_MS = 5 * 60_000
@@ -47,7 +47,7 @@ _SEQ_KEY = PREFIX + b"seq"
 class AlertPayload(BaseModel):
     """What a gateway or validator signs into an ``ids.alert`` transaction."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, **WIRE_BYTES)
     hospital: StrictStr = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     subject_kind: Literal["device", "client_key", "address", "validator"]
     subject: StrictBytes = Field(min_length=HASH_SIZE, max_length=HASH_SIZE)
@@ -76,10 +76,6 @@ class StoredAlert(AlertPayload):
     block_time_ms: StrictInt
     sender: StrictBytes
     tx_hash: StrictBytes
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-RPC form: bytes as hex."""
-        return {k: v.hex() if isinstance(v, bytes) else v for k, v in self.model_dump().items()}
 
 
 def parse_payload(payload: Any) -> AlertPayload:

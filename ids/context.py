@@ -11,7 +11,7 @@ per-host statistics, Zeek's per-connection state), the gateway keeps a
 small, bounded summary per device and per LAN, and each record is scored
 against the summary of what came *before* it.
 
-:class:`DeviceContext` holds that state. :func:`context_features` returns a
+:class:`DeviceContext` holds that state. :meth:`DeviceContext.observe` returns a
 record's context vector (``CONTEXT_FEATURE_NAMES``) and then folds the record
 into the state, so training (``ids.features.feature_matrix`` over each
 hospital's records in arrival order) and the gateway (``ids.gateway.Gateway``,
@@ -274,7 +274,3 @@ class DeviceContext:
             lan.loss.push(min(r.p_loss, 100.0))
         return out
 
-
-def context_features(record: FlowRecord, ctx: DeviceContext) -> np.ndarray:
-    """``ctx.observe(record)``: the record's ``CONTEXT_FEATURE_NAMES`` vector; updates ``ctx``."""
-    return ctx.observe(record)

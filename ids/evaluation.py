@@ -20,8 +20,8 @@ import numpy as np
 from ids.classifier import FlowClassifier
 from ids.features import N_BASE_FEATURES, feature_matrix, labels
 from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows
-from ids.metrics import ClassMetrics, auroc, lead_times, macro_f1, per_class
-from ids.predict import DeteriorationModel
+from ids.detection_metrics import ClassMetrics, auroc, lead_times, macro_f1, per_class
+from ids.deterioration import DeteriorationModel
 from ids.record import ATTACK_CLASSES, FlowRecord
 from ids.rules import evaluate_rules
 from ids.vitals import PatientSeries, WindowSet, generate_patients, make_windows

@@ -121,7 +121,7 @@ WINDOW_FEATURE_NAMES: tuple[str, ...] = (
     tuple(f"{v}_last" for v in VITALS) + tuple(f"{v}_slope" for v in VITALS)
     + ("on_oxygen", "new_confusion", "news2_now")
 )
-# Which vital each feature explains (for ``ids.predict``'s per-vital attribution).
+# Which vital each feature explains (for ``ids.deterioration``'s per-vital attribution).
 FEATURE_VITAL: tuple[str, ...] = VITALS + VITALS + ("on_oxygen", "consciousness", "news2")
 
 

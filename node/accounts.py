@@ -35,8 +35,6 @@ class Account:
         name, roles, nonce = codec.decode(data)
         return cls(name, frozenset(roles), nonce)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "roles": sorted(self.roles), "nonce": self.nonce}
 
 
 def account_key(public_key: bytes) -> bytes:

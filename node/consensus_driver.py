@@ -7,6 +7,11 @@ crash safety work lives here: a ``Persist`` is appended to the write-ahead
 log and fsynced before any later ``Send``/``Broadcast`` in the same list
 leaves the process. Everything is processed on one asyncio task, so the
 replica is never stepped concurrently.
+
+It reaches the application only through its :class:`node.ledger.Ledger`: the
+:class:`node.application.Application` boundary (build and check proposals)
+and the block executor (commit). A proposed block is decoded once, when it
+is validated; the commit of that block reuses the decoded form.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from consensus import (
-    BlockValidated, Broadcast, CancelTimer, CommitBlock, MessageReceived, NeedSync, Persist, ProposalReady,
-    Replica, ReportEvidence, RequestProposal, Send, SetTimer, SyncedTo, TimerFired, ValidateBlock, WalRecord,
-    decode_message, encode_message,
+    Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, Event, Evidence,
+    MessageReceived, NeedSync, Persist, ProposalReady, Replica, ReportEvidence, RequestProposal, Send, SetTimer,
+    SyncedTo, TimerFired, ValidateBlock, WalRecord, decode_message, encode_message,
 )
 from core.block import Block
 from core.errors import FbciError
-from node.chain import Chain
+from genesis.schema import ChainParams
+from node.ledger import Ledger
 from node.transport import Channel
 from node.wal import WriteAheadLog
 
@@ -52,34 +58,43 @@ class ProposalTiming:
     empty_block_ms: int
     tick_ms: int
 
+    @classmethod
+    def from_params(cls, p: ChainParams) -> ProposalTiming:
+        return cls(p.propose_delay_ms, p.block_interval_ms, p.tick_ms)
+
 
 class ConsensusDriver:
-    def __init__(self, replica: Replica, chain: Chain, wal: WriteAheadLog, outbox: Outbox, me: bytes,
-                 timing: ProposalTiming, on_need_sync: Callable[[int, bytes | None], None],
-                 on_evidence: Callable[[Any], None], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, replica: Replica, ledger: Ledger, wal: WriteAheadLog, outbox: Outbox, me: bytes,
+                 timing: ProposalTiming, on_evidence: Callable[[Evidence], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.replica = replica
-        self.chain = chain
+        self.ledger = ledger
+        self.app = ledger.app
+        self.mempool = ledger.mempool
         self.wal = wal
         self.outbox = outbox
         self.me = me
         self.timing = timing
-        self.on_need_sync = on_need_sync
         self.on_evidence = on_evidence
+        self.on_need_sync: Callable[[int, bytes | None], None] = lambda height, peer: None
+        """Set by whoever runs block sync (it needs the driver's ``synced_to`` in turn)."""
         self.clock = clock
         self.view = 0
         """The replica's current view at the height it is deciding (0 until a view change)."""
         self.view_changes = 0
         """Views entered by view change since start (a new height's return to view 0 is not one)."""
         self._view_height = 0
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._proposal: tuple[int, int] | None = None
+        self._validated: dict[bytes, Block] = {}
+        """Blocks this validator voted valid, by hash, until their height is committed."""
         self._work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def feed(self, event: Any) -> None:
+    def feed(self, event: Event) -> None:
         self._queue.put_nowait(event)
 
     def on_peer_message(self, sender: bytes, payload: bytes) -> None:
@@ -96,7 +111,7 @@ class ConsensusDriver:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, start_event: Any) -> None:
+    async def start(self, start_event: Event) -> None:
         self.feed(start_event)
         self._tasks = [asyncio.create_task(self._run(), name="consensus"),
                        asyncio.create_task(self._proposer(), name="proposer")]
@@ -114,8 +129,8 @@ class ConsensusDriver:
             event = await self._queue.get()
             self._process(event)
 
-    def _process(self, first: Any) -> None:
-        events = deque([first])
+    def _process(self, first: Event) -> None:
+        events: deque[Event] = deque([first])
         while events:
             event = events.popleft()
             try:
@@ -138,7 +153,7 @@ class ConsensusDriver:
             if durable:
                 self.wal.append_all(durable)
 
-    def _perform(self, action: Any) -> Any:
+    def _perform(self, action: Action) -> Event | None:
         if isinstance(action, Send):
             self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, Broadcast):
@@ -177,20 +192,25 @@ class ConsensusDriver:
     def _validate(self, raw: bytes, block_hash: bytes) -> bool:
         """Consensus treats blocks as opaque, so the hash it votes on is checked here too."""
         try:
-            block = self.chain.check_proposal(raw, int(self.clock() * 1000))
+            block = Block.decode(raw, max_size=self.ledger.params.max_block_bytes)
+            if block.hash != block_hash:
+                log.warning("refusing proposed block: its hash is not the one proposed")
+                return False
+            self.app.process_proposal(block, int(self.clock() * 1000))
         except FbciError as exc:
             log.warning("refusing proposed block: %s", exc.message)
             return False
-        if block.hash != block_hash:
-            log.warning("refusing proposed block: its hash is not the one proposed")
-            return False
+        self._validated[block_hash] = block
         return True
 
     def _commit(self, action: CommitBlock) -> None:
-        if action.height <= self.chain.height:
+        validated, self._validated = self._validated, {}
+        if action.height <= self.app.info().height:
             return  # block sync got there first
-        block = Block.decode(action.block, max_size=self.chain.params.max_block_bytes)
-        self.chain.commit(block, action.certificate.encode(), action.block)  # canonical: decode accepted it
+        block = validated.get(action.block_hash)
+        if block is None:  # decided without this validator's vote (a certificate it learned of)
+            block = Block.decode(action.block, max_size=self.ledger.params.max_block_bytes)
+        self.ledger.blocks.commit(block, action.certificate.encode(), action.block)  # canonical: decode accepted it
         self.compact_wal(action.height)
 
     def compact_wal(self, committed_height: int) -> None:
@@ -218,9 +238,9 @@ class ConsensusDriver:
             if self._proposal != request:
                 continue  # superseded by a newer view or height while we waited
             self._proposal = None
-            if request[0] != self.chain.height + 1:
+            if request[0] != self.app.info().height + 1:
                 continue
-            block = self.chain.build_block(self.me, int(self.clock() * 1000))
+            block = self.ledger.propose(self.me, int(self.clock() * 1000))
             self.feed(ProposalReady(request[0], request[1], block.encode(), block.hash))
 
     async def _batch_window(self) -> None:
@@ -228,15 +248,15 @@ class ConsensusDriver:
         ``batch_ms`` more so that a burst of transactions lands in one block."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timing.empty_block_ms / 1000
-        while not len(self.chain.mempool) and loop.time() < deadline:
+        while not len(self.mempool) and loop.time() < deadline:
             self._work.clear()
             try:
                 await asyncio.wait_for(self._work.wait(), deadline - loop.time())
             except asyncio.TimeoutError:
                 break
-        if len(self.chain.mempool):
+        if len(self.mempool):
             await asyncio.sleep(self.timing.batch_ms / 1000)
 
-    def synced_to(self, height: int, certificate: Any) -> None:
+    def synced_to(self, height: int, certificate: CommitCertificate) -> None:
         self.compact_wal(height)
         self.feed(SyncedTo(height, certificate))

@@ -15,25 +15,27 @@ of untrusted input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.api import Receipt
 from core.block import Block
-from core.crypto import SIGNATURE_SIZE, sign_bytes, verify
 from core.errors import (
     BadNonce, BadSignature, FbciError, InvalidInput, TxRejected, Unauthorized, UnknownKind, WrongChain,
 )
 from core.hashing import sha256
 from core.state import StateView, TxContext
-from core.tx import SIGN_KIND, Transaction
+from core.tx import Transaction
+from fl_contracts.contract import RoundRecord
 from node.accounts import Account, account_key, load_account, store_account
-from node.stores import PendingState, Receipt, StateStore
+from node.stores import PendingState, StateStore
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
-EndBlockHook = Callable[[StateView, int], list[dict[str, Any]]]
+EndBlockHook = Callable[[StateView, int], Sequence[RoundRecord]]
+"""After a block's last transaction: closes FL rounds and returns their records."""
 
 
 @dataclass(frozen=True)
@@ -83,41 +85,20 @@ class SignatureCache:
     def verify(self, tx: Transaction, tx_hash: bytes | None = None, raw: bytes | None = None) -> bool:
         """``tx_hash`` and ``raw``: the bytes ``tx`` was decoded from and their SHA-256, when the
         caller has them (decoding checked they are canonical, so the hash equals ``tx.hash`` and
-        the signed body can be cut from them without re-encoding; see :func:`signed_body`)."""
+        the signed body is cut from them without re-encoding)."""
         if tx_hash is None:
             tx_hash = tx.hash
         if tx_hash in self._seen:
             return True
-        body = signed_body(raw, tx) if raw is not None else None
-        if body is None:
-            ok = tx.verify_signature()
-        else:
-            ok = verify(tx.sender, sign_bytes(tx.chain_id, SIGN_KIND, body), tx.signature)
+        ok = tx.verify_signature(raw)
         if ok:
             self.add(tx_hash)
         return ok
 
 
-_TX_ARRAY = 0x96  # msgpack fixarray of 6: [chain_id, sender, nonce, kind, payload, signature]
-_BODY_ARRAY = b"\x95"  # fixarray of the 5 signed fields
-_SIG_HEADER = bytes([0xC4, SIGNATURE_SIZE])  # bin8 of 64 bytes
-
-
-def signed_body(raw: bytes, tx: Transaction) -> bytes | None:
-    """``tx.signed_message()`` cut out of ``raw``, the canonical encoding ``tx`` was decoded from.
-
-    The encoding of the 6-field list is a one-byte array header, the five body
-    fields, then the 66-byte signature; the body's encoding is the same five
-    fields under a 5-array header. Returns None if ``raw`` is not laid out so.
-    """
-    if len(raw) < 67 or raw[0] != _TX_ARRAY or raw[-66:-64] != _SIG_HEADER or raw[-64:] != tx.signature:
-        return None
-    return _BODY_ARRAY + raw[1:-66]
-
-
 def check_admission(tx: Transaction, chain_id: str, registry: TxKindRegistry, account: Account | None,
                     signatures: SignatureCache, tx_hash: bytes | None = None, raw: bytes | None = None) -> TxKind:
-    """The checks shared by the mempool and execution; raises the matching TxRejected."""
+    """The checks shared by CheckTx and execution; raises the matching TxRejected."""
     if tx.chain_id != chain_id:
         raise WrongChain(f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}")
     kind = registry.get(tx.kind)
@@ -136,44 +117,47 @@ def check_admission(tx: Transaction, chain_id: str, registry: TxKindRegistry, ac
 class BlockOutcome:
     pending: PendingState
     receipts: dict[bytes, Receipt]
-    events: list[dict[str, Any]]
-    senders: set[bytes] = field(default_factory=set)
-    """Senders of the block's decodable transactions (whose pending nonces the mempool re-checks)."""
+    rounds_closed: list[RoundRecord]
+    committed_nonces: dict[bytes, int]
+    """Each sender of the block's decodable transactions and its nonce after the block."""
 
 
 DecodedLookup = Callable[[bytes], "Transaction | None"]
+"""An already decoded transaction for these exact bytes (by hash), if the caller has one."""
 
 
 class Executor:
-    """``decoded(tx_hash)``: an already decoded transaction for these exact bytes (the mempool's), if
-    any; decoding is a pure function of the bytes, so reusing it changes nothing but the time."""
-
-    def __init__(self, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache, max_tx_bytes: int,
-                 decoded: DecodedLookup | None = None) -> None:
+    def __init__(self, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
+                 max_tx_bytes: int) -> None:
         self.chain_id = chain_id
         self.registry = registry
         self.signatures = signatures
         self.max_tx_bytes = max_tx_bytes
-        self.decoded = decoded
 
-    def execute_block(self, block: Block, state: StateStore) -> BlockOutcome:
+    def execute_block(self, block: Block, state: StateStore, decoded: DecodedLookup | None = None) -> BlockOutcome:
+        """``decoded``: the caller's decoded transactions; decoding is a pure function of the bytes,
+        so reusing them changes nothing but the time."""
         pending = state.begin()
         receipts: dict[bytes, Receipt] = {}
         senders: set[bytes] = set()
         for index, raw in enumerate(block.txs):
-            tx_hash, receipt = self._execute_tx(pending, raw, block, index, senders)
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index, senders, decoded)
             receipts.setdefault(tx_hash, receipt)
-        events: list[dict[str, Any]] = []
+        rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
-            events.extend(hook(pending, block.height))
-        return BlockOutcome(pending, receipts, events, senders)
+            rounds_closed.extend(hook(pending, block.height))
+        nonces = {}
+        for sender in sorted(senders):
+            account = load_account(pending, sender)
+            nonces[sender] = account.nonce if account else 0
+        return BlockOutcome(pending, receipts, rounds_closed, nonces)
 
-    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int,
-                    senders: set[bytes]) -> tuple[bytes, Receipt]:
+    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, senders: set[bytes],
+                    decoded: DecodedLookup | None) -> tuple[bytes, Receipt]:
         tx_hash = sha256(raw)
         height = block.height
         try:
-            tx = self.decoded(tx_hash) if self.decoded is not None else None
+            tx = decoded(tx_hash) if decoded is not None else None
             if tx is None:
                 tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
             senders.add(tx.sender)

@@ -1,13 +1,16 @@
 """Pending transactions: admission, deduplication, ordering, eviction, bounds.
 
-Admission runs the same checks execution will (chain, kind, signature,
-registered sender with a permitted role, size) plus "nonce not already
-used", against committed state, and then lets the chain run the contract on
-a throwaway buffer (``check``, CometBFT's CheckTx), so a transaction its
-contract would refuse is refused at the door with the contract's reason. The mempool is bounded in count and bytes; a
-full mempool answers :class:`MempoolFull` instead of growing. Reaping returns,
-per sender, only the run of nonces that continues from the committed nonce,
-so a proposer never includes a transaction that must fail its nonce check.
+Admission decodes the envelope, refuses bytes already pending, and asks the
+application's ``check_tx`` (CometBFT's CheckTx: chain, kind, signature,
+registered sender with a permitted role, nonce against committed state, and
+the contract run on a throwaway buffer), so a transaction execution would
+refuse is refused at the door with the same reason. The mempool itself adds
+"no other pending transaction of this sender uses this nonce" and its bounds
+in count and bytes; a full mempool answers :class:`MempoolFull` instead of
+growing. Reaping returns, per sender, only the run of nonces that continues
+from the committed nonce, so a proposer never includes a transaction that
+must fail its nonce check; the committed nonce comes from ``check_tx`` and
+then from each committed block (:meth:`Mempool.update`), never from a store.
 A transaction still pending ``ttl_blocks`` after it was admitted is evicted
 (CometBFT's TTL): one whose earlier nonce was lost would otherwise hold its
 place forever.
@@ -15,19 +18,13 @@ place forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import AlreadyKnown, BadNonce, MempoolFull, TooLarge
 from core.hashing import sha256
 from core.tx import Transaction
-from node.accounts import Account
-from node.execution import SignatureCache, TxKind, TxKindRegistry, check_admission
+from node.application import Application, CheckTxRequest, FinalizedBlock
 
-AccountLookup = Callable[[bytes], Account | None]
-CheckTx = Callable[[Transaction, bytes, TxKind, Account, bool], None]
-"""``(tx, tx_hash, kind, account, sender_has_pending)``: raises the reason a contract refuses ``tx``."""
-MAX_NONCE_GAP = 64
 DEFAULT_TTL_BLOCKS = 300
 
 
@@ -42,21 +39,18 @@ class PendingTx:
 
 
 class Mempool:
-    def __init__(self, *, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
-                 accounts: AccountLookup, max_txs: int, max_bytes: int, max_tx_bytes: int,
-                 check: CheckTx | None = None, ttl_blocks: int = DEFAULT_TTL_BLOCKS, height: int = 0) -> None:
-        self.chain_id = chain_id
-        self.registry = registry
-        self.signatures = signatures
-        self.accounts = accounts
+    def __init__(self, app: Application, *, max_txs: int, max_bytes: int, max_tx_bytes: int,
+                 ttl_blocks: int = DEFAULT_TTL_BLOCKS, height: int = 0) -> None:
+        self.app = app
         self.max_txs = max_txs
         self.max_bytes = max_bytes
         self.max_tx_bytes = max_tx_bytes
-        self.check = check
         self.ttl_blocks = ttl_blocks
         self._height = height
         self._by_hash: dict[bytes, PendingTx] = {}
         self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
+        self._committed_nonce: dict[bytes, int] = {}
+        """For each sender with pending transactions: its nonce as of the last committed block."""
         self._bytes = 0
         self._seq = 0
 
@@ -86,18 +80,10 @@ class Mempool:
         tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
-        account = self.accounts(tx.sender)
-        kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
-        assert account is not None
-        if tx.nonce <= account.nonce:
-            raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
-        if tx.nonce > account.nonce + MAX_NONCE_GAP:
-            raise BadNonce(f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the next nonce {account.nonce + 1}")
-        pending_for_sender = self._by_sender.setdefault(tx.sender, {})
+        pending_for_sender = self._by_sender.get(tx.sender, {})
+        checked = self.app.check_tx(CheckTxRequest(tx, raw, tx_hash, bool(pending_for_sender)))
         if tx.nonce in pending_for_sender:
             raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
-        if self.check is not None:
-            self.check(tx, tx_hash, kind, account, bool(pending_for_sender))
         if len(self._by_hash) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
             raise MempoolFull(
                 f"mempool is full ({len(self._by_hash)} transactions, {self._bytes} bytes); retry later"
@@ -105,7 +91,8 @@ class Mempool:
         self._seq += 1
         entry = PendingTx(tx, raw, tx_hash, self._seq, self._height)
         self._by_hash[tx_hash] = entry
-        pending_for_sender[tx.nonce] = entry
+        self._by_sender.setdefault(tx.sender, {})[tx.nonce] = entry
+        self._committed_nonce[tx.sender] = checked.committed_nonce
         self._bytes += len(raw)
         return tx
 
@@ -122,8 +109,7 @@ class Mempool:
             for entry in remaining:
                 sender = entry.tx.sender
                 if sender not in next_nonce:
-                    account = self.accounts(sender)
-                    next_nonce[sender] = (account.nonce if account else 0) + 1
+                    next_nonce[sender] = self._committed_nonce[sender] + 1
                 if entry.tx.nonce != next_nonce[sender]:
                     deferred.append(entry)
                     continue
@@ -136,18 +122,20 @@ class Mempool:
             remaining = deferred
         return chosen
 
-    def update(self, height: int, tx_hashes: list[bytes], senders: set[bytes]) -> None:
-        """After block ``height``: drop every transaction it carried (whatever its outcome),
+    def update(self, finalized: FinalizedBlock) -> None:
+        """After a committed block: drop every transaction it carried (whatever its outcome),
         each sender's entries whose nonce it used up, and entries past their TTL."""
-        self._height = height
-        for tx_hash in tx_hashes:
+        height = self._height = finalized.block.height
+        for tx_hash in finalized.receipts:
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
                 self._drop(entry)
-        for sender in senders:
-            account = self.accounts(sender)
-            committed = account.nonce if account else 0
-            for nonce, entry in list(self._by_sender.get(sender, {}).items()):
+        for sender, committed in finalized.committed_nonces.items():
+            entries = self._by_sender.get(sender)
+            if entries is None:
+                continue
+            self._committed_nonce[sender] = committed
+            for nonce, entry in list(entries.items()):
                 if nonce <= committed:
                     self._drop(entry)
         expired = [e for e in self._by_hash.values() if e.admitted_at <= height - self.ttl_blocks]
@@ -160,4 +148,5 @@ class Mempool:
         del entries[entry.tx.nonce]
         if not entries:
             del self._by_sender[entry.tx.sender]
+            del self._committed_nonce[entry.tx.sender]
         self._bytes -= len(entry.raw)

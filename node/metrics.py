@@ -8,11 +8,15 @@ committed transaction that was submitted through this validator.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from node.chain import CommittedBlock
+from node.application import Application, FinalizedBlock
+from node.consensus_driver import ConsensusDriver
+from node.mempool import Mempool
+from node.service import NodeService
+from node.sync import BlockSyncer
+from node.transport import PeerTransport
 from node.transport.metrics import TransportCollector
 
 
@@ -39,28 +43,29 @@ class NodeMetrics:
             list(labels), registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
-        self._service: Any = None
+        self._service: NodeService | None = None
 
-    def attach(self, chain: Any, driver: Any, transport: Any, syncer: Any, service: Any) -> None:
+    def attach(self, app: Application, mempool: Mempool, driver: ConsensusDriver, transport: PeerTransport,
+               syncer: BlockSyncer, service: NodeService) -> None:
         self._service = service
         lab = self._labels
-        self.height.labels(**lab).set_function(lambda: chain.height)
+        self.height.labels(**lab).set_function(lambda: app.info().height)
         self.view.labels(**lab).set_function(lambda: driver.view)
         self.view_changes.labels(**lab).set_function(lambda: driver.view_changes)
-        self.mempool_txs.labels(**lab).set_function(lambda: len(chain.mempool))
-        self.mempool_bytes.labels(**lab).set_function(lambda: chain.mempool.size_bytes)
+        self.mempool_txs.labels(**lab).set_function(lambda: len(mempool))
+        self.mempool_bytes.labels(**lab).set_function(lambda: mempool.size_bytes)
         self.peers.labels(**lab).set_function(lambda: len(transport.connected_peers()))
         self.sync_target.labels(**lab).set_function(lambda: syncer.target)
         self.registry.register(TransportCollector(transport, lab["validator"]))
         self.syncing.labels(**lab).set_function(lambda: int(syncer.syncing))
 
-    def on_commit(self, committed: CommittedBlock) -> None:
-        self.committed_txs.labels(**self._labels).inc(len(committed.receipts))
+    def on_commit(self, finalized: FinalizedBlock) -> None:
+        self.committed_txs.labels(**self._labels).inc(len(finalized.receipts))
         if self._service is None:
             return
         now = time.monotonic()
         submitted = self._service.submitted_at
-        for tx_hash in committed.receipts:
+        for tx_hash in finalized.receipts:
             started = submitted.pop(tx_hash, None)
             if started is not None:
                 self.commit_latency.labels(**self._labels).observe(now - started)

@@ -8,8 +8,8 @@ updates refused by their bounds or excluded by a robust rule — and hands each
 threshold crossing to :class:`OwnTxSubmitter`, which signs it as an
 ``ids.alert`` with the validator's own key, so the whole consortium sees which
 client or validator misbehaved. Equivocation evidence also goes on chain
-whole, as a ``consensus.evidence`` transaction (``node/evidence.py``). Submission runs on its own task behind a
-bounded queue: defending never blocks serving, and a flood of misbehaviour
+whole, as a ``consensus.evidence`` transaction (``node/evidence_tx.py``). Submission runs on its own task
+behind a bounded queue: defending never blocks serving, and a flood of misbehaviour
 yields at most one alert per offender, class and window.
 """
 
@@ -21,14 +21,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from consensus import Evidence
 from core.crypto import PrivateKey
 from core.errors import AlreadyKnown, BadNonce, BadSignature, ContractRejected, FbciError
-from core.tx import Transaction
+from core.tx import Transaction, sender_of
 from genesis.schema import ChainParams as GenesisParams
 from ids.alerts import AlertPayload
 from ids.selfdefence import MisbehaviourMonitor, Offender, TokenBucketLimiter, address_subject
-from node.chain import CommittedBlock
-from node.rpc.api import MISBEHAVIOUR_BAD_SIGNATURE, MISBEHAVIOUR_RPC_FLOOD, MISBEHAVIOUR_TX_FLOOD
+from node.application import FinalizedBlock
+from node.rpc.node_api import MISBEHAVIOUR_BAD_SIGNATURE, MISBEHAVIOUR_RPC_FLOOD, MISBEHAVIOUR_TX_FLOOD, NodeApi
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,12 @@ def rpc_limiter(params: GenesisParams) -> TokenBucketLimiter:
 class SelfDefence:
     """Turns observations into alerts; synchronous, so every hook is cheap to call from any path."""
 
-    def __init__(self, name: str, on_alert: Callable[[AlertPayload], None], max_tx_bytes: int,
+    def __init__(self, name: str, on_alert: Callable[[AlertPayload], None], *,
                  clock_ms: Callable[[], int] = wall_clock_ms,
                  on_evidence_found: Callable[[bytes], None] = lambda proof: None) -> None:
         self.monitor = MisbehaviourMonitor(hospital=name.lower())
         self.on_alert = on_alert
         self.on_evidence_found = on_evidence_found
-        self.max_tx_bytes = max_tx_bytes
         self.clock_ms = clock_ms
         self.alerts_raised = 0
 
@@ -82,7 +82,7 @@ class SelfDefence:
         elif isinstance(peer, str):
             self._record("malformed_peer_message", Offender("address", address_subject(peer)), what.encode())
 
-    def on_evidence(self, evidence: Any) -> None:
+    def on_evidence(self, evidence: Evidence) -> None:
         """Two conflicting signed consensus messages from one validator: proof, alerted at once
         (the alert's feature digest is the SHA-256 of the evidence) and put on chain whole."""
         log.warning("equivocation evidence against validator %s at height %d",
@@ -91,18 +91,18 @@ class SelfDefence:
         self.on_evidence_found(proof)
         self._record("equivocation", Offender("validator", evidence.validator), proof)
 
-    def inspect_commit(self, committed: CommittedBlock) -> None:
+    def inspect_commit(self, finalized: FinalizedBlock) -> None:
         """FL updates that reached a block and were refused by bounds, or excluded by a robust rule."""
-        for tx_hash, receipt in committed.receipts.items():
+        for tx_hash, receipt in finalized.receipts.items():
             if not receipt.ok and receipt.result.get("fl_reason") in FL_BOUNDS_REASONS:
-                raw = committed.block.txs[receipt.index]
-                sender = Transaction.decode(raw, max_size=self.max_tx_bytes).sender
-                self._record("rejected_fl_update", Offender("client_key", sender), tx_hash)
-        for event in committed.events:
-            for participant in event.get("participants") or []:
-                if participant.get("excluded"):
-                    self._record("rejected_fl_update", Offender("client_key", participant["sender"]),
-                                 participant["excluded"].encode())
+                sender = sender_of(finalized.block.txs[receipt.index])
+                if sender is not None:
+                    self._record("rejected_fl_update", Offender("client_key", sender), tx_hash)
+        for record in finalized.rounds_closed:
+            for participant in record.participants:
+                if participant.excluded:
+                    self._record("rejected_fl_update", Offender("client_key", participant.sender),
+                                 participant.excluded.encode())
 
     def _record(self, kind: str, offender: Offender, evidence: bytes = b"") -> None:
         alert = self.monitor.record(kind, offender, self.clock_ms(), evidence)
@@ -129,7 +129,7 @@ class OwnTxSubmitter:
         except asyncio.QueueFull:
             log.error("own-transaction queue full; dropping a %s", kind)
 
-    def start(self, service: Any) -> None:
+    def start(self, service: NodeApi) -> None:
         self._task = asyncio.create_task(self._run(service), name="own-transactions")
 
     async def stop(self) -> None:
@@ -137,7 +137,7 @@ class OwnTxSubmitter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _run(self, service: Any) -> None:
+    async def _run(self, service: NodeApi) -> None:
         while True:
             kind, payload = await self._queue.get()
             try:

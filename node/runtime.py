@@ -1,10 +1,10 @@
-"""One validator process: compose the stores, the chain, consensus, peers and RPC.
+"""One validator process: compose the application, its ledger, consensus, peers and RPC.
 
 Resources start in dependency order on an ``AsyncExitStack`` and stop in
 reverse, each only if it started (the aiohttp ``cleanup_ctx`` discipline), so
 Ctrl-C and SIGTERM always close the RPC server, the peer links and LevelDB
 cleanly. Nothing here decides anything: the consensus replica decides, the
-chain executes, and this module only carries messages between them.
+application executes, and this module only carries messages between them.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ from types import FrameType
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
-from core.crypto import PrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError
-from genesis.home import HomePaths, NodeConfig
-from genesis.schema import GenesisDoc, load_genesis
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
-from node.chain import Chain, ChainParams
-from genesis.home import load_config
 from node import logs
+from node.app import RPC_QUERIES, LedgerApplication
+from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
-from node.kinds import AppQueries, build_registry, genesis_hooks
+from node.ledger import Ledger
 from node.metrics import NodeMetrics
-from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
+from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.service import NodeService
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request
@@ -47,12 +44,6 @@ log = logging.getLogger(__name__)
 
 JSON_ENVELOPE_BYTES = 64 * 1024  # the JSON-RPC request around a transaction's hex
 QUEUE_LIMITS = {Channel.CONSENSUS: 10_000, Channel.SYNC: 256, Channel.GOSSIP: 20_000}
-
-
-def chain_params(doc: GenesisDoc) -> ChainParams:
-    p = doc.params
-    return ChainParams(p.max_tx_bytes, p.max_block_bytes, p.max_block_txs, p.max_clock_drift_ms,
-                       p.mempool_max_txs, p.mempool_max_bytes)
 
 
 def rpc_limits(max_tx_bytes: int) -> RpcLimits:
@@ -79,88 +70,75 @@ async def _listening(address: str, what: str) -> AsyncIterator[None]:
 
 @dataclass
 class Validator:
-    home: Path
-    config: NodeConfig
-    genesis: GenesisDoc
-    key: PrivateKey
+    home: NodeHome
 
     async def start(self, stack: AsyncExitStack) -> None:
-        doc = self.genesis
+        """Build the parts bottom-up, each from parts that already exist, then start them in order."""
+        doc, config, key = self.home.genesis, self.home.config, self.home.node_key
+        params = doc.params
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
-        me = self.key.public_key.raw
-        data = self.home / self.config.data_dir
+        me = key.public_key.raw
+        data = self.home.data_path
         database = Database(data / "db")
         stack.callback(database.close)
-        registry = build_registry(doc.chain_id, validators)
-        self.chain = Chain(doc.chain_id, validators, chain_params(doc), database, registry,
-                           genesis_time_ms=doc.genesis_time_ms)
-        self.chain.init_genesis(
-            [(bytes.fromhex(a.public_key), a.name, list(a.roles)) for a in doc.accounts],
-            genesis_hooks(doc),
-        )
-        replayed = self.chain.replay_unapplied()
-        if replayed:
-            log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
+        self.ledger = ledger = Ledger.assemble(LedgerApplication.open(doc, database), params)
+        self.app = ledger.app
 
-        self.metrics = NodeMetrics(self.config.name)
-        self.chain.on_commit.append(self.metrics.on_commit)
-        verifier = Ed25519Verifier(doc.chain_id)
-        wal = WriteAheadLog(data / "consensus.wal")
-        replica = Replica(ReplicaConfig(doc.chain_id, validators, me, doc.params.base_timeout_ticks),
-                          Ed25519Signer(self.key, doc.chain_id), verifier)
-        self.transport = PeerTransport(
-            chain_id=doc.chain_id, key=self.key, listen=self.config.p2p_listen,
-            peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in self.config.peers],
-            on_message=self._on_peer_message, max_message_bytes=doc.params.max_block_bytes * 2 + 65536,
-            queue_limits=QUEUE_LIMITS, on_misbehaviour=self._on_peer_misbehaviour,
-        )
-        own = OwnTxSubmitter(self.key, doc.chain_id)
+        self.metrics = NodeMetrics(config.name)
+        own = OwnTxSubmitter(key, doc.chain_id)
         self.defence = SelfDefence(
-            self.config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()), doc.params.max_tx_bytes,
+            config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
             on_evidence_found=lambda proof: own.offer(EVIDENCE_KIND, {"evidence": proof}),
         )
-        self.chain.on_commit.append(self.defence.inspect_commit)
-        self.driver = ConsensusDriver(
-            replica, self.chain, wal, self.transport, me,
-            ProposalTiming(doc.params.propose_delay_ms, doc.params.block_interval_ms, doc.params.tick_ms),
-            on_need_sync=lambda h, peer: self.syncer.request_sync(h, peer),
-            on_evidence=self.defence.on_evidence,
+        self.transport = PeerTransport(
+            chain_id=doc.chain_id, key=key, listen=config.p2p_listen,
+            peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in config.peers],
+            on_message=self._on_peer_message, max_message_bytes=params.max_block_bytes * 2 + 65536,
+            queue_limits=QUEUE_LIMITS, on_misbehaviour=self.defence.on_peer_misbehaviour,
         )
+        verifier = Ed25519Verifier(doc.chain_id)
+        wal = WriteAheadLog(data / "consensus.wal")
+        replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
+                          Ed25519Signer(key, doc.chain_id), verifier)
+        self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
+                                      on_evidence=self.defence.on_evidence)
         self.syncer = BlockSyncer(
-            self.chain, validators, verifier,
+            ledger, chain_id=doc.chain_id, validators=validators, verifier=verifier,
             send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
             peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
-            on_misbehaviour=self._on_peer_misbehaviour,
+            on_misbehaviour=self.defence.on_peer_misbehaviour,
         )
+        self.driver.on_need_sync = self.syncer.request_sync
         self.service = NodeService(
-            name=self.config.name, genesis=doc, chain=self.chain,
+            name=config.name, genesis=doc, app=self.app, mempool=ledger.mempool,
             gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
-            queries=AppQueries(), on_rejected=self.defence.on_tx_rejected,
+            on_rejected=self.defence.on_tx_rejected,
         )
+        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit]
+        self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
+
         own.start(self.service)
         stack.push_async_callback(own.stop)
-        self.metrics.attach(self.chain, self.driver, self.transport, self.syncer, self.service)
-
-        async with _listening(self.config.p2p_listen, "p2p"):
+        async with _listening(config.p2p_listen, "p2p"):
             await self.transport.start()
         stack.push_async_callback(self.transport.stop)
         stack.push_async_callback(self.syncer.stop)
-        height = self.chain.height
-        last_commit = CommitCertificate.decode(self.chain.blocks.certificate(height)) if height else None
-        await self.driver.start(Start(height + 1, last_commit, wal.read_all()))
+        info = self.app.info()
+        last_commit = CommitCertificate.decode(info.last_certificate) if info.height else None
+        await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))
         stack.push_async_callback(self.driver.stop)
 
-        app = create_app(self.service, limits=rpc_limits(doc.params.max_tx_bytes),
-                         limiter=rpc_limiter(doc.params),
-                         metrics_registry=self.metrics.registry, on_misbehaviour=self.defence.on_rpc_misbehaviour)
-        host, port = split_address(self.config.rpc_listen)
-        async with _listening(self.config.rpc_listen, "JSON-RPC"):
+        app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
+                         limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
+                         on_misbehaviour=self.defence.on_rpc_misbehaviour)
+        host, port = split_address(config.rpc_listen)
+        async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port)
         stack.push_async_callback(runner.cleanup)
-        log.info("validator %s up: height %d, rpc %s, p2p %s", self.config.name, self.chain.height,
-                 self.config.rpc_listen, self.config.p2p_listen)
+        log.info("validator %s up: height %d, rpc %s, p2p %s", config.name, info.height, config.rpc_listen,
+                 config.p2p_listen)
 
     async def _on_peer_message(self, sender: bytes, channel: Channel, payload: bytes) -> None:
         try:
@@ -170,13 +148,13 @@ class Validator:
                 self._admit_gossip(sender, payload)
             else:
                 message = codec.decode(payload)
-                reply = serve_request(self.chain, message)
+                reply = serve_request(self.app, message)
                 if reply is not None:
                     self.transport.send(sender, Channel.SYNC, reply)
                 else:
                     self.syncer.on_response(sender, message)
         except FbciError as exc:
-            self._on_peer_misbehaviour(sender, f"{channel.name.lower()}: {exc.reason}")
+            self.defence.on_peer_misbehaviour(sender, f"{channel.name.lower()}: {exc.reason}")
 
     def _admit_gossip(self, sender: bytes, raw: bytes) -> None:
         """A transaction relayed by a peer validator is admitted like a client's.
@@ -186,33 +164,27 @@ class Validator:
         its own admission verified.
         """
         try:
-            self.chain.mempool.add(raw)
+            self.ledger.mempool.add(raw)
         except BadSignature:
-            self._on_peer_misbehaviour(sender, "gossiped a transaction with a bad signature")
+            self.defence.on_peer_misbehaviour(sender, "gossiped a transaction with a bad signature")
             return
         except FbciError:
             return
         self.driver.notify_work()
 
-    def _on_peer_misbehaviour(self, peer: bytes | str, what: str) -> None:
-        self.defence.on_peer_misbehaviour(peer, what)
 
-
-async def serve(home: Path, config: NodeConfig, stop: asyncio.Event) -> None:
-    paths = HomePaths(home)
-    genesis = load_genesis(paths.genesis)
-    key = PrivateKey.load(paths.node_key)
+async def serve(home: NodeHome, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as stack:
-        validator = Validator(home, config, genesis, key)
+        validator = Validator(home)
         await validator.start(stack)
         await stop.wait()
-        log.info("stopping validator %s at height %d", config.name, validator.chain.height)
+        log.info("stopping validator %s at height %d", home.config.name, validator.app.info().height)
 
 
 def run_validator(home: Path) -> int:
     """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly."""
-    config = load_config(home)
-    logs.configure(config.name, config.log_level)
+    checked = load_home(home)
+    logs.configure(checked.config.name, checked.config.log_level)
 
     # Plain handlers rather than loop.add_signal_handler: closing the loop would put back
     # SIG_DFL, and a second SIGTERM (an impatient supervisor, Ctrl-C twice) arriving after
@@ -227,7 +199,7 @@ def run_validator(home: Path) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         wake.append(lambda: None if loop.is_closed() else loop.call_soon_threadsafe(stop.set))
-        await serve(home, config, stop)
+        await serve(checked, stop)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import plyvel
 
 from core import codec
+from core.api import Receipt
 from core.block import ZERO_HASH
 from core.errors import NotFound, StorageError
 from core.hashing import sha256
@@ -47,7 +47,12 @@ class Database:
         try:
             self.db = plyvel.DB(str(path), create_if_missing=True)
         except plyvel.Error as exc:
-            raise StorageError(f"cannot open the database at {path}: {exc}") from None
+            raw = exc.args[0] if exc.args else exc
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            if isinstance(exc, plyvel.IOError) and "lock " in text and "LOCK" in text:
+                raise StorageError(f"another validator process already holds this home's database at {path} "
+                                   f"(LevelDB's lock {path / 'LOCK'}); stop it before starting another") from None
+            raise StorageError(f"cannot open the database at {path}: {text}") from None
 
     def sync(self) -> None:
         """Make every write so far durable: one synced write flushes LevelDB's sequential log."""
@@ -100,26 +105,6 @@ class BlockStore:
         if raw is None:
             raise NotFound(f"no block with hash {block_hash.hex()}")
         return struct.unpack(">Q", raw)[0]
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What happened to one committed transaction; stored in the tx index."""
-
-    height: int
-    index: int
-    ok: bool
-    code: int
-    reason: str
-    message: str
-    result: dict[str, object]
-
-    def encode(self) -> bytes:
-        return codec.encode([self.height, self.index, self.ok, self.code, self.reason, self.message, self.result])
-
-    @classmethod
-    def decode(cls, data: bytes) -> Receipt:
-        return cls(*codec.decode(data))
 
 
 class TxIndex:

@@ -22,7 +22,8 @@ from consensus import CommitCertificate, Verifier
 from core import codec
 from core.block import Block
 from core.errors import FbciError, PeerMisbehaved
-from node.chain import Chain
+from node.application import Application
+from node.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ SendSync = Callable[[bytes, bytes], bool]
 PeersNow = Callable[[], list[bytes]]
 
 
-def serve_request(chain: Chain, payload: Any) -> bytes | None:
+def serve_request(app: Application, payload: Any) -> bytes | None:
     """Answer a peer's ``get_blocks`` from the block store; ``None`` for anything else."""
     if not (isinstance(payload, list) and len(payload) == 3 and payload[0] == "get_blocks"):
         return None
@@ -43,23 +44,26 @@ def serve_request(chain: Chain, payload: Any) -> bytes | None:
         raise PeerMisbehaved("get_blocks needs a start height >= 1 and a count >= 1")
     items: list[list[bytes]] = []
     size = 0
-    for height in range(start, min(chain.height, start + min(count, MAX_BLOCKS_PER_RESPONSE) - 1) + 1):
-        block, cert = chain.blocks.block(height), chain.blocks.certificate(height)
-        size += len(block) + len(cert)
+    for height in range(start, min(app.info().height, start + min(count, MAX_BLOCKS_PER_RESPONSE) - 1) + 1):
+        stored = app.stored_block(height)
+        size += len(stored.raw) + len(stored.certificate)
         if items and size > MAX_RESPONSE_BYTES:
             break
-        items.append([block, cert])
+        items.append([stored.raw, stored.certificate])
     return codec.encode(["blocks", items])
 
 
 class BlockSyncer:
     """Fetches blocks up to a target height, verifying each before applying it."""
 
-    def __init__(self, chain: Chain, validators: tuple[bytes, ...], verifier: Verifier, send: SendSync,
-                 peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
+    def __init__(self, ledger: Ledger, *, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier,
+                 send: SendSync, peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
                  on_misbehaviour: Callable[[bytes, str], None]) -> None:
-        self.chain = chain
+        self.app = ledger.app
+        self.blocks = ledger.blocks
+        self.chain_id = chain_id
         self.validators = validators
+        self.max_block_bytes = ledger.params.max_block_bytes
         self.verifier = verifier
         self.send = send
         self.peers = peers
@@ -75,7 +79,7 @@ class BlockSyncer:
 
     def request_sync(self, height: int, hint: bytes | None) -> None:
         self.target = max(self.target, height)
-        if not self.syncing and self.target > self.chain.height:
+        if not self.syncing and self.target > self._height():
             self._task = asyncio.create_task(self._run(hint), name="block-sync")
 
     def on_response(self, sender: bytes, payload: Any) -> None:
@@ -97,14 +101,14 @@ class BlockSyncer:
     async def _run(self, hint: bytes | None) -> None:
         order = [hint] if hint else []
         attempt = 0
-        while self.chain.height < self.target:
+        while self._height() < self.target:
             candidates = order + [p for p in self.peers() if p not in order]
             if not candidates:
                 await asyncio.sleep(REQUEST_TIMEOUT_S / 3)  # no peer connected yet: poll again shortly
                 continue
             peer = candidates[attempt % len(candidates)]
             attempt += 1
-            start = self.chain.height + 1
+            start = self._height() + 1
             self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE]))
             try:
                 sender, payload = await asyncio.wait_for(self._await_from(peer), REQUEST_TIMEOUT_S)
@@ -118,7 +122,10 @@ class BlockSyncer:
                 continue
             if not applied:
                 order = []  # this peer has nothing newer; rotate
-        log.info("block sync reached height %d", self.chain.height)
+        log.info("block sync reached height %d", self._height())
+
+    def _height(self) -> int:
+        return self.app.info().height
 
     async def _await_from(self, peer: bytes) -> tuple[bytes, Any]:
         while True:
@@ -141,19 +148,19 @@ class BlockSyncer:
             for item in payload[1]:
                 if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
                     raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
-                block = Block.decode(item[0], max_size=self.chain.params.max_block_bytes)
+                block = Block.decode(item[0], max_size=self.max_block_bytes)
                 certificate = CommitCertificate.decode(item[1])
                 if certificate.height != block.height or certificate.block_hash != block.hash:
                     raise PeerMisbehaved(f"certificate does not certify block {block.height}")
-                if block.height <= self.chain.height:
+                if block.height <= self._height():
                     continue
-                certificate.verify(self.chain.chain_id, self.validators, self.verifier)
-                self.chain.check_linkage(block)
-                self.chain.commit(block, item[1], item[0], durable=False)
+                certificate.verify(self.chain_id, self.validators, self.verifier)
+                self.app.process_proposal(block, None)
+                self.blocks.commit(block, item[1], item[0], durable=False)
                 applied.append(certificate)
         finally:
             if applied:
-                self.chain.database.sync()
+                self.app.sync()
                 for certificate in applied:
                     self.on_synced(certificate.height, certificate)
         return len(applied)

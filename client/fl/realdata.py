@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from client.fl.data import Split, breast_cancer_split
-from client.fl.metrics import accuracy, losses, mia_advantage
+from client.fl.model_metrics import accuracy, losses, mia_advantage
 from client.fl.simulation import FederatedResult, run_federated
 from fl_contracts.spec import ModelSpec, Rule
 from client.fl.training import DPConfig, TrainConfig, centralised_weights

@@ -23,7 +23,7 @@ from fl_contracts import contract
 from client.fl.hospital import ChainModel, HospitalClient, Tamper
 from fl_contracts.fixedpoint import dequantize, quantize
 from core.state import MemoryState
-from client.fl.metrics import accuracy
+from client.fl.model_metrics import accuracy
 from fl_contracts.spec import ModelSpec
 from client.fl.training import DPConfig, TrainConfig, initial_weights
 
@@ -74,7 +74,7 @@ class InProcessChain:
             self.state.restore(snap)
             raise
 
-    def end_block(self) -> list[dict[str, Any]]:
+    def end_block(self) -> list[contract.RoundRecord]:
         self.height += 1
         return contract.end_block(self.state, self.height)
 

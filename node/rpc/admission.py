@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import RateLimited
-from node.rpc.api import MISBEHAVIOUR_RPC_FLOOD, MISBEHAVIOUR_TX_FLOOD, OnMisbehaviour, RateLimiter
+from node.rpc.node_api import MISBEHAVIOUR_RPC_FLOOD, MISBEHAVIOUR_TX_FLOOD, OnMisbehaviour, RateLimiter
 
 
 def monotonic_ms() -> int:

@@ -31,11 +31,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import FbciError, InvalidInput, LimitExceeded
+from core.api import NoParams, Params
+from core.errors import (
+    FbciError, InternalError, InvalidInput, InvalidRequest, LimitExceeded, MethodNotFound, ParseError,
+)
+from core.wire import to_wire
 from node.rpc.admission import Admission
-from node.rpc.encoding import to_wire
-from node.rpc.errors import InternalError, InvalidRequest, MethodNotFound, ParseError
-from node.rpc.methods import CallContext, Method, NoParams, Params
+from node.rpc.methods import CallContext, Method
 from node.rpc.openrpc import openrpc_document
 
 log = logging.getLogger(__name__)

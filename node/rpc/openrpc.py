@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from node.rpc.errors import ERRORS_BY_REASON
+from core.errors import ERRORS_BY_REASON
 from node.rpc.methods import Method
 
 OPENRPC_VERSION = "1.3.2"

@@ -14,19 +14,18 @@ reverse proxy would rate-limit the proxy (forwarded headers are not trusted).
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from core.errors import FbciError, LimitExceeded
+from core.api import Query
+from core.errors import FbciError, InvalidRequest, LimitExceeded
 from node.rpc.admission import Admission
-from node.rpc.api import NodeApi, OnMisbehaviour, RateLimiter
+from node.rpc.node_api import NodeApi, OnMisbehaviour, RateLimiter
 from node.rpc.dispatch import Dispatcher
-from node.rpc.errors import InvalidRequest
 from node.rpc.methods import CallContext, build_methods
 from node.rpc.websocket import serve_websocket
 
@@ -132,10 +131,10 @@ async def _close_websockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
-def create_app(api: NodeApi, *, limits: RpcLimits | None = None, limiter: RateLimiter | None = None,
+def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits: RpcLimits | None = None, limiter: RateLimiter | None = None,
                signer_limiter: RateLimiter | None = None, metrics_registry: CollectorRegistry | None = None,
                on_misbehaviour: OnMisbehaviour | None = None, version: str = "0.1.0") -> web.Application:
-    """The RPC application for ``api``.
+    """The RPC application for ``api``, serving each of ``queries`` as the method of its path.
 
     ``limiter`` is charged one token per call, keyed ``"addr:<client ip>"``;
     ``signer_limiter`` (default: ``limiter``) one per submitted transaction,
@@ -146,7 +145,7 @@ def create_app(api: NodeApi, *, limits: RpcLimits | None = None, limiter: RateLi
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     metrics = RpcMetrics(registry)
     admission = Admission(limiter, signer_limiter if signer_limiter is not None else limiter, on_misbehaviour)
-    methods = build_methods(api, admission, max_tx_bytes=limits.max_tx_bytes)
+    methods = build_methods(api, admission, queries, max_tx_bytes=limits.max_tx_bytes)
     app = web.Application(client_max_size=limits.max_body_bytes)
     app[API] = api
     app[LIMITS] = limits
@@ -167,13 +166,3 @@ async def start_rpc_server(app: web.Application, host: str, port: int) -> web.Ap
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
-
-
-@asynccontextmanager
-async def rpc_server(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """``start_rpc_server`` as a context, for the node's ``cleanup_ctx``: stops however the block exits."""
-    runner = await start_rpc_server(app, host, port)
-    try:
-        yield runner
-    finally:
-        await runner.cleanup()

@@ -15,8 +15,6 @@ import asyncio
 import secrets
 from collections import deque
 from collections.abc import Callable
-from typing import Any
-
 from core.errors import InvalidInput, LimitExceeded
 
 TOPICS: frozenset[str] = frozenset({"new_block", "new_alert"})
@@ -32,12 +30,12 @@ class Subscription:
         self._hub = hub
         self._max_pending = max_pending
         self._on_overflow = on_overflow
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[object] = deque()
         self._wakeup = asyncio.Event()
         self._closed = False
         self.overflowed = False
 
-    def offer(self, event: dict[str, Any]) -> None:
+    def offer(self, event: object) -> None:
         if self._closed:
             return
         if len(self._pending) >= self._max_pending:
@@ -60,7 +58,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> dict[str, Any]:
+    async def __anext__(self) -> object:
         while not self._pending:
             if self.overflowed:
                 raise LimitExceeded(f"subscriber fell more than {self._max_pending} events behind")
@@ -85,7 +83,7 @@ class EventHub:
         self._subs[topic][sub.id] = sub
         return sub
 
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
+    def publish(self, topic: str, event: object) -> None:
         """Queue ``event`` for every subscriber of ``topic``; drops the ones that are full."""
         for sub in list(self._subs[topic].values()):
             sub.offer(event)

@@ -25,14 +25,14 @@ from aiohttp import WSMsgType, web
 
 from core.errors import LimitExceeded
 from node.rpc.dispatch import Dispatcher
-from node.rpc.encoding import to_wire
+from core.wire import to_wire
 from node.rpc.methods import CallContext
 from node.rpc.subscriptions import EventHub, Subscription
 
 log = logging.getLogger(__name__)
 
 
-def _notification(sub: Subscription, event: dict[str, Any]) -> dict[str, Any]:
+def _notification(sub: Subscription, event: object) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": "subscription",
             "params": {"subscription": sub.id, "topic": sub.topic, "result": to_wire(event)}}
 

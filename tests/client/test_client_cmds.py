@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.api import TX_GET
 from ids.flows import HOSPITAL_PROFILES, generate_flows, write_flows_csv
 from devnet.testnet import Testnet, rpc_call
 from tests.integration.conftest import free_base_port
@@ -75,9 +76,9 @@ def test_tx_submit_commits_and_reports_rejections_cleanly(node: Testnet) -> None
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["committed"] is True and result["height"] >= 1
-    committed = rpc_call(node.specs[0].rpc_url, "tx_get", {"hash": result["hash"]})
-    assert committed["kind"] == "test.echo" and committed["receipt"]["ok"] is True
-    assert committed["nonce"] == result["nonce"] and committed["payload"]["msg"] == "68656c6c6f"  # "0x.." sent as bytes
+    committed = TX_GET.parse(rpc_call(node.specs[0].rpc_url, "tx_get", {"hash": result["hash"]}))
+    assert committed.kind == "test.echo" and committed.receipt.ok is True
+    assert committed.nonce == result["nonce"] and committed.transaction().payload["msg"] == b"hello"  # "0x.." sent as bytes
 
     again = json.loads(fbci("tx", "submit", "--home", home(node), "--key", "admin", "--kind", "test.echo",
                             "--payload", '{"msg": "0x00"}').stdout)

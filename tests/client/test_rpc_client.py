@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from core.crypto import PrivateKey
-from core.errors import ALL_ERRORS, BadNonce, FbciError, InvalidInput, LimitExceeded, NotFound, RateLimited
+from core.errors import ALL_ERRORS, RPC_ERRORS, MethodNotFound, BadNonce, FbciError, InvalidInput, LimitExceeded, NotFound, RateLimited
 from core.tx import Transaction
-from node.rpc.errors import RPC_ERRORS, MethodNotFound
+from fl_contracts.queries import FL_MODELS
+from node.app import RPC_QUERIES
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from client.rpc import NonceTracker, RpcClient, SyncRpcClient, error_from_json
-from tests.node.conftest import CHAIN_ID, FakeNode
+from tests.node.conftest import CHAIN_ID, SEPSIS, FakeNode
 
 
 def base_url(test_client) -> str:
@@ -35,28 +36,34 @@ def test_error_without_reason_falls_back_to_code():
 
 
 async def test_typed_methods_round_trip(serve, fake_node, client_key, make_tx):
-    async with serve(create_app(fake_node)) as server, RpcClient(base_url(server)) as node:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as server, RpcClient(base_url(server)) as node:
         assert (await node.status()).latest_block_hash == bytes(32)
         first = make_tx(client_key, 1)
         assert await node.submit_tx(first) == first.hash
         committed = await node.submit_tx_commit(make_tx(client_key, 2), timeout_s=5)
         assert (committed.height, committed.index) == (1, 1)
-        assert (await node.get_tx(first.hash))["height"] == 1
-        assert (await node.get_block(height=1))["hash"] == (1).to_bytes(32, "big").hex()
-        assert (await node.get_block(block_hash=(1).to_bytes(32, "big")))["height"] == 1
+        answered = await node.get_tx(first.hash)
+        assert answered == fake_node.txs[first.hash] and answered.transaction() == first  # bytes intact
+        assert await node.get_block(height=1) == fake_node.blocks[0]
+        assert (await node.get_block(block_hash=(1).to_bytes(32, "big"))).height == 1
         account = await node.account_get(client_key.public_key.raw)
         assert (account.public_key, account.roles, account.next_nonce) == (client_key.public_key.raw,
                                                                            ("hospital",), 3)
         page = await node.alerts_query(alert_class="flooding", limit=3)
-        assert [a["id"] for a in page.alerts] == [2, 4, 6] and page.next_cursor is not None
-        assert (await node.fl_model_get("sepsis", 1))["weights"] == "0001"
-        assert len(await node.fl_rounds("sepsis")) == 2
-        assert (await node.genesis())["chain_id"] == CHAIN_ID
+        assert [a.alert_id for a in page.alerts] == [2, 4, 6] and page.next_cursor is not None
+        assert page.alerts[0] == fake_node.alerts[1]  # subject, digest, sender, tx hash: bytes again
+        assert (await node.fl_model_get("sepsis", 1)).weights == b"\x00\x01"
+        rounds = await node.fl_rounds("sepsis")
+        assert [(r.round, r.status) for r in rounds] == [(1, "aggregated"), (2, "open")]
+        (model,) = await node.fl_models()
+        assert model.spec == SEPSIS and model.hash == SEPSIS.hash
+        genesis = await node.genesis()
+        assert genesis.genesis.chain_id == CHAIN_ID and genesis.hash == genesis.genesis.hash().hex()
         assert "methods" in await node.discover()
 
 
 async def test_errors_raise_their_classes(serve, fake_node, client_key, make_tx):
-    async with serve(create_app(fake_node, limits=RpcLimits(max_body_bytes=2000))) as server, \
+    async with serve(create_app(fake_node, RPC_QUERIES, limits=RpcLimits(max_body_bytes=2000))) as server, \
             RpcClient(base_url(server)) as node:
         with pytest.raises(NotFound):
             await node.get_tx(bytes(32))
@@ -70,19 +77,19 @@ async def test_errors_raise_their_classes(serve, fake_node, client_key, make_tx)
 
 
 async def test_batch_returns_results_and_errors_in_order(serve, fake_node):
-    async with serve(create_app(fake_node, limits=RpcLimits(max_batch=3))) as server, \
+    async with serve(create_app(fake_node, RPC_QUERIES, limits=RpcLimits(max_batch=3))) as server, \
             RpcClient(base_url(server)) as node:
         status, missing, models = await node.batch([("status", None), ("tx_get", [bytes(32).hex()]),
                                                     ("fl_models", [])])
         assert status["height"] == 0
         assert isinstance(missing, NotFound)
-        assert models[0]["model_id"] == "sepsis"
+        assert FL_MODELS.parse(models)[0].spec.id == "sepsis"
         with pytest.raises(LimitExceeded):
             await node.batch([("status", None)] * 4)
 
 
 async def test_subscribe_yields_events(serve, fake_node):
-    async with serve(create_app(fake_node)) as server, RpcClient(base_url(server)) as node:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as server, RpcClient(base_url(server)) as node:
         async with node.subscribe("new_block") as events:
             fake_node.commit()
             event = await anext(aiter(events))
@@ -93,7 +100,7 @@ async def test_subscribe_yields_events(serve, fake_node):
 
 
 async def test_nonce_tracker_counts_up_and_refetches_after_forget(serve, fake_node, client_key, make_tx):
-    async with serve(create_app(fake_node)) as server, RpcClient(base_url(server)) as node:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as server, RpcClient(base_url(server)) as node:
         tracker = NonceTracker(node, client_key.public_key.raw)
         for _ in range(3):
             await node.submit_tx(make_tx(client_key, await tracker.next()))
@@ -115,7 +122,7 @@ def threaded_server() -> Iterator[tuple[str, FakeNode]]:
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        holder["runner"] = loop.run_until_complete(start_rpc_server(create_app(fake), "127.0.0.1", 0))
+        holder["runner"] = loop.run_until_complete(start_rpc_server(create_app(fake, RPC_QUERIES), "127.0.0.1", 0))
         ready.set()
         loop.run_forever()
 

@@ -20,7 +20,7 @@ def test_round_closes_when_full_and_records_new_version(spec: ModelSpec, state: 
     for i, v in enumerate([[1] * 8, [3] * 8, [5] * 8]):
         contract.submit_update(state, ctx(i), payload(spec, v))
     events = contract.end_block(state, 1)
-    assert [e["status"] for e in events] == ["aggregated"]
+    assert [e.status for e in events] == ["aggregated"]
     mv = contract.get_model(state, spec.id)
     assert mv.version == 1 and mv.round == 1
     assert mv.weights_int().tolist() == [3] * 8  # equal weights: mean of 1, 3, 5
@@ -35,7 +35,7 @@ def test_round_closes_at_deadline_or_fails_below_minimum(spec: ModelSpec, state:
     contract.submit_update(state, ctx(0), payload(spec, [2] * 8))
     assert contract.end_block(state, 4) == []  # deadline is 5
     (event,) = contract.end_block(state, 5)
-    assert event["status"] == "failed" and event["new_version"] is None
+    assert event.status == "failed" and event.new_version is None
     assert contract.get_model(state, spec.id).version == 0
     assert contract.current_round(state, spec.id).deadline_height == 10
 
@@ -132,7 +132,7 @@ def test_spec_validation_names_the_field(spec: ModelSpec) -> None:
 
 
 def test_validator_path_does_not_import_torch() -> None:
-    code = ("import sys, fl_contracts, fl_contracts.contract, fl_contracts.rules, client.fl.metrics, "
+    code = ("import sys, fl_contracts, fl_contracts.contract, fl_contracts.aggregation, client.fl.model_metrics, "
             "client.fl.data; bad = [m for m in ('torch', 'opacus') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -140,7 +140,7 @@ def test_validator_path_does_not_import_torch() -> None:
 
 
 def test_the_round_closed_event_names_who_a_robust_rule_excluded() -> None:
-    """The node's self-defence reads ``participants[].excluded`` off this event."""
+    """The node's self-defence reads ``participants[].excluded`` off this record."""
     spec = ModelSpec.for_sequential("krum", [3, 2], rule="multi_krum", rule_params={"f": 1, "m": 2},
                                     min_updates=4, max_updates=4, round_length_blocks=5)
     state = MemoryState()
@@ -150,5 +150,5 @@ def test_the_round_closed_event_names_who_a_robust_rule_excluded() -> None:
     for i, delta in enumerate([honest, honest + 1, honest - 1, outlier]):
         contract.submit_update(state, ctx(i), payload(spec, delta))
     (event,) = contract.end_block(state, 1)
-    excluded = {p["sender"]: p["excluded"] for p in event["participants"]}
+    excluded = {p.sender: p.excluded for p in event.participants}
     assert excluded[ctx(3).sender] is not None and excluded[ctx(0).sender] is None

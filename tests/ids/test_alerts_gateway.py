@@ -45,7 +45,7 @@ def test_submit_stores_indexes_and_rejects_duplicate_without_writing() -> None:
     assert receipt["alert_id"] == 1 and receipt["height"] == 5
     stored = get_alert(state, 1)
     assert stored is not None and stored.sender == GATEWAY and stored.height == 5
-    assert stored.to_json()["subject"] == sha256(b"dev-1").hex()
+    assert stored.model_dump(mode="json")["subject"] == sha256(b"dev-1").hex()
     before = dict(state._data)
     with pytest.raises(ContractRejected, match="already on chain"):
         submit_alert(state, ctx(6), alert(severity=4))

@@ -10,7 +10,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from core.errors import InvalidInput
 from ids.classifier import FlowClassifier, layer_shapes, validate_weights
 from ids.features import N_BASE_FEATURES, N_FEATURES
-from ids.metrics import auroc, confusion_matrix, lead_times, macro_f1, per_class
+from ids.detection_metrics import auroc, confusion_matrix, lead_times, macro_f1, per_class
 from ids.record import ATTACK_CLASSES, FlowRecord
 from ids.rules import evaluate_rules
 

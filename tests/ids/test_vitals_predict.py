@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ids.classifier import layer_shapes
-from ids.predict import N_WINDOW_FEATURES, DeteriorationModel
+from ids.deterioration import N_WINDOW_FEATURES, DeteriorationModel
 from ids.vitals import (
     OBS_COLUMNS, WINDOW_FEATURE_NAMES, generate_patient, generate_patients, make_windows, news2_score,
 )

@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 
+from core.api import TX_GET, TxInfo
 from core.crypto import PrivateKey
 from core.errors import AlreadyKnown, BadNonce, FbciError, LimitExceeded, NotFound, Timeout
 from core.tx import Transaction
@@ -185,8 +186,8 @@ class ClientLoad:
                 else:
                     with self._cond:
                         self.acked[tx.hash] = result.height
-                        if not result.result.get("ok"):
-                            self.failed_receipts.append(f"{tx.hash.hex()}: {result.result}")
+                        if not result.receipt.ok:
+                            self.failed_receipts.append(f"{tx.hash.hex()}: {result.receipt}")
                         self._cond.notify_all()
                     nonce += 1
                     tx = self._echo(key, nonce, index)
@@ -214,7 +215,7 @@ class ClientLoad:
         except FbciError as exc:
             self._note(f"tx_get from {client.rpc_url}: {type(exc).__name__}: {exc.message}")
             return None
-        return int(answer["receipt"]["height"])
+        return answer.receipt.height
 
 
 # -- checks: the same chain everywhere, every acknowledged transaction everywhere ----------------
@@ -293,7 +294,9 @@ def assert_same_chain(net: Testnet, nodes: Sequence[int] | None = None) -> int:
 
 
 async def _tx_heights(url: str, hashes: list[bytes]) -> list[Any]:
-    return await _batched(url, [("tx_get", {"hash": h.hex()}) for h in hashes])
+    """Each hash's committed transaction (or the error the node answered), in one batch per chunk."""
+    answers = await _batched(url, [(TX_GET.path, {"hash": h.hex()}) for h in hashes])
+    return [TX_GET.parse(a) if isinstance(a, dict) else a for a in answers]
 
 
 async def _gather(coros: list[Any]) -> list[Any]:
@@ -310,12 +313,12 @@ def assert_acked_everywhere(net: Testnet, acked: dict[bytes, int], nodes: Sequen
     hashes = sorted(acked)
     everywhere = _run(_gather([_tx_heights(net.specs[i].rpc_url, hashes) for i in nodes]))
     for i, answers in zip(nodes, everywhere):
-        missing = [(h.hex()[:16], a) for h, a in zip(hashes, answers) if not isinstance(a, dict)]
+        missing = [(h.hex()[:16], a) for h, a in zip(hashes, answers) if not isinstance(a, TxInfo)]
         assert not missing, f"{net.specs[i].name} lost {len(missing)} acknowledged transactions: {missing[:3]}"
-        moved = [(h.hex()[:16], acked[h], a["receipt"]["height"]) for h, a in zip(hashes, answers)
-                 if a["receipt"]["height"] != acked[h]]
+        moved = [(h.hex()[:16], acked[h], a.receipt.height) for h, a in zip(hashes, answers)
+                 if a.receipt.height != acked[h]]
         assert not moved, f"{net.specs[i].name} has acknowledged transactions at other heights: {moved[:3]}"
-        assert all(a["receipt"]["ok"] for a in answers)
+        assert all(a.receipt.ok for a in answers)
 
 
 @contextmanager

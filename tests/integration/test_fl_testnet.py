@@ -26,7 +26,7 @@ import pytest
 
 from client.fl import realdata
 from client.fl.data import Split, breast_cancer_split
-from client.fl.metrics import accuracy
+from client.fl.model_metrics import accuracy
 from client.session import ChainSession, load_client_key
 from client.fl.train import TrainResult, train_rounds
 from devnet.testnet import Testnet

@@ -221,7 +221,7 @@ def test_a_replayed_nonce_is_refused(node: Node) -> None:
     nonce = call(node, "account_get", {"public_key": node.key.public_key.raw.hex()}).json["result"]["next_nonce"]
     tx = _echo(node, node.key, nonce)
     committed = call(node, "tx_submit_commit", {"tx": tx_hex(tx), "timeout_s": 30})
-    assert committed.json["result"]["result"]["ok"] is True, committed.body[:300]
+    assert committed.json["result"]["receipt"]["ok"] is True, committed.body[:300]
     assert_error(call(node, "tx_submit", {"tx": tx_hex(tx)}), -32011, "bad_nonce")
     other = Transaction.create(node.key, node.chain_id, nonce, "test.echo", {"msg": b"same nonce, other body"})
     assert_error(call(node, "tx_submit", {"tx": tx_hex(other)}), -32011, "bad_nonce")

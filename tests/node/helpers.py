@@ -1,22 +1,37 @@
-"""Shared fixtures for node tests: a chain with an admin, a hospital and a gateway."""
+"""Shared fixtures for node tests: a ledger with an admin, a hospital and a gateway."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from pathlib import Path
+from typing import Any
+
+from consensus import CommitCertificate, Ed25519Signer
+from consensus.certificates import KIND_COMMIT, vote_sign_bytes
+from core.api import ACCOUNT, AccountGetParams, AccountState
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.crypto import PrivateKey
 from core.hashing import merkle_root
 from core.tx import Transaction
+from genesis.schema import ChainParams
 from node.accounts import Account, echo, grant, register, revoke, store_account
-from node.execution import SignatureCache, TxKindRegistry
-from node.stores import StateStore
+from node.app import LedgerApplication
+from node.execution import TxKindRegistry
+from node.ledger import Ledger
+from node.stores import Database, StateStore
 
 CHAIN = "fbci-test"
 ADMIN = PrivateKey(bytes([1]) * 32)
 HOSPITAL = PrivateKey(bytes([2]) * 32)
 GATEWAY = PrivateKey(bytes([3]) * 32)
 STRANGER = PrivateKey(bytes([4]) * 32)
+VALIDATORS = [PrivateKey(bytes([10 + i]) * 32) for i in range(4)]
+VKEYS = tuple(v.public_key.raw for v in VALIDATORS)
+PARAMS = ChainParams(max_tx_bytes=4096, max_block_bytes=1 << 20, max_block_txs=10, max_clock_drift_ms=5000,
+                     mempool_max_txs=100, mempool_max_bytes=1 << 20)
+ACCOUNTS = [(ADMIN.public_key.raw, "admin", ["admin"]), (HOSPITAL.public_key.raw, "h", ["hospital"]),
+            (GATEWAY.public_key.raw, "g", ["gateway"])]
+GENESIS_TIME_MS = 1000
 
 
 def make_registry() -> TxKindRegistry:
@@ -46,7 +61,22 @@ def make_block(height: int, txs: list[bytes], proposer: PrivateKey = ADMIN) -> B
     return Block(header, tuple(txs))
 
 
-@dataclass
-class Fixture:
-    registry: TxKindRegistry
-    signatures: SignatureCache
+def open_ledger(path: Path, **params: Any) -> Ledger:
+    """A ledger on its own LevelDB at ``path`` (reopened if it exists), genesis accounts written once."""
+    chain_params = PARAMS.model_copy(update=params) if params else PARAMS
+    app = LedgerApplication(CHAIN, VKEYS, chain_params, Database(path), make_registry(),
+                            genesis_time_ms=GENESIS_TIME_MS)
+    app.init_genesis(ACCOUNTS, [])
+    return Ledger.assemble(app, chain_params)
+
+
+def certify(block: Block, signers: list[PrivateKey] = VALIDATORS[:3], view: int = 0) -> bytes:
+    body = vote_sign_bytes(CHAIN, block.height, view, block.hash)
+    sigs = tuple((k.public_key.raw, Ed25519Signer(k, CHAIN).sign(KIND_COMMIT, body)) for k in signers)
+    return CommitCertificate(block.height, view, block.hash, sigs).encode()
+
+
+def account(ledger: Ledger, key: bytes) -> AccountState | None:
+    state = ledger.app.query(ACCOUNT.path, AccountGetParams(public_key=key))
+    assert state is None or isinstance(state, AccountState)
+    return state

@@ -6,10 +6,17 @@ import asyncio
 from typing import Any
 
 from consensus import (
-    BlockValidated, Broadcast, Persist, Prepare, SetTimer, Start, TimerFired, ValidateBlock, WalRecord,
+    BlockValidated, Broadcast, CommitBlock, CommitCertificate, Persist, Prepare, SetTimer, Start, TimerFired,
+    ValidateBlock, WalRecord,
 )
+from core.block import Block
+from node.application import AppInfo
+from node.blockexec import BlockExecutor
 from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node.ledger import Ledger
+from node.mempool import Mempool
 from node.transport import Channel
+from tests.node.helpers import PARAMS, make_block
 
 VOTE = Prepare(1, 0, b"\x07" * 32, b"\x01" * 32, b"\x02" * 64)
 
@@ -46,21 +53,25 @@ class Recorder:
         self.log.append(("broadcast", channel))
 
 
-class AnyBlockChain:
-    """A chain whose check accepts any bytes as a block whose hash is b'\\x07' * 32."""
+class AcceptingApp:
+    """An application that finds every proposed block valid (the driver still checks the hash)."""
 
-    class _Block:
-        hash = b"\x07" * 32
+    def info(self) -> AppInfo:
+        return AppInfo(0, bytes(32), 0, bytes(32), b"")
 
-    def check_proposal(self, raw: bytes, now_ms: int) -> Any:
-        return self._Block()
+    def process_proposal(self, block: Block, now_ms: int | None) -> None:
+        return None
+
+
+def _ledger() -> Ledger:
+    app: Any = AcceptingApp()
+    return Ledger(app, Mempool(app, max_txs=1, max_bytes=1, max_tx_bytes=1), BlockExecutor(app), PARAMS)
 
 
 async def _drive(script: dict[type, list[Any]], until: int) -> tuple[ScriptedReplica, Recorder]:
     replica, io = ScriptedReplica(script), Recorder()
-    driver = ConsensusDriver(replica, AnyBlockChain(), io, io, b"\x01" * 32,  # type: ignore[arg-type]
-                             ProposalTiming(batch_ms=5, empty_block_ms=50, tick_ms=1),
-                             on_need_sync=lambda h, p: None, on_evidence=lambda e: None)
+    driver = ConsensusDriver(replica, _ledger(), io, io, b"\x01" * 32,  # type: ignore[arg-type]
+                             ProposalTiming(batch_ms=5, empty_block_ms=50, tick_ms=1), on_evidence=lambda e: None)
     await driver.start(Start(1, None, ()))
     while len(replica.seen) < until:
         replica.fed.clear()
@@ -84,13 +95,55 @@ def test_consecutive_persists_share_one_durable_write_before_the_send() -> None:
 
 
 def test_a_block_whose_hash_is_not_the_voted_hash_is_refused() -> None:
-    good, forged = b"\x07" * 32, b"\x08" * 32
-    script = {Start: [ValidateBlock(1, 0, b"block", good), ValidateBlock(1, 0, b"block", forged)]}
-    replica, _ = asyncio.run(_drive(script, until=3))
+    block = make_block(1, [])
+    good, forged = block.hash, b"\x08" * 32
+    script = {Start: [ValidateBlock(1, 0, block.encode(), good), ValidateBlock(1, 0, block.encode(), forged),
+                      ValidateBlock(1, 0, b"not a block", good)]}
+    replica, _ = asyncio.run(_drive(script, until=4))
     answers = [e for e in replica.seen if isinstance(e, BlockValidated)]
-    assert answers == [BlockValidated(1, good, True), BlockValidated(1, forged, False)]
+    assert answers == [BlockValidated(1, good, True), BlockValidated(1, forged, False), BlockValidated(1, good, False)]
 
 
 def test_timers_fire_back_into_the_replica_by_name() -> None:
     replica, _ = asyncio.run(_drive({Start: [SetTimer("pbft/1/0", 3)]}, until=2))
     assert replica.seen[1] == TimerFired("pbft/1/0")
+
+
+class RecordingExecutor:
+    def __init__(self) -> None:
+        self.committed: list[tuple[Block, bytes | None]] = []
+
+    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None) -> None:
+        self.committed.append((block, raw))
+
+
+def test_a_validated_block_is_decoded_once_on_its_way_to_commit(monkeypatch) -> None:
+    block = make_block(1, [])
+    cert = CommitCertificate(1, 0, block.hash, ())
+    decodes: list[bytes] = []
+    real_decode = Block.decode
+
+    def counting_decode(data: bytes, *, max_size: int) -> Block:
+        decodes.append(data)
+        return real_decode(data, max_size=max_size)
+
+    monkeypatch.setattr(Block, "decode", staticmethod(counting_decode))
+    executor = RecordingExecutor()
+    app: Any = AcceptingApp()
+    ledger = Ledger(app, Mempool(app, max_txs=1, max_bytes=1, max_tx_bytes=1), executor, PARAMS)  # type: ignore[arg-type]
+    replica = ScriptedReplica({Start: [ValidateBlock(1, 0, block.encode(), block.hash),
+                                       CommitBlock(1, block.encode(), block.hash, cert)]})
+
+    async def drive() -> None:
+        driver = ConsensusDriver(replica, ledger, Recorder(), Recorder(), b"\x01" * 32,  # type: ignore[arg-type]
+                                 ProposalTiming(batch_ms=5, empty_block_ms=50, tick_ms=1), on_evidence=lambda e: None)
+        await driver.start(Start(1, None, ()))
+        while not executor.committed:
+            replica.fed.clear()
+            await asyncio.wait_for(replica.fed.wait(), 5)
+        await driver.stop()
+
+    asyncio.run(drive())
+    assert len(decodes) == 1  # at validation; the commit reused the decoded block
+    (committed, raw), = executor.committed
+    assert committed == block and raw == block.encode()

@@ -64,7 +64,7 @@ def test_what_is_not_proof_of_equivocation_is_refused(state, case) -> None:
 def test_self_defence_puts_the_proof_on_chain_and_its_alert_points_at_it() -> None:
     proofs: list[bytes] = []
     alerts = []
-    defence = SelfDefence("node1", alerts.append, 4096, clock_ms=lambda: 0, on_evidence_found=proofs.append)
+    defence = SelfDefence("node1", alerts.append, clock_ms=lambda: 0, on_evidence_found=proofs.append)
     evidence = Evidence(prepare(VALIDATORS[0], b"\x01" * 32), prepare(VALIDATORS[0], b"\x02" * 32))
     defence.on_evidence(evidence)
     assert proofs == [evidence.encode()]

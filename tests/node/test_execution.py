@@ -8,9 +8,11 @@ from core.errors import AlreadyKnown, BadNonce, BadSignature, MempoolFull, TooLa
 from core.tx import Transaction
 from node.accounts import load_account
 from node.execution import Executor, SignatureCache
-from node.mempool import Mempool
+from node.application import FinalizedBlock
 from node.stores import Database, StateStore
-from tests.node.helpers import ADMIN, CHAIN, GATEWAY, HOSPITAL, STRANGER, echo_tx, make_block, make_registry, seed_accounts
+from tests.node.helpers import (
+    ADMIN, CHAIN, GATEWAY, HOSPITAL, STRANGER, echo_tx, make_block, make_registry, open_ledger, seed_accounts,
+)
 
 
 @pytest.fixture
@@ -100,12 +102,20 @@ def test_same_block_gives_same_state_hash_on_every_replica(tmp_path_factory, ord
 
 
 @pytest.fixture
-def mempool(chain):
-    state, executor = chain
-    from node.accounts import load_account as la
+def ledger(tmp_path):
+    ledger = open_ledger(tmp_path / "ledger", max_tx_bytes=1024, mempool_max_txs=5, mempool_max_bytes=10_000)
+    yield ledger
+    ledger.app.database.close()
 
-    return Mempool(chain_id=CHAIN, registry=executor.registry, signatures=SignatureCache(),
-                   accounts=lambda pk: la(state, pk), max_txs=5, max_bytes=10_000, max_tx_bytes=1024)
+
+@pytest.fixture
+def mempool(ledger):
+    return ledger.mempool
+
+
+def idle_block(height: int) -> FinalizedBlock:
+    """What the mempool hears of a committed block that carried none of its transactions."""
+    return FinalizedBlock(make_block(height, []), b"", {}, {})
 
 
 def test_mempool_admission_errors(mempool) -> None:
@@ -138,8 +148,7 @@ def test_mempool_bound_gives_clear_error(mempool) -> None:
         mempool.add(echo_tx(GATEWAY, 1).encode())
 
 
-def test_reap_keeps_nonces_contiguous_and_eviction_after_commit(chain, mempool) -> None:
-    state, executor = chain
+def test_reap_keeps_nonces_contiguous_and_eviction_after_commit(ledger, mempool) -> None:
     h3, h1, g1, h2 = echo_tx(HOSPITAL, 3), echo_tx(HOSPITAL, 1), echo_tx(GATEWAY, 1), echo_tx(HOSPITAL, 2)
     for t in (h3, h1, g1):
         mempool.add(t.encode())
@@ -148,19 +157,17 @@ def test_reap_keeps_nonces_contiguous_and_eviction_after_commit(chain, mempool) 
     assert mempool.reap(10, 10_000) == [h1.encode(), g1.encode(), h2.encode(), h3.encode()]
     assert mempool.reap(2, 10_000) == [h1.encode(), g1.encode()]
     other_h1 = echo_tx(HOSPITAL, 1, msg=b"committed elsewhere")
-    run_block(state, executor, 1, [other_h1, g1])
-    mempool.update(1, [other_h1.hash, g1.hash], {HOSPITAL.public_key.raw, GATEWAY.public_key.raw})
+    ledger.blocks.commit(make_block(1, [other_h1.encode(), g1.encode()]), b"")  # the mempool hears of it
     assert h1.hash not in mempool and g1.hash not in mempool
     assert mempool.reap(10, 10_000) == [h2.encode(), h3.encode()]
 
 
-def test_a_transaction_stuck_behind_a_lost_nonce_expires_after_its_ttl(chain, mempool) -> None:
-    state, executor = chain
+def test_a_transaction_stuck_behind_a_lost_nonce_expires_after_its_ttl(mempool) -> None:
     mempool.ttl_blocks = 3
     stuck = echo_tx(HOSPITAL, 2)  # nonce 1 never arrives
     mempool.add(stuck.encode())
     assert mempool.reap(10, 10_000) == []
-    mempool.update(2, [], set())
+    mempool.update(idle_block(2))
     assert stuck.hash in mempool
-    mempool.update(3, [], set())
+    mempool.update(idle_block(3))
     assert stuck.hash not in mempool and len(mempool) == 0 and mempool.size_bytes == 0

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from core.errors import BadNonce, BadSignature, ContractRejected
 from ids.alerts import SEVERITY_CRITICAL, AlertPayload
 from ids.selfdefence import DEFAULT_THRESHOLDS, address_subject
-from node.chain import CommittedBlock
-from node.rpc.api import MISBEHAVIOUR_RPC_FLOOD
+from core.api import Receipt
+from fl_contracts.contract import Participant, RoundRecord
+from node.application import FinalizedBlock
 from node.misbehaviour import SelfDefence
-from node.stores import Receipt
+from node.rpc.node_api import MISBEHAVIOUR_RPC_FLOOD
 from tests.node.helpers import HOSPITAL, echo_tx, make_block
 
 CLIENT = HOSPITAL.public_key.raw
@@ -18,7 +19,7 @@ CLIENT = HOSPITAL.public_key.raw
 
 def defence() -> tuple[SelfDefence, list[AlertPayload]]:
     raised: list[AlertPayload] = []
-    return SelfDefence("Node0", raised.append, max_tx_bytes=4096, clock_ms=lambda: 1_000_000), raised
+    return SelfDefence("Node0", raised.append, clock_ms=lambda: 1_000_000), raised
 
 
 def test_a_flood_raises_one_alert_per_window_naming_the_hashed_address() -> None:
@@ -48,16 +49,19 @@ def test_fl_updates_outside_the_bounds_are_alerted_whether_refused_at_admission_
     d.on_tx_rejected(CLIENT, ContractRejected("late", data={"fl_reason": "wrong_round"}))  # not a bounds problem
     tx = echo_tx(HOSPITAL, 1)
     refused = Receipt(1, 0, False, -32016, "contract_rejected", "too big", {"fl_reason": "out_of_bounds"})
-    d.inspect_commit(CommittedBlock(make_block(1, [tx.encode()]), b"", {tx.hash: refused}, []))
+    d.inspect_commit(FinalizedBlock(make_block(1, [tx.encode()]), b"", {tx.hash: refused}, {CLIENT: 1}))
     assert [(a.alert_class, a.subject) for a in raised] == [("rejected_fl_update", CLIENT)]
 
 
 def test_an_update_a_robust_rule_excluded_counts_too() -> None:
     d, raised = defence()
-    event = {"type": "fl.round_closed", "participants": [
-        {"sender": CLIENT, "excluded": "not_selected_by_multi_krum"}, {"sender": b"\x05" * 32, "excluded": None}]}
+    participants = [Participant(sender=CLIENT, num_samples=10, weight=1, norm_clipped=False,
+                                excluded="not_selected_by_multi_krum"),
+                    Participant(sender=b"\x05" * 32, num_samples=10, weight=1, norm_clipped=False)]
+    record = RoundRecord(model_id="m", round=1, base_version=0, opened_height=0, deadline_height=5, closed_height=1,
+                         status="aggregated", participants=participants, accepted=1, excluded=1)
     for height in (1, 2):
-        d.inspect_commit(CommittedBlock(make_block(height, []), b"", {}, [event]))
+        d.inspect_commit(FinalizedBlock(make_block(height, []), b"", {}, {}, rounds_closed=[record]))
     assert [(a.alert_class, a.subject) for a in raised] == [("rejected_fl_update", CLIENT)]
 
 
@@ -72,6 +76,6 @@ class FakeEvidence:
 
 def test_equivocation_is_alerted_at_once_as_critical() -> None:
     d, raised = defence()
-    d.on_evidence(FakeEvidence(b"\x09" * 32, 7))
+    d.on_evidence(FakeEvidence(b"\x09" * 32, 7))  # type: ignore[arg-type]
     assert len(raised) == 1 and raised[0].severity == SEVERITY_CRITICAL
     assert (raised[0].alert_class, raised[0].subject_kind, raised[0].subject) == ("equivocation", "validator", b"\x09" * 32)

@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from core.crypto import PrivateKey
 from node.rpc.methods import build_methods
+from node.app import RPC_QUERIES
 from node.rpc.server import DISPATCHER, RpcLimits, create_app, start_rpc_server
-from tests.node.conftest import CHAIN_ID, FakeNode
+from tests.node.conftest import CHAIN_ID, SEPSIS, FakeNode
 
 STATUS = {"jsonrpc": "2.0", "method": "status", "id": 1}
 
@@ -51,7 +52,7 @@ def call(method: str, params: Any = None, rid: Any = 1) -> dict[str, Any]:
 
 
 async def test_status_result_uses_hex(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         status, body = await post(client, STATUS)
     assert status == 200 and body["id"] == 1 and "error" not in body
     assert body["result"]["latest_block_hash"] == "00" * 32
@@ -60,7 +61,7 @@ async def test_status_result_uses_hex(serve, fake_node):
 
 @pytest.mark.parametrize("raw", [b"{", b"", b"\xff\xfe\x00", b"[1,", b'{"a": NaN}', b"[" * 100_000 + b"]" * 100_000])
 async def test_unparseable_body_is_parse_error(serve, fake_node, raw):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         status, body = await post(client, None, raw=raw)
     assert status == 200
     assert body["error"]["code"] == -32700 and body["id"] is None
@@ -80,7 +81,7 @@ async def test_unparseable_body_is_parse_error(serve, fake_node, raw):
     (1, None),
 ])
 async def test_invalid_request_object(serve, fake_node, request_obj, expected_id):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         status, body = await post(client, request_obj)
     assert status == 200
     assert body["error"]["code"] == -32600
@@ -88,7 +89,7 @@ async def test_invalid_request_object(serve, fake_node, request_obj, expected_id
 
 
 async def test_unknown_method(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, body = await post(client, call("eth_sendTransaction", [], rid="x"))
     assert body["error"]["code"] == -32601 and body["id"] == "x"
 
@@ -106,10 +107,10 @@ async def test_unknown_method(serve, fake_node):
     ("fl_model_get", {"model_id": "sepsis", "verison": 1}, "verison"),
     ("tx_submit_commit", {"tx": "00", "timeout_s": 10_000}, "timeout_s"),
     ("alerts_query", {"limit": 0}, "limit"),
-    ("alerts_query", {"from_height": 5, "to_height": 2}, "from_height"),
+    ("alerts_query", {"from_height": 5, "to_height": 2}, "to_height"),
 ])
 async def test_invalid_params_name_the_param(serve, fake_node, method, params, param):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, body = await post(client, call(method, params))
     error = body["error"]
     assert error["code"] == -32602
@@ -118,15 +119,16 @@ async def test_invalid_params_name_the_param(serve, fake_node, method, params, p
 
 
 async def test_positional_and_named_params_are_equivalent(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, by_name = await post(client, call("fl_model_get", {"model_id": "sepsis", "version": 1}))
         _, by_position = await post(client, call("fl_model_get", ["sepsis", 1]))
-    assert by_name["result"] == by_position["result"] == {"model_id": "sepsis", "version": 1, "weights": "0001"}
+    assert by_name["result"] == by_position["result"]
+    assert (by_name["result"]["model_id"], by_name["result"]["version"], by_name["result"]["weights"]) == ("sepsis", 1, "0001")
 
 
 async def test_internal_error_hides_details(serve, fake_node):
     fake_node.genesis_error = RuntimeError("password in /etc/secret")
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, body = await post(client, call("genesis"))
         _, after = await post(client, STATUS)
     assert body["error"]["code"] == -32603
@@ -137,7 +139,7 @@ async def test_internal_error_hides_details(serve, fake_node):
 async def test_batch_mixes_results_errors_and_notifications(serve, fake_node):
     batch = [call("status", rid=1), {"jsonrpc": "2.0", "method": "status"}, call("nope", rid=2), 42,
              call("tx_get", {"hash": "00" * 32}, rid=3)]
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         status, body = await post(client, batch)
     assert status == 200 and isinstance(body, list)
     by_id = {r["id"]: r for r in body}
@@ -151,7 +153,7 @@ async def test_batch_mixes_results_errors_and_notifications(serve, fake_node):
 async def test_notifications_run_but_get_no_answer(serve, fake_node, client_key, make_tx):
     tx = make_tx(client_key, 1)
     notification = {"jsonrpc": "2.0", "method": "tx_submit", "params": {"tx": tx.encode().hex()}}
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         single = await client.post("/rpc", json=notification)
         batch = await client.post("/rpc", json=[{"jsonrpc": "2.0", "method": "nope"},
                                                 {"jsonrpc": "2.0", "method": "status"}])
@@ -161,13 +163,13 @@ async def test_notifications_run_but_get_no_answer(serve, fake_node, client_key,
 
 
 async def test_empty_batch_is_one_invalid_request(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, body = await post(client, [])
     assert isinstance(body, dict) and body["error"]["code"] == -32600 and body["id"] is None
 
 
 async def test_too_long_batch_is_refused(serve, fake_node):
-    async with serve(create_app(fake_node, limits=RpcLimits(max_batch=3))) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES, limits=RpcLimits(max_batch=3))) as client:
         _, body = await post(client, [STATUS] * 4)
         _, ok = await post(client, [STATUS] * 3)
     assert body["error"]["code"] == -32005 and body["error"]["data"]["limit"] == 3
@@ -182,7 +184,7 @@ async def test_body_over_limit_is_413_with_json_error(serve, fake_node):
         for i in range(0, len(big), 100):
             yield big[i:i + 100]
 
-    async with serve(create_app(fake_node, limits=limits)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES, limits=limits)) as client:
         status, body = await post(client, None, raw=big)
         streamed = await client.post("/rpc", data=chunked(), headers={"Content-Type": "application/json"})
         assert streamed.status == 413
@@ -192,7 +194,7 @@ async def test_body_over_limit_is_413_with_json_error(serve, fake_node):
 
 
 async def test_wrong_http_method_and_content_type(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         get = await client.get("/rpc")
         assert get.status == 405 and get.headers["Allow"] == "POST"
         assert (await get.json())["error"]["code"] == -32600
@@ -202,7 +204,7 @@ async def test_wrong_http_method_and_content_type(serve, fake_node):
 
 async def test_rate_limit_per_client_address(serve, fake_node):
     limiter, reports = CountingLimiter(3), []
-    app = create_app(fake_node, limiter=limiter, on_misbehaviour=lambda kind, who: reports.append((kind, who)))
+    app = create_app(fake_node, RPC_QUERIES, limiter=limiter, on_misbehaviour=lambda kind, who: reports.append((kind, who)))
     async with serve(app) as client:
         codes = [(await post(client, STATUS))[1].get("error", {}).get("code") for _ in range(4)]
         other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
@@ -215,7 +217,7 @@ async def test_rate_limit_per_client_address(serve, fake_node):
 
 
 async def test_rate_limit_counts_each_batch_element(serve, fake_node):
-    async with serve(create_app(fake_node, limiter=CountingLimiter(2))) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES, limiter=CountingLimiter(2))) as client:
         _, body = await post(client, [call("status", rid=i) for i in range(3)])
     assert [r.get("error", {}).get("code") for r in body] == [None, None, -32029]
 
@@ -223,7 +225,7 @@ async def test_rate_limit_counts_each_batch_element(serve, fake_node):
 async def test_rate_limit_per_signer(serve, fake_node, client_key, make_tx):
     other_key = PrivateKey(b"\x22" * 32)
     reports = []
-    app = create_app(fake_node, signer_limiter=CountingLimiter(1),
+    app = create_app(fake_node, RPC_QUERIES, signer_limiter=CountingLimiter(1),
                      on_misbehaviour=lambda kind, who: reports.append((kind, who)))
     async with serve(app) as client:
         _, first = await post(client, call("tx_submit", [make_tx(client_key, 1).encode().hex()]))
@@ -238,7 +240,7 @@ async def test_bad_signature_is_rejected_and_reported(serve, fake_node, client_k
     tx = make_tx(client_key, 1)
     forged = type(tx)(tx.chain_id, tx.sender, tx.nonce, tx.kind, tx.payload, bytes(64))
     reports = []
-    app = create_app(fake_node, on_misbehaviour=lambda kind, who: reports.append((kind, who)))
+    app = create_app(fake_node, RPC_QUERIES, on_misbehaviour=lambda kind, who: reports.append((kind, who)))
     async with serve(app) as client:
         _, body = await post(client, call("tx_submit", {"tx": forged.encode().hex()}))
     assert body["error"]["code"] == -32010 and body["error"]["data"]["reason"] == "bad_signature"
@@ -247,7 +249,7 @@ async def test_bad_signature_is_rejected_and_reported(serve, fake_node, client_k
 
 async def test_submit_commit_then_query_tx_and_block(serve, fake_node, client_key, make_tx):
     first, second = make_tx(client_key, 1), make_tx(client_key, 2)
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, admitted = await post(client, call("tx_submit", {"tx": first.encode().hex()}))
         _, committed = await post(client, call("tx_submit_commit", {"tx": second.encode().hex(), "timeout_s": 5}))
         _, tx = await post(client, call("tx_get", {"hash": second.hash.hex()}))
@@ -256,9 +258,11 @@ async def test_submit_commit_then_query_tx_and_block(serve, fake_node, client_ke
         _, missing = await post(client, call("block_get", {"height": 99}))
         _, account = await post(client, call("account_get", [client_key.public_key.hex()]))
     assert admitted["result"] == {"hash": first.hash.hex()}
-    assert committed["result"] == {"hash": second.hash.hex(), "height": 1, "index": 1, "result": {"ok": True}}
-    assert tx["result"]["sender"] == client_key.public_key.hex()
-    assert latest["result"]["txs"] == [first.encode().hex(), second.encode().hex()]
+    assert committed["result"] == {"hash": second.hash.hex(), "height": 1, "index": 1,
+                                   "receipt": {"height": 1, "index": 1, "ok": True, "code": 0, "reason": "ok",
+                                               "message": "", "result": {}}}
+    assert tx["result"]["sender"] == client_key.public_key.hex() and tx["result"]["tx"] == second.encode().hex()
+    assert latest["result"]["txs"] == [first.hash.hex(), second.hash.hex()]
     assert by_hash["result"] == latest["result"]
     assert missing["error"]["code"] == -32001
     assert account["result"]["next_nonce"] == 3
@@ -267,34 +271,34 @@ async def test_submit_commit_then_query_tx_and_block(serve, fake_node, client_ke
 async def test_alerts_query_pages_through_filters(serve, fake_node):
     seen: list[int] = []
     cursor = None
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         for _ in range(10):
             _, body = await post(client, call("alerts_query", {"alert_class": "spoofing", "limit": 5, "cursor": cursor}))
-            seen += [a["id"] for a in body["result"]["alerts"]]
+            seen += [a["alert_id"] for a in body["result"]["alerts"]]
             cursor = body["result"]["next_cursor"]
             if cursor is None:
                 break
-    assert seen == [a["id"] for a in fake_node.alerts if a["alert_class"] == "spoofing"]
+    assert seen == [a.alert_id for a in fake_node.alerts if a.alert_class == "spoofing"]
 
 
 async def test_fl_methods(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, models = await post(client, call("fl_models"))
         _, rounds = await post(client, call("fl_rounds", {"model_id": "sepsis"}))
         _, unknown = await post(client, call("fl_model_get", {"model_id": "nope"}))
-    assert models["result"][0]["model_id"] == "sepsis"
+    assert models["result"][0]["spec"]["id"] == "sepsis" and models["result"][0]["hash"] == SEPSIS.hash.hex()
     assert [r["round"] for r in rounds["result"]] == [1, 2]
     assert unknown["error"]["code"] == -32001
 
 
 async def test_openrpc_lists_every_method_with_its_param_schema(serve, fake_node):
-    app = create_app(fake_node)
+    app = create_app(fake_node, RPC_QUERIES)
     async with serve(app) as client:
         _, body = await post(client, call("rpc_discover"))
     doc = body["result"]
     methods = {m["name"]: m for m in doc["methods"]}
     registered = app[DISPATCHER].methods
-    assert set(methods) == set(registered) == set(build_methods(fake_node, None, max_tx_bytes=1)) | {"rpc_discover"}
+    assert set(methods) == set(registered) == set(build_methods(fake_node, None, RPC_QUERIES, max_tx_bytes=1)) | {"rpc_discover"}
     for name, method in registered.items():
         schema = method.params.model_json_schema()
         params = methods[name]["params"]
@@ -308,7 +312,7 @@ async def test_openrpc_lists_every_method_with_its_param_schema(serve, fake_node
 
 async def test_metrics_count_calls_by_method_and_code(serve, fake_node):
     registry = CollectorRegistry()
-    async with serve(create_app(fake_node, metrics_registry=registry)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES, metrics_registry=registry)) as client:
         await post(client, STATUS)
         await post(client, call("whatever"))
         resp = await client.get("/metrics")
@@ -324,7 +328,7 @@ async def test_metrics_count_calls_by_method_and_code(serve, fake_node):
 @pytest.fixture(scope="module")
 def live_client() -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient]]:
     loop = asyncio.new_event_loop()
-    client = TestClient(TestServer(create_app(FakeNode(), limits=RpcLimits(max_body_bytes=64 * 1024))), loop=loop)
+    client = TestClient(TestServer(create_app(FakeNode(), RPC_QUERIES, limits=RpcLimits(max_body_bytes=64 * 1024))), loop=loop)
     loop.run_until_complete(client.start_server())
     yield loop, client
     loop.run_until_complete(client.close())
@@ -372,7 +376,7 @@ async def ws_call(ws: aiohttp.ClientWebSocketResponse, method: str, params: Any,
 
 
 async def test_subscribe_receives_pushed_blocks(serve, fake_node):
-    async with serve(create_app(fake_node)) as client, client.ws_connect("/ws") as ws:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client, client.ws_connect("/ws") as ws:
         sub = (await ws_call(ws, "subscribe", {"topic": "new_block"}, 1))["result"]
         fake_node.commit()
         fake_node.commit()
@@ -387,7 +391,7 @@ async def test_subscribe_receives_pushed_blocks(serve, fake_node):
 
 
 async def test_subscribe_is_websocket_only_and_checks_topic(serve, fake_node):
-    async with serve(create_app(fake_node)) as client:
+    async with serve(create_app(fake_node, RPC_QUERIES)) as client:
         _, over_http = await post(client, call("subscribe", {"topic": "new_block"}))
         async with client.ws_connect("/ws") as ws:
             bad_topic = await ws_call(ws, "subscribe", {"topic": "everything"}, 1)
@@ -398,7 +402,7 @@ async def test_subscribe_is_websocket_only_and_checks_topic(serve, fake_node):
 async def test_slow_consumer_is_disconnected_without_blocking_others(serve, fake_node):
     limits = RpcLimits(ws_max_pending=4, max_body_bytes=4 << 20)
     payload = b"\x00" * (128 * 1024)
-    async with serve(create_app(fake_node, limits=limits)) as client, \
+    async with serve(create_app(fake_node, RPC_QUERIES, limits=limits)) as client, \
             client.ws_connect("/ws") as slow, client.ws_connect("/ws", max_msg_size=1 << 22) as fast:
         await ws_call(slow, "subscribe", ["new_block"], 1)
         await ws_call(fast, "subscribe", ["new_block"], 1)
@@ -417,7 +421,7 @@ async def test_slow_consumer_is_disconnected_without_blocking_others(serve, fake
 
 
 async def test_shutdown_closes_open_websockets(fake_node):
-    runner = await start_rpc_server(create_app(fake_node), "127.0.0.1", 0)
+    runner = await start_rpc_server(create_app(fake_node, RPC_QUERIES), "127.0.0.1", 0)
     host, port = runner.addresses[0][:2]
     async with aiohttp.ClientSession() as session, session.ws_connect(f"http://{host}:{port}/ws") as ws:
         await ws_call(ws, "subscribe", ["new_alert"], 1)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from threadpoolctl import threadpool_limits
 
-from fl_contracts import rules
+from fl_contracts import aggregation
 from fl_contracts.fixedpoint import dequantize, quantize, round_div
 
 A = 2**15
@@ -17,14 +17,14 @@ BIG = dict(max_abs=A, max_norm=2**26, max_samples=1000)
 PARAMS = {"fedavg": {}, "median": {}, "trimmed_mean": {"trim": 1}, "multi_krum": {"f": 1, "m": 3}}
 
 
-def make(values: np.ndarray, weights: list[int] | np.ndarray | None = None) -> rules.Updates:
+def make(values: np.ndarray, weights: list[int] | np.ndarray | None = None) -> aggregation.Updates:
     n = values.shape[0]
     w = np.ones(n, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
-    return rules.Updates(np.array(values, dtype=np.int32), w, tuple(bytes([i]) * 32 for i in range(n)))
+    return aggregation.Updates(np.array(values, dtype=np.int32), w, tuple(bytes([i]) * 32 for i in range(n)))
 
 
 def run(rule: str, values: np.ndarray, weights: list[int] | np.ndarray | None = None, **bounds: int) -> np.ndarray:
-    return rules.aggregate(rule, PARAMS[rule], make(values, weights), **{**BIG, **bounds}).delta
+    return aggregation.aggregate(rule, PARAMS[rule], make(values, weights), **{**BIG, **bounds}).delta
 
 
 matrices = st.integers(5, 9).flatmap(
@@ -57,7 +57,7 @@ def test_robust_rules_stay_in_honest_range(rule: str, f: int, p: int, data) -> N
     evil = data.draw(arrays(np.int32, (f, p), elements=st.integers(-A, A)))
     params = {"trim": f} if rule == "trimmed_mean" else {}
     values = np.vstack([honest, evil])
-    out = rules.aggregate(rule, params, make(values), **BIG).delta
+    out = aggregation.aggregate(rule, params, make(values), **BIG).delta
     assert np.all(out >= honest.min(axis=0)) and np.all(out <= honest.max(axis=0))
 
 
@@ -65,21 +65,21 @@ def test_multi_krum_drops_the_outliers() -> None:
     rng = np.random.default_rng(0)
     honest = rng.integers(-100, 100, (6, 500))
     evil = np.full((2, 500), 30_000)
-    out = rules.aggregate("multi_krum", {"f": 2, "m": 4}, make(np.vstack([honest, evil])), **BIG)
+    out = aggregation.aggregate("multi_krum", {"f": 2, "m": 4}, make(np.vstack([honest, evil])), **BIG)
     assert {6, 7} <= set(out.excluded)
     assert np.abs(out.delta).max() < 100
 
 
 def test_norm_bounding_runs_before_the_rule() -> None:
     values = np.array([[3000, 4000], [300, 400]], dtype=np.int32)
-    out = rules.aggregate("fedavg", {}, make(values), max_abs=A, max_norm=500, max_samples=10)
+    out = aggregation.aggregate("fedavg", {}, make(values), max_abs=A, max_norm=500, max_samples=10)
     assert out.clipped == [0]
     assert out.delta.tolist() == [300, 400]
 
 
 def test_weights_are_capped() -> None:
     values = np.array([[0], [100]], dtype=np.int32)
-    assert rules.aggregate("fedavg", {}, make(values, [1, 10**6]), max_abs=A, max_norm=A, max_samples=3).delta == [75]
+    assert aggregation.aggregate("fedavg", {}, make(values, [1, 10**6]), max_abs=A, max_norm=A, max_samples=3).delta == [75]
 
 
 def test_round_div_rounds_half_up() -> None:
@@ -89,22 +89,22 @@ def test_round_div_rounds_half_up() -> None:
 def test_shared_validation_refuses_bad_input() -> None:
     with pytest.raises(Exception, match="max_abs"):
         run("fedavg", np.array([[A + 1]]))
-    bad = rules.Updates(np.zeros((2, 3), np.int32), np.ones(2, np.int64), (b"b" * 32, b"a" * 32))
+    bad = aggregation.Updates(np.zeros((2, 3), np.int32), np.ones(2, np.int64), (b"b" * 32, b"a" * 32))
     with pytest.raises(Exception, match="sorted"):
-        rules.aggregate("fedavg", {}, bad, **BIG)
+        aggregation.aggregate("fedavg", {}, bad, **BIG)
 
 
-@pytest.mark.parametrize("rule", list(rules.RULES))
+@pytest.mark.parametrize("rule", list(aggregation.RULES))
 def test_bit_identical_across_thread_counts_and_blocks(rule: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large enough that BLAS splits work across threads; results must match to the bit."""
     rng = np.random.default_rng(7)
-    n, p = 12, 3 * rules.block_cols(12) + 17
+    n, p = 12, 3 * aggregation.block_cols(12) + 17
     values = rng.integers(-A, A + 1, (n, p)).astype(np.int32)
     weights = rng.integers(1, 1000, n)
     with threadpool_limits(1):
         one = run(rule, values, weights)
     many = run(rule, values, weights)
-    monkeypatch.setattr(rules, "BLOCK_ELEMS", 12_000)
+    monkeypatch.setattr(aggregation, "BLOCK_ELEMS", 12_000)
     small_blocks = run(rule, values, weights)
     assert np.array_equal(one, many) and np.array_equal(one, small_blocks)
 
@@ -115,7 +115,7 @@ def test_gram_is_exact_at_the_bound() -> None:
     a = 2**20  # p * a**2 = 2**53
     values = np.full((3, p), a, dtype=np.int32)
     values[1] = -a
-    g = rules.gram(values)
+    g = aggregation.gram(values)
     assert int(g[0, 0]) == p * a * a and int(g[0, 1]) == -p * a * a
 
 

@@ -1,16 +1,25 @@
 """Hex for every binary value on the wire, in one place.
 
-``HexBytes`` is the annotated type used by param models and result dataclasses:
-it validates a hex string (or raw bytes, for in-process callers) into
-``bytes``, serialises back to lower-case hex, and documents itself in the
-JSON schema that the OpenRPC document is generated from. ``to_wire`` turns
-any result the node returns — dataclasses, dicts with bytes inside, tuples,
-frozensets — into plain JSON values with the same hex rule.
+JSON has no bytes, so every binary value a validator answers with, and every
+one a client sends, is a lower-case hex string without ``0x``. Two mechanisms
+keep that rule, both read the same way by server and client:
+
+- ``HexBytes``/``Hash32``: the annotated type of the RPC's own param models
+  and result dataclasses. It validates a hex string (or raw bytes, for
+  in-process callers) into ``bytes`` and serialises back to hex.
+- :data:`WIRE_BYTES`: a pydantic config for models whose schema belongs to a
+  contract (``fl_contracts``, ``ids``) and that also live in state. Their bytes
+  stay bytes in Python and in state (``model_dump()``), and become hex only in
+  JSON (``mode="json"`` dumps and ``validate_json``), so the on-chain encoding
+  and the contracts' strict validation of transaction payloads are untouched.
+
+:func:`to_wire` turns any result into plain JSON values under the same rule;
+:func:`from_wire` reads one back into its declared type.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -19,7 +28,9 @@ from pydantic import ConfigDict, PlainSerializer, PlainValidator, TypeAdapter, W
 from core.hashing import HASH_SIZE
 
 HEX_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^([0-9a-fA-F]{2})*$", "contentEncoding": "base16"}
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+WIRE_BYTES = ConfigDict(ser_json_bytes="hex", val_json_bytes="hex")
+"""Merge into a contract model's config: bytes are hex in JSON, bytes everywhere else."""
 
 
 def _hex_validator(size: int | None) -> Callable[[object], bytes]:
@@ -32,7 +43,7 @@ def _hex_validator(size: int | None) -> Callable[[object], bytes]:
             raise ValueError("must be hex without a 0x prefix")
         else:
             # fromhex takes hex digit pairs and skips whitespace, so a result of exactly half the
-            # length means the string was hex digits only (what _HEX describes), without a regex pass.
+            # length means the string was hex digits only, without a regex pass.
             try:
                 raw = bytes.fromhex(value)
             except ValueError:
@@ -64,5 +75,24 @@ _WIRE = TypeAdapter(Any, config=ConfigDict(ser_json_bytes="hex"))
 
 
 def to_wire(value: Any) -> Any:
-    """Plain JSON value for ``value``: bytes become hex, dataclasses objects, tuples lists."""
+    """Plain JSON value for ``value``: bytes become hex, dataclasses and models objects, tuples lists."""
     return _WIRE.dump_python(value, mode="json")
+
+
+def from_wire(tp: Any, value: Any) -> Any:
+    """``value`` (plain JSON, as :func:`to_wire` made it) validated back into ``tp``, hex into bytes.
+
+    It goes through JSON text because pydantic reads hex as bytes only from JSON input; the
+    round trip costs one ``json.dumps`` of the answer.
+    """
+    return _adapter(tp).validate_json(json.dumps(value))
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(tp)
+    if adapter is None:
+        adapter = _ADAPTERS[tp] = TypeAdapter(tp)
+    return adapter

@@ -1,0 +1,64 @@
+"""The reads of the FL contract's state that a validator serves and a hospital reads back.
+
+Each is one :class:`core.api.Query` (path, params, typed result) plus the pure
+function that answers it over a :class:`core.state.StateView`; the node
+registers the pair behind its application's ``query`` and JSON-RPC serves it
+under the path's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.api import NoParams, Params, Query
+from core.state import StateView
+from core.wire import WIRE_BYTES
+from fl_contracts import contract
+from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.spec import ModelSpec
+
+
+class RegisteredModel(BaseModel):
+    """A model declared on chain and the hash of its declaration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, **WIRE_BYTES)
+    spec: ModelSpec
+    hash: bytes
+
+
+class ModelGetParams(Params):
+    model_id: str = Field(min_length=1, max_length=128)
+    version: int | None = Field(None, ge=0, description="omit for the latest version")
+
+
+class RoundsParams(Params):
+    model_id: str = Field(min_length=1, max_length=128)
+
+
+FL_MODELS: Query[NoParams, list[RegisteredModel]] = Query(
+    "fl_models", "Registered federated-learning models.", NoParams, list[RegisteredModel])
+FL_MODEL_GET: Query[ModelGetParams, ModelVersion] = Query(
+    "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion)
+FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
+    "fl_rounds", "Round history of a model, oldest first; the last entry is the open round.", RoundsParams,
+    list[RoundRecord])
+
+
+def _models(state: StateView, params: NoParams) -> list[RegisteredModel]:
+    return [RegisteredModel(spec=spec, hash=spec.hash) for spec in contract.list_models(state)]
+
+
+def _model(state: StateView, params: ModelGetParams) -> ModelVersion:
+    return contract.get_model(state, params.model_id, params.version)
+
+
+def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
+    return contract.round_history(state, params.model_id)
+
+
+STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
+    (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds),
+)

@@ -1,0 +1,319 @@
+"""The fbci ledger application: what consensus orders, this checks, executes, stores and answers.
+
+:class:`LedgerApplication` implements :class:`node.application.Application`.
+It owns the stores (blocks, receipts and state on one LevelDB database), the
+executor and its transaction kinds, and the read-only queries. It knows
+nothing about peers, timers, sockets or the mempool, so the single-process
+path, the consensus driver and block sync drive it the same way. Everything
+here is synchronous disk work; the asyncio loop around it lives in
+``node/runtime.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from consensus import CommitCertificate, Ed25519Verifier
+from core.api import (
+    ACCOUNT, BLOCK_GET, CHAIN_QUERIES, TX_GET, AccountGetParams, AccountState, BlockGetParams, BlockInfo,
+    CertificateInfo, Query, Signature, TxGetParams, TxInfo,
+)
+from core.block import ZERO_HASH, Block, BlockHeader
+from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, TxRejected
+from core.hashing import merkle_root, sha256
+from core.state import StateView, TxContext
+from core.tx import Transaction
+from fl_contracts import queries as fl_queries
+from genesis.schema import ChainParams, GenesisDoc
+from ids import alerts
+from ids import queries as alert_queries
+from ids.alerts import StoredAlert
+from node.accounts import Account, load_account, store_account
+from node.application import (
+    AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
+)
+from node.execution import DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs
+from node.kinds import build_registry, genesis_hooks
+from node.stores import BlockStore, Database, StateStore, TxIndex, commit_block
+
+log = logging.getLogger(__name__)
+
+MAX_NONCE_GAP = 64
+"""How far ahead of the committed nonce a transaction may be admitted."""
+
+RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in fl_queries.STATE_QUERIES),
+                                            *(q for q, _ in alert_queries.STATE_QUERIES))
+"""The reads this application answers that JSON-RPC serves, each under its path."""
+
+GenesisAccount = tuple[bytes, str, Sequence[str]]
+"""``(public key, name, roles)`` of an account genesis registers."""
+
+
+@dataclass(frozen=True)
+class _Route:
+    params: type[BaseModel]
+    answer: Callable[[Any], object]
+
+
+class LedgerApplication:
+    def __init__(self, chain_id: str, validators: tuple[bytes, ...], params: ChainParams, database: Database,
+                 registry: TxKindRegistry, genesis_time_ms: int = 0) -> None:
+        self.chain_id = chain_id
+        self.validators = validators
+        self.params = params
+        self.database = database
+        self.genesis_time_ms = genesis_time_ms
+        self.blocks = BlockStore(database)
+        self.state = StateStore(database)
+        self.tx_index = TxIndex(database)
+        self.signatures = SignatureCache()
+        self.verifier = Ed25519Verifier(chain_id)
+        self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes)
+        self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
+        self._routes: dict[str, _Route] = {
+            TX_GET.path: _Route(TxGetParams, self._tx),
+            BLOCK_GET.path: _Route(BlockGetParams, self._block),
+            ACCOUNT.path: _Route(AccountGetParams, self._account),
+        }
+        for query, answer in (*fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES):
+            self._routes[query.path] = _Route(query.params, lambda p, answer=answer: answer(self.state, p))
+
+    @classmethod
+    def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
+        """The application of the chain ``doc`` describes, genesis state written and any block a
+        crash left unapplied re-executed, ready for the next height."""
+        validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
+        app = cls(doc.chain_id, validators, doc.params, database, build_registry(doc.chain_id, validators),
+                  genesis_time_ms=doc.genesis_time_ms)
+        app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts], genesis_hooks(doc))
+        replayed = app.replay_unapplied()
+        if replayed:
+            log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
+        return app
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def init_genesis(self, accounts: Sequence[GenesisAccount], hooks: Sequence[Callable[[StateView], None]]) -> None:
+        """Write genesis state as height 0, once; a restarted node skips this."""
+        if self.state.height >= 0:
+            return
+        pending = self.state.begin()
+        for public_key, name, roles in accounts:
+            store_account(pending, public_key, Account(name, frozenset(roles), 0))
+        for hook in hooks:
+            hook(pending)
+        self.state.commit(0, pending)
+        log.info("genesis state written, state hash %s", self.state.state_hash.hex())
+
+    def replay_unapplied(self) -> int:
+        """Re-execute blocks that were stored but whose state commit a crash cut off."""
+        replayed = 0
+        for height in range(self.state.height + 1, self.blocks.last_height + 1):
+            self._apply(self._block_at(height), self.blocks.certificate(height), store=None, durable=True,
+                        decoded=None)
+            replayed += 1
+        return replayed
+
+    # -- Info -------------------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self.blocks.last_height
+
+    def info(self) -> AppInfo:
+        height = self.height
+        if height == 0:
+            return AppInfo(0, ZERO_HASH, self.genesis_time_ms, self.state.state_hash, b"")
+        head = self._head_block()
+        return AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash, self.blocks.certificate(height))
+
+    def _block_at(self, height: int) -> Block:
+        return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
+
+    def _head_block(self) -> Block:
+        """The last committed block. Proposing, voting and ``status`` all ask for it, and decoding a
+        full block (canonical re-encode, Merkle root) costs milliseconds, so the decoded block is kept
+        for as long as the height stays the same: it is the same stored bytes, so nothing changes."""
+        height = self.height
+        if self._head is None or self._head.height != height:
+            self._head = self._block_at(height)
+        return self._head
+
+    def _last_block_hash(self) -> bytes:
+        return ZERO_HASH if self.height == 0 else self._head_block().hash
+
+    def _last_block_time(self) -> int:
+        return self._head_block().header.time_ms if self.height else self.genesis_time_ms
+
+    # -- CheckTx ----------------------------------------------------------------------------
+
+    def check_tx(self, request: CheckTxRequest) -> CheckedTx:
+        """The checks execution will make, against committed state, then the contract on a throwaway
+        buffer. A malformed payload is always refused; a contract-rule refusal only when the sender
+        has nothing pending (see :class:`CheckTxRequest`)."""
+        tx = request.tx
+        account = load_account(self.state, tx.sender)
+        kind = check_admission(tx, self.chain_id, self.executor.registry, account, self.signatures,
+                               request.tx_hash, request.raw)
+        assert account is not None  # check_admission refused a missing account
+        if tx.nonce <= account.nonce:
+            raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
+        if tx.nonce > account.nonce + MAX_NONCE_GAP:
+            raise BadNonce(f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the next nonce {account.nonce + 1}")
+        ctx = TxContext(self.chain_id, self.height + 1, self._last_block_time(), tx.sender, account.roles,
+                        request.tx_hash)
+        try:
+            kind.handler(self.state.begin(), ctx, tx.payload)
+        except ContractRejected:
+            if not request.sender_has_pending:
+                raise
+        except FbciError:
+            raise
+        except Exception as exc:  # the same contract bug execution would turn into a failed receipt
+            raise TxRejected(f"contract error: {type(exc).__name__}") from None
+        return CheckedTx(committed_nonce=account.nonce)
+
+    # -- PrepareProposal / ProcessProposal --------------------------------------------------
+
+    def prepare_proposal(self, request: ProposalRequest) -> Block:
+        """The next block from the mempool's transactions, as given (the mempool reaped within the limits)."""
+        info = self.info()
+        txs = tuple(request.txs)
+        header = BlockHeader(
+            chain_id=self.chain_id, height=info.height + 1, prev_block_hash=info.last_block_hash,
+            proposer=request.proposer, time_ms=max(request.now_ms, info.last_block_time_ms + 1),
+            txs_root=merkle_root(list(txs)), state_hash=info.state_hash,
+            prev_commit_hash=sha256(info.last_certificate) if info.last_certificate else ZERO_HASH, num_txs=len(txs),
+        )
+        return Block(header, txs, info.last_certificate)
+
+    def process_proposal(self, block: Block, now_ms: int | None) -> None:
+        """The rules a block must keep relative to this validator's last committed block.
+
+        The time-drift check reads this validator's clock, so validators may *vote*
+        differently on a block stamped far in the future; that only affects
+        liveness, never what execution computes.
+        """
+        h = block.header
+        expected = self.height + 1
+        if h.chain_id != self.chain_id:
+            raise InvalidInput(f"block is for chain {h.chain_id!r}")
+        if h.height != expected:
+            raise InvalidInput(f"block height {h.height}, expected {expected}")
+        if h.prev_block_hash != self._last_block_hash():
+            raise InvalidInput("block.prev_block_hash is not the hash of the last committed block")
+        self._check_last_commit(block)
+        if h.state_hash != self.state.state_hash:
+            raise InvalidInput("block.state_hash differs from this validator's state after the last block")
+        if h.proposer not in self.validators:
+            raise InvalidInput("block.proposer is not a validator")
+        if h.time_ms <= self._last_block_time():
+            raise InvalidInput("block.time_ms is not after the previous block's time (or genesis time)")
+        if now_ms is not None and h.time_ms > now_ms + self.params.max_clock_drift_ms:
+            raise InvalidInput("block.time_ms is too far in the future")
+        if h.num_txs > self.params.max_block_txs:
+            raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
+        validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)
+
+    def _check_last_commit(self, block: Block) -> None:
+        """The carried certificate must finalise exactly our last block, with a quorum of valid signatures.
+
+        Any valid quorum will do, not only this validator's own subset; the
+        header's ``prev_commit_hash`` is already bound to these bytes
+        (``Block.validate_shape``).
+        """
+        if self.height == 0:
+            return  # validate_shape: empty last_commit at height 1
+        try:
+            cert = CommitCertificate.decode(block.last_commit)
+        except FbciError as exc:
+            raise InvalidInput(f"block.last_commit (prev_commit_hash) is not a commit certificate: {exc.message}") from None
+        if cert.height != self.height or cert.block_hash != self._last_block_hash():
+            raise InvalidInput("block.last_commit (prev_commit_hash) does not certify the last committed block")
+        cert.verify(self.chain_id, self.validators, self.verifier)
+
+    # -- FinalizeBlock + Commit -------------------------------------------------------------
+
+    def finalize_block(self, request: FinalizeRequest) -> FinalizedBlock:
+        """Execute a decided block and store it, its receipts and the new state in one batch
+        (see node/stores.py for the order)."""
+        block = request.block
+        if block.height != self.height + 1:
+            raise InvalidInput(f"cannot commit height {block.height} on top of {self.height}")
+        stored = (block.height, block.hash, block.encode() if request.raw is None else request.raw,
+                  request.certificate)
+        return self._apply(block, request.certificate, store=stored, durable=request.durable, decoded=request.decoded)
+
+    def _apply(self, block: Block, certificate: bytes, *, store: tuple[int, bytes, bytes, bytes] | None,
+               durable: bool, decoded: DecodedLookup | None) -> FinalizedBlock:
+        outcome = self.executor.execute_block(block, self.state, decoded)
+        new_alerts = [a for r in outcome.receipts.values() if r.ok and (a := _alert_of(outcome.pending, r.result))]
+        commit_block(self.database, self.blocks, store, self.tx_index, outcome.receipts, self.state, block.height,
+                     outcome.pending, durable=durable)
+        self._head = block
+        return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
+                              outcome.rounds_closed)
+
+    def sync(self) -> None:
+        """Make every commit so far durable (after a batch of ``durable=False`` ones)."""
+        self.database.sync()
+
+    # -- Query ------------------------------------------------------------------------------
+
+    def query(self, path: str, params: BaseModel) -> object:
+        route = self._routes.get(path)
+        if route is None:
+            raise NotFound(f"no query {path!r}; known: {sorted(self._routes)}")
+        if type(params) is not route.params:
+            raise InvalidInput(f"query {path} takes {route.params.__name__}, not {type(params).__name__}")
+        return route.answer(params)
+
+    def stored_block(self, height: int) -> StoredBlock:
+        return StoredBlock(self.blocks.block(height), self.blocks.certificate(height))
+
+    def _tx(self, p: TxGetParams) -> TxInfo:
+        receipt = self.tx_index.get(p.hash)
+        raw = self._block_at(receipt.height).txs[receipt.index]
+        tx = Transaction.decode(raw, max_size=self.params.max_tx_bytes)
+        return TxInfo(hash=p.hash, sender=tx.sender, nonce=tx.nonce, kind=tx.kind, tx=raw, receipt=receipt)
+
+    def _block(self, p: BlockGetParams) -> BlockInfo:
+        height = self.blocks.height_of(p.hash) if p.hash is not None else p.height
+        if height is None:
+            height = self.height
+        if height < 1 or height > self.height:
+            raise NotFound(f"no block at height {height}; the chain is at {self.height}")
+        block, certificate = self._block_at(height), self.blocks.certificate(height)
+        h = block.header
+        return BlockInfo(
+            hash=block.hash, height=h.height, chain_id=h.chain_id, prev_block_hash=h.prev_block_hash,
+            proposer=h.proposer, time_ms=h.time_ms, txs_root=h.txs_root, state_hash=h.state_hash,
+            prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
+            last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
+        )
+
+    def _account(self, p: AccountGetParams) -> AccountState | None:
+        account = load_account(self.state, p.public_key)
+        if account is None:
+            return None
+        return AccountState(public_key=p.public_key, name=account.name, roles=tuple(sorted(account.roles)),
+                            nonce=account.nonce)
+
+
+def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:
+    """The stored alert an ``ids.alert`` receipt points at (None for any other receipt)."""
+    alert_id = result.get("alert_id")
+    return alerts.get_alert(state, alert_id) if isinstance(alert_id, int) else None
+
+
+def _certificate_info(encoded: bytes) -> CertificateInfo | None:
+    if not encoded:
+        return None
+    cert = CommitCertificate.decode(encoded)
+    return CertificateInfo(height=cert.height, view=cert.view, block_hash=cert.block_hash,
+                           signatures=tuple(Signature(validator=v, signature=s) for v, s in cert.signatures))

@@ -1,0 +1,140 @@
+"""The one door between the validator and its application, modelled on CometBFT's ABCI.
+
+The consensus driver, block sync, the mempool and JSON-RPC hold an
+:class:`Application` and call nothing else of it. The node never reaches into
+the application's state, stores or contracts; the application knows nothing
+of peers, timers, sockets or the mempool. Every call is synchronous and runs
+on the node's one event loop, so the application is never entered twice at
+once.
+
+=========================  ==================================================
+ABCI                       here
+=========================  ==================================================
+Info                       :meth:`Application.info`
+CheckTx                    :meth:`Application.check_tx`
+PrepareProposal            :meth:`Application.prepare_proposal`
+ProcessProposal            :meth:`Application.process_proposal`
+FinalizeBlock + Commit     :meth:`Application.finalize_block` (execute, then
+                           store block, receipts and state in one batch);
+                           :meth:`Application.sync` after a batch of them
+Query                      :meth:`Application.query`
+(block store reads)        :meth:`Application.stored_block` for block sync
+=========================  ==================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from core.api import Receipt
+from core.block import Block
+from core.tx import Transaction
+from fl_contracts.contract import RoundRecord
+from ids.alerts import StoredAlert
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """Where the application stands: what the last committed block was, for start-up and proposing."""
+
+    height: int
+    last_block_hash: bytes
+    last_block_time_ms: int
+    state_hash: bytes
+    last_certificate: bytes
+    """This validator's commit certificate for ``height`` (empty at height 0)."""
+
+
+@dataclass(frozen=True)
+class CheckTxRequest:
+    """A transaction the mempool has decoded and has not seen before."""
+
+    tx: Transaction
+    raw: bytes
+    tx_hash: bytes
+    sender_has_pending: bool
+    """A pending transaction may be what makes this one valid (register, then grant), so a
+    contract-rule refusal is only final when the sender has nothing pending."""
+
+
+@dataclass(frozen=True)
+class CheckedTx:
+    """CheckTx's yes: the sender's committed nonce, which the mempool orders by."""
+
+    committed_nonce: int
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    """The mempool's transactions for the next height, in order, and who proposes when."""
+
+    txs: Sequence[bytes]
+    proposer: bytes
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class FinalizeRequest:
+    block: Block
+    certificate: bytes
+    raw: bytes | None = None
+    """The block's canonical encoding when the caller has it (saves re-encoding)."""
+    durable: bool = True
+    """False defers the fsync to the next durable commit (block sync, all but a batch's last)."""
+    decoded: Callable[[bytes], Transaction | None] | None = None
+    """The caller's decoded form of a transaction, by hash (the mempool's), to save decoding it again."""
+
+
+@dataclass(frozen=True)
+class FinalizedBlock:
+    """What executing a block produced, for the node's observers (waiters, metrics, websocket, defence)."""
+
+    block: Block
+    certificate: bytes
+    receipts: Mapping[bytes, Receipt]
+    committed_nonces: Mapping[bytes, int]
+    """Each sender of the block's decodable transactions and its nonce after the block."""
+    alerts: Sequence[StoredAlert] = field(default_factory=tuple)
+    rounds_closed: Sequence[RoundRecord] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    raw: bytes
+    certificate: bytes
+
+
+class Application(Protocol):
+    def info(self) -> AppInfo: ...
+
+    def check_tx(self, request: CheckTxRequest) -> CheckedTx:
+        """Raise the :class:`core.errors.TxRejected` reason the transaction would fail for, against
+        committed state (chain, kind, signature, account and role, nonce, the contract's own rules)."""
+        ...
+
+    def prepare_proposal(self, request: ProposalRequest) -> Block: ...
+
+    def process_proposal(self, block: Block, now_ms: int | None) -> None:
+        """Raise :class:`core.errors.InvalidInput` naming the rule ``block`` breaks as the next block.
+
+        ``now_ms`` is this validator's clock for the time-drift rule; ``None`` skips that rule for a
+        block whose certificate is already verified (block sync), since an old block's time cannot
+        be judged against today's clock."""
+        ...
+
+    def finalize_block(self, request: FinalizeRequest) -> FinalizedBlock: ...
+
+    def sync(self) -> None:
+        """Make every block finalised so far durable (after ``durable=False`` ones)."""
+        ...
+
+    def query(self, path: str, params: BaseModel) -> object:
+        """Answer the read ``path`` (a :class:`core.api.Query` path) over committed state with its
+        typed result; raises :class:`core.errors.NotFound` for an unknown path or missing item."""
+        ...
+
+    def stored_block(self, height: int) -> StoredBlock: ...

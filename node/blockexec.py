@@ -1,0 +1,41 @@
+"""Applying a decided block: the application executes and stores it, then the node's observers hear of it.
+
+Consensus (a block it committed) and block sync (a block a peer proved with
+its certificate) both end here, so every committed block reaches the same
+observers in the same order: the mempool first (it drops what the block
+carried, before anything else may propose again), then the RPC waiters,
+metrics and self-defence. As in CometBFT's ``BlockExecutor``, this holds the
+application's connection; it does not hold the mempool, which is only an
+observer like the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from core.block import Block
+from core.tx import Transaction
+from node.application import Application, FinalizedBlock, FinalizeRequest
+
+log = logging.getLogger(__name__)
+
+CommitObserver = Callable[[FinalizedBlock], None]
+
+
+class BlockExecutor:
+    def __init__(self, app: Application, decoded: Callable[[bytes], Transaction | None] | None = None) -> None:
+        """``decoded``: already decoded transactions by hash (the mempool's), passed to the application."""
+        self.app = app
+        self.decoded = decoded
+        self.observers: list[CommitObserver] = []
+
+    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
+               durable: bool = True) -> FinalizedBlock:
+        finalized = self.app.finalize_block(FinalizeRequest(block, certificate, raw, durable, self.decoded))
+        for observer in self.observers:
+            try:
+                observer(finalized)
+            except Exception:  # an observer must never stop the chain
+                log.exception("commit observer failed")
+        return finalized

@@ -1,0 +1,64 @@
+"""What the RPC server needs from the node: one Protocol, and the node-level answers it returns.
+
+The server never imports the rest of the node; the node implements
+:class:`NodeApi` and passes it to :func:`node.rpc.server.create_app`. Every
+answer is typed: the shared ones live in ``core.api`` (and the leaves' query
+modules), where ``client/`` reads them back through the same definition.
+
+Errors: every method raises a :mod:`core.errors` class for anything the caller
+caused (``NotFound``, ``TxRejected`` and its subclasses, ``MempoolFull``,
+``Timeout``...); any other exception is answered as -32603 and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from core.api import AccountInfo, NodeStatus, Params, TxCommitResult
+from genesis.schema import GenesisWithHash, ValidatorInfo
+from node.rpc.subscriptions import EventHub
+
+
+class RateLimiter(Protocol):
+    """A token bucket per key (``ids.selfdefence.TokenBucketLimiter`` fits); pure, clock passed in."""
+
+    def allow(self, key: str, now_ms: int) -> bool: ...
+
+
+OnMisbehaviour = Callable[[str, str], None]
+"""``on_misbehaviour(kind, offender)``: the node counts, logs or bans. Kinds are the ``MISBEHAVIOUR_*`` names."""
+
+MISBEHAVIOUR_RPC_FLOOD = "rpc_flood"  # offender: client address
+MISBEHAVIOUR_TX_FLOOD = "tx_flood"  # offender: signer public key, hex
+MISBEHAVIOUR_BAD_SIGNATURE = "bad_signature"  # offender: client address
+
+
+class NodeApi(Protocol):
+    """Implemented by the node. Every coroutine runs on the server's event loop."""
+
+    events: EventHub
+    """The node publishes ``new_block`` (:class:`core.api.NewBlock`) and ``new_alert`` (``ids.alerts.StoredAlert``);
+    websocket clients subscribe to it."""
+
+    async def status(self) -> NodeStatus: ...
+
+    async def submit_tx(self, raw: bytes) -> bytes:
+        """Admit the encoded transaction to the mempool and return its hash."""
+        ...
+
+    async def submit_tx_commit(self, raw: bytes, timeout_s: float) -> TxCommitResult:
+        """Admit, then wait until it is committed; raises ``core.errors.Timeout`` after ``timeout_s``."""
+        ...
+
+    async def validators(self) -> list[ValidatorInfo]: ...
+
+    async def genesis(self) -> GenesisWithHash: ...
+
+    async def account(self, public_key: bytes) -> AccountInfo:
+        """Roles and next nonce of a key; an unregistered key has no roles and next nonce 1."""
+        ...
+
+    async def query(self, path: str, params: Params) -> object:
+        """A :class:`core.api.Query` answered by the application over committed state."""
+        ...
