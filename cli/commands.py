@@ -1,4 +1,4 @@
-"""What each ``fbci`` command does; ``node/cli.py`` holds the parser and the error rule.
+"""What each ``fbci`` command does; ``cli/main.py`` holds the parser and the error rule.
 
 The key and genesis commands are implemented here. The others (node,
 testnet, status, tx, fl, ids, predict, demo) are imported inside their
@@ -37,16 +37,19 @@ class NotAvailable(FbciError):
     reason = "not_available"
 
 
+def _not_available(exc: ModuleNotFoundError, command: str) -> NotAvailable:
+    missing = exc.name or "?"
+    if missing.split(".")[0] in _OWN_PACKAGES:
+        return NotAvailable(f"'fbci {command}' is not available in this build ({missing} is missing)")
+    hint = " (pip install -e '.[train]')" if missing.split(".")[0] in ("torch", "opacus") else ""
+    return NotAvailable(f"'fbci {command}' needs the Python package {missing!r}, which is not installed{hint}")
+
+
 def _provided(module: str, attr: str, command: str) -> Callable[..., Any]:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        missing = exc.name or "?"
-        if missing.split(".")[0] in _OWN_PACKAGES:
-            raise NotAvailable(f"'fbci {command}' is not available in this build ({missing} is missing)") from None
-        hint = " (pip install -e '.[train]')" if missing.split(".")[0] in ("torch", "opacus") else ""
-        raise NotAvailable(f"'fbci {command}' needs the Python package {missing!r}, which is not installed"
-                           f"{hint}") from None
+        raise _not_available(exc, command) from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise NotAvailable(f"'fbci {command}' is not available in this build ({module}.{attr} is missing)")
@@ -84,7 +87,7 @@ def _params(path: str | None) -> ChainParams | None:
 
 
 def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
-    """The given file, or the one-machine default models (node/catalog.py)."""
+    """The given file, or the one-machine default models (devnet/catalog.py)."""
     if path is None:
         from devnet.catalog import default_app_state
 
@@ -204,4 +207,10 @@ def tx_submit(args: argparse.Namespace) -> int:
 
 
 def delegate(module: str, attr: str, command: str) -> Callable[[argparse.Namespace], int | None]:
-    return lambda args: _provided(module, attr, command)(args)
+    def run(args: argparse.Namespace) -> int | None:
+        handler = _provided(module, attr, command)
+        try:
+            return handler(args)
+        except ModuleNotFoundError as exc:  # imported only once needed, e.g. torch when fl train starts training
+            raise _not_available(exc, command) from None
+    return run

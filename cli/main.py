@@ -4,7 +4,7 @@ Rule: no traceback reaches a user. An :class:`FbciError` is printed as
 ``error[<code> <reason>]: <message>`` and exits 1; a usage error, or a command
 this build does not include, exits 2; Ctrl-C exits 130; anything else is a
 one-line "internal error" (exit 1), with the traceback only under
-``FBCI_DEBUG=1``. The commands themselves are in ``node/cli_commands.py``.
+``FBCI_DEBUG=1``. The commands themselves are in ``cli/commands.py``.
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     _rpc_options(p, many=False)
     p.add_argument("--key", default="hospital", help="hospital key file or name in HOME/keys (default: hospital)")
     p.add_argument("--model", required=True, metavar="MODEL_ID", help="model id declared on chain")
-    p.add_argument("--dataset", choices=("breast_cancer", "iomt", "vitals"), default="breast_cancer",
-                   help="local data set (default: breast_cancer)")
+    p.add_argument("--dataset", choices=("breast_cancer", "iomt", "vitals"), default=None,
+                   help="local data set (default: the model's: breast_cancer* -> breast_cancer, "
+                        "iomt_ids -> iomt, deterioration -> vitals)")
     p.add_argument("--hospital-index", type=_at_least(0), default=0, metavar="I",
                    help="which hospital's share this is (default: 0)")
     p.add_argument("--hospitals", type=_at_least(1), default=4, metavar="N", help="hospitals sharing the data (default: 4)")
@@ -249,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chain_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="JSON object overriding chain parameters (see genesis/README.md)")
-    p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations); default: the models in node/catalog.py")
+    p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations, "
+                   "see genesis/README.md); default: the models in devnet/catalog.py")
 
 
 def _rpc_options(p: argparse.ArgumentParser, *, many: bool) -> None:

@@ -1,11 +1,13 @@
 """``fbci ids watch``: a hospital gateway scoring IoMT flows with the chain's IDS model and posting alerts.
 
 The model is the ``iomt_ids`` global version committed on chain, read over
-JSON-RPC and run with numpy (``ids.classifier``); before its first round
-(version 0, all zeros) the training-free rules decide, as ``ids.gateway``
-documents. ``ids.gateway.Gateway`` keeps one alert per device, class and
-window, so the number of transactions is bounded by devices x classes x
-windows however long an attack lasts. Alerts are signed with the gateway's
+JSON-RPC and run with numpy (``ids.classifier``); version 0 is genesis's
+untrained, hash-derived random start (``fl_contracts.initial``), so before the
+first round closes the training-free rules decide, as ``ids.gateway``
+documents, and the summary's ``scored_with`` says which of the two scored.
+``ids.gateway.Gateway`` keeps one alert per device, class and window, so the
+number of transactions is bounded by devices x classes x windows however long
+an attack lasts. Alerts are signed with the gateway's
 key and submitted without waiting for each commit (consecutive nonces keep
 their order); at the end every submitted alert is waited for and counted as
 committed, or as already on chain (the contract's own dedup, e.g. when the
@@ -39,6 +41,7 @@ from client.session import ChainSession, load_client_key, resolve_rpc_url
 
 MODEL_ID = "iomt_ids"
 PSEUDONYM_DOMAIN = b"fbci/ids/device-pseudonym/1"
+RULES = "rules"  # WatchSummary.scored_with when the training-free rules decided
 
 
 def pseudonym_secret(key: PrivateKey) -> bytes:
@@ -47,9 +50,13 @@ def pseudonym_secret(key: PrivateKey) -> bytes:
 
 
 def load_classifier(session: ChainSession, version: int | None = None) -> tuple[FlowClassifier | None, int]:
-    """The chain's IDS model (None at version 0: nothing trained yet, the rules decide) and its version."""
+    """The chain's IDS model and its version; ``(None, 0)`` at version 0, which the rules score.
+
+    Version 0 is genesis's random start (nonzero, never trained), not a model
+    worth scoring with, so it always means the rules.
+    """
     mv, weights = session.model_weights(MODEL_ID, version)
-    if mv.version == 0 and not np.any(mv.weights_int()):
+    if mv.version == 0:
         return None, 0
     return FlowClassifier.from_weights(weights, n_features=weights["0.weight"].shape[1]), mv.version
 
@@ -65,6 +72,7 @@ class WatchSummary:
     already_on_chain: int = 0
     rejected: int = 0
     model_version: int = 0
+    scored_with: str = RULES  # what scored the records: "rules" or "iomt_ids v<N>"
     alert_ids: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -103,7 +111,8 @@ def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str
     classifier, version = load_classifier(session, model_version)
     gateway = Gateway(hospital=hospital, secret=pseudonym_secret(session.key), classifier=classifier,
                       model_version=version, window_ms=window_ms)
-    summary = WatchSummary(model_version=version)
+    summary = WatchSummary(model_version=version,
+                           scored_with=RULES if classifier is None else f"{MODEL_ID} v{version}")
     by_class: Counter[str] = Counter()
     pending: list[bytes] = []
     for record in records:
@@ -119,7 +128,7 @@ def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str
         try:
             doc = session.wait_committed(tx_hash, commit_timeout_s)
             summary.committed += 1
-            summary.alert_ids.append(int((doc["receipt"].get("result") or {}).get("alert_id", 0)))
+            summary.alert_ids.append(int(doc.receipt.result.get("alert_id", 0)))
         except ContractRejected as exc:  # refused in its block (another alert for it got there first)
             _count_refusal(summary, exc)
     summary.records, summary.flagged, summary.alerts = gateway.stats.scored, gateway.stats.flagged, gateway.stats.emitted
@@ -160,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(summary), indent=2))
         return 0 if not summary.rejected else 1
-    model = f"{MODEL_ID} v{summary.model_version}" if summary.model_version else "rules (no trained model on chain yet)"
+    model = (summary.scored_with if summary.scored_with != RULES
+             else f"{RULES} ({MODEL_ID} v0 is genesis's untrained start)")
     print(f"scored {summary.records} record(s) with {model}: {summary.flagged} flagged, "
           f"{summary.alerts} alert(s) after per-device/window dedup")
     for cls, n in summary.by_class.items():

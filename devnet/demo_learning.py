@@ -18,12 +18,12 @@ import numpy as np
 from core.crypto import PrivateKey
 from client.fl.hospital import Progress
 from client.fl.data import breast_cancer_split
-from client.fl.metrics import accuracy
+from client.fl.model_metrics import accuracy
 from client.fl.realdata import centralised_accuracy
 from ids.flows import HOSPITAL_PROFILES, generate_flows
 from ids.vitals import news2_scores
 from client.session import ChainSession
-from client.fl.train import DEFAULTS, local_data, train_rounds
+from client.fl.train import DEFAULTS, describe_classes, local_data, train_rounds
 from client.ids_watch import watch, with_attack_rate
 from client.predict import explain_text, generated_observations, load_model
 
@@ -54,7 +54,7 @@ def train_everywhere(urls: Sequence[str], keys: Sequence[PrivateKey], model_id: 
 
 def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
     split = breast_cancer_split(len(keys), alpha=0.5, seed=0)
-    sizes = ", ".join(f"{len(y)} ({int(np.sum(y))} malignant)" for _, y in split.hospitals)
+    sizes = ", ".join(f"{len(y)} ({describe_classes(y, split.class_names)})" for _, y in split.hospitals)
     say(f"{len(keys)} hospitals hold {sizes} patients; {len(split.y_test)} held-out patients for testing")
     with ChainSession(urls[0]) as session:
         spec = session.spec("breast_cancer")
@@ -89,7 +89,7 @@ def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway
     say(f"an attack on {profile.name}'s device network: {len(records)} flows, ground truth {truth}")
     with ChainSession(urls[0], gateway) as session:
         summary = watch(session, records, hospital=profile.name)
-    say(f"the gateway scored {summary.records} flows with iomt_ids v{summary.model_version}, flagged "
+    say(f"the gateway scored {summary.records} flows with {summary.scored_with}, flagged "
         f"{summary.flagged}, and after per-device/window de-duplication submitted {summary.submitted} alerts: "
         f"{summary.by_class}")
     counts = []

@@ -5,7 +5,12 @@ a library to kill, pause, restart and cut off real processes (CometBFT's e2e
 perturbations). Children run in their own session, so a terminal's Ctrl-C
 reaches only this process, which then stops them in order: SIGTERM to all,
 a grace period, SIGKILL for any left. Readiness is the node's own answer to
-the JSON-RPC ``status`` method, not a guess from elapsed time.
+the JSON-RPC ``status`` method, not a guess from elapsed time, and only from
+this network's node: its ``chain_id`` and ``validator`` name must be the
+home's, and its ``genesis`` hash the home's genesis file's (two testnets made
+with the same chain id share names and chain id, so the genesis hash, which
+has fresh keys and a fresh time, is what tells them apart). A second
+testnet on ports another one holds is therefore never "ready".
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ class Testnet:
         self.grace = grace
         self.proxies = proxies
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.specs)
+        self._homes: dict[int, tuple[str, str] | None] = {}
 
     @classmethod
     def create(cls, n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
@@ -183,22 +189,72 @@ class Testnet:
             return None
         return result if isinstance(result, dict) else None
 
+    def home_identity(self, i: int) -> tuple[str, str] | None:
+        """(chain id, genesis hash hex) of validator ``i``'s home genesis; None for a home without one."""
+        if i not in self._homes:
+            path = HomePaths(self.specs[i].home).genesis
+            if path.exists():
+                from genesis.schema import load_genesis
+
+                doc = load_genesis(path)
+                self._homes[i] = (doc.chain_id, doc.hash().hex())
+            else:
+                self._homes[i] = None
+        return self._homes[i]
+
+    def foreign(self, i: int, answer: dict[str, Any], *, check_genesis: bool = True,
+                timeout: float = 1.0) -> str | None:
+        """Why the node that gave ``answer`` (to ``status``) at validator ``i``'s address is not
+        validator ``i`` of this network; None when it is. ``check_genesis`` also asks its ``genesis``."""
+        spec = self.specs[i]
+        home = self.home_identity(i)
+        name, chain_id = answer.get("validator"), answer.get("chain_id")
+        if name != spec.name or (home is not None and chain_id != home[0]):
+            expected = spec.name if home is None else f"{spec.name} of chain {home[0]!r}"
+            return f"{spec.rpc_url} answers as {name!r} of chain {chain_id!r}, not {expected}"
+        if home is None or not check_genesis:
+            return None
+        try:
+            doc = rpc_call(spec.rpc_url, "genesis", timeout=timeout)
+        except (OSError, ValueError, http.client.HTTPException, TestnetError) as exc:
+            return f"{spec.rpc_url} did not answer genesis ({exc})"
+        got = doc.get("hash") if isinstance(doc, dict) else None
+        if got != home[1]:
+            return (f"{spec.rpc_url} answers with genesis {str(got)[:16]}..., not this network's "
+                    f"{home[1][:16]}... ({HomePaths(spec.home).genesis}): another network holds the port")
+        return None
+
     def wait_ready(self, timeout: float, *, nodes: Sequence[int] | None = None, min_height: int = 0) -> None:
         """Poll each node's ``status`` until all answer with ``height >= min_height``.
 
-        Raises TestnetError at once when a process has exited, with its log's tail."""
+        Only an answer from this network's node counts (:meth:`foreign`): a node
+        of another network on the same port keeps it waiting, and is named in
+        the error. Raises TestnetError at once when a process has exited, with its log's tail."""
         waiting = set(range(len(self.specs)) if nodes is None else nodes)
+        verified: set[int] = set()  # answered genesis with the home's hash during this wait
+        foreign: dict[int, str] = {}
         deadline = time.monotonic() + timeout
         while waiting:
             for i in sorted(waiting):
                 if not self.alive(i):
-                    raise TestnetError(f"{self.specs[i].name} exited ({self.exit_description(i)}); "
+                    why = f"; {foreign[i]}" if i in foreign else ""
+                    raise TestnetError(f"{self.specs[i].name} exited ({self.exit_description(i)}){why}; "
                                        f"log tail:\n{self.log_tail(i)}")
-                answer = self.status(i, timeout=min(1.0, max(0.05, deadline - time.monotonic())))
-                if answer is not None and int(answer.get("height", 0)) >= min_height:
+                call_timeout = min(1.0, max(0.05, deadline - time.monotonic()))
+                answer = self.status(i, timeout=call_timeout)
+                if answer is None:
+                    continue
+                why = self.foreign(i, answer, check_genesis=i not in verified, timeout=call_timeout)
+                if why is not None:
+                    foreign[i] = why
+                    continue
+                foreign.pop(i, None)
+                verified.add(i)
+                if int(answer.get("height", 0)) >= min_height:
                     waiting.discard(i)
             if waiting and time.monotonic() > deadline:
-                names = ", ".join(self.specs[i].name for i in sorted(waiting))
+                names = ", ".join(self.specs[i].name + (f" ({foreign[i]})" if i in foreign else "")
+                                  for i in sorted(waiting))
                 raise TestnetError(f"not ready after {timeout}s (height >= {min_height}): {names}")
             if waiting:
                 time.sleep(POLL_INTERVAL)  # polling other processes: nothing to wait on in-process
@@ -255,6 +311,9 @@ def run_testnet(n_validators: int, out_dir: Path, base_port: int, *, proxies: bo
                     reported.add(i)
                     spec = net.specs[i]
                     print(f"{spec.name} exited ({net.exit_description(i)}); see {spec.log_path}", flush=True)
+            if len(reported) == len(net.specs):
+                print("every validator has exited; the testnet is gone", file=sys.stderr, flush=True)
+                return 1
         return 0
     finally:
         codes = net.stop_all()

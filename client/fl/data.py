@@ -2,7 +2,9 @@
 
 Wisconsin Diagnostic Breast Cancer (Street, Wolberg & Mangasarian, 1993):
 569 patients, 30 features, ships inside scikit-learn so nothing is
-downloaded. Hospitals get label-skewed shares drawn from a Dirichlet(alpha)
+downloaded. Its own ``target_names`` name the labels: 0 is malignant (212
+patients) and 1 is benign (357), so counts are named from ``Split.class_names``
+and never assumed. Hospitals get label-skewed shares drawn from a Dirichlet(alpha)
 per class, the partition of Hsu, Qi & Brown, "Measuring the Effects of
 Non-Identical Data Distribution for Federated Visual Classification" (2019).
 """
@@ -27,6 +29,12 @@ class Split:
     y_train: Labels
     x_test: Array
     y_test: Labels
+    class_names: tuple[str, ...] = ()  # label i is class_names[i], from the data set itself
+
+
+def breast_cancer_class_names() -> tuple[str, ...]:
+    """The data set's own names of its labels: ``('malignant', 'benign')``, label 0 first."""
+    return tuple(str(name) for name in load_breast_cancer().target_names)
 
 
 def dirichlet_split(y: Labels, n: int, alpha: float, seed: int, min_size: int = 10) -> list[npt.NDArray[np.int64]]:
@@ -55,4 +63,4 @@ def breast_cancer_split(n_hospitals: int = 4, alpha: float = 0.5, seed: int = 0,
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     parts = dirichlet_split(y_tr, n_hospitals, alpha, seed)
-    return Split([(x_tr[p], y_tr[p]) for p in parts], x_tr, y_tr, x_te, y_te)
+    return Split([(x_tr[p], y_tr[p]) for p in parts], x_tr, y_tr, x_te, y_te, breast_cancer_class_names())

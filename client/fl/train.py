@@ -14,9 +14,14 @@ shares the in-process proofs use:
 - ``vitals``: NEWS2-labelled windows of patients generated as in
   ``ids.evaluation.vital_split`` (deterioration rate rising with ``i``).
 
+Each data set feeds one kind of model (:data:`DATASET_SHAPES`); ``--dataset``
+defaults to the model's (:data:`MODEL_DATASETS`), and a model whose input
+width or class count does not fit the data is refused before training.
 Hyperparameters default to the ones the in-process figures were measured with
-(``client.fl.realdata``, ``bench/bench_ids.py``). This module imports
-torch; the validator never imports it.
+(``client.fl.realdata``, ``bench/bench_ids.py``). Training imports torch (the
+validator never does); ``main`` asks the node for its ``status`` and the
+model's spec first, so a node that is not there or a model that does not fit
+is an error before torch or any data is loaded.
 
 Python API for demos and tests::
 
@@ -30,31 +35,48 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from core.crypto import PrivateKey
 from core.errors import InvalidInput
-from client.fl import realdata
-from ids.evaluation import DETERIORATION_TRAINING, IDS_TRAINING
-from client.fl.hospital import HospitalClient, Progress
+from ids.evaluation import DETERIORATION_TRAINING, HORIZON_H, IDS_TRAINING
+from ids.features import N_FEATURES
+from ids.deterioration import N_WINDOW_FEATURES
+from ids.record import ATTACK_CLASSES
 from fl_contracts.contract import RoundRecord
-from client.fl.simulation import Poison, poisoner
-from client.fl.training import DPConfig, TrainConfig
+from fl_contracts.spec import ModelSpec
 from client.session import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
+
+if TYPE_CHECKING:  # these import torch: only training loads them
+    from client.fl.hospital import Progress
+    from client.fl.simulation import Poison
+    from client.fl.training import DPConfig
 
 Array = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int64]
 
 # (local epochs, learning rate, batch size) per data set: the settings the published figures were measured with.
+# breast_cancer's are client.fl.realdata's LOCAL_EPOCHS and LR (which imports torch; a test keeps them equal).
 DEFAULTS: dict[str, tuple[int, float, int]] = {
-    "breast_cancer": (realdata.LOCAL_EPOCHS, realdata.LR, 32),
+    "breast_cancer": (2, 0.2, 32),
     "iomt": (IDS_TRAINING.local_epochs, IDS_TRAINING.lr, IDS_TRAINING.batch_size),
     "vitals": (DETERIORATION_TRAINING.local_epochs, DETERIORATION_TRAINING.lr, DETERIORATION_TRAINING.batch_size),
 }
 DEFAULT_SAMPLES = {"iomt": 2000, "vitals": 40}
 POISON_SCALE = 10.0
+# (input width, classes) of each data set's examples: which models it can feed.
+DATASET_SHAPES: dict[str, tuple[int, int]] = {
+    "breast_cancer": (30, 2),  # sklearn's load_breast_cancer: 30 features, malignant/benign
+    "iomt": (N_FEATURES, len(ATTACK_CLASSES)),
+    "vitals": (N_WINDOW_FEATURES, 2),
+}
+# The data set a model trains on when --dataset is not given: (model id prefix, data set).
+MODEL_DATASETS: tuple[tuple[str, str], ...] = (
+    ("breast_cancer", "breast_cancer"), ("iomt_ids", "iomt"), ("deterioration", "vitals"),
+)
 
 
 @dataclass
@@ -96,6 +118,78 @@ def local_data(dataset: str, hospital_index: int, hospitals: int, seed: int = 0,
     raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
 
 
+def class_names(dataset: str) -> tuple[str, ...]:
+    """Label ``i`` of ``dataset`` is ``class_names(dataset)[i]``, in the data set's own naming."""
+    if dataset == "breast_cancer":
+        from client.fl.data import breast_cancer_class_names
+
+        return breast_cancer_class_names()
+    if dataset == "iomt":
+        return tuple(ATTACK_CLASSES)
+    if dataset == "vitals":
+        return ("stable", f"NEWS2>=5 within {HORIZON_H:g} h")
+    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+
+
+def model_shape(spec: ModelSpec) -> tuple[int, int]:
+    """(input width, classes) of a ``nn.Sequential``-layout model: its first weight's columns, its last's rows."""
+    weights = [shape for _, shape in spec.layout if len(shape) == 2]
+    if not weights:
+        raise InvalidInput(f"model {spec.id!r} has no 2-D weight in its layout; fl train trains Linear layers only")
+    return weights[0][1], weights[-1][0]
+
+
+def _fitting(spec: ModelSpec) -> list[str]:
+    return [name for name, shape in DATASET_SHAPES.items() if shape == model_shape(spec)]
+
+
+def _feeds() -> str:
+    return "; ".join(f"{name} has {w} features and {c} classes" for name, (w, c) in DATASET_SHAPES.items())
+
+
+def default_dataset(spec: ModelSpec) -> str:
+    """The data set ``spec``'s model trains on (:data:`MODEL_DATASETS`); InvalidInput for another model."""
+    for prefix, dataset in MODEL_DATASETS:
+        if spec.id.startswith(prefix):
+            return dataset
+    width, classes = model_shape(spec)
+    fits = _fitting(spec)
+    hint = f"--dataset {' or '.join(fits)} fits it" if fits else f"no local data set fits it ({_feeds()})"
+    raise InvalidInput(f"--dataset: model {spec.id!r} has no default data set; pass --dataset "
+                       f"(it takes {width} inputs and {classes} classes: {hint})")
+
+
+def check_fits(spec: ModelSpec, dataset: str, x: Array | None = None, y: Labels | None = None) -> None:
+    """Refuse, before any training, local data whose width or labels the model cannot take.
+
+    Without ``x`` and ``y``, checks the data set's known shape (:data:`DATASET_SHAPES`); with them,
+    the rows really loaded.
+    """
+    width, classes = model_shape(spec)
+    if x is None or y is None:
+        if dataset not in DATASET_SHAPES:
+            raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+        data_width, data_classes = DATASET_SHAPES[dataset]
+    else:
+        data_width = int(np.shape(x)[1]) if np.ndim(x) == 2 else -1
+        data_classes = int(np.max(y)) + 1 if len(y) else 0
+        if data_width == width and 0 <= int(np.min(y, initial=0)) and data_classes <= classes:
+            return
+    if (data_width, data_classes) == (width, classes):
+        return
+    fits = _fitting(spec)
+    hint = (f"model {spec.id!r} is for --dataset {' or '.join(fits)}" if fits
+            else f"no local data set fits model {spec.id!r} ({_feeds()})")
+    raise InvalidInput(f"--dataset {dataset}: its examples have {data_width} features and {data_classes} classes, "
+                       f"but model {spec.id!r} takes {width} inputs and {classes} classes; {hint}")
+
+
+def describe_classes(y: Labels, names: tuple[str, ...]) -> str:
+    """``"40 malignant, 62 benign"``: how many of ``y`` carry each label, by its name."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(names))
+    return ", ".join(f"{int(n)} {name}" for name, n in zip(names, counts))
+
+
 def train_rounds(
     rpc_url: str, key: PrivateKey, model_id: str, x: Array, y: Labels, rounds: int, *,
     epochs: int = 2, lr: float = 0.2, batch_size: int = 32, dp: DPConfig | None = None,
@@ -112,6 +206,10 @@ def train_rounds(
     if len(x) != len(y) or len(y) == 0:
         raise InvalidInput(f"local data: {len(x)} rows and {len(y)} labels; need the same positive number")
     import torch
+
+    from client.fl.hospital import HospitalClient, Progress
+    from client.fl.simulation import poisoner
+    from client.fl.training import TrainConfig
 
     torch.set_num_threads(1)  # hospitals in threads of one process must not oversubscribe the cores
     report = progress or (lambda p: None)
@@ -161,17 +259,25 @@ def format_progress(total: int) -> Callable[[Progress], None]:
 
 
 def main(args: argparse.Namespace) -> int:
-    default_epochs, default_lr, default_batch = DEFAULTS[args.dataset]
     if args.dp_noise is not None and not (args.dp_noise > 0 and args.dp_clip > 0 and 0 < args.dp_delta < 1):
         raise InvalidInput("--dp-noise and --dp-clip must be positive and --dp-delta in (0, 1)")
     if args.lr is not None and not args.lr > 0:
         raise InvalidInput("--lr must be positive")
     url = resolve_rpc_url(args.rpc, args.home)
     key = load_client_key(args.key, args.home)
-    x, y = local_data(args.dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
+    with ChainSession(url) as session:  # before torch and the data: is the node there, does the model fit?
+        session.run(lambda c: c.status())
+        spec = session.spec(args.model)
+    dataset = args.dataset or default_dataset(spec)
+    check_fits(spec, dataset)
+    default_epochs, default_lr, default_batch = DEFAULTS[dataset]
+    x, y = local_data(dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
+    check_fits(spec, dataset, x, y)
+    from client.fl.training import DPConfig
+
     dp = None if args.dp_noise is None else DPConfig(args.dp_clip, args.dp_noise, args.dp_delta)
-    print(f"hospital {args.hospital_index}/{args.hospitals}: {len(y)} local {args.dataset} samples "
-          f"({int((y != 0).sum())} positive/attack), model {args.model} at {url}"
+    print(f"hospital {args.hospital_index}/{args.hospitals}: {len(y)} local {dataset} samples "
+          f"({describe_classes(y, class_names(dataset))}), model {args.model} at {url}"
           + ("" if dp is None else f", DP sigma {dp.noise_multiplier} clip {dp.clip_norm}"), flush=True)
     result = train_rounds(url, key, args.model, x, y, args.rounds, epochs=args.epochs or default_epochs,
                           lr=args.lr or default_lr, batch_size=args.batch_size or default_batch, dp=dp,
