@@ -141,7 +141,8 @@ def genesis_install(args: argparse.Namespace) -> int:
 # --- provided by the integrator: imported lazily ------------------------------------------------
 
 def node_start(args: argparse.Namespace) -> int | None:
-    return _provided("node.runtime", "run_validator", "node start")(Path(args.home))
+    run = _provided("node.runtime", "run_validator", "node start")
+    return run(Path(args.home), accept_wal_loss=args.accept_wal_loss)
 
 
 def testnet(args: argparse.Namespace) -> int | None:

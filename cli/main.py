@@ -123,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     node = _group(sub, "node", "Run this hospital's validator.")
     p = _add(node, "start", commands.node_start, "Start the validator whose home is DIR; runs until Ctrl-C or SIGTERM.",
              "Reads DIR/config/{config,genesis,node_key}.json, opens the stores in DIR/data, connects to its\n"
-             "peers and serves JSON-RPC (and /metrics) on its rpc_listen address.")
+             "peers and serves JSON-RPC (and /metrics) on its rpc_listen address. Any unexpected failure stops\n"
+             "it with exit 1 and the error (crash-only: run it under deploy/fbci-validator.service).")
     _home(p)
+    p.add_argument("--accept-wal-loss", action="store_true",
+                   help="start although DIR/data/consensus.wal is missing or shorter than what this validator "
+                        "signed (refused otherwise); it then sends nothing it signs up to the height it had reached")
 
     p = _add(sub, "testnet", commands.testnet, "Start N local validators as real processes on loopback.",
              "Creates a fresh network in OUT as 'genesis init' does (OUT must not hold one yet), starts every\n"
@@ -215,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-rate", type=float, metavar="P", help="share of attack records for --generate "
                    "(default: the profile's mix)")
     p.add_argument("--seed", type=int, default=0, help="seed for --generate (default: 0)")
-    p.add_argument("--hospital", metavar="NAME", help="hospital name on the alerts (default: the profile name)")
     p.add_argument("--model-version", default="latest", metavar="N|latest",
                    help="iomt_ids version to score with (default: latest)")
     p.add_argument("--window-ms", type=_at_least(1000), default=60_000, metavar="MS",

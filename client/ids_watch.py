@@ -73,6 +73,7 @@ class WatchSummary:
     rejected: int = 0
     model_version: int = 0
     scored_with: str = RULES  # what scored the records: "rules" or "iomt_ids v<N>"
+    reporter: str = ""  # the gateway account the alerts are signed and named by
     alert_ids: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -103,15 +104,27 @@ def _count_refusal(summary: WatchSummary, exc: ContractRejected) -> None:
         summary.errors.append(exc.message)
 
 
-def watch(session: ChainSession, records: Iterable[FlowRecord], *, hospital: str, model_version: int | None = None,
+def reporter_name(session: ChainSession) -> str:
+    """The gateway key's account name on chain: the chain accepts alerts only under the signer's own name."""
+    key = session.key
+    if key is None:
+        raise InvalidInput("ids watch needs a session with the gateway key")
+    name = session.run(lambda c: c.account_get(key.public_key.raw)).name
+    if name is None:
+        raise InvalidInput(f"--key: {key.public_key.hex()} is not a registered account on this chain")
+    return name
+
+
+def watch(session: ChainSession, records: Iterable[FlowRecord], *, model_version: int | None = None,
           window_ms: int = 60_000, on_alert: Callable[[AlertPayload], None] | None = None,
           commit_timeout_s: float = 60.0) -> WatchSummary:
-    """Score ``records``, submit each alert, then wait for all of them; the session must hold the gateway key."""
-    assert session.key is not None, "watch needs a session with the gateway key"
+    """Score ``records``, submit each alert under the gateway account's name, then wait for all of them."""
+    hospital = reporter_name(session)
+    assert session.key is not None  # reporter_name refused a session without one
     classifier, version = load_classifier(session, model_version)
     gateway = Gateway(hospital=hospital, secret=pseudonym_secret(session.key), classifier=classifier,
                       model_version=version, window_ms=window_ms)
-    summary = WatchSummary(model_version=version,
+    summary = WatchSummary(model_version=version, reporter=hospital,
                            scored_with=RULES if classifier is None else f"{MODEL_ID} v{version}")
     by_class: Counter[str] = Counter()
     pending: list[bytes] = []
@@ -161,11 +174,9 @@ def _version(text: str) -> int | None:
 def main(args: argparse.Namespace) -> int:
     url = resolve_rpc_url(args.rpc, args.home)
     key = load_client_key(args.key, args.home)
-    hospital = args.hospital or (args.profile if args.generate else "gateway")
     version = _version(args.model_version)
     with ChainSession(url, key) as session:
-        summary = watch(session, _records(args), hospital=hospital, model_version=version,
-                        window_ms=args.window_ms)
+        summary = watch(session, _records(args), model_version=version, window_ms=args.window_ms)
     if args.json:
         print(json.dumps(asdict(summary), indent=2))
         return 0 if not summary.rejected else 1

@@ -5,8 +5,10 @@ from the latest hashes (which differ whenever heights differ): each node is
 asked for its block at the lowest height all reachable nodes have, and any
 two different hashes there are a fork, which is the one thing a BFT chain
 must never show. Exit status: 0 when every node answered and they agree; 1
-when a node is unreachable or the chain has diverged, so scripts and
-monitors can use it as a health check. No torch, no numpy.
+when a node is unreachable, says its consensus loop is not running (a
+crashed validator stops, but a stuck one must not look healthy either), or
+the chain has diverged, so scripts and monitors can use it as a health
+check. No torch, no numpy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +39,8 @@ class NodeRow:
     peers: int | None = None
     mempool: int | None = None
     syncing: bool | None = None
+    consensus_running: bool | None = None
+    last_commit_time_ms: int | None = None
     common_hash: str | None = None
     error: str | None = None
 
@@ -47,6 +52,7 @@ async def _probe(url: str) -> tuple[NodeRow, RpcClient]:
         s = await client.status()
         row.name, row.chain_id, row.height, row.latest_hash = s.validator, s.chain_id, s.height, s.latest_block_hash.hex()
         row.view, row.peers, row.mempool, row.syncing = s.view, s.peers, s.mempool_size, s.syncing
+        row.consensus_running, row.last_commit_time_ms = s.consensus_running, s.last_commit_time_ms
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         row.error = f"unreachable ({type(exc).__name__}: {exc})" if str(exc) else f"unreachable ({type(exc).__name__})"
     except FbciError as exc:
@@ -85,20 +91,27 @@ async def collect(urls: list[str]) -> dict[str, Any]:
     return {
         "nodes": [asdict(r) for r in rows], "common_height": common, "diverged": diverged,
         "chain_ids": sorted(chains), "unreachable": sum(r.error is not None for r in rows),
+        "stopped": sum(r.consensus_running is False for r in rows),
     }
 
 
-def _table(report: dict[str, Any]) -> str:
-    header = ("NAME", "HEIGHT", "HASH", "VIEW", "PEERS", "MEMPOOL", "SYNCING", "RPC")
+def _since(ms: int | None, now_ms: int) -> str:
+    return "-" if not ms else f"{max(0, now_ms - ms) / 1000:.1f}s ago"
+
+
+def _table(report: dict[str, Any], now_ms: int) -> str:
+    header = ("NAME", "HEIGHT", "HASH", "VIEW", "PEERS", "MEMPOOL", "SYNCING", "CONSENSUS", "LAST COMMIT", "RPC")
     rows: list[tuple[str, ...]] = [header]
     errors = []
     for n in report["nodes"]:
         if n["error"] is not None:
-            rows.append(("?", "-", "-", "-", "-", "-", "-", n["url"]))
+            rows.append(("?", "-", "-", "-", "-", "-", "-", "-", "-", n["url"]))
             errors.append(f"  {n['url']}: {n['error']}")
             continue
         rows.append((n["name"], str(n["height"]), n["latest_hash"][:12], str(n["view"]), str(n["peers"]),
-                     str(n["mempool"]), "yes" if n["syncing"] else "no", n["url"]))
+                     str(n["mempool"]), "yes" if n["syncing"] else "no",
+                     "STOPPED" if n["consensus_running"] is False else "running",
+                     _since(n["last_commit_time_ms"], now_ms), n["url"]))
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines += errors
@@ -118,10 +131,12 @@ def _table(report: dict[str, Any]) -> str:
                      f" (heights {min(heights)}..{max(heights)})")
     if report["unreachable"]:
         lines.append(f"{report['unreachable']} node(s) unreachable")
+    if report["stopped"]:
+        lines.append(f"{report['stopped']} node(s) answer but their consensus is not running")
     return "\n".join(lines)
 
 
 def show_status(rpc_urls: list[str], as_json: bool) -> int:
     report = asyncio.run(collect(list(dict.fromkeys(rpc_urls))))
-    sys.stdout.write((json.dumps(report, indent=2) if as_json else _table(report)) + "\n")
-    return 1 if report["diverged"] or report["unreachable"] else 0
+    sys.stdout.write((json.dumps(report, indent=2) if as_json else _table(report, time.time_ns() // 1_000_000)) + "\n")
+    return 1 if report["diverged"] or report["unreachable"] or report["stopped"] else 0

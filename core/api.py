@@ -58,6 +58,9 @@ class Query(Generic[P, R]):
 
 @dataclass(frozen=True)
 class NodeStatus:
+    """``last_commit_time_ms`` (Unix ms, the node's clock) and ``consensus_running`` say whether the node
+    is live: a validator whose height stands still while peers and syncing look fine is stuck."""
+
     chain_id: str
     validator: str
     height: int
@@ -66,6 +69,8 @@ class NodeStatus:
     peers: int
     mempool_size: int
     syncing: bool
+    last_commit_time_ms: int = 0
+    consensus_running: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,13 @@ class TxCommitResult:
 
 @dataclass(frozen=True)
 class AccountInfo:
-    """``next_nonce`` is the nonce the node would accept next from this key (pending txs counted)."""
+    """``next_nonce`` is the nonce the node would accept next from this key (pending txs counted);
+    ``name`` is the registered account's name (None: not registered)."""
 
     public_key: Hash32
     roles: tuple[str, ...]
     next_nonce: int
+    name: str | None = None
 
 
 class AccountGetParams(Params):

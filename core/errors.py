@@ -10,6 +10,7 @@ released; the README lists them.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 
@@ -108,6 +109,12 @@ class MempoolFull(LimitExceeded):
     reason = "mempool_full"
 
 
+class QuotaExceeded(LimitExceeded):
+    """A sender used its share of a block or of a quota window (genesis ``member_*_bytes``)."""
+
+    reason = "quota_exceeded"
+
+
 class RateLimited(LimitExceeded):
     code = -32029
     reason = "rate_limited"
@@ -149,11 +156,63 @@ class NodeUnreachable(FbciError):
     reason = "node_unreachable"
 
 
+class DiskFull(StorageError):
+    """The file system holding the node's data is full (ENOSPC, EDQUOT): the write did not happen."""
+
+    code = -32041
+    reason = "disk_full"
+    errnos: ClassVar[frozenset[int]] = frozenset({errno.ENOSPC, errno.EDQUOT})
+    remedy: ClassVar[str] = "free space on that disk, then restart the validator"
+
+
+class TooManyOpenFiles(StorageError):
+    """The process (EMFILE) or the system (ENFILE) ran out of file descriptors while the node wrote."""
+
+    code = -32042
+    reason = "too_many_open_files"
+    errnos: ClassVar[frozenset[int]] = frozenset({errno.EMFILE, errno.ENFILE})
+    remedy: ClassVar[str] = ("raise the open-file limit (LimitNOFILE in deploy/fbci-validator.service, or "
+                             "ulimit -n), then restart the validator")
+
+
+class StoreCorrupt(StorageError):
+    """The block store is damaged or has a gap (a missing block, certificate or state height): the node
+    refuses to start rather than validate on top of a chain that silently lost committed blocks."""
+
+    code = -32043
+    reason = "store_corrupt"
+
+
+class WalLost(StorageError):
+    """The consensus WAL is missing or shorter than what this validator is recorded to have signed:
+    starting from it could make the validator sign a vote that conflicts with one it already sent."""
+
+    code = -32044
+    reason = "wal_lost"
+
+
+class TaskFailed(FbciError):
+    """(Node) one of the validator's tasks ended with an unexpected error; the process stopped so that
+    its supervisor restarts it (the traceback is in the node's log)."""
+
+    code = -32070
+    reason = "task_failed"
+
+
+def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
+    """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
+    descriptor limit reads as what it is, with what to do about it, rather than as a bug."""
+    for cls in (DiskFull, TooManyOpenFiles):
+        if errno_code in cls.errnos:
+            return cls(f"{doing}: {detail}; {cls.remedy}")
+    return StorageError(f"{doing}: {detail}")
+
+
 ALL_ERRORS: tuple[type[FbciError], ...] = (
     FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
-    LimitExceeded, MempoolFull, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
-    NodeUnreachable,
+    LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
+    NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
 )
 
 

@@ -22,8 +22,9 @@ class StateView(Protocol):
 
     def delete(self, key: bytes) -> None: ...
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Key-ordered (bytewise) pairs whose key starts with ``prefix``."""
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Key-ordered (bytewise) pairs whose key starts with ``prefix`` and, given ``start``, is at
+        least ``start``: a store seeks there, so a page costs its own length, not the keys before it."""
         ...
 
 
@@ -37,6 +38,9 @@ class TxContext:
     sender: bytes
     sender_roles: frozenset[str]
     tx_hash: bytes
+    sender_name: str
+    """The sender's registered account name: who the chain knows it as, so a contract can bind a
+    claim of identity (an alert's reporter) to the key that signed it."""
 
 
 class MemoryState:
@@ -55,8 +59,8 @@ class MemoryState:
     def delete(self, key: bytes) -> None:
         self._data.pop(key, None)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(k for k in self._data if k.startswith(prefix)):
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self._data if k.startswith(prefix) and (start is None or k >= start)):
             yield key, self._data[key]
 
     def snapshot(self) -> dict[bytes, bytes]:

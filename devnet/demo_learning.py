@@ -24,7 +24,7 @@ from ids.flows import HOSPITAL_PROFILES, generate_flows
 from ids.vitals import news2_scores
 from client.session import ChainSession
 from client.fl.train import DEFAULTS, describe_classes, local_data, train_rounds
-from client.ids_watch import watch, with_attack_rate
+from client.ids_watch import reporter_name, watch, with_attack_rate
 from client.predict import explain_text, generated_observations, load_model
 
 Say = Callable[[str], None]
@@ -88,14 +88,15 @@ def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway
         truth[r.label] = truth.get(r.label, 0) + 1
     say(f"an attack on {profile.name}'s device network: {len(records)} flows, ground truth {truth}")
     with ChainSession(urls[0], gateway) as session:
-        summary = watch(session, records, hospital=profile.name)
+        summary = watch(session, records)
+        reporter = reporter_name(session)
     say(f"the gateway scored {summary.records} flows with {summary.scored_with}, flagged "
         f"{summary.flagged}, and after per-device/window de-duplication submitted {summary.submitted} alerts: "
         f"{summary.by_class}")
     counts = []
     for url in urls:
         with ChainSession(url) as session:
-            page = session.run(lambda c: c.alerts_query(hospital=profile.name, limit=500))
+            page = session.run(lambda c: c.alerts_query(hospital=reporter, limit=500))
             counts.append(len(page.alerts))
     say(f"alerts committed, as seen on each validator: {counts}")
 

@@ -29,9 +29,13 @@ class RegisteredModel(BaseModel):
     hash: bytes
 
 
+MAX_VERSION = 2**64 - 1
+"""Versions are stored under 8-byte big-endian keys: a larger number is invalid input, not a lookup."""
+
+
 class ModelGetParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
-    version: int | None = Field(None, ge=0, description="omit for the latest version")
+    version: int | None = Field(None, ge=0, le=MAX_VERSION, description="omit for the latest version")
 
 
 class RoundsParams(Params):

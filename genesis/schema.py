@@ -67,6 +67,12 @@ class ChainParams(BaseModel):
     """Sustained JSON-RPC requests per client address."""
     rpc_burst: Positive = 400
     """Requests a client may send at once before the rate limit applies."""
+    member_block_bytes: Positive = 2 * 1024 * 1024
+    """Most transaction bytes one sender may have in one block, so no member can fill the chain alone."""
+    member_window_bytes: Positive = 64 * 1024 * 1024
+    """Most transaction bytes one sender may have committed within one quota window."""
+    quota_window_blocks: Positive = 100
+    """Length of a quota window in blocks; windows are heights [k * n, (k + 1) * n)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ChainParams:
@@ -74,6 +80,10 @@ class ChainParams(BaseModel):
             raise FieldError(("max_tx_bytes",), f"must be <= max_block_bytes ({self.max_block_bytes})")
         if self.max_tx_bytes > self.mempool_max_bytes:
             raise FieldError(("max_tx_bytes",), f"must be <= mempool_max_bytes ({self.mempool_max_bytes})")
+        if self.max_tx_bytes > self.member_block_bytes:
+            raise FieldError(("max_tx_bytes",), f"must be <= member_block_bytes ({self.member_block_bytes})")
+        if self.member_block_bytes > self.member_window_bytes:
+            raise FieldError(("member_block_bytes",), f"must be <= member_window_bytes ({self.member_window_bytes})")
         if self.propose_delay_ms > self.block_interval_ms:
             raise FieldError(("propose_delay_ms",), f"must be <= block_interval_ms ({self.block_interval_ms})")
         if self.base_timeout_ticks * self.tick_ms <= self.propose_delay_ms:

@@ -9,15 +9,23 @@ Rules it keeps (execution must be deterministic and all-or-nothing):
 3. One alert per (hospital, subject, class, window): a second is rejected with
    ``ContractRejected`` and nothing is written; checks all run before the first write.
 4. A window may not start after the block's time plus ``MAX_FUTURE_MS``.
+5. The reporter is the signer: ``hospital`` must be the sending account's
+   registered name, so no gateway or validator can report as another.
+6. An ``equivocation`` alert names a validator only with proof: its
+   ``feature_digest`` must be the hash of ``consensus.evidence`` already on
+   chain that convicts exactly that validator (``EvidenceLookup``, which the
+   node supplies, since the evidence's format is the consensus package's).
 
 State layout, all under ``b"ids/"``: ``seq`` (next alert id, 8-byte big
 endian), ``a/<seq>`` (the stored alert), ``k/<dedupe hash>`` (seen windows) and
-index keys ``i/h/<hospital>\\0<seq>``, ``i/s/<subject><seq>``, ``i/c/<class>\\0<seq>``.
-Alert ids grow with height, so id order is height order.
+index keys ``i/t/<at>``, ``i/h/<hospital>\\0<at>``, ``i/s/<subject><at>``,
+``i/c/<class>\\0<at>``, where ``<at>`` is the alert's height and id, 8 bytes
+big endian each, so every index is in (height, id) order and a query seeks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
@@ -42,6 +50,9 @@ MAX_FUTURE_MS = 5 * 60_000
 MAX_QUERY_LIMIT = 500
 PREFIX = b"ids/"
 _SEQ_KEY = PREFIX + b"seq"
+
+EvidenceLookup = Callable[[StateView, bytes], "bytes | None"]
+"""The validator that the equivocation evidence on chain with this hash convicts (None: no such evidence)."""
 
 
 class AlertPayload(BaseModel):
@@ -99,18 +110,30 @@ def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
-def _index_keys(alert: AlertPayload, seq: int) -> list[bytes]:
-    s = _u64(seq)
-    return [PREFIX + b"i/h/" + alert.hospital.encode() + b"\0" + s, PREFIX + b"i/s/" + alert.subject + s,
-            PREFIX + b"i/c/" + alert.alert_class.encode() + b"\0" + s]
+def _index_keys(alert: AlertPayload, height: int, seq: int) -> list[bytes]:
+    """Each index orders by (height, alert id), so a query seeks to its first height or its cursor."""
+    at = _u64(height) + _u64(seq)
+    return [PREFIX + b"i/t/" + at, PREFIX + b"i/h/" + alert.hospital.encode() + b"\0" + at,
+            PREFIX + b"i/s/" + alert.subject + at, PREFIX + b"i/c/" + alert.alert_class.encode() + b"\0" + at]
 
 
-def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Execute one ``ids.alert`` transaction; raises ``ContractRejected`` before any write."""
+def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any], *,
+                 convicted_by: EvidenceLookup | None = None) -> dict[str, Any]:
+    """Execute one ``ids.alert`` transaction; raises ``ContractRejected`` before any write.
+
+    ``convicted_by``: how to read equivocation evidence on chain; without it no equivocation alert is accepted.
+    """
     alert = parse_payload(payload)
     role = GATEWAY_ROLE if alert.subject_kind == "device" else VALIDATOR_ROLE
     if role not in ctx.sender_roles:
         raise ContractRejected(f"ids.alert: a {alert.subject_kind} alert needs the {role} role")
+    if alert.hospital != ctx.sender_name:
+        raise ContractRejected(f"ids.alert: hospital is the reporter, the signing account {ctx.sender_name!r}, "
+                               f"not {alert.hospital!r}", data={"field": "hospital"})
+    if alert.alert_class == "equivocation" and (
+            convicted_by is None or convicted_by(state, alert.feature_digest) != alert.subject):
+        raise ContractRejected("ids.alert: an equivocation alert needs the consensus.evidence convicting its "
+                               "subject on chain, with feature_digest its hash", data={"field": "feature_digest"})
     if alert.window_start_ms > ctx.block_time_ms + MAX_FUTURE_MS:
         raise ContractRejected("ids.alert: window starts in the future", data={"field": "window_start_ms"})
     dedupe = PREFIX + b"k/" + alert.dedupe_key()
@@ -123,7 +146,7 @@ def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> d
     state.set(_SEQ_KEY, _u64(seq + 1))
     state.set(dedupe, _u64(seq))
     state.set(PREFIX + b"a/" + _u64(seq), codec.encode(stored.model_dump()))
-    for key in _index_keys(alert, seq):
+    for key in _index_keys(alert, ctx.height, seq):
         state.set(key, b"")
     return {"alert_id": seq, "height": ctx.height, "dedupe_key": alert.dedupe_key()}
 
@@ -133,16 +156,25 @@ def get_alert(state: StateView, alert_id: int) -> StoredAlert | None:
     return None if raw is None else StoredAlert.model_validate(codec.decode(raw))
 
 
+def parse_cursor(text: str) -> bytes:
+    """A ``next_cursor`` back into the index position it names: 16 bytes, (height, alert id)."""
+    if len(text) != 32 or not all(c in "0123456789abcdef" for c in text):
+        raise InvalidInput("cursor must be the next_cursor string a previous page returned", data={"param": "cursor"})
+    return bytes.fromhex(text)
+
+
 def query_alerts(
     state: StateView, *, hospital: str | None = None, device: bytes | None = None, alert_class: str | None = None,
     min_severity: int | None = None, from_height: int | None = None, to_height: int | None = None,
-    cursor: int | None = None, limit: int = 50,
-) -> tuple[list[StoredAlert], int | None]:
+    cursor: str | None = None, limit: int = 50,
+) -> tuple[list[StoredAlert], str | None]:
     """Alerts matching every given filter, oldest first; ``next_cursor`` is None on the last page.
 
-    Walks the most selective index given (subject, then hospital, then class) and
-    stops at ``to_height`` because ids grow with height. ``StateView`` has no
-    seek, so a page costs a scan of that index up to the page's end.
+    Walks the most selective index given (subject, then hospital, then class,
+    else all alerts), each ordered by (height, alert id), from a seek to the
+    later of ``from_height`` and the cursor, and stops at ``to_height``: a page
+    costs the index entries it reads (its own matches, plus the ones the
+    filters not covered by that index skip), never the alerts before it.
     """
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_QUERY_LIMIT}")
@@ -153,22 +185,24 @@ def query_alerts(
     elif alert_class is not None:
         prefix = PREFIX + b"i/c/" + alert_class.encode() + b"\0"
     else:
-        prefix = PREFIX + b"a/"
+        prefix = PREFIX + b"i/t/"
+    start = prefix + _u64(from_height or 0)
+    if cursor is not None:
+        start = max(start, prefix + parse_cursor(cursor) + b"\0")  # strictly after the last one returned
     out: list[StoredAlert] = []
-    for key, _ in state.scan(prefix):
-        seq = int.from_bytes(key[len(prefix):], "big")
-        if cursor is not None and seq <= cursor:
-            continue
+    for key, _ in state.scan(prefix, start):
+        position = key[len(prefix):]  # (height, id): a name's \0 ends it, so no longer name shares the prefix
+        height, seq = int.from_bytes(position[:8], "big"), int.from_bytes(position[8:], "big")
+        if to_height is not None and height > to_height:
+            break
         alert = get_alert(state, seq)
         if alert is None:
             continue
-        if to_height is not None and alert.height > to_height:
-            break
         if ((hospital is None or alert.hospital == hospital) and (device is None or alert.subject == device)
                 and (alert_class is None or alert.alert_class == alert_class)
-                and (min_severity is None or alert.severity >= min_severity)
-                and (from_height is None or alert.height >= from_height)):
+                and (min_severity is None or alert.severity >= min_severity)):
             if len(out) == limit:
-                return out, out[-1].alert_id
+                last = out[-1]
+                return out, (_u64(last.height) + _u64(last.alert_id)).hex()
             out.append(alert)
     return out, None

@@ -13,11 +13,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.api import Params, Query
-from core.errors import InvalidInput
 from core.state import StateView
 from core.wire import WIRE_BYTES, Hash32
 from ids import alerts
 from ids.alerts import StoredAlert
+
+
+MAX_HEIGHT = 2**64 - 1
+"""Heights are 8-byte big-endian in the alert indexes: a larger one is invalid input, not a seek."""
 
 
 class AlertsQueryParams(Params):
@@ -27,8 +30,8 @@ class AlertsQueryParams(Params):
     subject: Hash32 | None = Field(None, description="device pseudonym, client key or hashed address, hex")
     alert_class: str | None = Field(None, max_length=64, description="e.g. 'spoofing', 'request_flood'")
     min_severity: int | None = Field(None, ge=1, le=4, description="1 low .. 4 critical")
-    from_height: int | None = Field(None, ge=0, description="inclusive")
-    to_height: int | None = Field(None, ge=0, description="inclusive")
+    from_height: int | None = Field(None, ge=0, le=MAX_HEIGHT, description="inclusive")
+    to_height: int | None = Field(None, ge=0, le=MAX_HEIGHT, description="inclusive")
     cursor: str | None = Field(None, max_length=256, description="next_cursor from the previous page")
     limit: int = Field(100, ge=1, le=alerts.MAX_QUERY_LIMIT)
 
@@ -54,21 +57,12 @@ ALERTS_QUERY: Query[AlertsQueryParams, AlertPage] = Query(
     AlertPage)
 
 
-def _cursor(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit():
-        raise InvalidInput("cursor must be the next_cursor string a previous page returned",
-                           data={"param": "cursor"})
-    return int(text)
-
-
 def _alerts(state: StateView, q: AlertsQueryParams) -> AlertPage:
     found, next_cursor = alerts.query_alerts(
         state, hospital=q.hospital, device=q.subject, alert_class=q.alert_class, min_severity=q.min_severity,
-        from_height=q.from_height, to_height=q.to_height, cursor=_cursor(q.cursor), limit=q.limit,
+        from_height=q.from_height, to_height=q.to_height, cursor=q.cursor, limit=q.limit,
     )
-    return AlertPage(alerts=found, next_cursor=None if next_cursor is None else str(next_cursor))
+    return AlertPage(alerts=found, next_cursor=next_cursor)
 
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = ((ALERTS_QUERY, _alerts),)

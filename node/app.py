@@ -24,7 +24,7 @@ from core.api import (
     CertificateInfo, Query, Signature, TxGetParams, TxInfo,
 )
 from core.block import ZERO_HASH, Block, BlockHeader
-from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, TxRejected
+from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256
 from core.state import StateView, TxContext
 from core.tx import Transaction
@@ -39,7 +39,8 @@ from node.application import (
 )
 from node.execution import DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs
 from node.kinds import build_registry, genesis_hooks
-from node.stores import BlockStore, Database, StateStore, TxIndex, commit_block
+from node.quotas import MemberQuota
+from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex, commit_block
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class LedgerApplication:
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache()
         self.verifier = Ed25519Verifier(chain_id)
-        self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes)
+        self.quota = MemberQuota.from_params(params)
+        self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
+        self._info: AppInfo | None = None
         self._routes: dict[str, _Route] = {
             TX_GET.path: _Route(TxGetParams, self._tx),
             BLOCK_GET.path: _Route(BlockGetParams, self._block),
@@ -85,11 +88,12 @@ class LedgerApplication:
 
     @classmethod
     def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
-        """The application of the chain ``doc`` describes, genesis state written and any block a
-        crash left unapplied re-executed, ready for the next height."""
+        """The application of the chain ``doc`` describes, its store checked, genesis state written and
+        any block a crash left unapplied re-executed, ready for the next height."""
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
         app = cls(doc.chain_id, validators, doc.params, database, build_registry(doc.chain_id, validators),
                   genesis_time_ms=doc.genesis_time_ms)
+        app.check_stored_chain()
         app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts], genesis_hooks(doc))
         replayed = app.replay_unapplied()
         if replayed:
@@ -97,6 +101,39 @@ class LedgerApplication:
         return app
 
     # -- start-up ---------------------------------------------------------------------------
+
+    def check_stored_chain(self) -> None:
+        """Refuse a store that lost committed data before anything runs on top of it.
+
+        LevelDB's paranoid checks catch a damaged log when the database opens; this catches what
+        they cannot see: a gap in the blocks or certificates, a state ahead of its blocks (or one
+        that lost its height, which genesis would otherwise overwrite), and a latest certificate
+        that no longer verifies against the validator set.
+        """
+        last, state_height = self.blocks.last_height, self.state.height
+        problems = self.blocks.gaps()
+        if state_height > last:
+            problems.append(f"the state is at height {state_height} but the blocks end at height {last}")
+        elif state_height < 0 < last:
+            problems.append(f"the state has no height although the blocks reach height {last}")
+        if not problems and last > 0:
+            problems += self._latest_certificate_problems(last)
+        if problems:
+            raise StoreCorrupt(f"the store at {self.database.path} lost committed data: {'; '.join(problems)}. "
+                               f"{RESTORE_HINT}")
+        self.blocks.mark_checked(last)
+
+    def _latest_certificate_problems(self, last: int) -> list[str]:
+        try:
+            block = self._block_at(last)
+            certificate = CommitCertificate.decode(self.blocks.certificate(last))
+            if certificate.height != last or certificate.block_hash != block.hash:
+                return [f"the commit certificate stored for height {last} certifies another block"]
+            certificate.verify(self.chain_id, self.validators, self.verifier)
+        except FbciError as exc:
+            return [f"the block or commit certificate stored for height {last} does not verify against the "
+                    f"genesis validators: {exc.message}"]
+        return []
 
     def init_genesis(self, accounts: Sequence[GenesisAccount], hooks: Sequence[Callable[[StateView], None]]) -> None:
         """Write genesis state as height 0, once; a restarted node skips this."""
@@ -108,6 +145,7 @@ class LedgerApplication:
         for hook in hooks:
             hook(pending)
         self.state.commit(0, pending)
+        self._info = None
         log.info("genesis state written, state hash %s", self.state.state_hash.hex())
 
     def replay_unapplied(self) -> int:
@@ -123,32 +161,36 @@ class LedgerApplication:
 
     @property
     def height(self) -> int:
-        return self.blocks.last_height
+        return self.info().height
 
     def info(self) -> AppInfo:
-        height = self.height
-        if height == 0:
-            return AppInfo(0, ZERO_HASH, self.genesis_time_ms, self.state.state_hash, b"")
-        head = self._head_block()
-        return AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash, self.blocks.certificate(height))
+        """Read from the stores once, then replaced by each commit: the proposer, every vote, block sync
+        and ``status`` ask for it at every block, and it changes only when a block is applied."""
+        if self._info is None:
+            height = self.blocks.last_height
+            if height == 0:
+                self._info = AppInfo(0, ZERO_HASH, self.genesis_time_ms, self.state.state_hash, b"")
+            else:
+                head = self._head_block(height)
+                self._info = AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash,
+                                     self.blocks.certificate(height))
+        return self._info
 
     def _block_at(self, height: int) -> Block:
         return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
 
-    def _head_block(self) -> Block:
-        """The last committed block. Proposing, voting and ``status`` all ask for it, and decoding a
-        full block (canonical re-encode, Merkle root) costs milliseconds, so the decoded block is kept
-        for as long as the height stays the same: it is the same stored bytes, so nothing changes."""
-        height = self.height
+    def _head_block(self, height: int) -> Block:
+        """The block at ``height``, the last committed one: decoding a full block (canonical re-encode,
+        Merkle root) costs milliseconds, so it is kept for as long as the height stays the same."""
         if self._head is None or self._head.height != height:
             self._head = self._block_at(height)
         return self._head
 
     def _last_block_hash(self) -> bytes:
-        return ZERO_HASH if self.height == 0 else self._head_block().hash
+        return self.info().last_block_hash
 
     def _last_block_time(self) -> int:
-        return self._head_block().header.time_ms if self.height else self.genesis_time_ms
+        return self.info().last_block_time_ms
 
     # -- CheckTx ----------------------------------------------------------------------------
 
@@ -162,11 +204,18 @@ class LedgerApplication:
                                request.tx_hash, request.raw)
         assert account is not None  # check_admission refused a missing account
         if tx.nonce <= account.nonce:
-            raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
+            try:  # the same bytes sent again after they committed: a retry, told where they are
+                height = self.tx_index.get(request.tx_hash).height
+            except NotFound:
+                raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}"
+                               ) from None
+            raise BadNonce(f"transaction {request.tx_hash.hex()} is already committed, at height {height}",
+                           data={"committed_height": height})
         if tx.nonce > account.nonce + MAX_NONCE_GAP:
             raise BadNonce(f"nonce {tx.nonce} is more than {MAX_NONCE_GAP} ahead of the next nonce {account.nonce + 1}")
+        self.quota.check_tx(self.state, tx.sender, len(request.raw), self.height + 1)
         ctx = TxContext(self.chain_id, self.height + 1, self._last_block_time(), tx.sender, account.roles,
-                        request.tx_hash)
+                        request.tx_hash, account.name)
         try:
             kind.handler(self.state.begin(), ctx, tx.payload)
         except ContractRejected:
@@ -181,9 +230,10 @@ class LedgerApplication:
     # -- PrepareProposal / ProcessProposal --------------------------------------------------
 
     def prepare_proposal(self, request: ProposalRequest) -> Block:
-        """The next block from the mempool's transactions, as given (the mempool reaped within the limits)."""
+        """The next block from the mempool's transactions (reaped within the size limits), less what a
+        sender's storage quota leaves for a later block (``node.quotas``)."""
         info = self.info()
-        txs = tuple(request.txs)
+        txs = tuple(self.quota.fit(self.state, request.txs, info.height + 1))
         header = BlockHeader(
             chain_id=self.chain_id, height=info.height + 1, prev_block_hash=info.last_block_hash,
             proposer=request.proposer, time_ms=max(request.now_ms, info.last_block_time_ms + 1),
@@ -208,7 +258,7 @@ class LedgerApplication:
         if h.prev_block_hash != self._last_block_hash():
             raise InvalidInput("block.prev_block_hash is not the hash of the last committed block")
         self._check_last_commit(block)
-        if h.state_hash != self.state.state_hash:
+        if h.state_hash != self.info().state_hash:
             raise InvalidInput("block.state_hash differs from this validator's state after the last block")
         if h.proposer not in self.validators:
             raise InvalidInput("block.proposer is not a validator")
@@ -219,6 +269,7 @@ class LedgerApplication:
         if h.num_txs > self.params.max_block_txs:
             raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
         validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)
+        self.quota.check_block(self.state, block.txs, h.height)
 
     def _check_last_commit(self, block: Block) -> None:
         """The carried certificate must finalise exactly our last block, with a quorum of valid signatures.
@@ -253,9 +304,10 @@ class LedgerApplication:
                durable: bool, decoded: DecodedLookup | None) -> FinalizedBlock:
         outcome = self.executor.execute_block(block, self.state, decoded)
         new_alerts = [a for r in outcome.receipts.values() if r.ok and (a := _alert_of(outcome.pending, r.result))]
-        commit_block(self.database, self.blocks, store, self.tx_index, outcome.receipts, self.state, block.height,
-                     outcome.pending, durable=durable)
+        state_hash = commit_block(self.database, self.blocks, store, self.tx_index, outcome.receipts, self.state,
+                                  block.height, outcome.pending, durable=durable)
         self._head = block
+        self._info = AppInfo(block.height, block.hash, block.header.time_ms, state_hash, certificate)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
                               outcome.rounds_closed)
 

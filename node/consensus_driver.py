@@ -12,6 +12,11 @@ It reaches the application only through its :class:`node.ledger.Ledger`: the
 :class:`node.application.Application` boundary (build and check proposals)
 and the block executor (commit). A proposed block is decoded once, when it
 is validated; the commit of that block reuses the decoded form.
+
+Its two tasks (the replica loop and the proposer) are started through the
+``spawn`` it is given: the runtime's supervisor, under which any exception
+that escapes them (a full disk at a WAL append, a bug) stops the process
+instead of leaving a validator that answers ``status`` but never commits.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from consensus import (
-    Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, Event, Evidence,
-    MessageReceived, NeedSync, Persist, ProposalReady, Replica, ReportEvidence, RequestProposal, Send, SetTimer,
-    SyncedTo, TimerFired, ValidateBlock, WalRecord, decode_message, encode_message,
+    Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, CommitProof, Event, Evidence,
+    Message, MessageReceived, NeedSync, Persist, ProposalReady, Replica, ReportEvidence, RequestProposal, Send,
+    SetTimer, SyncedTo, TimerFired, ValidateBlock, WalRecord, decode_message, encode_message,
 )
 from core.block import Block
 from core.errors import FbciError
@@ -39,6 +44,14 @@ from node.wal import WriteAheadLog
 log = logging.getLogger(__name__)
 
 WAL_COMPACT_EVERY = 64
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+"""Starts a named long-lived task; the runtime passes its supervisor's (``node/runtime.py``)."""
+
+
+def unsupervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A plain task, for tests and tools that drive one part alone: a failure only ends the task."""
+    return asyncio.create_task(coro, name=name)
 
 
 class Outbox(Protocol):
@@ -66,7 +79,8 @@ class ProposalTiming:
 class ConsensusDriver:
     def __init__(self, replica: Replica, ledger: Ledger, wal: WriteAheadLog, outbox: Outbox, me: bytes,
                  timing: ProposalTiming, on_evidence: Callable[[Evidence], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, spawn: Spawn = unsupervised,
+                 mute_through: int = 0) -> None:
         self.replica = replica
         self.ledger = ledger
         self.app = ledger.app
@@ -79,6 +93,11 @@ class ConsensusDriver:
         self.on_need_sync: Callable[[int, bytes | None], None] = lambda height, peer: None
         """Set by whoever runs block sync (it needs the driver's ``synced_to`` in turn)."""
         self.clock = clock
+        self.spawn = spawn
+        self.mute_through = mute_through
+        """After an accepted WAL loss (``WriteAheadLog.lost_through``): this validator may already have
+        signed, and forgotten, votes at heights up to this one, so nothing it signs there is sent; the
+        others' certificates carry it past them."""
         self.view = 0
         """The replica's current view at the height it is deciding (0 until a view change)."""
         self.view_changes = 0
@@ -113,8 +132,12 @@ class ConsensusDriver:
 
     async def start(self, start_event: Event) -> None:
         self.feed(start_event)
-        self._tasks = [asyncio.create_task(self._run(), name="consensus"),
-                       asyncio.create_task(self._proposer(), name="proposer")]
+        self._tasks = [self.spawn(self._run(), "consensus"), self.spawn(self._proposer(), "proposer")]
+
+    @property
+    def running(self) -> bool:
+        """Whether the replica loop is alive (``status`` says so, so a dead loop cannot look healthy)."""
+        return bool(self._tasks) and not self._tasks[0].done()
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -155,9 +178,11 @@ class ConsensusDriver:
 
     def _perform(self, action: Action) -> Event | None:
         if isinstance(action, Send):
-            self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
+            if self._may_send(action.message):
+                self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, Broadcast):
-            self.outbox.broadcast(Channel.CONSENSUS, encode_message(action.message))
+            if self._may_send(action.message):
+                self.outbox.broadcast(Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, SetTimer):
             self._set_timer(action.name, action.ticks)
         elif isinstance(action, CancelTimer):
@@ -176,6 +201,10 @@ class ConsensusDriver:
         elif isinstance(action, ReportEvidence):
             self.on_evidence(action.evidence)
         return None
+
+    def _may_send(self, message: Message) -> bool:
+        """A certificate proves itself; a signed message is held back at a height a lost WAL covered."""
+        return isinstance(message, CommitProof) or message.height > self.mute_through
 
     def _observe_view(self) -> None:
         """Mirror the replica's (height, view) for ``status`` and the metrics.

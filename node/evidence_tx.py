@@ -51,3 +51,9 @@ def evidence_handler(chain_id: str, validators: tuple[bytes, ...]) -> Handler:
 def stored_evidence(state: StateView, digest: bytes) -> Evidence | None:
     raw = state.get(PREFIX + digest)
     return None if raw is None else Evidence.decode(raw)
+
+
+def convicted_validator(state: StateView, digest: bytes) -> bytes | None:
+    """The validator the evidence stored under ``digest`` convicts: what an equivocation alert must name."""
+    evidence = stored_evidence(state, digest)
+    return None if evidence is None else evidence.validator

@@ -29,6 +29,7 @@ from core.state import StateView, TxContext
 from core.tx import Transaction
 from fl_contracts.contract import RoundRecord
 from node.accounts import Account, account_key, load_account, store_account
+from node.quotas import MemberQuota
 from node.stores import PendingState, StateStore
 
 log = logging.getLogger(__name__)
@@ -127,40 +128,46 @@ DecodedLookup = Callable[[bytes], "Transaction | None"]
 
 
 class Executor:
+    """``quota``: charge each sender's bytes to its storage quota (``node.quotas``) after the block's transactions."""
+
     def __init__(self, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
-                 max_tx_bytes: int) -> None:
+                 max_tx_bytes: int, quota: MemberQuota | None = None) -> None:
         self.chain_id = chain_id
         self.registry = registry
         self.signatures = signatures
         self.max_tx_bytes = max_tx_bytes
+        self.quota = quota
 
     def execute_block(self, block: Block, state: StateStore, decoded: DecodedLookup | None = None) -> BlockOutcome:
         """``decoded``: the caller's decoded transactions; decoding is a pure function of the bytes,
         so reusing them changes nothing but the time."""
         pending = state.begin()
         receipts: dict[bytes, Receipt] = {}
-        senders: set[bytes] = set()
+        sizes: dict[bytes, int] = {}
         for index, raw in enumerate(block.txs):
-            tx_hash, receipt = self._execute_tx(pending, raw, block, index, senders, decoded)
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index, sizes, decoded)
             receipts.setdefault(tx_hash, receipt)
+        if self.quota is not None:
+            self.quota.charge(pending, sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
             rounds_closed.extend(hook(pending, block.height))
         nonces = {}
-        for sender in sorted(senders):
+        for sender in sorted(sizes):
             account = load_account(pending, sender)
             nonces[sender] = account.nonce if account else 0
         return BlockOutcome(pending, receipts, rounds_closed, nonces)
 
-    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, senders: set[bytes],
+    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, sizes: dict[bytes, int],
                     decoded: DecodedLookup | None) -> tuple[bytes, Receipt]:
+        """``sizes``: each decodable transaction's sender is charged its bytes, whatever its outcome."""
         tx_hash = sha256(raw)
         height = block.height
         try:
             tx = decoded(tx_hash) if decoded is not None else None
             if tx is None:
                 tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
-            senders.add(tx.sender)
+            sizes[tx.sender] = sizes.get(tx.sender, 0) + len(raw)
             account = load_account(pending, tx.sender)
             kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
             assert account is not None  # check_admission refused a missing account
@@ -170,7 +177,7 @@ class Executor:
             return tx_hash, _failed(height, index, exc)
         # From here on the transaction is the sender's, in order: its nonce is spent.
         bumped = Account(account.name, account.roles, tx.nonce)
-        ctx = TxContext(self.chain_id, height, block.header.time_ms, tx.sender, account.roles, tx_hash)
+        ctx = TxContext(self.chain_id, height, block.header.time_ms, tx.sender, account.roles, tx_hash, account.name)
         scratch = pending.child()
         try:
             result = kind.handler(scratch, ctx, tx.payload)

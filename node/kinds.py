@@ -9,6 +9,7 @@ hospitals train, gateways and validators post alerts and evidence.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from core.state import StateView
 from fl_contracts import contract as fl
@@ -30,7 +31,8 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegist
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
     registry.register("fl.submit_update", ["hospital"], fl.submit_update)
     registry.end_block_hooks.append(fl.end_block)
-    registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE], alerts.submit_alert)
+    registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
+                      partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
     registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators))
     return registry
 

@@ -2,7 +2,10 @@
 
 Gauges read their value at scrape time (``set_function``), so the hot paths
 never update them; only the commit latency histogram is fed, once per
-committed transaction that was submitted through this validator.
+committed transaction that was submitted through this validator, and the
+task-failure counter, by the runtime's supervisor just before it stops the
+process. Liveness is visible without a failure too: ``fbci_consensus_running``
+and ``fbci_last_commit_timestamp_seconds`` expose what ``status`` says.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ class NodeMetrics:
         self.syncing = Gauge("fbci_syncing", "1 while block sync runs", list(labels), registry=self.registry)
         self.committed_txs = Counter("fbci_committed_txs", "Transactions committed", list(labels),
                                      registry=self.registry)
+        self.consensus_running = Gauge("fbci_consensus_running", "1 while the consensus loop runs", list(labels),
+                                       registry=self.registry)
+        self.last_commit = Gauge("fbci_last_commit_timestamp_seconds",
+                                 "When this validator last committed a block (Unix time, its own clock)",
+                                 list(labels), registry=self.registry)
+        self.task_failures = Counter("fbci_task_failures", "Validator tasks that ended with an unexpected error "
+                                     "(each one stops the process)", [*labels, "task"], registry=self.registry)
         self.commit_latency = Histogram(
             "fbci_commit_latency_seconds", "Submit-to-commit latency of transactions submitted here",
             list(labels), registry=self.registry,
@@ -58,6 +68,11 @@ class NodeMetrics:
         self.sync_target.labels(**lab).set_function(lambda: syncer.target)
         self.registry.register(TransportCollector(transport, lab["validator"]))
         self.syncing.labels(**lab).set_function(lambda: int(syncer.syncing))
+        self.consensus_running.labels(**lab).set_function(lambda: int(driver.running))
+        self.last_commit.labels(**lab).set_function(lambda: service.last_commit_ms / 1000)
+
+    def on_task_failure(self, task: str) -> None:
+        self.task_failures.labels(**self._labels, task=task).inc()
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
         self.committed_txs.labels(**self._labels).inc(len(finalized.receipts))

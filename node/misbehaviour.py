@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from consensus import Evidence
 from core.crypto import PrivateKey
-from core.errors import AlreadyKnown, BadNonce, BadSignature, ContractRejected, FbciError
+from core.errors import BadNonce, ContractRejected, FbciError
 from core.tx import Transaction, sender_of
 from genesis.schema import ChainParams as GenesisParams
 from ids.alerts import AlertPayload
@@ -66,12 +66,18 @@ class SelfDefence:
             self._record("bad_signature", Offender("address", address_subject(offender)))
 
     def on_tx_rejected(self, sender: bytes | None, exc: FbciError) -> None:
-        """A client's transaction was refused at admission."""
+        """A client's transaction was refused at admission.
+
+        Only refusals that prove ``sender`` signed what was refused count against its key: a bad
+        signature proves nothing about the key it names (the RPC edge reports it against the sending
+        address), and the very same bytes sent again — still pending (``AlreadyKnown``) or already
+        committed (``BadNonce`` carrying ``committed_height``) — are a client retrying after a
+        timeout, or anyone replaying public bytes, not the key holder misbehaving. What is left is a
+        *different* transaction, validly signed, reusing a nonce.
+        """
         if sender is None or len(sender) != 32:
             return
-        if isinstance(exc, BadSignature):
-            self._record("bad_signature", Offender("client_key", sender))
-        elif isinstance(exc, (BadNonce, AlreadyKnown)):
+        if isinstance(exc, BadNonce) and "committed_height" not in exc.data:
             self._record("replayed_tx", Offender("client_key", sender))
         elif isinstance(exc, ContractRejected) and exc.data.get("fl_reason") in FL_BOUNDS_REASONS:
             self._record("rejected_fl_update", Offender("client_key", sender), exc.message.encode())
@@ -129,8 +135,11 @@ class OwnTxSubmitter:
         except asyncio.QueueFull:
             log.error("own-transaction queue full; dropping a %s", kind)
 
-    def start(self, service: NodeApi) -> None:
-        self._task = asyncio.create_task(self._run(service), name="own-transactions")
+    def start(self, service: NodeApi,
+              spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None) -> None:
+        """``spawn``: the runtime's supervisor, so that a failure of this task stops the validator."""
+        run = self._run(service)
+        self._task = spawn(run, "own-transactions") if spawn else asyncio.create_task(run, name="own-transactions")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -5,6 +5,14 @@ reverse, each only if it started (the aiohttp ``cleanup_ctx`` discipline), so
 Ctrl-C and SIGTERM always close the RPC server, the peer links and LevelDB
 cleanly. Nothing here decides anything: the consensus replica decides, the
 application executes, and this module only carries messages between them.
+
+Supervision is crash-only: every long-lived task (consensus loop, proposer,
+block sync, own transactions, peer dialers and writers) starts through one
+:class:`Supervisor`, and the first that ends with an exception stops the
+process the same clean way, which then exits non-zero with that error
+(``fbci node start`` prints it), so systemd (``deploy/fbci-validator.service``)
+restarts it from its durable state. A task that died alone used to leave a
+validator answering ``status`` at a frozen height for good.
 """
 
 from __future__ import annotations
@@ -14,15 +22,16 @@ import errno
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
-from core.errors import AddressInUse, BadSignature, FbciError
+from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from node import logs
@@ -35,15 +44,21 @@ from node.metrics import NodeMetrics
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.service import NodeService
-from node.stores import Database
+from node.stores import Database, SigningMark
 from node.sync import BlockSyncer, serve_request
-from node.transport import Channel, PeerInfo, PeerTransport
+from node.transport import Channel, PeerInfo, PeerTransport, QueueLimit
 from node.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 JSON_ENVELOPE_BYTES = 64 * 1024  # the JSON-RPC request around a transaction's hex
-QUEUE_LIMITS = {Channel.CONSENSUS: 10_000, Channel.SYNC: 256, Channel.GOSSIP: 20_000}
+# Per peer and channel, in payload bytes (and frames): a stopped peer pins at most ~64 MiB here, whatever
+# the load; consensus has its own budget, so gossip can never crowd it out (node/transport/queues.py).
+QUEUE_LIMITS = {
+    Channel.CONSENSUS: QueueLimit(max_bytes=32 << 20, max_frames=10_000),
+    Channel.SYNC: QueueLimit(max_bytes=16 << 20, max_frames=256),
+    Channel.GOSSIP: QueueLimit(max_bytes=8 << 20, max_frames=20_000),
+}
 
 
 def rpc_limits(max_tx_bytes: int) -> RpcLimits:
@@ -68,9 +83,60 @@ async def _listening(address: str, what: str) -> AsyncIterator[None]:
         raise
 
 
+@dataclass(frozen=True)
+class TaskFailure:
+    """The first task that ended with an exception, and the exception."""
+
+    task: str
+    error: BaseException
+
+    def as_error(self) -> FbciError:
+        """What the process exits with: a storage error as itself (a full disk is not a bug), anything else
+        as :class:`TaskFailed`, its traceback already in the log."""
+        if isinstance(self.error, StorageError):
+            return self.error
+        return TaskFailed(f"the validator's {self.task} task failed with {type(self.error).__name__}: "
+                          f"{self.error}; stopped so that a supervisor restarts it (the traceback is in the log)")
+
+
+class Supervisor:
+    """Starts the validator's tasks; the first one to fail is logged once and sets ``stop``."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.failure: TaskFailure | None = None
+        self.on_failure: list[Callable[[str], None]] = []
+        """Told the failed task's name (the failure metric), before the process stops."""
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A return or a cancellation is a task's own business; an exception is the process's."""
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        failure = TaskFailure(task.get_name(), error)
+        if self.failure is None:
+            self.failure = failure
+        self.stop.set()
+        if isinstance(error, StorageError):
+            log.critical("validator task %s failed, stopping the validator: error[%d %s]: %s", failure.task,
+                         error.code, error.reason, error.message)
+        else:
+            log.critical("validator task %s failed with an unexpected error, stopping the validator", failure.task,
+                         exc_info=error)
+        for observer in self.on_failure:
+            observer(failure.task)
+
+
 @dataclass
 class Validator:
     home: NodeHome
+    supervisor: Supervisor
+    accept_wal_loss: bool = False
 
     async def start(self, stack: AsyncExitStack) -> None:
         """Build the parts bottom-up, each from parts that already exist, then start them in order."""
@@ -81,10 +147,12 @@ class Validator:
         data = self.home.data_path
         database = Database(data / "db")
         stack.callback(database.close)
-        self.ledger = ledger = Ledger.assemble(LedgerApplication.open(doc, database), params)
+        application = LedgerApplication.open(doc, database)
+        self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
 
         self.metrics = NodeMetrics(config.name)
+        self.supervisor.on_failure.append(self.metrics.on_task_failure)
         own = OwnTxSubmitter(key, doc.chain_id)
         self.defence = SelfDefence(
             config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
@@ -95,18 +163,21 @@ class Validator:
             peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in config.peers],
             on_message=self._on_peer_message, max_message_bytes=params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self.defence.on_peer_misbehaviour,
+            validator_hosts=[split_address(v.p2p_address)[0] for v in doc.validators],
+            spawn=self.supervisor.spawn,
         )
         verifier = Ed25519Verifier(doc.chain_id)
-        wal = WriteAheadLog(data / "consensus.wal")
+        wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
                           Ed25519Signer(key, doc.chain_id), verifier)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
-                                      on_evidence=self.defence.on_evidence)
+                                      on_evidence=self.defence.on_evidence, spawn=self.supervisor.spawn,
+                                      mute_through=wal.lost_through)
         self.syncer = BlockSyncer(
             ledger, chain_id=doc.chain_id, validators=validators, verifier=verifier,
             send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
             peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
-            on_misbehaviour=self.defence.on_peer_misbehaviour,
+            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn,
         )
         self.driver.on_need_sync = self.syncer.request_sync
         self.service = NodeService(
@@ -114,12 +185,12 @@ class Validator:
             gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
-            on_rejected=self.defence.on_tx_rejected,
+            on_rejected=self.defence.on_tx_rejected, consensus_running=lambda: self.driver.running,
         )
         ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
 
-        own.start(self.service)
+        own.start(self.service, self.supervisor.spawn)
         stack.push_async_callback(own.stop)
         async with _listening(config.p2p_listen, "p2p"):
             await self.transport.start()
@@ -132,7 +203,8 @@ class Validator:
 
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
-                         on_misbehaviour=self.defence.on_rpc_misbehaviour)
+                         on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
+                         signatures=application.signatures)  # the mempool's own cache
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port)
@@ -173,16 +245,27 @@ class Validator:
         self.driver.notify_work()
 
 
-async def serve(home: NodeHome, stop: asyncio.Event) -> None:
+async def serve(home: NodeHome, stop: asyncio.Event, *, accept_wal_loss: bool = False) -> None:
+    """Run until ``stop`` is set, by a signal or by a failed task; after a failure, raise its error once
+    everything has closed. A refusal to start (a lost WAL, a damaged store) is logged, then raised."""
+    supervisor = Supervisor(stop)
     async with AsyncExitStack() as stack:
-        validator = Validator(home)
-        await validator.start(stack)
+        validator = Validator(home, supervisor, accept_wal_loss)
+        try:
+            await validator.start(stack)
+        except FbciError as exc:
+            log.critical("validator %s refused to start: error[%d %s]: %s", home.config.name, exc.code, exc.reason,
+                         exc.message)
+            raise
         await stop.wait()
         log.info("stopping validator %s at height %d", home.config.name, validator.app.info().height)
+    if supervisor.failure is not None:
+        raise supervisor.failure.as_error()
 
 
-def run_validator(home: Path) -> int:
-    """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly."""
+def run_validator(home: Path, *, accept_wal_loss: bool = False) -> int:
+    """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly; a failed task's
+    error is raised after the same clean stop (the CLI prints it and exits 1)."""
     checked = load_home(home)
     logs.configure(checked.config.name, checked.config.log_level)
 
@@ -199,13 +282,15 @@ def run_validator(home: Path) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         wake.append(lambda: None if loop.is_closed() else loop.call_soon_threadsafe(stop.set))
-        await serve(checked, stop)
+        await serve(checked, stop, accept_wal_loss=accept_wal_loss)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     started = time.monotonic()
-    asyncio.run(main())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)  # interpreter shutdown would otherwise restore SIG_DFL
+    try:
+        asyncio.run(main())
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # interpreter shutdown would otherwise restore SIG_DFL
     log.info("validator stopped after %.1f s", time.monotonic() - started)
     return 0

@@ -30,7 +30,9 @@ class NodeService:
     def __init__(self, *, name: str, genesis: GenesisDoc, app: Application, mempool: Mempool,
                  gossip: Callable[[bytes], None], notify_work: Callable[[], None], view: Callable[[], int],
                  peers: Callable[[], int], syncing: Callable[[], bool],
-                 on_rejected: Callable[[bytes | None, FbciError], None]) -> None:
+                 on_rejected: Callable[[bytes | None, FbciError], None],
+                 consensus_running: Callable[[], bool] = lambda: False,
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
         self.name = name
         self.genesis_doc = genesis
         self.app = app
@@ -41,11 +43,17 @@ class NodeService:
         self.peers = peers
         self.syncing = syncing
         self.on_rejected = on_rejected
+        self.consensus_running = consensus_running
+        self.clock_ms = clock_ms
+        self.last_commit_ms = app.info().last_block_time_ms
+        """When this validator last committed a block, by its own clock; until it has, the time in the
+        latest stored block's header, so a node that commits nothing after a restart looks stale."""
         self.events = EventHub()
         self._waiters: dict[bytes, list[asyncio.Future[Receipt]]] = {}
         self.submitted_at: dict[bytes, float] = {}
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
+        self.last_commit_ms = self.clock_ms()
         for tx_hash, receipt in finalized.receipts.items():
             for future in self._waiters.pop(tx_hash, []):
                 if not future.done():
@@ -60,7 +68,8 @@ class NodeService:
         return NodeStatus(
             chain_id=self.genesis_doc.chain_id, validator=self.name, height=info.height,
             latest_block_hash=info.last_block_hash, view=self.view(), peers=self.peers(),
-            mempool_size=len(self.mempool), syncing=self.syncing(),
+            mempool_size=len(self.mempool), syncing=self.syncing(), last_commit_time_ms=self.last_commit_ms,
+            consensus_running=self.consensus_running(),
         )
 
     async def submit_tx(self, raw: bytes) -> bytes:
@@ -107,7 +116,8 @@ class NodeService:
         pending = self.mempool.pending_nonces(public_key)
         while nonce + 1 in pending:
             nonce += 1
-        return AccountInfo(public_key=public_key, roles=committed.roles if committed else (), next_nonce=nonce + 1)
+        return AccountInfo(public_key=public_key, roles=committed.roles if committed else (), next_nonce=nonce + 1,
+                           name=committed.name if committed else None)
 
     async def query(self, path: str, params: Params) -> object:
         return self.app.query(path, params)

@@ -17,12 +17,20 @@ The state hash is a hash chain over each block's sorted write set:
 with the same genesis and the same blocks therefore have the same hash, and any
 divergence shows up in the very next header. (It is not a Merkle tree, so it
 gives no per-key proofs; light-client proofs are future work.)
+
+Integrity: LevelDB opens with paranoid checks (a damaged log is refused, not
+skipped), every start scans the blocks and certificates written since the
+previous start for gaps (:meth:`BlockStore.gaps`), and every failed write
+leaves as a named error (``disk_full``, ``too_many_open_files``,
+``store_corrupt``, else ``storage_error``) saying what was being written.
 """
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,32 +39,90 @@ import plyvel
 from core import codec
 from core.api import Receipt
 from core.block import ZERO_HASH
-from core.errors import NotFound, StorageError
+from core.errors import DiskFull, NotFound, StorageError, StoreCorrupt, TooManyOpenFiles, storage_error
 from core.hashing import sha256
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix`` (None: there is none)."""
+    trimmed = prefix.rstrip(b"\xff")
+    return trimmed[:-1] + bytes([trimmed[-1] + 1]) if trimmed else None
 
 
 def _height_key(prefix: bytes, height: int) -> bytes:
     return prefix + struct.pack(">Q", height)
 
 
+RESTORE_HINT = ("Restore data/db from a backup, or move data/db aside (keep data/consensus.wal) and start again: "
+                "block sync then fetches the chain from the other validators, verifying every certificate")
+
+
+def _missing_spans(present: Iterable[int], first: int, last: int) -> list[tuple[int, int]]:
+    """The runs of heights in ``first..last`` that the ascending ``present`` lacks."""
+    spans: list[tuple[int, int]] = []
+    expected = first
+    for height in [*present, last + 1]:
+        if height > expected:
+            spans.append((expected, height - 1))
+        expected = max(expected, height + 1)
+    return spans
+
+
+def _missing(noun: str, span: tuple[int, int]) -> str:
+    first, last = span
+    return f"{noun} {first} is missing" if first == last else f"{noun}s {first}-{last} are missing"
+
+
+def _leveldb_text(exc: plyvel.Error) -> str:
+    raw = exc.args[0] if exc.args else exc
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _leveldb_error(exc: plyvel.Error, doing: str) -> StorageError:
+    """LevelDB reports a full disk or a spent descriptor limit only as text (``strerror``); name it."""
+    text = _leveldb_text(exc)
+    if isinstance(exc, plyvel.CorruptionError):
+        return StoreCorrupt(f"{doing}: LevelDB found its files damaged ({text})")
+    code = next((c for c in (*DiskFull.errnos, *TooManyOpenFiles.errnos) if os.strerror(c) in text), None)
+    return storage_error(code, doing, text)
+
+
+@contextmanager
+def _leveldb(doing: str) -> Iterator[None]:
+    """Around every LevelDB write (and the start-up scan): a failure leaves as a named
+    :class:`StorageError`, never as a plyvel one."""
+    try:
+        yield
+    except plyvel.Error as exc:
+        raise _leveldb_error(exc, doing) from None
+
+
 class Database:
-    """The one LevelDB handle a validator holds; closed exactly once."""
+    """The one LevelDB handle a validator holds; closed exactly once.
+
+    Opened with ``paranoid_checks``: without them LevelDB skips a damaged record of its log on
+    recovery and opens anyway, and a validator silently lost committed blocks that way.
+    """
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = plyvel.DB(str(path), create_if_missing=True)
+            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.Error as exc:
-            raw = exc.args[0] if exc.args else exc
-            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            text = _leveldb_text(exc)
             if isinstance(exc, plyvel.IOError) and "lock " in text and "LOCK" in text:
                 raise StorageError(f"another validator process already holds this home's database at {path} "
                                    f"(LevelDB's lock {path / 'LOCK'}); stop it before starting another") from None
-            raise StorageError(f"cannot open the database at {path}: {text}") from None
+            if isinstance(exc, plyvel.CorruptionError):
+                raise StoreCorrupt(f"the database at {path} is damaged ({text}); LevelDB refuses to open it rather "
+                                   f"than drop what it cannot read. {RESTORE_HINT}") from None
+            raise _leveldb_error(exc, f"cannot open the database at {path}") from None
 
     def sync(self) -> None:
         """Make every write so far durable: one synced write flushes LevelDB's sequential log."""
-        self.db.put(b"meta/synced", b"", sync=True)
+        with _leveldb("making the stored blocks durable"):
+            self.db.put(b"meta/synced", b"", sync=True)
 
     def close(self) -> None:
         if not self.db.closed:
@@ -72,7 +138,7 @@ class BlockStore:
     PREFIX = b"blk/"
 
     def save(self, height: int, block_hash: bytes, block: bytes, certificate: bytes) -> None:
-        with self._db.write_batch(sync=True) as batch:
+        with _leveldb(f"storing block {height}"), self._db.write_batch(sync=True) as batch:
             self.put(batch, height, block_hash, block, certificate, prefix=b"")
 
     def put(self, batch: Any, height: int, block_hash: bytes, block: bytes, certificate: bytes, *,
@@ -106,6 +172,35 @@ class BlockStore:
             raise NotFound(f"no block with hash {block_hash.hex()}")
         return struct.unpack(">Q", raw)[0]
 
+    # -- start-up integrity -----------------------------------------------------------------
+
+    @property
+    def checked_height(self) -> int:
+        """Up to where a previous start found the store contiguous (0: never checked)."""
+        raw = self._db.get(b"meta/checked")
+        return 0 if raw is None else struct.unpack(">Q", raw)[0]
+
+    def mark_checked(self, height: int) -> None:
+        """Written after the start-up check, when LevelDB has already folded its log into checksummed
+        tables: below this height a damaged record is a read error, not a silent drop, so the next
+        start only scans what was written since. Not synced: a lost mark only means a longer scan."""
+        with _leveldb("recording the checked height"):
+            self._db.put(b"meta/checked", struct.pack(">Q", height))
+
+    def gaps(self) -> list[str]:
+        """What blocks and certificates from the checked height up to ``last_height`` lack, one line each."""
+        last, first = self.last_height, self.checked_height + 1
+        problems: list[str] = []
+        if first - 1 > last:
+            problems.append(_missing("block", (last + 1, first - 1)) + " (an earlier start found them stored)")
+        for tag, noun in ((b"b", "block"), (b"c", "commit certificate")):
+            with _leveldb(f"scanning the stored {noun}s"):
+                keys = self._db.iterator(start=_height_key(tag, first), stop=_height_key(tag, last + 1),
+                                         include_value=False)
+                spans = _missing_spans((struct.unpack(">Q", key[1:])[0] for key in keys), first, last)
+            problems += [_missing(noun, span) for span in spans]
+        return problems
+
 
 class TxIndex:
     """Transaction hash → receipt (height, position, outcome)."""
@@ -116,7 +211,7 @@ class TxIndex:
         self._db = database.db.prefixed_db(self.PREFIX)
 
     def save(self, receipts: dict[bytes, Receipt]) -> None:
-        with self._db.write_batch(sync=True) as batch:
+        with _leveldb("storing receipts"), self._db.write_batch(sync=True) as batch:
             self.put(batch, receipts, prefix=b"")
 
     def put(self, batch: Any, receipts: dict[bytes, Receipt], *, prefix: bytes = PREFIX) -> None:
@@ -153,10 +248,10 @@ class PendingState:
     def delete(self, key: bytes) -> None:
         self.writes[key] = None
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        merged = dict(self._parent.scan(prefix))
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        merged = dict(self._parent.scan(prefix, start))
         for key, value in self.writes.items():
-            if key.startswith(prefix):
+            if key.startswith(prefix) and (start is None or key >= start):
                 if value is None:
                     merged.pop(key, None)
                 else:
@@ -186,8 +281,12 @@ class StateStore:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        yield from self._db.iterator(prefix=prefix)
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        if start is None or start <= prefix:
+            yield from self._db.iterator(prefix=prefix)
+            return
+        end = _prefix_end(prefix)  # plyvel takes a prefix or a range, not both: the range of the prefix from start
+        yield from self._db.iterator(start=start, stop=end) if end is not None else self._db.iterator(start=start)
 
     def begin(self) -> PendingState:
         return PendingState(self)
@@ -204,7 +303,8 @@ class StateStore:
 
     def commit(self, height: int, pending: PendingState) -> bytes:
         """Apply one block's writes, the height and the new hash in one fsynced batch."""
-        with self._root.write_batch(sync=True, transaction=True) as batch:
+        with _leveldb(f"storing the state of height {height}"), \
+                self._root.write_batch(sync=True, transaction=True) as batch:
             return self.put(batch, height, pending)
 
     def put(self, batch: Any, height: int, pending: PendingState) -> bytes:
@@ -233,8 +333,34 @@ def commit_block(database: Database, blocks: BlockStore | None, block: tuple[int
     uses that to pay one fsync per batch of blocks. A crash can then lose only
     unsynced *synced-from-peers* blocks, which are fetched again on restart.
     """
-    with database.db.write_batch(sync=durable, transaction=True) as batch:
+    with _leveldb(f"committing block {height} to {database.path}"), \
+            database.db.write_batch(sync=durable, transaction=True) as batch:
         if blocks is not None and block is not None:
             blocks.put(batch, *block)
         tx_index.put(batch, receipts)
         return state.put(batch, height, pending)
+
+
+class SigningMark:
+    """The highest consensus slot (height, view) this validator has signed at: the WAL's witness.
+
+    Kept in LevelDB beside the chain, not beside the WAL, so that deleting or cutting the WAL file
+    cannot also erase the record that it held votes; ``node/wal.py`` compares the two on start.
+    """
+
+    _KEY = b"meta/signed_slot"
+
+    def __init__(self, database: Database) -> None:
+        self._root = database.db
+
+    def load(self) -> tuple[int, int] | None:
+        raw = self._root.get(self._KEY)
+        if raw is None:
+            return None
+        height, view = struct.unpack(">QQ", raw)
+        return height, view
+
+    def save(self, slot: tuple[int, int]) -> None:
+        """Durable when it returns: the vote it covers may be sent right after."""
+        with _leveldb("recording the highest slot this validator signed at"):
+            self._root.put(self._KEY, struct.pack(">QQ", *slot), sync=True)

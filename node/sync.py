@@ -4,7 +4,9 @@ It trusts no peer. Every block must arrive with a commit certificate that
 carries a quorum of valid validator signatures for exactly that height and
 block hash (checked against the genesis validator set), and must link to this
 validator's own last block (previous hash, previous certificate hash, state
-hash). A peer that sends anything else is reported and another is tried.
+hash). A peer that sends anything else is reported and another is tried. A
+failure of this validator's own store (a full disk) is not the peer's: it
+ends the sync task, which the runtime's supervisor turns into a stop.
 
 Wire format on the SYNC channel (canonical msgpack):
 ``["get_blocks", from_height, count]`` and
@@ -21,8 +23,9 @@ from typing import Any
 from consensus import CommitCertificate, Verifier
 from core import codec
 from core.block import Block
-from core.errors import FbciError, PeerMisbehaved
+from core.errors import FbciError, PeerMisbehaved, StorageError
 from node.application import Application
+from node.consensus_driver import Spawn, unsupervised
 from node.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class BlockSyncer:
 
     def __init__(self, ledger: Ledger, *, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier,
                  send: SendSync, peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
-                 on_misbehaviour: Callable[[bytes, str], None]) -> None:
+                 on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn = unsupervised) -> None:
         self.app = ledger.app
         self.blocks = ledger.blocks
         self.chain_id = chain_id
@@ -69,6 +72,7 @@ class BlockSyncer:
         self.peers = peers
         self.on_synced = on_synced
         self.on_misbehaviour = on_misbehaviour
+        self.spawn = spawn
         self.target = 0
         self._task: asyncio.Task[None] | None = None
         self._responses: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue(maxsize=16)
@@ -80,7 +84,7 @@ class BlockSyncer:
     def request_sync(self, height: int, hint: bytes | None) -> None:
         self.target = max(self.target, height)
         if not self.syncing and self.target > self._height():
-            self._task = asyncio.create_task(self._run(hint), name="block-sync")
+            self._task = self.spawn(self._run(hint), "block-sync")
 
     def on_response(self, sender: bytes, payload: Any) -> None:
         try:
@@ -116,6 +120,8 @@ class BlockSyncer:
                 continue
             try:
                 applied = self.apply_batch(payload)
+            except StorageError:  # this validator's own disk, not the peer: ends the task (and the node)
+                raise
             except FbciError as exc:
                 log.warning("sync: peer %s sent a bad batch: %s", sender.hex()[:12], exc.message)
                 self.on_misbehaviour(sender, "bad_sync_batch")

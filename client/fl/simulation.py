@@ -66,7 +66,8 @@ class InProcessChain:
 
     def submit(self, sender: bytes, payload: dict[str, Any]) -> dict[str, Any]:
         """Execute like the node: a rejected transaction's writes are discarded."""
-        ctx = TxContext("sim", self.height + 1, 0, sender, frozenset({contract.HOSPITAL_ROLE}), sha256(sender))
+        ctx = TxContext("sim", self.height + 1, 0, sender, frozenset({contract.HOSPITAL_ROLE}), sha256(sender),
+                        sender.hex()[:16])
         snap = self.state.snapshot()
         try:
             return contract.submit_update(self.state, ctx, payload)

@@ -5,6 +5,9 @@ keeps, from the JSON-RPC 2.0 specification:
 
 1. A body that is not JSON is one -32700 error with id null; an empty batch is
    one -32600 error; a batch longer than ``max_batch`` is one -32005 error.
+   JSON text is UTF-8 (RFC 8259), and a ``\\uD800``-style escape of a lone
+   surrogate is not Unicode text either: both are -32700, so no string that
+   cannot be encoded back (an id, a model name, a hospital) gets past here.
 2. Each request object is checked (``jsonrpc`` exactly "2.0", string method,
    id a string, number or null, params an array or object, no other members);
    a bad one gets -32600 with its id when the id itself was readable.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,11 +67,38 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Any string in ``value`` holding a surrogate (json.loads joins escaped pairs, so one left is lone).
+    Iterative: the JSON decoder allows nesting deeper than a recursive walk would."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
+
+
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise ParseError("body is not valid JSON: it is not UTF-8 text") from None
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"body is not valid JSON: {type(exc).__name__}") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise ParseError("body is not valid JSON: it escapes a lone UTF-16 surrogate, which is not Unicode text")
+    return value
 
 
 def _valid_id(rid: Any) -> bool:

@@ -4,8 +4,10 @@ The params models are the single source of truth for validation (strict
 types, unknown names refused) and for the OpenRPC document, which is generated
 from them. Field order is the positional order for by-position params.
 Handlers translate params into :class:`~node.rpc.node_api.NodeApi` calls and do
-only edge work themselves: reading a submitted transaction's signer to
-rate-limit it and reporting bad signatures. Every read of chain state is a
+only edge work themselves: authenticating a submitted transaction (its
+signature, through the node's signature cache) before its signer is charged a
+rate-limit token, and reporting bad signatures against the address that sent
+them. Every read of chain state is a
 :class:`core.api.Query` the node passes in: its method is made here from its
 definition, so the RPC layer does not know what the application stores.
 """
@@ -22,12 +24,13 @@ from pydantic import Field
 from core.api import (
     AccountGetParams, AccountInfo, NodeStatus, NoParams, Params, Query, TxAccepted, TxCommitResult,
 )
-from core.errors import BadSignature, MethodNotFound, Timeout
-from core.tx import Transaction, sender_of
+from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
+from core.hashing import sha256
+from core.tx import Transaction
 from core.wire import HexBytes
 from genesis.schema import GenesisWithHash, ValidatorInfo
 from node.rpc.admission import Admission
-from node.rpc.node_api import MISBEHAVIOUR_BAD_SIGNATURE, NodeApi
+from node.rpc.node_api import MISBEHAVIOUR_BAD_SIGNATURE, NodeApi, SignatureCheck
 from node.rpc.subscriptions import TOPICS
 
 
@@ -75,43 +78,77 @@ class Method:
     handler: Handler
 
 
+class VerifyOnly:
+    """A :class:`~node.rpc.node_api.SignatureCheck` that remembers nothing, for a server without the
+    node's cache (tests, tools): every submission is verified and counts as new."""
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return False
+
+    def verify(self, tx: Transaction, tx_hash: bytes | None = None, raw: bytes | None = None) -> bool:
+        return tx.verify_signature(raw)
+
+
+@dataclass(frozen=True)
+class TxAuth:
+    """How the edge authenticates a submitted transaction before it charges the key it names."""
+
+    max_tx_bytes: int
+    chain_id: str | None
+    """This chain: another chain's transaction is left to the mempool, which refuses it before any
+    signature check, so ``signatures`` only ever learns hashes of this chain's transactions (block
+    validation trusts that). ``None`` verifies every transaction (servers without a chain)."""
+    signatures: SignatureCheck
+
+
 class _Handlers:
     """Closures over the node and the admission policy, one per method."""
 
-    def __init__(self, api: NodeApi, admission: Admission, max_tx_bytes: int) -> None:
+    def __init__(self, api: NodeApi, admission: Admission, auth: TxAuth) -> None:
         self.api = api
         self.admission = admission
-        self.max_tx_bytes = max_tx_bytes
+        self.auth = auth
 
-    def _check_tx(self, raw: bytes) -> None:
-        """Charge the signer's rate limit. Only the sender is needed here, and the node decodes
-        and checks the whole transaction right after, so it is read off the front of the
-        encoding when that is laid out as expected; anything else gets the full decode and its error."""
-        sender = sender_of(raw) if len(raw) <= self.max_tx_bytes else None
-        if sender is None:
-            sender = Transaction.decode(raw, max_size=self.max_tx_bytes).sender
-        self.admission.check_signer(sender.hex())
+    def _authenticate(self, raw: bytes, ctx: CallContext) -> None:
+        """Charge a submitted transaction to whoever it proves sent it, before the node sees it.
 
-    async def _reporting_bad_signature(self, call: Awaitable[Any], ctx: CallContext) -> Any:
+        A signature that verifies proves its key: the signer pays one token, once per distinct
+        transaction (a resend of bytes already verified is a retry; the call's own address token
+        pays for it). Anything else proves nothing and is charged to the sending address, so a
+        forger cannot spend a hospital's budget or get it reported. The check goes through the
+        node's signature cache, so the mempool does not verify the same signature again.
+        """
+        auth = self.auth
         try:
-            return await call
-        except BadSignature:
-            self.admission.report(MISBEHAVIOUR_BAD_SIGNATURE, ctx.client)
+            tx = Transaction.decode(raw, max_size=auth.max_tx_bytes)
+        except FbciError:
+            self.admission.check_unproven(ctx.client)
             raise
+        if auth.chain_id is not None and tx.chain_id != auth.chain_id:
+            self.admission.check_unproven(ctx.client)
+            return
+        tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
+        resent = tx_hash in auth.signatures
+        if not auth.signatures.verify(tx, tx_hash, raw):
+            self.admission.report(MISBEHAVIOUR_BAD_SIGNATURE, ctx.client)
+            self.admission.check_unproven(ctx.client)
+            raise BadSignature("the signature does not verify for this sender and body")
+        if not resent:
+            self.admission.check_signer(tx.sender.hex())
 
     async def status(self, p: NoParams, ctx: CallContext) -> NodeStatus:
         return await self.api.status()
 
     async def tx_submit(self, p: TxSubmitParams, ctx: CallContext) -> TxAccepted:
-        self._check_tx(p.tx)
-        return TxAccepted(await self._reporting_bad_signature(self.api.submit_tx(p.tx), ctx))
+        self._authenticate(p.tx, ctx)
+        return TxAccepted(await self.api.submit_tx(p.tx))
 
     async def tx_submit_commit(self, p: TxSubmitCommitParams, ctx: CallContext) -> TxCommitResult:
-        self._check_tx(p.tx)
+        self._authenticate(p.tx, ctx)
         try:
             # The node owns the timeout; this bound only keeps a stuck node from holding the connection forever.
             async with asyncio.timeout(p.timeout_s + 1.0):
-                return await self._reporting_bad_signature(self.api.submit_tx_commit(p.tx, p.timeout_s), ctx)
+                return await self.api.submit_tx_commit(p.tx, p.timeout_s)
         except TimeoutError:
             raise Timeout(f"not committed within {p.timeout_s} s; it may still be committed later") from None
 
@@ -143,10 +180,12 @@ def _session(ctx: CallContext, method: str) -> SubscriptionSession:
     return ctx.session
 
 
-def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *,
-                  max_tx_bytes: int) -> dict[str, Method]:
-    """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table)."""
-    h = _Handlers(api, admission, max_tx_bytes)
+def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
+                  chain_id: str | None = None, signatures: SignatureCheck | None = None) -> dict[str, Method]:
+    """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table).
+
+    ``chain_id`` and ``signatures``: see :class:`TxAuth`."""
+    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly()))
     table = [
         Method("status", "Height, latest block hash, view, peers, mempool size, sync state.", NoParams,
                NodeStatus, h.status),

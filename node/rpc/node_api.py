@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from core.api import AccountInfo, NodeStatus, Params, TxCommitResult
+from core.tx import Transaction
 from genesis.schema import GenesisWithHash, ValidatorInfo
 from node.rpc.subscriptions import EventHub
 
@@ -26,12 +27,29 @@ class RateLimiter(Protocol):
     def allow(self, key: str, now_ms: int) -> bool: ...
 
 
+class SignatureCheck(Protocol):
+    """The node's cache of verified transaction signatures (``node.execution.SignatureCache`` fits).
+
+    The RPC edge verifies a submitted transaction's signature before it charges anything to the
+    key the transaction names, and verifies it through this same cache, so the mempool's check
+    that follows finds the hash there instead of verifying the signature a second time.
+    """
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        """Whether a transaction with this hash was verified before (a resend of the same bytes)."""
+        ...
+
+    def verify(self, tx: Transaction, tx_hash: bytes | None = None, raw: bytes | None = None) -> bool:
+        """Check ``tx``'s signature, remembering ``tx_hash`` when it verifies."""
+        ...
+
+
 OnMisbehaviour = Callable[[str, str], None]
 """``on_misbehaviour(kind, offender)``: the node counts, logs or bans. Kinds are the ``MISBEHAVIOUR_*`` names."""
 
 MISBEHAVIOUR_RPC_FLOOD = "rpc_flood"  # offender: client address
-MISBEHAVIOUR_TX_FLOOD = "tx_flood"  # offender: signer public key, hex
-MISBEHAVIOUR_BAD_SIGNATURE = "bad_signature"  # offender: client address
+MISBEHAVIOUR_TX_FLOOD = "tx_flood"  # offender: signer public key, hex, that the transaction's signature proved
+MISBEHAVIOUR_BAD_SIGNATURE = "bad_signature"  # offender: client address (a bad signature proves no key)
 
 
 class NodeApi(Protocol):

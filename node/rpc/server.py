@@ -4,8 +4,19 @@ HTTP rules on top of the JSON-RPC ones in :mod:`node.rpc.dispatch`: only POST
 (405 otherwise) with a JSON content type (415 otherwise); bodies above
 ``RpcLimits.max_body_bytes`` get 413 without being read; a response that is
 only for notifications is 204 with no body. Every error status still carries a
-JSON-RPC error object, so clients parse one format. JSON-RPC errors travel with
+JSON-RPC error object, so clients parse one format (except the 400 aiohttp
+itself answers to a request head it cannot parse). JSON-RPC errors travel with
 HTTP 200, as the spec's transport-agnostic answer.
+
+Bounds in bytes and time (:class:`RpcLimits`): a request head must arrive
+within ``header_timeout_s`` of the connection opening or of its previous
+response (aiohttp's keep-alive timer, which also closes a connection idle that
+long), its lines and header count are capped, and its body must arrive within
+``body_timeout_s`` (408 otherwise). :func:`start_rpc_server` caps the open
+connections per address and in all (:mod:`node.rpc.connections`), so a
+client that opens sockets and never finishes a request cannot exhaust the
+node's file descriptors. A client that hangs up cancels its handler, so a
+commit waiter never outlives its socket.
 
 The client address used for rate limiting is the TCP peer; a node behind a
 reverse proxy would rate-limit the proxy (forwarded headers are not trusted).
@@ -13,8 +24,10 @@ reverse proxy would rate-limit the proxy (forwarded headers are not trusted).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,12 +35,17 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from core.api import Query
-from core.errors import FbciError, InvalidRequest, LimitExceeded
+from core.errors import FbciError, InvalidRequest, LimitExceeded, Timeout
 from node.rpc.admission import Admission
-from node.rpc.node_api import NodeApi, OnMisbehaviour, RateLimiter
+from node.rpc.connections import (
+    ConnectionGuard, HttpErrorLog, LogThrottle, default_max_connections, install_accept_error_handler, one_line,
+)
 from node.rpc.dispatch import Dispatcher
 from node.rpc.methods import CallContext, build_methods
+from node.rpc.node_api import NodeApi, OnMisbehaviour, RateLimiter, SignatureCheck
 from node.rpc.websocket import serve_websocket
+
+log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPES = frozenset({"application/json", "application/json-rpc", "application/jsonrequest"})
 
@@ -43,6 +61,20 @@ class RpcLimits:
     ws_max_pending: int = 256
     """Undelivered events per subscription before the client is cut off as too slow."""
     ws_heartbeat_s: float | None = 30.0
+    header_timeout_s: float = 10.0
+    """A request head must be complete this long after the connection opened or its previous response
+    was sent; a keep-alive connection idle this long is closed too."""
+    body_timeout_s: float = 30.0
+    """The whole body must have arrived this long after its head (408 otherwise)."""
+    max_line_bytes: int = 8190
+    """Longest request line and longest header field."""
+    max_headers: int = 32
+    max_connections_per_address: int = 128
+    """Open connections one client address may hold: above the 100 of an aiohttp client's pool."""
+    max_connections: int | None = None
+    """Open connections in all; ``None``: half the process's open-file limit."""
+    log_interval_s: float = 10.0
+    """Refused connections and malformed requests are logged once per interval, with a count."""
 
 
 class RpcMetrics:
@@ -53,6 +85,10 @@ class RpcMetrics:
         self.requests = Counter("fbci_rpc_requests", "JSON-RPC calls by method and error code (0 = success)",
                                 ["method", "code"], registry=registry)
         self.ws_connections = Gauge("fbci_rpc_ws_connections", "Open websocket connections", registry=registry)
+        self.connections = Gauge("fbci_rpc_connections", "Open RPC connections", registry=registry)
+        self.connections_refused = Counter("fbci_rpc_connections_refused",
+                                           "Connections refused over the per-address or the total limit",
+                                           ["scope"], registry=registry)
         self._children: dict[tuple[str, int], Any] = {}
 
     def record(self, method: str, code: int) -> None:
@@ -73,6 +109,12 @@ def _error_response(status: int, exc: FbciError, dispatcher: Dispatcher,
                     headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=dispatcher.error_body(exc), content_type="application/json",
                         headers=headers)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """The connection closes after this answer: what is left of the body is not worth reading."""
+    response.force_close()
+    return response
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -96,7 +138,15 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
                                {"Allow": "POST"})
     if request.content_type not in JSON_CONTENT_TYPES:
         return _error_response(415, InvalidRequest("Content-Type must be application/json"), dispatcher)
-    body = await _read_limited(request, limits.max_body_bytes)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            body = await _read_limited(request, limits.max_body_bytes)
+    except TimeoutError:
+        return _closing(_error_response(
+            408, Timeout(f"the request body did not arrive within {limits.body_timeout_s} s"), dispatcher))
+    except web.RequestPayloadError as exc:  # a body that does not decompress: the peer's fault
+        return _closing(_error_response(400, InvalidRequest(f"the request body could not be read: {one_line(exc)}"),
+                                        dispatcher))
     if body is None:
         return _error_response(413, LimitExceeded(f"request body is larger than {limits.max_body_bytes} bytes",
                                                   data={"limit": limits.max_body_bytes}), dispatcher)
@@ -131,22 +181,35 @@ async def _close_websockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
-def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits: RpcLimits | None = None, limiter: RateLimiter | None = None,
-               signer_limiter: RateLimiter | None = None, metrics_registry: CollectorRegistry | None = None,
-               on_misbehaviour: OnMisbehaviour | None = None, version: str = "0.1.0") -> web.Application:
+def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits: RpcLimits | None = None,
+               limiter: RateLimiter | None = None, signer_limiter: RateLimiter | None = None,
+               metrics_registry: CollectorRegistry | None = None, on_misbehaviour: OnMisbehaviour | None = None,
+               chain_id: str | None = None, signatures: SignatureCheck | None = None,
+               version: str = "0.1.0") -> web.Application:
     """The RPC application for ``api``, serving each of ``queries`` as the method of its path.
 
     ``limiter`` is charged one token per call, keyed ``"addr:<client ip>"``;
-    ``signer_limiter`` (default: ``limiter``) one per submitted transaction,
-    keyed ``"signer:<public key hex>"``. ``metrics_registry`` is where the
+    ``signer_limiter`` (default: ``limiter``) one per new transaction whose
+    signature verified, keyed ``"signer:<public key hex>"``, and one per
+    transaction that proves no signer, keyed ``"unproven:<client ip>"``.
+    ``signatures`` is the node's cache of verified signatures (the mempool
+    then finds each one there), ``chain_id`` this chain's id (see
+    :class:`node.rpc.methods.TxAuth`). ``metrics_registry`` is where the
     request counter is registered (a fresh one when omitted).
     """
     limits = limits or RpcLimits()
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     metrics = RpcMetrics(registry)
     admission = Admission(limiter, signer_limiter if signer_limiter is not None else limiter, on_misbehaviour)
-    methods = build_methods(api, admission, queries, max_tx_bytes=limits.max_tx_bytes)
-    app = web.Application(client_max_size=limits.max_body_bytes)
+    methods = build_methods(api, admission, queries, max_tx_bytes=limits.max_tx_bytes, chain_id=chain_id,
+                            signatures=signatures)
+    http_log = HttpErrorLog(logging.getLogger("node.rpc.http"),
+                            LogThrottle(logging.getLogger("node.rpc.http"), limits.log_interval_s))
+    app = web.Application(client_max_size=limits.max_body_bytes, handler_args={
+        "keepalive_timeout": limits.header_timeout_s, "max_line_size": limits.max_line_bytes,
+        "max_field_size": limits.max_line_bytes, "max_headers": limits.max_headers, "logger": http_log,
+        "handler_cancellation": True,
+    })
     app[API] = api
     app[LIMITS] = limits
     app[METRICS] = metrics
@@ -160,9 +223,40 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
     return app
 
 
-async def start_rpc_server(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Start serving; ``await runner.cleanup()`` stops. ``runner.addresses`` gives the bound port when 0."""
+@dataclass(frozen=True)
+class RpcServer:
+    """A started server: ``addresses`` gives the bound port when 0 was asked; ``await cleanup()`` stops it."""
+
+    runner: web.AppRunner
+    listener: asyncio.Server
+    restore_exception_handler: Callable[[], None]
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [sock.getsockname() for sock in self.listener.sockets]
+
+    async def cleanup(self) -> None:
+        self.listener.close()  # stop accepting; the runner then closes the open connections
+        await self.runner.cleanup()
+        self.restore_exception_handler()
+
+
+async def start_rpc_server(app: web.Application, host: str, port: int) -> RpcServer:
+    """Start serving ``app`` behind the connection limits of its :class:`RpcLimits`."""
+    limits, metrics = app[LIMITS], app[METRICS]
+    loop = asyncio.get_running_loop()
+    throttle = LogThrottle(log, limits.log_interval_s, loop.call_later)
+    guard = ConnectionGuard(limits.max_connections_per_address, limits.max_connections or default_max_connections(),
+                            throttle, on_refused=lambda scope: metrics.connections_refused.labels(scope).inc())
+    metrics.connections.set_function(lambda: guard.open_total)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    restore = install_accept_error_handler(loop, throttle)
+    try:
+        assert runner.server is not None  # setup() made it
+        listener = await loop.create_server(guard.factory(runner.server), host, port, backlog=128)
+    except BaseException:
+        restore()
+        await runner.cleanup()
+        raise
+    return RpcServer(runner, listener, restore)

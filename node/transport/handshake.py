@@ -27,6 +27,8 @@ HANDSHAKE_KIND = "p2p.handshake"
 PROTOCOL_VERSION = 1
 CHALLENGE_SIZE = 32
 MAX_LISTEN_LENGTH = 255
+_HELLO_FIELDS = frozenset({"type", "version", "chain_id", "public_key", "challenge", "listen"})
+_AUTH_FIELDS = frozenset({"type", "signature"})
 
 
 class Role(str, Enum):
@@ -62,8 +64,10 @@ class Hello:
     @classmethod
     def decode(cls, data: bytes) -> Hello:
         doc = _decode(data, "hello")
-        if doc.get("version") != PROTOCOL_VERSION:
-            raise HandshakeFailed("bad_version", f"protocol version {doc.get('version')!r} is not {PROTOCOL_VERSION}")
+        version = doc.get("version")
+        if type(version) is not int or version != PROTOCOL_VERSION:  # True == 1, but it is not version 1
+            raise HandshakeFailed("bad_version", f"protocol version {str(version)[:20]!r} is not {PROTOCOL_VERSION}")
+        _exact_fields(doc, _HELLO_FIELDS)
         chain_id, key, challenge, listen = (doc.get(k) for k in ("chain_id", "public_key", "challenge", "listen"))
         if not isinstance(chain_id, str) or not isinstance(listen, str) or len(listen) > MAX_LISTEN_LENGTH:
             raise HandshakeFailed("malformed_handshake", "hello has a bad chain_id or listen field")
@@ -72,6 +76,13 @@ class Hello:
         if not isinstance(challenge, bytes) or len(challenge) != CHALLENGE_SIZE:
             raise HandshakeFailed("malformed_handshake", "hello has a bad challenge")
         return cls(chain_id, key, challenge, listen)
+
+
+def _exact_fields(doc: dict[str, Any], fields: frozenset[str]) -> None:
+    """A handshake frame carries its fields and nothing else, so its bytes have one reading (a later
+    protocol version that adds fields says so in ``version``, and is refused as such)."""
+    if doc.keys() != fields:
+        raise HandshakeFailed("malformed_handshake", f"{doc['type']} must have exactly the fields {sorted(fields)}")
 
 
 def _decode(data: bytes, expected_type: str) -> dict[str, Any]:
@@ -111,7 +122,9 @@ def check_hello(
 
 def verify_auth(data: bytes, *, chain_id: str, their_role: Role, theirs: Hello, ours: Hello) -> None:
     """Check that ``theirs.public_key`` signed our fresh challenge; raise otherwise."""
-    signature = _decode(data, "auth").get("signature")
+    doc = _decode(data, "auth")
+    _exact_fields(doc, _AUTH_FIELDS)
+    signature = doc["signature"]
     if not isinstance(signature, bytes):
         raise HandshakeFailed("malformed_handshake", "auth has no signature")
     message = _signed_message(their_role, theirs, ours)

@@ -7,11 +7,19 @@ because the old one belongs to a peer that restarted). Each connection first
 runs the challenge-response handshake in :mod:`node.transport.handshake`;
 after it, every binary message is ``[channel byte] + payload``.
 
-Isolation between peers is structural: each peer has its own bounded queues
-and its own writer task, ``send`` only appends (or drops), and the reader of
-one peer awaits ``on_message`` for that peer alone. So a peer that stops
-reading fills only its own queues, and a peer that sends garbage is reported
-through ``on_misbehaviour`` and, past a threshold, disconnected.
+Isolation between peers is structural: each peer has its own byte-bounded
+queues and its own writer task, ``send`` only appends (or drops), and the
+reader of one peer awaits ``on_message`` for that peer alone. So a peer that
+stops reading fills only its own queues, and a peer that sends garbage is
+reported through ``on_misbehaviour`` and, past a threshold, disconnected.
+
+Before a connection is authenticated it is a stranger's: it holds one of its
+source address's connections (:class:`~node.transport.admission.ConnectionCaps`)
+and one handshake slot (:class:`~node.transport.admission.HandshakeSlots`, with
+slots reserved for the hosts the validators live at), and the whole of it, from
+TCP connect or HTTP upgrade to the last handshake frame, must finish within
+``handshake_timeout``. A connection that ends early (a reset, a paused peer
+resuming after its dialer gave up) is a network event, logged at debug level.
 """
 
 from __future__ import annotations
@@ -21,61 +29,35 @@ import inspect
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Union
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Union
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from core.crypto import PrivateKey
-from core.errors import InvalidInput, LimitExceeded
+from node.transport.admission import ConnectionCaps, HandshakeSlots, host_weights
 from node.transport.handshake import HandshakeFailed, Hello, Role, auth_message, check_hello, verify_auth
-from node.transport.queues import Channel, PeerQueues, PeerStats
+from node.transport.listener import Listener, peer_host, peer_label, resolve_hosts, split_address
+from node.transport.queues import Channel, PeerQueues, PeerStats, QueueLimit
+from node.transport.types import AdmissionStats, FrameTooLarge, PeerInfo, TransportTuning, UnknownPeer
 
 log = logging.getLogger(__name__)
 
 P2P_PATH = "/p2p"
 _CHANNELS = frozenset(int(c) for c in Channel)
+# A connection that breaks (reset, closed under us, a websocket protocol error) is the network's doing.
+NETWORK_ERRORS = (OSError, TimeoutError, aiohttp.ClientError, WebSocketError)
 
 OnMessage = Callable[[bytes, Channel, bytes], Union[Awaitable[None], None]]
 OnMisbehaviour = Callable[[Union[bytes, str], str], None]
 _Socket = Union[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]
 
 
-@dataclass(frozen=True)
-class PeerInfo:
-    """A validator from genesis: its name, key, and where to dial it (possibly a proxy)."""
-
-    name: str
-    public_key: bytes
-    address: str
-
-
-@dataclass(frozen=True)
-class TransportTuning:
-    """Timing knobs; the defaults suit a LAN, tests shorten them."""
-
-    handshake_timeout: float = 5.0
-    heartbeat: float = 10.0
-    close_timeout: float = 1.0
-    backoff_initial: float = 0.05
-    backoff_max: float = 5.0
-    malformed_limit: int = 10
-    max_pending_handshakes: int = 64
-
-
-class UnknownPeer(InvalidInput):
-    reason = "unknown_peer"
-
-
-class FrameTooLarge(LimitExceeded):
-    reason = "frame_too_large"
-
-
 class _Peer:
-    def __init__(self, info: PeerInfo, limits: Mapping[Channel, int]) -> None:
+    def __init__(self, info: PeerInfo, limits: Mapping[Channel, QueueLimit]) -> None:
         self.info = info
         self.stats = PeerStats()
         self.queues = PeerQueues(limits, self.stats)
@@ -83,20 +65,20 @@ class _Peer:
         self.connections = 0
 
 
-def _split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise InvalidInput(f"address {address!r} is not host:port")
-    return host, int(port)
-
-
 class PeerTransport:
-    """Validator-to-validator messaging; start with :meth:`start`, end with :meth:`stop`."""
+    """Validator-to-validator messaging; start with :meth:`start`, end with :meth:`stop`.
+
+    ``validator_hosts`` are the hosts genesis lists for the validator set (one
+    entry per validator); with the hosts of ``peers`` they get reserved
+    handshake slots and larger connection caps.
+    """
 
     def __init__(
         self, *, chain_id: str, key: PrivateKey, listen: str | socket.socket, peers: Sequence[PeerInfo],
-        on_message: OnMessage, max_message_bytes: int, queue_limits: Mapping[Channel, int],
+        on_message: OnMessage, max_message_bytes: int, queue_limits: Mapping[Channel, QueueLimit],
         on_misbehaviour: OnMisbehaviour | None = None, tuning: TransportTuning = TransportTuning(),
+        validator_hosts: Iterable[str] = (),
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._key = key
@@ -107,37 +89,44 @@ class PeerTransport:
         self._on_misbehaviour = on_misbehaviour
         self._max_message_bytes = max_message_bytes
         self._tuning = tuning
+        # Dialer and writer tasks start through ``spawn``: the runtime's supervisor stops the validator if one fails.
+        self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
+        weights = host_weights(split_address(p.info.address)[0] for p in self._peers.values())
+        for host, count in host_weights(validator_hosts).items():
+            weights[host] = max(weights[host], count)
+        self._validator_hosts = weights
         self._sockets: set[_Socket] = set()
         self._dialers: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
+        self._slots: HandshakeSlots | None = None
+        self._caps: ConnectionCaps | None = None
         self._session: aiohttp.ClientSession | None = None
         self._changed = asyncio.Event()
         self._stopping = False
-        self._pending_handshakes = 0
         self.listen_address = ""
 
     # ---- lifecycle -------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(P2P_PATH, self._accept)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._tuning.close_timeout)
+        tuning = self._tuning
         try:
-            await self._runner.setup()
-            if isinstance(self._listen, socket.socket):
-                site: web.BaseSite = web.SockSite(self._runner, self._listen)
-            else:
-                host, port = _split_address(self._listen)
-                site = web.TCPSite(self._runner, host, port)
-            await site.start()
-            host, port = self._runner.addresses[0][:2]
-            self.listen_address = f"{host}:{port}"
+            hosts = await resolve_hosts(self._validator_hosts, tuning.handshake_timeout)
+            self._slots = HandshakeSlots(
+                shared=tuning.max_pending_handshakes, per_address=tuning.max_pending_per_address,
+                reserved={h: n * tuning.reserved_handshakes_per_validator for h, n in hosts.items()})
+            self._caps = ConnectionCaps(
+                per_address=tuning.max_connections_per_address,
+                extra={h: n * tuning.max_connections_per_address for h, n in hosts.items()})
+            self._listener = Listener(self._accept, self._caps, handshake_timeout=tuning.handshake_timeout,
+                                      close_timeout=tuning.close_timeout)
+            self.listen_address = await self._listener.start(self._listen)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._tuning.handshake_timeout))
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=tuning.handshake_timeout))
         except BaseException:
             await self.stop()
             raise
-        self._dialers = [asyncio.create_task(self._dial_loop(p)) for p in self._peers.values() if self._dials(p)]
+        self._dialers = [self._spawn(self._dial_loop(p), f"p2p-dial-{p.info.name}")
+                         for p in self._peers.values() if self._dials(p)]
 
     async def stop(self) -> None:
         """Cancel dialers, close every socket, then the server and the client session."""
@@ -147,9 +136,9 @@ class PeerTransport:
         await asyncio.gather(*self._dialers, return_exceptions=True)
         self._dialers = []
         await asyncio.gather(*(self._close(ws, WSCloseCode.GOING_AWAY, "shutdown") for ws in list(self._sockets)))
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -164,7 +153,7 @@ class PeerTransport:
     # ---- public API ------------------------------------------------------
 
     def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
-        """Queue ``payload`` for ``peer``; False (and counted) when that queue is full."""
+        """Queue ``payload`` for ``peer``; False (and counted) when that channel's budget is spent."""
         state = self._peers.get(peer)
         if state is None:
             raise UnknownPeer(f"{peer.hex()} is not a peer of this transport")
@@ -182,6 +171,12 @@ class PeerTransport:
     def stats(self) -> dict[bytes, PeerStats]:
         """A snapshot of each peer's counters."""
         return {k: replace(p.stats) for k, p in self._peers.items()}
+
+    def admission(self) -> AdmissionStats:
+        """Handshakes in progress and connections refused so far (zeros before :meth:`start`)."""
+        if self._slots is None or self._caps is None:
+            return AdmissionStats()
+        return AdmissionStats(self._slots.pending, self._slots.refused, self._caps.refused)
 
     def peer_names(self) -> dict[bytes, str]:
         return {k: p.info.name for k, p in self._peers.items()}
@@ -219,12 +214,16 @@ class PeerTransport:
             except Exception:
                 log.exception("on_misbehaviour callback failed")
 
+    def _deadline(self) -> float:
+        """The loop time by which a connection begun now must have finished its handshake."""
+        return asyncio.get_running_loop().time() + self._tuning.handshake_timeout
+
     async def _close(self, ws: _Socket, code: int = WSCloseCode.OK, reason: str = "") -> None:
         """Close ``ws``, giving the peer ``close_timeout`` to answer; a stalled peer is cut hard."""
         try:
             async with asyncio.timeout(self._tuning.close_timeout):
                 await ws.close(code=code, message=reason.encode()[:120])
-        except (TimeoutError, ConnectionError, aiohttp.ClientError):
+        except NETWORK_ERRORS:
             pass
 
     async def _dial_loop(self, peer: _Peer) -> None:
@@ -233,7 +232,7 @@ class PeerTransport:
             try:
                 if await self._dial_once(peer):
                     delay = self._tuning.backoff_initial
-            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            except NETWORK_ERRORS as exc:
                 log.debug("dial %s failed: %r", peer.info.name, exc)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._tuning.backoff_max)
@@ -241,13 +240,16 @@ class PeerTransport:
     async def _dial_once(self, peer: _Peer) -> bool:
         """One connection attempt; True when it authenticated (and has since closed)."""
         assert self._session is not None
-        ws = await self._session.ws_connect(
-            f"http://{peer.info.address}{P2P_PATH}", max_msg_size=self._max_message_bytes + 1,
-            heartbeat=self._tuning.heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=self._tuning.close_timeout))
+        deadline = self._deadline()
+        async with asyncio.timeout_at(deadline):  # a listener that accepts but never answers is given up on
+            ws = await self._session.ws_connect(
+                f"http://{peer.info.address}{P2P_PATH}", max_msg_size=self._max_message_bytes + 1,
+                heartbeat=self._tuning.heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=self._tuning.close_timeout))
         self._sockets.add(ws)
         try:
             try:
-                await self._handshake(ws, Role.DIALER, expected=peer.info.public_key)
+                async with asyncio.timeout_at(deadline):
+                    await self._handshake(ws, Role.DIALER, expected=peer.info.public_key)
             except HandshakeFailed as exc:
                 self._report(peer.info.address, exc.slug)
                 await self._close(ws, WSCloseCode.POLICY_VIOLATION, exc.slug)
@@ -258,54 +260,63 @@ class PeerTransport:
             self._sockets.discard(ws)
             await self._close(ws)
 
-    async def _accept(self, request: web.Request) -> web.StreamResponse:
-        if self._pending_handshakes >= self._tuning.max_pending_handshakes:
+    async def _accept(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Admit, upgrade and authenticate one incoming connection, then serve it until it closes."""
+        if request.path != P2P_PATH:
+            raise web.HTTPNotFound()
+        assert self._slots is not None
+        host = peer_host(request.transport) or "unknown"
+        slot = self._slots.acquire(host)
+        if slot is None:
             raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(
             max_msg_size=self._max_message_bytes + 1, heartbeat=self._tuning.heartbeat,
             timeout=self._tuning.close_timeout)
-        await ws.prepare(request)
-        peername = request.transport.get_extra_info("peername") if request.transport else None
-        remote = f"{peername[0]}:{peername[1]}" if peername else "unknown"
-        if self._stopping:
-            await self._close(ws, WSCloseCode.GOING_AWAY, "shutdown")
-            return ws
-        self._sockets.add(ws)
+        remote = peer_label(request.transport)
+        upgraded = False
         try:
-            self._pending_handshakes += 1
             try:
-                key = await self._handshake(ws, Role.ACCEPTOR, expected=None)
-            except HandshakeFailed as exc:
-                self._report(remote, exc.slug)
-                await self._close(ws, WSCloseCode.POLICY_VIOLATION, exc.slug)
-                return ws
-            except (TimeoutError, ConnectionError):
-                return ws
+                async with asyncio.timeout_at(self._deadline()):
+                    await ws.prepare(request)
+                    upgraded = True
+                    self._sockets.add(ws)
+                    if self._stopping:
+                        await self._close(ws, WSCloseCode.GOING_AWAY, "shutdown")
+                        return ws
+                    key = await self._handshake(ws, Role.ACCEPTOR, expected=None)
             finally:
-                self._pending_handshakes -= 1
+                self._slots.release(slot)
             peer = self._peers[key]
             if self._dials(peer):
                 self._report(key, "wrong_direction")
                 await self._close(ws, WSCloseCode.POLICY_VIOLATION, "wrong_direction")
                 return ws
             await self._serve(peer, ws)
+        except HandshakeFailed as exc:
+            self._report(remote, exc.slug)
+            await self._close(ws, WSCloseCode.POLICY_VIOLATION, exc.slug)
+        except NETWORK_ERRORS as exc:
+            log.debug("p2p connection from %s ended: %r", remote, exc)
         finally:
-            self._sockets.discard(ws)
-            await self._close(ws)
-        return ws
+            if upgraded:
+                self._sockets.discard(ws)
+                await self._close(ws)
+        # A connection that died before its upgrade was answered gets a plain response nobody reads:
+        # a half-prepared websocket cannot be finished.
+        return ws if upgraded else web.Response(status=400, text="connection ended during the upgrade")
 
     async def _handshake(self, ws: _Socket, role: Role, *, expected: bytes | None) -> bytes:
-        async with asyncio.timeout(self._tuning.handshake_timeout):
-            ours = Hello.fresh(self._chain_id, self._own, self.listen_address)
-            await ws.send_bytes(ours.encode())
-            theirs = Hello.decode(await self._handshake_frame(ws))
-            check_hello(theirs, chain_id=self._chain_id, own_key=self._own, allowed=self._peers.keys(),
-                        expected=expected)
-            await ws.send_bytes(auth_message(self._key, role, ours, theirs))
-            their_role = Role.ACCEPTOR if role is Role.DIALER else Role.DIALER
-            verify_auth(await self._handshake_frame(ws), chain_id=self._chain_id, their_role=their_role,
-                        theirs=theirs, ours=ours)
-            return theirs.public_key
+        """Run the challenge-response handshake; the caller bounds it by the handshake deadline."""
+        ours = Hello.fresh(self._chain_id, self._own, self.listen_address)
+        await ws.send_bytes(ours.encode())
+        theirs = Hello.decode(await self._handshake_frame(ws))
+        check_hello(theirs, chain_id=self._chain_id, own_key=self._own, allowed=self._peers.keys(),
+                    expected=expected)
+        await ws.send_bytes(auth_message(self._key, role, ours, theirs))
+        their_role = Role.ACCEPTOR if role is Role.DIALER else Role.DIALER
+        verify_auth(await self._handshake_frame(ws), chain_id=self._chain_id, their_role=their_role,
+                    theirs=theirs, ours=ours)
+        return theirs.public_key
 
     @staticmethod
     async def _handshake_frame(ws: _Socket) -> bytes:
@@ -314,6 +325,9 @@ class PeerTransport:
             return bytes(msg.data)
         if msg.type is WSMsgType.TEXT:
             raise HandshakeFailed("malformed_handshake", "handshake frames are binary")
+        if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError) \
+                and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG:
+            raise HandshakeFailed("oversized_frame", "handshake frame above the message limit")
         raise ConnectionError(f"connection ended during the handshake ({msg.type.name})")
 
     async def _serve(self, peer: _Peer, ws: _Socket) -> None:
@@ -326,7 +340,7 @@ class PeerTransport:
         peer.stats.connected = True
         self._notify()
         log.info("connected to %s", peer.info.name)
-        writer = asyncio.create_task(self._write_loop(peer, ws))
+        writer = self._spawn(self._write_loop(peer, ws), f"p2p-write-{peer.info.name}")
         try:
             await self._read_loop(peer, ws)
         finally:
@@ -348,7 +362,7 @@ class PeerTransport:
                 channel, payload = item
                 await ws.send_bytes(bytes((channel,)) + payload)
                 peer.stats.sent += 1
-        except (ConnectionError, aiohttp.ClientError) as exc:
+        except NETWORK_ERRORS as exc:
             log.debug("write to %s failed: %r", peer.info.name, exc)
             await self._close(ws)
 
@@ -371,6 +385,8 @@ class PeerTransport:
                 if isinstance(msg.data, WebSocketError) and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG:
                     peer.stats.malformed += 1
                     self._report(key, "oversized_frame")
+                else:
+                    log.debug("connection to %s failed: %r", peer.info.name, msg.data)
                 return
             else:
                 return

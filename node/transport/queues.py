@@ -1,10 +1,19 @@
-"""Per-peer outgoing queues: one bounded FIFO per channel, drained by priority.
+"""Per-peer outgoing queues: one FIFO per channel, bounded in bytes and frames, drained by priority.
 
 A peer's writer always takes CONSENSUS before SYNC before GOSSIP, so a flood of
-gossip can only delay consensus by the one frame already being written. Each
-queue is bounded and ``push`` never waits: when a queue is full the new
-message is dropped and counted, which is how a slow peer is kept from holding
-memory or stalling the caller (BFT consensus retransmits what matters).
+gossip can only delay consensus by the one frame already being written; and
+each channel has its own budget, so gossip can never use up the room consensus
+needs. ``push`` never waits: when a channel's budget is spent the new message
+is dropped and counted (frames and bytes), which is how a slow or stopped peer
+is kept from holding memory or stalling the caller (BFT consensus retransmits
+what matters, block sync fetches the rest).
+
+Budgets are in bytes because frames differ by five orders of magnitude (a
+vote is ~200 bytes, a proposal carries a whole block): a frame count alone
+once let one stopped peer pin over a gigabyte. An empty channel still takes
+one frame of any size the transport allows, so a proposal larger than the
+budget reaches an idle peer; a channel therefore holds at most
+``max(max_bytes, one frame)``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,18 @@ class Channel(IntEnum):
     GOSSIP = 2
 
 
+@dataclass(frozen=True)
+class QueueLimit:
+    """What one channel of one peer's queue may hold: payload bytes, and frames (bounding per-frame overhead)."""
+
+    max_bytes: int
+    max_frames: int
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_frames < 1:
+            raise ValueError(f"queue limits must be >= 1; got {self}")
+
+
 @dataclass
 class PeerStats:
     """Counters for one peer, exported to Prometheus by the node."""
@@ -31,6 +52,10 @@ class PeerStats:
     sent: int = 0
     received: int = 0
     dropped: int = 0
+    """Frames refused because their channel's budget was spent."""
+    dropped_bytes: int = 0
+    queued_bytes: int = 0
+    """Payload bytes waiting for this peer now, all channels together."""
     reconnects: int = 0
     malformed: int = 0
     connected: bool = False
@@ -39,21 +64,25 @@ class PeerStats:
 class PeerQueues:
     """Bounded per-channel queues with a wake-up event for the single writer."""
 
-    def __init__(self, limits: Mapping[Channel, int], stats: PeerStats) -> None:
-        missing = [c.name for c in Channel if limits.get(c, 0) < 1]
+    def __init__(self, limits: Mapping[Channel, QueueLimit], stats: PeerStats) -> None:
+        missing = [c.name for c in Channel if c not in limits]
         if missing:
-            raise ValueError(f"queue limits must be >= 1 for every channel; missing or bad: {missing}")
+            raise ValueError(f"queue limits are needed for every channel; missing: {missing}")
         self._limits = dict(limits)
         self._queues: dict[Channel, deque[bytes]] = {c: deque() for c in Channel}
+        self._bytes = dict.fromkeys(Channel, 0)
         self._stats = stats
         self.ready = asyncio.Event()
 
     def push(self, channel: Channel, payload: bytes) -> bool:
-        queue = self._queues[channel]
-        if len(queue) >= self._limits[channel]:
+        queue, limit, size = self._queues[channel], self._limits[channel], len(payload)
+        if queue and (len(queue) >= limit.max_frames or self._bytes[channel] + size > limit.max_bytes):
             self._stats.dropped += 1
+            self._stats.dropped_bytes += size
             return False
         queue.append(payload)
+        self._bytes[channel] += size
+        self._stats.queued_bytes += size
         self.ready.set()
         return True
 
@@ -62,7 +91,10 @@ class PeerQueues:
         for channel in Channel:
             queue = self._queues[channel]
             if queue:
-                return channel, queue.popleft()
+                payload = queue.popleft()
+                self._bytes[channel] -= len(payload)
+                self._stats.queued_bytes -= len(payload)
+                return channel, payload
         self.ready.clear()
         return None
 

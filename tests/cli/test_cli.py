@@ -250,7 +250,7 @@ def test_node_start_never_imports_torch(tmp_path: Path) -> None:
         "import cli.main\n"
         "try:\n"
         "    runtime = importlib.import_module('node.runtime')\n"
-        "    runtime.run_validator = lambda home: 0\n"
+        "    runtime.run_validator = lambda home, **kw: 0\n"
         "except ImportError:\n"
         "    pass\n"
         f"cli.main.main(['node', 'start', '--home', {str(tmp_path)!r}])\n"

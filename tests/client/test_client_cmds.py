@@ -119,7 +119,8 @@ def test_ids_watch_posts_deduplicated_alerts_once(node: Testnet, tmp_path: Path)
     s = json.loads(out.stdout)
     assert s["records"] == 600 and 0 < s["alerts"] < s["flagged"] / 2  # dedup per device, class and window
     assert s["committed"] == s["submitted"] == s["alerts"] == sum(s["by_class"].values())
-    page = rpc_call(node.specs[0].rpc_url, "alerts_query", {"hospital": "riverside-general", "limit": 500})
+    assert s["reporter"] == "gateway0"  # the signing account, whatever traffic profile it watched
+    page = rpc_call(node.specs[0].rpc_url, "alerts_query", {"hospital": s["reporter"], "limit": 500})
     assert sorted(a["alert_id"] for a in page["alerts"]) == sorted(s["alert_ids"])
     replay = json.loads(fbci("ids", "watch", "--home", home(node), "--generate", "600", "--profile",
                              "riverside-general", "--attack-rate", "0.5", "--json").stdout)

@@ -9,6 +9,7 @@ in for the chain: it serves one model version and accepts every alert.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from cli.main import build_parser
 from client import ids_watch
+from core.api import AccountInfo
 from client.ids_watch import load_classifier, watch
 from core.crypto import PrivateKey
 from core.hashing import sha256
@@ -49,6 +51,13 @@ class FakeSession:
         assert model_id == "iomt_ids"
         self.asked.append(v)
         return self.mv, self.mv.unflatten(SPEC)
+
+    def run(self, fn: Callable[[FakeSession], Any]) -> Any:
+        return fn(self)
+
+    def account_get(self, public_key: bytes) -> AccountInfo:
+        assert public_key == self.key.public_key.raw
+        return AccountInfo(public_key, ("gateway",), len(self.submitted) + 1, name="gateway0")
 
     def submit(self, kind: str, payload: dict[str, Any]) -> bytes:
         self.submitted.append(payload)
@@ -92,8 +101,9 @@ def test_version_0_means_the_rules_even_with_its_random_nonzero_weights(genesis_
 
 def test_the_summary_names_the_rules_and_the_alerts_are_the_rules_alerts(genesis_v0: FakeSession) -> None:
     flows = records()
-    summary = watch(genesis_v0, flows, hospital="st-mary-icu")
+    summary = watch(genesis_v0, flows)
     assert summary.scored_with == "rules" and summary.model_version == 0
+    assert {p["hospital"] for p in genesis_v0.submitted} == {"gateway0"}  # the signer's own name, never a claim
     rules_only = Gateway(hospital="st-mary-icu", secret=b"s", classifier=None, model_version=0)
     assert summary.by_class == by_class(rules_only, flows) and summary.alerts > 0
     assert {p["model_version"] for p in genesis_v0.submitted} == {0}
@@ -103,7 +113,7 @@ def test_a_trained_version_is_named_and_scores(genesis_v0: FakeSession) -> None:
     trained = FakeSession(version(3, genesis_v0.mv.weights_int() // 2 + 1))
     classifier, v = load_classifier(trained)
     assert classifier is not None and v == 3
-    summary = watch(trained, records(), hospital="st-mary-icu")
+    summary = watch(trained, records())
     assert summary.scored_with == "iomt_ids v3" and summary.model_version == 3
 
 

@@ -14,7 +14,7 @@ def sender(i: int) -> bytes:
 
 
 def ctx(i: int, height: int = 1, roles: frozenset[str] = frozenset({contract.HOSPITAL_ROLE})) -> TxContext:
-    return TxContext("test", height, 0, sender(i), roles, bytes(32))
+    return TxContext("test", height, 0, sender(i), roles, bytes(32), f"hospital{i}")
 
 
 @pytest.fixture

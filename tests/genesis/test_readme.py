@@ -52,8 +52,10 @@ def test_every_cross_field_rule_is_documented() -> None:
 @pytest.mark.parametrize("override", [
     {"max_tx_bytes": 9_000_000},                       # rule 1
     {"mempool_max_bytes": 1000},                       # rule 2
-    {"propose_delay_ms": 2000},                        # rule 3
-    {"base_timeout_ticks": 1, "propose_delay_ms": 100},  # rule 4
+    {"member_block_bytes": 1000},                      # rule 3
+    {"member_window_bytes": 1_000_000},                # rule 4
+    {"propose_delay_ms": 2000},                        # rule 5
+    {"base_timeout_ticks": 1, "propose_delay_ms": 100},  # rule 6
 ])
 def test_the_documented_rules_are_the_enforced_ones(override: dict[str, int]) -> None:
     with pytest.raises(ValueError):

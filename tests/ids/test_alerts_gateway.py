@@ -21,8 +21,11 @@ from ids.record import FlowRecord
 GATEWAY = sha256(b"gateway-key")
 
 
-def ctx(height: int, sender: bytes = GATEWAY, roles: frozenset[str] = frozenset({"gateway"}), n: int = 0) -> TxContext:
-    return TxContext("test", height, 1_700_000_000_000 + height * 1000, sender, roles, sha256(b"%d/%d" % (height, n)))
+def ctx(height: int, sender: bytes = GATEWAY, roles: frozenset[str] = frozenset({"gateway"}), n: int = 0,
+        name: str = "st-mary-icu") -> TxContext:
+    """A transaction by the account ``name`` (the reporter an alert must name)."""
+    return TxContext("test", height, 1_700_000_000_000 + height * 1000, sender, roles, sha256(b"%d/%d" % (height, n)),
+                     name)
 
 
 def alert(**changes: object) -> dict[str, object]:
@@ -64,6 +67,8 @@ def test_submit_stores_indexes_and_rejects_duplicate_without_writing() -> None:
         ({}, {"hospital"}, "needs the gateway role"),
         ({"subject_kind": "validator", "alert_class": "equivocation"}, {"gateway"}, "needs the validator role"),
         ({"window_start_ms": 1_800_000_000_000}, {"gateway"}, "future"),
+        ({"hospital": "valley-rehab"}, {"gateway"}, "hospital is the reporter, the signing account 'st-mary-icu'"),
+        ({"subject_kind": "validator", "alert_class": "equivocation"}, {"validator"}, "needs the consensus.evidence"),
     ],
 )
 def test_invalid_alerts_are_rejected_and_write_nothing(changes: dict, roles: set[str], message: str) -> None:
@@ -79,8 +84,9 @@ def _populate() -> MemoryState:
     for height in range(1, 11):
         for dev in range(3):
             n += 1
-            submit_alert(state, ctx(height, n=n), alert(
-                hospital="st-mary-icu" if dev < 2 else "valley-rehab", subject=sha256(b"dev-%d" % dev),
+            reporter = "st-mary-icu" if dev < 2 else "valley-rehab"
+            submit_alert(state, ctx(height, n=n, name=reporter), alert(
+                hospital=reporter, subject=sha256(b"dev-%d" % dev),
                 alert_class="flooding" if height % 2 else "scanning", severity=1 + height % 4,
                 window_start_ms=1_700_000_000_000 + height * 1000))
     return state

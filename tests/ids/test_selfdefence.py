@@ -11,7 +11,8 @@ from ids.selfdefence import (
     DEFAULT_THRESHOLDS, MisbehaviourMonitor, Offender, RequestGuard, TokenBucketLimiter, address_subject,
 )
 
-VALIDATOR_CTX = TxContext("test", 7, 1_000_000, sha256(b"validator-0"), frozenset({"validator"}), sha256(b"tx"))
+VALIDATOR_CTX = TxContext("test", 7, 1_000_000, sha256(b"validator-0"), frozenset({"validator"}), sha256(b"tx"),
+                          "st-mary-icu")
 
 
 def test_token_bucket_allows_burst_then_rate() -> None:

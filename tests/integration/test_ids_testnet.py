@@ -24,7 +24,7 @@ from ids.flows import HOSPITAL_PROFILES, generate_flows
 from ids.selfdefence import address_subject
 from client.session import ChainSession, load_client_key
 from client.fl.train import local_data, train_rounds
-from client.ids_watch import watch, with_attack_rate
+from client.ids_watch import reporter_name, watch, with_attack_rate
 from client.rpc import RpcClient
 from devnet.testnet import Testnet
 
@@ -61,7 +61,8 @@ def test_gateway_alerts_from_the_chain_trained_ids_are_on_every_validator(testne
     attacks = sum(r.label != "normal" for r in records)
     gateway_key = load_client_key("gateway", net.specs[1].home)
     with ChainSession(net.specs[1].rpc_url, gateway_key) as session:
-        summary = watch(session, records, hospital=profile.name)
+        summary = watch(session, records)
+        reporter = reporter_name(session)
         final = session.call("status")["height"]
     print("ids watch:", summary.model_version, summary.by_class, summary.committed, "of", attacks, "attack records")
     assert summary.model_version == IDS_ROUNDS  # scored with the chain's model, not the rules
@@ -71,7 +72,7 @@ def test_gateway_alerts_from_the_chain_trained_ids_are_on_every_validator(testne
     assert summary.alerts <= min(attacks / 5, devices * 5 * windows)
     for i in range(4):
         net.wait_ready(30, nodes=[i], min_height=final)
-    views = [all_alerts(net, i, hospital=profile.name) for i in range(4)]
+    views = [all_alerts(net, i, hospital=reporter) for i in range(4)]
     assert sorted(a["alert_id"] for a in views[0]) == sorted(summary.alert_ids)
     assert all(v == views[0] for v in views[1:]), "validators disagree about the alerts"
     assert {a["sender"] for a in views[0]} == {gateway_key.public_key.hex()}

@@ -19,7 +19,7 @@ def test_an_alert_committed_via_one_validator_is_pushed_by_another(testnet) -> N
     home = HomePaths(net.specs[0].home)
     gateway = PrivateKey.load(home.client_key("gateway"))
     chain_id = load_genesis(home.genesis).chain_id
-    alert = AlertPayload(hospital="riverside", subject_kind="device", subject=sha256(b"pump-7"),
+    alert = AlertPayload(hospital="gateway0", subject_kind="device", subject=sha256(b"pump-7"),
                          alert_class="spoofing", severity=SEVERITY_HIGH, window_start_ms=0, window_ms=60_000,
                          count=1, score_ppm=950_000, feature_digest=sha256(b"features"), model_version=0)
 

@@ -11,14 +11,17 @@ from core.crypto import PrivateKey
 from core.errors import ContractRejected, InvalidInput
 from core.hashing import sha256
 from core.state import TxContext
+from ids.alerts import SEVERITY_CRITICAL, TX_KIND, AlertPayload
+from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.evidence_tx import evidence_handler, stored_evidence
+from node.kinds import build_registry
 from node.misbehaviour import SelfDefence
 from node.stores import Database, StateStore
 
 CHAIN = "fbci-test"
 VALIDATORS = [PrivateKey(bytes([20 + i]) * 32) for i in range(4)]
 VKEYS = tuple(k.public_key.raw for k in VALIDATORS)
-CTX = TxContext(CHAIN, 9, 0, VKEYS[1], frozenset({"validator"}), bytes(32))
+CTX = TxContext(CHAIN, 9, 0, VKEYS[1], frozenset({"validator"}), bytes(32), "node1")
 
 
 def prepare(key: PrivateKey, block_hash: bytes, chain: str = CHAIN) -> Prepare:
@@ -69,3 +72,23 @@ def test_self_defence_puts_the_proof_on_chain_and_its_alert_points_at_it() -> No
     defence.on_evidence(evidence)
     assert proofs == [evidence.encode()]
     assert alerts[0].alert_class == "equivocation" and alerts[0].feature_digest == sha256(evidence.encode())
+
+
+def test_an_equivocation_alert_stands_only_on_evidence_convicting_its_subject(state) -> None:
+    """A validator cannot put a severity-4 equivocation alert against another without the proof on chain."""
+    registry = build_registry(CHAIN, VKEYS)
+    post_alert, post_evidence = registry.get(TX_KIND).handler, registry.get(EVIDENCE_KIND).handler
+    evidence = Evidence(prepare(VALIDATORS[0], b"\x01" * 32), prepare(VALIDATORS[0], b"\x02" * 32))
+    digest = sha256(evidence.encode())
+
+    def accusation(subject: bytes) -> dict[str, object]:
+        return AlertPayload(hospital="node1", subject_kind="validator", subject=subject, alert_class="equivocation",
+                            severity=SEVERITY_CRITICAL, window_start_ms=0, window_ms=60_000, count=1,
+                            score_ppm=1_000_000, feature_digest=digest, model_version=0).to_payload()
+
+    with pytest.raises(ContractRejected, match="needs the consensus.evidence"):
+        post_alert(state, CTX, accusation(VKEYS[0]))  # no evidence on chain yet
+    post_evidence(state, CTX, {"evidence": evidence.encode()})
+    with pytest.raises(ContractRejected, match="needs the consensus.evidence"):
+        post_alert(state, CTX, accusation(VKEYS[2]))  # the evidence convicts validator 0, not 2
+    assert post_alert(state, CTX, accusation(VKEYS[0]))["alert_id"] == 1

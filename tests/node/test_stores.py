@@ -5,9 +5,13 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from core.api import Receipt
 from core.errors import NotFound, StorageError
-from node.stores import BlockStore, Database, Receipt, StateStore, TxIndex
+from core.state import MemoryState
+from node.stores import BlockStore, Database, StateStore, TxIndex
 
 
 def test_state_commit_is_atomic_with_height_and_hash(tmp_path) -> None:
@@ -102,3 +106,32 @@ def test_kill_9_after_commit_loses_nothing(tmp_path) -> None:
     assert state.height == 49 and state.state_hash.hex() == printed
     assert state.get(b"k49") == b"v" and BlockStore(db).last_height == 50
     db.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.sets(st.binary(min_size=1, max_size=4), max_size=30), prefix=st.binary(max_size=2),
+       start=st.none() | st.binary(max_size=4), pending=st.dictionaries(st.binary(min_size=1, max_size=4),
+                                                                       st.none() | st.binary(max_size=3), max_size=8))
+def test_a_seeking_scan_agrees_everywhere(tmp_path_factory, keys, prefix, start, pending) -> None:
+    """LevelDB's range seek, the in-memory view and a write buffer over the store give the same pairs."""
+    db = Database(tmp_path_factory.mktemp("scan"))
+    try:
+        store, memory = StateStore(db), MemoryState()
+        base = store.begin()
+        for key in keys:
+            base.set(key, key[::-1])
+            memory.set(key, key[::-1])
+        store.commit(0, base)
+        expected = [(k, k[::-1]) for k in sorted(keys) if k.startswith(prefix) and (start is None or k >= start)]
+        assert list(store.scan(prefix, start)) == list(memory.scan(prefix, start)) == expected
+        buffer = store.begin()
+        for key, value in pending.items():
+            if value is None:
+                buffer.delete(key)
+                memory.delete(key)
+            else:
+                buffer.set(key, value)
+                memory.set(key, value)
+        assert list(buffer.scan(prefix, start)) == list(memory.scan(prefix, start))
+    finally:
+        db.close()

@@ -17,13 +17,14 @@ from node.transport import (
     Channel, FrameTooLarge, PeerInfo, PeerTransport, TransportCollector, TransportTuning, UnknownPeer,
 )
 from node.transport.handshake import Hello, Role, auth_message
-from node.transport.queues import PeerQueues, PeerStats
+from node.transport.queues import PeerQueues, PeerStats, QueueLimit
 from tests.leakcheck import run
 
 CHAIN = "fbci-test"
 TUNING = TransportTuning(handshake_timeout=2.0, heartbeat=60.0, close_timeout=0.5,
                          backoff_initial=0.02, backoff_max=0.2, malformed_limit=3)
-LIMITS = {Channel.CONSENSUS: 1000, Channel.SYNC: 1000, Channel.GOSSIP: 10000}
+LIMITS = {Channel.CONSENSUS: QueueLimit(64 << 20, 1000), Channel.SYNC: QueueLimit(64 << 20, 1000),
+          Channel.GOSSIP: QueueLimit(64 << 20, 10000)}
 MAX = 1 << 20
 WAIT = 10.0
 
@@ -153,7 +154,7 @@ async def rejected_with(ws: aiohttp.ClientWebSocketResponse) -> str:
 
 def test_queues_drain_by_priority_and_drop_when_full() -> None:
     stats = PeerStats()
-    queues = PeerQueues({Channel.CONSENSUS: 2, Channel.SYNC: 2, Channel.GOSSIP: 2}, stats)
+    queues = PeerQueues(dict.fromkeys(Channel, QueueLimit(1 << 20, 2)), stats)
     assert queues.push(Channel.GOSSIP, b"g1") and queues.push(Channel.GOSSIP, b"g2")
     assert not queues.push(Channel.GOSSIP, b"g3")
     assert queues.push(Channel.SYNC, b"s1") and queues.push(Channel.CONSENSUS, b"c1")
@@ -326,7 +327,7 @@ def test_consensus_is_not_starved_by_a_gossip_flood_in_flight() -> None:
 def test_a_stalled_peer_does_not_block_the_others() -> None:
     async def main() -> None:
         stalled_key, *keys = sorted_keys(3)  # lowest key: the stalled peer is the one that dials
-        limits = {Channel.CONSENSUS: 4, Channel.SYNC: 4, Channel.GOSSIP: 4}
+        limits = dict.fromkeys(Channel, QueueLimit(1 << 30, 4))
         extra = [PeerInfo("stalled", stalled_key.public_key.raw, "127.0.0.1:9")]
         async with cluster(2, extra_peers=extra, queue_limits=limits, keys=keys) as (a, b), \
                 aiohttp.ClientSession() as session:
