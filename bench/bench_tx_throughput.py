@@ -119,18 +119,19 @@ async def _stage_costs(txs: int) -> dict[str, float]:
     params = ChainParams(max_block_txs=2000, mempool_max_txs=10 * txs + 100, mempool_max_bytes=1 << 30)
     spent: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fbci-bench-stages-") as tmp:
-        ledgers = []
+        ledgers, apps = [], []
         for name in ("entry", "peer"):
             app = LedgerApplication("bench", (proposer,), params, Database(Path(tmp) / name),
                                     build_registry("bench", (proposer,)))
             app.init_genesis([(k.public_key.raw, f"c{i}", ["hospital"]) for i, k in enumerate(keys)], [])
             ledgers.append(Ledger.assemble(app, params))
+            apps.append(app)
         entry, peer = ledgers
         try:
             service = NodeService(name="entry", genesis=None, app=entry.app, mempool=entry.mempool,  # type: ignore[arg-type]
                                   gossip=lambda raw: None, notify_work=lambda: None, view=lambda: 0, peers=lambda: 0,
                                   syncing=lambda: False, on_rejected=lambda sender, exc: None)
-            dispatcher = create_app(service, RPC_QUERIES)[DISPATCHER]
+            dispatcher = create_app(service, RPC_QUERIES, chain_id="bench", signatures=apps[0].signatures)[DISPATCHER]
             bodies = [json.dumps([{"jsonrpc": "2.0", "id": j, "method": "tx_submit", "params": {"tx": r.hex()}}
                                   for j, r in enumerate(raws[i:i + 100])]).encode() for i in range(0, txs, 100)]
             ctx = CallContext(client="127.0.0.1")

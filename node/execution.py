@@ -123,6 +123,16 @@ class BlockOutcome:
     """Each sender of the block's decodable transactions and its nonce after the block."""
 
 
+@dataclass
+class _Tally:
+    """What a block's transactions add up to per sender, kept while they run (no second read of state)."""
+
+    sizes: dict[bytes, int] = field(default_factory=dict)
+    """Bytes of each decodable transaction's sender, whatever its outcome: its storage quota is charged them."""
+    nonces: dict[bytes, int] = field(default_factory=dict)
+    """Each such sender's nonce after its last transaction in the block."""
+
+
 DecodedLookup = Callable[[bytes], "Transaction | None"]
 """An already decoded transaction for these exact bytes (by hash), if the caller has one."""
 
@@ -143,32 +153,28 @@ class Executor:
         so reusing them changes nothing but the time."""
         pending = state.begin()
         receipts: dict[bytes, Receipt] = {}
-        sizes: dict[bytes, int] = {}
+        tally = _Tally()
         for index, raw in enumerate(block.txs):
-            tx_hash, receipt = self._execute_tx(pending, raw, block, index, sizes, decoded)
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index, tally, decoded)
             receipts.setdefault(tx_hash, receipt)
         if self.quota is not None:
-            self.quota.charge(pending, sizes, block.height)
+            self.quota.charge(pending, tally.sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
             rounds_closed.extend(hook(pending, block.height))
-        nonces = {}
-        for sender in sorted(sizes):
-            account = load_account(pending, sender)
-            nonces[sender] = account.nonce if account else 0
-        return BlockOutcome(pending, receipts, rounds_closed, nonces)
+        return BlockOutcome(pending, receipts, rounds_closed, tally.nonces)
 
-    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, sizes: dict[bytes, int],
+    def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, tally: _Tally,
                     decoded: DecodedLookup | None) -> tuple[bytes, Receipt]:
-        """``sizes``: each decodable transaction's sender is charged its bytes, whatever its outcome."""
         tx_hash = sha256(raw)
         height = block.height
         try:
             tx = decoded(tx_hash) if decoded is not None else None
             if tx is None:
                 tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
-            sizes[tx.sender] = sizes.get(tx.sender, 0) + len(raw)
+            tally.sizes[tx.sender] = tally.sizes.get(tx.sender, 0) + len(raw)
             account = load_account(pending, tx.sender)
+            tally.nonces[tx.sender] = account.nonce if account else 0
             kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
             assert account is not None  # check_admission refused a missing account
             if tx.nonce != account.nonce + 1:
@@ -176,6 +182,7 @@ class Executor:
         except FbciError as exc:
             return tx_hash, _failed(height, index, exc)
         # From here on the transaction is the sender's, in order: its nonce is spent.
+        tally.nonces[tx.sender] = tx.nonce
         bumped = Account(account.name, account.roles, tx.nonce)
         ctx = TxContext(self.chain_id, height, block.header.time_ms, tx.sender, account.roles, tx_hash, account.name)
         scratch = pending.child()

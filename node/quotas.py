@@ -5,7 +5,8 @@ transactions' outcome, so the bound is on bytes included, not on bytes that
 succeed. Genesis sets two budgets per sender: ``member_block_bytes`` in one
 block and ``member_window_bytes`` in one window of ``quota_window_blocks``
 heights. The usage of each sender is kept in state (``quota/<sender>`` ->
-``[window, bytes]``), charged by execution at the end of each block, so it
+window and bytes, 8 bytes big endian each: read for every sender of every
+block, so it is not worth a codec round trip), charged by execution at the end of each block, so it
 is deterministic like everything else; a proposer leaves a sender's
 transactions past its budget for a later block (:func:`fit`), a validator
 refuses a block that breaks a budget (:func:`check_block`), and CheckTx
@@ -17,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from core import codec
 from core.errors import InvalidInput, QuotaExceeded
 from core.state import StateView
 from core.tx import sender_of
@@ -42,10 +42,9 @@ class MemberQuota:
     def used(self, state: StateView, sender: bytes, height: int) -> int:
         """Bytes ``sender`` has committed in the window of ``height``, before that block."""
         raw = state.get(PREFIX + sender)
-        if raw is None:
+        if raw is None or int.from_bytes(raw[:8], "big") != self.window(height):
             return 0
-        window, used = codec.decode(raw)
-        return int(used) if window == self.window(height) else 0
+        return int.from_bytes(raw[8:], "big")
 
     def check_tx(self, state: StateView, sender: bytes, size: int, height: int) -> None:
         """CheckTx's part: refuse a transaction its sender's window has no room left for."""
@@ -61,7 +60,8 @@ class MemberQuota:
         """Execution's part: add each sender's bytes in the block at ``height`` to its window."""
         window = self.window(height)
         for sender in sorted(sizes):
-            state.set(PREFIX + sender, codec.encode([window, self.used(state, sender, height) + sizes[sender]]))
+            used = self.used(state, sender, height) + sizes[sender]
+            state.set(PREFIX + sender, window.to_bytes(8, "big") + used.to_bytes(8, "big"))
 
     def fit(self, state: StateView, txs: Sequence[bytes], height: int) -> list[bytes]:
         """The proposer's part: ``txs`` in order, less every sender's transactions from the first that
