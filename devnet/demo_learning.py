@@ -98,7 +98,7 @@ def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway
         with ChainSession(url) as session:
             page = session.run(lambda c: c.alerts_query(hospital=reporter, limit=500))
             counts.append(len(page.alerts))
-    say(f"alerts committed, as seen on each validator: {counts}")
+    say(f"alerts committed, as seen on each validator: {counts} (reported by {reporter}, the signing gateway)")
 
 
 def prediction(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
