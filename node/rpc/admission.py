@@ -38,24 +38,24 @@ class Admission:
         if self.on_misbehaviour is not None:
             self.on_misbehaviour(kind, offender)
 
+    def _charge(self, limiter: RateLimiter | None, key: str, kind: str, offender: str, message: str,
+                scope: str) -> None:
+        """One token of ``key``'s bucket; a refusal is reported as ``kind`` against ``offender``."""
+        if limiter is not None and not limiter.allow(key, self.clock_ms()):
+            self.report(kind, offender)
+            raise RateLimited(message, data={"scope": scope})
+
     def check_client(self, client: str) -> None:
         """One token per JSON-RPC call (each batch element) from ``client``; raises ``RateLimited``."""
-        if self.client_limiter is not None and not self.client_limiter.allow(f"addr:{client}", self.clock_ms()):
-            self.report(MISBEHAVIOUR_RPC_FLOOD, client)
-            raise RateLimited(f"too many requests from {client}; slow down", data={"scope": "client"})
+        self._charge(self.client_limiter, f"addr:{client}", MISBEHAVIOUR_RPC_FLOOD, client,
+                     f"too many requests from {client}; slow down", "client")
 
     def check_signer(self, public_key_hex: str) -> None:
         """One token per new transaction whose signature proved it was signed by ``public_key_hex``."""
-        if self.signer_limiter is not None and not self.signer_limiter.allow(f"signer:{public_key_hex}",
-                                                                              self.clock_ms()):
-            self.report(MISBEHAVIOUR_TX_FLOOD, public_key_hex)
-            raise RateLimited(f"too many transactions from signer {public_key_hex}; slow down",
-                              data={"scope": "signer"})
+        self._charge(self.signer_limiter, f"signer:{public_key_hex}", MISBEHAVIOUR_TX_FLOOD, public_key_hex,
+                     f"too many transactions from signer {public_key_hex}; slow down", "signer")
 
     def check_unproven(self, client: str) -> None:
         """One token of ``client``'s own transaction budget for a transaction that proves no signer."""
-        if self.signer_limiter is not None and not self.signer_limiter.allow(f"unproven:{client}",
-                                                                              self.clock_ms()):
-            self.report(MISBEHAVIOUR_RPC_FLOOD, client)
-            raise RateLimited(f"too many unverifiable transactions from {client}; slow down",
-                              data={"scope": "client"})
+        self._charge(self.signer_limiter, f"unproven:{client}", MISBEHAVIOUR_RPC_FLOOD, client,
+                     f"too many unverifiable transactions from {client}; slow down", "client")
