@@ -13,10 +13,10 @@ from consensus.messages import (
     Commit, CommitProof, Message, NewView, PrePrepare, Prepare, ViewChange, decode_message, encode_message,
 )
 from consensus.replica import Replica
-from consensus.signing import Ed25519Signer, Ed25519Verifier
+from consensus.signing import ChainSigner, Ed25519Signer, Ed25519Verifier, KeyedVerifier
 
 __all__ = [
-    "Action", "BlockValidated", "Broadcast", "CancelTimer", "Commit", "CommitBlock", "CommitCertificate",
+    "Action", "BlockValidated", "Broadcast", "CancelTimer", "ChainSigner", "KeyedVerifier", "Commit", "CommitBlock", "CommitCertificate",
     "CommitProof", "Ed25519Signer", "Ed25519Verifier", "Event", "Evidence", "InvalidCertificate",
     "InvalidEvidence", "Message", "MessageReceived", "NeedSync", "NewView", "Persist", "PrePrepare", "Prepare",
     "PreparedCertificate", "ProposalReady", "Replica", "ReplicaConfig", "ReportEvidence", "RequestProposal",

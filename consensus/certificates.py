@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core import codec
+from core.crypto import MAX_SIGNATURE_SIZE
 from core.errors import DecodeError, InvalidInput
 from core.hashing import HASH_SIZE, sha256
 
 PUBLIC_KEY_SIZE = 32
-MAX_SIGNATURE_SIZE = 128
 KIND_PREPARE = "pbft.prepare"
 KIND_COMMIT = "pbft.commit"
 MAX_INT = 2**63 - 1
 
 
 class Verifier(Protocol):
-    """Checks a domain-separated signature; the node binds the chain id."""
+    """Checks a domain-separated signature; the node binds the chain id, and knows each validator's key
+    type (``consensus.signing.KeyedVerifier``), so certificates of hybrid validators verify both halves."""
 
     def verify(self, public_key: bytes, kind: str, message: bytes, signature: bytes) -> bool: ...
 

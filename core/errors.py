@@ -132,6 +132,13 @@ class PeerMisbehaved(FbciError):
     reason = "peer_misbehaved"
 
 
+class UnsupportedKeyType(InvalidInput):
+    """A key type this node cannot use: unknown, or hybrid on a cryptography build without ML-DSA."""
+
+    code = -32160
+    reason = "unsupported_key_type"
+
+
 class InvalidGenesis(InvalidInput):
     code = -32030
     reason = "invalid_genesis"
@@ -211,7 +218,7 @@ def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageErr
 ALL_ERRORS: tuple[type[FbciError], ...] = (
     FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
-    LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
+    LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, UnsupportedKeyType, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
 )
 

@@ -13,14 +13,15 @@ package only requires it to be JSON the canonical codec can hash (no floats).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from core import codec
-from core.errors import InvalidGenesis
+from core.crypto import HybridPublicKey, KeyType, PublicKey, VerifyingKey
+from core.errors import InvalidGenesis, InvalidInput
 from core.hashing import sha256
-from genesis.types import STRICT, ChainId, DialAddress, Name, PublicKeyHex, Roles
+from genesis.types import STRICT, ChainId, DialAddress, MlDsaPublicKeyHex, Name, PublicKeyHex, Roles
 from genesis.validation import (
     FieldError,
     check_canonical_json,
@@ -100,6 +101,38 @@ class ValidatorInfo(BaseModel):
     public_key: PublicKeyHex
     p2p_address: DialAddress
     """Where the other validators connect to this one."""
+    key_type: Literal["ed25519", "ed25519+ml-dsa-65"] = "ed25519"
+    """``ed25519+ml-dsa-65``: the validator's votes, certificates and peer handshakes carry hybrid signatures,
+    valid only when both the Ed25519 half (``public_key``, still its identity) and the ML-DSA-65 half verify."""
+    ml_dsa_public_key: MlDsaPublicKeyHex | None = None
+    """The ML-DSA-65 half of a hybrid key (hex); absent for an Ed25519 validator."""
+
+    @model_validator(mode="after")
+    def _key_halves(self) -> ValidatorInfo:
+        if (self.key_type == KeyType.HYBRID.value) != (self.ml_dsa_public_key is not None):
+            raise FieldError(("ml_dsa_public_key",), "is required for a hybrid key and absent otherwise")
+        try:
+            self.verifying_key()
+        except InvalidInput as exc:
+            raise FieldError(("ml_dsa_public_key",), exc.message) from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _ed25519_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An Ed25519 validator is written without the key-type fields, so existing genesis files keep
+        their hash."""
+        data: dict[str, Any] = handler(self)
+        if self.key_type == KeyType.ED25519.value:
+            data.pop("key_type", None)
+            data.pop("ml_dsa_public_key", None)
+        return data
+
+    def verifying_key(self) -> VerifyingKey:
+        """The key its signatures are checked with, of the type genesis declares."""
+        raw = bytes.fromhex(self.public_key)
+        if self.ml_dsa_public_key is None:
+            return PublicKey(raw)
+        return HybridPublicKey(raw, bytes.fromhex(self.ml_dsa_public_key))
 
 
 class Account(BaseModel):
@@ -150,6 +183,11 @@ class GenesisDoc(BaseModel):
         if not any("admin" in a.roles for a in self.accounts):
             raise FieldError(("accounts",), "at least one account needs role 'admin' (to manage the others)")
         return self
+
+    def validator_keys(self) -> dict[bytes, VerifyingKey]:
+        """Each validator's verifying key by its 32-byte identity: the allow-list of peer links, and the
+        key types consensus checks votes and certificates by."""
+        return {bytes.fromhex(v.public_key): v.verifying_key() for v in self.validators}
 
     def hash(self) -> bytes:
         """SHA-256 of the canonical encoding: what validators compare to know they share a genesis."""

@@ -83,6 +83,8 @@ Name = Annotated[str, AfterValidator(_matching(
     _NAME, "1-32 characters of a-z, 0-9, '_', '-', starting and ending with a letter or digit"))]
 PublicKeyHex = Annotated[str, AfterValidator(_matching(
     _PUBLIC_KEY, "an Ed25519 public key as 64 lower-case hex digits"))]
+MlDsaPublicKeyHex = Annotated[str, AfterValidator(_matching(
+    re.compile(r"[0-9a-f]{3904}"), "an ML-DSA-65 public key as 3904 lower-case hex digits"))]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 DialAddress = Annotated[str, AfterValidator(_dial_address)]
 Roles = Annotated[list[Role], Field(min_length=1), AfterValidator(_unique_roles)]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from consensus import CommitCertificate, Ed25519Verifier
+from consensus import CommitCertificate, Ed25519Verifier, KeyedVerifier, Verifier
 from core.api import (
     ACCOUNT, BLOCK_GET, CHAIN_QUERIES, TX_GET, AccountGetParams, AccountState, BlockGetParams, BlockInfo,
     CertificateInfo, Query, Signature, TxGetParams, TxInfo,
@@ -63,7 +63,7 @@ class _Route:
 
 class LedgerApplication:
     def __init__(self, chain_id: str, validators: tuple[bytes, ...], params: ChainParams, database: Database,
-                 registry: TxKindRegistry, genesis_time_ms: int = 0) -> None:
+                 registry: TxKindRegistry, genesis_time_ms: int = 0, verifier: Verifier | None = None) -> None:
         self.chain_id = chain_id
         self.validators = validators
         self.params = params
@@ -73,7 +73,7 @@ class LedgerApplication:
         self.state = StateStore(database)
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache()
-        self.verifier = Ed25519Verifier(chain_id)
+        self.verifier = verifier or Ed25519Verifier(chain_id)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
@@ -91,8 +91,10 @@ class LedgerApplication:
         """The application of the chain ``doc`` describes, its store checked, genesis state written and
         any block a crash left unapplied re-executed, ready for the next height."""
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
-        app = cls(doc.chain_id, validators, doc.params, database, build_registry(doc.chain_id, validators),
-                  genesis_time_ms=doc.genesis_time_ms)
+        verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())  # hybrid validators' certificates too
+        app = cls(doc.chain_id, validators, doc.params, database,
+                  build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
+                  verifier=verifier)
         app.check_stored_chain()
         app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts], genesis_hooks(doc))
         replayed = app.replay_unapplied()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.crypto import PrivateKey
+from core.crypto import AnySigningKey, load_signing_key
 from core.errors import InvalidInput
 from genesis.home import HomePaths, NodeConfig, PeerInfo, load_config
 from genesis.schema import GenesisDoc, load_genesis
@@ -27,7 +27,7 @@ class NodeHome:
     paths: HomePaths
     config: NodeConfig
     genesis: GenesisDoc
-    node_key: PrivateKey
+    node_key: AnySigningKey
 
     @property
     def data_path(self) -> Path:
@@ -41,11 +41,14 @@ def load_home(home: Path) -> NodeHome:
     paths = HomePaths(home)
     config = load_config(home)
     genesis = load_genesis(paths.genesis)
-    key = PrivateKey.load(paths.node_key)
+    key = load_signing_key(paths.node_key)
     validators = {v.public_key: v for v in genesis.validators}
-    me = validators.get(key.public_key.hex())
+    me = validators.get(key.public_key.raw.hex())
     if me is None:
         raise InvalidInput(f"{paths.node_key}: this key is not in the validator set of {paths.genesis}")
+    if me.verifying_key() != key.public_key:
+        raise InvalidInput(f"{paths.node_key}: genesis declares this validator's key as {me.key_type}, "
+                           f"but the key file holds a {key.public_key.key_type.value} key (or another ML-DSA half)")
     if me.name != config.name:
         raise InvalidInput(f"{paths.config}: name is {config.name!r} but genesis names this key {me.name!r}")
     for i, peer in enumerate(config.peers):

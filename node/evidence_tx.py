@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBytes
 
-from consensus import Ed25519Verifier, Evidence
+from consensus import Ed25519Verifier, Evidence, Verifier
 from core.errors import ContractRejected
 from core.hashing import sha256
 from core.state import StateView, TxContext
@@ -31,8 +31,9 @@ class EvidencePayload(BaseModel):
     evidence: StrictBytes
 
 
-def evidence_handler(chain_id: str, validators: tuple[bytes, ...]) -> Handler:
-    verifier = Ed25519Verifier(chain_id)
+def evidence_handler(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> Handler:
+    """``verifier`` knows the validators' key types (default: all Ed25519)."""
+    verifier = verifier or Ed25519Verifier(chain_id)
 
     def submit_evidence(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
         raw = parse_payload(EvidencePayload, payload).evidence

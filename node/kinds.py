@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
@@ -23,7 +24,7 @@ from node.execution import TxKindRegistry
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
 
 
-def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegistry:
+def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
     registry = TxKindRegistry()
     registry.register("acl.register", ["admin"], accounts.register)
     registry.register("acl.grant", ["admin"], accounts.grant)
@@ -33,7 +34,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegist
     registry.end_block_hooks.append(fl.end_block)
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
-    registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators))
+    registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators, verifier))
     return registry
 
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
+from consensus import ChainSigner, CommitCertificate, KeyedVerifier, Replica, ReplicaConfig, Start
 from core import codec
+from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
@@ -153,7 +154,7 @@ class Validator:
 
         self.metrics = NodeMetrics(config.name)
         self.supervisor.on_failure.append(self.metrics.on_task_failure)
-        own = OwnTxSubmitter(key, doc.chain_id)
+        own = OwnTxSubmitter(key.ed25519 if isinstance(key, HybridPrivateKey) else key, doc.chain_id)
         self.defence = SelfDefence(
             config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
             on_evidence_found=lambda proof: own.offer(EVIDENCE_KIND, {"evidence": proof}),
@@ -164,12 +165,12 @@ class Validator:
             on_message=self._on_peer_message, max_message_bytes=params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self.defence.on_peer_misbehaviour,
             validator_hosts=[split_address(v.p2p_address)[0] for v in doc.validators],
-            spawn=self.supervisor.spawn,
+            peer_keys=doc.validator_keys().get, spawn=self.supervisor.spawn,
         )
-        verifier = Ed25519Verifier(doc.chain_id)
+        verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())
         wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
-                          Ed25519Signer(key, doc.chain_id), verifier)
+                          ChainSigner(key, doc.chain_id), verifier)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
                                       on_evidence=self.defence.on_evidence, spawn=self.supervisor.spawn,
                                       mute_through=wal.lost_through)

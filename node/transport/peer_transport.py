@@ -1,11 +1,14 @@
-"""Authenticated, prioritised websocket links between genesis validators.
+"""Encrypted, mutually authenticated, prioritised websocket links between validators.
 
 One websocket per pair of validators: the side with the lower public key
 dials, the other accepts, so there is never a duplicate to reconcile (an
 acceptor that gets a second connection from the same peer keeps the newest,
 because the old one belongs to a peer that restarted). Each connection first
-runs the challenge-response handshake in :mod:`node.transport.handshake`;
-after it, every binary message is ``[channel byte] + payload``.
+runs the handshake in :mod:`node.transport.handshake` (hybrid key agreement,
+then signed identities checked against the allow-list provider); after it,
+every message is one sealed frame (:mod:`node.transport.secure`) whose
+plaintext is ``[channel byte] + payload``, and a frame that does not open
+closes the link.
 
 Isolation between peers is structural: each peer has its own byte-bounded
 queues and its own writer task, ``send`` only appends (or drops), and the
@@ -37,12 +40,13 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
-from core.crypto import PrivateKey
+from core.crypto import PublicKey, SigningKey, VerifyingKey
 from node.transport.admission import ConnectionCaps, HandshakeSlots, host_weights
-from node.transport.handshake import HandshakeFailed, Hello, Role, auth_message, check_hello, verify_auth
+from node.transport.handshake import MAX_AUTH_BYTES, Handshake, HandshakeFailed, PeerKeys, Role
 from node.transport.listener import Listener, peer_host, peer_label, resolve_hosts, split_address
 from node.transport.queues import Channel, PeerQueues, PeerStats, QueueLimit
-from node.transport.types import AdmissionStats, FrameTooLarge, PeerInfo, TransportTuning, UnknownPeer
+from node.transport.secure import FRAME_OVERHEAD, SecureSession
+from node.transport.types import AdmissionStats, BadFrame, FrameTooLarge, PeerInfo, TransportTuning, UnknownPeer
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +75,18 @@ class PeerTransport:
     ``validator_hosts`` are the hosts genesis lists for the validator set (one
     entry per validator); with the hosts of ``peers`` they get reserved
     handshake slots and larger connection caps.
+
+    ``peer_keys`` is the allow-list, asked at every handshake: the verifying
+    key of a validator by its identity, None for anyone else. By default it
+    names the Ed25519 keys of ``peers``; the node passes the validator set's
+    keys (hybrid ones included), and a changing set is a changing answer.
     """
 
     def __init__(
-        self, *, chain_id: str, key: PrivateKey, listen: str | socket.socket, peers: Sequence[PeerInfo],
+        self, *, chain_id: str, key: SigningKey, listen: str | socket.socket, peers: Sequence[PeerInfo],
         on_message: OnMessage, max_message_bytes: int, queue_limits: Mapping[Channel, QueueLimit],
         on_misbehaviour: OnMisbehaviour | None = None, tuning: TransportTuning = TransportTuning(),
-        validator_hosts: Iterable[str] = (),
+        validator_hosts: Iterable[str] = (), peer_keys: PeerKeys | None = None,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]] | None = None,
     ) -> None:
         self._chain_id = chain_id
@@ -85,9 +94,12 @@ class PeerTransport:
         self._own = key.public_key.raw
         self._listen = listen
         self._peers = {p.public_key: _Peer(p, queue_limits) for p in peers if p.public_key != self._own}
+        self._peer_keys = peer_keys or self._genesis_keys
         self._on_message = on_message
         self._on_misbehaviour = on_misbehaviour
         self._max_message_bytes = max_message_bytes
+        # A websocket message is a sealed frame (payload, channel byte, overhead) or a handshake frame.
+        self._ws_limit = max(max_message_bytes + 1 + FRAME_OVERHEAD, MAX_AUTH_BYTES + FRAME_OVERHEAD)
         self._tuning = tuning
         # Dialer and writer tasks start through ``spawn``: the runtime's supervisor stops the validator if one fails.
         self._spawn = spawn or (lambda coro, name: asyncio.create_task(coro, name=name))
@@ -194,6 +206,9 @@ class PeerTransport:
 
     # ---- internals -------------------------------------------------------
 
+    def _genesis_keys(self, public_key: bytes) -> VerifyingKey | None:
+        return PublicKey(public_key) if public_key in self._peers else None
+
     def _check_size(self, payload: bytes) -> None:
         if len(payload) > self._max_message_bytes:
             raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {self._max_message_bytes}")
@@ -243,18 +258,18 @@ class PeerTransport:
         deadline = self._deadline()
         async with asyncio.timeout_at(deadline):  # a listener that accepts but never answers is given up on
             ws = await self._session.ws_connect(
-                f"http://{peer.info.address}{P2P_PATH}", max_msg_size=self._max_message_bytes + 1,
+                f"http://{peer.info.address}{P2P_PATH}", max_msg_size=self._ws_limit,
                 heartbeat=self._tuning.heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=self._tuning.close_timeout))
         self._sockets.add(ws)
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._handshake(ws, Role.DIALER, expected=peer.info.public_key)
+                    session = await self._handshake(ws, Role.DIALER, expected=peer.info.public_key)
             except HandshakeFailed as exc:
                 self._report(peer.info.address, exc.slug)
                 await self._close(ws, WSCloseCode.POLICY_VIOLATION, exc.slug)
                 return False
-            await self._serve(peer, ws)
+            await self._serve(peer, ws, session)
             return True
         finally:
             self._sockets.discard(ws)
@@ -270,7 +285,7 @@ class PeerTransport:
         if slot is None:
             raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(
-            max_msg_size=self._max_message_bytes + 1, heartbeat=self._tuning.heartbeat,
+            max_msg_size=self._ws_limit, heartbeat=self._tuning.heartbeat,
             timeout=self._tuning.close_timeout)
         remote = peer_label(request.transport)
         upgraded = False
@@ -283,15 +298,16 @@ class PeerTransport:
                     if self._stopping:
                         await self._close(ws, WSCloseCode.GOING_AWAY, "shutdown")
                         return ws
-                    key = await self._handshake(ws, Role.ACCEPTOR, expected=None)
+                    session = await self._handshake(ws, Role.ACCEPTOR, expected=None)
             finally:
                 self._slots.release(slot)
-            peer = self._peers[key]
-            if self._dials(peer):
-                self._report(key, "wrong_direction")
-                await self._close(ws, WSCloseCode.POLICY_VIOLATION, "wrong_direction")
+            peer = self._peers.get(session.peer)
+            if peer is None or self._dials(peer):
+                reason = "wrong_direction" if peer is not None else "not_a_peer"
+                self._report(session.peer, reason)
+                await self._close(ws, WSCloseCode.POLICY_VIOLATION, reason)
                 return ws
-            await self._serve(peer, ws)
+            await self._serve(peer, ws, session)
         except HandshakeFailed as exc:
             self._report(remote, exc.slug)
             await self._close(ws, WSCloseCode.POLICY_VIOLATION, exc.slug)
@@ -305,18 +321,18 @@ class PeerTransport:
         # a half-prepared websocket cannot be finished.
         return ws if upgraded else web.Response(status=400, text="connection ended during the upgrade")
 
-    async def _handshake(self, ws: _Socket, role: Role, *, expected: bytes | None) -> bytes:
-        """Run the challenge-response handshake; the caller bounds it by the handshake deadline."""
-        ours = Hello.fresh(self._chain_id, self._own, self.listen_address)
-        await ws.send_bytes(ours.encode())
-        theirs = Hello.decode(await self._handshake_frame(ws))
-        check_hello(theirs, chain_id=self._chain_id, own_key=self._own, allowed=self._peers.keys(),
-                    expected=expected)
-        await ws.send_bytes(auth_message(self._key, role, ours, theirs))
-        their_role = Role.ACCEPTOR if role is Role.DIALER else Role.DIALER
-        verify_auth(await self._handshake_frame(ws), chain_id=self._chain_id, their_role=their_role,
-                    theirs=theirs, ours=ours)
-        return theirs.public_key
+    async def _handshake(self, ws: _Socket, role: Role, *, expected: bytes | None) -> SecureSession:
+        """Move the handshake's frames; the caller bounds it by the handshake deadline."""
+        handshake = Handshake(role, chain_id=self._chain_id, key=self._key, listen=self.listen_address,
+                              peer_keys=self._peer_keys, max_plaintext=self._max_message_bytes + 1,
+                              expected=expected)
+        opening = handshake.opening()
+        if opening is not None:
+            await ws.send_bytes(opening)
+        while handshake.session is None:
+            for frame in handshake.receive(await self._handshake_frame(ws)):
+                await ws.send_bytes(frame)
+        return handshake.session
 
     @staticmethod
     async def _handshake_frame(ws: _Socket) -> bytes:
@@ -330,7 +346,7 @@ class PeerTransport:
             raise HandshakeFailed("oversized_frame", "handshake frame above the message limit")
         raise ConnectionError(f"connection ended during the handshake ({msg.type.name})")
 
-    async def _serve(self, peer: _Peer, ws: _Socket) -> None:
+    async def _serve(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
         """Run an authenticated connection until it closes; the newest connection wins."""
         old, peer.ws = peer.ws, ws
         if old is not None:
@@ -340,9 +356,9 @@ class PeerTransport:
         peer.stats.connected = True
         self._notify()
         log.info("connected to %s", peer.info.name)
-        writer = self._spawn(self._write_loop(peer, ws), f"p2p-write-{peer.info.name}")
+        writer = self._spawn(self._write_loop(peer, ws, session), f"p2p-write-{peer.info.name}")
         try:
-            await self._read_loop(peer, ws)
+            await self._read_loop(peer, ws, session)
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -352,7 +368,7 @@ class PeerTransport:
                 self._notify()
                 log.info("disconnected from %s", peer.info.name)
 
-    async def _write_loop(self, peer: _Peer, ws: _Socket) -> None:
+    async def _write_loop(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
         try:
             while peer.ws is ws:
                 item = peer.queues.pop()
@@ -360,21 +376,35 @@ class PeerTransport:
                     await peer.queues.ready.wait()
                     continue
                 channel, payload = item
-                await ws.send_bytes(bytes((channel,)) + payload)
+                await ws.send_bytes(session.sealer.seal(bytes((channel,)) + payload))
                 peer.stats.sent += 1
         except NETWORK_ERRORS as exc:
             log.debug("write to %s failed: %r", peer.info.name, exc)
             await self._close(ws)
 
-    async def _read_loop(self, peer: _Peer, ws: _Socket) -> None:
+    async def _read_loop(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
+        """Deliver each frame that opens. One that does not (or any text frame) ends the link: its sender is
+        not the peer that authenticated, or the stream was tampered with. A frame that opens but names no
+        channel is the peer's own bug, counted up to ``malformed_limit``."""
         key = peer.info.public_key
         malformed = 0
         while True:
             msg = await ws.receive()
-            if msg.type is WSMsgType.BINARY and msg.data and msg.data[0] in _CHANNELS:
-                peer.stats.received += 1
-                await self._deliver(key, Channel(msg.data[0]), bytes(msg.data[1:]))
-            elif msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                try:
+                    if msg.type is WSMsgType.TEXT:
+                        raise BadFrame("a text frame on an encrypted link")
+                    plaintext = session.opener.open(bytes(msg.data))
+                except (BadFrame, FrameTooLarge) as exc:
+                    peer.stats.malformed += 1
+                    slug = "oversized_frame" if isinstance(exc, FrameTooLarge) else "bad_frame"
+                    self._report(key, slug)
+                    await self._close(ws, WSCloseCode.POLICY_VIOLATION, slug)
+                    return
+                if plaintext and plaintext[0] in _CHANNELS:
+                    peer.stats.received += 1
+                    await self._deliver(key, Channel(plaintext[0]), plaintext[1:])
+                    continue
                 malformed += 1
                 peer.stats.malformed += 1
                 self._report(key, "malformed_frame")

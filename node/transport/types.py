@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import InvalidInput, LimitExceeded
+from core.errors import InvalidInput, LimitExceeded, PeerMisbehaved
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,9 @@ class UnknownPeer(InvalidInput):
 
 class FrameTooLarge(LimitExceeded):
     reason = "frame_too_large"
+
+
+class BadFrame(PeerMisbehaved):
+    """A sealed frame that does not open: altered, replayed, reordered, dropped or mis-sized. The link closes."""
+
+    reason = "bad_frame"

@@ -7,10 +7,11 @@ hypothesis, a bounded number of them:
 
 - before authentication: garbage, text frames, hello documents with fuzzed
   fields, byte-mutated valid hellos, and after a valid hello random or
-  mutated auth frames (including the correctly signed one, mutated);
-- after a real handshake: frames with bad channel bytes, empty and text
-  frames, random msgpack, consensus- and sync-shaped messages with fuzzed
-  fields, and mutated signed transactions as gossip;
+  mutated auth frames (including the correctly sealed and signed one, mutated);
+- after a real handshake, sealed as a real peer seals them: frames with bad
+  channel bytes, empty frames, random msgpack, consensus- and sync-shaped
+  messages with fuzzed fields, and mutated signed transactions as gossip;
+  and, unsealed, text frames and raw bytes (the link must close);
 - once each: a frame above the size limit on both sides of the handshake,
   and HTTP that is not a websocket upgrade.
 
@@ -30,10 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import codec
-from core.crypto import PrivateKey
+from core.crypto import PrivateKey, PublicKey
 from core.tx import Transaction
 from devnet.testnet import Testnet
-from node.transport.handshake import Hello, Role, auth_message
+from node.transport.handshake import PROTOCOL_VERSION, Handshake, Role
+from node.transport.secure import ML_KEM_CIPHERTEXT_SIZE
 from tests.integration.load import PROGRESS_S, READY_S, chain_id_of, client_keys, wait_growing
 from tests.integration.test_p2p_attacks import UPGRADE, node_keys, p2p_host_port, peers, tracebacks
 
@@ -80,9 +82,9 @@ ints = st.integers(0, 3) | st.integers(-(2**63), 2**64 - 1)
 Frame = bytes | str  # str: sent as a text frame
 
 hello_fields = st.fixed_dictionaries({
-    "type": st.just("hello") | values, "version": st.just(1) | values, "chain_id": st.text(max_size=12) | values,
-    "public_key": st.binary(min_size=32, max_size=32) | values, "challenge": st.binary(min_size=32, max_size=32),
-    "listen": st.text(max_size=300) | values,
+    "type": st.just("hello") | values, "version": st.just(PROTOCOL_VERSION) | values,
+    "chain_id": st.text(max_size=12) | values, "x25519": st.binary(min_size=32, max_size=32) | values,
+    "ml_kem": st.binary(min_size=ML_KEM_CIPHERTEXT_SIZE, max_size=ML_KEM_CIPHERTEXT_SIZE) | values,
 }, optional={"extra": values})
 
 
@@ -123,18 +125,20 @@ class Fuzzer:
     chain_id: str
     key: PrivateKey
 
-    async def _connect(self, session: aiohttp.ClientSession) -> tuple[aiohttp.ClientWebSocketResponse, Hello]:
+    async def _connect(self, session: aiohttp.ClientSession
+                       ) -> tuple[aiohttp.ClientWebSocketResponse, Handshake, list[bytes]]:
+        """Connect and read the target's hello; returns the handshake and our hello and sealed auth."""
         ws = await session.ws_connect(self.url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_S))
+        handshake = Handshake(Role.DIALER, chain_id=self.chain_id, key=self.key, listen="127.0.0.1:1",
+                              peer_keys=PublicKey, max_plaintext=1 << 26)
         async with asyncio.timeout(CLOSE_S):
-            theirs = Hello.decode((await ws.receive()).data)
-        return ws, theirs
+            ours = handshake.receive((await ws.receive()).data)
+        return ws, handshake, ours
 
     async def pre_auth(self, case: PreAuth) -> None:
         async with aiohttp.ClientSession() as session:
-            ws, theirs = await self._connect(session)
-            ours = Hello.fresh(self.chain_id, self.key.public_key.raw, "127.0.0.1:1")
-            auth = auth_message(self.key, Role.DIALER, ours, theirs)
-            sent = [self._variant(case.hello, ours.encode())]
+            ws, _, (hello, auth) = await self._connect(session)
+            sent = [self._variant(case.hello, hello)]
             if case.auth is not None:
                 sent.append(self._variant(case.auth, auth))
             try:
@@ -157,17 +161,20 @@ class Fuzzer:
         assert isinstance(value, (bytes, str))
         return value
 
-    async def post_auth(self, sent: list[Frame]) -> None:
+    async def post_auth(self, sent: list[Frame], *, sealed: bool = True) -> None:
+        """Complete a real handshake, then send ``sent``: each bytes frame sealed (unless ``sealed`` is
+        False) as a real peer would, each str as a clear text frame."""
         async with aiohttp.ClientSession() as session:
-            ws, theirs = await self._connect(session)
-            ours = Hello.fresh(self.chain_id, self.key.public_key.raw, "127.0.0.1:1")
-            await ws.send_bytes(ours.encode())
+            ws, handshake, ours = await self._connect(session)
+            for frame in ours:
+                await ws.send_bytes(frame)
             async with asyncio.timeout(CLOSE_S):
-                assert (await ws.receive()).type is aiohttp.WSMsgType.BINARY  # the target's auth
-            await ws.send_bytes(auth_message(self.key, Role.DIALER, ours, theirs))
+                handshake.receive((await ws.receive()).data)  # the target's sealed auth
+            assert handshake.session is not None
             try:
                 for frame in sent:
-                    await send(ws, frame)
+                    await send(ws, handshake.session.sealer.seal(frame) if sealed and isinstance(frame, bytes)
+                               else frame)
             except (aiohttp.ClientError, ConnectionError):
                 pass  # closed for too many malformed frames
             await ws.close()
@@ -237,6 +244,8 @@ def test_fuzzed_peer_frames_and_handshakes_leave_a_validator_running(testnet: Ma
     after_handshake()
     limit = 2 * 8 * 1024 * 1024 + 65536  # the runtime's max_message_bytes for the default max_block_bytes
     asyncio.run(fuzzer.post_auth([bytes([0]) + bytes(limit + 1)]))
+    asyncio.run(fuzzer.post_auth([bytes([0]) + bytes(limit + 64)], sealed=False))
+    asyncio.run(fuzzer.post_auth([b"\x00unsealed: the link closes", b"\x00after"], sealed=False))
     asyncio.run(fuzzer.pre_auth(PreAuth(("raw", bytes(limit + 2)), None, ())))
     asyncio.run(http_that_is_not_an_upgrade(host, port))
 

@@ -6,17 +6,19 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from core.crypto import PrivateKey
+from core.crypto import PrivateKey, PublicKey
 from node.transport import (
     Channel, FrameTooLarge, PeerInfo, PeerTransport, TransportCollector, TransportTuning, UnknownPeer,
 )
-from node.transport.handshake import Hello, Role, auth_message
+from node.transport.handshake import Handshake, Role
+from node.transport.secure import SecureSession
 from node.transport.queues import PeerQueues, PeerStats, QueueLimit
 from tests.leakcheck import run
 
@@ -129,20 +131,68 @@ async def cluster(n: int, extra_peers: list[PeerInfo] = (), start: bool = True,
             await node.transport.stop()
 
 
+@dataclass(frozen=True)
+class Claiming:
+    """A signing key that presents ``claim`` as its identity but signs with ``key``: a peer naming a validator
+    key it does not hold."""
+
+    key: PrivateKey
+    claim: bytes
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(self.claim)
+
+    def sign(self, chain_id: str, kind: str, message: bytes) -> bytes:
+        return self.key.sign(chain_id, kind, message)
+
+
+@dataclass
+class RawLink:
+    """A dialer driven by hand: ``sent`` holds the hello and sealed auth it sent; once :meth:`established`
+    has read the acceptor's auth, :meth:`send` seals frames as a real peer would."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    handshake: Handshake
+    sent: list[bytes] = field(default_factory=list)
+
+    async def established(self) -> SecureSession:
+        async with asyncio.timeout(WAIT):
+            msg = await self.ws.receive()
+        assert msg.type is aiohttp.WSMsgType.BINARY, msg
+        self.handshake.receive(msg.data)
+        assert self.handshake.session is not None
+        return self.handshake.session
+
+    @property
+    def session(self) -> SecureSession:
+        assert self.handshake.session is not None
+        return self.handshake.session
+
+    async def send(self, plaintext: bytes) -> None:
+        await self.ws.send_bytes(self.session.sealer.seal(plaintext))
+
+
+def dialer(key: Any, chain: str = CHAIN) -> Handshake:
+    """A dialer's handshake that trusts whatever Ed25519 key answers (the tests check the other side)."""
+    return Handshake(Role.DIALER, chain_id=chain, key=key, listen="127.0.0.1:1", peer_keys=PublicKey,
+                     max_plaintext=MAX + 1)
+
+
 async def raw_dial(session: aiohttp.ClientSession, target: Node, key: PrivateKey, *,
-                   claim: bytes | None = None, **kw: Any) -> tuple[aiohttp.ClientWebSocketResponse, bytes, bytes]:
-    """Handshake by hand as a dialer; returns the socket and the hello/auth frames we sent."""
+                   claim: bytes | None = None, **kw: Any) -> RawLink:
+    """Handshake by hand as a dialer, up to sending our hello and sealed auth."""
     ws = await session.ws_connect(f"http://{target.info.address}/p2p", **kw)
-    ours = Hello.fresh(CHAIN, claim or key.public_key.raw, "127.0.0.1:1")
-    await ws.send_bytes(ours.encode())
-    theirs = Hello.decode((await ws.receive()).data)
-    auth = auth_message(key, Role.DIALER, ours, theirs)
-    await ws.send_bytes(auth)
-    return ws, ours.encode(), auth
+    link = RawLink(ws, dialer(key if claim is None else Claiming(key, claim)))
+    async with asyncio.timeout(WAIT):
+        link.sent = link.handshake.receive((await ws.receive()).data)
+    for frame in link.sent:
+        await ws.send_bytes(frame)
+    return link
 
 
 async def rejected_with(ws: aiohttp.ClientWebSocketResponse) -> str:
-    """Read the server's auth frame, then expect a policy-violation close; return its reason."""
+    """Skip binary frames, then expect a policy-violation close; return its reason."""
     async with asyncio.timeout(WAIT):
         msg = await ws.receive()
         while msg.type is aiohttp.WSMsgType.BINARY:
@@ -196,8 +246,8 @@ def test_unknown_key_is_rejected_and_reported() -> None:
     async def main() -> None:
         async with cluster(2) as (a, b), aiohttp.ClientSession() as session:
             stranger = PrivateKey.generate()
-            ws, _, _ = await raw_dial(session, b, stranger)
-            assert await rejected_with(ws) == "unknown_key"
+            link = await raw_dial(session, b, stranger)
+            assert await rejected_with(link.ws) == "unknown_key"
             who = await b.reports.wait_reason("unknown_key")
             assert isinstance(who, str) and who.startswith("127.0.0.1:")
             await b.transport.wait_connected([a.pub], timeout=WAIT)
@@ -212,8 +262,8 @@ def test_peer_claiming_a_genesis_key_without_holding_it_is_rejected() -> None:
         impostor = PrivateKey.generate()
         async with cluster(1, extra_peers=[PeerInfo("node-low", lower.public_key.raw, "127.0.0.1:9")]) as (b,), \
                 aiohttp.ClientSession() as session:
-            ws, _, _ = await raw_dial(session, b, impostor, claim=lower.public_key.raw)
-            assert await rejected_with(ws) == "bad_signature"
+            link = await raw_dial(session, b, impostor, claim=lower.public_key.raw)
+            assert await rejected_with(link.ws) == "bad_signature"
             await b.reports.wait_reason("bad_signature")
             assert b.transport.connected_peers() == []
     run(main)
@@ -241,15 +291,15 @@ def test_recorded_handshake_cannot_be_replayed() -> None:
     async def main() -> None:
         async with cluster(2) as (a, b), aiohttp.ClientSession() as session:
             await a.transport.stop()  # free a's identity so the raw client can use it
-            ws, hello, auth = await raw_dial(session, b, a.key)
+            link = await raw_dial(session, b, a.key)
             await b.transport.wait_connected([a.pub], timeout=WAIT)
-            await ws.close()
+            await link.ws.close()
             await b.transport.wait_peers(lambda connected: not connected, timeout=WAIT)
             replay = await session.ws_connect(f"http://{b.info.address}/p2p")
-            await replay.send_bytes(hello)
-            assert (await replay.receive()).type is aiohttp.WSMsgType.BINARY  # b's fresh challenge
-            await replay.send_bytes(auth)
-            assert await rejected_with(replay) == "bad_signature"
+            assert (await replay.receive()).type is aiohttp.WSMsgType.BINARY  # b's fresh key shares
+            for frame in link.sent:  # our recorded hello and sealed auth, under b's new ephemeral keys
+                await replay.send_bytes(frame)
+            assert await rejected_with(replay) == "bad_frame"
             assert b.transport.connected_peers() == []
     run(main)
 
@@ -260,17 +310,18 @@ def test_oversized_and_malformed_frames_are_reported_without_harm() -> None:
             with pytest.raises(FrameTooLarge):
                 a.transport.send(b.pub, Channel.GOSSIP, b"x" * 1025)
             await a.transport.stop()
-            ws, _, _ = await raw_dial(session, b, a.key)
+            link = await raw_dial(session, b, a.key)
+            await link.established()
             await b.transport.wait_connected([a.pub], timeout=WAIT)
-            await ws.send_bytes(b"")
-            await ws.send_bytes(b"\x07unknown channel")
-            await ws.send_bytes(bytes([Channel.GOSSIP]) + b"still fine")
+            await link.send(b"")
+            await link.send(b"\x07unknown channel")
+            await link.send(bytes([Channel.GOSSIP]) + b"still fine")
             await b.inbox.wait_for(lambda m: m == [(a.pub, Channel.GOSSIP, b"still fine")])
             assert [r for _, r in b.reports.items] == ["malformed_frame", "malformed_frame"]
-            await ws.send_bytes(bytes([Channel.GOSSIP]) + b"y" * 4096)
+            await link.send(bytes([Channel.GOSSIP]) + b"y" * 4096)
             await b.reports.wait_reason("oversized_frame")
             await b.transport.wait_peers(lambda connected: not connected, timeout=WAIT)
-            await ws.close()
+            await link.ws.close()
             assert b.transport.stats()[a.pub].malformed == 3
             # b survived: the real a comes back and talks to it.
             await a.restart([a.info, b.info])
@@ -284,12 +335,13 @@ def test_too_many_malformed_frames_close_the_connection() -> None:
     async def main() -> None:
         async with cluster(2) as (a, b), aiohttp.ClientSession() as session:
             await a.transport.stop()
-            ws, _, _ = await raw_dial(session, b, a.key)
+            link = await raw_dial(session, b, a.key)
+            await link.established()
             await b.transport.wait_connected([a.pub], timeout=WAIT)
             for _ in range(TUNING.malformed_limit):
-                await ws.send_str("text is not a frame")
+                await link.send(b"\x09no such channel")
             await b.transport.wait_peers(lambda connected: not connected, timeout=WAIT)
-            assert await rejected_with(ws) == "too many malformed frames"
+            assert await rejected_with(link.ws) == "too many malformed frames"
     run(main)
 
 
@@ -332,7 +384,7 @@ def test_a_stalled_peer_does_not_block_the_others() -> None:
         async with cluster(2, extra_peers=extra, queue_limits=limits, keys=keys) as (a, b), \
                 aiohttp.ClientSession() as session:
             await a.transport.wait_connected([b.pub], timeout=WAIT)
-            ws, _, _ = await raw_dial(session, a, stalled_key)  # handshakes, then never reads
+            link = await raw_dial(session, a, stalled_key)  # handshakes, then never reads
             await a.transport.wait_connected([stalled_key.public_key.raw], timeout=WAIT)
             big = b"z" * (512 * 1024)
             for i in range(200):
@@ -342,7 +394,7 @@ def test_a_stalled_peer_does_not_block_the_others() -> None:
             stalled = a.transport.stats()[stalled_key.public_key.raw]
             assert stalled.dropped > 0 and stalled.sent < 200
             assert a.transport.stats()[b.pub].dropped == 0
-            await ws.close()
+            await link.ws.close()
     run(main)
 
 

@@ -25,7 +25,8 @@ from core import codec
 from core.crypto import PrivateKey
 from node.transport import Channel, HandshakeFailed, PeerInfo, QueueLimit, TransportCollector
 from node.transport.admission import ConnectionCaps, HandshakeSlots, Slot
-from node.transport.handshake import CHALLENGE_SIZE, MAX_LISTEN_LENGTH, PROTOCOL_VERSION, Hello, Role, verify_auth
+from node.transport.handshake import PROTOCOL_VERSION, Handshake, Hello, Role
+from node.transport.secure import ML_KEM_CIPHERTEXT_SIZE, ML_KEM_ENCAPSULATION_KEY_SIZE, X25519_SIZE
 from node.transport.queues import PeerQueues, PeerStats
 from tests.leakcheck import run
 from tests.node.test_transport import TUNING, WAIT, Node, bound_socket, cluster, sorted_keys
@@ -174,44 +175,64 @@ def _field(valid: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
 
 _hello_docs = st.fixed_dictionaries({
     "type": _field(st.just("hello")),
-    "version": _field(st.sampled_from([PROTOCOL_VERSION, True, 0, 2])),
+    "version": _field(st.sampled_from([PROTOCOL_VERSION, True, 1, 3])),
     "chain_id": _field(st.text(max_size=20)),
-    "public_key": _field(st.binary(min_size=32, max_size=32)),
-    "challenge": _field(st.binary(min_size=CHALLENGE_SIZE, max_size=CHALLENGE_SIZE)),
-    "listen": _field(st.text(max_size=MAX_LISTEN_LENGTH + 5)),
+    "x25519": _field(st.binary(min_size=X25519_SIZE, max_size=X25519_SIZE)),
+    "ml_kem": _field(st.sampled_from([ML_KEM_ENCAPSULATION_KEY_SIZE, ML_KEM_CIPHERTEXT_SIZE, 31]).map(bytes)),
 }, optional={"extra": _any_value})
 
 
-def _valid_hello(doc: dict[str, object], size: int) -> bool:
-    return (size <= 4096 and "extra" not in doc and doc["type"] == "hello" and type(doc["version"]) is int
+def _valid_hello(doc: dict[str, object], sender: Role) -> bool:
+    kem = ML_KEM_ENCAPSULATION_KEY_SIZE if sender is Role.ACCEPTOR else ML_KEM_CIPHERTEXT_SIZE
+    return ("extra" not in doc and doc["type"] == "hello" and type(doc["version"]) is int
             and doc["version"] == PROTOCOL_VERSION and isinstance(doc["chain_id"], str)
-            and isinstance(doc["listen"], str) and len(doc["listen"]) <= MAX_LISTEN_LENGTH
-            and isinstance(doc["public_key"], bytes) and len(doc["public_key"]) == 32
-            and isinstance(doc["challenge"], bytes) and len(doc["challenge"]) == CHALLENGE_SIZE)
+            and isinstance(doc["x25519"], bytes) and len(doc["x25519"]) == X25519_SIZE
+            and isinstance(doc["ml_kem"], bytes) and len(doc["ml_kem"]) == kem)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_hello_docs, st.binary(max_size=200), st.data())
-def test_hello_decoding_accepts_exactly_the_valid_documents(doc: dict[str, object], noise: bytes,
+@given(_hello_docs, st.sampled_from(Role), st.binary(max_size=200), st.data())
+def test_hello_decoding_accepts_exactly_the_valid_documents(doc: dict[str, object], sender: Role, noise: bytes,
                                                             data: st.DataObject) -> None:
     encoded = codec.encode(doc)
     mutated = bytearray(encoded)
     for _ in range(data.draw(st.integers(0, 3))):
         mutated[data.draw(st.integers(0, len(mutated) - 1))] = data.draw(st.integers(0, 255))
-    for frame, oracle in ((encoded, _valid_hello(doc, len(encoded))), (bytes(mutated), None), (noise, None)):
+    for frame, oracle in ((encoded, _valid_hello(doc, sender)), (bytes(mutated), None), (noise, None)):
         try:
-            hello = Hello.decode(frame)
+            hello = Hello.decode(frame, sender)
         except HandshakeFailed:
             assert oracle is not True, f"a valid hello was refused: {doc}"
             continue
         assert oracle is not False, f"an invalid hello was accepted: {doc}"
         assert hello.encode() == frame  # whatever is accepted is exactly a hello this node would send
-    # Whatever the auth frame holds, it never verifies for a key nobody signed with.
-    ours = Hello.fresh("c", bytes(32), "127.0.0.1:1")
-    theirs = Hello.fresh("c", PrivateKey.generate().public_key.raw, "127.0.0.1:2")
-    for frame in (encoded, noise, codec.encode({"type": "auth", "signature": noise})):
-        with pytest.raises(HandshakeFailed):
-            verify_auth(frame, chain_id="c", their_role=Role.DIALER, theirs=theirs, ours=ours)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_no_auth_frame_but_the_real_one_completes_a_handshake(noise: bytes, data: st.DataObject) -> None:
+    """After a valid hello, whatever the dialer sends as its auth (noise, a mutation of the real sealed auth,
+    an auth sealed correctly but signed by a key nobody allowed) never completes the acceptor's handshake."""
+    known, stranger = PrivateKey.generate(), PrivateKey.generate()
+    allowed = {known.public_key.raw: known.public_key}
+    acceptor = Handshake(Role.ACCEPTOR, chain_id="c", key=PrivateKey.generate(), listen="127.0.0.1:2",
+                         peer_keys=allowed.get, max_plaintext=1024)
+    signer = data.draw(st.sampled_from([known, stranger]))
+    dial = Handshake(Role.DIALER, chain_id="c", key=signer, listen="127.0.0.1:1",
+                     peer_keys=lambda k: None, max_plaintext=1024)
+    hello, auth = dial.receive(acceptor.opening() or b"")
+    assert acceptor.receive(hello) == []
+    mutated = bytearray(auth)
+    position = data.draw(st.integers(0, len(mutated) - 1))
+    mutated[position] ^= data.draw(st.integers(1, 255))
+    frame = data.draw(st.sampled_from([noise, bytes(mutated), auth]))
+    if frame == auth and signer is known:
+        assert len(acceptor.receive(frame)) == 1 and acceptor.session is not None
+        return
+    with pytest.raises(HandshakeFailed) as failed:
+        acceptor.receive(frame)
+    assert failed.value.slug == ("unknown_key" if frame == auth else "bad_frame")
+    assert acceptor.session is None
 
 
 # ---- real sockets --------------------------------------------------------------------------------
@@ -234,7 +255,7 @@ async def sessions() -> AsyncIterator[Callable[[str], aiohttp.ClientSession]]:
 
 
 async def squat(session: aiohttp.ClientSession, node: Node) -> aiohttp.ClientWebSocketResponse:
-    """Upgrade and never say hello; returns once the node's own hello shows it holds a slot for us."""
+    """Upgrade and never answer; returns once the node's own hello shows it holds a slot for us."""
     ws = await session.ws_connect(f"http://{node.info.address}/p2p")
     assert (await ws.receive()).type is aiohttp.WSMsgType.BINARY
     return ws
