@@ -67,7 +67,7 @@ def keys_gen(args: argparse.Namespace) -> int:
     if "validator" in args.roles and not args.p2p:
         raise InvalidInput("--p2p HOST:PORT is required for a validator: the address the other validators dial")
     part = generate_identity(home, name=args.name or home.resolve().name, roles=args.roles,
-                             p2p_address=args.p2p, rpc_address=args.rpc)
+                             p2p_address=args.p2p, rpc_address=args.rpc, hybrid=args.hybrid)
     _print(part.to_json())
     print(f"wrote {home / 'config' / 'node_key.json'} (private, mode 0600) and {home / 'public.json'}; "
           "share only public.json", file=sys.stderr)
@@ -99,7 +99,7 @@ def genesis_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
                        hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state, args.hospitals or args.validators))
+                       app_state=_app_state(args.app_state, args.hospitals or args.validators), hybrid=args.hybrid)
     _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
     _print(f"genesis: {net.genesis_path}")
     for home, v in zip(net.homes, net.genesis.validators):

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"roles of this key, from {', '.join(ROLES)} (default: validator)")
     p.add_argument("--p2p", metavar="HOST:PORT", help="where other validators reach this one (validators only)")
     p.add_argument("--rpc", metavar="HOST:PORT", help="where clients reach this node's JSON-RPC server")
+    p.add_argument("--hybrid", action="store_true",
+                   help="a hybrid Ed25519 + ML-DSA-65 validator key (post-quantum votes and handshakes)")
     p = _add(keys, "show", commands.keys_show, "Print the home's public part, after checking it matches its key.")
     _home(p)
 
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
     p.add_argument("--hospitals", type=_at_least(0), metavar="N", help="hospital accounts (default: one per validator)")
     p.add_argument("--gateways", type=_at_least(0), metavar="N", help="IDS gateway accounts (default: one per validator)")
+    p.add_argument("--hybrid", action="store_true", help="hybrid Ed25519 + ML-DSA-65 keys for every validator")
     _chain_inputs(p)
     p = _add(gen, "assemble", commands.genesis_assemble, "Production path: build genesis.json from the hospitals' public.json files.",
              "Everyone who runs this with the same files and arguments gets the same genesis hash (the order of\n"

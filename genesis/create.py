@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.crypto import PrivateKey
+from core.crypto import AnySigningKey, HybridPrivateKey, KeyType, PrivateKey
 from core.errors import InvalidInput
 from genesis.home import HomePaths, NodeConfig, write_config
 from genesis.keys import PublicPart, load_public_part, public_part_of, show_identity
@@ -61,13 +61,20 @@ def assemble(chain_id: str, parts: Sequence[PublicPart], *, genesis_time_ms: int
     obj = {
         "chain_id": chain_id,
         "genesis_time_ms": genesis_time_ms,
-        "validators": [{"name": p.name, "public_key": p.public_key, "p2p_address": p.p2p_address}
-                       for p in ordered if "validator" in p.roles],
+        "validators": [{"name": p.name, "public_key": p.public_key, "p2p_address": p.p2p_address,
+                        **_key_type_of(p)} for p in ordered if "validator" in p.roles],
         "params": (params or ChainParams()).model_dump(mode="json"),
         "accounts": [{"name": p.name, "public_key": p.public_key, "roles": list(p.roles)} for p in ordered],
         "app_state": app_state if app_state is not None else {},
     }
     return genesis_from_obj(obj, source="assembled genesis")
+
+
+def _key_type_of(part: PublicPart) -> dict[str, str]:
+    """The genesis key-type fields of a validator's part: none for Ed25519, so its entry is as before."""
+    if part.ml_dsa_public_key is None:
+        return {}
+    return {"key_type": KeyType.HYBRID.value, "ml_dsa_public_key": part.ml_dsa_public_key}
 
 
 def node_config_for(doc: GenesisDoc, public_key: str, *, p2p_listen: str | None = None,
@@ -119,14 +126,15 @@ def _check_counts(n_validators: int, hospitals: int, gateways: int, base_port: i
 def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CHAIN_ID,
                  base_port: int = DEFAULT_BASE_PORT, hospitals: int | None = None, gateways: int | None = None,
                  host: str = "127.0.0.1", params: ChainParams | None = None,
-                 app_state: dict[str, Any] | None = None, genesis_time_ms: int | None = None) -> Network:
+                 app_state: dict[str, Any] | None = None, genesis_time_ms: int | None = None,
+                 hybrid: bool = False) -> Network:
     """Generate all keys and write ``out_dir/genesis.json`` plus one home per validator.
 
     Accounts: validator ``node{i}``; ``admin`` (key in node0's keys/);
     ``hospital{j}`` and ``gateway{j}`` (default one of each per validator),
     the j-th kept by node ``j % n``: its first of each role as
     ``keys/hospital.json`` / ``keys/gateway.json``, any more as
-    ``keys/hospital{j}.json``.
+    ``keys/hospital{j}.json``. ``hybrid``: every validator gets an Ed25519 + ML-DSA-65 key.
     """
     hospitals = n_validators if hospitals is None else hospitals
     gateways = n_validators if gateways is None else gateways
@@ -136,7 +144,7 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
         if existing.exists():
             raise InvalidInput(f"{existing} already exists; choose an empty --out directory")
 
-    node_keys = [PrivateKey.generate() for _ in range(n_validators)]
+    node_keys: list[AnySigningKey] = [HybridPrivateKey.generate() if hybrid else PrivateKey.generate() for _ in range(n_validators)]
     parts = [public_part_of(key, name=f"node{i}", roles=["validator"],
                             p2p_address=f"{host}:{base_port + 2 * i}", rpc_address=f"{host}:{base_port + 2 * i + 1}")
              for i, key in enumerate(node_keys)]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from core.crypto import PrivateKey
+from core.crypto import AnySigningKey, HybridPrivateKey, HybridPublicKey, PrivateKey, load_signing_key
 from core.errors import InvalidInput
 from genesis.home import HomePaths
-from genesis.types import STRICT, DialAddress, Name, PublicKeyHex, Roles
+from genesis.types import STRICT, DialAddress, MlDsaPublicKeyHex, Name, PublicKeyHex, Roles
 from genesis.validation import FieldError, dump_json, read_json_file, validate_model, write_file_atomic
 
 
@@ -31,6 +31,8 @@ class PublicPart(BaseModel):
     """Where peers reach this validator; required for, and only for, role 'validator'."""
     rpc_address: DialAddress | None = None
     """Where clients reach this node's JSON-RPC server, if it runs one."""
+    ml_dsa_public_key: MlDsaPublicKeyHex | None = None
+    """The ML-DSA-65 half of a hybrid validator key (``fbci keys gen --hybrid``); absent for Ed25519."""
 
     @model_validator(mode="after")
     def _addresses_fit_roles(self) -> PublicPart:
@@ -39,16 +41,21 @@ class PublicPart(BaseModel):
             raise FieldError(("p2p_address",), "is required for role 'validator'")
         if not is_validator and self.p2p_address is not None:
             raise FieldError(("p2p_address",), "only a validator has a p2p address")
+        if not is_validator and self.ml_dsa_public_key is not None:
+            raise FieldError(("ml_dsa_public_key",), "only a validator key may be hybrid (transactions are Ed25519)")
         return self
 
     def to_json(self) -> str:
         return dump_json(self.model_dump(mode="json"))
 
 
-def public_part_of(key: PrivateKey, *, name: str, roles: list[str], p2p_address: str | None = None,
+def public_part_of(key: AnySigningKey, *, name: str, roles: list[str], p2p_address: str | None = None,
                    rpc_address: str | None = None, source: str = "public part") -> PublicPart:
-    obj = {"name": name, "public_key": key.public_key.hex(), "roles": roles,
+    public = key.public_key
+    obj = {"name": name, "public_key": public.raw.hex(), "roles": roles,
            "p2p_address": p2p_address, "rpc_address": rpc_address}
+    if isinstance(public, HybridPublicKey):
+        obj["ml_dsa_public_key"] = public.ml_dsa.hex()
     return validate_model(PublicPart, obj, source=source, error=InvalidInput)
 
 
@@ -57,14 +64,14 @@ def load_public_part(path: Path) -> PublicPart:
 
 
 def generate_identity(home: Path, *, name: str, roles: list[str], p2p_address: str | None = None,
-                      rpc_address: str | None = None) -> PublicPart:
+                      rpc_address: str | None = None, hybrid: bool = False) -> PublicPart:
     """Create the home's key and public.json; refuses to replace an existing key, which would lose it."""
     paths = HomePaths(home)
     for existing in (paths.node_key, paths.public):
         if existing.exists():
             raise InvalidInput(f"{existing} already exists; fbci never overwrites a key "
                                "(use another --home, or remove it yourself if it is truly unused)")
-    key = PrivateKey.generate()
+    key: AnySigningKey = HybridPrivateKey.generate() if hybrid else PrivateKey.generate()
     part = public_part_of(key, name=name, roles=roles, p2p_address=p2p_address, rpc_address=rpc_address,
                           source=str(paths.public))
     key.save(paths.node_key)
@@ -75,8 +82,9 @@ def generate_identity(home: Path, *, name: str, roles: list[str], p2p_address: s
 def show_identity(home: Path) -> PublicPart:
     """The home's public part, after checking it belongs to the key actually stored there."""
     paths = HomePaths(home)
-    key = PrivateKey.load(paths.node_key)
+    key = load_signing_key(paths.node_key)
     part = load_public_part(paths.public)
-    if part.public_key != key.public_key.hex():
+    if part != public_part_of(key, name=part.name, roles=list(part.roles), p2p_address=part.p2p_address,
+                              rpc_address=part.rpc_address):
         raise InvalidInput(f"{paths.public}: public_key does not match {paths.node_key}")
     return part

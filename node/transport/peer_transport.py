@@ -43,6 +43,7 @@ from aiohttp.http_websocket import WebSocketError
 from core.crypto import PublicKey, SigningKey, VerifyingKey
 from node.transport.admission import ConnectionCaps, HandshakeSlots, host_weights
 from node.transport.handshake import MAX_AUTH_BYTES, Handshake, HandshakeFailed, PeerKeys, Role
+from node.transport.link import Socket, run_handshake
 from node.transport.listener import Listener, peer_host, peer_label, resolve_hosts, split_address
 from node.transport.queues import Channel, PeerQueues, PeerStats, QueueLimit
 from node.transport.secure import FRAME_OVERHEAD, SecureSession
@@ -57,7 +58,6 @@ NETWORK_ERRORS = (OSError, TimeoutError, aiohttp.ClientError, WebSocketError)
 
 OnMessage = Callable[[bytes, Channel, bytes], Union[Awaitable[None], None]]
 OnMisbehaviour = Callable[[Union[bytes, str], str], None]
-_Socket = Union[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]
 
 
 class _Peer:
@@ -65,7 +65,7 @@ class _Peer:
         self.info = info
         self.stats = PeerStats()
         self.queues = PeerQueues(limits, self.stats)
-        self.ws: _Socket | None = None
+        self.ws: Socket | None = None
         self.connections = 0
 
 
@@ -107,7 +107,7 @@ class PeerTransport:
         for host, count in host_weights(validator_hosts).items():
             weights[host] = max(weights[host], count)
         self._validator_hosts = weights
-        self._sockets: set[_Socket] = set()
+        self._sockets: set[Socket] = set()
         self._dialers: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
         self._slots: HandshakeSlots | None = None
@@ -233,7 +233,7 @@ class PeerTransport:
         """The loop time by which a connection begun now must have finished its handshake."""
         return asyncio.get_running_loop().time() + self._tuning.handshake_timeout
 
-    async def _close(self, ws: _Socket, code: int = WSCloseCode.OK, reason: str = "") -> None:
+    async def _close(self, ws: Socket, code: int = WSCloseCode.OK, reason: str = "") -> None:
         """Close ``ws``, giving the peer ``close_timeout`` to answer; a stalled peer is cut hard."""
         try:
             async with asyncio.timeout(self._tuning.close_timeout):
@@ -321,32 +321,12 @@ class PeerTransport:
         # a half-prepared websocket cannot be finished.
         return ws if upgraded else web.Response(status=400, text="connection ended during the upgrade")
 
-    async def _handshake(self, ws: _Socket, role: Role, *, expected: bytes | None) -> SecureSession:
-        """Move the handshake's frames; the caller bounds it by the handshake deadline."""
-        handshake = Handshake(role, chain_id=self._chain_id, key=self._key, listen=self.listen_address,
-                              peer_keys=self._peer_keys, max_plaintext=self._max_message_bytes + 1,
-                              expected=expected)
-        opening = handshake.opening()
-        if opening is not None:
-            await ws.send_bytes(opening)
-        while handshake.session is None:
-            for frame in handshake.receive(await self._handshake_frame(ws)):
-                await ws.send_bytes(frame)
-        return handshake.session
+    async def _handshake(self, ws: Socket, role: Role, *, expected: bytes | None) -> SecureSession:
+        return await run_handshake(ws, Handshake(
+            role, chain_id=self._chain_id, key=self._key, listen=self.listen_address, peer_keys=self._peer_keys,
+            max_plaintext=self._max_message_bytes + 1, expected=expected))
 
-    @staticmethod
-    async def _handshake_frame(ws: _Socket) -> bytes:
-        msg = await ws.receive()
-        if msg.type is WSMsgType.BINARY:
-            return bytes(msg.data)
-        if msg.type is WSMsgType.TEXT:
-            raise HandshakeFailed("malformed_handshake", "handshake frames are binary")
-        if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError) \
-                and msg.data.code == WSCloseCode.MESSAGE_TOO_BIG:
-            raise HandshakeFailed("oversized_frame", "handshake frame above the message limit")
-        raise ConnectionError(f"connection ended during the handshake ({msg.type.name})")
-
-    async def _serve(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
+    async def _serve(self, peer: _Peer, ws: Socket, session: SecureSession) -> None:
         """Run an authenticated connection until it closes; the newest connection wins."""
         old, peer.ws = peer.ws, ws
         if old is not None:
@@ -368,7 +348,7 @@ class PeerTransport:
                 self._notify()
                 log.info("disconnected from %s", peer.info.name)
 
-    async def _write_loop(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
+    async def _write_loop(self, peer: _Peer, ws: Socket, session: SecureSession) -> None:
         try:
             while peer.ws is ws:
                 item = peer.queues.pop()
@@ -382,7 +362,7 @@ class PeerTransport:
             log.debug("write to %s failed: %r", peer.info.name, exc)
             await self._close(ws)
 
-    async def _read_loop(self, peer: _Peer, ws: _Socket, session: SecureSession) -> None:
+    async def _read_loop(self, peer: _Peer, ws: Socket, session: SecureSession) -> None:
         """Deliver each frame that opens. One that does not (or any text frame) ends the link: its sender is
         not the peer that authenticated, or the stream was tampered with. A frame that opens but names no
         channel is the peer's own bug, counted up to ``malformed_limit``."""
