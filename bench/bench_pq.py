@@ -12,11 +12,12 @@ Side by side in one run, on one core, through the node's own calls:
   Ed25519 and with hybrid validator keys, and the bytes it puts on the wire; and the key agreement
   alone, X25519 against X25519 + ML-KEM-768.
 
-Run: ``python -m bench.bench_pq``; writes ``bench/results/pq.json``.
+Run: ``python -m bench.bench_pq [--seconds S]``; writes ``bench/results/pq.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,19 +54,19 @@ def keys(kind: str, n: int) -> list[AnySigningKey]:
     return [HybridPrivateKey(bytes([i + 1]) * 32, bytes([i + 101]) * 32) for i in range(n)]
 
 
-def tx_row(kind: str) -> dict[str, Any]:
+def tx_row(kind: str, seconds: float) -> dict[str, Any]:
     (key,) = keys(kind, 1)
     signed = sign_bytes(CHAIN, SIGN_KIND, TX_BODY)
     signature = key.sign(CHAIN, SIGN_KIND, TX_BODY)
     public = key.public_key
     assert public.verify_signed(signed, signature)
-    verify_rate = per_second(lambda: public.verify_signed(signed, signature))
+    verify_rate = per_second(lambda: public.verify_signed(signed, signature), seconds)
     return {"what": "transaction", "key_type": kind, "signature_bytes": len(signature),
-            "sign_us": 1e6 / per_second(lambda: key.sign(CHAIN, SIGN_KIND, TX_BODY)),
+            "sign_us": 1e6 / per_second(lambda: key.sign(CHAIN, SIGN_KIND, TX_BODY), seconds),
             "verify_us": 1e6 / verify_rate, "verify_per_s": verify_rate}
 
 
-def certificate_row(kind: str, n: int) -> dict[str, Any]:
+def certificate_row(kind: str, n: int, seconds: float) -> dict[str, Any]:
     validators = keys(kind, n)
     ids = tuple(k.public_key.raw for k in validators)
     verifier = KeyedVerifier(CHAIN, {k.public_key.raw: k.public_key for k in validators})
@@ -74,7 +75,7 @@ def certificate_row(kind: str, n: int) -> dict[str, Any]:
     quorum = quorum_size(n)
     cert = CommitCertificate(1, 0, block_hash, tuple(
         (k.public_key.raw, ChainSigner(k, CHAIN).sign(KIND_COMMIT, body)) for k in validators[:quorum]))
-    rate = per_second(lambda: cert.verify(CHAIN, ids, verifier))
+    rate = per_second(lambda: cert.verify(CHAIN, ids, verifier), seconds)
     return {"what": f"block certificate n={n} ({quorum} sigs)", "key_type": kind,
             "signature_bytes": len(cert.encode()), "verify_us": 1e6 / rate, "verify_per_s": rate}
 
@@ -95,16 +96,16 @@ def handshake_once(acceptor_key: AnySigningKey, dialer_key: AnySigningKey,
     return len(opening) + len(hello) + len(auth) + len(reply)
 
 
-def handshake_row(kind: str) -> dict[str, Any]:
+def handshake_row(kind: str, seconds: float) -> dict[str, Any]:
     a, d = keys(kind, 2)
     allowed = {k.public_key.raw: k.public_key for k in (a, d)}
     wire = handshake_once(a, d, allowed)
-    rate = per_second(lambda: handshake_once(a, d, allowed))
+    rate = per_second(lambda: handshake_once(a, d, allowed), seconds)
     return {"what": "peer handshake (both ends)", "key_type": kind, "signature_bytes": wire,
             "verify_us": 1e6 / rate, "verify_per_s": rate}
 
 
-def key_agreement_row(hybrid: bool) -> dict[str, Any]:
+def key_agreement_row(hybrid: bool, seconds: float) -> dict[str, Any]:
     """Both ends' work for the key agreement alone: X25519, and ML-KEM-768 keygen, encapsulation and
     decapsulation when hybrid."""
     def agree() -> None:
@@ -115,26 +116,36 @@ def key_agreement_row(hybrid: bool) -> dict[str, Any]:
             kem = MLKEM768PrivateKey.generate()
             _, ciphertext = kem.public_key().encapsulate()
             kem.decapsulate(ciphertext)
-    rate = per_second(agree)
+    rate = per_second(agree, seconds)
     return {"what": "key agreement only", "key_type": "x25519+ml-kem-768" if hybrid else "x25519",
             "signature_bytes": 64 + (1184 + 1088 if hybrid else 0), "verify_us": 1e6 / rate, "verify_per_s": rate}
 
 
-def main() -> None:
-    bound = ed25519_verify_rate()
-    rows = [tx_row("ed25519"), tx_row("ed25519+ml-dsa-65")]
+def measure(seconds: float = SECONDS) -> dict[str, Any]:
+    """Every row, each timed for ``seconds``; ``x_ed25519`` is its cost over the Ed25519 row of the same work."""
+    bound = ed25519_verify_rate(seconds)
+    hybrid = "ed25519+ml-dsa-65"
+    rows = [tx_row("ed25519", seconds), tx_row(hybrid, seconds)]
     for n in (4, 7):
-        rows += [certificate_row("ed25519", n), certificate_row("ed25519+ml-dsa-65", n)]
-    rows += [handshake_row("ed25519"), handshake_row("ed25519+ml-dsa-65")]
-    rows += [key_agreement_row(False), key_agreement_row(True)]
-    for row in rows:  # cost relative to the Ed25519 row of the same kind of work, measured in this run
+        rows += [certificate_row("ed25519", n, seconds), certificate_row(hybrid, n, seconds)]
+    rows += [handshake_row("ed25519", seconds), handshake_row(hybrid, seconds)]
+    rows += [key_agreement_row(False, seconds), key_agreement_row(True, seconds)]
+    for row in rows:
         base = next(r for r in rows if r["what"] == row["what"])
         row["x_ed25519"] = row["verify_us"] / base["verify_us"]
-    print(f"Ed25519 verify on one core, this run: {bound:,.0f}/s")
+    return {"ed25519_verify_per_s": bound, "seconds_per_row": seconds, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=SECONDS, help=f"time per row (default: {SECONDS})")
+    result = measure(parser.parse_args().seconds)
+    rows = result["rows"]
+    print(f"Ed25519 verify on one core, this run: {result['ed25519_verify_per_s']:,.0f}/s")
     print(table(rows, [("what", "work", ""), ("key_type", "key type", ""), ("signature_bytes", "bytes", ","),
                        ("sign_us", "sign us", ".1f"), ("verify_us", "verify/run us", ".1f"),
                        ("verify_per_s", "per s", ",.0f"), ("x_ed25519", "x Ed25519", ".2f")]))
-    out = write_result("pq", {"ed25519_verify_per_s": bound, "rows": rows})
+    out = write_result("pq", result)
     print(f"wrote {out}")
 
 

@@ -72,6 +72,19 @@ def _relative_dir(text: str) -> str:
     return text
 
 
+class RpcTls(BaseModel):
+    """Serve JSON-RPC over TLS 1.3; paths are inside the home directory."""
+
+    model_config = STRICT
+
+    cert_file: Annotated[str, AfterValidator(_relative_dir)]
+    """The server's certificate chain (PEM)."""
+    key_file: Annotated[str, AfterValidator(_relative_dir)]
+    """Its private key (PEM); keep it mode 0600 like the node key."""
+    client_ca_file: Annotated[str, AfterValidator(_relative_dir)] | None = None
+    """When set, every client must present a certificate this CA signed (mutual TLS)."""
+
+
 class NodeConfig(BaseModel):
     """What may differ between validators of one chain; what must not lives in genesis."""
 
@@ -90,6 +103,8 @@ class NodeConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True
     """Serve Prometheus metrics at the RPC address's /metrics."""
+    rpc_tls: RpcTls | None = None
+    """Serve JSON-RPC (and /metrics) over TLS instead of plain HTTP."""
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
@@ -110,11 +125,13 @@ class NodeConfig(BaseModel):
         """The URL a client on this machine uses to reach this node's RPC server."""
         host, port = split_address(self.rpc_listen)
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-        return f"http://{host}:{port}"
+        return f"{'https' if self.rpc_tls is not None else 'http'}://{host}:{port}"
 
 
 def write_config(config: NodeConfig, paths: HomePaths) -> None:
-    write_file_atomic(paths.config, dump_json(config.model_dump(mode="json")))
+    # A config without TLS is written as before the field existed.
+    exclude = {"rpc_tls"} if config.rpc_tls is None else None
+    write_file_atomic(paths.config, dump_json(config.model_dump(mode="json", exclude=exclude)))
 
 
 def load_config(home: Path) -> NodeConfig:

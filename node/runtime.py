@@ -44,6 +44,7 @@ from node.ledger import Ledger
 from node.metrics import NodeMetrics
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
+from node.rpc.tls import server_ssl_context
 from node.service import NodeService
 from node.stores import Database, SigningMark
 from node.sync import BlockSyncer, serve_request
@@ -142,6 +143,8 @@ class Validator:
     async def start(self, stack: AsyncExitStack) -> None:
         """Build the parts bottom-up, each from parts that already exist, then start them in order."""
         doc, config, key = self.home.genesis, self.home.config, self.home.node_key
+        # A bad TLS file stops the start before any store or socket opens.
+        tls = None if config.rpc_tls is None else server_ssl_context(self.home.paths.root, config.rpc_tls)
         params = doc.params
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
         me = key.public_key.raw
@@ -208,7 +211,7 @@ class Validator:
                          signatures=application.signatures)  # the mempool's own cache
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
-            runner = await start_rpc_server(app, host, port)
+            runner = await start_rpc_server(app, host, port, ssl_context=tls)
         stack.push_async_callback(runner.cleanup)
         log.info("validator %s up: height %d, rpc %s, p2p %s", config.name, info.height, config.rpc_listen,
                  config.p2p_listen)

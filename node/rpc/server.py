@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -241,8 +242,10 @@ class RpcServer:
         self.restore_exception_handler()
 
 
-async def start_rpc_server(app: web.Application, host: str, port: int) -> RpcServer:
-    """Start serving ``app`` behind the connection limits of its :class:`RpcLimits`."""
+async def start_rpc_server(app: web.Application, host: str, port: int,
+                           ssl_context: ssl.SSLContext | None = None) -> RpcServer:
+    """Start serving ``app`` behind the connection limits of its :class:`RpcLimits` (over TLS with
+    ``ssl_context``: :func:`node.rpc.tls.server_ssl_context`)."""
     limits, metrics = app[LIMITS], app[METRICS]
     loop = asyncio.get_running_loop()
     throttle = LogThrottle(log, limits.log_interval_s, loop.call_later)
@@ -254,7 +257,8 @@ async def start_rpc_server(app: web.Application, host: str, port: int) -> RpcSer
     restore = install_accept_error_handler(loop, throttle)
     try:
         assert runner.server is not None  # setup() made it
-        listener = await loop.create_server(guard.factory(runner.server), host, port, backlog=128)
+        listener = await loop.create_server(guard.factory(runner.server), host, port, backlog=128,
+                                            ssl=ssl_context)
     except BaseException:
         restore()
         await runner.cleanup()

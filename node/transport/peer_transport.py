@@ -79,7 +79,9 @@ class PeerTransport:
     ``peer_keys`` is the allow-list, asked at every handshake: the verifying
     key of a validator by its identity, None for anyone else. By default it
     names the Ed25519 keys of ``peers``; the node passes the validator set's
-    keys (hybrid ones included), and a changing set is a changing answer.
+    keys (hybrid ones included), and a changing set is a changing answer. A
+    key it names that is not among ``peers`` is refused as ``not_a_peer``
+    (this transport has no queues for it).
     """
 
     def __init__(
@@ -94,7 +96,7 @@ class PeerTransport:
         self._own = key.public_key.raw
         self._listen = listen
         self._peers = {p.public_key: _Peer(p, queue_limits) for p in peers if p.public_key != self._own}
-        self._peer_keys = peer_keys or self._genesis_keys
+        self._peer_keys = peer_keys or self._listed_peer_keys
         self._on_message = on_message
         self._on_misbehaviour = on_misbehaviour
         self._max_message_bytes = max_message_bytes
@@ -206,7 +208,7 @@ class PeerTransport:
 
     # ---- internals -------------------------------------------------------
 
-    def _genesis_keys(self, public_key: bytes) -> VerifyingKey | None:
+    def _listed_peer_keys(self, public_key: bytes) -> VerifyingKey | None:
         return PublicKey(public_key) if public_key in self._peers else None
 
     def _check_size(self, payload: bytes) -> None:
