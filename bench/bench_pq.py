@@ -33,7 +33,8 @@ from core.tx import SIGN_KIND
 from node.transport.handshake import Handshake, Role
 
 CHAIN = "bench"
-SECONDS = 0.5
+SECONDS = 0.3
+ROUNDS = 3
 TX_BODY = b"x" * 200
 
 
@@ -121,25 +122,36 @@ def key_agreement_row(hybrid: bool, seconds: float) -> dict[str, Any]:
             "signature_bytes": 64 + (1184 + 1088 if hybrid else 0), "verify_us": 1e6 / rate, "verify_per_s": rate}
 
 
-def measure(seconds: float = SECONDS) -> dict[str, Any]:
-    """Every row, each timed for ``seconds``; ``x_ed25519`` is its cost over the Ed25519 row of the same work."""
-    bound = ed25519_verify_rate(seconds)
+def measure(seconds: float = SECONDS, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Every row, each timed for ``seconds`` in each of ``rounds`` interleaved rounds, keeping its fastest
+    round (on a shared machine the slow rounds measure the neighbours); ``x_ed25519`` is a row's cost over
+    the Ed25519 row of the same work."""
     hybrid = "ed25519+ml-dsa-65"
-    rows = [tx_row("ed25519", seconds), tx_row(hybrid, seconds)]
-    for n in (4, 7):
-        rows += [certificate_row("ed25519", n, seconds), certificate_row(hybrid, n, seconds)]
-    rows += [handshake_row("ed25519", seconds), handshake_row(hybrid, seconds)]
-    rows += [key_agreement_row(False, seconds), key_agreement_row(True, seconds)]
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for _ in range(rounds):
+        rows = [tx_row("ed25519", seconds), tx_row(hybrid, seconds)]
+        for n in (4, 7):
+            rows += [certificate_row("ed25519", n, seconds), certificate_row(hybrid, n, seconds)]
+        rows += [handshake_row("ed25519", seconds), handshake_row(hybrid, seconds)]
+        rows += [key_agreement_row(False, seconds), key_agreement_row(True, seconds)]
+        for row in rows:
+            key = (row["what"], row["key_type"])
+            if key not in best or row["verify_per_s"] > best[key]["verify_per_s"]:
+                best[key] = row
+    rows = list(best.values())
     for row in rows:
         base = next(r for r in rows if r["what"] == row["what"])
         row["x_ed25519"] = row["verify_us"] / base["verify_us"]
-    return {"ed25519_verify_per_s": bound, "seconds_per_row": seconds, "rows": rows}
+    return {"ed25519_verify_per_s": ed25519_verify_rate(seconds), "seconds_per_row": seconds, "rounds": rounds,
+            "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=SECONDS, help=f"time per row (default: {SECONDS})")
-    result = measure(parser.parse_args().seconds)
+    parser.add_argument("--seconds", type=float, default=SECONDS, help=f"time per row and round (default: {SECONDS})")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved rounds, fastest kept (default: {ROUNDS})")
+    args = parser.parse_args()
+    result = measure(args.seconds, args.rounds)
     rows = result["rows"]
     print(f"Ed25519 verify on one core, this run: {result['ed25519_verify_per_s']:,.0f}/s")
     print(table(rows, [("what", "work", ""), ("key_type", "key type", ""), ("signature_bytes", "bytes", ","),
