@@ -44,3 +44,11 @@ def test_show_identity_refuses_a_public_part_that_lost_its_ml_dsa_half(tmp_path:
     paths.public.write_text(json.dumps({**doc, "ml_dsa_public_key": None}))
     with pytest.raises(InvalidInput, match="does not match"):
         show_identity(tmp_path)
+
+
+def test_genesis_init_hybrid_gives_every_validator_a_hybrid_key(tmp_path: Path) -> None:
+    r = fbci("genesis", "init", "--validators", "4", "--out", str(tmp_path / "net"), "--hybrid")
+    assert r.returncode == 0, r.stderr
+    doc = load_genesis(tmp_path / "net" / "genesis.json")
+    assert [v.key_type for v in doc.validators] == ["ed25519+ml-dsa-65"] * 4
+    assert all(isinstance(k, HybridPublicKey) for k in doc.validator_keys().values())
