@@ -147,7 +147,7 @@ def node_start(args: argparse.Namespace) -> int | None:
 
 def testnet(args: argparse.Namespace) -> int | None:
     run = _provided("devnet.testnet", "run_testnet", "testnet")
-    return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port)
+    return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port, hybrid=args.hybrid)
 
 
 def _rpc_urls(args: argparse.Namespace) -> list[str]:

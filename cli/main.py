@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="testnet", metavar="DIR", help="network directory (default: ./testnet)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
+    p.add_argument("--hybrid", action="store_true", help="hybrid Ed25519 + ML-DSA-65 keys for every validator")
 
     p = _add(sub, "status", commands.status, "Show height, hash, view, peers, mempool and sync state of each node.",
              "Asks every node at once and checks they agree: each reports its block at the lowest height they\n"

@@ -288,9 +288,10 @@ class Testnet:
 
 
 def run_testnet(n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
-                ready_timeout: float = 60.0, command: Callable[[NodeSpec], list[str]] = node_command) -> int:
+                ready_timeout: float = 60.0, command: Callable[[NodeSpec], list[str]] = node_command,
+                hybrid: bool = False) -> int:
     """``fbci testnet``: create, start, print where everything is, run until Ctrl-C or SIGTERM."""
-    net = Testnet.create(n_validators, out_dir, base_port, proxies=proxies, command=command)
+    net = Testnet.create(n_validators, out_dir, base_port, proxies=proxies, command=command, hybrid=hybrid)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

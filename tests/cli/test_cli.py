@@ -208,7 +208,7 @@ def test_integrator_commands_receive_their_arguments(tmp_path: Path, monkeypatch
     _fake_module(monkeypatch, "client.fl.train", main=recorder("fl", 3))
     _fake_module(monkeypatch, "client.rpc", submit_tx=recorder("tx", {"hash": "ab"}))
     assert cli.main(["testnet", "--validators", "7", "--out", str(tmp_path / "tn")]) == 0
-    assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600})
+    assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600, "hybrid": False})
 
     assert cli.main(["genesis", "init", "--validators", "1", "--out", str(tmp_path / "n"), "--base-port", "32000"]) == 0
     home = str(tmp_path / "n" / "node0")
