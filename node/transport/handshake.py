@@ -171,7 +171,8 @@ class Handshake:
         self._max = max(max_plaintext, MAX_AUTH_BYTES)
         self._expected = expected
         self._acceptor_share = AcceptorShare() if role is Role.ACCEPTOR else None
-        self._acceptor_hello = b""
+        share = self._acceptor_share
+        self._acceptor_hello = b"" if share is None else Hello(chain_id, share.x25519, share.ml_kem).encode()
         self._sealer: FrameSealer | None = None
         self._opener: FrameOpener | None = None
         self._challenge = b""
@@ -179,11 +180,7 @@ class Handshake:
 
     def opening(self) -> bytes | None:
         """The acceptor speaks first: its hello. The dialer waits for it."""
-        if self._acceptor_share is None:
-            return None
-        share = self._acceptor_share
-        self._acceptor_hello = Hello(self._chain_id, share.x25519, share.ml_kem).encode()
-        return self._acceptor_hello
+        return self._acceptor_hello if self._role is Role.ACCEPTOR else None
 
     def receive(self, frame: bytes) -> list[bytes]:
         if self.session is not None:
