@@ -227,6 +227,8 @@ async function renderNetwork() {
     el("p", {class: "note"}, `Median block interval ${fmt(n.block_interval_s, 2)} s over the recent blocks; blocks ${n.window[0]}–${n.window[1]} read.`),
     table(["validator", "RPC", "height", "view", "view changes", "peers", "mempool", "sync", "last commit", "evidence"], vrows, {id: "validators"}),
     el("h2", {}, "Missing signatures in recent commit certificates"),
+    el("p", {class: "note"}, "A certificate holds the first 2f + 1 commit votes this validator received, so with every validator up one "
+      + "of four is routinely missing; a validator missing from every certificate is down, cut off or slow."),
     missing.length ? table(["validator", "certificates without its signature"], missing.map(([k, c]) => el("tr", {}, el("td", {}, k), el("td", {}, String(c)))))
                    : el("p", {}, "Every validator signed every certificate read."),
     el("h2", {}, "Recent blocks"),
