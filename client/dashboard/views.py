@@ -11,7 +11,8 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,11 +24,22 @@ from client.dashboard.chain import Ack, BlockRow, ChainIndex, TxRow
 from client.dashboard.source import ChainSource
 from client.dashboard.ward import PatientObs, evaluate_on_ward
 
+T = TypeVar("T")
 MAX_ALERTS = 2000
 DETERIORATION = "deterioration"
 
 
 # --- alerts ---------------------------------------------------------------------------------------
+
+def _parsed(query: Any, name: str, parse: Callable[[str], T]) -> T | None:
+    text = query.get(name)
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        raise InvalidInput(f"{name}: {text[:80]!r} is not valid") from None
+
 
 @dataclass(frozen=True)
 class AlertFilter:
@@ -42,12 +54,9 @@ class AlertFilter:
         alert_class = query.get("class") or None
         if alert_class is not None and alert_class not in ALERT_CLASSES:
             raise InvalidInput(f"class must be one of {', '.join(ALERT_CLASSES)}")
-        try:
-            severity = int(query["severity"]) if query.get("severity") else None
-            since = int(query["since_ms"]) if query.get("since_ms") else None
-            device = bytes.fromhex(query["device"]) if query.get("device") else None
-        except ValueError as exc:
-            raise InvalidInput(f"bad filter: {exc}") from None
+        severity = _parsed(query, "severity", int)
+        since = _parsed(query, "since_ms", int)
+        device = _parsed(query, "device", bytes.fromhex)
         if severity is not None and not 1 <= severity <= 4:
             raise InvalidInput("severity must be 1..4")
         if device is not None and len(device) != 32:
