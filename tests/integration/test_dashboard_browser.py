@@ -12,6 +12,8 @@ scores the chain's model gives that patient's vitals.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +64,19 @@ def _on_chain_ack(rpc_url: str, alert_id: int, from_height: int) -> tuple[str, i
     raise AssertionError(f"no ids.ack_alert for alert {alert_id} in blocks {from_height}..{tip}")
 
 
+def train_deterioration(net: Testnet, tmp_path: Path, rounds: int) -> None:
+    """Each of the four hospitals trains the deterioration model with DP (``fbci fl train``, real processes)."""
+    procs = []
+    for i, spec in enumerate(net.specs):
+        with open(tmp_path / f"train{i}.log", "wb") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "fl", "train", "--home", str(spec.home), "--model", "deterioration",
+                 "--dataset", "vitals", "--hospital-index", str(i), "--hospitals", "4", "--rounds", str(rounds),
+                 "--dp-noise", "1.0", "--dp-clip", "1.0"], stdout=out, stderr=subprocess.STDOUT))
+    for i, proc in enumerate(procs):
+        assert proc.wait(timeout=240) == 0, (tmp_path / f"train{i}.log").read_text()[-2000:]
+
+
 def _model_weights(rpc_url: str) -> tuple[object, dict[str, np.ndarray]]:
     with ChainSession(rpc_url) as reader:
         return reader.model_weights("deterioration")
@@ -79,6 +94,7 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path) 
     base = f"http://127.0.0.1:{port}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
+        train_deterioration(net, tmp_path, rounds=2)  # so the pages show trained versions, rounds and privacy
         wait_http(f"{base}/patients", proc, log)
         chain = ChainThread()
         gateway = load_client_key("gateway", net.specs[0].home)
@@ -105,6 +121,13 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path) 
             for name, ready in zip(PAGES, ("#ward tbody tr", "#alerts tbody tr", "section[data-model]",
                                            "#validators tbody tr", "#audit tbody tr")):
                 load(f"/{name}", ready)
+                if name == "models":
+                    rounds = page.locator('section[data-model="deterioration"] table').first.inner_text()
+                    assert rounds.count("hospital0, hospital1, hospital2, hospital3") == 2
+                    privacy = page.locator('section[data-model="deterioration"] table').nth(1).inner_text()
+                    assert all(f"hospital{i}" in privacy for i in range(4))
+                    points = page.evaluate("document.getElementById('eval-deterioration').data[0].x")
+                    assert points == [0, 1, 2]
                 if name == "network":
                     assert page.locator("#validators tbody tr").count() == 4
                     assert page.locator("#validators .bad").count() == 0  # every validator reachable

@@ -63,7 +63,8 @@ async function renderWard() {
     el("h1", {}, "Ward, by risk"),
     el("p", {class: "note"}, `Vitals: ${data.feed} (local, never on chain). Score: P(NEWS2 ≥ 5 within 6 h) by the `
       + `chain's deterioration model v${data.model_version}; alarm at ${fmt(data.threshold)} (${data.threshold_source}). `
-      + "NEWS2 escalation (RCP 2017): 7 or more emergency; 5 or more, or 3 in one parameter, urgent review."),
+      + "NEWS2 escalation (RCP 2017): 7 or more emergency; 5 or more, or 3 in one parameter, urgent review."
+      + (data.model_version === 0 ? " Version 0 is the untrained genesis model: its scores mean nothing until hospitals train it." : "")),
     table(["patient", "response", "NEWS2", "highest parameter", "model score", "drivers (log-odds)", "charted to"],
           rows, {id: "ward"}));
 }
@@ -180,7 +181,7 @@ async function renderModels() {
       el("td", {}, String(r.round)), el("td", {class: r.status === "failed" ? "bad" : ""}, r.status + (r.reason ? `: ${r.reason}` : "")),
       el("td", {}, `v${r.base_version} → ${r.new_version === null ? "–" : "v" + r.new_version}`),
       el("td", {}, `${r.opened_height}–${r.closed_height ?? "open"}`),
-      el("td", {}, r.participants.filter(p => p.accepted).map(p => p.hospital).join(", ") || "–"),
+      el("td", {}, r.participants.filter(p => p.accepted).map(p => p.hospital).sort().join(", ") || "–"),
       el("td", {class: "bad"}, r.participants.filter(p => !p.accepted).map(p => `${p.hospital}: ${p.excluded}`).join("; ") || "–"),
       el("td", {}, r.participants.filter(p => p.norm_clipped).map(p => p.hospital).join(", ") || "–")));
     const privacy = m.privacy.length
