@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from core.crypto import PrivateKey
@@ -37,7 +38,7 @@ from client.dashboard.views import (
     AlertFilter, ModelCache, alert_row, alerts_view, audit_view, models_view, network_view,
 )
 from client.dashboard.ward import VitalsFeed, equal_workload_threshold, trend, ward_list
-from client.rpc import receipt_error
+from client.rpc import receipt_error, unreachable
 
 log = logging.getLogger("fbci.dashboard")
 STATIC = Path(__file__).parent / "static"
@@ -62,7 +63,9 @@ class Dashboard:
     """Recent blocks the index reads (Audit, Network, acknowledgements)."""
     index: ChainIndex = dataclasses.field(init=False)
     cache: ModelCache = dataclasses.field(init=False)
-    clients: set[asyncio.Queue[str]] = dataclasses.field(default_factory=set)
+    clients: dict[asyncio.Queue[str], web.WebSocketResponse] = dataclasses.field(default_factory=dict)
+    closing: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
+    """Close handshakes of cut-off browsers, held so the loop cannot drop them half done."""
     _thresholds: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,13 +74,19 @@ class Dashboard:
         self.cache = ModelCache(self.source)
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Send to every browser; one that cannot keep up is dropped (its page reconnects and refetches)."""
+        """Send to every browser; one that cannot keep up is cut off (its page reconnects and refetches)."""
         text = json.dumps(event, default=_jsonable)
-        for queue in list(self.clients):
+        for queue, ws in list(self.clients.items()):
             try:
                 queue.put_nowait(text)
             except asyncio.QueueFull:
-                self.clients.discard(queue)
+                del self.clients[queue]
+                task = asyncio.get_running_loop().create_task(self._cut_off(ws))
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
+
+    async def _cut_off(self, ws: web.WebSocketResponse) -> None:
+        await ws.close()
 
     async def ward_threshold(self, version: int) -> tuple[float, str]:
         if self.threshold is not None:
@@ -213,7 +222,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20)
     await ws.prepare(request)
     queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
-    d.clients.add(queue)
+    d.clients[queue] = ws
 
     async def pump() -> None:
         while True:
@@ -225,7 +234,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type is WSMsgType.ERROR:
                 break
     finally:
-        d.clients.discard(queue)
+        d.clients.pop(queue, None)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await sender
@@ -261,7 +270,10 @@ async def _watch_ward(d: Dashboard) -> None:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     d = app[DASHBOARD]
     try:
-        await d.index.start()
+        try:
+            await d.index.start()
+        except aiohttp.ClientConnectionError as exc:
+            raise unreachable(d.source.url, exc) from None
         tasks = [asyncio.create_task(c) for c in (d.index.follow(), _relay_alerts(d), _watch_ward(d))]
         yield
         for task in tasks:

@@ -110,11 +110,13 @@ async function renderPatient() {
 
 const alertFilter = {class: "", severity: "", device: "", since: ""};
 
+const sinceMs = () => Date.parse(alertFilter.since + "Z");  // the input is labelled UTC
+
 function alertMatches(a) {
   return (!alertFilter.class || a.alert_class === alertFilter.class)
     && (!alertFilter.severity || a.severity >= Number(alertFilter.severity))
     && (!alertFilter.device || a.subject === alertFilter.device.toLowerCase())
-    && (!alertFilter.since || a.block_time_ms >= Date.parse(alertFilter.since));
+    && (!alertFilter.since || a.block_time_ms >= sinceMs());
 }
 
 function ackCell(a) {
@@ -150,7 +152,7 @@ function alertFilters(classes) {
 
 async function renderAlerts() {
   const q = new URLSearchParams({class: alertFilter.class, severity: alertFilter.severity, device: alertFilter.device,
-                                 since_ms: alertFilter.since ? String(Date.parse(alertFilter.since)) : ""});
+                                 since_ms: alertFilter.since ? String(sinceMs()) : ""});
   const data = await getJSON(`/api/alerts?${q}`);
   main.replaceChildren(
     el("h1", {}, "IDS alerts"),

@@ -42,3 +42,11 @@ def test_bad_options_are_clear_errors(args: list[str], message: str, tmp_path: P
     assert main(["dashboard", "--home", str(home), *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error[") and message in err
+
+
+def test_no_validator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.ports import free_base_port
+
+    dead, listen = free_base_port(2), free_base_port(1)
+    assert main(["dashboard", "--rpc", f"http://127.0.0.1:{dead}", "--listen", f"127.0.0.1:{listen}"]) == 1
+    assert "error[-32060 node_unreachable]" in capsys.readouterr().err

@@ -188,3 +188,23 @@ def test_ward_threshold_matches_the_news2_alarm_rate() -> None:
         news2 = np.concatenate([news2_scores(p.obs[7:]) for p in feed.patients()])
         assert abs((scores >= threshold).mean() - (news2 >= 3).mean()) <= 2 / len(scores)
     run(go)
+
+
+def test_a_browser_that_stops_reading_is_cut_off_not_waited_for() -> None:
+    from client.dashboard.server import CLIENT_QUEUE
+
+    class Socket:
+        closed = 0
+
+        async def close(self) -> None:
+            Socket.closed += 1
+
+    async def go() -> None:
+        d = Dashboard(Chain().source, [], GeneratedFeed(1, 0), None, None)
+        slow: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
+        d.clients[slow] = Socket()  # type: ignore[assignment]
+        for height in range(CLIENT_QUEUE + 1):
+            d.publish({"type": "block", "height": height})
+        await asyncio.gather(*d.closing)
+        assert d.clients == {} and Socket.closed == 1 and slow.qsize() == CLIENT_QUEUE
+    run(go)
