@@ -274,7 +274,7 @@ const RENDER = {patients: () => PATIENT ? renderPatient() : renderWard(), alerts
 const REFRESH_ON = {patients: ["ward", "block"], alerts: [], models: ["block"], network: ["block"], audit: ["block"]};
 let pending = null, running = false;
 
-function refresh() {
+function refresh(delayMs = 150) {  // events come in bursts (a block, its alerts): one redraw for each burst
   if (pending) return;
   pending = setTimeout(async () => {
     pending = null;
@@ -283,7 +283,7 @@ function refresh() {
     try { await RENDER[PAGE](); document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1); }
     catch (err) { showError(err); }
     finally { running = false; }
-  }, 150);
+  }, delayMs);
 }
 
 function connect() {
@@ -300,5 +300,5 @@ function connect() {
 }
 
 document.querySelector(`nav a[data-nav="${PAGE}"]`)?.classList.add("current");
-refresh();
+refresh(0);
 connect();
