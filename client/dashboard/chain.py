@@ -11,6 +11,7 @@ Acknowledgements (``ids.ack_alert``) are read from the same blocks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -63,7 +64,7 @@ class Ack:
     tx_hash: str
 
 
-def _detail(kind: str, payload: Any, result: dict[str, Any]) -> str:
+def _detail(kind: str, payload: Any) -> str:
     """One line on what a transaction did, without its bulk (model deltas) and without anything clinical."""
     if not isinstance(payload, dict):
         return ""
@@ -74,9 +75,8 @@ def _detail(kind: str, payload: Any, result: dict[str, Any]) -> str:
     if kind == ACK_TX_KIND:
         return f"acknowledged alert {payload.get('alert_id')}"
     if kind.startswith("acl."):
-        return f"{payload.get('name', '')} {payload.get('roles', '')}".strip()
-    if kind == "consensus.evidence":
-        return f"convicted {result.get('validator', '')}"[:80]
+        roles = payload.get("roles") or payload.get("role") or ""
+        return f"{payload.get('name', '')} {', '.join(roles) if isinstance(roles, list) else roles}".strip()
     return ""
 
 
@@ -138,14 +138,18 @@ class ChainIndex:
         row = TxRow(block.height, block.time_ms, receipt.index, info.hash.hex(), info.sender.hex(),
                     await self.name_of(info.sender), info.kind, receipt.ok,
                     "ok" if receipt.ok else f"{receipt.reason}: {receipt.message}",
-                    _detail(info.kind, payload, receipt.result))
+                    _detail(info.kind, payload))
         self.txs.append(row)
         if info.kind == ACK_TX_KIND and receipt.ok:
             alert_id = int(receipt.result["alert_id"])
             self.acks[alert_id] = Ack(alert_id, row.actor, block.height, row.hash)
             self._notify({"type": "ack", "alert_id": alert_id, "by": row.actor, "height": block.height,
                           "tx_hash": row.hash})
-        if info.kind == "consensus.evidence":
+        if info.kind == "consensus.evidence" and receipt.ok:
+            convicted = receipt.result["validator"]
+            row = dataclasses.replace(row, detail=f"convicted {self._validators.get(convicted, convicted.hex()[:12])} "
+                                                  f"of equivocating at height {receipt.result['height']}")
+            self.txs[-1] = row
             self.evidence.append(row)
 
     def _notify(self, event: dict[str, Any]) -> None:

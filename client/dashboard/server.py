@@ -27,11 +27,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from pydantic import ValidationError
 
 from core.crypto import PrivateKey
 from core.errors import FbciError, InvalidInput, NotFound, Unauthorized
 from core.tx import Transaction
-from ids.alerts import ACK_TX_KIND, ALERT_CLASSES, StoredAlert
+from ids.alerts import ACK_TX_KIND, ALERT_CLASSES, AckPayload, StoredAlert
 from client.dashboard.chain import ChainIndex
 from client.dashboard.source import ChainSource
 from client.dashboard.views import (
@@ -101,9 +102,13 @@ class Dashboard:
     async def acknowledge(self, alert_id: int) -> dict[str, Any]:
         if self.signer is None:
             raise Unauthorized("this dashboard has no signing key (start it with --key)")
+        try:
+            payload = AckPayload(alert_id=alert_id).model_dump()
+        except ValidationError:
+            raise InvalidInput(f"no alert {alert_id}: alert ids start at 1") from None
         status = await self.source.status()
         nonce = (await self.source.account(self.signer.public_key.raw)).next_nonce
-        tx = Transaction.create(self.signer, status.chain_id, nonce, ACK_TX_KIND, {"alert_id": alert_id})
+        tx = Transaction.create(self.signer, status.chain_id, nonce, ACK_TX_KIND, payload)
         result = await self.source.submit_commit(tx, ACK_TIMEOUT_S)
         if not result.receipt.ok:
             raise receipt_error(result.receipt, result.hash)

@@ -135,6 +135,8 @@ def test_ack_refuses_other_origins_non_json_and_a_read_only_dashboard() -> None:
                               headers={"Content-Type": "application/x-www-form-urlencoded"})
             assert "application/json" in err["error"]["message"]
             await _json(client, "/api/alerts/x/ack", method="POST", json={}, status=400)
+            err = await _json(client, "/api/alerts/0/ack", method="POST", json={}, status=400)
+            assert "start at 1" in err["error"]["message"]
         async with dashboard(chain) as client:
             err = await _json(client, f"/api/alerts/{alert_id}/ack", method="POST", json={}, status=403)
             assert "no signing key" in err["error"]["message"]
@@ -207,4 +209,22 @@ def test_a_browser_that_stops_reading_is_cut_off_not_waited_for() -> None:
             d.publish({"type": "block", "height": height})
         await asyncio.gather(*d.closing)
         assert d.clients == {} and Socket.closed == 1 and slow.qsize() == CLIENT_QUEUE
+    run(go)
+
+
+def test_evidence_on_chain_names_the_convicted_validator() -> None:
+    chain = Chain()
+    source = chain.source
+    accused = source.validator_keys[2].public_key.raw
+    source.handlers["consensus.evidence"] = lambda state, ctx, payload: {  # the node's handler checks the proof
+        "validator": accused, "height": 3, "digest": b"\0" * 32}
+    reporter = source.validator_keys[1]
+    source.commit([Transaction.create(reporter, CHAIN_ID, 1, "consensus.evidence", {"evidence": b"proof"})])
+
+    async def go() -> None:
+        async with dashboard(chain) as client:
+            [row] = (await _json(client, "/api/network"))["evidence"]
+            assert row["actor"] == "node1" and row["detail"] == "convicted node2 of equivocating at height 3"
+            [audited] = (await _json(client, "/api/audit?actor=node1"))["rows"]
+            assert audited["detail"] == row["detail"]
     run(go)
