@@ -21,6 +21,7 @@ endian), ``a/<seq>`` (the stored alert), ``k/<dedupe hash>`` (seen windows) and
 index keys ``i/t/<at>``, ``i/h/<hospital>\\0<at>``, ``i/s/<subject><at>``,
 ``i/c/<class>\\0<at>``, where ``<at>`` is the alert's height and id, 8 bytes
 big endian each, so every index is in (height, id) order and a query seeks.
+``ack/<id>`` holds an alert's acknowledgement (``ids.ack_alert``, at the end of this file).
 """
 
 from __future__ import annotations
