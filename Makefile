@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+.PHONY: demo test deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fbci demo
 
-test: $(STAMP)
+# Chromium and Prometheus for the dashboard's browser and Prometheus tests (apt-get when root).
+deps:
+	sh scripts/system-deps.sh
+
+test: $(STAMP) deps
 	$(PY) -m pytest -q
 
 # Flower pins packaging<26, which would downgrade the runtime venv, so it lives in its own venv.

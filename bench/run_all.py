@@ -54,6 +54,7 @@ BENCHES = (
           quick_args=("--validators", "4", "--step-s", "4", "--latency-s", "5")),
     Bench("sync", "bench.bench_sync", quick_args=("--blocks", "1000")),
     Bench("pq", "bench.bench_pq", quick_args=("--seconds", "0.1", "--rounds", "2")),
+    Bench("dashboard", "bench.bench_dashboard", quick_args=("--alerts", "50", "--repeats", "3")),
 )
 
 

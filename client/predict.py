@@ -37,6 +37,11 @@ RANGES: dict[str, tuple[float, float]] = {
 
 
 def read_observations(path: str | Path) -> np.ndarray:
+    """The last window of :func:`read_series`: what the model scores."""
+    return read_series(path)[-WINDOW_ROWS:]
+
+
+def read_series(path: str | Path) -> np.ndarray:
     """Rows in ``OBS_COLUMNS`` order from a CSV with those columns (any order, extra columns refused)."""
     try:
         stream = open(path, newline="", encoding="utf-8")
@@ -75,7 +80,7 @@ def read_observations(path: str | Path) -> np.ndarray:
             rows.append(obs)
     if not rows:
         raise InvalidInput(f"{path}: no observations after the header")
-    return np.array(rows[-WINDOW_ROWS:], dtype=np.float64)
+    return np.array(rows, dtype=np.float64)
 
 
 def generated_observations(seed: int) -> tuple[np.ndarray, dict[str, Any]]:

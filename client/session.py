@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # client.fl.hospital imports the torch trainer; gateways and 
 T = TypeVar("T")
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
 RATE_LIMIT_RETRIES = 50
+KEEPALIVE_S = 5.0
+"""Reuse an idle connection only this long: under the node's 10 s (``RpcLimits.header_timeout_s``). The
+session's loop runs only during a call, so it never sees the node close an idle connection; without
+this bound the next call after a pause (a training round) writes into a closed socket."""
 
 _KEY_LOCKS: dict[bytes, threading.Lock] = {}
 _KEY_LOCKS_GUARD = threading.Lock()
@@ -86,7 +90,8 @@ class _BoundClient(RpcClient):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(local_addr=(self._local_addr, 0)) if self._local_addr else None
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S,
+                                             local_addr=(self._local_addr, 0) if self._local_addr else None)
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 

@@ -21,6 +21,7 @@ endian), ``a/<seq>`` (the stored alert), ``k/<dedupe hash>`` (seen windows) and
 index keys ``i/t/<at>``, ``i/h/<hospital>\\0<at>``, ``i/s/<subject><at>``,
 ``i/c/<class>\\0<at>``, where ``<at>`` is the alert's height and id, 8 bytes
 big endian each, so every index is in (height, id) order and a query seeks.
+``ack/<id>`` holds an alert's acknowledgement (``ids.ack_alert``, at the end of this file).
 """
 
 from __future__ import annotations
@@ -206,3 +207,39 @@ def query_alerts(
                 return out, (_u64(last.height) + _u64(last.alert_id)).hex()
             out.append(alert)
     return out, None
+
+
+# --- acknowledgements ------------------------------------------------------------------------------
+# ``ids.ack_alert``: a clinician or operator says "seen, handling it", signed, so everyone sees who took
+# an alert and when. One acknowledgement per alert (the first is the one that counts); it names the alert
+# by its id and carries no free text, so nothing about a patient can reach the chain through it.
+
+ACK_TX_KIND = "ids.ack_alert"
+ACK_ROLES: tuple[str, ...] = ("hospital", "gateway")
+"""Who may acknowledge; a new role (e.g. a clinician's) is one more name here."""
+
+
+class AckPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    alert_id: StrictInt = Field(ge=1, le=2**63 - 1)
+
+
+def _ack_key(alert_id: int) -> bytes:
+    return PREFIX + b"ack/" + _u64(alert_id)
+
+
+def ack_alert(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Execute one ``ids.ack_alert``: the alert must exist and be unacknowledged; one write."""
+    try:
+        ack = AckPayload.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise ContractRejected(f"{ACK_TX_KIND}: {where}: {first['msg']}", data={"field": where}) from None
+    if get_alert(state, ack.alert_id) is None:
+        raise ContractRejected(f"{ACK_TX_KIND}: no alert {ack.alert_id} on chain", data={"field": "alert_id"})
+    if state.get(_ack_key(ack.alert_id)) is not None:
+        raise ContractRejected(f"{ACK_TX_KIND}: alert {ack.alert_id} is already acknowledged",
+                               data={"field": "alert_id"})
+    state.set(_ack_key(ack.alert_id), codec.encode([ctx.sender, ctx.height]))
+    return {"alert_id": ack.alert_id, "acknowledged_by": ctx.sender_name, "height": ctx.height}

@@ -39,20 +39,28 @@ def _bands(x: np.ndarray, edges: Sequence[float], points: Sequence[int]) -> np.n
     return np.asarray(points)[np.searchsorted(np.asarray(edges), x, side="left")]
 
 
-def news2_scores(obs: np.ndarray) -> np.ndarray:
-    """NEWS2 (scale 1) for rows of ``obs`` (columns ``OBS_COLUMNS``), on charted (rounded) values."""
+NEWS2_PARAMETERS: tuple[str, ...] = ("resp_rate", "spo2", "on_oxygen", "sys", "heart_rate", "consciousness", "temp")
+
+
+def news2_parameters(obs: np.ndarray) -> np.ndarray:
+    """Each NEWS2 parameter's points (columns ``NEWS2_PARAMETERS``): RCP escalates on 3 in any one of them."""
     obs = np.atleast_2d(obs)
     rr, spo2, sys_bp, hr = (np.round(obs[:, i]) for i in (0, 1, 3, 4))
     temp = np.round(obs[:, 2], 1)
-    return (
-        _bands(rr, [8, 11, 20, 24], [3, 1, 0, 2, 3])
-        + _bands(spo2, [91, 93, 95], [3, 2, 1, 0])
-        + 2 * (obs[:, 5] > 0.5)
-        + _bands(sys_bp, [90, 100, 110, 219], [3, 2, 1, 0, 3])
-        + _bands(hr, [40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3])
-        + 3 * (obs[:, 6] < 0.5)
-        + _bands(temp, [35.0, 36.0, 38.0, 39.0], [3, 1, 0, 1, 2])
-    ).astype(np.int64)
+    return np.stack([
+        _bands(rr, [8, 11, 20, 24], [3, 1, 0, 2, 3]),
+        _bands(spo2, [91, 93, 95], [3, 2, 1, 0]),
+        2 * (obs[:, 5] > 0.5),
+        _bands(sys_bp, [90, 100, 110, 219], [3, 2, 1, 0, 3]),
+        _bands(hr, [40, 50, 90, 110, 130], [3, 1, 0, 1, 2, 3]),
+        3 * (obs[:, 6] < 0.5),
+        _bands(temp, [35.0, 36.0, 38.0, 39.0], [3, 1, 0, 1, 2]),
+    ], axis=1).astype(np.int64)
+
+
+def news2_scores(obs: np.ndarray) -> np.ndarray:
+    """NEWS2 (scale 1) for rows of ``obs`` (columns ``OBS_COLUMNS``), on charted (rounded) values."""
+    return news2_parameters(obs).sum(axis=1)
 
 
 def news2_score(resp_rate: float, spo2: float, on_oxygen: bool, temp: float, sys: float, heart_rate: float,

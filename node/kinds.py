@@ -34,6 +34,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.end_block_hooks.append(fl.end_block)
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
+    registry.register(alerts.ACK_TX_KIND, alerts.ACK_ROLES, alerts.ack_alert)
     registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators, verifier))
     return registry
 

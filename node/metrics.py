@@ -6,14 +6,23 @@ committed transaction that was submitted through this validator, and the
 task-failure counter, by the runtime's supervisor just before it stops the
 process. Liveness is visible without a failure too: ``fbci_consensus_running``
 and ``fbci_last_commit_timestamp_seconds`` expose what ``status`` says.
+
+What each committed block says about the network is counted once, as it is
+committed (``on_commit``): the validators missing from its commit certificate,
+the IDS alerts and refused transactions in it, the FL rounds it closed, and
+the Byzantine validators convicted (an ``equivocation`` alert is accepted only
+with the ``consensus.evidence`` convicting its subject on chain). These feed
+``deploy/grafana/fbci.json``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from consensus.certificates import CommitCertificate
 from node.application import Application, FinalizedBlock
 from node.consensus_driver import ConsensusDriver
 from node.mempool import Mempool
@@ -24,7 +33,8 @@ from node.transport.metrics import TransportCollector
 
 
 class NodeMetrics:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, validators: Mapping[bytes, str] | None = None) -> None:
+        """``validators``: the validator set's keys and names, to name the ones a certificate lacks."""
         self.registry = CollectorRegistry()
         labels = {"validator": name}
         self._labels = labels
@@ -54,6 +64,30 @@ class NodeMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
         self._service: NodeService | None = None
+        self._validators = dict(validators or {})
+        self._convicted: set[bytes] = set()
+        reg, names = self.registry, list(labels)
+        self.missing_validators = Gauge("fbci_certificate_missing_validators",
+                                        "Validators without a signature in the last committed certificate", names,
+                                        registry=reg)
+        self.missing_signatures = Counter("fbci_certificate_missing_signatures",
+                                          "Committed certificates without this validator's signature",
+                                          [*names, "missing"], registry=reg)
+        self.evidence = Counter("fbci_evidence", "Equivocation alerts committed, each backed by consensus.evidence "
+                                "on chain", names, registry=reg)
+        self.byzantine = Gauge("fbci_byzantine_validators", "Distinct validators convicted of equivocation in "
+                               "blocks committed since start", names, registry=reg)
+        self.ids_alerts = Counter("fbci_ids_alerts", "IDS alerts committed", [*names, "alert_class"], registry=reg)
+        self.txs_rejected = Counter("fbci_txs_rejected", "Committed transactions whose execution was refused",
+                                    [*names, "reason"], registry=reg)
+        self.fl_updates = Counter("fbci_fl_updates", "Model updates in closed FL rounds, by what the rule did",
+                                  [*names, "outcome"], registry=reg)
+        self.fl_participants = Gauge("fbci_fl_round_participants", "Updates aggregated in the last closed FL round",
+                                     names, registry=reg)
+        for metric in (self.missing_validators, self.evidence, self.byzantine, self.fl_participants):
+            metric.labels(**labels)
+        for outcome in ("accepted", "excluded"):
+            self.fl_updates.labels(**labels, outcome=outcome)
 
     def attach(self, app: Application, mempool: Mempool, driver: ConsensusDriver, transport: PeerTransport,
                syncer: BlockSyncer, service: NodeService) -> None:
@@ -75,7 +109,27 @@ class NodeMetrics:
         self.task_failures.labels(**self._labels, task=task).inc()
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
-        self.committed_txs.labels(**self._labels).inc(len(finalized.receipts))
+        lab = self._labels
+        self.committed_txs.labels(**lab).inc(len(finalized.receipts))
+        signed = {key for key, _ in CommitCertificate.decode(finalized.certificate).signatures}
+        missing = [name for key, name in self._validators.items() if key not in signed]
+        self.missing_validators.labels(**lab).set(len(missing))
+        for name in missing:
+            self.missing_signatures.labels(**lab, missing=name).inc()
+        for receipt in finalized.receipts.values():
+            if not receipt.ok:
+                self.txs_rejected.labels(**lab, reason=receipt.reason).inc()
+        for alert in finalized.alerts:
+            self.ids_alerts.labels(**lab, alert_class=alert.alert_class).inc()
+            if alert.alert_class == "equivocation":
+                self.evidence.labels(**lab).inc()
+                self._convicted.add(alert.subject)
+        self.byzantine.labels(**lab).set(len(self._convicted))
+        for closed in finalized.rounds_closed:
+            accepted = sum(p.excluded is None for p in closed.participants)
+            self.fl_updates.labels(**lab, outcome="accepted").inc(accepted)
+            self.fl_updates.labels(**lab, outcome="excluded").inc(len(closed.participants) - accepted)
+            self.fl_participants.labels(**lab).set(accepted)
         if self._service is None:
             return
         now = time.monotonic()

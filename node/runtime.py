@@ -155,7 +155,7 @@ class Validator:
         self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
 
-        self.metrics = NodeMetrics(config.name)
+        self.metrics = NodeMetrics(config.name, {bytes.fromhex(v.public_key): v.name for v in doc.validators})
         self.supervisor.on_failure.append(self.metrics.on_task_failure)
         own = OwnTxSubmitter(key.ed25519 if isinstance(key, HybridPrivateKey) else key, doc.chain_id)
         self.defence = SelfDefence(

@@ -1,0 +1,116 @@
+"""Where the dashboard's chain data comes from: one interface, :class:`ChainSource`, and its RPC reader.
+
+Every page reads the chain through these methods only. Today :class:`RpcSource`
+asks one validator over plain JSON-RPC; a reader that signs its requests
+(authenticated reads) or one that checks every answer against commit
+certificates (a light client) is another class with the same methods, passed
+to :func:`client.dashboard.server.build_app` instead, and no page changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import aiohttp
+
+from core.api import AccountInfo, BlockInfo, NodeStatus, TxCommitResult, TxInfo
+from core.tx import Transaction
+from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.queries import RegisteredModel
+from genesis.schema import ValidatorInfo
+from ids.queries import AlertPage
+from client.rpc import RpcClient
+
+
+class ChainSource(Protocol):
+    """The reads (and the one write, a signed transaction) the dashboard needs from a validator."""
+
+    url: str
+
+    async def status(self) -> NodeStatus: ...
+
+    async def block(self, height: int | None = None) -> BlockInfo: ...
+
+    async def tx(self, tx_hash: bytes) -> TxInfo: ...
+
+    async def validators(self) -> list[ValidatorInfo]: ...
+
+    async def account(self, public_key: bytes) -> AccountInfo: ...
+
+    async def alerts(self, **filters: Any) -> AlertPage: ...
+
+    async def models(self) -> list[RegisteredModel]: ...
+
+    async def rounds(self, model_id: str) -> list[RoundRecord]: ...
+
+    async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion: ...
+
+    async def metrics_text(self) -> str:
+        """The validator's Prometheus exposition (``GET /metrics``): view changes, peers, evidence."""
+        ...
+
+    async def submit_commit(self, tx: Transaction, timeout_s: float) -> TxCommitResult: ...
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
+
+    async def close(self) -> None: ...
+
+
+class RpcSource:
+    """:class:`ChainSource` over one validator's plain JSON-RPC (:class:`client.rpc.RpcClient`)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.client = RpcClient(url, timeout_s=timeout_s)
+        self._metrics_url = self.client.rpc_url.removesuffix("/rpc") + "/metrics"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http: aiohttp.ClientSession | None = None
+
+    async def status(self) -> NodeStatus:
+        return await self.client.status()
+
+    async def block(self, height: int | None = None) -> BlockInfo:
+        return await self.client.get_block(height)
+
+    async def tx(self, tx_hash: bytes) -> TxInfo:
+        return await self.client.get_tx(tx_hash)
+
+    async def validators(self) -> list[ValidatorInfo]:
+        return await self.client.validators()
+
+    async def account(self, public_key: bytes) -> AccountInfo:
+        return await self.client.account_get(public_key)
+
+    async def alerts(self, **filters: Any) -> AlertPage:
+        return await self.client.alerts_query(**filters)
+
+    async def models(self) -> list[RegisteredModel]:
+        return await self.client.fl_models()
+
+    async def rounds(self, model_id: str) -> list[RoundRecord]:
+        return await self.client.fl_rounds(model_id)
+
+    async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
+        return await self.client.fl_model_get(model_id, version)
+
+    async def metrics_text(self) -> str:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._http.get(self._metrics_url) as resp:
+            if resp.status != 200:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                  message=f"GET {self._metrics_url}")
+            return await resp.text()
+
+    async def submit_commit(self, tx: Transaction, timeout_s: float) -> TxCommitResult:
+        return await self.client.submit_tx_commit(tx, timeout_s)
+
+    def subscribe(self, topic: str) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        return self.client.subscribe(topic)
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._http is not None:
+            await self._http.close()

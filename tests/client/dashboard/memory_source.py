@@ -1,0 +1,164 @@
+"""A :class:`client.dashboard.source.ChainSource` over an in-memory chain: the real contracts, no processes.
+
+It is also the proof that the dashboard's data access is an interface: the
+server runs on it unchanged. Transactions execute with the real ``ids.alert``
+and ``ids.ack_alert`` contracts and FL queries read the real contract state;
+a block's certificate holds the first three of four validators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from core.api import AccountInfo, BlockInfo, CertificateInfo, NodeStatus, Receipt, Signature, TxCommitResult, TxInfo
+from core.crypto import PrivateKey
+from core.errors import ContractRejected, NotFound
+from core.hashing import sha256
+from core.state import MemoryState, TxContext
+from core.tx import Transaction
+from devnet.catalog import default_models
+from fl_contracts import contract
+from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.initial import initial_weights
+from fl_contracts.queries import RegisteredModel
+from genesis.schema import ValidatorInfo
+from ids import alerts
+from ids.queries import AlertPage
+
+CHAIN_ID = "memory-chain"
+METRICS = ('# TYPE fbci_view_changes gauge\nfbci_view_changes{validator="node0"} 2.0\n'
+           '# TYPE fbci_evidence_total counter\nfbci_evidence_total{validator="node0"} 0.0\n')
+
+
+class MemorySource:
+    url = "memory://node0"
+
+    def __init__(self) -> None:
+        self.state = MemoryState()
+        specs = default_models(4)
+        contract.init_models(self.state, specs, {s.id: initial_weights(s) for s in specs}, 0)
+        self.validator_keys = [PrivateKey.generate() for _ in range(4)]
+        self.accounts: dict[bytes, tuple[str, frozenset[str]]] = {
+            k.public_key.raw: (f"node{i}", frozenset({"validator"})) for i, k in enumerate(self.validator_keys)}
+        self.nonces: dict[bytes, int] = {}
+        self.blocks: list[BlockInfo] = []
+        self.txs: dict[bytes, TxInfo] = {}
+        self.subscribers: dict[str, list[asyncio.Queue[dict[str, Any]]]] = {"new_block": [], "new_alert": []}
+        self.closed = False
+        self.handlers: dict[str, Callable[[MemoryState, TxContext, dict[str, Any]], dict[str, Any]]] = {
+            alerts.TX_KIND: alerts.submit_alert, alerts.ACK_TX_KIND: alerts.ack_alert}
+        """The contracts this chain runs; a test adds a stand-in for a node-side kind."""
+        self.genesis_ms = int(time.time() * 1000)  # alerts' windows are stamped with the wall clock
+
+    def add_account(self, name: str, roles: set[str]) -> PrivateKey:
+        key = PrivateKey.generate()
+        self.accounts[key.public_key.raw] = (name, frozenset(roles))
+        return key
+
+    def commit(self, txs: list[Transaction]) -> list[Receipt]:
+        """One block: execute each transaction with its contract, index it, tell the subscribers."""
+        height = len(self.blocks) + 1
+        time_ms = self.genesis_ms + height * 1000
+        receipts, new_alerts = [], []
+        for index, tx in enumerate(txs):
+            name, roles = self.accounts[tx.sender]
+            ctx = TxContext(CHAIN_ID, height, time_ms, tx.sender, roles, tx.hash, name)
+            handler = self.handlers[tx.kind]
+            try:
+                result = handler(self.state, ctx, tx.payload)
+                receipt = Receipt(height, index, True, 0, "", "", result)
+            except ContractRejected as exc:
+                receipt = Receipt(height, index, False, exc.code, exc.reason, exc.message, exc.data)
+            self.nonces[tx.sender] = tx.nonce
+            self.txs[tx.hash] = TxInfo(tx.hash, tx.sender, tx.nonce, tx.kind, tx.encode(), receipt)
+            receipts.append(receipt)
+            if tx.kind == alerts.TX_KIND and receipt.ok:
+                stored = alerts.get_alert(self.state, receipt.result["alert_id"])
+                assert stored is not None
+                new_alerts.append(stored)
+        block_hash = sha256(b"block %d" % height)
+        signed = tuple(Signature(k.public_key.raw, b"\0" * 64) for k in self.validator_keys[:3])
+        cert = CertificateInfo(height, 0, block_hash, signed)
+        self.blocks.append(BlockInfo(
+            block_hash, height, CHAIN_ID, self.blocks[-1].hash if self.blocks else b"\0" * 32,
+            self.validator_keys[height % 4].public_key.raw, time_ms, b"\0" * 32, b"\0" * 32, b"\0" * 32, len(txs),
+            tuple(tx.hash for tx in txs), None, cert))
+        self._publish("new_block", {"height": height, "hash": block_hash.hex(), "num_txs": len(txs),
+                                    "time_ms": time_ms})
+        for stored in new_alerts:
+            self._publish("new_alert", stored.model_dump(mode="json"))
+        return receipts
+
+    def _publish(self, topic: str, event: dict[str, Any]) -> None:
+        for queue in self.subscribers[topic]:
+            queue.put_nowait(event)
+
+    # --- ChainSource --------------------------------------------------------------------------
+
+    async def status(self) -> NodeStatus:
+        tip = self.blocks[-1].hash if self.blocks else b"\0" * 32
+        return NodeStatus(CHAIN_ID, "node0", len(self.blocks), tip, 0, 3, 0, False, 1, True)
+
+    async def block(self, height: int | None = None) -> BlockInfo:
+        if height is None:
+            return self.blocks[-1]
+        if not 1 <= height <= len(self.blocks):
+            raise NotFound(f"no block {height}")
+        return self.blocks[height - 1]
+
+    async def tx(self, tx_hash: bytes) -> TxInfo:
+        if tx_hash not in self.txs:
+            raise NotFound("no such transaction")
+        return self.txs[tx_hash]
+
+    async def validators(self) -> list[ValidatorInfo]:
+        return [ValidatorInfo(name=f"node{i}", public_key=k.public_key.raw.hex(), p2p_address=f"127.0.0.1:{1000 + i}")
+                for i, k in enumerate(self.validator_keys)]
+
+    async def account(self, public_key: bytes) -> AccountInfo:
+        name, roles = self.accounts.get(public_key, (None, frozenset()))
+        return AccountInfo(public_key, tuple(sorted(roles)), self.nonces.get(public_key, 0) + 1, name)
+
+    async def alerts(self, **filters: Any) -> AlertPage:
+        found, cursor = alerts.query_alerts(
+            self.state, device=filters.get("subject"), alert_class=filters.get("alert_class"),
+            min_severity=filters.get("min_severity"), from_height=filters.get("from_height"),
+            cursor=filters.get("cursor"), limit=filters.get("limit", 100))
+        return AlertPage(alerts=found, next_cursor=cursor)
+
+    async def models(self) -> list[RegisteredModel]:
+        return [RegisteredModel(spec=s, hash=s.hash) for s in contract.list_models(self.state)]
+
+    async def rounds(self, model_id: str) -> list[RoundRecord]:
+        return contract.round_history(self.state, model_id)
+
+    async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
+        return contract.get_model(self.state, model_id, version)
+
+    async def metrics_text(self) -> str:
+        return METRICS
+
+    async def submit_commit(self, tx: Transaction, timeout_s: float) -> TxCommitResult:
+        receipt = self.commit([tx])[0]
+        return TxCommitResult(tx.hash, receipt.height, receipt.index, receipt)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.subscribers[topic].append(queue)
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield events()
+        finally:
+            self.subscribers[topic].remove(queue)
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,52 @@
+"""``fbci dashboard``'s options: clear errors for bad input, and the testnet's other validators found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import InvalidInput
+from cli.dashboard import sibling_rpc_urls, split_listen
+from cli.main import main
+from genesis.create import init_network
+
+
+def test_listen_address() -> None:
+    assert split_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert split_listen("[::1]:9") == ("::1", 9)
+    for bad in ("8080", "host:", ":80", "h:99999", "h:x"):
+        with pytest.raises(InvalidInput, match="HOST:PORT"):
+            split_listen(bad)
+
+
+def test_the_other_homes_of_a_testnet_are_its_validators(tmp_path: Path) -> None:
+    net = init_network(3, tmp_path / "net", base_port=27000)
+    other = init_network(2, tmp_path / "other", base_port=27100)
+    (tmp_path / "net" / "stray").mkdir()
+    assert sibling_rpc_urls(net.homes[0]) == ["http://127.0.0.1:27003", "http://127.0.0.1:27005"]
+    assert sibling_rpc_urls(other.homes[1]) == ["http://127.0.0.1:27101"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--alarm-threshold", "1.5"], "--alarm-threshold"),
+    (["--listen", "nowhere"], "HOST:PORT"),
+    (["--rpc", "ftp://x"], "--rpc"),
+    (["--key", "nobody"], "--key"),
+    (["--vitals-csv", "/nonexistent"], "--vitals-csv"),
+    (["--ward-size", "0"], "--ward-size"),
+])
+def test_bad_options_are_clear_errors(args: list[str], message: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    home = init_network(1, tmp_path / "net", base_port=27200).homes[0]
+    assert main(["dashboard", "--home", str(home), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error[") and message in err
+
+
+def test_no_validator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.ports import free_base_port
+
+    dead, listen = free_base_port(2), free_base_port(1)
+    assert main(["dashboard", "--rpc", f"http://127.0.0.1:{dead}", "--listen", f"127.0.0.1:{listen}"]) == 1
+    assert "error[-32060 node_unreachable]" in capsys.readouterr().err
