@@ -1,0 +1,55 @@
+"""The state trie on LevelDB: committed with the state in one batch, older versions kept then pruned."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import NotFound
+from core.proofs import ProvenState, StateProof, TreeState
+from node.stores import KEEP_VERSIONS, Database, StateStore
+
+WRITES = st.dictionaries(st.binary(min_size=1, max_size=3), st.one_of(st.none(), st.binary(max_size=3)), max_size=6)
+
+
+@given(st.lists(WRITES, min_size=1, max_size=12))
+@settings(max_examples=30, deadline=None)
+def test_every_kept_version_proves_the_state_of_its_height(tmp_path_factory, blocks) -> None:
+    db = Database(tmp_path_factory.mktemp("db"))
+    state = StateStore(db)
+    model: dict[bytes, bytes] = {}
+    history: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for height, writes in enumerate(blocks):
+        pending = state.begin()
+        for key, value in writes.items():
+            pending.delete(key) if value is None else pending.set(key, value)
+            model.pop(key, None) if value is None else model.__setitem__(key, value)
+        history.append((state.commit(height, pending), dict(model)))
+        assert dict(state.scan(b"")) == model
+    last = len(blocks) - 1
+    for height, (root_hash, items) in enumerate(history):
+        if height <= last - KEEP_VERSIONS:
+            with pytest.raises(NotFound, match="no longer"):
+                state.tree_root(height)
+            continue
+        view = TreeState(state.node, state.tree_root(height))
+        assert dict(view.scan(b"")) == items
+        proven = ProvenState(StateProof.decode(view.proof().encode()), root_hash)
+        assert dict(proven.scan(b"")) == items
+    assert state.state_hash == history[-1][0]
+    db.close()
+
+
+def test_pruning_deletes_the_nodes_no_kept_version_reaches(tmp_path) -> None:
+    db = Database(tmp_path / "db")
+    state = StateStore(db)
+    for height in range(3 * KEEP_VERSIONS):
+        pending = state.begin()
+        pending.set(b"counter", height.to_bytes(8, "big"))
+        pending.set(b"fixed", b"x")
+        state.commit(height, pending)
+    nodes = sum(1 for _ in db.db.iterator(prefix=b"smt/n/", include_value=False))
+    # one branch and one counter leaf per kept version, and the one "fixed" leaf they share
+    assert nodes == 2 * KEEP_VERSIONS + 1
+    db.close()
