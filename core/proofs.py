@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import codec, smt
-from core.api import Receipt
+from core.accounts import account_state
+from core.api import ACCOUNT, Query, Receipt, TxGetParams
 from core.block import BlockHeader
 from core.errors import DecodeError, FbciError, InvalidInput, ProofIncomplete, ProofInvalid
 from core.state import StateView
@@ -270,6 +271,19 @@ def receipt_of(state: StateView, tx_hash: bytes) -> StateReceipt | None:
     return None if raw is None else StateReceipt(*codec.decode(raw))
 
 
+def _receipt(state: StateView, p: TxGetParams) -> StateReceipt | None:
+    return receipt_of(state, p.hash)
+
+
+TX_RECEIPT: Query[TxGetParams, StateReceipt | None] = Query(
+    "tx_receipt", "A committed transaction's outcome as state commits to it (None: not committed).", TxGetParams,
+    StateReceipt | None)
+
+CORE_STATE_QUERIES: tuple[tuple[Query[Any, Any], Any], ...] = ((ACCOUNT, account_state), (TX_RECEIPT, _receipt))
+"""The reads of core-owned state (accounts, receipts), each with the function that answers it over a
+:class:`core.state.StateView`: the validator runs it over its stored trie, a client over a proof."""
+
+
 # --- what a validator answers ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -285,6 +299,9 @@ class ProvenAnswer:
     """``BlockHeader.encode()`` of block ``state_height + 1``."""
     certificate: HexBytes
     proof: HexBytes
+    not_found: str | None = None
+    """Set (and ``result`` None) when the proven read found nothing: the query's ``NotFound`` message,
+    which the client must reproduce from the proof, so absence is as checkable as a value."""
 
     def block_header(self) -> BlockHeader:
         try:
