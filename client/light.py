@@ -23,6 +23,7 @@ per height; see that module for how membership changes plug in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ import aiohttp
 from consensus import CommitCertificate
 from core.api import BLOCK_GET, BlockGetParams, BlockInfo, Params, Query
 from core.block import BlockHeader
-from core.errors import FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, UnverifiedAnswer
+from core.errors import FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, Timeout, UnverifiedAnswer
 from core.proofs import CORE_STATE_QUERIES
 from fl_contracts import queries as fl_queries
 from genesis.home import HomePaths
@@ -51,6 +52,7 @@ PROVABLE: dict[str, Answer] = {q.path: fn for q, fn in (
 """Each provable read's answer function: the same ones the validator runs (``node.app.STATE_QUERIES``)."""
 
 DEFAULT_MAX_LAG_BLOCKS = 8
+POLL_S = 0.1
 
 
 class LightClient:
@@ -73,9 +75,25 @@ class LightClient:
     def min_height(self) -> int:
         return max(0, self.trusted_height - self.max_lag_blocks)
 
-    async def query(self, query: Query[Params, R], params: Params) -> R:
+    async def query(self, query: Query[Params, R], params: Params, *, min_state_height: int = 0,
+                    timeout_s: float = 30.0) -> R:
         """The verified result of ``query``, from the first endpoint (starting with the last good one)
-        whose answer checks out."""
+        whose answer checks out.
+
+        ``min_state_height``: read your writes. A proof shows the state before the newest block, so a
+        caller that saw its transaction commit at height h passes h, and the client asks again (each
+        new block is one more chance) until a verified answer covers it, for up to ``timeout_s``."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            result, state_height = await self._query_once(query, params)
+            if state_height >= min_state_height:
+                return result
+            if asyncio.get_running_loop().time() > deadline:
+                raise Timeout(f"no verified answer to {query.path} covers height {min_state_height} within "
+                              f"{timeout_s:g} s (the newest proves height {state_height})")
+            await asyncio.sleep(POLL_S)  # waiting for the chain's next block, not synchronising a test
+
+    async def _query_once(self, query: Query[Params, R], params: Params) -> tuple[R, int]:
         answer_fn = PROVABLE.get(query.path)
         if answer_fn is None or not query.provable:
             raise FbciError(f"query {query.path} has no proof a light client could check")
@@ -100,7 +118,7 @@ class LightClient:
             else:
                 self._current = index
                 self.trusted_height = max(self.trusted_height, answer.state_height + 1)
-                return result
+                return result, answer.state_height
         raise NoVerifiedAnswer(f"no validator gave a verified answer to {query.path}: {'; '.join(failures)}",
                                data={"failures": failures})
 
