@@ -82,12 +82,26 @@ class LightClient:
 
         ``min_state_height``: read your writes. A proof shows the state before the newest block, so a
         caller that saw its transaction commit at height h passes h, and the client asks again (each
-        new block is one more chance) until a verified answer covers it, for up to ``timeout_s``."""
+        new block is one more chance) until a verified answer covers it, for up to ``timeout_s``.
+        A proven absence is asked once more the same way, covering the block the validator had
+        committed but no header yet certified: a version or receipt that was just made is found."""
         deadline = asyncio.get_running_loop().time() + timeout_s
+        absent_retried = False
         while True:
-            result, state_height = await self._query_once(query, params)
-            if state_height >= min_state_height:
-                return result
+            try:
+                result, state_height = await self._query_once(query, params)
+            except NotFound as exc:
+                proven = exc.data.get("proven_height")
+                if proven is None:
+                    raise
+                if proven >= min_state_height:
+                    if absent_retried:
+                        raise
+                    absent_retried, min_state_height = True, proven + 1
+                state_height = proven
+            else:
+                if state_height >= min_state_height:
+                    return result
             if asyncio.get_running_loop().time() > deadline:
                 raise Timeout(f"no verified answer to {query.path} covers height {min_state_height} within "
                               f"{timeout_s:g} s (the newest proves height {state_height})")
@@ -106,7 +120,7 @@ class LightClient:
                 result: R = verify_answer(answer, query.path, answer_fn, params, self.headers,
                                           min_height=self.min_height)
             except NotFound as exc:
-                if "(proven at height" in exc.message:
+                if "proven_height" in exc.data:
                     raise
                 failures.append(f"{rpc.rpc_url}: {exc.reason}: {exc.message}")
             except FbciError as exc:

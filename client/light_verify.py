@@ -90,7 +90,8 @@ def verify_answer(answer: ProvenAnswer, path: str, answer_fn: Answer, params: Pa
         if answer.not_found is None:
             raise AnswerMismatch(f"{path}: the validator answered a value where its proof shows none "
                                  f"({exc.message})") from None
-        raise NotFound(f"{exc.message} (proven at height {answer.state_height})") from None
+        raise NotFound(f"{exc.message} (proven at height {answer.state_height})",
+                       data={"proven_height": answer.state_height}) from None
     if answer.not_found is not None:
         raise AnswerMismatch(f"{path}: the validator answered 'not found' where its proof shows a value")
     if to_wire(result) != answer.result:

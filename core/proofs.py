@@ -184,7 +184,7 @@ class _RecordingSource:
     def __init__(self, load: smt.NodeLoader) -> None:
         self._load = load
         self.opened: dict[smt.Ref, smt.Leaf | smt.Branch[smt.Ref]] = {}
-        self._values: dict[bytes, bytes | None] = {}
+        self._values: dict[bytes, bytes] = {}
         self.read: set[bytes] = set()
 
     def node(self, handle: smt.Ref) -> smt.Leaf | smt.Branch[smt.Ref]:
@@ -197,10 +197,8 @@ class _RecordingSource:
         return node
 
     def value(self, leaf: smt.Leaf) -> bytes:
-        value = self._values[leaf.key]
-        assert value is not None  # stored leaves keep their value in line
         self.read.add(leaf.key)
-        return value
+        return self._values[leaf.key]  # stored leaves keep their value in line
 
 
 class TreeState:

@@ -21,9 +21,10 @@ restores the previous root):
   its left subtree, the others its right. Its ``label`` is the ``c`` bits all
   its keys share (:func:`label_of`).
 
-Hashes (SHA-256, domain-separated by a leading tag byte, canonical codec):
-``leaf = H(0x00 || enc([key, H(value)]))``, ``branch = H(0x01 || enc([c,
-label, left, right]))``, and the empty map's root is :data:`EMPTY_ROOT`. A
+Hashes (SHA-256, domain-separated by a leading tag byte, lengths as 4-byte
+big-endian so no two nodes share an encoding): ``leaf = H(0x00 || len(key) ||
+key || H(value))``, ``branch = H(0x01 || c || len(label) || label || left ||
+right)``, and the empty map's root is :data:`EMPTY_ROOT`. A
 branch commits to its label, so a proof can show where an unopened subtree's
 keys lie without opening it.
 
@@ -40,11 +41,11 @@ what a version made stale). This module does no I/O (``NodeSource``).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
-from core import codec
 from core.errors import StoreCorrupt
 from core.hashing import sha256
 
@@ -52,6 +53,9 @@ EMPTY_ROOT = sha256(b"fbci/state/empty")
 """The root of the empty map."""
 
 H = TypeVar("H")
+_U32 = struct.Struct(">I")
+_U32U32 = struct.Struct(">II")
+_U64 = struct.Struct(">Q")
 
 
 class Ref(NamedTuple):
@@ -109,11 +113,11 @@ def value_hash(value: bytes) -> bytes:
 
 
 def leaf_hash(key: bytes, digest: bytes) -> bytes:
-    return sha256(b"\x00" + codec.encode([key, digest]))
+    return sha256(b"\x00" + _U32.pack(len(key)) + key + digest)
 
 
 def branch_hash(crit: int, label: bytes, left: bytes, right: bytes) -> bytes:
-    return sha256(b"\x01" + codec.encode([crit, label, left, right]))
+    return sha256(b"\x01" + _U32U32.pack(crit, len(label)) + label + left + right)
 
 
 @dataclass(frozen=True)
@@ -148,20 +152,31 @@ class NodeSource(Protocol[H]):
     def value(self, leaf: Leaf) -> bytes: ...
 
 
-def encode_stored(node: Leaf | Branch[Ref], value: bytes | None = None) -> bytes:
-    """A stored node: a leaf keeps its value in line (older versions stay readable without the state)."""
+def encode_stored(node: Leaf | Branch[Ref], value: bytes = b"") -> bytes:
+    """A stored node, in a fixed binary layout (the node's own store, read back only by
+    :func:`decode_stored`): a leaf keeps its value in line, so older versions stay readable."""
     if isinstance(node, Leaf):
-        return codec.encode([0, node.key, node.value_hash, value])
-    return codec.encode([1, node.crit, node.label, *node.left, *node.right])
+        return b"\x00" + _U32.pack(len(node.key)) + node.key + node.value_hash + value
+    return (b"\x01" + _U32U32.pack(node.crit, len(node.label)) + node.label + _U64.pack(node.left.version)
+            + node.left.hash + _U64.pack(node.right.version) + node.right.hash)
 
 
-def decode_stored(raw: bytes) -> tuple[Leaf | Branch[Ref], bytes | None]:
-    item = codec.decode(raw)
-    if item[0] == 0:
-        return Leaf(item[1], item[2]), item[3]
-    if item[0] == 1 and len(item) == 7:
-        return Branch(item[1], item[2], Ref(item[3], item[4]), Ref(item[5], item[6])), None
-    raise StoreCorrupt("a stored state-tree node has an unknown shape")
+def decode_stored(raw: bytes) -> tuple[Leaf | Branch[Ref], bytes]:
+    try:
+        if raw[0] == 0:
+            (size,) = _U32.unpack_from(raw, 1)
+            end = 5 + size
+            return Leaf(raw[5:end], raw[end:end + 32]), raw[end + 32:]
+        if raw[0] == 1:
+            crit, size = _U32U32.unpack_from(raw, 1)
+            at = 9 + size
+            left = Ref(_U64.unpack_from(raw, at)[0], raw[at + 8:at + 40])
+            right = Ref(_U64.unpack_from(raw, at + 40)[0], raw[at + 48:at + 80])
+            if len(right.hash) == 32 and len(raw) == at + 80:
+                return Branch(crit, raw[9:at], left, right), b""
+    except (IndexError, struct.error):
+        pass
+    raise StoreCorrupt("a stored state-trie node has an unknown shape")
 
 
 # --- reads (shared by the validator and by proof verification) -------------------------------------
@@ -210,7 +225,7 @@ def prefix_range(prefix: bytes, start: bytes | None) -> tuple[bytes, bytes | Non
 class _Leaf:
     key: bytes
     value_hash: bytes
-    value: bytes | None
+    value: bytes
     orig: Ref | None = None
 
 
@@ -346,34 +361,30 @@ def update(load: NodeLoader, root: Ref | None, writes: Sequence[tuple[bytes, byt
     return batch.finish(version)
 
 
-def _build(keys: list[bytes], items: dict[bytes, bytes], lo: int, hi: int,
-           emit: Callable[[bytes, Leaf | Branch[bytes], bytes | None], None]) -> bytes:
+def _build(keys: list[bytes], items: dict[bytes, bytes], lo: int, hi: int, version: int,
+           put: Callable[[Ref, bytes], None]) -> bytes:
     if hi - lo == 1:
-        leaf = Leaf(keys[lo], value_hash(items[keys[lo]]))
-        emit(leaf.hash, leaf, items[keys[lo]])
+        key = keys[lo]
+        leaf = Leaf(key, value_hash(items[key]))
+        put(Ref(version, leaf.hash), encode_stored(leaf, items[key]))
         return leaf.hash
     crit = common_bits(keys[lo], keys[hi - 1])  # sorted: the extremes disagree first
-    split = next(i for i in range(lo, hi) if bit(keys[i], crit))
-    left = _build(keys, items, lo, split, emit)
-    right = _build(keys, items, split, hi, emit)
-    node: Branch[bytes] = Branch(crit, label_of(keys[lo], crit), left, right)
-    digest = branch_hash(crit, node.label, left, right)
-    emit(digest, node, None)
+    first, last = lo + 1, hi - 1  # sorted keys sharing the first crit bits: bit crit is 0s, then 1s
+    while first < last:
+        middle = (first + last) // 2
+        first, last = (first, middle) if bit(keys[middle], crit) else (middle + 1, last)
+    left = _build(keys, items, lo, first, version, put)
+    right = _build(keys, items, first, hi, version, put)
+    label = label_of(keys[lo], crit)
+    digest = branch_hash(crit, label, left, right)
+    put(Ref(version, digest), encode_stored(Branch(crit, label, Ref(version, left), Ref(version, right))))
     return digest
 
 
-def bulk_nodes(items: dict[bytes, bytes], version: int) -> tuple[Ref | None, list[tuple[Ref, bytes]]]:
-    """Every node of a whole map at ``version``, built bottom-up in one pass (a loader for a large
-    initial state; a block's writes go through :func:`update`)."""
+def bulk_load(items: dict[bytes, bytes], version: int, put: Callable[[Ref, bytes], None]) -> Ref | None:
+    """Every node of a whole map at ``version``, built bottom-up in one pass and handed to ``put`` as it
+    is made (a loader for a large initial state; a block's writes go through :func:`update`)."""
     if not items:
-        return None, []
-    puts: list[tuple[Ref, bytes]] = []
-
-    def emit(digest: bytes, node: Leaf | Branch[bytes], value: bytes | None) -> None:
-        if isinstance(node, Branch):
-            node = Branch(node.crit, node.label, Ref(version, node.left), Ref(version, node.right))
-        puts.append((Ref(version, digest), encode_stored(node, value)))
-
+        return None
     keys = sorted(items)
-    root = _build(keys, items, 0, len(keys), emit)
-    return Ref(version, root), puts
+    return Ref(version, _build(keys, items, 0, len(keys), version, put))

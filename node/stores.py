@@ -364,12 +364,13 @@ class StateStore:
         if self.height != -1:
             raise StorageError(f"state is at height {self.height}; a whole state can only be restored into "
                                "an empty store")
-        root, puts = smt.bulk_nodes(items, height)
         with _leveldb(f"restoring the state of height {height}"), \
                 self._root.write_batch(sync=True, transaction=True) as batch:
             for key, value in items.items():
                 batch.put(self._STATE + key, value)
-            self._put_version(batch, height, root, puts)
+            root = smt.bulk_load(items, height, lambda ref, raw: batch.put(self._NODE + _u64(ref.version) + ref.hash,
+                                                                             raw))
+            self._put_version(batch, height, root, [])
         return smt.EMPTY_ROOT if root is None else root.hash
 
     def _put_version(self, batch: Any, height: int, root: smt.Ref | None, puts: list[tuple[smt.Ref, bytes]]) -> None:

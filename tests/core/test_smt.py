@@ -87,9 +87,11 @@ def test_the_empty_map_and_one_key() -> None:
 
 @given(MAPS)
 @settings(max_examples=300, deadline=None)
-def test_bulk_load_equals_the_reference(items: dict[bytes, bytes]) -> None:
-    root, _ = smt.bulk_nodes(items, 0)
+def test_bulk_load_equals_the_reference_and_reads_back(items: dict[bytes, bytes]) -> None:
+    nodes: dict[smt.Ref, bytes] = {}
+    root = smt.bulk_load(items, 0, nodes.__setitem__)
     assert (smt.EMPTY_ROOT if root is None else root.hash) == reference_root(items)
+    assert dict(TreeState(nodes.__getitem__, root).scan(b"")) == items
 
 
 @given(st.lists(st.lists(st.tuples(KEYS, st.one_of(st.none(), VALUES)), max_size=8), max_size=8))
