@@ -118,3 +118,39 @@ def test_a_proven_not_found_is_reproduced_from_the_proof(chain) -> None:
     assert answer.not_found is not None
     with pytest.raises(NotFound, match="proven at height"):
         _check(answer, FL_MODEL_GET, params)
+
+
+class InProcess:
+    """An endpoint answering from an in-process ledger; ``lie`` rewrites its proven answers, and each
+    proof request first commits one more block (the chain moving on while a client polls)."""
+
+    def __init__(self, chain, name: str, lie=None) -> None:
+        self.chain, self.rpc_url, self.lie = chain, f"http://{name}", lie
+
+    async def prove(self, query, params) -> ProvenAnswer:
+        block = self.chain.propose(VKEYS[0], 30_000 + self.chain.app.height)
+        self.chain.blocks.commit(block, certify(block))
+        answer = _ask(self.chain, query, params)
+        return answer if self.lie is None else self.lie(answer)
+
+    async def query(self, query, params):
+        raise AssertionError("not used")
+
+
+def test_the_light_client_falls_back_and_reads_its_writes(chain) -> None:
+    import asyncio
+
+    from client.light import LightClient
+    from core.errors import NoVerifiedAnswer
+
+    params = AccountGetParams(public_key=HOSPITAL.public_key.raw)
+    liar = InProcess(chain, "liar", lambda a: dataclasses.replace(a, result={**a.result, "nonce": 0}))
+    honest = InProcess(chain, "honest")
+    alone = LightClient([liar], CHAIN, GenesisValidators(VKEYS))
+    with pytest.raises(NoVerifiedAnswer) as caught:
+        asyncio.run(alone.query(ACCOUNT, params))
+    assert caught.value.code == -32136 and "answer_mismatch" in caught.value.data["failures"][0]
+    both = LightClient([liar, honest], CHAIN, GenesisValidators(VKEYS))
+    head = chain.app.height
+    account = asyncio.run(both.query(ACCOUNT, params, min_state_height=head + 2))
+    assert account.nonce == 4 and both.trusted_height >= head + 3  # polled until a header covered head + 2

@@ -53,3 +53,19 @@ def test_pruning_deletes_the_nodes_no_kept_version_reaches(tmp_path) -> None:
     # one branch and one counter leaf per kept version, and the one "fixed" leaf they share
     assert nodes == 2 * KEEP_VERSIONS + 1
     db.close()
+
+
+def test_a_restored_state_has_the_root_of_the_same_state_built_block_by_block(tmp_path) -> None:
+    items = {b"acct/%d" % i: b"v%d" % i for i in range(300)}
+    built = StateStore(Database(tmp_path / "built"))
+    for height, chunk in enumerate([list(items.items())[i:i + 50] for i in range(0, 300, 50)]):
+        pending = built.begin()
+        for key, value in chunk:
+            pending.set(key, value)
+        built.commit(height, pending)
+    restored = StateStore(Database(tmp_path / "restored"))
+    assert restored.restore(5, items) == built.state_hash
+    pending = restored.begin()
+    pending.delete(b"acct/7")
+    restored.commit(6, pending)
+    assert restored.get(b"acct/7") is None and TreeState(restored.node, restored.tree_root(6)).get(b"acct/8") == b"v8"
