@@ -117,7 +117,8 @@ class ChainSession:
         self._fallbacks = [RpcClient(url, timeout_s=timeout_s) for url in fallback_urls]
         self._light: LightClient | None = None
         self.seen_height = 0
-        """The highest height this session saw something commit at: verified reads cover at least it."""
+        """The highest height this session saw something commit at (its own transactions, closed rounds,
+        the head when it started): verified reads cover at least it."""
 
     def __enter__(self) -> ChainSession:
         return self
@@ -197,7 +198,8 @@ class ChainSession:
         if self._light is None:
             doc = self._genesis or self.run(lambda c: c.genesis()).genesis
             light = LightClient.from_genesis(doc, [self.client, *self._fallbacks])
-            self.run(lambda _: light.sync_head())
+            # a session sees at least what was committed before it started (one block's wait, once)
+            self.seen_height = max(self.seen_height, self.run(lambda _: light.sync_head()))
             self._light = light
         return self._light
 

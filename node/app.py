@@ -119,6 +119,8 @@ class LedgerApplication:
             problems.append(f"the state is at height {state_height} but the blocks end at height {last}")
         elif state_height < 0 < last:
             problems.append(f"the state has no height although the blocks reach height {last}")
+        if state_height >= 0 and not self.state.has_version(state_height):
+            problems.append(f"the state trie has no root for the state's height {state_height}")
         if not problems and last > 0:
             problems += self._latest_certificate_problems(last)
         if problems:

@@ -335,6 +335,9 @@ class StateStore:
         value = codec.decode(raw)
         return None if value is None else smt.Ref(*value)
 
+    def has_version(self, height: int) -> bool:
+        return self._root.get(self._ROOT + _u64(height)) is not None
+
     def commit(self, height: int, pending: PendingState) -> bytes:
         """Apply one block's writes, the height and the new hash in one fsynced batch."""
         with _leveldb(f"storing the state of height {height}"), \

@@ -23,12 +23,11 @@ from client.light import LightClient, home_genesis
 from client.rpc import RpcClient
 from client.session import ChainSession, load_client_key
 from core import codec, smt
-from core.api import Query
+from core.api import Query, TxGetParams
 from core.block import BlockHeader
 from core.errors import NoVerifiedAnswer
 from core.hashing import sha256
 from core.proofs import TX_RECEIPT, PBranch, PLeaf, StateProof
-from core.api import TxGetParams
 from devnet.testnet import Testnet
 from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, ModelGetParams
 from genesis.schema import GenesisDoc

@@ -69,3 +69,36 @@ def test_a_restored_state_has_the_root_of_the_same_state_built_block_by_block(tm
     pending.delete(b"acct/7")
     restored.commit(6, pending)
     assert restored.get(b"acct/7") is None and TreeState(restored.node, restored.tree_root(6)).get(b"acct/8") == b"v8"
+
+
+def test_a_state_whose_trie_root_is_lost_is_refused_at_start(tmp_path) -> None:
+    import struct
+
+    from core.errors import StoreCorrupt
+    from tests.node.helpers import open_ledger
+    from tests.node.test_storage_integrity import _damage, grow
+
+    ledger = open_ledger(tmp_path / "db")
+    grow(ledger, 3)
+    ledger.app.database.close()
+    _damage(tmp_path / "db", b"smt/root/" + struct.pack(">Q", 3))
+    with pytest.raises(StoreCorrupt, match="the state trie has no root for the state's height 3"):
+        open_ledger(tmp_path / "db").app.check_stored_chain()
+
+
+def test_a_commit_cut_short_is_replayed_to_the_same_root_as_an_uncut_chain(tmp_path) -> None:
+    from core.proofs import receipt_key
+    from tests.node.helpers import open_ledger
+    from tests.node.test_storage_integrity import grow
+
+    whole, cut = open_ledger(tmp_path / "whole"), open_ledger(tmp_path / "cut")
+    grow(whole, 4)
+    grow(cut, 3)
+    block = whole.app._block_at(4)
+    cut.app.blocks.save(4, block.hash, block.encode(), whole.app.blocks.certificate(4))  # stored, not applied
+    cut.app.database.close()
+    reopened = open_ledger(tmp_path / "cut")
+    assert reopened.app.replay_unapplied() == 1
+    assert reopened.app.state.state_hash == whole.app.state.state_hash
+    receipts = list(whole.app.state.scan(receipt_key(b"")))  # receipts are part of the replayed state
+    assert len(receipts) == 4 and list(reopened.app.state.scan(receipt_key(b""))) == receipts
