@@ -171,6 +171,10 @@ class ProvenState:
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return smt.scan(self._source, self._root, *smt.prefix_range(prefix, start))
 
+    def range(self, low: bytes, high: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Every pair with ``low <= key < high``: complete, or :class:`ProofIncomplete`."""
+        return smt.scan(self._source, self._root, low, high)
+
     def set(self, key: bytes, value: bytes) -> None:
         raise InvalidInput("a proven state is read-only")
 
@@ -214,6 +218,9 @@ class TreeState:
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         return smt.scan(self._source, self._root, *smt.prefix_range(prefix, start))
+
+    def range(self, low: bytes, high: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        return smt.scan(self._source, self._root, low, high)
 
     def set(self, key: bytes, value: bytes) -> None:
         raise InvalidInput("a stored state version is read-only")

@@ -102,3 +102,21 @@ def test_a_commit_cut_short_is_replayed_to_the_same_root_as_an_uncut_chain(tmp_p
     assert reopened.app.state.state_hash == whole.app.state.state_hash
     receipts = list(whole.app.state.scan(receipt_key(b"")))  # receipts are part of the replayed state
     assert len(receipts) == 4 and list(reopened.app.state.scan(receipt_key(b""))) == receipts
+
+
+def test_a_state_synced_from_chunks_has_the_certified_root(tmp_path) -> None:
+    from core.snapshot import make_chunk, verify_chunk
+
+    source = StateStore(Database(tmp_path / "source"))
+    pending = source.begin()
+    for i in range(500):
+        pending.set(b"k/%04d" % i, b"v%d" % i)
+    root = source.commit(0, pending)
+    items: dict[bytes, bytes] = {}
+    start: bytes | None = b""
+    while start is not None:
+        chunk = make_chunk(source.node, source.tree_root(0), start, 64)
+        items.update(verify_chunk(chunk, root, start))
+        start = chunk.end
+    joined = StateStore(Database(tmp_path / "joined"))
+    assert joined.restore(0, items) == root and dict(joined.scan(b"")) == dict(source.scan(b""))
