@@ -37,6 +37,7 @@ from ids.classifier import FlowClassifier
 from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows, read_flows_csv, read_flows_jsonl
 from ids.gateway import Gateway
 from ids.record import ATTACK_CLASSES, FlowRecord
+from client.light import home_genesis
 from client.session import ChainSession, load_client_key, resolve_rpc_url
 
 MODEL_ID = "iomt_ids"
@@ -175,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
     url = resolve_rpc_url(args.rpc, args.home)
     key = load_client_key(args.key, args.home)
     version = _version(args.model_version)
-    with ChainSession(url, key) as session:
+    with ChainSession(url, key, genesis=home_genesis(args.home)) as session:
         summary = watch(session, _records(args), model_version=version, window_ms=args.window_ms)
     if args.json:
         print(json.dumps(asdict(summary), indent=2))

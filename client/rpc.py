@@ -17,12 +17,14 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import ValidationError
 
 from core.api import (
     BLOCK_GET, TX_GET, AccountInfo, BlockGetParams, BlockInfo, NodeStatus, NoParams, Params, Query, Receipt,
     TxAccepted, TxCommitResult, TxGetParams, TxInfo,
 )
-from core.errors import ERRORS_BY_CODE, ERRORS_BY_REASON, FbciError, NodeUnreachable
+from core.errors import ERRORS_BY_CODE, ERRORS_BY_REASON, FbciError, NodeUnreachable, ProofInvalid
+from core.proofs import ProvenAnswer
 from core.tx import Transaction
 from core.wire import from_wire
 from fl_contracts.contract import ModelVersion, RoundRecord
@@ -132,6 +134,16 @@ class RpcClient:
     async def query(self, query: Query[P, R], params: P) -> R:
         """Any read of chain state, sent and read back through its one definition."""
         return query.parse(await self.call(query.path, params.model_dump(mode="json")))
+
+    async def prove(self, query: Query[P, R], params: P) -> ProvenAnswer:
+        """The same read with ``prove: true``, unchecked (``client.light`` checks it)."""
+        try:
+            answer: ProvenAnswer = from_wire(ProvenAnswer, await self.call(
+                query.path, {**params.model_dump(mode="json"), "prove": True}))
+        except ValidationError as exc:
+            raise ProofInvalid(f"the answer to {query.path} is not a proven answer: {exc.error_count()} errors"
+                               ) from None
+        return answer
 
     async def status(self) -> NodeStatus:
         result: NodeStatus = from_wire(NodeStatus, await self.call("status"))

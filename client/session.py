@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,17 +35,22 @@ import aiohttp
 from core.crypto import PrivateKey
 from core.errors import BadNonce, InvalidInput, NotFound, RateLimited, Timeout
 from core.tx import Transaction
-from core.api import TxInfo
+from core.api import NoParams, Params, Query, TxInfo
 from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, FL_ROUNDS, ModelGetParams, RoundsParams
 from fl_contracts.spec import ModelSpec
+from client.light import LightClient
 from client.rpc import RpcClient, receipt_error, unreachable
 from genesis.create import DEFAULT_RPC
 from genesis.home import load_config
+from genesis.schema import GenesisDoc
 
 if TYPE_CHECKING:  # client.fl.hospital imports the torch trainer; gateways and predict must not
     from client.fl.hospital import ChainModel
 
 T = TypeVar("T")
+P = TypeVar("P", bound=Params)
+R = TypeVar("R")
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
 RATE_LIMIT_RETRIES = 50
 KEEPALIVE_S = 5.0
@@ -97,16 +102,28 @@ class _BoundClient(RpcClient):
 
 
 class ChainSession:
-    """A blocking, thread-confined session on one validator, optionally signing with ``key``."""
+    """A blocking, thread-confined session on one validator, optionally signing with ``key``.
+
+    Reads of the FL contract go through a :class:`client.light.LightClient` (``verify``, the default):
+    checked against commit certificates of the ``genesis`` validator set, falling back to the
+    ``fallback_urls``. Without ``genesis`` the session trusts the genesis its validator serves."""
 
     def __init__(self, rpc_url: str, key: PrivateKey | None = None, *, timeout_s: float = 60.0,
-                 local_addr: str | None = None) -> None:
+                 local_addr: str | None = None, verify: bool = True, genesis: GenesisDoc | None = None,
+                 fallback_urls: Sequence[str] = ()) -> None:
         self.rpc_url = rpc_url
         self.key = key
         self._runner = asyncio.Runner()
         self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr)
         self._chain_id: str | None = None
         self._specs: dict[str, ModelSpec] = {}
+        self.verify = verify
+        self._genesis = genesis
+        self._fallbacks = [RpcClient(url, timeout_s=timeout_s) for url in fallback_urls]
+        self._light: LightClient | None = None
+        self.seen_height = 0
+        """The highest height this session saw something commit at (its own transactions, closed rounds,
+        the head when it started): verified reads cover at least it."""
 
     def __enter__(self) -> ChainSession:
         return self
@@ -116,7 +133,8 @@ class ChainSession:
 
     def close(self) -> None:
         try:
-            self._runner.run(self.client.close())
+            for client in (self.client, *self._fallbacks):
+                self._runner.run(client.close())
         finally:
             self._runner.close()
 
@@ -170,6 +188,7 @@ class ChainSession:
         """The committed tx (``tx_get``); raises the receipt's error if execution rejected it."""
         info = self.run(lambda c: _wait_until(c, lambda: _committed(c, tx_hash), timeout_s,
                                               f"transaction {tx_hash.hex()} not committed"))
+        self.seen_height = max(self.seen_height, info.receipt.height)
         if not info.receipt.ok:
             raise receipt_error(info.receipt, tx_hash)
         return info
@@ -178,21 +197,39 @@ class ChainSession:
                       ) -> TxInfo:
         return self.wait_committed(self.submit(kind, payload), timeout_s)
 
+    # -- verified reads -----------------------------------------------------------------------
+
+    def light(self) -> LightClient:
+        if self._light is None:
+            doc = self._genesis or self.run(lambda c: c.genesis()).genesis
+            light = LightClient.from_genesis(doc, [self.client, *self._fallbacks])
+            # a session sees at least what was committed before it started (one block's wait, once)
+            self.seen_height = max(self.seen_height, self.run(lambda _: light.sync_head()))
+            self._light = light
+        return self._light
+
+    def read(self, query: Query[P, R], params: P) -> R:
+        """A read of chain state: verified by the light client unless ``verify`` is off."""
+        if not self.verify:
+            return self.run(lambda c: c.query(query, params))
+        light = self.light()
+        return self.run(lambda _: light.query(query, params, min_state_height=self.seen_height))
+
     # -- federated learning ------------------------------------------------------------------
 
     def spec(self, model_id: str) -> ModelSpec:
         if model_id not in self._specs:
-            for registered in self.run(lambda c: c.fl_models()):
+            for registered in self.read(FL_MODELS, NoParams()):
                 self._specs[registered.spec.id] = registered.spec
             if model_id not in self._specs:
                 raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self._specs)) or 'none'})")
         return self._specs[model_id]
 
     def rounds(self, model_id: str) -> list[RoundRecord]:
-        return self.run(lambda c: c.fl_rounds(model_id))
+        return self.read(FL_ROUNDS, RoundsParams(model_id=model_id))
 
     def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
-        return self.run(lambda c: c.fl_model_get(model_id, version))
+        return self.read(FL_MODEL_GET, ModelGetParams(model_id=model_id, version=version))
 
     def model_weights(self, model_id: str, version: int | None = None) -> tuple[ModelVersion, dict[str, Any]]:
         """A committed version and its real-valued tensors by layout name (numpy; for inference)."""
@@ -256,5 +293,7 @@ class ChainTransport:
                     return record
             return None
 
-        return self.session.run(lambda c: _wait_until(c, closed, self.round_timeout_s,
-                                                      f"{model_id} round {round} did not close"))
+        record = self.session.run(lambda c: _wait_until(c, closed, self.round_timeout_s,
+                                                        f"{model_id} round {round} did not close"))
+        self.session.seen_height = max(self.session.seen_height, record.closed_height or 0)
+        return record

@@ -47,6 +47,8 @@ class Query(Generic[P, R]):
     params: type[P]
     result: Any
     """The result's type (``R``, written out for pydantic and the OpenRPC document)."""
+    provable: bool = True
+    """A read of state alone, so a validator can answer it with a proof (``prove: true``, ``core.proofs``)."""
 
     def parse(self, value: Any) -> R:
         """A JSON-RPC ``result`` back into the typed result, hex back into bytes."""
@@ -214,13 +216,13 @@ class BlockGetParams(Params):
 
 
 TX_GET: Query[TxGetParams, TxInfo] = Query(
-    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo)
+    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo, provable=False)
 BLOCK_GET: Query[BlockGetParams, BlockInfo] = Query(
     "block_get", "A block with its commit certificate, by height or hash (default: latest).", BlockGetParams,
-    BlockInfo)
+    BlockInfo, provable=False)
 ACCOUNT: Query[AccountGetParams, AccountState | None] = Query(
     "account", "An account as committed (None: not registered).", AccountGetParams, AccountState | None)
-"""Not a JSON-RPC method of its own: ``account_get`` adds the mempool's pending nonces to it."""
+"""``account_get`` adds the mempool's pending nonces to it; as a method of its own it can be proven."""
 
 CHAIN_QUERIES: tuple[Query[Any, Any], ...] = (TX_GET, BLOCK_GET)
 

@@ -206,6 +206,57 @@ class TaskFailed(FbciError):
     reason = "task_failed"
 
 
+class UnverifiedAnswer(FbciError):
+    """A validator's answer that does not check out against a commit certificate (a proof that does
+    not reach the certified root, a header the validator set did not sign, a value the proof
+    contradicts): the light client refuses it and may ask another validator."""
+
+    code = -32130
+    reason = "unverified_answer"
+
+
+class ProofInvalid(UnverifiedAnswer):
+    """A state proof that is malformed or does not hash to the header's state root."""
+
+    code = -32131
+    reason = "proof_invalid"
+
+
+class ProofIncomplete(UnverifiedAnswer):
+    """A proof without a node the read needs (a validator hiding part of a range answers this way)."""
+
+    code = -32132
+    reason = "proof_incomplete"
+
+
+class AnswerMismatch(UnverifiedAnswer):
+    """The served value differs from the value the verified proof gives."""
+
+    code = -32133
+    reason = "answer_mismatch"
+
+
+class HeaderUnverified(UnverifiedAnswer):
+    """A header whose commit certificate does not verify against the validator set of its height."""
+
+    code = -32134
+    reason = "header_unverified"
+
+
+class StaleAnswer(UnverifiedAnswer):
+    """A proof against a certified header older than one this client already trusts."""
+
+    code = -32135
+    reason = "stale_answer"
+
+
+class NoVerifiedAnswer(FbciError):
+    """Every configured validator failed or answered something that did not verify."""
+
+    code = -32136
+    reason = "no_verified_answer"
+
+
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
     """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
     descriptor limit reads as what it is, with what to do about it, rather than as a bug."""
@@ -220,6 +271,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, UnsupportedKeyType, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
+    UnverifiedAnswer, ProofInvalid, ProofIncomplete, AnswerMismatch, HeaderUnverified, StaleAnswer, NoVerifiedAnswer,
 )
 
 

@@ -8,47 +8,15 @@ membership history is on the ledger like everything else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core import codec
+from core.accounts import Account, account_key, load_account, store_account  # noqa: F401 (re-exported)
 from core.errors import ContractRejected, InvalidInput
 from core.state import StateView, TxContext
 
 ROLES = frozenset({"admin", "validator", "hospital", "gateway"})
-_PREFIX = b"acct/"
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    roles: frozenset[str]
-    nonce: int
-
-    def encode(self) -> bytes:
-        return codec.encode([self.name, sorted(self.roles), self.nonce])
-
-    @classmethod
-    def decode(cls, data: bytes) -> Account:
-        name, roles, nonce = codec.decode(data)
-        return cls(name, frozenset(roles), nonce)
-
-
-
-def account_key(public_key: bytes) -> bytes:
-    """The state key of an account."""
-    return _PREFIX + public_key
-
-
-def load_account(state: StateView, public_key: bytes) -> Account | None:
-    raw = state.get(_PREFIX + public_key)
-    return None if raw is None else Account.decode(raw)
-
-
-def store_account(state: StateView, public_key: bytes, account: Account) -> None:
-    state.set(_PREFIX + public_key, account.encode())
 
 
 def parse_payload(model: type[BaseModel], payload: dict[str, Any]) -> Any:

@@ -20,12 +20,13 @@ from pydantic import BaseModel
 
 from consensus import CommitCertificate, Ed25519Verifier, KeyedVerifier, Verifier
 from core.api import (
-    ACCOUNT, BLOCK_GET, CHAIN_QUERIES, TX_GET, AccountGetParams, AccountState, BlockGetParams, BlockInfo,
-    CertificateInfo, Query, Signature, TxGetParams, TxInfo,
+    BLOCK_GET, CHAIN_QUERIES, TX_GET, BlockGetParams, BlockInfo, CertificateInfo, Query, Signature, TxGetParams,
+    TxInfo,
 )
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256
+from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeState, receipt_key
 from core.state import StateView, TxContext
 from core.tx import Transaction
 from fl_contracts import queries as fl_queries
@@ -47,8 +48,11 @@ log = logging.getLogger(__name__)
 MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
-RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in fl_queries.STATE_QUERIES),
-                                            *(q for q, _ in alert_queries.STATE_QUERIES))
+STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES)
+"""Every read of state, with the function that answers it over a ``StateView``: the committed state,
+or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
+
+RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES))
 """The reads this application answers that JSON-RPC serves, each under its path."""
 
 GenesisAccount = tuple[bytes, str, Sequence[str]]
@@ -57,8 +61,8 @@ GenesisAccount = tuple[bytes, str, Sequence[str]]
 
 @dataclass(frozen=True)
 class _Route:
-    params: type[BaseModel]
-    answer: Callable[[Any], object]
+    query: Query[Any, Any]
+    answer: Callable[[StateView, Any], object]
 
 
 class LedgerApplication:
@@ -79,12 +83,11 @@ class LedgerApplication:
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
         self._info: AppInfo | None = None
         self._routes: dict[str, _Route] = {
-            TX_GET.path: _Route(TxGetParams, self._tx),
-            BLOCK_GET.path: _Route(BlockGetParams, self._block),
-            ACCOUNT.path: _Route(AccountGetParams, self._account),
+            TX_GET.path: _Route(TX_GET, lambda _, p: self._tx(p)),
+            BLOCK_GET.path: _Route(BLOCK_GET, lambda _, p: self._block(p)),
         }
-        for query, answer in (*fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES):
-            self._routes[query.path] = _Route(query.params, lambda p, answer=answer: answer(self.state, p))
+        for query, answer in STATE_QUERIES:
+            self._routes[query.path] = _Route(query, answer)
 
     @classmethod
     def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
@@ -118,6 +121,8 @@ class LedgerApplication:
             problems.append(f"the state is at height {state_height} but the blocks end at height {last}")
         elif state_height < 0 < last:
             problems.append(f"the state has no height although the blocks reach height {last}")
+        if state_height >= 0 and not self.state.has_version(state_height):
+            problems.append(f"the state trie has no root for the state's height {state_height}")
         if not problems and last > 0:
             problems += self._latest_certificate_problems(last)
         if problems:
@@ -305,6 +310,8 @@ class LedgerApplication:
     def _apply(self, block: Block, certificate: bytes, *, store: tuple[int, bytes, bytes, bytes] | None,
                durable: bool, decoded: DecodedLookup | None) -> FinalizedBlock:
         outcome = self.executor.execute_block(block, self.state, decoded)
+        for tx_hash, receipt in outcome.receipts.items():  # in state too, so a proof can show the outcome
+            outcome.pending.set(receipt_key(tx_hash), StateReceipt.of(receipt).encode())
         new_alerts = [a for r in outcome.receipts.values() if r.ok and (a := _alert_of(outcome.pending, r.result))]
         state_hash = commit_block(self.database, self.blocks, store, self.tx_index, outcome.receipts, self.state,
                                   block.height, outcome.pending, durable=durable)
@@ -319,13 +326,33 @@ class LedgerApplication:
 
     # -- Query ------------------------------------------------------------------------------
 
-    def query(self, path: str, params: BaseModel) -> object:
+    def query(self, path: str, params: BaseModel, *, prove: bool = False) -> object:
         route = self._routes.get(path)
         if route is None:
             raise NotFound(f"no query {path!r}; known: {sorted(self._routes)}")
-        if type(params) is not route.params:
-            raise InvalidInput(f"query {path} takes {route.params.__name__}, not {type(params).__name__}")
-        return route.answer(params)
+        if type(params) is not route.query.params:
+            raise InvalidInput(f"query {path} takes {route.query.params.__name__}, not {type(params).__name__}")
+        if not prove:
+            return route.answer(self.state, params)
+        if not route.query.provable:
+            raise InvalidInput(f"query {path} cannot be proven (it reads the block store, not state)")
+        return self._proven(route, params)
+
+    def _proven(self, route: _Route, params: BaseModel) -> ProvenAnswer:
+        """The answer over the state the newest certified header commits to: the header at height H holds
+        the root after H - 1 (``core.block``), so the read runs on the trie version before the newest."""
+        height = self.height
+        if height < 1:
+            raise NotFound("no block is committed yet, so no certified header commits to any state")
+        view = TreeState(self.state.node, self.state.tree_root(height - 1))
+        result, not_found = None, None
+        try:
+            result = route.answer(view, params)
+        except NotFound as exc:
+            not_found = exc.message
+        return ProvenAnswer(result=result, state_height=height - 1, header=self._head_block(height).header.encode(),
+                            certificate=self.blocks.certificate(height), proof=view.proof().encode(),
+                            not_found=not_found)
 
     def stored_block(self, height: int) -> StoredBlock:
         return StoredBlock(self.blocks.block(height), self.blocks.certificate(height))
@@ -350,13 +377,6 @@ class LedgerApplication:
             prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
             last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
         )
-
-    def _account(self, p: AccountGetParams) -> AccountState | None:
-        account = load_account(self.state, p.public_key)
-        if account is None:
-            return None
-        return AccountState(public_key=p.public_key, name=account.name, roles=tuple(sorted(account.roles)),
-                            nonce=account.nonce)
 
 
 def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:

@@ -132,9 +132,10 @@ class Application(Protocol):
         """Make every block finalised so far durable (after ``durable=False`` ones)."""
         ...
 
-    def query(self, path: str, params: BaseModel) -> object:
+    def query(self, path: str, params: BaseModel, *, prove: bool = False) -> object:
         """Answer the read ``path`` (a :class:`core.api.Query` path) over committed state with its
-        typed result; raises :class:`core.errors.NotFound` for an unknown path or missing item."""
+        typed result; raises :class:`core.errors.NotFound` for an unknown path or missing item.
+        ``prove``: a :class:`core.proofs.ProvenAnswer` instead, against the newest certified header."""
         ...
 
     def stored_block(self, height: int) -> StoredBlock: ...

@@ -119,5 +119,5 @@ class NodeService:
         return AccountInfo(public_key=public_key, roles=committed.roles if committed else (), next_nonce=nonce + 1,
                            name=committed.name if committed else None)
 
-    async def query(self, path: str, params: Params) -> object:
-        return self.app.query(path, params)
+    async def query(self, path: str, params: Params, *, prove: bool = False) -> object:
+        return self.app.query(path, params, prove=prove)

@@ -12,11 +12,16 @@ commit short) re-executes the missing blocks (execution is deterministic and
 the index writes are idempotent), so a ``kill -9`` anywhere loses nothing and
 applies nothing twice.
 
-The state hash is a hash chain over each block's sorted write set:
-``H(prev_state_hash, height, sorted[(key, value or None)])``. Two validators
-with the same genesis and the same blocks therefore have the same hash, and any
-divergence shows up in the very next header. (It is not a Merkle tree, so it
-gives no per-key proofs; light-client proofs are future work.)
+The state hash is the root of a Merkle crit-bit trie over the whole state
+(:mod:`core.smt`), so every header commits to every key and a client can check
+one key, an absent key or a complete range against it (:mod:`core.proofs`).
+Its nodes live beside the state under ``smt/``, immutable and addressed by
+(version = height, hash): a block writes only the nodes on its written keys'
+paths, in the same batch as the state, so a crash leaves tree and state at the
+same height. The last :data:`KEEP_VERSIONS` versions stay readable, since the
+header at height H commits the state after H - 1, so proofs are served from
+the version before the newest; each version records the nodes it replaced
+(``smt/stale/``) and they are deleted once no kept version reaches them.
 
 Integrity: LevelDB opens with paranoid checks (a damaged log is refused, not
 skipped), every start scans the blocks and certificates written since the
@@ -38,9 +43,8 @@ import plyvel
 
 from core import codec
 from core.api import Receipt
-from core.block import ZERO_HASH
+from core import smt
 from core.errors import DiskFull, NotFound, StorageError, StoreCorrupt, TooManyOpenFiles, storage_error
-from core.hashing import sha256
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -267,12 +271,24 @@ class PendingState:
         self._parent.writes.update(self.writes)
 
 
+KEEP_VERSIONS = 4
+"""How many state versions (heights) stay provable: proofs are served from the one before the newest,
+and a client may ask for a slightly older certified header."""
+
+
+def _u64(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
 class StateStore:
-    """Application state (accounts, contracts) plus the applied height and state hash."""
+    """Application state (accounts, contracts), its Merkle trie, the applied height and the state hash."""
 
     _STATE = b"st/"
     _HEIGHT = b"meta/height"
     _HASH = b"meta/state_hash"
+    _NODE = b"smt/n/"
+    _ROOT = b"smt/root/"
+    _STALE = b"smt/stale/"
 
     def __init__(self, database: Database) -> None:
         self._root = database.db
@@ -299,7 +315,28 @@ class StateStore:
 
     @property
     def state_hash(self) -> bytes:
-        return self._root.get(self._HASH) or ZERO_HASH
+        return self._root.get(self._HASH) or smt.EMPTY_ROOT
+
+    # -- the trie -------------------------------------------------------------------------------
+
+    def node(self, ref: smt.Ref) -> bytes:
+        """A stored trie node (:class:`core.smt.NodeLoader`)."""
+        raw = self._root.get(self._NODE + _u64(ref.version) + ref.hash)
+        if raw is None:
+            raise StoreCorrupt(f"the state trie lacks node {ref.hash.hex()} of version {ref.version}")
+        return raw
+
+    def tree_root(self, height: int) -> smt.Ref | None:
+        """The trie's root after ``height`` (None: the empty map); NotFound once pruned."""
+        raw = self._root.get(self._ROOT + _u64(height))
+        if raw is None:
+            raise NotFound(f"the state after height {height} is no longer (or not yet) kept; this validator "
+                           f"keeps the last {KEEP_VERSIONS} heights up to {self.height}")
+        value = codec.decode(raw)
+        return None if value is None else smt.Ref(*value)
+
+    def has_version(self, height: int) -> bool:
+        return self._root.get(self._ROOT + _u64(height)) is not None
 
     def commit(self, height: int, pending: PendingState) -> bytes:
         """Apply one block's writes, the height and the new hash in one fsynced batch."""
@@ -308,19 +345,57 @@ class StateStore:
             return self.put(batch, height, pending)
 
     def put(self, batch: Any, height: int, pending: PendingState) -> bytes:
-        """Add one block's state writes, the height and the new hash to a root-database ``batch``."""
+        """Add one block's state writes, its trie nodes, the height and the new root to a root-database
+        ``batch``: the trie work is the block's writes times the depth, never the state's size."""
         if height != self.height + 1:
             raise StorageError(f"state is at height {self.height}; cannot apply height {height}")
         items = sorted(pending.writes.items())
-        new_hash = sha256(codec.encode([self.state_hash, height, [[k, v] for k, v in items]]))
+        update = smt.update(self.node, None if height == 0 else self.tree_root(height - 1), items, height)
         for key, value in items:
             if value is None:
                 batch.delete(self._STATE + key)
             else:
                 batch.put(self._STATE + key, value)
+        for ref in update.stale:
+            batch.put(self._STALE + _u64(height) + _u64(ref.version) + ref.hash, b"")
+        self._put_version(batch, height, update.root, update.puts)
+        return update.root_hash
+
+    def restore(self, height: int, items: dict[bytes, bytes]) -> bytes:
+        """Write a whole state as ``height`` into an empty store in one batch, its trie built bottom-up
+        in one pass (a large initial state; the state-commit bench loads its maps this way)."""
+        if self.height != -1:
+            raise StorageError(f"state is at height {self.height}; a whole state can only be restored into "
+                               "an empty store")
+        with _leveldb(f"restoring the state of height {height}"), \
+                self._root.write_batch(sync=True, transaction=True) as batch:
+            for key, value in items.items():
+                batch.put(self._STATE + key, value)
+            root = smt.bulk_load(items, height, lambda ref, raw: batch.put(self._NODE + _u64(ref.version) + ref.hash,
+                                                                             raw))
+            self._put_version(batch, height, root, [])
+        return smt.EMPTY_ROOT if root is None else root.hash
+
+    def _put_version(self, batch: Any, height: int, root: smt.Ref | None, puts: list[tuple[smt.Ref, bytes]]) -> None:
+        for ref, raw in puts:
+            batch.put(self._NODE + _u64(ref.version) + ref.hash, raw)
+        batch.put(self._ROOT + _u64(height), codec.encode(None if root is None else list(root)))
+        self._prune(batch, height)
         batch.put(self._HEIGHT, struct.pack(">q", height))
-        batch.put(self._HASH, new_hash)
-        return new_hash
+        batch.put(self._HASH, smt.EMPTY_ROOT if root is None else root.hash)
+
+    def _prune(self, batch: Any, height: int) -> None:
+        """Forget the version that falls out of the kept window and the nodes only it still reached.
+
+        A node replaced at version s belongs to versions < s only, so once the oldest kept version
+        is ``height - KEEP_VERSIONS + 1`` every node replaced at s <= that is unreachable."""
+        oldest = height - KEEP_VERSIONS + 1
+        if oldest <= 0:
+            return
+        batch.delete(self._ROOT + _u64(oldest - 1))
+        for key in self._root.iterator(start=self._STALE, stop=self._STALE + _u64(oldest + 1), include_value=False):
+            batch.delete(self._NODE + key[len(self._STALE) + 8:])
+            batch.delete(key)
 
 
 def commit_block(database: Database, blocks: BlockStore | None, block: tuple[int, bytes, bytes, bytes] | None,

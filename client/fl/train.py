@@ -48,6 +48,8 @@ from ids.deterioration import N_WINDOW_FEATURES
 from ids.record import ATTACK_CLASSES
 from fl_contracts.contract import RoundRecord
 from fl_contracts.spec import ModelSpec
+from genesis.schema import GenesisDoc
+from client.light import home_genesis
 from client.session import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
 
 if TYPE_CHECKING:  # these import torch: only training loads them
@@ -194,7 +196,7 @@ def train_rounds(
     rpc_url: str, key: PrivateKey, model_id: str, x: Array, y: Labels, rounds: int, *,
     epochs: int = 2, lr: float = 0.2, batch_size: int = 32, dp: DPConfig | None = None,
     poison: Poison | None = None, seed: int = 0, progress: Callable[[Progress], None] | None = None,
-    round_timeout_s: float = 180.0, local_addr: str | None = None,
+    round_timeout_s: float = 180.0, local_addr: str | None = None, genesis: GenesisDoc | None = None,
 ) -> TrainResult:
     """Take part in ``rounds`` consecutive rounds of ``model_id`` as the hospital holding ``key``.
 
@@ -217,7 +219,7 @@ def train_rounds(
                             TrainConfig(local_epochs=epochs, lr=lr, batch_size=batch_size), dp, seed=seed)
     tamper = None if poison is None else poisoner(poison, rounds, POISON_SCALE, seed)
     result = TrainResult(model_id, delta=None if dp is None else dp.delta)
-    with ChainSession(rpc_url, key, local_addr=local_addr) as session:
+    with ChainSession(rpc_url, key, local_addr=local_addr, genesis=genesis) as session:
         transport = ChainTransport(session, round_timeout_s=round_timeout_s)
         for _ in range(rounds):
             model = transport.get_model(model_id)
@@ -265,7 +267,8 @@ def main(args: argparse.Namespace) -> int:
         raise InvalidInput("--lr must be positive")
     url = resolve_rpc_url(args.rpc, args.home)
     key = load_client_key(args.key, args.home)
-    with ChainSession(url) as session:  # before torch and the data: is the node there, does the model fit?
+    genesis = home_genesis(args.home)
+    with ChainSession(url, genesis=genesis) as session:  # before torch and the data: is the node there, does the model fit?
         session.run(lambda c: c.status())
         spec = session.spec(args.model)
     dataset = args.dataset or default_dataset(spec)
@@ -282,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
     result = train_rounds(url, key, args.model, x, y, args.rounds, epochs=args.epochs or default_epochs,
                           lr=args.lr or default_lr, batch_size=args.batch_size or default_batch, dp=dp,
                           poison=args.poison, seed=args.seed, progress=format_progress(args.rounds),
-                          round_timeout_s=args.round_timeout)
+                          round_timeout_s=args.round_timeout, genesis=genesis)
     last = result.records[-1]
     print(f"done: {len(result.records)} round(s); global model {args.model} is at version "
           f"{last.new_version if last.new_version is not None else last.base_version}")

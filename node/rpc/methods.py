@@ -19,13 +19,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from core.api import (
     AccountGetParams, AccountInfo, NodeStatus, NoParams, Params, Query, TxAccepted, TxCommitResult,
 )
 from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
 from core.hashing import sha256
+from core.proofs import ProvenAnswer
 from core.tx import Transaction
 from core.wire import HexBytes
 from genesis.schema import GenesisWithHash, ValidatorInfo
@@ -163,7 +164,12 @@ class _Handlers:
 
     def query(self, query: Query[Any, Any]) -> Handler:
         async def answer(p: Params, ctx: CallContext) -> object:
-            return await self.api.query(query.path, p)
+            if not query.provable:
+                return await self.api.query(query.path, p)
+            plain = query.params.model_validate({name: getattr(p, name) for name in query.params.model_fields})
+            if getattr(p, "prove", False):
+                return await self.api.query(query.path, plain, prove=True)
+            return await self.api.query(query.path, plain)
 
         return answer
 
@@ -178,6 +184,17 @@ def _session(ctx: CallContext, method: str) -> SubscriptionSession:
     if ctx.session is None:
         raise MethodNotFound(f"{method} is only available over the websocket at GET /ws")
     return ctx.session
+
+
+def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
+    """A state query's method takes one more, optional, param: ``prove`` (last, for by-position calls)."""
+    if not q.provable:
+        return Method(q.path, q.summary, q.params, q.result, h.query(q))
+    params = create_model(f"{q.params.__name__}Provable", __base__=q.params, prove=(bool, Field(
+        False, description="answer with a core.proofs.ProvenAnswer: the result, its state proof, the certified "
+                           "header it proves against and that header's commit certificate")))
+    return Method(q.path, q.summary + " With prove: true, checkable against a commit certificate.", params,
+                  q.result | ProvenAnswer, h.query(q))
 
 
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
@@ -197,7 +214,7 @@ def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[An
         Method("genesis", "The genesis document and its hash.", NoParams, GenesisWithHash, h.genesis),
         Method("account_get", "Roles and next nonce of a public key (pending transactions counted).",
                AccountGetParams, AccountInfo, h.account_get),
-        *(Method(q.path, q.summary, q.params, q.result, h.query(q)) for q in queries),
+        *(_query_method(q, h) for q in queries),
         Method("subscribe", "Websocket only: push 'new_block' or 'new_alert' events as 'subscription' "
                "notifications; returns the subscription id.", SubscribeParams, str, h.subscribe),
         Method("unsubscribe", "Websocket only: stop a subscription; returns whether it existed.",

@@ -77,6 +77,7 @@ class NodeApi(Protocol):
         """Roles and next nonce of a key; an unregistered key has no roles and next nonce 1."""
         ...
 
-    async def query(self, path: str, params: Params) -> object:
-        """A :class:`core.api.Query` answered by the application over committed state."""
+    async def query(self, path: str, params: Params, *, prove: bool = False) -> object:
+        """A :class:`core.api.Query` answered by the application over committed state (``prove``: as a
+        :class:`core.proofs.ProvenAnswer`)."""
         ...

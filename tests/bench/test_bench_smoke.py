@@ -63,3 +63,13 @@ def test_stage_costs_cover_every_stage() -> None:
     stages = {row["stage"]: row["us_per_tx"] for row in r["rows"]}
     assert set(stages) >= {"rpc_batch_submit", "gossip_admit", "build_block", "validate_block", "commit_block"}
     assert all(v > 0 for v in stages.values())
+
+
+def test_state_commit_measures_the_trie_beside_execution() -> None:
+    from bench import bench_state_commit
+
+    r = bench_state_commit.measure([300], blocks=2, txs_per_block=10)
+    row = r["rows"][0]
+    assert row["state_keys"] == 300 + bench_state_commit.SENDERS and row["writes"] == 3 * 10  # per sender: nonce, quota usage; per tx: receipt
+    assert row["trie_ms"] > 0 and row["exec_ms"] > 0 and row["nodes"] > row["writes"]
+    assert 0 < row["depth"] <= row["max_depth"] and row["proof_b"] > 0

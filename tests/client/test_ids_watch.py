@@ -119,7 +119,7 @@ def test_a_trained_version_is_named_and_scores(genesis_v0: FakeSession) -> None:
 
 def run_main(session: FakeSession, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
              *extra: str) -> str:
-    monkeypatch.setattr(ids_watch, "ChainSession", lambda url, key: session)
+    monkeypatch.setattr(ids_watch, "ChainSession", lambda url, key, **options: session)
     monkeypatch.setattr(ids_watch, "load_client_key", lambda key, home: session.key)
     args = build_parser().parse_args(["ids", "watch", "--rpc", "http://127.0.0.1:1", "--generate", "300",
                                       "--attack-rate", "0.5", *extra])

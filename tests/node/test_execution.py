@@ -52,7 +52,7 @@ def test_unregistered_wrong_role_and_wrong_chain_are_rejected_without_state_chan
     assert [x.reason for x in receipts] == ["unauthorized", "unauthorized", "wrong_chain"]
     assert load_account(state, STRANGER.public_key.raw) is None
     assert load_account(state, HOSPITAL.public_key.raw).nonce == 0  # never reached its handler
-    assert state.state_hash != before  # the height advanced, but nothing was written
+    assert state.state_hash == before  # the root commits to the state alone: nothing was written, so it stands
     assert list(state.scan(b"acct/")) and len(list(state.scan(b"acct/"))) == 3
 
 

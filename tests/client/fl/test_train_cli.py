@@ -77,7 +77,7 @@ def chain(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
                              closed_height=5, status="aggregated", accepted=1, new_version=1)
         return train.TrainResult(model_id, records=[record])
 
-    monkeypatch.setattr(train, "ChainSession", lambda url: FakeSession(specs))
+    monkeypatch.setattr(train, "ChainSession", lambda url, **options: FakeSession(specs))
     monkeypatch.setattr(train, "local_data", local_data)
     monkeypatch.setattr(train, "train_rounds", train_rounds)
     return seen

@@ -1,0 +1,100 @@
+"""What a light client checks, with no I/O: a header against its commit certificate, an answer
+against the header.
+
+- :class:`HeaderVerifier` accepts a header only with a commit certificate that
+  verifies (``consensus.certificates``, the code validators run in block sync)
+  against the validator set *of that height*, which a
+  :class:`ValidatorSetProvider` supplies.
+- :func:`verify_answer` then checks a :class:`core.proofs.ProvenAnswer`: the
+  proof must hash to the header's ``state_hash`` (the state after the previous
+  height, ``core.block``), the query is re-executed over the proven state, and
+  its result must be the served one; the re-executed result is what is returned.
+
+Validator-set changes: today the set is the genesis set at every height
+(:class:`GenesisValidators`). When membership changes land, a provider that
+follows certified change records height by height (CometBFT's
+``next_validators_hash``) plugs in here; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from consensus import CommitCertificate, Ed25519Verifier
+from core.api import Params
+from core.block import BlockHeader
+from core.errors import AnswerMismatch, FbciError, HeaderUnverified, NotFound, StaleAnswer
+from core.proofs import ProvenAnswer, ProvenState, StateProof
+from core.state import StateView
+from core.wire import to_wire
+
+Answer = Callable[[StateView, Any], Any]
+"""A query's pure answer function (``fl_contracts.queries``, ``ids.queries``, ``core.proofs``)."""
+
+
+class ValidatorSetProvider(Protocol):
+    def validators_at(self, height: int) -> tuple[bytes, ...]:
+        """The public keys whose quorum certifies the block at ``height``."""
+        ...
+
+
+@dataclass(frozen=True)
+class GenesisValidators:
+    """The genesis validator set at every height (the chain has no validator-set changes yet)."""
+
+    validators: tuple[bytes, ...]
+
+    def validators_at(self, height: int) -> tuple[bytes, ...]:
+        return self.validators
+
+
+class HeaderVerifier:
+    def __init__(self, chain_id: str, validators: ValidatorSetProvider) -> None:
+        self.chain_id = chain_id
+        self.validators = validators
+        self._verifier = Ed25519Verifier(chain_id)
+
+    def verify(self, header: BlockHeader, certificate: bytes) -> None:
+        if header.chain_id != self.chain_id:
+            raise HeaderUnverified(f"the header is of chain {header.chain_id!r}, not {self.chain_id!r}")
+        try:
+            cert = CommitCertificate.decode(certificate)
+            if cert.height != header.height or cert.block_hash != header.hash:
+                raise HeaderUnverified(f"the commit certificate certifies block {cert.block_hash.hex()[:16]} at "
+                                       f"height {cert.height}, not this header ({header.height})")
+            cert.verify(self.chain_id, self.validators.validators_at(header.height), self._verifier)
+        except HeaderUnverified:
+            raise
+        except FbciError as exc:
+            raise HeaderUnverified(f"the header of height {header.height} has no valid commit certificate: "
+                                   f"{exc.message}") from None
+
+
+def verify_answer(answer: ProvenAnswer, path: str, answer_fn: Answer, params: Params, headers: HeaderVerifier,
+                  *, min_height: int = 0) -> Any:
+    """The checked result of query ``path`` (raises :class:`core.errors.NotFound` for a proven absence).
+
+    ``min_height``: the lowest header height still fresh enough (below it: :class:`StaleAnswer`)."""
+    header = answer.block_header()
+    headers.verify(header, answer.certificate)
+    if header.height < min_height:
+        raise StaleAnswer(f"the answer to {path} proves the state of height {answer.state_height}, against the "
+                          f"header of height {header.height}; this client already trusts height "
+                          f"{min_height} or later")
+    state = ProvenState(StateProof.decode(answer.proof), header.state_hash)
+    try:
+        result = answer_fn(state, params)
+    except NotFound as exc:
+        if answer.not_found is None:
+            raise AnswerMismatch(f"{path}: the validator answered a value where its proof shows none "
+                                 f"({exc.message})") from None
+        raise NotFound(f"{exc.message} (proven at height {answer.state_height})",
+                       data={"proven_height": answer.state_height}) from None
+    if answer.not_found is not None:
+        raise AnswerMismatch(f"{path}: the validator answered 'not found' where its proof shows a value")
+    if to_wire(result) != answer.result:
+        raise AnswerMismatch(f"{path}: the served result differs from what the proof of height "
+                             f"{answer.state_height} gives")
+    return result
