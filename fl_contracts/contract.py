@@ -203,7 +203,7 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> 
         raise _reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
     spec, head = get_spec(state, upd.model_id), _head(state, upd.model_id)
     if spec.secure:
-        raise _reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg.* transactions")
+        raise _reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
     if upd.round != head.round:
         when = "late: round has closed" if upd.round < head.round else "round has not opened"
         raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")

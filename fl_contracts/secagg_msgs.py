@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, Stric
 
 from core.wire import WIRE_BYTES
 
-KEYS_KIND = "fl.secagg.keys"
-SHARES_KIND = "fl.secagg.shares"
-MASKED_KIND = "fl.secagg.masked"
-UNMASK_KIND = "fl.secagg.unmask"
+KEYS_KIND = "fl.secagg_keys"
+SHARES_KIND = "fl.secagg_shares"
+MASKED_KIND = "fl.secagg_masked"
+UNMASK_KIND = "fl.secagg_unmask"
 KINDS = (KEYS_KIND, SHARES_KIND, MASKED_KIND, UNMASK_KIND)
 
 Stage = Literal["keys", "shares", "masked", "unmask"]
@@ -115,3 +115,19 @@ class SecureRoundView(BaseModel):
             if m.sender == sender:
                 return m
         raise KeyError(sender.hex())
+
+
+class SecureOutcome(BaseModel):
+    """Who took part in which stage, and who was caught revealing a wrong share."""
+
+    model_config = _STATE
+    model_id: str
+    round: int
+    stage_reached: Stage
+    threshold: int
+    members: list[bytes]
+    shared: list[bytes]
+    masked: list[bytes]
+    wrong_share: list[bytes]
+    status: str
+    reason: str | None = None

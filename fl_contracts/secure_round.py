@@ -15,7 +15,8 @@ shares stage but its mask key. The sets are fixed by consensus when the masked
 stage closes, so every validator refuses the same reveals, and a reveal of
 the other secret is refused outright (``would_expose_both``).
 
-A round of a model with ``secure: true`` runs four stages, each open for
+A round of a model with ``secure: true`` runs four stages (kinds ``fl.secagg_keys``, ``_shares``,
+``_masked``, ``_unmask``; a kind is one ``module.action``), each open for
 ``round_length_blocks`` blocks and closed early once everyone expected posted:
 
 1. ``keys``: members U1 (up to ``max_updates``) post two X25519 keys; the
@@ -61,8 +62,8 @@ from fl_contracts import contract, secagg
 from fl_contracts.contract import Participant, RoundRecord
 from fl_contracts.fixedpoint import round_div
 from fl_contracts.secagg_msgs import (
-    KEYS_KIND, MASKED_KIND, SHARES_KIND, UNMASK_KIND, Dealt, Member, SecKeys, SecMasked, SecShares, SecUnmask,
-    SecureRoundView, Stage,
+    KEYS_KIND, MASKED_KIND, SHARES_KIND, UNMASK_KIND, SecKeys, SecMasked, SecShares, SecUnmask, SecureOutcome,
+    Stage,
 )
 from fl_contracts.spec import ModelSpec
 
@@ -86,27 +87,11 @@ class SecureRound(BaseModel):
     wrong_share: list[bytes] = []
 
 
-class SecureOutcome(BaseModel):
-    """Who took part in which stage, and who was caught revealing a wrong share."""
-
-    model_config = _STATE
-    model_id: str
-    round: int
-    stage_reached: Stage
-    threshold: int
-    members: list[bytes]
-    shared: list[bytes]
-    masked: list[bytes]
-    wrong_share: list[bytes]
-    status: str
-    reason: str | None = None
-
-
 class RoundFailed(Exception):
     """Raised inside end-of-block processing; the round is recorded as failed with this reason."""
 
 
-def _key(kind: str, model_id: str, *parts: bytes) -> bytes:
+def state_key(kind: str, model_id: str, *parts: bytes) -> bytes:
     return b"/".join([b"fl", b"sec", kind.encode(), model_id.encode(), *parts])
 
 
@@ -114,9 +99,9 @@ def _reject(why: str, message: str) -> ContractRejected:
     return ContractRejected(message, data={"fl_reason": why})
 
 
-def _load_round(state: StateView, spec: ModelSpec) -> SecureRound:
+def load_round(state: StateView, spec: ModelSpec) -> SecureRound:
     """The stored round, or a fresh keys stage for the round the FL contract has open."""
-    raw = state.get(_key("round", spec.id))
+    raw = state.get(state_key("round", spec.id))
     if raw is not None:
         return SecureRound.model_validate(codec.decode(raw))
     head = contract.current_round(state, spec.id)
@@ -128,7 +113,7 @@ def _save(state: StateView, key: bytes, value: BaseModel) -> None:
     state.set(key, codec.encode(value.model_dump()))
 
 
-def _doc(state: StateView, key: bytes) -> Any:
+def read_doc(state: StateView, key: bytes) -> Any:
     raw = state.get(key)
     if raw is None:
         raise NotFound(f"no secure-round entry {key!r}")
@@ -152,7 +137,7 @@ def _admit(state: StateView, ctx: TxContext, payload: dict[str, Any], cls: type[
         raise _reject("not_secure", f"model {spec.id} does not aggregate securely: send fl.submit_update")
     if contract.HOSPITAL_ROLE not in ctx.sender_roles:
         raise _reject("unauthorized", f"sender lacks the {contract.HOSPITAL_ROLE!r} role")
-    rnd = _load_round(state, spec)
+    rnd = load_round(state, spec)
     if rnd_no != rnd.round:
         raise _reject("wrong_round", f"{kind} for round {rnd_no} but round {rnd.round} is open")
     if rnd.stage != stage:
@@ -167,7 +152,7 @@ def _require(member: bool, why: str, message: str) -> None:
 
 def post_keys(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
     spec, rnd, msg = _admit(state, ctx, payload, SecKeys, KEYS_KIND, "keys")
-    key = _key("keys", spec.id, ctx.sender)
+    key = state_key("keys", spec.id, ctx.sender)
     _require(state.get(key) is None, "duplicate", "sender already posted keys this round")
     _require(rnd.keys_posted < spec.max_updates, "round_full", f"round already has {spec.max_updates} members")
     for name in ("enc_pk", "mask_pk"):
@@ -176,7 +161,7 @@ def post_keys(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict
         except InvalidInput as exc:
             raise _reject("invalid_payload", f"{name}: {exc.message}") from None
     state.set(key, codec.encode({"enc_pk": msg.enc_pk, "mask_pk": msg.mask_pk}))
-    _save(state, _key("round", spec.id), rnd.model_copy(update={"keys_posted": rnd.keys_posted + 1}))
+    _save(state, state_key("round", spec.id), rnd.model_copy(update={"keys_posted": rnd.keys_posted + 1}))
     return {"model_id": spec.id, "round": rnd.round, "position": rnd.keys_posted + 1}
 
 
@@ -187,9 +172,9 @@ def post_shares(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
     n = len(rnd.members)
     if not len(msg.ciphertexts) == len(msg.commit_b) == len(msg.commit_s) == n:
         raise _reject("wrong_shape", f"shares for {n} members expected: one ciphertext and two commitments each")
-    state.set(_key("shares", spec.id, ctx.sender), codec.encode(msg.model_dump(exclude={"model_id", "round"})))
+    state.set(state_key("shares", spec.id, ctx.sender), codec.encode(msg.model_dump(exclude={"model_id", "round"})))
     insort(rnd.shared, ctx.sender)
-    _save(state, _key("round", spec.id), rnd)
+    _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "position": len(rnd.shared)}
 
 
@@ -199,10 +184,10 @@ def post_masked(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
     _require(ctx.sender not in rnd.masked, "duplicate", "sender already posted its masked input")
     want = spec.num_params * secagg.RING_DTYPE.itemsize
     _require(len(msg.masked) == want, "wrong_shape", f"masked input is {len(msg.masked)} bytes; expected {want}")
-    state.set(_key("masked", spec.id, ctx.sender), codec.encode({"num_samples": msg.num_samples,
+    state.set(state_key("masked", spec.id, ctx.sender), codec.encode({"num_samples": msg.num_samples,
                                                                   "masked": msg.masked}))
     insort(rnd.masked, ctx.sender)
-    _save(state, _key("round", spec.id), rnd)
+    _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "position": len(rnd.masked)}
 
 
@@ -225,16 +210,16 @@ def post_unmask(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
                      f"{who} dropped out: its self-mask seed is never rebuilt, or its update would be exposed")
     tag, index = secagg.RoundTag(spec.id, rnd.round), rnd.members.index(ctx.sender)
     for s in msg.shares:
-        dealt = _doc(state, _key("shares", spec.id, s.dealer))
+        dealt = read_doc(state, state_key("shares", spec.id, s.dealer))
         committed = dealt["commit_b" if s.kind == "b" else "commit_s"][index]
         if secagg.share_commitment(tag, s.dealer, ctx.sender, s.kind, s.share) != committed:
             insort(rnd.wrong_share, ctx.sender)
-            _save(state, _key("round", spec.id), rnd)
+            _save(state, state_key("round", spec.id), rnd)
             return {"model_id": spec.id, "round": rnd.round, "excluded": "wrong_share", "dealer": s.dealer.hex()}
-    state.set(_key("reveal", spec.id, ctx.sender),
+    state.set(state_key("reveal", spec.id, ctx.sender),
               codec.encode([[s.dealer, s.kind, s.share] for s in msg.shares]))
     insort(rnd.revealed, ctx.sender)
-    _save(state, _key("round", spec.id), rnd)
+    _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "accepted_shares": len(msg.shares)}
 
 
@@ -257,7 +242,7 @@ def _quorum(have: int, what: str, rnd: SecureRound, spec: ModelSpec) -> None:
 def _advance(state: StateView, spec: ModelSpec, rnd: SecureRound, height: int) -> SecureRound | RoundRecord:
     """Close the current stage; returns the next stage's round, or the record once the sum is published."""
     if rnd.stage == "keys":
-        members = [k[len(_key("keys", spec.id)) + 1:] for k, _ in state.scan(_key("keys", spec.id) + b"/")]
+        members = [k[len(state_key("keys", spec.id)) + 1:] for k, _ in state.scan(state_key("keys", spec.id) + b"/")]
         need = max(spec.min_updates, 2)
         if len(members) < need:
             raise RoundFailed(f"secure keys stage: {len(members)} hospitals posted keys; the round needs {need}")
@@ -278,7 +263,7 @@ def _rebuild(state: StateView, spec: ModelSpec, rnd: SecureRound) -> tuple[dict[
     """Self-mask seeds of the survivors and mask keys of the dropouts, from the first ``t`` valid shares."""
     got: dict[tuple[bytes, str], list[tuple[int, bytes]]] = {}
     for holder in rnd.revealed:  # sorted, so the first t shares are the same on every validator
-        for dealer, kind, share in _doc(state, _key("reveal", spec.id, holder)):
+        for dealer, kind, share in read_doc(state, state_key("reveal", spec.id, holder)):
             got.setdefault((dealer, kind), []).append((rnd.members.index(holder) + 1, share))
     seeds: dict[bytes, bytes] = {}
     keys: dict[bytes, bytes] = {}
@@ -292,7 +277,7 @@ def _rebuild(state: StateView, spec: ModelSpec, rnd: SecureRound) -> tuple[dict[
         if kind == "b":
             seeds[dealer] = secret
             continue
-        posted = _doc(state, _key("keys", spec.id, dealer))["mask_pk"]
+        posted = read_doc(state, state_key("keys", spec.id, dealer))["mask_pk"]
         derived = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         if derived != posted:
             raise RoundFailed(f"secure unmask stage: shares of {dealer.hex()[:16]}'s mask key are inconsistent")
@@ -305,10 +290,10 @@ def _publish(state: StateView, spec: ModelSpec, rnd: SecureRound, height: int) -
     total = np.zeros(spec.num_params, dtype=np.uint64)
     weight = 0
     for sender in rnd.masked:
-        doc = _doc(state, _key("masked", spec.id, sender))
+        doc = read_doc(state, state_key("masked", spec.id, sender))
         np.add(total, np.frombuffer(doc["masked"], dtype=secagg.RING_DTYPE), out=total)
         weight += min(doc["num_samples"], spec.max_samples)
-    survivors = [(u, _doc(state, _key("keys", spec.id, u))["mask_pk"]) for u in rnd.masked]
+    survivors = [(u, read_doc(state, state_key("keys", spec.id, u))["mask_pk"]) for u in rnd.masked]
     weighted_sum = secagg.unmask_sum(secagg.RoundTag(spec.id, rnd.round), total, sorted(seeds.items()),
                                      sorted(keys.items()), survivors)
     if int(np.abs(weighted_sum).max()) > weight * spec.max_abs:
@@ -323,7 +308,7 @@ def _publish(state: StateView, spec: ModelSpec, rnd: SecureRound, height: int) -
 def _participants(state: StateView, spec: ModelSpec, rnd: SecureRound) -> list[Participant]:
     out = []
     for sender in rnd.shared:
-        raw = state.get(_key("masked", spec.id, sender))
+        raw = state.get(state_key("masked", spec.id, sender))
         n = codec.decode(raw)["num_samples"] if raw is not None else 0
         out.append(Participant(sender=sender, num_samples=n, weight=min(n, spec.max_samples), norm_clipped=False,
                                excluded=None if raw is not None else "dropped_out"))
@@ -334,11 +319,11 @@ def _finish(state: StateView, spec: ModelSpec, rnd: SecureRound, status: str, re
     outcome = SecureOutcome(model_id=spec.id, round=rnd.round, stage_reached=rnd.stage, threshold=rnd.threshold,
                             members=rnd.members, shared=rnd.shared, masked=rnd.masked,
                             wrong_share=rnd.wrong_share, status=status, reason=reason)
-    _save(state, _key("outcome", spec.id, rnd.round.to_bytes(8, "big")), outcome)
+    _save(state, state_key("outcome", spec.id, rnd.round.to_bytes(8, "big")), outcome)
     for kind in STAGE_PREFIXES:
-        for k, _ in list(state.scan(_key(kind, spec.id) + b"/")):
+        for k, _ in list(state.scan(state_key(kind, spec.id) + b"/")):
             state.delete(k)
-    state.delete(_key("round", spec.id))
+    state.delete(state_key("round", spec.id))
 
 
 def end_block(state: StateView, height: int) -> list[RoundRecord]:
@@ -347,7 +332,7 @@ def end_block(state: StateView, height: int) -> list[RoundRecord]:
     for spec in contract.list_models(state):
         if not spec.secure:
             continue
-        rnd = _load_round(state, spec)
+        rnd = load_round(state, spec)
         if not (_stage_complete(rnd, spec) or height >= rnd.deadline_height):
             continue
         try:
@@ -360,34 +345,8 @@ def end_block(state: StateView, height: int) -> list[RoundRecord]:
         if isinstance(nxt, RoundRecord):
             closed.append(nxt)
         else:
-            _save(state, _key("round", spec.id), nxt)
+            _save(state, state_key("round", spec.id), nxt)
     return closed
-
-
-def view(state: StateView, model_id: str, holder: bytes | None = None) -> SecureRoundView:
-    """The open secure round; with ``holder``, the ciphertexts addressed to it."""
-    spec = contract.get_spec(state, model_id)
-    if not spec.secure:
-        raise InvalidInput(f"model {model_id} does not aggregate securely")
-    rnd = _load_round(state, spec)
-    members = []
-    for i, sender in enumerate(rnd.members):
-        keys = _doc(state, _key("keys", spec.id, sender))
-        members.append(Member(sender=sender, index=i + 1, enc_pk=keys["enc_pk"], mask_pk=keys["mask_pk"]))
-    inbox: list[Dealt] = []
-    if holder is not None and holder in rnd.members:
-        at = rnd.members.index(holder)
-        for dealer in rnd.shared:
-            d = _doc(state, _key("shares", spec.id, dealer))
-            inbox.append(Dealt(dealer=dealer, ciphertext=d["ciphertexts"][at], commit_b=d["commit_b"][at],
-                               commit_s=d["commit_s"][at]))
-    return SecureRoundView(model_id=spec.id, round=rnd.round, base_version=rnd.base_version, stage=rnd.stage,
-                           deadline_height=rnd.deadline_height, threshold=rnd.threshold, members=members,
-                           shared=rnd.shared, masked=rnd.masked, revealed=rnd.revealed, inbox=inbox)
-
-
-def outcome(state: StateView, model_id: str, round_no: int) -> SecureOutcome:
-    return SecureOutcome.model_validate(_doc(state, _key("outcome", model_id, round_no.to_bytes(8, "big"))))
 
 
 Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from client.fl.secagg import SecureHospital
 from core.state import MemoryState, TxContext
-from fl_contracts import contract, secure_round
+from fl_contracts import contract, secagg_queries, secure_round
 from fl_contracts.contract import RoundRecord
 from fl_contracts.secagg_msgs import SecureRoundView
 from fl_contracts.spec import ModelSpec
@@ -47,7 +47,7 @@ class SecureSim:
         return TxContext("test", self.height, 0, sender, frozenset({contract.HOSPITAL_ROLE}), bytes(32), "h")
 
     def view(self, holder: bytes | None = None) -> SecureRoundView:
-        return secure_round.view(self.state, self.spec.id, holder)
+        return secagg_queries.view(self.state, self.spec.id, holder)
 
     def post(self, handler: Callable[..., dict[str, Any]], sender: bytes, payload: dict[str, Any]) -> dict[str, Any]:
         snap = self.state.snapshot()

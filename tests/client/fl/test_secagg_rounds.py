@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import ContractRejected
-from fl_contracts import contract, secure_round
+from fl_contracts import contract, secagg_queries, secure_round
 from fl_contracts.aggregation import Updates, aggregate
 from fl_contracts.secagg_msgs import RevealedShare, SecUnmask
 from fl_contracts.spec import ModelSpec
@@ -64,7 +64,7 @@ def test_round_survives_dropouts_after_the_shares_stage(n: int, drops: int) -> N
     assert record.status == "aggregated" and record.new_version == 1
     alive = [s for s in sim.senders if s not in dropped]
     assert np.array_equal(new_weights(sim), plain_delta(sim.spec, updates, samples, alive))
-    out = secure_round.outcome(sim.state, sim.spec.id, 1)
+    out = secagg_queries.outcome(sim.state, sim.spec.id, 1)
     assert out.shared == sim.senders and out.masked == alive and out.threshold == n // 2 + 1
     assert sim.view().stage == "keys" and sim.view().round == 2
     assert not list(sim.state.scan(b"fl/sec/masked/")) and not list(sim.state.scan(b"fl/sec/reveal/"))
@@ -91,7 +91,7 @@ def test_round_fails_cleanly_when_too_few_masked_inputs_remain() -> None:
     history = contract.round_history(sim.state, sim.spec.id)
     assert history[0].status == "failed" and history[0].reason == record.reason
     assert contract.get_model(sim.state, sim.spec.id).version == 0
-    assert secure_round.outcome(sim.state, sim.spec.id, 1).status == "failed"
+    assert secagg_queries.outcome(sim.state, sim.spec.id, 1).status == "failed"
     assert sim.view().stage == "keys" and sim.view().round == 2 and not list(sim.state.scan(b"fl/sec/masked/"))
 
 
@@ -130,7 +130,7 @@ def test_a_wrong_share_is_detected_and_its_holder_excluded() -> None:
     assert exc.value.data["fl_reason"] == "duplicate"
     sim.unmask(honest)
     assert sim.closed[0].status == "aggregated"
-    assert secure_round.outcome(sim.state, sim.spec.id, 1).wrong_share == [cheat]
+    assert secagg_queries.outcome(sim.state, sim.spec.id, 1).wrong_share == [cheat]
     assert np.array_equal(new_weights(sim), plain_delta(sim.spec, updates, samples, sim.senders))
 
 
