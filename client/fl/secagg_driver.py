@@ -12,18 +12,24 @@ anywhere.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from client.fl.secagg import SecureHospital
 from client.rpc import RpcClient
-from client.session import ChainSession, _wait_until
+from client.session import ChainSession, ChainTransport, _wait_until
 from core.errors import InvalidInput
 from fl_contracts.contract import RoundRecord
+from fl_contracts.fixedpoint import decode_delta
 from fl_contracts.secagg_msgs import KEYS_KIND, MASKED_KIND, SHARES_KIND, STAGES, UNMASK_KIND, SecureRoundView, Stage
 from fl_contracts.secagg_queries import FL_SECURE_ROUND, SecureRoundParams
+
+if TYPE_CHECKING:  # client.fl.hospital imports the torch trainer
+    from client.fl.hospital import ChainModel
 
 
 class SecureRoundDriver:
@@ -58,8 +64,8 @@ class SecureRoundDriver:
         found = self.session.run(wait)
         return found if found.round == rnd and found.stage == stage else None
 
-    def join(self) -> int:
-        """Post keys in the next keys stage (this round's, or the next round's); returns the round."""
+    def join(self) -> SecureRoundView:
+        """Post keys in the next keys stage (this round's, or the next round's); returns that stage's view."""
         def wait(c: RpcClient) -> Awaitable[SecureRoundView]:
             async def keys_stage() -> SecureRoundView | None:
                 v = await self._view(c)
@@ -70,7 +76,7 @@ class SecureRoundDriver:
         v = self.session.run(wait)
         self.hospital = SecureHospital(self.me, self.model_id, v.round)
         self.session.submit_commit(KEYS_KIND, self.hospital.keys().model_dump())
-        return v.round
+        return v
 
     def share(self) -> bool:
         v = self._await("shares")
@@ -117,3 +123,40 @@ class SecureRoundDriver:
         self.join()
         _ = self.share() and self.submit_masked(q, num_samples) and self.reveal()
         return self.wait_closed()
+
+
+class SecureChainTransport(ChainTransport):
+    """``client.fl.hospital.Transport`` for a model with ``secure: true``.
+
+    Keys and shares do not depend on the update, so they are posted in
+    :meth:`get_model`, before training; :meth:`submit` masks the trained
+    update and reveals; a hospital whose training outlasts the masked stage
+    has dropped out, and the round goes on without it.
+    """
+
+    def __init__(self, session: ChainSession, *, round_timeout_s: float = 120.0) -> None:
+        super().__init__(session, round_timeout_s=round_timeout_s)
+        self.driver: SecureRoundDriver | None = None
+
+    def get_model(self, model_id: str) -> ChainModel:
+        from client.fl.hospital import ChainModel
+
+        self.driver = SecureRoundDriver(self.session, model_id, stage_timeout_s=self.round_timeout_s)
+        joined = self.driver.join()
+        self.driver.share()
+        version = self.session.model_version(model_id, joined.base_version)
+        return ChainModel(self.session.spec(model_id), version, joined.round)
+
+    def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.driver is None:
+            raise InvalidInput("get_model joins the round before an update can be submitted")
+        q = decode_delta(payload["delta"], self.session.spec(self.driver.model_id).num_params)
+        t0 = time.perf_counter()
+        masked = self.driver.submit_masked(q, payload["num_samples"]) and self.driver.reveal()
+        self.last_submit_s = time.perf_counter() - t0
+        return {"secure": True, "masked_input_counted": masked}
+
+    def wait_round(self, model_id: str, round: int) -> RoundRecord:
+        if self.driver is None or self.driver.hospital is None or self.driver.hospital.round != round:
+            raise InvalidInput(f"this transport did not join {model_id} round {round}")
+        return self.driver.wait_closed()

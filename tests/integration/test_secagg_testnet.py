@@ -20,6 +20,7 @@ import pytest
 
 from client.fl.secagg_driver import SecureRoundDriver
 from client.session import ChainSession, load_client_key
+from core.crypto import PrivateKey
 from devnet.testnet import NodeSpec, Testnet
 from fl_contracts.aggregation import Updates, aggregate
 from fl_contracts.contract import RoundRecord
@@ -52,10 +53,10 @@ def secure_net(tmp_path: Path):
         net.stop_all()
 
 
-def hospital_key_file(net: Testnet, j: int) -> tuple[int, str]:
-    """Hospital j's validator and key name (init_network: the j-th is kept by node j % n)."""
+def hospital_key(net: Testnet, j: int) -> tuple[PrivateKey, int]:
+    """Hospital j's key and the validator that keeps it (init_network: node j % n, as hospital{j} past the first)."""
     node = j % VALIDATORS
-    return node, "hospital" if j < VALIDATORS else f"hospital{j}"
+    return load_client_key("hospital" if j < VALIDATORS else f"hospital{j}", net.specs[node].home), node
 
 
 def test_secure_round_on_the_testnet_leaves_no_update_on_any_validator(secure_net: Testnet) -> None:
@@ -67,9 +68,8 @@ def test_secure_round_on_the_testnet_leaves_no_update_on_any_validator(secure_ne
     errors: list[BaseException] = []
 
     def hospital(j: int) -> None:
-        node, name = hospital_key_file(secure_net, j)
         try:
-            key = load_client_key(name, secure_net.specs[node].home)
+            key, node = hospital_key(secure_net, j)
             senders[j] = key.public_key.raw
             with ChainSession(secure_net.specs[node].rpc_url, key) as session:
                 driver = SecureRoundDriver(session, SPEC.id, stage_timeout_s=90)
@@ -111,3 +111,53 @@ def test_secure_round_on_the_testnet_leaves_no_update_on_any_validator(secure_ne
         stored = b"".join(f.read_bytes() for f in Path(spec.home).rglob("*") if f.is_file())
         assert len(stored) > 10_000  # the search looks at a real store
         assert [i for i, n in enumerate(needles) if n in stored] == [], spec.name
+
+
+def test_hospitals_train_a_secure_model_with_fl_train_and_get_plain_fedavg(secure_net: Testnet) -> None:
+    """``client.fl.train.train_rounds`` (what ``fbci fl train`` runs) picks the secure transport from the
+    spec; replaying each hospital's deterministic local training on the chain's versions and aggregating
+    in the clear gives every version bit for bit."""
+    from client.fl.data import breast_cancer_split
+    from client.fl.hospital import ChainModel, HospitalClient
+    from client.fl.train import train_rounds
+    from client.fl.training import TrainConfig
+    from fl_contracts.fixedpoint import decode_delta
+
+    rounds = 2
+    split = breast_cancer_split(HOSPITALS, alpha=0.5, seed=0)
+    results: dict[int, list[RoundRecord]] = {}
+    errors: list[BaseException] = []
+
+    def hospital(j: int) -> None:
+        try:
+            x, y = split.hospitals[j]
+            key, node = hospital_key(secure_net, j)
+            results[j] = train_rounds(secure_net.specs[node].rpc_url, key, SPEC.id, x, y, rounds, seed=j,
+                                      round_timeout_s=90).records
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hospital, args=(j,), daemon=True) for j in range(HOSPITALS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=400)
+    assert not errors, errors
+    assert len(results) == HOSPITALS
+    assert [r.status for r in results[0]] == ["aggregated"] * rounds and results[0][-1].new_version == rounds
+
+    with ChainSession(secure_net.specs[1].rpc_url) as session:
+        spec = session.spec(SPEC.id)
+        senders = sorted((hospital_key(secure_net, j)[0].public_key.raw, j) for j in range(HOSPITALS))
+        for r in range(1, rounds + 1):
+            before, after = session.model_version(SPEC.id, r - 1), session.model_version(SPEC.id, r)
+            deltas = []
+            for sender, j in senders:
+                x, y = split.hospitals[j]
+                client = HospitalClient(SPEC.id, x, y, TrainConfig(local_epochs=2, lr=0.2, batch_size=32), seed=j)
+                deltas.append(decode_delta(client.make_update(ChainModel(spec, before, r))["delta"], spec.num_params))
+            plain = aggregate("fedavg", {}, Updates(np.stack(deltas), np.array([len(split.hospitals[j][1])
+                                                                                for _, j in senders]),
+                                                    tuple(s for s, _ in senders)),
+                              max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
+            assert np.array_equal(after.weights_int(), before.weights_int() + plain.delta), f"round {r}"
