@@ -15,13 +15,17 @@ HKDF-SHA256 bound to the round (:class:`RoundTag`) and to what it masks:
 - pairwise mask of ``u`` and ``v``: ``HKDF(X25519(s_u, S_v), info=[tag, "pair", min, max])``;
   the lower key adds it and the higher subtracts it, so it cancels in the sum.
 
-Shares. ``b_u`` and the X25519 private key ``s_u`` are 32 bytes; PyCryptodome's
-Shamir scheme works over GF(2^128), so each secret is split as two 16-byte
-halves with the same holder indexes, and a share is their 32-byte
-concatenation. Each share is committed by its dealer
+Shares. The two secrets a hospital shares are 16-byte seeds, one element of
+GF(2^128), the field of PyCryptodome's Shamir scheme: ``b_u`` (expanded by
+HKDF into the self-mask's 32-byte seed) and ``k_u``, from which HKDF derives
+the X25519 private key ``s_u`` (:func:`mask_key`; any 32 bytes are an X25519
+key). Sharing 16-byte seeds rather than 32-byte secrets as two halves halves
+the chain's interpolation work, which dominates its cost of a round, for 128
+bits of security, as much as X25519 gives. Each share is committed by its dealer
 (:func:`share_commitment`), so a holder that reveals anything else is caught
 by one hash. Splitting needs randomness and happens at the hospital
-(``client/fl/secagg.py``); combining is deterministic and happens on chain.
+(``client/fl/secagg.py``, ``Shamir.split``); combining is deterministic and
+happens on chain (:func:`combine_all`, equal to ``Shamir.combine``).
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from Crypto.Protocol.SecretSharing import Shamir
+from Crypto.Protocol.SecretSharing import _Element  # PyCryptodome's GF(2^128), the field of its Shamir scheme
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from core import codec
 from core.errors import InvalidInput
@@ -45,10 +50,10 @@ from core.hashing import sha256
 DOMAIN = "fbci/secagg/1"
 SEED_BYTES = 32
 KEY_BYTES = 32
-SHARE_BYTES = 32
+SECRET_BYTES = SHARE_BYTES = 16
 RING_DTYPE = np.dtype("<u8")
 SecretKind = Literal["b", "s"]
-"""``b``: the self-mask seed; ``s``: the pairwise (mask-agreement) private key."""
+"""``b``: the self-mask seed; ``s``: the seed of the pairwise (mask-agreement) private key."""
 
 Ring = npt.NDArray[np.uint64]
 _PROBE = X25519PrivateKey.from_private_bytes(bytes([9]) * 32)
@@ -96,6 +101,15 @@ def self_seed(tag: RoundTag, owner: bytes, b: bytes) -> bytes:
     return _hkdf(b, tag.info("self", owner))
 
 
+def mask_key(tag: RoundTag, owner: bytes, k: bytes) -> bytes:
+    """The raw X25519 private key a hospital agrees pairwise masks with, from its shared seed ``k``."""
+    return _hkdf(k, tag.info("mask-key", owner))
+
+
+def x25519_public(private_raw: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private_raw).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def pair_seed(tag: RoundTag, shared: bytes, u: bytes, v: bytes) -> bytes:
     lo, hi = sorted((u, v))
     return _hkdf(shared, tag.info("pair", lo, hi))
@@ -112,7 +126,7 @@ def channel_ad(tag: RoundTag, dealer: bytes, holder: bytes) -> bytes:
 
 
 def share_commitment(tag: RoundTag, dealer: bytes, holder: bytes, kind: SecretKind, share: bytes) -> bytes:
-    """A share has 256 bits of entropy to anyone below the threshold, so a plain hash hides it."""
+    """To anyone holding fewer than ``t`` shares a share is uniform in GF(2^128): a plain hash hides it."""
     return sha256(tag.info("share", kind, dealer, holder, share))
 
 
@@ -171,13 +185,46 @@ def unmask_sum(tag: RoundTag, masked_sum: Ring, self_seeds: Sequence[tuple[bytes
     return from_ring(acc)
 
 
-def combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
-    """The 32-byte secret from shares (1-based holder index, 32-byte share); deterministic."""
-    if any(len(share) != SHARE_BYTES for _, share in shares):
-        raise InvalidInput(f"a share is {SHARE_BYTES} bytes")
-    lo = Shamir.combine([(i, share[:16]) for i, share in shares])
-    hi = Shamir.combine([(i, share[16:]) for i, share in shares])
-    return lo + hi
+def _lagrange_at_zero(indexes: tuple[int, ...]) -> list[_Element]:
+    """The factor of each share's value in the secret, exactly as ``Shamir.combine`` forms it
+    (in GF(2^128) subtraction is addition): ``prod_m x_m / prod_m (x_j + x_m)`` over ``m != j``."""
+    xs = [_Element(i) for i in indexes]
+    out = []
+    for j, x_j in enumerate(xs):
+        num, den = _Element(1), _Element(1)
+        for m, x_m in enumerate(xs):
+            if m != j:
+                num *= x_m
+                den *= x_j + x_m
+        out.append(num * den.inverse())
+    return out
+
+
+def combine_all(groups: Sequence[Sequence[tuple[int, bytes]]]) -> list[bytes]:
+    """Each group's 16-byte secret from its shares (1-based holder index, 16-byte share); deterministic.
+
+    The result is ``Shamir.combine`` of each group (a test holds them equal), computed in
+    PyCryptodome's own field elements, but with the interpolation factors computed once per set
+    of holder indexes rather than once per secret. Every dealer's secret is normally rebuilt from
+    the same first ``t`` holders, so this turns ``t**2`` field products and ``t`` inversions per
+    secret into ``t`` products, the difference between the chain's unmasking dominating a round
+    and not (pure-Python GF(2^128) products cost about 0.1 ms each).
+    """
+    factors: dict[tuple[int, ...], list[_Element]] = {}
+    out = []
+    for shares in groups:
+        if any(len(share) != SHARE_BYTES for _, share in shares):
+            raise InvalidInput(f"a share is {SHARE_BYTES} bytes")
+        indexes = tuple(i for i, _ in shares)
+        if len(set(indexes)) != len(indexes) or min(indexes, default=0) < 1:
+            raise InvalidInput("share indexes must be distinct and positive")
+        if indexes not in factors:
+            factors[indexes] = _lagrange_at_zero(indexes)
+        acc = _Element(0)
+        for f, (_, share) in zip(factors[indexes], shares):
+            acc += f * _Element(share)
+        out.append(acc.encode())
+    return out
 
 
 def threshold(n: int) -> int:

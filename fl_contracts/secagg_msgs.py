@@ -24,8 +24,9 @@ Stage = Literal["keys", "shares", "masked", "unmask"]
 STAGES: tuple[Stage, ...] = ("keys", "shares", "masked", "unmask")
 
 Bytes32 = Annotated[StrictBytes, Field(min_length=32, max_length=32)]
-CIPHERTEXT_BYTES = 64 + 16
-"""A holder's two 32-byte shares (self-mask seed, mask key) plus the Poly1305 tag."""
+Bytes16 = Annotated[StrictBytes, Field(min_length=16, max_length=16)]
+CIPHERTEXT_BYTES = 2 * 16 + 16
+"""A holder's two 16-byte shares (self-mask seed, mask-key seed) plus the Poly1305 tag."""
 Ciphertext = Annotated[StrictBytes, Field(min_length=CIPHERTEXT_BYTES, max_length=CIPHERTEXT_BYTES)]
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
 _STATE = ConfigDict(extra="forbid", frozen=True, **WIRE_BYTES)
@@ -64,7 +65,7 @@ class RevealedShare(BaseModel):
     model_config = _STRICT
     dealer: Bytes32
     kind: Literal["b", "s"]
-    share: Bytes32
+    share: Bytes16
 
 
 class SecUnmask(_Addressed):

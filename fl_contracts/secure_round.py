@@ -38,6 +38,7 @@ State (under ``fl/sec/``; the four stage prefixes are deleted at close)::
     fl/sec/round/<id>             SecureRound of the open round
     fl/sec/keys/<id>/<sender>     posted keys
     fl/sec/shares/<id>/<dealer>   ciphertexts and commitments
+    fl/sec/commit/<id>/<holder>/<dealer>  raw commit_b || commit_s, the unmask check's one read
     fl/sec/masked/<id>/<sender>   masked input and num_samples
     fl/sec/reveal/<id>/<holder>   revealed shares
     fl/sec/outcome/<id>/<round>   SecureOutcome of a closed round (kept)
@@ -50,8 +51,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core import codec
@@ -68,7 +67,7 @@ from fl_contracts.secagg_msgs import (
 from fl_contracts.spec import ModelSpec
 
 _STATE = ConfigDict(extra="forbid", **WIRE_BYTES)
-STAGE_PREFIXES = ("keys", "shares", "masked", "reveal")
+STAGE_PREFIXES = ("keys", "shares", "commit", "masked", "reveal")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -93,6 +92,22 @@ class RoundFailed(Exception):
 
 def state_key(kind: str, model_id: str, *parts: bytes) -> bytes:
     return b"/".join([b"fl", b"sec", kind.encode(), model_id.encode(), *parts])
+
+
+_SPECS: dict[bytes, ModelSpec] = {}
+"""Parsed specs by their stored bytes: a pure function of the bytes, so caching it cannot change a result,
+and every transaction of a secure round would otherwise re-validate the spec."""
+
+
+def _spec(state: StateView, model_id: str) -> ModelSpec:
+    raw = state.get(b"fl/spec/" + model_id.encode())  # the FL contract's layout (fl_contracts.contract)
+    if raw is None:
+        raise NotFound(f"no model {model_id!r}")
+    if raw not in _SPECS:
+        if len(_SPECS) > 64:
+            _SPECS.clear()
+        _SPECS[raw] = ModelSpec.model_validate(codec.decode(raw))
+    return _SPECS[raw]
 
 
 def _reject(why: str, message: str) -> ContractRejected:
@@ -130,7 +145,7 @@ def _admit(state: StateView, ctx: TxContext, payload: dict[str, Any], cls: type[
         raise _reject("invalid_payload", f"{kind}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     model_id, rnd_no = getattr(msg, "model_id"), getattr(msg, "round")
     try:
-        spec = contract.get_spec(state, model_id)
+        spec = _spec(state, model_id)
     except NotFound:
         raise _reject("unknown_model", f"no model {model_id!r}") from None
     if not spec.secure:
@@ -173,6 +188,8 @@ def post_shares(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
     if not len(msg.ciphertexts) == len(msg.commit_b) == len(msg.commit_s) == n:
         raise _reject("wrong_shape", f"shares for {n} members expected: one ciphertext and two commitments each")
     state.set(state_key("shares", spec.id, ctx.sender), codec.encode(msg.model_dump(exclude={"model_id", "round"})))
+    for holder, cb, cs in zip(rnd.members, msg.commit_b, msg.commit_s):
+        state.set(state_key("commit", spec.id, holder, ctx.sender), cb + cs)
     insort(rnd.shared, ctx.sender)
     _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "position": len(rnd.shared)}
@@ -208,10 +225,10 @@ def post_unmask(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
         else:
             _require(s.dealer in rnd.masked, "would_expose_both",
                      f"{who} dropped out: its self-mask seed is never rebuilt, or its update would be exposed")
-    tag, index = secagg.RoundTag(spec.id, rnd.round), rnd.members.index(ctx.sender)
+    tag = secagg.RoundTag(spec.id, rnd.round)
     for s in msg.shares:
-        dealt = read_doc(state, state_key("shares", spec.id, s.dealer))
-        committed = dealt["commit_b" if s.kind == "b" else "commit_s"][index]
+        both = state.get(state_key("commit", spec.id, ctx.sender, s.dealer)) or b""
+        committed = both[:32] if s.kind == "b" else both[32:]
         if secagg.share_commitment(tag, s.dealer, ctx.sender, s.kind, s.share) != committed:
             insort(rnd.wrong_share, ctx.sender)
             _save(state, state_key("round", spec.id), rnd)
@@ -267,21 +284,21 @@ def _rebuild(state: StateView, spec: ModelSpec, rnd: SecureRound) -> tuple[dict[
             got.setdefault((dealer, kind), []).append((rnd.members.index(holder) + 1, share))
     seeds: dict[bytes, bytes] = {}
     keys: dict[bytes, bytes] = {}
-    for dealer in rnd.shared:
-        kind = "b" if dealer in rnd.masked else "s"
-        shares = got.get((dealer, kind), [])
-        if len(shares) < rnd.threshold:
-            raise RoundFailed(f"secure unmask stage: {len(shares)} valid shares of {kind} of {dealer.hex()[:16]}; "
+    wanted = [(dealer, "b" if dealer in rnd.masked else "s") for dealer in rnd.shared]
+    for dealer, kind in wanted:
+        have = len(got.get((dealer, kind), []))
+        if have < rnd.threshold:
+            raise RoundFailed(f"secure unmask stage: {have} valid shares of {kind} of {dealer.hex()[:16]}; "
                               f"threshold is {rnd.threshold}")
-        secret = secagg.combine(shares[: rnd.threshold])
+    secrets = secagg.combine_all([got[w][: rnd.threshold] for w in wanted])
+    for (dealer, kind), secret in zip(wanted, secrets):
         if kind == "b":
             seeds[dealer] = secret
             continue
-        posted = read_doc(state, state_key("keys", spec.id, dealer))["mask_pk"]
-        derived = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        if derived != posted:
+        private = secagg.mask_key(secagg.RoundTag(spec.id, rnd.round), dealer, secret)
+        if secagg.x25519_public(private) != read_doc(state, state_key("keys", spec.id, dealer))["mask_pk"]:
             raise RoundFailed(f"secure unmask stage: shares of {dealer.hex()[:16]}'s mask key are inconsistent")
-        keys[dealer] = secret
+        keys[dealer] = private
     return seeds, keys
 
 

@@ -2,9 +2,9 @@
 
 One :class:`SecureHospital` lives for one round and keeps its three secrets
 in memory only: the X25519 key it receives shares on, the X25519 key it
-agrees pairwise masks with (``s``), and its self-mask seed ``b``. Secret
-sharing is PyCryptodome's Shamir over GF(2^128) (two 16-byte halves per
-32-byte secret, see :mod:`fl_contracts.secagg`); each share travels to its
+agrees pairwise masks with (derived from the seed ``k``), and its self-mask
+seed ``b``. Secret sharing of ``b`` and ``k`` is PyCryptodome's Shamir over
+GF(2^128) (see :mod:`fl_contracts.secagg`); each share travels to its
 holder under ChaCha20-Poly1305 with a key from X25519 + HKDF that is used for
 that one message, so the nonce is constant, and the associated data binds
 the round, the dealer and the holder.
@@ -23,9 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from core.errors import InvalidInput
 from fl_contracts import secagg
@@ -37,20 +35,11 @@ _NONCE = bytes(12)
 """Every channel key encrypts exactly one message (HKDF binds round, dealer and holder)."""
 
 
-def _raw_private(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
-def _raw_public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 def split(secret: bytes, t: int, n: int) -> list[bytes]:
-    """``n`` 32-byte shares of a 32-byte secret, any ``t`` of which rebuild it; share ``i`` is for index ``i + 1``."""
-    if len(secret) != 32 or not 2 <= t <= n:
-        raise InvalidInput(f"split needs a 32-byte secret and 2 <= t <= n, got t={t}, n={n}")
-    lo, hi = Shamir.split(t, n, secret[:16]), Shamir.split(t, n, secret[16:])
-    return [a + b for (_, a), (_, b) in zip(lo, hi)]
+    """``n`` shares of a 16-byte secret, any ``t`` of which rebuild it; share ``i`` is for index ``i + 1``."""
+    if len(secret) != secagg.SECRET_BYTES or not 2 <= t <= n:
+        raise InvalidInput(f"split needs a {secagg.SECRET_BYTES}-byte secret and 2 <= t <= n, got t={t}, n={n}")
+    return [share for _, share in Shamir.split(t, n, secret)]
 
 
 def weighted_update(spec: ModelSpec, q: npt.NDArray[np.int32], num_samples: int) -> npt.NDArray[np.int64]:
@@ -71,9 +60,11 @@ class SecureHospital:
     sender: bytes
     model_id: str
     round: int
-    _enc: X25519PrivateKey = field(default_factory=X25519PrivateKey.generate, repr=False)
-    _mask: X25519PrivateKey = field(default_factory=X25519PrivateKey.generate, repr=False)
-    _b: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    _enc: bytes = field(default_factory=lambda: os.urandom(secagg.KEY_BYTES), repr=False)
+    """Raw X25519 private key the hospital receives shares on."""
+    _k: bytes = field(default_factory=lambda: os.urandom(secagg.SECRET_BYTES), repr=False)
+    """Seed of the mask-agreement key (:func:`fl_contracts.secagg.mask_key`)."""
+    _b: bytes = field(default_factory=lambda: os.urandom(secagg.SECRET_BYTES), repr=False)
     held: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
     """Per dealer, the (b, s) shares it sent this hospital, checked against its commitments."""
     refused: list[bytes] = field(default_factory=list)
@@ -83,22 +74,26 @@ class SecureHospital:
     def tag(self) -> secagg.RoundTag:
         return secagg.RoundTag(self.model_id, self.round)
 
+    @property
+    def _mask(self) -> bytes:
+        return secagg.mask_key(self.tag, self.sender, self._k)
+
     def _check(self, view: SecureRoundView, stage: str) -> None:
         if (view.model_id, view.round, view.stage) != (self.model_id, self.round, stage):
             raise InvalidInput(f"expected {self.model_id} round {self.round} in the {stage} stage; the chain is at "
                                f"{view.model_id} round {view.round}, stage {view.stage}")
 
     def keys(self) -> SecKeys:
-        return SecKeys(model_id=self.model_id, round=self.round, enc_pk=_raw_public(self._enc),
-                       mask_pk=_raw_public(self._mask))
+        return SecKeys(model_id=self.model_id, round=self.round, enc_pk=secagg.x25519_public(self._enc),
+                       mask_pk=secagg.x25519_public(self._mask))
 
     def shares(self, view: SecureRoundView) -> SecShares:
         self._check(view, "shares")
         n, t = len(view.members), view.threshold
-        b_shares, s_shares = split(self._b, t, n), split(_raw_private(self._mask), t, n)
+        b_shares, s_shares = split(self._b, t, n), split(self._k, t, n)
         cts, cb, cs = [], [], []
         for m, bs, ss in zip(view.members, b_shares, s_shares):
-            shared = secagg.agree(_raw_private(self._enc), m.enc_pk)
+            shared = secagg.agree(self._enc, m.enc_pk)
             key = secagg.channel_key(self.tag, shared, self.sender, m.sender)
             cts.append(ChaCha20Poly1305(key).encrypt(_NONCE, bs + ss, secagg.channel_ad(self.tag, self.sender, m.sender)))
             cb.append(secagg.share_commitment(self.tag, self.sender, m.sender, "b", bs))
@@ -107,14 +102,14 @@ class SecureHospital:
 
     def _open(self, view: SecureRoundView, dealt: Dealt) -> tuple[bytes, bytes] | None:
         dealer = view.member(dealt.dealer)
-        key = secagg.channel_key(self.tag, secagg.agree(_raw_private(self._enc), dealer.enc_pk), dealt.dealer,
+        key = secagg.channel_key(self.tag, secagg.agree(self._enc, dealer.enc_pk), dealt.dealer,
                                  self.sender)
         try:
             plain = ChaCha20Poly1305(key).decrypt(_NONCE, dealt.ciphertext,
                                                   secagg.channel_ad(self.tag, dealt.dealer, self.sender))
         except InvalidTag:
             return None
-        bs, ss = plain[:32], plain[32:]
+        bs, ss = plain[: secagg.SHARE_BYTES], plain[secagg.SHARE_BYTES :]
         ok = (secagg.share_commitment(self.tag, dealt.dealer, self.sender, "b", bs) == dealt.commit_b
               and secagg.share_commitment(self.tag, dealt.dealer, self.sender, "s", ss) == dealt.commit_s)
         return (bs, ss) if ok else None
@@ -132,7 +127,7 @@ class SecureHospital:
                 self.held[dealt.dealer] = opened
         peers = [(m.sender, m.mask_pk) for m in view.members if m.sender in view.shared and m.sender != self.sender]
         y = secagg.mask_input(self.tag, self.sender, weighted_update(spec, q, num_samples), self._b,
-                              _raw_private(self._mask), peers)
+                              self._mask, peers)
         return SecMasked(model_id=self.model_id, round=self.round, num_samples=num_samples,
                          masked=y.astype(secagg.RING_DTYPE).tobytes())
 

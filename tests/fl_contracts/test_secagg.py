@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2
 
+from Crypto.Protocol.SecretSharing import Shamir
+
 from client.fl.secagg import split
 from core.errors import InvalidInput
 from fl_contracts import secagg
@@ -22,6 +24,10 @@ KEY = st.binary(min_size=32, max_size=32)
 
 def public(private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def test_public_keys_are_x25519s_own() -> None:
+    assert secagg.x25519_public(bytes([8]) * 32) == public(bytes([8]) * 32)
 
 
 def masked_inputs(senders: list[bytes], privs: list[bytes], seeds: list[bytes],
@@ -69,14 +75,25 @@ def test_masks_cancel_and_dropouts_masks_come_off(h: tuple, data: st.DataObject)
 
 
 @settings(max_examples=40, deadline=None)
-@given(secret=KEY, n=st.integers(2, 12), data=st.data())
+@given(secret=st.binary(min_size=16, max_size=16), n=st.integers(2, 12), data=st.data())
 def test_any_t_shares_rebuild_the_secret_and_fewer_do_not(secret: bytes, n: int, data: st.DataObject) -> None:
     t = secagg.threshold(n)
     shares = list(enumerate(split(secret, t, n), start=1))
     subset = data.draw(st.lists(st.sampled_from(shares), min_size=t, max_size=n, unique=True))
-    assert secagg.combine(subset[:t]) == secret
-    assert secagg.combine(subset) == secret  # more than t consistent shares agree too
-    assert secagg.combine(subset[: t - 1]) != secret  # interpolating t-1 points gives another polynomial's value
+    first, more, fewer = secagg.combine_all([subset[:t], subset, subset[: t - 1]])
+    assert first == secret and more == secret  # any t, or more, consistent shares rebuild it
+    assert fewer != secret  # interpolating t-1 points gives another polynomial's value
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=st.lists(st.lists(st.tuples(st.integers(1, 300), st.binary(min_size=16, max_size=16)),
+                                min_size=1, max_size=8, unique_by=lambda s: s[0]), min_size=1, max_size=6),
+       same=st.booleans())
+def test_combine_all_is_pycryptodomes_combine(groups: list, same: bool) -> None:
+    """Cached interpolation factors give Shamir.combine's answer on any shares, shared index sets or not."""
+    if same:  # the usual case on chain: every secret from the same holders
+        groups = [[(i, v) for (i, _), (_, v) in zip(groups[0], g + groups[0])] for g in groups]
+    assert secagg.combine_all(groups) == [Shamir.combine(g) for g in groups]
 
 
 def chi_square_bytes(vec: secagg.Ring) -> float:
