@@ -54,7 +54,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core import codec
-from core.errors import ContractRejected, InvalidInput, NotFound
+from core.errors import ContractRejected, FbciError, InvalidInput, NotFound
 from core.state import StateView, TxContext
 from core.wire import WIRE_BYTES
 from fl_contracts import contract, secagg
@@ -352,12 +352,13 @@ def end_block(state: StateView, height: int) -> list[RoundRecord]:
         rnd = load_round(state, spec)
         if not (_stage_complete(rnd, spec) or height >= rnd.deadline_height):
             continue
-        try:
+        try:  # every check of a closing stage comes before its first write
             nxt = _advance(state, spec, rnd, height)
-        except RoundFailed as exc:
+        except (RoundFailed, FbciError, ValueError) as exc:  # deterministic on every validator: fail, never halt
+            reason = str(exc) if isinstance(exc, RoundFailed) else f"secure {rnd.stage} stage: {exc}"
             closed.append(contract.close_round_externally(state, spec, height, None,
-                                                          _participants(state, spec, rnd), str(exc)))
-            _finish(state, spec, rnd, "failed", str(exc))
+                                                          _participants(state, spec, rnd), reason))
+            _finish(state, spec, rnd, "failed", reason)
             continue
         if isinstance(nxt, RoundRecord):
             closed.append(nxt)

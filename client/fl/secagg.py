@@ -90,6 +90,9 @@ class SecureHospital:
     def shares(self, view: SecureRoundView) -> SecShares:
         self._check(view, "shares")
         n, t = len(view.members), view.threshold
+        if t != secagg.threshold(n) or self.sender not in [m.sender for m in view.members]:
+            raise InvalidInput(f"the round's view is not one the contract makes: threshold {t} for {n} members, "
+                               f"or this hospital is not among them")
         b_shares, s_shares = split(self._b, t, n), split(self._k, t, n)
         cts, cb, cs = [], [], []
         for m, bs, ss in zip(view.members, b_shares, s_shares):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import ContractRejected
+from core.errors import ContractRejected, InvalidInput
 from fl_contracts import contract, secagg_queries, secure_round
 from fl_contracts.aggregation import Updates, aggregate
 from fl_contracts.secagg_msgs import RevealedShare, SecUnmask
@@ -205,3 +205,12 @@ def test_secure_and_plain_models_refuse_each_others_transactions() -> None:
         sim.height += 1
         contract.end_block(sim.state, sim.height)
     assert contract.current_round(sim.state, "sec").round == 1
+
+
+def test_a_hospital_refuses_a_view_with_a_lowered_threshold() -> None:
+    """A validator lying about t could collect a secret from fewer shares: the hospital deals none."""
+    sim = SecureSim(secure_spec(4), 4)
+    sim.keys(sim.senders)
+    view = sim.view()
+    with pytest.raises(InvalidInput, match="threshold 2 for 4 members"):
+        sim.hospitals[sim.senders[0]].shares(view.model_copy(update={"threshold": 2}))
