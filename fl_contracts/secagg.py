@@ -130,6 +130,12 @@ def share_commitment(tag: RoundTag, dealer: bytes, holder: bytes, kind: SecretKi
     return sha256(tag.info("share", kind, dealer, holder, share))
 
 
+def seed_commitment(tag: RoundTag, owner: bytes, b: bytes) -> bytes:
+    """Binds a hospital to its self-mask seed, so it can reveal the seed itself instead of the chain
+    rebuilding it from ``t`` shares (a 128-bit random seed: the hash hides it)."""
+    return sha256(tag.info("seed", owner, b))
+
+
 def to_ring(values: npt.NDArray[np.integer]) -> Ring:
     """Signed integers as ring elements (two's complement)."""
     return np.asarray(values, dtype=np.int64).view(np.uint64)

@@ -52,6 +52,8 @@ class SecShares(_Addressed):
     ciphertexts: list[Ciphertext]
     commit_b: list[Bytes32]
     commit_s: list[Bytes32]
+    commit_seed: Bytes32
+    """Commitment to the dealer's own self-mask seed (:func:`fl_contracts.secagg.seed_commitment`)."""
 
 
 class SecMasked(_Addressed):
@@ -69,9 +71,13 @@ class RevealedShare(BaseModel):
 
 
 class SecUnmask(_Addressed):
-    """Stage 4: a survivor's shares of the survivors' self-mask seeds and of the dropouts' mask keys."""
+    """Stage 4: a survivor's own self-mask seed, and its shares of the other survivors' self-mask seeds
+    and of the dropouts' mask-key seeds."""
 
     shares: list[RevealedShare] = Field(max_length=2048)
+    own_seed: Bytes16 | None = None
+    """The survivor's own self-mask seed: checked against its commitment, it spares the chain
+    rebuilding that seed from shares (which it still does for a survivor that reveals nothing)."""
 
 
 class Member(BaseModel):

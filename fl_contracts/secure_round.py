@@ -6,8 +6,9 @@ sorted by account key and every scan is in bytewise key order.
 Rule 2: a refused transaction raises :class:`core.errors.ContractRejected`
 (slug in ``data["fl_reason"]``) before its first write. One accepted
 transaction records misbehaviour instead of refusing it: an unmask whose share
-does not match its dealer's commitment marks its sender ``wrong_share`` and
-none of its shares is used (the signed transaction is the evidence).
+(or own seed) does not match its dealer's commitment marks its sender
+``wrong_share`` and none of what it revealed is used (the signed transaction
+is the evidence).
 
 Rule 3: no secret of a hospital that posted a masked input is ever rebuilt
 but its self-mask seed, and no secret of a hospital that dropped after the
@@ -23,7 +24,9 @@ A round of a model with ``secure: true`` runs four stages (kinds ``fl.secagg_key
    threshold ``t`` is fixed from ``|U1|`` (:func:`fl_contracts.secagg.threshold`).
 2. ``shares``: U2 post, for each member, encrypted shares and commitments.
 3. ``masked``: U3 (a subset of U2) post masked weighted updates.
-4. ``unmask``: survivors reveal ``b`` shares of U3 and ``s`` shares of U2 - U3.
+4. ``unmask``: survivors reveal their own ``b`` (checked against its commitment),
+   ``b`` shares of U3 and ``s`` shares of U2 - U3; the chain interpolates only
+   the seeds of survivors that revealed nothing and the dropouts' mask keys.
 
 A stage left with fewer than ``max(t, min_updates)`` hospitals fails the round
 with its reason in the round record. On success the sum is unmasked and goes
@@ -39,6 +42,7 @@ State (under ``fl/sec/``; the four stage prefixes are deleted at close)::
     fl/sec/keys/<id>/<sender>     posted keys
     fl/sec/shares/<id>/<dealer>   ciphertexts and commitments
     fl/sec/commit/<id>/<holder>/<dealer>  raw commit_b || commit_s, the unmask check's one read
+    fl/sec/seed/<id>/<dealer>     raw commitment to the dealer's own self-mask seed
     fl/sec/masked/<id>/<sender>   masked input and num_samples
     fl/sec/reveal/<id>/<holder>   revealed shares
     fl/sec/outcome/<id>/<round>   SecureOutcome of a closed round (kept)
@@ -67,7 +71,7 @@ from fl_contracts.secagg_msgs import (
 from fl_contracts.spec import ModelSpec
 
 _STATE = ConfigDict(extra="forbid", **WIRE_BYTES)
-STAGE_PREFIXES = ("keys", "shares", "commit", "masked", "reveal")
+STAGE_PREFIXES = ("keys", "shares", "commit", "seed", "masked", "reveal")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -190,6 +194,7 @@ def post_shares(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
     state.set(state_key("shares", spec.id, ctx.sender), codec.encode(msg.model_dump(exclude={"model_id", "round"})))
     for holder, cb, cs in zip(rnd.members, msg.commit_b, msg.commit_s):
         state.set(state_key("commit", spec.id, holder, ctx.sender), cb + cs)
+    state.set(state_key("seed", spec.id, ctx.sender), msg.commit_seed)
     insort(rnd.shared, ctx.sender)
     _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "position": len(rnd.shared)}
@@ -226,15 +231,21 @@ def post_unmask(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> di
             _require(s.dealer in rnd.masked, "would_expose_both",
                      f"{who} dropped out: its self-mask seed is never rebuilt, or its update would be exposed")
     tag = secagg.RoundTag(spec.id, rnd.round)
+    wrong = None
+    if msg.own_seed is not None and secagg.seed_commitment(tag, ctx.sender, msg.own_seed) != state.get(
+            state_key("seed", spec.id, ctx.sender)):
+        wrong = ctx.sender
     for s in msg.shares:
         both = state.get(state_key("commit", spec.id, ctx.sender, s.dealer)) or b""
         committed = both[:32] if s.kind == "b" else both[32:]
-        if secagg.share_commitment(tag, s.dealer, ctx.sender, s.kind, s.share) != committed:
-            insort(rnd.wrong_share, ctx.sender)
-            _save(state, state_key("round", spec.id), rnd)
-            return {"model_id": spec.id, "round": rnd.round, "excluded": "wrong_share", "dealer": s.dealer.hex()}
+        if wrong is None and secagg.share_commitment(tag, s.dealer, ctx.sender, s.kind, s.share) != committed:
+            wrong = s.dealer
+    if wrong is not None:
+        insort(rnd.wrong_share, ctx.sender)
+        _save(state, state_key("round", spec.id), rnd)
+        return {"model_id": spec.id, "round": rnd.round, "excluded": "wrong_share", "dealer": wrong.hex()}
     state.set(state_key("reveal", spec.id, ctx.sender),
-              codec.encode([[s.dealer, s.kind, s.share] for s in msg.shares]))
+              codec.encode({"seed": msg.own_seed, "shares": [[s.dealer, s.kind, s.share] for s in msg.shares]}))
     insort(rnd.revealed, ctx.sender)
     _save(state, state_key("round", spec.id), rnd)
     return {"model_id": spec.id, "round": rnd.round, "accepted_shares": len(msg.shares)}
@@ -277,14 +288,18 @@ def _advance(state: StateView, spec: ModelSpec, rnd: SecureRound, height: int) -
 
 
 def _rebuild(state: StateView, spec: ModelSpec, rnd: SecureRound) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    """Self-mask seeds of the survivors and mask keys of the dropouts, from the first ``t`` valid shares."""
+    """Self-mask seeds of the survivors (as revealed by themselves, else from shares) and mask keys of
+    the dropouts, each from the first ``t`` valid shares."""
     got: dict[tuple[bytes, str], list[tuple[int, bytes]]] = {}
-    for holder in rnd.revealed:  # sorted, so the first t shares are the same on every validator
-        for dealer, kind, share in read_doc(state, state_key("reveal", spec.id, holder)):
-            got.setdefault((dealer, kind), []).append((rnd.members.index(holder) + 1, share))
     seeds: dict[bytes, bytes] = {}
     keys: dict[bytes, bytes] = {}
-    wanted = [(dealer, "b" if dealer in rnd.masked else "s") for dealer in rnd.shared]
+    for holder in rnd.revealed:  # sorted, so the first t shares are the same on every validator
+        reveal = read_doc(state, state_key("reveal", spec.id, holder))
+        if reveal["seed"] is not None:
+            seeds[holder] = reveal["seed"]
+        for dealer, kind, share in reveal["shares"]:
+            got.setdefault((dealer, kind), []).append((rnd.members.index(holder) + 1, share))
+    wanted = [(dealer, "b" if dealer in rnd.masked else "s") for dealer in rnd.shared if dealer not in seeds]
     for dealer, kind in wanted:
         have = len(got.get((dealer, kind), []))
         if have < rnd.threshold:

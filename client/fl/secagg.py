@@ -101,7 +101,8 @@ class SecureHospital:
             cts.append(ChaCha20Poly1305(key).encrypt(_NONCE, bs + ss, secagg.channel_ad(self.tag, self.sender, m.sender)))
             cb.append(secagg.share_commitment(self.tag, self.sender, m.sender, "b", bs))
             cs.append(secagg.share_commitment(self.tag, self.sender, m.sender, "s", ss))
-        return SecShares(model_id=self.model_id, round=self.round, ciphertexts=cts, commit_b=cb, commit_s=cs)
+        return SecShares(model_id=self.model_id, round=self.round, ciphertexts=cts, commit_b=cb, commit_s=cs,
+                         commit_seed=secagg.seed_commitment(self.tag, self.sender, self._b))
 
     def _open(self, view: SecureRoundView, dealt: Dealt) -> tuple[bytes, bytes] | None:
         dealer = view.member(dealt.dealer)
@@ -144,4 +145,4 @@ class SecureHospital:
             bs, ss = self.held[dealer]
             kind = "b" if dealer in view.masked else "s"
             reveal.append(RevealedShare(dealer=dealer, kind=kind, share=bs if kind == "b" else ss))
-        return SecUnmask(model_id=self.model_id, round=self.round, shares=reveal)
+        return SecUnmask(model_id=self.model_id, round=self.round, shares=reveal, own_seed=self._b)

@@ -214,3 +214,30 @@ def test_a_hospital_refuses_a_view_with_a_lowered_threshold() -> None:
     view = sim.view()
     with pytest.raises(InvalidInput, match="threshold 2 for 4 members"):
         sim.hospitals[sim.senders[0]].shares(view.model_copy(update={"threshold": 2}))
+
+
+def test_a_survivor_that_reveals_nothing_is_unmasked_from_the_others_shares() -> None:
+    sim = SecureSim(secure_spec(5), 5)
+    updates, samples = random_round(sim, 8)
+    sim.keys(sim.senders)
+    sim.shares(sim.senders)
+    sim.masked(sim.senders, updates, samples)
+    sim.unmask(sim.senders[1:])  # sender 0 posted its masked input, then went silent
+    assert sim.closed[0].status == "aggregated"
+    assert np.array_equal(new_weights(sim), plain_delta(sim.spec, updates, samples, sim.senders))
+
+
+def test_a_wrong_own_seed_is_detected_and_the_seed_rebuilt_from_shares() -> None:
+    sim = SecureSim(secure_spec(5), 5)
+    updates, samples = random_round(sim, 9)
+    sim.keys(sim.senders)
+    sim.shares(sim.senders)
+    sim.masked(sim.senders, updates, samples)
+    liar = sim.senders[4]
+    honest = sim.hospitals[liar].unmask(sim.view(liar))
+    bad = honest.model_copy(update={"own_seed": bytes(16)})
+    assert sim.post(secure_round.post_unmask, liar, bad.model_dump())["excluded"] == "wrong_share"
+    sim.unmask(sim.senders[:4])
+    assert sim.closed[0].status == "aggregated"
+    assert secagg_queries.outcome(sim.state, sim.spec.id, 1).wrong_share == [liar]
+    assert np.array_equal(new_weights(sim), plain_delta(sim.spec, updates, samples, sim.senders))
