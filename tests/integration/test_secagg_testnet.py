@@ -144,20 +144,25 @@ def test_hospitals_train_a_secure_model_with_fl_train_and_get_plain_fedavg(secur
         t.join(timeout=400)
     assert not errors, errors
     assert len(results) == HOSPITALS
-    assert [r.status for r in results[0]] == ["aggregated"] * rounds and results[0][-1].new_version == rounds
+    records = results[0]
+    assert [r.status for r in records] == ["aggregated"] * rounds and [r.new_version for r in records] == [1, 2]
+    assert all(results[j] == records for j in results)  # every hospital took part in the same rounds
 
     with ChainSession(secure_net.specs[1].rpc_url) as session:
         spec = session.spec(SPEC.id)
         senders = sorted((hospital_key(secure_net, j)[0].public_key.raw, j) for j in range(HOSPITALS))
-        for r in range(1, rounds + 1):
-            before, after = session.model_version(SPEC.id, r - 1), session.model_version(SPEC.id, r)
+        for record in records:  # a round whose keys stage passed while torch loaded fails; the next one counts
+            assert record.new_version is not None
+            before = session.model_version(SPEC.id, record.new_version - 1)
+            after = session.model_version(SPEC.id, record.new_version)
             deltas = []
             for sender, j in senders:
                 x, y = split.hospitals[j]
                 client = HospitalClient(SPEC.id, x, y, TrainConfig(local_epochs=2, lr=0.2, batch_size=32), seed=j)
-                deltas.append(decode_delta(client.make_update(ChainModel(spec, before, r))["delta"], spec.num_params))
+                model = ChainModel(spec, before, record.round)
+                deltas.append(decode_delta(client.make_update(model)["delta"], spec.num_params))
             plain = aggregate("fedavg", {}, Updates(np.stack(deltas), np.array([len(split.hospitals[j][1])
                                                                                 for _, j in senders]),
                                                     tuple(s for s, _ in senders)),
                               max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
-            assert np.array_equal(after.weights_int(), before.weights_int() + plain.delta), f"round {r}"
+            assert np.array_equal(after.weights_int(), before.weights_int() + plain.delta), f"round {record.round}"
