@@ -53,6 +53,7 @@ BENCHES = (
     Bench("testnet_load", "bench.bench_testnet_load",
           quick_args=("--validators", "4", "--step-s", "4", "--latency-s", "5")),
     Bench("sync", "bench.bench_sync", quick_args=("--blocks", "1000")),
+    Bench("secagg", "bench.bench_secagg", quick_args=("--hospitals", "5", "10", "--repeat", "1")),
 )
 
 
