@@ -55,6 +55,7 @@ BENCHES = (
     Bench("sync", "bench.bench_sync", quick_args=("--blocks", "1000")),
     Bench("pq", "bench.bench_pq", quick_args=("--seconds", "0.1", "--rounds", "2")),
     Bench("dashboard", "bench.bench_dashboard", quick_args=("--alerts", "50", "--repeats", "3")),
+    Bench("secagg", "bench.bench_secagg", quick_args=("--hospitals", "5", "10", "--repeat", "1")),
 )
 
 

@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and training (default: 0)")
     p.add_argument("--round-timeout", type=float, default=180.0, metavar="S",
                    help="seconds to wait for a round to close (default: 180)")
+    p.add_argument("--secure", action="store_true", help="refuse to train unless the model aggregates securely")
 
     ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
     p = _add(ids, "watch", commands.delegate("client.ids_watch", "main", "ids watch"),

@@ -6,7 +6,9 @@ whose input width comes from the package that owns its features:
 - ``breast_cancer``: logistic regression on scikit-learn's bundled breast
   cancer data (30 features), aggregated with the coordinate-wise median;
   ``breast_cancer_fedavg`` is the same model under plain FedAvg, so the
-  ledger itself shows what a poisoning hospital does to each rule.
+  ledger itself shows what a poisoning hospital does to each rule;
+  ``breast_cancer_secure`` is FedAvg again with secure aggregation, so no
+  validator sees a hospital's update (``fl_contracts.secure_round``).
 - ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``.
 - ``deterioration``: logistic regression over ``ids.deterioration`` window features.
 
@@ -34,6 +36,9 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
                                  max_abs=8.0, max_norm=16.0, **common),
         ModelSpec.for_sequential("breast_cancer_fedavg", [BREAST_CANCER_FEATURES, 2], rule="fedavg",
                                  max_abs=8.0, max_norm=16.0, **common),
+        ModelSpec.model_validate({**ModelSpec.for_sequential(
+            "breast_cancer_secure", [BREAST_CANCER_FEATURES, 2], rule="fedavg", max_abs=8.0, max_norm=16.0,
+            **common).model_dump(), "secure": True}),
         ModelSpec.for_sequential("iomt_ids", [len(FEATURE_NAMES), 32, len(ATTACK_CLASSES)], rule="fedavg",
                                  max_abs=8.0, max_norm=32.0, **common),
         ModelSpec.for_sequential("deterioration", [N_WINDOW_FEATURES, 2], rule="fedavg",

@@ -5,6 +5,8 @@
    block, on every validator.
 3. Four hospitals train the breast-cancer model through on-chain FL rounds;
    the global model's test accuracy rises round by round.
+   Then one secure-aggregation round: each validator is shown to hold only
+   masked inputs, none of the hospitals' updates.
 4. The hospitals train the IoMT intrusion classifier; a gateway watches a
    simulated attack and its alerts are committed on every validator.
 5. The hospitals train the deterioration model; one patient is scored and
@@ -31,6 +33,7 @@ from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
 from devnet import demo_learning as learning
+from devnet import demo_secagg
 from client.rpc import RpcClient
 from devnet.testnet import Testnet
 
@@ -139,6 +142,8 @@ def story(net: Testnet, fl_rounds: int) -> None:
     asyncio.run(transactions_everywhere(net, urls))
     heading(3, "federated learning on chain: breast cancer diagnosis")
     learning.breast_cancer_rounds(urls, hospitals, fl_rounds, say)
+    say("\nsecure aggregation: the same model family, and validators see only masked updates")
+    demo_secagg.secure_round(urls, [Path(spec.home) for spec in net.specs], hospitals, say)
     heading(4, "intrusion detection: train, attack, alerts on chain")
     learning.intrusion_detection(urls, hospitals, PrivateKey.load(homes[0].client_key("gateway")), 10, say)
     heading(5, "deterioration prediction from the on-chain model")

@@ -202,6 +202,8 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> 
     if HOSPITAL_ROLE not in ctx.sender_roles:
         raise _reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
     spec, head = get_spec(state, upd.model_id), _head(state, upd.model_id)
+    if spec.secure:
+        raise _reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
     if upd.round != head.round:
         when = "late: round has closed" if upd.round < head.round else "round has not opened"
         raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
@@ -267,12 +269,37 @@ def end_block(state: StateView, height: int) -> list[RoundRecord]:
     """
     closed = []
     for spec in list_models(state):
+        if spec.secure:  # fl_contracts.secure_round runs these rounds
+            continue
         head = _head(state, spec.id)
         if head.pending >= spec.max_updates or height >= head.deadline_height:
             record = _close_round(state, spec, head, height)
             _put(state, _key("round", spec.id, _be(record.round)), record)
             closed.append(record)
     return closed
+
+
+def close_round_externally(state: StateView, spec: ModelSpec, height: int, delta: npt.NDArray[np.int64] | None,
+                           participants: list[Participant], reason: str | None = None) -> RoundRecord:
+    """Hook for a round another contract ran (:mod:`fl_contracts.secure_round`): add ``delta`` to the
+    current version (or fail the round with ``reason`` when it is None), record it, open the next."""
+    head = _head(state, spec.id)
+    base = dict(model_id=spec.id, round=head.round, base_version=head.version, opened_height=head.opened_height,
+                deadline_height=head.deadline_height, closed_height=height, participants=participants)
+    version = head.version
+    if delta is None:
+        record = RoundRecord(**base, status="failed", reason=reason)
+    else:
+        old = _load(state, _key("ver", spec.id, _be(head.version)))
+        mv = _store_version(state, spec.id, head.version + 1, head.round, height,
+                            encode_weights(decode_weights(old["weights"]) + delta))
+        excluded = sum(p.excluded is not None for p in participants)
+        record = RoundRecord(**base, status="aggregated", accepted=len(participants) - excluded, excluded=excluded,
+                             new_version=mv.version, new_hash=mv.hash)
+        version = mv.version
+    _put(state, _key("round", spec.id, _be(record.round)), record)
+    _open_round(state, spec, version, head.round + 1, height)
+    return record
 
 
 def get_model(state: StateView, model_id: str, version: int | None = None) -> ModelVersion:

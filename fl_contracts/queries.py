@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.api import NoParams, Params, Query
 from core.state import StateView
 from core.wire import WIRE_BYTES
-from fl_contracts import contract
+from fl_contracts import contract, secagg_queries
 from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.spec import ModelSpec
 
@@ -64,5 +64,5 @@ def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
 
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
-    (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds),
+    (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds), *secagg_queries.STATE_QUERIES,
 )

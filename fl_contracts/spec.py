@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from core import codec
 from core.errors import InvalidInput
@@ -65,6 +65,7 @@ class ModelSpec(BaseModel):
     max_abs: StrictInt = Field(ge=1, le=INT32_MAX, description="largest |coordinate| of an update")
     max_norm: StrictInt = Field(ge=1, description="updates are scaled down to this L2 norm before any rule")
     max_samples: StrictInt = Field(ge=1, description="cap on an update's FedAvg weight")
+    secure: StrictBool = Field(False, description="rounds use secure aggregation (fl_contracts.secure_round)")
 
     @model_validator(mode="after")
     def check_bounds(self) -> ModelSpec:
@@ -89,6 +90,10 @@ class ModelSpec(BaseModel):
         if self.max_norm**2 > EXACT:
             raise ValueError("max_norm**2 exceeds 2**53")
         self._check_rule_params()
+        if self.secure and self.rule != "fedavg":
+            raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg, not "
+                             f"{self.rule}: a robust rule needs each update in the clear (norm bounding moves to "
+                             f"the hospital in a secure round)")
         return self
 
     def _check_rule_params(self) -> None:
@@ -133,6 +138,8 @@ class ModelSpec(BaseModel):
         doc = self.model_dump(mode="python")
         doc["layout"] = [[name, list(shape)] for name, shape in self.layout]
         doc["fixed_point"] = dict(doc["fixed_point"])
+        if not self.secure:  # plain specs keep the document (and hash) they had before the flag existed
+            del doc["secure"]
         return doc
 
     @property

@@ -14,6 +14,7 @@ from functools import partial
 from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
+from fl_contracts import secure_round
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
@@ -32,6 +33,9 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
     registry.register("fl.submit_update", ["hospital"], fl.submit_update)
     registry.end_block_hooks.append(fl.end_block)
+    for kind, handler in secure_round.HANDLERS:
+        registry.register(kind, ["hospital"], handler)
+    registry.end_block_hooks.append(secure_round.end_block)
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
     registry.register(alerts.ACK_TX_KIND, alerts.ACK_ROLES, alerts.ack_alert)

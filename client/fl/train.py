@@ -51,6 +51,7 @@ from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from client.light import home_genesis
 from client.session import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
+from client.fl.secagg_driver import SecureChainTransport
 
 if TYPE_CHECKING:  # these import torch: only training loads them
     from client.fl.hospital import Progress
@@ -220,7 +221,8 @@ def train_rounds(
     tamper = None if poison is None else poisoner(poison, rounds, POISON_SCALE, seed)
     result = TrainResult(model_id, delta=None if dp is None else dp.delta)
     with ChainSession(rpc_url, key, local_addr=local_addr, genesis=genesis) as session:
-        transport = ChainTransport(session, round_timeout_s=round_timeout_s)
+        secure = session.spec(model_id).secure  # a secure model's rounds take four stages (client.fl.secagg_driver)
+        transport = (SecureChainTransport if secure else ChainTransport)(session, round_timeout_s=round_timeout_s)
         for _ in range(rounds):
             model = transport.get_model(model_id)
             report(Progress(model.open_round, "fetched", {"version": model.version.version}))
@@ -271,6 +273,8 @@ def main(args: argparse.Namespace) -> int:
     with ChainSession(url, genesis=genesis) as session:  # before torch and the data: is the node there, does the model fit?
         session.run(lambda c: c.status())
         spec = session.spec(args.model)
+    if args.secure and not spec.secure:
+        raise InvalidInput(f"--secure: model {args.model} does not aggregate securely; its update would be in the clear")
     dataset = args.dataset or default_dataset(spec)
     check_fits(spec, dataset)
     default_epochs, default_lr, default_batch = DEFAULTS[dataset]
