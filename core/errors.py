@@ -137,6 +137,13 @@ class InvalidGenesis(InvalidInput):
     reason = "invalid_genesis"
 
 
+class BadAggregationRule(InvalidInput):
+    """A model spec names an aggregation rule or rule parameter the chain does not accept."""
+
+    code = -32100
+    reason = "bad_aggregation_rule"
+
+
 class StorageError(FbciError):
     code = -32040
     reason = "storage_error"
@@ -213,6 +220,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
+    BadAggregationRule,
 )
 
 
