@@ -22,7 +22,10 @@ Rules:
   distances come from one Gram matrix; scores are summed exactly beyond
   int64 (bound (4) of :mod:`fl_contracts.fixedpoint`).
 - ``centered_clip``: centered clipping (Karimireddy, He & Jaggi, ICML 2021),
-  started from the coordinate-wise median; see :mod:`fl_contracts.robust`.
+  started from the coordinate-wise median, one vote per update like
+  ``median`` and ``trimmed_mean``; see :mod:`fl_contracts.robust`.
+- ``foolsgold``: FoolsGold's similarity down-weighting (Fung et al., RAID
+  2020) in a per-round form, and why not FLTrust: :mod:`fl_contracts.robust`.
 
 Pre-step: any rule's ``rule_params`` may carry ``adaptive_clip_pct``; every
 update is then clipped to that percentage of the round's median norm after
@@ -196,8 +199,15 @@ def multi_krum(u: Updates, params: Mapping[str, int]) -> RuleResult:
 def centered_clip(u: Updates, params: Mapping[str, int]) -> RuleResult:
     """Centered clipping from the coordinate-wise median (see :mod:`fl_contracts.robust`)."""
     start = median(u, params).delta
-    center, _ = robust.centered_clip(u.values, u.weights, start, params["iters"], params["tau_pct"])
+    center, _ = robust.centered_clip(u.values, start, params["iters"], params["tau_pct"], block_cols(u.n))
     return RuleResult(center)
+
+
+def foolsgold(u: Updates, params: Mapping[str, int]) -> RuleResult:
+    """Per-round FoolsGold: weight each update by its dissimilarity to the most similar other one."""
+    alpha = robust.foolsgold_weights(gram(u.values))
+    excluded = {i: "too_similar_to_another_update" for i, a in enumerate(alpha) if a == 0}
+    return RuleResult(robust.weighted_mean_int(u.values, alpha, block_cols(u.n)), excluded)
 
 
 RULES: dict[str, Rule] = {
@@ -206,6 +216,7 @@ RULES: dict[str, Rule] = {
     "trimmed_mean": trimmed_mean,
     "multi_krum": multi_krum,
     "centered_clip": centered_clip,
+    "foolsgold": foolsgold,
 }
 
 ADAPTIVE_CLIP = "adaptive_clip_pct"

@@ -36,7 +36,7 @@ MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 INT64 = 2**63
 """Every integer intermediate formed in int64 must stay below this in magnitude."""
 
-Rule = Literal["fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip"]
+Rule = Literal["fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip", "foolsgold"]
 
 RULE_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
     "fedavg": {},
@@ -44,6 +44,7 @@ RULE_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
     "trimmed_mean": {"trim": (0, MAX_UPDATES)},
     "multi_krum": {"f": (0, MAX_UPDATES), "m": (1, MAX_UPDATES)},
     "centered_clip": {"iters": (1, 10), "tau_pct": (10, 10_000)},
+    "foolsgold": {},
 }
 """Each rule's required parameters with their inclusive ranges; one entry per rule in ``aggregation.RULES``."""
 
@@ -71,7 +72,8 @@ def intermediate_bounds(p: int, a: int, n: int, w: int) -> dict[str, tuple[int, 
         "trimmed_sum": (n * a, INT64),
         "centered_sq_distance": (4 * sq, INT64),
         "centered_clip_product": (2 * a * (2 * norm), INT64),
-        "centered_weighted_sum": (2 * n * w * 2 * a + n * w, INT64),
+        "centered_sum_in_round_div": (2 * n * 2 * a + n, INT64),
+        "foolsgold_weighted_sum_in_round_div": (2 * n * (1 << 16) * a + n * (1 << 16), INT64),
     }
 Task = Literal["binary_classification", "multiclass_classification"]
 

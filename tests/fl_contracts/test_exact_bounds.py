@@ -79,14 +79,31 @@ def krum(rows: Rows, w: list[int], f: int, m: int) -> tuple[list[int], set[int]]
     return fedavg([rows[i] for i in keep], [w[i] for i in keep]), set(order[m:])
 
 
-def centered(rows: Rows, w: list[int], iters: int, tau_pct: int) -> list[int]:
+def centered(rows: Rows, iters: int, tau_pct: int) -> list[int]:
     v = median(rows)
     for _ in range(iters):
         d = [[x - c for x, c in zip(r, v)] for r in rows]
         tau = math.isqrt(lower_median([sq(r) for r in d])) * tau_pct // 100
         d, _ = clip(d, tau)
-        v = [c + rdiv(sum(wi * r[k] for wi, r in zip(w, d)), sum(w)) for k, c in enumerate(v)]
+        v = [c + rdiv(sum(r[k] for r in d), len(d)) for k, c in enumerate(v)]
     return v
+
+
+def foolsgold(rows: Rows) -> tuple[list[int], set[int]]:
+    n, one = len(rows), 1 << 16
+    g = [[sum(a * b for a, b in zip(rows[i], rows[j])) for j in range(n)] for i in range(n)]
+    cs = [[0 if i == j or g[i][i] * g[j][j] == 0 else g[i][j] * one // ceil_sqrt(g[i][i] * g[j][j])
+           for j in range(n)] for i in range(n)]
+    top = [max(cs[i][j] for j in range(n) if j != i) for i in range(n)]
+    alpha = []
+    for i in range(n):
+        worst = max(cs[i][j] * top[i] // top[j] if top[j] > top[i] else cs[i][j] for j in range(n) if j != i)
+        alpha.append(min(one, max(0, one - worst)))
+    zero = round(one / (1 + math.exp(0.5)))  # where FoolsGold's logit stretch crosses 0
+    peak = max(alpha)
+    alpha = [one] * n if peak == 0 else [min(one, max(0, (a * one // peak - zero) * one // (one - 2 * zero)))
+                                         for a in alpha]
+    return fedavg(rows, alpha), {i for i, a in enumerate(alpha) if a == 0}
 
 
 def reference(spec: ModelSpec, rows: Rows, weights: list[int]) -> tuple[list[int], set[int], set[int]]:
@@ -106,8 +123,11 @@ def reference(spec: ModelSpec, rows: Rows, weights: list[int]) -> tuple[list[int
     if spec.rule == "multi_krum":
         delta, excluded = krum(rows, w, p["f"], p["m"])
         return delta, clipped, excluded
+    if spec.rule == "foolsgold":
+        delta, excluded = foolsgold(rows)
+        return delta, clipped, excluded
     assert spec.rule == "centered_clip"
-    return centered(rows, w, p["iters"], p["tau_pct"]), clipped, set()
+    return centered(rows, p["iters"], p["tau_pct"]), clipped, set()
 
 
 def test_the_reference_covers_every_rule() -> None:

@@ -32,7 +32,7 @@ matrices = st.integers(3, 9).flatmap(lambda n: st.integers(1, 30).flatmap(
 rules_with_pre_step = st.sampled_from([
     ("centered_clip", CC), ("centered_clip", {"iters": 1, "tau_pct": 50}),
     ("fedavg", {"adaptive_clip_pct": 150}), ("median", {"adaptive_clip_pct": 100}),
-    ("centered_clip", {**CC, "adaptive_clip_pct": 200}),
+    ("centered_clip", {**CC, "adaptive_clip_pct": 200}), ("foolsgold", {}), ("foolsgold", {"adaptive_clip_pct": 150}),
 ])
 
 
@@ -59,14 +59,15 @@ def test_output_stays_inside_the_coordinate_box(values: np.ndarray, rule) -> Non
 
 @settings(max_examples=60, deadline=None)
 @given(matrices, st.lists(st.integers(1, 999), min_size=9, max_size=9), st.integers(1, 5))
-def test_centered_clip_is_fedavg_when_no_update_is_clipped(values: np.ndarray, w: list[int], iters: int) -> None:
+def test_centered_clip_is_the_mean_when_no_update_is_clipped(values: np.ndarray, w: list[int], iters: int) -> None:
+    """One vote per update: the claimed sample counts do not move it; with equal counts it is FedAvg."""
     weights = w[: values.shape[0]]
-    start = aggregation.median(make(values, weights), {}).delta
+    start = aggregation.median(make(values), {}).delta
     sq = ((values.astype(np.int64) - start) ** 2).sum(axis=1)
     tau = math.isqrt(int(np.sort(sq)[(len(sq) - 1) // 2])) * 10_000 // 100
     assume(int(sq.max()) <= tau * tau)
     got = run("centered_clip", {"iters": iters, "tau_pct": 10_000}, values, weights).delta
-    assert np.array_equal(got, run("fedavg", {}, values, weights).delta)
+    assert np.array_equal(got, run("fedavg", {}, values).delta)
 
 
 @settings(max_examples=40, deadline=None)
@@ -119,3 +120,19 @@ def test_same_input_same_bits(rule: str, params: dict[str, int]) -> None:
     values = rng.integers(-A, A + 1, (9, 3 * aggregation.block_cols(9) + 5)).astype(np.int32)
     first, second = run(rule, params, values), run(rule, params, values.copy())
     assert np.array_equal(first.delta, second.delta) and first.clipped == second.clipped
+
+
+def test_foolsgold_drops_a_colluding_pair_and_keeps_the_honest() -> None:
+    rng = np.random.default_rng(5)
+    honest = rng.integers(-300, 300, (5, 200))
+    evil = np.tile(rng.integers(-300, 300, 200), (2, 1))
+    evil[1, 0] += 1  # near-identical, not identical
+    out = run("foolsgold", {}, np.vstack([honest, evil]))
+    assert set(out.excluded) == {5, 6}
+    assert set(out.excluded.values()) == {"too_similar_to_another_update"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.int32, st.integers(1, 30), elements=st.integers(-A, A)), st.integers(2, 8))
+def test_foolsgold_of_identical_updates_is_that_update(v: np.ndarray, n: int) -> None:
+    assert np.array_equal(run("foolsgold", {}, np.tile(v, (n, 1))).delta, v)
