@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from client.fl.attacks import ATTACKS
-from client.fl.robustness import ALPHAS, CLEAN, DATASETS, ORACLE, Cell, drops, suite, to_json, verdicts
+from client.fl.robustness import (ALPHAS, CLEAN, DATASETS, ORACLE, Cell, drops, suite, to_json, verdicts,
+                                   worst_by_dataset)
 
 OUT = Path(__file__).parent / "results" / "attacks.json"
 
@@ -47,6 +48,11 @@ def table(cells: list[Cell]) -> str:
             lines.append(f"  {config:>4} {rule:20} vs clean {100 * c['worst']:6.1f} {'meets' if c['meets_target'] else 'MISSES':6}"
                          f" ({c['where']});  vs oracle {100 * o['worst']:6.1f} {'meets' if o['meets_target'] else 'MISSES':6}"
                          f" ({o['where']})")
+    lines += ["", "worst loss per data set (both skews, every attack), points: vs clean | vs oracle"]
+    vs_oracle = worst_by_dataset(cells, ORACLE)
+    for (config, rule), row in worst_by_dataset(cells).items():
+        lines.append(f"  {config:>4} {rule:20} " + "  ".join(
+            f"{d}: {100 * row[d]:5.1f} | {100 * vs_oracle[(config, rule)][d]:5.1f}" for d in row))
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ import numpy.typing as npt
 from core.errors import InvalidInput
 from fl_contracts import robust
 from fl_contracts.fixedpoint import IntArray, round_div, wide_row_sums
+from fl_contracts.spec import ADAPTIVE_CLIP
 
 BLOCK_ELEMS = 1 << 19
 """Elements per (N x block) working buffer, about 4 MiB of float64: cache-resident; larger blocks fall off a cliff."""
@@ -218,9 +219,6 @@ RULES: dict[str, Rule] = {
     "centered_clip": centered_clip,
     "foolsgold": foolsgold,
 }
-
-ADAPTIVE_CLIP = "adaptive_clip_pct"
-"""The rule_params key of the pre-step any rule can use: clip to this percentage of the round's median norm."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
-"""Defences against persistent attackers, in exact int64 arithmetic: norm clipping and centered clipping.
+"""Defences against persistent attackers in exact integer arithmetic: adaptive clipping, centered clipping, FoolsGold.
 
 These are array kernels; :mod:`fl_contracts.aggregation` wraps them as rules
 and runs them after its shared validation, so every input here has
 coordinates ``|x| <= A`` and squared norms ``<= P * A**2 <= 2**53`` (bound
-(1) of :mod:`fl_contracts.fixedpoint`). Unlike the classic rules they use
-no float64 BLAS at all: integer sums in numpy are exact and independent of
-summation order whenever they stay inside int64, and the bounds below say
-they do.
+(1) of :mod:`fl_contracts.fixedpoint`). Apart from the exact Gram matrix
+FoolsGold starts from, they use no float64 BLAS: integer sums in numpy are
+exact and independent of summation order whenever they stay inside int64,
+and the bounds below say they do.
 
 - :func:`adaptive_clip`: clip every update to ``pct / 100`` times the round's
   median norm. A fixed ``max_norm`` must be set loose enough for the largest
@@ -18,14 +18,14 @@ they do.
   quantile, as in Sun et al. 2019's norm bounding).
 - :func:`centered_clip`: Karimireddy, He & Jaggi, "Learning from History for
   Byzantine Robust Optimization" (ICML 2021), eq. (CC):
-  ``v <- v + (1/n) * sum_i clip_tau(x_i - v)`` for ``iters`` iterations. The paper starts from the previous round's momentum; a
-  contract round sees only its own updates, so we start from the
-  coordinate-wise median, which an attacker minority cannot move far.
+  ``v <- v + (1/n) * sum_i clip_tau(x_i - v)`` for ``iters`` iterations.
+  The paper starts from the previous round's momentum; a contract round
+  sees only its own updates, so we start from the coordinate-wise median,
+  which an attacker minority cannot move far.
   The radius ``tau`` is ``tau_pct / 100`` times the median distance to the
   current centre, so it needs no knowledge of the model's scale. With no
   update clipped the result equals the unweighted mean exactly (see
   :func:`centered_clip`).
-
 - :func:`foolsgold_weights`: FoolsGold (Fung, Yoon & Beschastnikh, "The
   Limitations of Federated Learning in Sybil Settings", RAID 2020) without
   its history. FLTrust (Cao et al., NDSS 2021) needs a clean root data set
@@ -37,8 +37,7 @@ they do.
   honest updates that merely resemble a colluder). The paper scores each
   client's summed history; a contract rule sees one round, so this is the
   per-round form: it catches colluders that send near-identical vectors in
-  the same round, not a lone attacker (put the adaptive clipping pre-step in
-  front for that). The paper's logit stretch of the weights, a float
+  the same round, not a lone attacker. The paper's logit stretch of the weights, a float
   transcendental, becomes the line through its points of weight 0 and 1.
 
 Bounds (``N <= 1024`` updates):

@@ -48,7 +48,8 @@ RULE_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
 }
 """Each rule's required parameters with their inclusive ranges; one entry per rule in ``aggregation.RULES``."""
 
-PRE_STEP_PARAMS: dict[str, tuple[int, int]] = {"adaptive_clip_pct": (100, 1_000)}
+ADAPTIVE_CLIP = "adaptive_clip_pct"
+PRE_STEP_PARAMS: dict[str, tuple[int, int]] = {ADAPTIVE_CLIP: (100, 1_000)}
 """Optional parameters any rule accepts: the adaptive norm-clipping pre-step."""
 
 
@@ -75,6 +76,8 @@ def intermediate_bounds(p: int, a: int, n: int, w: int) -> dict[str, tuple[int, 
         "centered_sum_in_round_div": (2 * n * 2 * a + n, INT64),
         "foolsgold_weighted_sum_in_round_div": (2 * n * (1 << 16) * a + n * (1 << 16), INT64),
     }
+
+
 Task = Literal["binary_classification", "multiclass_classification"]
 
 

@@ -135,6 +135,23 @@ def verdicts(cells: Sequence[Cell]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def worst_by_dataset(cells: Sequence[Cell], baseline: str = "clean") -> dict[tuple[str, str], dict[str, float]]:
+    """Per (config, rule): per data set, the worst loss over both skews and every attack."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for (dataset, _, config, rule), per_attack in drops(cells, baseline).items():
+        row = out.setdefault((config, rule), {})
+        row[dataset] = max(row.get(dataset, float("-inf")), *per_attack.values())
+    return dict(sorted(out.items()))
+
+
+def variant_of(cfg: Config, rule: str, params: dict[str, int]) -> str:
+    """The name in :func:`rule_variants` of a spec's rule and parameters; KeyError when the suite has none."""
+    names = [name for name, v in rule_variants(cfg).items() if v == (rule, params)]
+    if not names:
+        raise KeyError(f"the attack suite does not run {rule} with {params}")
+    return names[0]
+
+
 def to_json(cells: Sequence[Cell]) -> dict[str, Any]:
     return {"rounds": ROUNDS, "local_epochs": LOCAL_EPOCHS, "lr": LR, "max_samples": MAX_SAMPLES,
             "adaptive_clip_pct": ADAPTIVE_CLIP_PCT, "cells": [asdict(c) for c in cells], "verdicts": verdicts(cells)}

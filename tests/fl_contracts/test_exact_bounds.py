@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from core.state import MemoryState, TxContext
 from fl_contracts import aggregation, contract
-from fl_contracts.spec import EXACT, MAX_UPDATES, ModelSpec, RULE_PARAMS
+from fl_contracts.spec import EXACT, MAX_UPDATES, RULE_PARAMS, ModelSpec, intermediate_bounds
 
 Rows = list[list[int]]
 
@@ -132,6 +132,15 @@ def reference(spec: ModelSpec, rows: Rows, weights: list[int]) -> tuple[list[int
 
 def test_the_reference_covers_every_rule() -> None:
     assert set(RULE_PARAMS) == set(aggregation.RULES)
+
+
+def test_every_intermediate_fits_at_the_edge_and_the_table_would_catch_a_wider_round() -> None:
+    a = math.isqrt(EXACT)
+    edge = intermediate_bounds(1, a, MAX_UPDATES, EXACT // (MAX_UPDATES * a))
+    assert all(value <= limit for value, limit in edge.values())
+    # were MAX_UPDATES ever raised this far, the table (run for every spec at genesis) would refuse it
+    broken = {k for k, (value, limit) in intermediate_bounds(1, a, 2**33, 1).items() if value > limit}
+    assert {"krum_score_limbs", "weighted_sum", "foolsgold_weighted_sum_in_round_div"} <= broken
 
 
 @st.composite
