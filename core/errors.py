@@ -144,6 +144,13 @@ class BadAggregationRule(InvalidInput):
     reason = "bad_aggregation_rule"
 
 
+class InputSchemaMismatch(InvalidInput):
+    """A hospital's table whose columns are not the model's declared input features, in order."""
+
+    code = -32101
+    reason = "input_schema_mismatch"
+
+
 class StorageError(FbciError):
     code = -32040
     reason = "storage_error"
@@ -220,7 +227,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
-    BadAggregationRule,
+    BadAggregationRule, InputSchemaMismatch,
 )
 
 

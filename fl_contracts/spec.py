@@ -109,6 +109,8 @@ class ModelSpec(BaseModel):
     max_abs: StrictInt = Field(ge=1, le=INT32_MAX, description="largest |coordinate| of an update")
     max_norm: StrictInt = Field(ge=1, description="updates are scaled down to this L2 norm before any rule")
     max_samples: StrictInt = Field(ge=1, description="cap on an update's FedAvg weight")
+    input_features: tuple[StrictStr, ...] = Field(
+        default=(), description="the input schema: feature names in the order the first layer reads them")
 
     @model_validator(mode="after")
     def check_bounds(self) -> ModelSpec:
@@ -125,6 +127,13 @@ class ModelSpec(BaseModel):
             raise ValueError(f"layout has {self.num_params} parameters; the limit is {MAX_PARAMS}")
         if self.max_updates < self.min_updates:
             raise ValueError("max_updates must be at least min_updates")
+        if self.input_features:
+            if len(set(self.input_features)) != len(self.input_features) or not all(self.input_features):
+                raise ValueError("input_features must be distinct, non-empty names")
+            first = self.layout[0][1]
+            if len(first) == 2 and first[1] != len(self.input_features):
+                raise ValueError(f"input_features names {len(self.input_features)} features; "
+                                 f"the first layer reads {first[1]}")
         # Exactness obligations proved in fixedpoint's module docstring.
         if self.num_params * self.max_abs**2 > EXACT:
             raise ValueError("num_params * max_abs**2 exceeds 2**53: sums of squares would not be exact")
@@ -202,6 +211,10 @@ class ModelSpec(BaseModel):
         doc = self.model_dump(mode="python")
         doc["layout"] = [[name, list(shape)] for name, shape in self.layout]
         doc["fixed_point"] = dict(doc["fixed_point"])
+        if self.input_features:
+            doc["input_features"] = list(self.input_features)
+        else:  # specs from before input schemas keep their documents and hashes
+            del doc["input_features"]
         return doc
 
     @property
@@ -224,7 +237,7 @@ class ModelSpec(BaseModel):
         cls, model_id: str, dims: list[int], *, task: Task | None = None, frac_bits: int = 16,
         rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
         min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
-        max_samples: int = 100_000,
+        max_samples: int = 100_000, input_features: tuple[str, ...] = (),
     ) -> ModelSpec:
         """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
 
@@ -239,5 +252,5 @@ class ModelSpec(BaseModel):
             layout=tuple(layout), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
             rule_params=rule_params or {}, round_length_blocks=round_length_blocks, min_updates=min_updates,
             max_updates=max_updates, max_abs=int(max_abs * scale), max_norm=int(max_norm * scale),
-            max_samples=max_samples,
+            max_samples=max_samples, input_features=input_features,
         )
