@@ -27,7 +27,8 @@ OUT = Path(__file__).parent / "results" / "aggregation.json"
 P = 1_000_000
 FRAC = 12
 A = 1 << 16
-PARAMS = {"fedavg": {}, "median": {}, "trimmed_mean": {"trim": 1}, "multi_krum": {"f": 2, "m": 5}}
+PARAMS = {"fedavg": {}, "median": {}, "trimmed_mean": {"trim": 1}, "multi_krum": {"f": 2, "m": 5},
+          "centered_clip": {"iters": 3, "tau_pct": 100}, "foolsgold": {}}
 
 
 def best_ms(fn: Callable[[], Any], repeat: int) -> float:
@@ -85,7 +86,7 @@ def main() -> None:
             ours = best_ms(lambda: fn(u, PARAMS[rule]), 5 if rule == "fedavg" else 3)
             full = best_ms(lambda: aggregation.aggregate(rule, PARAMS[rule], aggregation.Updates(values.copy(), weights, senders),
                                                    max_abs=A, max_norm=2**26, max_samples=10_000), 2)
-            fl = best_ms(lambda: flower[rule](flower_in), 1 if rule in ("median", "multi_krum") else 3) if flower else None
+            fl = best_ms(lambda: flower[rule](flower_in), 1 if rule in ("median", "multi_krum") else 3) if rule in flower else None
             row = {"rule": rule, "n": n, "p": P, "ours_ms": ours, "ours_with_validation_ms": full, "flower_ms": fl,
                    "speedup": None if fl is None else fl / ours,
                    "read_gbps": values.nbytes / ours / 1e6, "peak_memory_x_updates": peak_ratio(rule, values, weights, senders)}

@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("breast_cancer", "iomt", "vitals"), default=None,
                    help="local data set (default: the model's: breast_cancer* -> breast_cancer, "
                         "iomt_ids -> iomt, deterioration -> vitals)")
+    p.add_argument("--csv", metavar="FILE", help="train on this hospital's own table instead of --dataset: a header "
+                   "row, the model's input features in its declared order, and the --target column")
+    p.add_argument("--target", metavar="COLUMN", help="with --csv: the column holding the class index 0..C-1")
     p.add_argument("--hospital-index", type=_at_least(0), default=0, metavar="I",
                    help="which hospital's share this is (default: 0)")
     p.add_argument("--hospitals", type=_at_least(1), default=4, metavar="N", help="hospitals sharing the data (default: 4)")

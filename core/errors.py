@@ -144,6 +144,20 @@ class InvalidGenesis(InvalidInput):
     reason = "invalid_genesis"
 
 
+class BadAggregationRule(InvalidInput):
+    """A model spec names an aggregation rule or rule parameter the chain does not accept."""
+
+    code = -32100
+    reason = "bad_aggregation_rule"
+
+
+class InputSchemaMismatch(InvalidInput):
+    """A hospital's table whose columns are not the model's declared input features, in order."""
+
+    code = -32101
+    reason = "input_schema_mismatch"
+
+
 class StorageError(FbciError):
     code = -32040
     reason = "storage_error"
@@ -272,6 +286,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, UnsupportedKeyType, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
     UnverifiedAnswer, ProofInvalid, ProofIncomplete, AnswerMismatch, HeaderUnverified, StaleAnswer, NoVerifiedAnswer,
+    BadAggregationRule, InputSchemaMismatch,
 )
 
 

@@ -19,7 +19,17 @@ Rules:
   squared distances to the ``n - f - 2`` nearest others) and FedAvg them
   (Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
   Gradient Descent", NeurIPS 2017; El Mhamdi et al., ICML 2018). All pairwise
-  distances come from one Gram matrix.
+  distances come from one Gram matrix; scores are summed exactly beyond
+  int64 (bound (4) of :mod:`fl_contracts.fixedpoint`).
+- ``centered_clip``: centered clipping (Karimireddy, He & Jaggi, ICML 2021),
+  started from the coordinate-wise median, one vote per update like
+  ``median`` and ``trimmed_mean``; see :mod:`fl_contracts.robust`.
+- ``foolsgold``: FoolsGold's similarity down-weighting (Fung et al., RAID
+  2020) in a per-round form, and why not FLTrust: :mod:`fl_contracts.robust`.
+
+Pre-step: any rule's ``rule_params`` may carry ``adaptive_clip_pct``; every
+update is then clipped to that percentage of the round's median norm after
+the fixed ``max_norm`` bound and before the rule.
 
 Everything is integer-exact: see :mod:`fl_contracts.fixedpoint` for why the
 float64 BLAS kernels used below return exact integers. Work proceeds in
@@ -29,7 +39,6 @@ fraction of the updates' size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +46,9 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import InvalidInput
-from fl_contracts.fixedpoint import IntArray, round_div
+from fl_contracts import robust
+from fl_contracts.fixedpoint import IntArray, round_div, wide_row_sums
+from fl_contracts.spec import ADAPTIVE_CLIP
 
 BLOCK_ELEMS = 1 << 19
 """Elements per (N x block) working buffer, about 4 MiB of float64: cache-resident; larger blocks fall off a cliff."""
@@ -93,12 +104,7 @@ def norm_bound(values: npt.NDArray[np.int32], max_norm: int) -> list[int]:
     integer square root, applied with :func:`round_div`, so it never grows a
     coordinate and is identical on every machine.
     """
-    sq = sum_squares(values)
-    clipped = [i for i in range(values.shape[0]) if int(sq[i]) > max_norm * max_norm]
-    for i in clipped:
-        norm = math.isqrt(int(sq[i]) - 1) + 1
-        values[i] = round_div(values[i].astype(np.int64) * max_norm, norm)
-    return clipped
+    return robust.clip_rows(values, sum_squares(values), max_norm)
 
 
 def _weighted_mean(values: npt.NDArray[np.int32], weights: IntArray) -> IntArray:
@@ -163,15 +169,21 @@ def gram(values: npt.NDArray[np.int32]) -> IntArray:
     return g.astype(np.int64)
 
 
-def krum_scores(values: npt.NDArray[np.int32], f: int) -> IntArray:
-    """Krum score per update: sum of squared distances to its n - f - 2 nearest neighbours."""
+def krum_scores(values: npt.NDArray[np.int32], f: int) -> list[int]:
+    """Krum score per update: sum of squared distances to its n - f - 2 nearest neighbours, as exact ints.
+
+    A distance is at most ``4 * 2**53`` (bound (1)) and fits int64, but a sum of
+    up to ``max_updates - 1`` of them does not (bound (4)): it is summed in two
+    int64 limbs and returned as Python integers, so a far-away update's score
+    can never wrap negative and win the selection.
+    """
     n = values.shape[0]
     g = gram(values)
     sq = np.diag(g)
     dist = sq[:, None] + sq[None, :] - 2 * g
     np.fill_diagonal(dist, np.iinfo(np.int64).max)
     nearest = np.sort(dist, axis=1)[:, : n - f - 2]
-    return nearest.sum(axis=1)
+    return wide_row_sums(nearest)
 
 
 def multi_krum(u: Updates, params: Mapping[str, int]) -> RuleResult:
@@ -179,10 +191,24 @@ def multi_krum(u: Updates, params: Mapping[str, int]) -> RuleResult:
     if u.n < f + 3:
         raise InvalidInput(f"multi_krum with f={f} needs at least {f + 3} updates, got {u.n}")
     scores = krum_scores(u.values, f)
-    order = np.argsort(scores, kind="stable")  # ties go to the lower sender key
-    keep = np.sort(order[: min(m, u.n)])
-    excluded = {int(i): "not_selected_by_multi_krum" for i in order[min(m, u.n) :]}
+    order = sorted(range(u.n), key=lambda i: (scores[i], i))  # ties go to the lower sender key
+    keep = np.array(sorted(order[: min(m, u.n)]), dtype=np.intp)
+    excluded = {i: "not_selected_by_multi_krum" for i in order[min(m, u.n) :]}
     return RuleResult(_weighted_mean(u.values[keep], u.weights[keep]), excluded)
+
+
+def centered_clip(u: Updates, params: Mapping[str, int]) -> RuleResult:
+    """Centered clipping from the coordinate-wise median (see :mod:`fl_contracts.robust`)."""
+    start = median(u, params).delta
+    center, _ = robust.centered_clip(u.values, start, params["iters"], params["tau_pct"], block_cols(u.n))
+    return RuleResult(center)
+
+
+def foolsgold(u: Updates, params: Mapping[str, int]) -> RuleResult:
+    """Per-round FoolsGold: weight each update by its dissimilarity to the most similar other one."""
+    alpha = robust.foolsgold_weights(gram(u.values))
+    excluded = {i: "too_similar_to_another_update" for i, a in enumerate(alpha) if a == 0}
+    return RuleResult(robust.weighted_mean_int(u.values, alpha, block_cols(u.n)), excluded)
 
 
 RULES: dict[str, Rule] = {
@@ -190,6 +216,8 @@ RULES: dict[str, Rule] = {
     "median": median,
     "trimmed_mean": trimmed_mean,
     "multi_krum": multi_krum,
+    "centered_clip": centered_clip,
+    "foolsgold": foolsgold,
 }
 
 
@@ -221,5 +249,7 @@ def aggregate(
         raise InvalidInput("update weights must be positive")
     capped = Updates(values, np.minimum(weights, max_samples).astype(np.int64), updates.senders)
     clipped = norm_bound(values, max_norm)
+    if ADAPTIVE_CLIP in params:
+        clipped = sorted({*clipped, *robust.adaptive_clip(values, sum_squares(values), params[ADAPTIVE_CLIP])})
     result = RULES[rule](capped, params)
     return Aggregate(result.delta, clipped, result.excluded)

@@ -29,6 +29,14 @@ violates (1)-(3):
 3. ``B**2 <= 2**53``. Norm bounding computes ``x * B`` in int64 with
    ``|x| * B < 2**31 * 2**26.5``; the rounded quotient never exceeds ``|x|``.
 
+4. Krum scores. A squared distance is at most ``4 * P * A**2 <= 2**55`` and
+   is formed exactly in int64, but a score sums up to ``N - 1 <= 1023`` of
+   them, up to ``2**65``: beyond int64. :func:`wide_row_sums` adds them in two
+   limbs (high and low 32 bits, each limb sum far inside int64) and returns
+   exact Python integers. Before this, a spec with large norm bounds and about
+   260 updates could wrap a far-away update's score negative and let Krum
+   select it.
+
 Global weights grow by at most ``A`` per round, so int64 cannot overflow
 within 2**32 rounds.
 """
@@ -60,6 +68,22 @@ def round_div(num: npt.NDArray[np.int64], den: int | npt.NDArray[np.int64]) -> I
     """Nearest integer to ``num / den`` (``den > 0``), ties toward +infinity."""
     num = np.asarray(num, dtype=np.int64)
     return np.floor_divide(2 * num + den, 2 * np.asarray(den, dtype=np.int64))
+
+
+LIMB_BITS = 32
+
+
+def wide_row_sums(x: IntArray) -> list[int]:
+    """Exact sums along rows of non-negative int64 entries, as Python ints, whatever the row length.
+
+    Each entry splits into ``hi * 2**32 + lo``; for rows of up to 2**31
+    entries neither limb's sum can reach 2**63.
+    """
+    if x.size and int(x.min()) < 0:
+        raise ValueError("wide_row_sums takes non-negative entries")
+    hi = (x >> LIMB_BITS).sum(axis=1, dtype=np.int64)
+    lo = (x & ((1 << LIMB_BITS) - 1)).sum(axis=1, dtype=np.int64)
+    return [(int(h) << LIMB_BITS) + int(low) for h, low in zip(hi, lo)]
 
 
 def encode_delta(q: npt.NDArray[np.integer]) -> bytes:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from core import codec
-from core.errors import InvalidInput
+from core.errors import BadAggregationRule, InvalidInput
 from core.hashing import sha256
 
 EXACT = 2**53
@@ -33,7 +33,51 @@ MAX_UPDATES = 1024
 INT32_MAX = 2**31 - 1
 MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-Rule = Literal["fedavg", "median", "trimmed_mean", "multi_krum"]
+INT64 = 2**63
+"""Every integer intermediate formed in int64 must stay below this in magnitude."""
+
+Rule = Literal["fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip", "foolsgold"]
+
+RULE_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
+    "fedavg": {},
+    "median": {},
+    "trimmed_mean": {"trim": (0, MAX_UPDATES)},
+    "multi_krum": {"f": (0, MAX_UPDATES), "m": (1, MAX_UPDATES)},
+    "centered_clip": {"iters": (1, 10), "tau_pct": (10, 10_000)},
+    "foolsgold": {},
+}
+"""Each rule's required parameters with their inclusive ranges; one entry per rule in ``aggregation.RULES``."""
+
+ADAPTIVE_CLIP = "adaptive_clip_pct"
+PRE_STEP_PARAMS: dict[str, tuple[int, int]] = {ADAPTIVE_CLIP: (100, 1_000)}
+"""Optional parameters any rule accepts: the adaptive norm-clipping pre-step."""
+
+
+def intermediate_bounds(p: int, a: int, n: int, w: int) -> dict[str, tuple[int, int]]:
+    """The largest magnitude of each intermediate value of every rule, with the limit it must respect.
+
+    ``p`` parameters, coordinates ``|x| <= a``, ``n`` updates, weights
+    ``<= w``. Float64 kernels need exact integers (``<= 2**53``); int64
+    arithmetic needs ``< 2**63``. Derivations are in
+    :mod:`fl_contracts.fixedpoint` (bounds (1)-(4)) and :mod:`fl_contracts.robust`.
+    """
+    sq = p * a * a  # any sum of squares or Gram entry, before or after clipping
+    norm = math.isqrt(sq) + 1
+    return {
+        "sum_of_squares_and_gram": (sq, EXACT),
+        "weighted_sum": (n * w * a, EXACT),
+        "weighted_sum_in_round_div": (2 * n * w * a + n * w, INT64),
+        "clip_product": (a * norm, INT64),
+        "krum_distance": (4 * sq, INT64),
+        "krum_score_limbs": (n * (1 << 32), INT64),  # each limb of a score; the score itself is a Python int
+        "trimmed_sum": (n * a, INT64),
+        "centered_sq_distance": (4 * sq, INT64),
+        "centered_clip_product": (2 * a * (2 * norm), INT64),
+        "centered_sum_in_round_div": (2 * n * 2 * a + n, INT64),
+        "foolsgold_weighted_sum_in_round_div": (2 * n * (1 << 16) * a + n * (1 << 16), INT64),
+    }
+
+
 Task = Literal["binary_classification", "multiclass_classification"]
 
 
@@ -66,6 +110,8 @@ class ModelSpec(BaseModel):
     max_norm: StrictInt = Field(ge=1, description="updates are scaled down to this L2 norm before any rule")
     max_samples: StrictInt = Field(ge=1, description="cap on an update's FedAvg weight")
     secure: StrictBool = Field(False, description="rounds use secure aggregation (fl_contracts.secure_round)")
+    input_features: tuple[StrictStr, ...] = Field(
+        default=(), description="the input schema: feature names in the order the first layer reads them")
 
     @model_validator(mode="after")
     def check_bounds(self) -> ModelSpec:
@@ -82,6 +128,13 @@ class ModelSpec(BaseModel):
             raise ValueError(f"layout has {self.num_params} parameters; the limit is {MAX_PARAMS}")
         if self.max_updates < self.min_updates:
             raise ValueError("max_updates must be at least min_updates")
+        if self.input_features:
+            if len(set(self.input_features)) != len(self.input_features) or not all(self.input_features):
+                raise ValueError("input_features must be distinct, non-empty names")
+            first = self.layout[0][1]
+            if len(first) == 2 and first[1] != len(self.input_features):
+                raise ValueError(f"input_features names {len(self.input_features)} features; "
+                                 f"the first layer reads {first[1]}")
         # Exactness obligations proved in fixedpoint's module docstring.
         if self.num_params * self.max_abs**2 > EXACT:
             raise ValueError("num_params * max_abs**2 exceeds 2**53: sums of squares would not be exact")
@@ -89,6 +142,10 @@ class ModelSpec(BaseModel):
             raise ValueError("max_updates * max_samples * max_abs exceeds 2**53: weighted sums would not be exact")
         if self.max_norm**2 > EXACT:
             raise ValueError("max_norm**2 exceeds 2**53")
+        for what, (value, limit) in intermediate_bounds(self.num_params, self.max_abs, self.max_updates,
+                                                        self.max_samples).items():
+            if value > limit:
+                raise ValueError(f"{what} can reach {value}, beyond {limit}: aggregation would not be exact")
         self._check_rule_params()
         if self.secure and self.rule != "fedavg":
             raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg, not "
@@ -96,19 +153,40 @@ class ModelSpec(BaseModel):
                              f"the hospital in a secure round)")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def known_rule(cls, doc: Any) -> Any:
+        rule = doc.get("rule") if isinstance(doc, dict) else None
+        if isinstance(rule, str) and rule not in RULE_PARAMS:
+            raise BadAggregationRule(f"model {doc.get('id', '?')}: rule: unknown aggregation rule {rule!r}; "
+                                     f"the chain runs {sorted(RULE_PARAMS)}", data={"field": "rule"})
+        return doc
+
+    def _bad_rule(self, key: str, message: str) -> BadAggregationRule:
+        where = f"rule_params.{key}" if key else "rule_params"
+        return BadAggregationRule(f"model {self.id}: {where}: {message}", data={"field": where})
+
     def _check_rule_params(self) -> None:
-        expected = {"fedavg": set(), "median": set(), "trimmed_mean": {"trim"}, "multi_krum": {"f", "m"}}[self.rule]
-        if set(self.rule_params) != expected:
-            raise ValueError(f"rule_params for {self.rule} must have exactly the keys {sorted(expected)}")
-        p = self.rule_params
-        if self.rule == "trimmed_mean" and not (0 <= p["trim"] and 2 * p["trim"] < self.min_updates):
-            raise ValueError("trimmed_mean needs 0 <= trim and 2*trim < min_updates")
+        """Raises :class:`BadAggregationRule` (not ValueError, so pydantic passes it through with its code)."""
+        required, p = RULE_PARAMS[self.rule], self.rule_params
+        allowed = {**required, **PRE_STEP_PARAMS}
+        for key in sorted(p):
+            if key not in allowed:
+                raise self._bad_rule(key, f"{self.rule} takes no parameter {key!r}; it takes {sorted(allowed)}")
+            lo, hi = allowed[key]
+            if not lo <= p[key] <= hi:
+                raise self._bad_rule(key, f"must be in [{lo}, {hi}], got {p[key]}")
+        missing = sorted(set(required) - set(p))
+        if missing:
+            raise self._bad_rule(missing[0], f"{self.rule} needs the parameters {sorted(required)}")
+        if self.rule == "trimmed_mean" and not 2 * p["trim"] < self.min_updates:
+            raise self._bad_rule("trim", "trimmed_mean needs 2*trim < min_updates")
         if self.rule == "multi_krum":
             # Krum scores need n - f - 2 >= 1 neighbours; its guarantee needs n > 2f + 2 (Blanchard et al. 2017).
-            if not (0 <= p["f"] and p["f"] + 3 <= self.min_updates):
-                raise ValueError("multi_krum needs f + 3 <= min_updates")
-            if not 1 <= p["m"] <= self.min_updates - p["f"]:
-                raise ValueError("multi_krum needs 1 <= m <= min_updates - f")
+            if not p["f"] + 3 <= self.min_updates:
+                raise self._bad_rule("f", "multi_krum needs f + 3 <= min_updates")
+            if not p["m"] <= self.min_updates - p["f"]:
+                raise self._bad_rule("m", "multi_krum needs 1 <= m <= min_updates - f")
 
     @property
     def num_params(self) -> int:
@@ -140,6 +218,10 @@ class ModelSpec(BaseModel):
         doc["fixed_point"] = dict(doc["fixed_point"])
         if not self.secure:  # plain specs keep the document (and hash) they had before the flag existed
             del doc["secure"]
+        if self.input_features:
+            doc["input_features"] = list(self.input_features)
+        else:  # specs from before input schemas keep their documents and hashes
+            del doc["input_features"]
         return doc
 
     @property
@@ -162,7 +244,7 @@ class ModelSpec(BaseModel):
         cls, model_id: str, dims: list[int], *, task: Task | None = None, frac_bits: int = 16,
         rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
         min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
-        max_samples: int = 100_000,
+        max_samples: int = 100_000, input_features: tuple[str, ...] = (),
     ) -> ModelSpec:
         """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
 
@@ -177,5 +259,5 @@ class ModelSpec(BaseModel):
             layout=tuple(layout), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
             rule_params=rule_params or {}, round_length_blocks=round_length_blocks, min_updates=min_updates,
             max_updates=max_updates, max_abs=int(max_abs * scale), max_norm=int(max_norm * scale),
-            max_samples=max_samples,
+            max_samples=max_samples, input_features=input_features,
         )

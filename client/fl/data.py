@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.model_selection import train_test_split
 
 Array = npt.NDArray[np.float64]
@@ -51,16 +51,28 @@ def dirichlet_split(y: Labels, n: int, alpha: float, seed: int, min_size: int = 
             return [np.sort(np.array(s, dtype=np.int64)) for s in shares]
 
 
+BUNDLED = {"breast_cancer": load_breast_cancer, "wine": load_wine, "digits": load_digits}
+"""scikit-learn's bundled tables (no download): binary breast cancer, 3-class wine, 10-class digits."""
+
+
 def breast_cancer_split(n_hospitals: int = 4, alpha: float = 0.5, seed: int = 0, test_size: float = 0.25) -> Split:
+    return bundled_split("breast_cancer", n_hospitals, alpha, seed, test_size)
+
+
+def bundled_split(name: str, n_hospitals: int = 4, alpha: float = 0.5, seed: int = 0, test_size: float = 0.25) -> Split:
     """Stratified train/test split, standardised with training statistics, training part split across hospitals.
 
     Standardisation uses the pooled training mean and deviation, as if the
     consortium had agreed them beforehand; it keeps the comparison with the
-    centralised model about aggregation, not preprocessing.
+    centralised model about aggregation, not preprocessing. A constant
+    feature (digits' blank border pixels) keeps deviation 1.
     """
-    x, y = load_breast_cancer(return_X_y=True)
+    bunch = BUNDLED[name]()
+    x, y = bunch.data, bunch.target
     x_tr, x_te, y_tr, y_te = train_test_split(x, y.astype(np.int64), test_size=test_size, stratify=y, random_state=seed)
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    std[std == 0] = 1.0
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     parts = dirichlet_split(y_tr, n_hospitals, alpha, seed)
-    return Split([(x_tr[p], y_tr[p]) for p in parts], x_tr, y_tr, x_te, y_te, breast_cancer_class_names())
+    names = tuple(str(n) for n in bunch.target_names)
+    return Split([(x_tr[p], y_tr[p]) for p in parts], x_tr, y_tr, x_te, y_te, names)

@@ -5,7 +5,9 @@ key; the chain is the contract over a :class:`MemoryState`, one block per
 round, so every update goes through the same validation, norm bounding and
 integer aggregation a validator runs. Poisoning hospitals tamper with their
 own delta before clipping and quantization, staying inside the model's
-bounds so the attack is not simply rejected.
+bounds so the attack is not simply rejected. The persistent attacks of
+:mod:`client.fl.attacks` craft after the round's honest hospitals have
+trained, so the omniscient ones can use the honest updates.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy.typing as npt
 from core.hashing import sha256
 from core.state import TxContext
 from fl_contracts import contract
+from client.fl.attacks import Attack, RoundView
 from client.fl.hospital import ChainModel, HospitalClient, Tamper
 from fl_contracts.fixedpoint import dequantize, quantize
 from core.state import MemoryState
@@ -50,6 +53,20 @@ def poisoner(kind: Poison, rounds: int, scale: float, seed: int) -> Tamper:
         return rng.normal(0.0, scale * max(float(np.std(delta)), 1e-3), size=delta.shape)
 
     return tamper
+
+
+def _recorder(honest: list[Array]) -> Tamper:
+    """Leaves an honest delta unchanged and keeps a copy for the round's attackers to see."""
+    def record(delta: Array, rnd: int) -> Array:
+        honest.append(delta.copy())
+        return delta
+    return record
+
+
+def _crafter(attack: Attack, honest: Sequence[Array], n: int, f: int, seed: list[int]) -> Tamper:
+    def craft(delta: Array, rnd: int) -> Array:
+        return attack.craft(RoundView(delta, list(honest), n, f, np.random.default_rng(seed)))
+    return craft
 
 
 class InProcessChain:
@@ -84,16 +101,24 @@ def run_federated(
     spec: ModelSpec, hospitals: Sequence[tuple[Array, npt.NDArray[np.int64]]], rounds: int, *, local_epochs: int,
     lr: float, seed: int, dp: DPConfig | None = None, poison: Mapping[int, Poison] | None = None,
     poison_scale: float = 10.0, batch_size: int = 32, eval_data: tuple[Array, npt.NDArray[np.int64]] | None = None,
-    initial: Mapping[str, Array] | None = None,
+    initial: Mapping[str, Array] | None = None, attack: Attack | None = None, attackers: Sequence[int] = (),
 ) -> FederatedResult:
-    """Run ``rounds`` rounds with every hospital submitting once per round; one block closes each round."""
+    """Run ``rounds`` rounds with every hospital submitting once per round; one block closes each round.
+
+    ``attack`` makes the hospitals ``attackers`` attack every round; they
+    submit after the honest ones and see their deltas.
+    """
+    if poison and attack is not None:
+        raise ValueError("give either poison (the legacy switching attack) or attack, not both")
     fb, scale = spec.fixed_point.frac_bits, spec.fixed_point.scale
     init = spec.flatten(initial) if initial is not None else initial_weights(spec, seed)
     chain = InProcessChain(spec, quantize(init, fb, 2**62 // scale * scale).astype(np.int64))
     cfg = TrainConfig(local_epochs=local_epochs, lr=lr, batch_size=batch_size)
+    n_classes = spec.layout[-1][1][0]
+    evil = frozenset(attackers) if attack is not None else frozenset()
     clients = [
-        HospitalClient(spec.id, x, y, cfg, dp, seed=seed * 1000 + i,
-                       noise_rng=np.random.default_rng([seed, i]) if dp is not None else None)
+        HospitalClient(spec.id, x, attack.labels(y, n_classes) if attack is not None and i in evil else y, cfg, dp,
+                       seed=seed * 1000 + i, noise_rng=np.random.default_rng([seed, i]) if dp is not None else None)
         for i, (x, y) in enumerate(hospitals)
     ]
     senders = [sha256(b"hospital-%d" % i) for i in range(len(clients))]
@@ -101,8 +126,11 @@ def run_federated(
     result = FederatedResult(global_weights={}, state=chain.state)
     for _ in range(rounds):
         model = chain.get_model(spec.id)
-        for i, client in enumerate(clients):
-            payload = client.make_update(model, tampers.get(i))
+        honest: list[Array] = []
+        if attack is not None:
+            tampers = {i: _crafter(attack, honest, len(clients), len(evil), [seed, model.open_round]) for i in evil}
+        for i in sorted(range(len(clients)), key=lambda i: i in evil):  # honest hospitals first
+            payload = clients[i].make_update(model, tampers.get(i, _recorder(honest)))
             if i in tampers:  # an attacker also claims the largest weight the chain allows
                 payload["num_samples"] = spec.max_samples
             chain.submit(senders[i], payload)

@@ -35,6 +35,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -275,16 +276,27 @@ def main(args: argparse.Namespace) -> int:
         spec = session.spec(args.model)
     if args.secure and not spec.secure:
         raise InvalidInput(f"--secure: model {args.model} does not aggregate securely; its update would be in the clear")
-    dataset = args.dataset or default_dataset(spec)
-    check_fits(spec, dataset)
+    if args.csv is not None:  # the hospital's own table, checked against the model's input schema
+        from client.fl.tabular import load_table
+
+        if not args.target:
+            raise InvalidInput("--csv needs --target COLUMN: the column holding the class index")
+        named = args.dataset or next((d for prefix, d in MODEL_DATASETS if spec.id.startswith(prefix)), None)
+        x, y = load_table(spec, Path(args.csv), args.target, named)
+        dataset = named or "breast_cancer"  # whose training defaults to use
+        check_fits(spec, f"(--csv {args.csv})", x, y)
+    else:
+        dataset = args.dataset or default_dataset(spec)
+        check_fits(spec, dataset)
+        x, y = local_data(dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
+        check_fits(spec, dataset, x, y)
     default_epochs, default_lr, default_batch = DEFAULTS[dataset]
-    x, y = local_data(dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
-    check_fits(spec, dataset, x, y)
     from client.fl.training import DPConfig
 
     dp = None if args.dp_noise is None else DPConfig(args.dp_clip, args.dp_noise, args.dp_delta)
-    print(f"hospital {args.hospital_index}/{args.hospitals}: {len(y)} local {dataset} samples "
-          f"({describe_classes(y, class_names(dataset))}), model {args.model} at {url}"
+    names = tuple(str(c) for c in range(model_shape(spec)[1])) if args.csv else class_names(dataset)
+    print(f"hospital {args.hospital_index}/{args.hospitals}: {len(y)} local {args.csv or dataset} samples "
+          f"({describe_classes(y, names)}), model {args.model} at {url}"
           + ("" if dp is None else f", DP sigma {dp.noise_multiplier} clip {dp.clip_norm}"), flush=True)
     result = train_rounds(url, key, args.model, x, y, args.rounds, epochs=args.epochs or default_epochs,
                           lr=args.lr or default_lr, batch_size=args.batch_size or default_batch, dp=dp,

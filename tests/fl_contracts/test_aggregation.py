@@ -14,7 +14,8 @@ from fl_contracts.fixedpoint import dequantize, quantize, round_div
 
 A = 2**15
 BIG = dict(max_abs=A, max_norm=2**26, max_samples=1000)
-PARAMS = {"fedavg": {}, "median": {}, "trimmed_mean": {"trim": 1}, "multi_krum": {"f": 1, "m": 3}}
+PARAMS = {"fedavg": {}, "median": {}, "trimmed_mean": {"trim": 1}, "multi_krum": {"f": 1, "m": 3},
+          "centered_clip": {"iters": 3, "tau_pct": 100}, "foolsgold": {}}
 
 
 def make(values: np.ndarray, weights: list[int] | np.ndarray | None = None) -> aggregation.Updates:

@@ -2,13 +2,13 @@
 
 The hospitals are ``client.fl.train.train_rounds`` clients in threads of the
 test process, hospital ``i`` signing with ``node{i}/keys/hospital.json`` and
-talking to validator ``i``; ``breast_cancer`` (coordinate-wise median) and
+talking to validator ``i``; ``breast_cancer`` (the catalog's robust rule) and
 ``breast_cancer_fedavg`` (FedAvg) train at the same time, and each round
 closes as soon as all four updates are in (``max_updates`` = 4). What the
 chain ends with is compared with the in-process figures of
 ``client.fl.realdata``: the clean global models within 1 point of a
 centralised model trained on the pooled data; with hospital 0 poisoning
-(sign flip then noise, claiming the largest weight), the median stays within
+(sign flip then noise, claiming the largest weight), the robust rule stays within
 2 points of clean while FedAvg visibly degrades. Every validator must hold the
 bit-identical model (same version hash). 20 rounds x 2 models take seconds,
 so CI runs the full 20; ``FBCI_FL_ROUNDS`` overrides it.
