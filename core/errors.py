@@ -199,6 +199,14 @@ class TaskFailed(FbciError):
     reason = "task_failed"
 
 
+class NodeRunning(FbciError):
+    """(Operator tools) a validator process holds this home's database, so its files may not be changed
+    under it (``fbci node reset`` refuses until the node is stopped)."""
+
+    code = -32110
+    reason = "node_running"
+
+
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
     """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
     descriptor limit reads as what it is, with what to do about it, rather than as a bug."""
@@ -213,6 +221,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
+    NodeRunning,
 )
 
 
