@@ -330,7 +330,9 @@ def _model_version(text: str) -> int | None:
     """argparse type of every --model-version: a version number, or ``latest`` (None)."""
     if text == "latest":
         return None
-    return _at_least(0)(text)
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a version number or 'latest'")
+    return int(text)
 
 
 def _read_options(p: argparse.ArgumentParser) -> None:

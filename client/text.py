@@ -28,6 +28,10 @@ def fields(pairs: Iterable[tuple[str, object]], *, indent: str = "") -> str:
     return "\n".join(f"{indent}{name.ljust(width)}  {value}".rstrip() for name, value in items)
 
 
+def indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
 def short(raw: bytes | None, digits: int = HASH_PREFIX) -> str:
     return "-" if raw is None else raw.hex()[:digits]
 

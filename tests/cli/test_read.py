@@ -179,3 +179,14 @@ def test_version_flag_and_command_agree() -> None:
     doc = json.loads(ok("version", "--json"))
     assert line == ok("version").strip() == f"fbci {doc['fbci']} (Python {doc['python']}, {doc['platform']})"
     assert doc["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_one_spelling_of_a_model_version(node: Testnet) -> None:
+    for spelled, version in (("0", 0), ("latest", rpc(node, "fl_model_get", {"model_id": "deterioration"})["version"])):
+        doc = json.loads(ok("predict", "--home", home(node), "--generate-patient", "3", "--model-version", spelled,
+                            "--json"))
+        assert doc["model_version"] == version
+    for command in (("predict", "--generate-patient", "3"), ("ids", "watch", "--generate", "5")):
+        bad = fbci(*command, "--home", home(node), "--model-version", "v1")
+        assert bad.returncode != 0 and "--model-version" in bad.stderr and "'v1'" in bad.stderr
+    assert "--version" not in fbci("predict", "--help").stdout.replace("--model-version", "")
