@@ -1,9 +1,10 @@
 """What each ``fbci`` command does; ``cli/main.py`` holds the parser and the error rule.
 
-The key and genesis commands are implemented here. The others (node,
-testnet, status, tx, fl, ids, predict, demo) are imported inside their
-handlers, so ``fbci --help`` stays fast, a build without one of them still
-runs the rest, and ``fbci node start`` never imports torch.
+The key and genesis commands are implemented here, the chain reads in
+``cli/read.py`` and ``node reset`` in ``cli/reset.py``. The others (node,
+testnet, status, tx submit, fl train, ids watch, predict, demo) are imported
+inside their handlers, so ``fbci --help`` stays fast, a build without one of
+them still runs the rest, and ``fbci node start`` never imports torch.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Rule: no traceback reaches a user. An :class:`FbciError` is printed as
 rest); a usage error, or a command this build does not include, exits 2;
 Ctrl-C exits 130; anything else is a one-line "internal error" (exit 1),
 with the traceback only under ``FBCI_DEBUG=1``. The commands themselves are
-in ``cli/commands.py``, ``cli/read.py`` and ``cli/reset.py``.
+in ``cli/commands.py`` and, imported only when run, ``cli/read.py``, ``cli/reset.py`` and the
+packages they call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from core.errors import FbciError, NodeUnreachable, NotFound, StorageError, Timeout
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from cli import commands, read, reset
+from cli import commands
+from cli.version import version_line
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
 EXIT_NOT_FOUND, EXIT_UNREACHABLE = 3, 4
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  0 ok   1 error   2 usage error or command not in this build   3 not found (block, tx, model)\n"
                "  4 no validator answers at --rpc, or not in time   130 interrupted\n"
                "Set FBCI_DEBUG=1 to see tracebacks of internal errors.")
-    parser.add_argument("--version", action="version", version=read.version_line())
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keys = _group(sub, "keys", "Create and show a node's Ed25519 identity.")
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-wal-loss", action="store_true",
                    help="start although DIR/data/consensus.wal is missing or shorter than what this validator "
                         "signed (refused otherwise); it then sends nothing it signs up to the height it had reached")
-    p = _add(node, "reset", reset.node_reset, "Delete this node's chain data (blocks, state, WAL); keep keys, config, genesis.",
+    p = _add(node, "reset", commands.delegate("cli.reset", "node_reset", "node reset"), "Delete this node's chain data (blocks, state, WAL); keep keys, config, genesis.",
              "CometBFT's unsafe-reset-all: the next 'node start' begins at height 0 and block-syncs the chain.\n"
              "Unsafe on a live network: the WAL and signing mark it deletes are what keep a validator from\n"
              "signing twice, so reset every validator (a new chain) or only a testnet. Refused while the node\n"
@@ -189,13 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, help="transaction kind, 'module.action' (e.g. acl.register)")
     p.add_argument("--payload", required=True, metavar="JSON", help="payload as a JSON object (integers, no floats)")
     p.add_argument("--commit", action="store_true", help="wait until the transaction is in a committed block")
-    p = _add(tx, "get", read.tx_get, "Show a committed transaction: kind, sender, block, outcome, payload, result.",
+    p = _add(tx, "get", _read("tx_get", "tx get"), "Show a committed transaction: kind, sender, block, outcome, payload, result.",
              "  fbci tx get --home testnet/node0 5f2c...e1 (the 64-hex hash 'tx submit' printed)")
     _read_options(p)
     p.add_argument("hash", metavar="HASH", help="transaction hash, 64 hex digits")
 
     block = _group(sub, "block", "Read committed blocks and their commit certificates.")
-    p = _add(block, "get", read.block_get, "Show a block: header, proposer, transactions and commit certificate.",
+    p = _add(block, "get", _read("block_get", "block get"), "Show a block: header, proposer, transactions and commit certificate.",
              "  fbci block get --home testnet/node0 12        # by height\n"
              "  fbci block get --home testnet/node0 latest    # the newest committed block")
     _read_options(p)
@@ -236,11 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for the data split and training (default: 0)")
     p.add_argument("--round-timeout", type=float, default=180.0, metavar="S",
                    help="seconds to wait for a round to close (default: 180)")
-    p = _add(fl, "models", read.fl_models, "List the models declared on chain, with their version and open round.",
+    p = _add(fl, "models", _read("fl_models", "fl models"), "List the models declared on chain, with their version and open round.",
              "A model's version counts the rounds that produced an aggregate; its round number counts every\n"
              "round opened, including those that failed for too few updates (see 'fbci fl rounds').")
     _read_options(p)
-    p = _add(fl, "rounds", read.fl_rounds, "Show the round history of one model or all: status, versions, updates.",
+    p = _add(fl, "rounds", _read("fl_rounds", "fl rounds"), "Show the round history of one model or all: status, versions, updates.",
              "Each row is a round, oldest first; the last one per model is open. An aggregated round turns its\n"
              "base version vN into vN+1; a round that closes at its deadline with too few updates fails and\n"
              "keeps vN, so round numbers run ahead of versions.\n\n"
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-ms", type=_at_least(1000), default=60_000, metavar="MS",
                    help="dedup window: one alert per device, class and window (default: 60000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p = _add(ids, "alerts", read.ids_alerts, "List IDS alerts committed on chain, oldest first, with filters.",
+    p = _add(ids, "alerts", _read("ids_alerts", "ids alerts"), "List IDS alerts committed on chain, oldest first, with filters.",
              "Filters combine; heights are inclusive. One page of --limit alerts; the next page's --cursor is\n"
              "printed under the table.\n\n"
              "  fbci ids alerts --home testnet/node0 --class spoofing --min-severity high")
@@ -282,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hospital", help="reporting account (gateway or validator name)")
     p.add_argument("--subject", metavar="HEX", help="device pseudonym or other subject, 64 hex digits")
     p.add_argument("--class", dest="alert_class", metavar="CLASS", help="alert class, e.g. spoofing, request_flood")
-    p.add_argument("--min-severity", type=read.severity, metavar="LEVEL", help="low, medium, high or critical (or 1-4)")
+    p.add_argument("--min-severity", choices=("low", "medium", "high", "critical", "1", "2", "3", "4"),
+                   metavar="LEVEL", help="low, medium, high or critical (or 1-4)")
     p.add_argument("--from-height", type=_at_least(0), metavar="H", help="first height (inclusive)")
     p.add_argument("--to-height", type=_at_least(0), metavar="H", help="last height (inclusive)")
     p.add_argument("--cursor", help="continue after the previous page (printed under its table)")
@@ -315,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the testnet (and the dashboard, when installed) "
                    "running at the end and print how to reach and stop them")
 
-    p = _add(sub, "version", read.version, "Print the fbci version, Python version and platform.")
+    p = _add(sub, "version", commands.delegate("cli.version", "version", "version"), "Print the fbci version, Python version and platform.")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -333,6 +336,10 @@ def _model_version(text: str) -> int | None:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} must be a version number or 'latest'")
     return int(text)
+
+
+def _read(attr: str, command: str) -> Callable[[argparse.Namespace], int | None]:
+    return commands.delegate("cli.read", attr, command)
 
 
 def _read_options(p: argparse.ArgumentParser) -> None:

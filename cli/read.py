@@ -1,4 +1,4 @@
-"""The read side of ``fbci``: a block, a transaction, FL models and rounds, IDS alerts, and the version.
+"""The read side of ``fbci``: a block, a transaction, FL models and rounds, IDS alerts.
 
 Every command reads through the query's one definition (``core.api``,
 ``fl_contracts.queries``, ``ids.queries``) via ``client.rpc``; ``--json``
@@ -12,11 +12,8 @@ from the chain, never guessed.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import platform
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -118,18 +115,11 @@ _ALERT_OPTIONS = {"hospital": "--hospital", "subject": "--subject", "alert_class
                   "cursor": "--cursor", "limit": "--limit"}
 
 
-def severity(text: str) -> int:
-    """argparse type: a level by name (low .. critical) or number (1 .. 4)."""
-    by_name = {name: level for level, name in SEVERITIES.items()}
-    if text.lower() in by_name:
-        return by_name[text.lower()]
-    if text.isdigit() and int(text) in SEVERITIES:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r} is not a severity: one of {', '.join(by_name)} or 1-4")
-
-
 def ids_alerts(args: argparse.Namespace) -> int:
     filters = {name: getattr(args, name) for name in _ALERT_OPTIONS}
+    if filters["min_severity"] is not None:  # a name or a level, as argparse's choices allow
+        levels = {name: level for level, name in SEVERITIES.items()}
+        filters["min_severity"] = levels.get(filters["min_severity"]) or int(filters["min_severity"])
     if filters["subject"] is not None:
         filters["subject"] = _hash(filters["subject"], "--subject")
     try:
@@ -141,28 +131,3 @@ def ids_alerts(args: argparse.Namespace) -> int:
     with _session(args) as session:
         page = session.run(lambda c: c.query(ALERTS_QUERY, params))
     return _show(args, page, lambda: alerts_view(page))
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    fbci: str
-    python: str
-    platform: str
-
-
-def version_info() -> VersionInfo:
-    try:
-        version = importlib.metadata.version("fbci")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        version = "unknown (not installed)"
-    return VersionInfo(version, platform.python_version(), f"{platform.system()} {platform.machine()}")
-
-
-def version_line() -> str:
-    v = version_info()
-    return f"fbci {v.fbci} (Python {v.python}, {v.platform})"
-
-
-def version(args: argparse.Namespace) -> int:
-    return _show(args, version_info(), version_line)
-

@@ -49,8 +49,8 @@ from devnet.testnet import Testnet, describe_testnet
 
 MARKER = ".fbci-demo"
 READY_TIMEOUT_S = 90.0
-DASHBOARD_URL = "http://127.0.0.1:8080"
-"""Where ``fbci dashboard`` listens by default."""
+DASHBOARD_LISTEN = "127.0.0.1:8080"
+"""Where the kept demo's ``fbci dashboard`` listens (its default, passed explicitly so the printed address is its)."""
 DASHBOARD_TIMEOUT_S = 30.0
 
 
@@ -217,27 +217,31 @@ def story(net: Testnet, fl_rounds: int) -> None:
     asyncio.run(audit(urls))
 
 
+def dashboard_command(home: Path, listen: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", "dashboard", "--home", str(home), "--listen", listen]
+
+
 def start_dashboard(home: Path, out: Path) -> tuple[subprocess.Popen[bytes], str] | None:
-    """``fbci dashboard`` beside node0 when this build has it; (process, address) once it answers HTTP."""
+    """``fbci dashboard`` beside node0 when this build has it; (process, address once it answers HTTP, else "")."""
     if importlib.util.find_spec("client.dashboard") is None:
         return None
+    url = f"http://{DASHBOARD_LISTEN}"
     with open(out / "dashboard.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "dashboard", "--home", str(home)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(dashboard_command(home, DASHBOARD_LISTEN), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + DASHBOARD_TIMEOUT_S
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(DASHBOARD_URL, timeout=1.0):
-                return proc, DASHBOARD_URL
+            with urllib.request.urlopen(url, timeout=1.0):
+                return proc, url
         except urllib.error.HTTPError:
-            return proc, DASHBOARD_URL  # it answers, if not with 200 at the root
+            return proc, url  # it answers, if not with 200 at the root
         except OSError:
             time.sleep(0.2)  # polling another process, nothing to wait on here
     if proc.poll() is not None:
         say(f"the dashboard exited (code {proc.returncode}); see {out / 'dashboard.log'}")
         return None
-    say(f"the dashboard runs but did not answer at {DASHBOARD_URL} within {DASHBOARD_TIMEOUT_S:g} s; "
-        f"see {out / 'dashboard.log'}")
+    say(f"the dashboard runs but did not answer at {url} within {DASHBOARD_TIMEOUT_S:g} s; see {out / 'dashboard.log'}")
     return proc, ""
 
 
@@ -246,14 +250,16 @@ def keep_running(net: Testnet, out: Path) -> None:
     say(net.table())
     pids = [str(net.pid(i)) for i in range(len(net.specs))]
     dashboard = start_dashboard(net.specs[0].home, out)
+    address = ""
     if dashboard is not None:
         proc, address = dashboard
         pids.append(str(proc.pid))
-        if address:
-            say(f"dashboard: {address}  (fbci dashboard --home {net.specs[0].home}; log {out / 'dashboard.log'})")
+    if address:
+        say(f"dashboard: {address}  (fbci dashboard --home {net.specs[0].home}; log {out / 'dashboard.log'})")
     else:
-        say("this build has no dashboard; read the chain with 'fbci status --net " + str(out) + "', 'fbci block get',")
-        say(f"'fbci fl rounds', 'fbci ids alerts' (each with --rpc {net.specs[0].rpc_url})")
+        say(("no dashboard in this build" if dashboard is None else "no dashboard address") + "; each validator's "
+            f"JSON-RPC is in the RPC column above. Read the chain with: fbci status --net {out}")
+        say(f"  fbci block get --rpc {net.specs[0].rpc_url}   (and: fbci fl rounds, fbci ids alerts, fbci tx get HASH)")
     (out / "pids").write_text("\n".join(pids) + "\n")
     say(f"stop everything with: kill {' '.join(pids)}    (the same ids are in {out / 'pids'})")
     say(f"start the validators again later with: fbci testnet --out {out} --resume")

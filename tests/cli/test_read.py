@@ -134,6 +134,8 @@ def test_ids_alerts_filters_and_shows_the_chains_alerts(node: Testnet) -> None:
     assert ids == [a["alert_id"] for a in chosen["alerts"]] and table[-1] == f"{len(ids)} alert(s)"
     cells = table[1].split()
     assert cells[4:6] == [first["hospital"], first["alert_class"]] and cells[7] == f"device:{first['subject'][:12]}"
+    by_name = json.loads(ok("ids", "alerts", "--home", home(node), "--min-severity", "high", "--json"))
+    assert by_name == rpc(node, "alerts_query", {"min_severity": 3})
     assert len(everything["alerts"]) > 1
     cursor = rpc(node, "alerts_query", {"limit": 1})["next_cursor"]
     assert ok("ids", "alerts", "--home", home(node), "--limit", "1").splitlines()[-1] == (
@@ -149,7 +151,7 @@ def test_ids_alerts_filters_and_shows_the_chains_alerts(node: Testnet) -> None:
     (("tx", "get", "0x" + "ab" * 31), 1, "HASH: '0x" + "ab" * 31 + "' is not a hash (64 hex digits, no 0x)"),
     (("fl", "rounds", "--model", "nope"), 3, "error[-32001 not_found]: no model 'nope'"),
     (("ids", "alerts", "--from-height", "9", "--to-height", "3"), 1, "--to-height: is below 'from_height' (9)"),
-    (("ids", "alerts", "--min-severity", "dire"), 2, "'dire' is not a severity"),
+    (("ids", "alerts", "--min-severity", "dire"), 2, "--min-severity: invalid choice: 'dire'"),
 ])
 def test_bad_input_is_a_clear_error_with_its_exit_status(node: Testnet, args: tuple[str, ...], status: int,
                                                          text: str) -> None:
