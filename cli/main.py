@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", commands.delegate("devnet.demo", "run_demo", "demo"),
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
-    p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")
+    p.add_argument("--out", default="demo-home", metavar="DIR",
+                   help="a directory: the demo's network, deleted by the next run (default: ./demo-home)")
     p.add_argument("--fl-rounds", type=_at_least(1), default=20, metavar="N",
                    help="breast-cancer training rounds (default: 20)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT + 100, metavar="PORT",

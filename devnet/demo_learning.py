@@ -91,11 +91,10 @@ def failed_rounds_note(session: ChainSession, model_id: str) -> str | None:
 
 def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
     split = breast_cancer_split(len(keys), alpha=0.5, seed=0)
+    shares = table(("HOSPITAL", "PATIENTS", "DIAGNOSES"), [(f"hospital{i}", len(y), describe_classes(y, split.class_names))
+                                                         for i, (_, y) in enumerate(split.hospitals)], indent="  ")
     say(f"{len(keys)} hospitals train a diagnosis model on their own patients; {len(split.y_test)} held-out "
-        "patients test each global version:")
-    say(table(("HOSPITAL", "PATIENTS", "DIAGNOSES"),
-              [(f"hospital{i}", len(y), describe_classes(y, split.class_names)) for i, (_, y) in enumerate(split.hospitals)],
-              indent="  "))
+        f"patients test each global version:\n{shares}")
     explain_rounds(say, len(keys))
     with ChainSession(urls[0]) as session:
         spec = session.spec("breast_cancer")

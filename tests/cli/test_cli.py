@@ -306,3 +306,23 @@ def test_load_home_refuses_a_key_that_is_not_a_validator(net_home: Path, tmp_pat
         load_home(net_home)
     with pytest.raises(InvalidInput, match="home directory does not exist"):
         load_home(tmp_path / "nowhere")
+
+
+def _parser_of(command: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_option_names_are_spelled_one_way(command: tuple[str, ...]) -> None:
+    options = {opt: action for action in _parser_of(command)._actions for opt in action.option_strings}
+    if "--rpc" in options:
+        assert options["--rpc"].metavar == "URL" and "http://" in (options["--rpc"].help or "")
+    if "--out" in options:
+        out = options["--out"]
+        assert (out.metavar, (out.help or "").split(":")[0].split(" ")[:2]) in (
+            ("DIR", ["a", "directory"]), ("FILE", ["a", "file"])), out.help
+    assert "--version" not in options, "a model version is --model-version; --version is fbci's own"
+    assert not any(opt.endswith("-version") and opt != "--model-version" for opt in options)
