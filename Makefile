@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
+# KEEP=1 leaves the testnet (and the dashboard) running and prints how to reach and stop them.
 demo: $(STAMP)
-	$(VENV)/bin/fbci demo
+	$(VENV)/bin/fbci demo $(if $(KEEP),--keep)
 
 # Chromium and Prometheus for the dashboard's browser and Prometheus tests (apt-get when root).
 deps:

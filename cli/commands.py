@@ -1,9 +1,10 @@
 """What each ``fbci`` command does; ``cli/main.py`` holds the parser and the error rule.
 
-The key and genesis commands are implemented here. The others (node,
-testnet, status, tx, fl, ids, predict, demo) are imported inside their
-handlers, so ``fbci --help`` stays fast, a build without one of them still
-runs the rest, and ``fbci node start`` never imports torch.
+The key and genesis commands are implemented here, the chain reads in
+``cli/read.py`` and ``node reset`` in ``cli/reset.py``. The others (node,
+testnet, status, tx submit, fl train, ids watch, predict, demo) are imported
+inside their handlers, so ``fbci --help`` stays fast, a build without one of
+them still runs the rest, and ``fbci node start`` never imports torch.
 """
 
 from __future__ import annotations
@@ -147,11 +148,39 @@ def node_start(args: argparse.Namespace) -> int | None:
 
 def testnet(args: argparse.Namespace) -> int | None:
     run = _provided("devnet.testnet", "run_testnet", "testnet")
-    return run(n_validators=args.validators, out_dir=Path(args.out), base_port=args.base_port, hybrid=args.hybrid)
+    out = Path(args.out)
+    existing = _provided("devnet.testnet", "describe_testnet", "testnet")(out)
+    resume = args.resume
+    if existing is None and resume:
+        raise InvalidInput(f"--resume: {out} holds no testnet to resume")
+    if existing is not None and resume is None:
+        resume = _ask_resume(out, existing)
+    return run(n_validators=args.validators, out_dir=out, base_port=args.base_port, resume=bool(resume),
+               hybrid=args.hybrid)
+
+
+def _ask_resume(out: Path, existing: str) -> bool:
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"{out} already holds a testnet ({existing}); pass --resume to start it again or "
+                           "--fresh to replace it")
+    answer = input(f"{out} already holds a testnet ({existing}).\n"
+                   "Resume it (r), replace it with a fresh one (f), or quit (q)? [r/f/q] ").strip().lower()
+    if answer in ("r", "resume", ""):
+        return True
+    if answer in ("f", "fresh"):
+        return False
+    raise InvalidInput("nothing started; the testnet is unchanged")
+
+
+def rpc_address(text: str) -> str:
+    """argparse type for ``keys gen --rpc``: a URL like every other --rpc, kept as HOST:PORT in public.json."""
+    if not text.startswith("http://"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a URL, http://HOST:PORT, as every --rpc is")
+    return text.removeprefix("http://").rstrip("/")
 
 
 def _rpc_urls(args: argparse.Namespace) -> list[str]:
-    urls = list(args.rpc or [])
+    urls = [args.rpc] if isinstance(args.rpc, str) else list(args.rpc or [])  # --rpc once, or repeatable
     if not urls:
         urls = [load_config(Path(args.home)).rpc_url()] if args.home else [DEFAULT_RPC]
     for url in urls:
@@ -172,8 +201,9 @@ def home_rpc_url(text: str) -> str:
 
 def network_rpc_urls(text: str) -> list[str]:
     """argparse type for ``status --net DIR``: the RPC URL of every ``DIR/node<i>`` home, in order."""
-    homes = sorted((p for p in Path(text).glob("node*") if (p / "config" / "config.json").is_file()),
-                   key=lambda p: (len(p.name), p.name))
+    from devnet.testnet import network_homes
+
+    homes = network_homes(Path(text))
     if not homes:
         raise argparse.ArgumentTypeError(f"{text}: no node<i>/config/config.json homes in it")
     return [home_rpc_url(str(home)) for home in homes]

@@ -1,10 +1,13 @@
 """The ``fbci`` command line: one entry point for operators, developers and scripts.
 
 Rule: no traceback reaches a user. An :class:`FbciError` is printed as
-``error[<code> <reason>]: <message>`` and exits 1; a usage error, or a command
-this build does not include, exits 2; Ctrl-C exits 130; anything else is a
-one-line "internal error" (exit 1), with the traceback only under
-``FBCI_DEBUG=1``. The commands themselves are in ``cli/commands.py``.
+``error[<code> <reason>]: <message>`` and exits with its class's status
+(:data:`EXIT_STATUS`: 3 not found, 4 node unreachable or too slow, 1 the
+rest); a usage error, or a command this build does not include, exits 2;
+Ctrl-C exits 130; anything else is a one-line "internal error" (exit 1),
+with the traceback only under ``FBCI_DEBUG=1``. The commands themselves are
+in ``cli/commands.py`` and, imported only when run, ``cli/read.py``, ``cli/reset.py`` and the
+packages they call.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import FbciError, StorageError
+from core.errors import FbciError, NodeUnreachable, NotFound, StorageError, Timeout
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
 from cli import commands, dashboard
+from cli.version import version_line
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
+
+EXIT_NOT_FOUND, EXIT_UNREACHABLE = 3, 4
+EXIT_STATUS: tuple[tuple[type[FbciError], int], ...] = (
+    (NotFound, EXIT_NOT_FOUND), (NodeUnreachable, EXIT_UNREACHABLE), (Timeout, EXIT_UNREACHABLE))
+"""Exit status by error class, first match wins; any other :class:`FbciError` exits 1."""
 
 # --- parser -------------------------------------------------------------------------------------
 
@@ -64,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                "  fbci testnet --validators 4            # four validators on loopback\n"
                "  fbci demo                              # the whole story in one command\n"
                "A real consortium: see 'fbci genesis --help' (keys never leave their machine).\n"
-               "Every command takes --help. Errors print 'error[<code> <reason>]: <message>' and exit 1;\n"
-               "usage errors exit 2. Set FBCI_DEBUG=1 to see tracebacks of internal errors.")
+               "Every command takes --help. Errors print 'error[<code> <reason>]: <message>'. Exit status:\n"
+               "  0 ok   1 error   2 usage error or command not in this build   3 not found (block, tx, model)\n"
+               "  4 no validator answers at --rpc, or not in time   130 interrupted\n"
+               "Set FBCI_DEBUG=1 to see tracebacks of internal errors.")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keys = _group(sub, "keys", "Create and show a node's Ed25519 identity.")
@@ -74,13 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
              "addresses, roles), which is all the consortium needs for 'fbci genesis assemble'. Refuses to\n"
              "overwrite an existing key. Prints public.json.\n\n"
              "  fbci keys gen --home /srv/fbci --name st-marys --p2p fbci.st-marys.org:26600 \\\n"
-             "                --rpc fbci.st-marys.org:26601")
+             "                --rpc http://fbci.st-marys.org:26601")
     _home(p, what="home directory to create the key in")
     p.add_argument("--name", help="account/validator name: 1-32 of a-z 0-9 _ - (default: the directory's name)")
     p.add_argument("--roles", nargs="+", choices=ROLES, default=["validator"], metavar="ROLE",
                    help=f"roles of this key, from {', '.join(ROLES)} (default: validator)")
     p.add_argument("--p2p", metavar="HOST:PORT", help="where other validators reach this one (validators only)")
-    p.add_argument("--rpc", metavar="HOST:PORT", help="where clients reach this node's JSON-RPC server")
+    p.add_argument("--rpc", metavar="URL", type=commands.rpc_address,
+                   help="where clients reach this node's JSON-RPC server: http://HOST:PORT")
     p.add_argument("--hybrid", action="store_true",
                    help="a hybrid Ed25519 + ML-DSA-65 validator key (post-quantum votes and handshakes)")
     p = _add(keys, "show", commands.keys_show, "Print the home's public part, after checking it matches its key.")
@@ -93,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
              "Node i listens on p2p BASE_PORT+2i and rpc BASE_PORT+2i+1 on 127.0.0.1.\n"
              "For a real consortium use 'keys gen' on each machine and 'genesis assemble' instead.")
     p.add_argument("--validators", type=_at_least(1), required=True, metavar="N", help="number of validators")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (must not hold a network)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a directory to write into (must not hold a network)")
     p.add_argument("--chain-id", default=DEFAULT_CHAIN_ID, help=f"chain id (default: {DEFAULT_CHAIN_ID})")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
@@ -106,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
              "the files does not matter), so each hospital can check the genesis it is sent. Then, on each\n"
              "validator's machine: 'fbci genesis install --home DIR genesis.json' and 'fbci node start --home DIR'.")
     p.add_argument("--chain-id", required=True, help="chain id: 1-64 of a-z 0-9 . _ -")
-    p.add_argument("--out", required=True, metavar="FILE", help="genesis file to write")
+    p.add_argument("--out", required=True, metavar="FILE", help="a file: the genesis.json to write")
     p.add_argument("public", nargs="+", metavar="PUBLIC_JSON", help="public.json files from 'fbci keys gen'")
     p.add_argument("--genesis-time-ms", type=_at_least(0), metavar="MS",
                    help="chain start as Unix milliseconds (default: now; give it to reproduce a genesis exactly)")
@@ -132,12 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-wal-loss", action="store_true",
                    help="start although DIR/data/consensus.wal is missing or shorter than what this validator "
                         "signed (refused otherwise); it then sends nothing it signs up to the height it had reached")
+    p = _add(node, "reset", commands.delegate("cli.reset", "node_reset", "node reset"), "Delete this node's chain data (blocks, state, WAL); keep keys, config, genesis.",
+             "CometBFT's unsafe-reset-all: the next 'node start' begins at height 0 and block-syncs the chain.\n"
+             "Unsafe on a live network: the WAL and signing mark it deletes are what keep a validator from\n"
+             "signing twice, so reset every validator (a new chain) or only a testnet. Refused while the node\n"
+             "runs (it holds DIR/data/db/LOCK). Asks before deleting unless --yes.")
+    _home(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
 
     p = _add(sub, "testnet", commands.testnet, "Start N local validators as real processes on loopback.",
-             "Creates a fresh network in OUT as 'genesis init' does (OUT must not hold one yet), starts every\n"
-             "validator, prints where each listens, and stops them all on Ctrl-C.")
-    p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="number of validators (default: 4)")
-    p.add_argument("--out", default="testnet", metavar="DIR", help="network directory (default: ./testnet)")
+             "Creates a network in OUT as 'genesis init' does, starts every validator, prints where each\n"
+             "listens, and stops them all on Ctrl-C. When OUT already holds a testnet it asks whether to resume\n"
+             "it (same keys and chain, from the stored blocks) or start a fresh one; --resume or --fresh decide\n"
+             "without asking.")
+    p.add_argument("--validators", type=_at_least(1), metavar="N",
+                   help="number of validators (default: 4; a resumed testnet keeps its own)")
+    p.add_argument("--out", default="testnet", metavar="DIR", help="a directory: the network's (default: ./testnet)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("--resume", dest="resume", action="store_const", const=True,
+                        help="OUT holds a testnet: start its validators again")
+    choice.add_argument("--fresh", dest="resume", action="store_const", const=False,
+                        help="OUT holds a testnet made by 'fbci testnet': delete it and create a new one")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT})")
     p.add_argument("--hybrid", action="store_true", help="hybrid Ed25519 + ML-DSA-65 keys for every validator")
@@ -167,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, help="transaction kind, 'module.action' (e.g. acl.register)")
     p.add_argument("--payload", required=True, metavar="JSON", help="payload as a JSON object (integers, no floats)")
     p.add_argument("--commit", action="store_true", help="wait until the transaction is in a committed block")
+    p = _add(tx, "get", _read("tx_get", "tx get"), "Show a committed transaction: kind, sender, block, outcome, payload, result.",
+             "  fbci tx get --home testnet/node0 5f2c...e1 (the 64-hex hash 'tx submit' printed)")
+    _read_options(p)
+    p.add_argument("hash", metavar="HASH", help="transaction hash, 64 hex digits")
+
+    block = _group(sub, "block", "Read committed blocks and their commit certificates.")
+    p = _add(block, "get", _read("block_get", "block get"), "Show a block: header, proposer, transactions and commit certificate.",
+             "  fbci block get --home testnet/node0 12        # by height\n"
+             "  fbci block get --home testnet/node0 latest    # the newest committed block")
+    _read_options(p)
+    p.add_argument("block", nargs="?", default="latest", metavar="HEIGHT|HASH",
+                   help="a height, a block hash (64 hex digits) or 'latest' (default)")
 
     fl = _group(sub, "fl", "Federated learning from a hospital's side.")
     p = _add(fl, "train", commands.delegate("client.fl.train", "main", "fl train"),
@@ -206,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-timeout", type=float, default=180.0, metavar="S",
                    help="seconds to wait for a round to close (default: 180)")
     p.add_argument("--secure", action="store_true", help="refuse to train unless the model aggregates securely")
+    p = _add(fl, "models", _read("fl_models", "fl models"), "List the models declared on chain, with their version and open round.",
+             "A model's version counts the rounds that produced an aggregate; its round number counts every\n"
+             "round opened, including those that failed for too few updates (see 'fbci fl rounds').")
+    _read_options(p)
+    p = _add(fl, "rounds", _read("fl_rounds", "fl rounds"), "Show the round history of one model or all: status, versions, updates.",
+             "Each row is a round, oldest first; the last one per model is open. An aggregated round turns its\n"
+             "base version vN into vN+1; a round that closes at its deadline with too few updates fails and\n"
+             "keeps vN, so round numbers run ahead of versions.\n\n"
+             "  fbci fl rounds --home testnet/node0 --model breast_cancer --last 5")
+    _read_options(p)
+    p.add_argument("--model", metavar="MODEL_ID", help="one model id (default: every model)")
+    p.add_argument("--last", type=_at_least(1), metavar="N", help="only the last N rounds of each model")
 
     ids = _group(sub, "ids", "Intrusion detection from a gateway's side.")
     p = _add(ids, "watch", commands.delegate("client.ids_watch", "main", "ids watch"),
@@ -232,6 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-ms", type=_at_least(1000), default=60_000, metavar="MS",
                    help="dedup window: one alert per device, class and window (default: 60000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p = _add(ids, "alerts", _read("ids_alerts", "ids alerts"), "List IDS alerts committed on chain, oldest first, with filters.",
+             "Filters combine; heights are inclusive. One page of --limit alerts; the next page's --cursor is\n"
+             "printed under the table.\n\n"
+             "  fbci ids alerts --home testnet/node0 --class spoofing --min-severity high")
+    _read_options(p)
+    p.add_argument("--hospital", help="reporting account (gateway or validator name)")
+    p.add_argument("--subject", metavar="HEX", help="device pseudonym or other subject, 64 hex digits")
+    p.add_argument("--class", dest="alert_class", metavar="CLASS", help="alert class, e.g. spoofing, request_flood")
+    p.add_argument("--min-severity", choices=("low", "medium", "high", "critical", "1", "2", "3", "4"),
+                   metavar="LEVEL", help="low, medium, high or critical (or 1-4)")
+    p.add_argument("--from-height", type=_at_least(0), metavar="H", help="first height (inclusive)")
+    p.add_argument("--to-height", type=_at_least(0), metavar="H", help="last height (inclusive)")
+    p.add_argument("--cursor", help="continue after the previous page (printed under its table)")
+    p.add_argument("--limit", type=_at_least(1), default=100, metavar="N", help="alerts per page, at most 500 (default: 100)")
 
     p = _add(sub, "predict", commands.delegate("client.predict", "main", "predict"),
              "Score a patient's recent vitals with the chain's deterioration model and explain the score.",
@@ -245,17 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--csv", metavar="FILE", help="CSV of the patient's observations")
     src.add_argument("--generate-patient", type=int, metavar="SEED", help="score a generated patient (ids.vitals)")
     p.add_argument("--model", default="deterioration", metavar="MODEL_ID", help="model id (default: deterioration)")
-    p.add_argument("--version", type=_at_least(0), metavar="N", help="model version (default: latest)")
+    p.add_argument("--model-version", dest="version", type=_model_version, metavar="N|latest",
+                   help="deterioration version to score with (default: latest)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = _add(sub, "demo", commands.delegate("devnet.demo", "run_demo", "demo"),
              "Run the whole story on one machine: testnet, FL rounds, IDS alerts, prediction, audit trail.")
     p.add_argument("--validators", type=_at_least(1), default=4, metavar="N", help="validators (default: 4)")
-    p.add_argument("--out", default="demo-home", metavar="DIR", help="working directory (default: ./demo-home)")
+    p.add_argument("--out", default="demo-home", metavar="DIR",
+                   help="a directory: the demo's network, deleted by the next run (default: ./demo-home)")
     p.add_argument("--fl-rounds", type=_at_least(1), default=20, metavar="N",
                    help="breast-cancer training rounds (default: 20)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT + 100, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT + 100})")
+    p.add_argument("--keep", action="store_true", help="leave the testnet (and the dashboard, when installed) "
+                   "running at the end and print how to reach and stop them")
+
+    p = _add(sub, "version", commands.delegate("cli.version", "version", "version"), "Print the fbci version, Python version and platform.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     dashboard.register(sub)
     return parser
 
@@ -264,6 +338,24 @@ def _chain_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="JSON object overriding chain parameters (see genesis/README.md)")
     p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations, "
                    "see genesis/README.md); default: the models in devnet/catalog.py")
+
+
+def _model_version(text: str) -> int | None:
+    """argparse type of every --model-version: a version number, or ``latest`` (None)."""
+    if text == "latest":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a version number or 'latest'")
+    return int(text)
+
+
+def _read(attr: str, command: str) -> Callable[[argparse.Namespace], int | None]:
+    return commands.delegate("cli.read", attr, command)
+
+
+def _read_options(p: argparse.ArgumentParser) -> None:
+    _rpc_options(p, many=False)
+    p.add_argument("--json", action="store_true", help="print the chain's typed answer as JSON instead of a table")
 
 
 def _rpc_options(p: argparse.ArgumentParser, *, many: bool) -> None:
@@ -285,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except FbciError as exc:
         print(f"error[{exc.code} {exc.reason}]: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return next((status for cls, status in EXIT_STATUS if isinstance(exc, cls)), EXIT_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

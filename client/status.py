@@ -24,6 +24,7 @@ import aiohttp
 
 from core.errors import FbciError
 from client.rpc import RpcClient
+from client.text import table
 
 TIMEOUT_S = 5.0
 
@@ -101,7 +102,7 @@ def _since(ms: int | None, now_ms: int) -> str:
 
 def _table(report: dict[str, Any], now_ms: int) -> str:
     header = ("NAME", "HEIGHT", "HASH", "VIEW", "PEERS", "MEMPOOL", "SYNCING", "CONSENSUS", "LAST COMMIT", "RPC")
-    rows: list[tuple[str, ...]] = [header]
+    rows: list[tuple[str, ...]] = []
     errors = []
     for n in report["nodes"]:
         if n["error"] is not None:
@@ -112,9 +113,7 @@ def _table(report: dict[str, Any], now_ms: int) -> str:
                      str(n["mempool"]), "yes" if n["syncing"] else "no",
                      "STOPPED" if n["consensus_running"] is False else "running",
                      _since(n["last_commit_time_ms"], now_ms), n["url"]))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines += errors
+    lines = [table(header, rows), *errors]
     chains = report["chain_ids"]
     if len(chains) > 1:
         lines.append(f"WARNING: nodes report different chain ids: {', '.join(chains)}")

@@ -269,6 +269,12 @@ class NoVerifiedAnswer(FbciError):
 
     code = -32136
     reason = "no_verified_answer"
+class NodeRunning(FbciError):
+    """(Operator tools) a validator process holds this home's database, so its files may not be changed
+    under it (``fbci node reset`` refuses until the node is stopped)."""
+
+    code = -32110
+    reason = "node_running"
 
 
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
@@ -287,6 +293,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
     UnverifiedAnswer, ProofInvalid, ProofIncomplete, AnswerMismatch, HeaderUnverified, StaleAnswer, NoVerifiedAnswer,
     BadAggregationRule, InputSchemaMismatch,
+    NodeRunning,
 )
 
 

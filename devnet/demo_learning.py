@@ -1,10 +1,14 @@
-"""The learning half of ``fbci demo``: federated rounds on chain, then IDS alerts and a prediction.
+"""The learning half of ``fbci demo``: federated rounds on chain, and a deterioration prediction a nurse can act on.
 
 Each hospital is a thread running the real training client
 (``client.fl.train.train_rounds``) against its own validator's JSON-RPC, with
 its own key and its own share of the data; nothing but signed, clipped,
 quantized deltas reaches the chain. Accuracies are computed here, on the
 held-out test set, from the global model versions read back from the chain.
+The prediction is judged against an alarm threshold fixed on the training
+hospitals only (``ids.evaluation.equal_workload_threshold``: the model alarms
+as often as NEWS2 >= 3 does there), so "would alarm" and "missed" mean what
+they would on a ward.
 """
 
 from __future__ import annotations
@@ -13,24 +17,27 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from core.crypto import PrivateKey
 from client.fl.hospital import Progress
 from client.fl.data import breast_cancer_split
 from client.fl.model_metrics import accuracy
 from client.fl.realdata import centralised_accuracy
-from ids.flows import HOSPITAL_PROFILES, generate_flows
+from ids.evaluation import PredictionReport, equal_workload_threshold, evaluate_news2_baseline, evaluate_predictor, vital_split
 from ids.vitals import news2_scores
 from client.session import ChainSession
-from client.fl.train import DEFAULTS, describe_classes, local_data, train_rounds
-from client.ids_watch import reporter_name, watch, with_attack_rate
+from client.fl.train import DEFAULTS, describe_classes, train_rounds
 from client.predict import explain_text, generated_observations, load_model
+from client.text import indent, percent, table
+from client.views import rounds_view
 
 Say = Callable[[str], None]
+PATIENTS_PER_HOSPITAL = 60
+TEST_PATIENTS = 60
+SHOWN_PATIENTS = (11, 5, 23, 1, 4, 7)
+"""Generated patients shown on the ward list: three who deteriorate later in their stay, three who do not."""
 
 
-def _settings(dataset: str) -> dict[str, Any]:
+def settings(dataset: str) -> dict[str, Any]:
     """The training settings the data set's published figures were measured with."""
     epochs, lr, batch_size = DEFAULTS[dataset]
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size}
@@ -52,20 +59,54 @@ def train_everywhere(urls: Sequence[str], keys: Sequence[PrivateKey], model_id: 
             job.result()
 
 
+def explain_rounds(say: Say, hospitals: int) -> None:
+    say("How rounds are numbered: the chain opens round 1 of every model at genesis, on version v0. A round")
+    say(f"closes when all {hospitals} hospitals have submitted, or at its deadline (a fixed number of blocks after it")
+    say("opened). With enough updates it aggregates them into the next version; with too few it fails and the")
+    say("next round starts again from the same version. Round numbers therefore count rounds opened and run")
+    say("ahead of versions whenever a round failed; 'fbci fl rounds' lists every one with its outcome.")
+
+
+def round_printer(say: Say, session: ChainSession, model_id: str,
+                  extra: Callable[[int, Any], str] | None = None) -> Callable[[int, int], None]:
+    """A row per closed round, as it closes: round, height, version, model hash (and ``extra``'s column)."""
+    say(f"  {'ROUND':>5}  {'CLOSED AT':>9}  {'VERSION':<7}  " + ("MODEL HASH    TEST ACCURACY" if extra else "MODEL HASH"))
+
+    def show(rnd: int, version: int) -> None:
+        mv = session.model_version(model_id, version)
+        more = f"  {extra(version, mv)}" if extra else ""
+        say(f"  {rnd:>5}  {mv.height:>9}  {'v' + str(version):<7}  {mv.hash.hex()[:12]}{more}")
+    return show
+
+
+def failed_rounds_note(session: ChainSession, model_id: str) -> str | None:
+    """Why a model's first version came from a round after round 1, from the chain's round records."""
+    failed = [r for r in session.rounds(model_id) if r.status == "failed"]
+    if not failed:
+        return None
+    numbers = f"round {failed[0].round}" if len(failed) == 1 else f"rounds {failed[0].round}-{failed[-1].round}"
+    return (f"({numbers} of {model_id} failed at their deadlines while the hospitals trained other models: "
+            f"{failed[-1].reason}; the version did not move)")
+
+
 def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
     split = breast_cancer_split(len(keys), alpha=0.5, seed=0)
-    sizes = ", ".join(f"{len(y)} ({describe_classes(y, split.class_names)})" for _, y in split.hospitals)
-    say(f"{len(keys)} hospitals hold {sizes} patients; {len(split.y_test)} held-out patients for testing")
+    shares = table(("HOSPITAL", "PATIENTS", "DIAGNOSES"), [(f"hospital{i}", len(y), describe_classes(y, split.class_names))
+                                                         for i, (_, y) in enumerate(split.hospitals)], indent="  ")
+    say(f"{len(keys)} hospitals train a diagnosis model on their own patients; {len(split.y_test)} held-out "
+        f"patients test each global version:\n{shares}")
+    explain_rounds(say, len(keys))
     with ChainSession(urls[0]) as session:
         spec = session.spec("breast_cancer")
 
-        def show(rnd: int, version: int) -> None:
-            mv, weights = session.model_weights("breast_cancer", version)
-            acc = accuracy(spec, weights, split.x_test, split.y_test)
-            say(f"  round {rnd:>2} closed at height {mv.height:>4}: global model v{version} "
-                f"(hash {mv.hash.hex()[:12]}), test accuracy {100 * acc:5.1f}%")
+        def test_accuracy(version: int, mv: Any) -> str:
+            _, weights = session.model_weights("breast_cancer", version)
+            return f"{100 * accuracy(spec, weights, split.x_test, split.y_test):5.1f}%"
 
-        train_everywhere(urls, keys, "breast_cancer", split.hospitals, rounds, show)
+        train_everywhere(urls, keys, "breast_cancer", split.hospitals, rounds,
+                         round_printer(say, session, "breast_cancer", test_accuracy))
+        say("the chain's own record of the last rounds (fbci fl rounds --model breast_cancer --last 3):")
+        say(indent(rounds_view(session.rounds("breast_cancer")[-3:], {})))
     say(f"a centralised model on the pooled data reaches {100 * centralised_accuracy(split, 0):.1f}% "
         "(the same model family, for comparison)")
     hashes = set()
@@ -75,39 +116,45 @@ def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds
     say(f"every validator holds the same global model: {len(hashes) == 1} ({hashes.pop()[:16]}...)")
 
 
-def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway: PrivateKey, rounds: int,
-                        say: Say) -> None:
-    data = [local_data("iomt", i, len(keys), samples=3000) for i in range(len(keys))]
-    say(f"hospitals train the IoMT intrusion classifier on their own device traffic ({rounds} rounds)")
-    train_everywhere(urls, keys, "iomt_ids", data, rounds,
-                     lambda rnd, version: say(f"  round {rnd} closed: iomt_ids v{version}"), **_settings("iomt"))
-    profile = with_attack_rate(HOSPITAL_PROFILES[0], 0.25)
-    records = generate_flows(profile, 1500, np.random.default_rng(7))
-    truth: dict[str, int] = {}
-    for r in records:
-        truth[r.label] = truth.get(r.label, 0) + 1
-    say(f"an attack on {profile.name}'s device network: {len(records)} flows, ground truth {truth}")
-    with ChainSession(urls[0], gateway) as session:
-        summary = watch(session, records)
-        reporter = reporter_name(session)
-    say(f"the gateway scored {summary.records} flows with {summary.scored_with}, flagged "
-        f"{summary.flagged}, and after per-device/window de-duplication submitted {summary.submitted} alerts: "
-        f"{summary.by_class}")
-    counts = []
-    for url in urls:
-        with ChainSession(url) as session:
-            page = session.run(lambda c: c.alerts_query(hospital=reporter, limit=500))
-            counts.append(len(page.alerts))
-    say(f"alerts committed, as seen on each validator: {counts} (reported by {reporter}, the signing gateway)")
+def _report_row(name: str, r: PredictionReport) -> tuple[str, ...]:
+    return (name, percent(r.sensitivity), percent(r.specificity), percent(r.onsets_warned),
+            f"{r.median_lead_time_h:.1f} h")
+
+
+def _verdict(alarm: bool, onset_h: float | None) -> str:
+    if onset_h is not None:
+        return "would alarm: caught" if alarm else "MISSED"
+    return "false alarm" if alarm else "quiet, rightly"
 
 
 def prediction(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
-    data = [local_data("vitals", i, len(keys), samples=60) for i in range(len(keys))]
-    say(f"hospitals train the deterioration model on their patients' vital-sign windows ({rounds} rounds)")
-    train_everywhere(urls, keys, "deterioration", data, rounds,
-                     lambda rnd, version: say(f"  round {rnd} closed: deterioration v{version}"), **_settings("vitals"))
-    obs, info = generated_observations(11)
+    split = vital_split(len(keys), PATIENTS_PER_HOSPITAL, TEST_PATIENTS, seed=0)  # the data 'fl train' would use
+    say(f"hospitals train the deterioration model on their patients' 4-hour vital-sign windows ({rounds} rounds)")
     with ChainSession(urls[0]) as session:
+        train_everywhere(urls, keys, "deterioration", split.train, rounds, round_printer(say, session, "deterioration"),
+                         **settings("vitals"))
         model, version = load_model(session, "deterioration", None)
-    say(f"patient {info['patient']} at hour {info['at_h']:.0f} (deterioration onset at hour {info['onset_h']}):")
+        if (note := failed_rounds_note(session, "deterioration")) is not None:
+            say(note)
+    threshold = equal_workload_threshold(model, split)
+    say(f"alarm threshold {threshold:.3f}: the score at which deterioration v{version} alarms as often as NEWS2 >= 3 "
+        "does on the training hospitals (an urgent-review workload a ward already carries)")
+    say(f"on {len(split.test_series)} patients no hospital trained on, each window scored against it:")
+    say(table(("ALARM RULE", "SENSITIVITY", "SPECIFICITY", "ONSETS WARNED", "MEDIAN LEAD"),
+              [_report_row(f"model >= {threshold:.3f}", evaluate_predictor(model, split)),
+               _report_row("NEWS2 >= 3 now", evaluate_news2_baseline(split))], indent="  "))
+    say("  (sensitivity: share of windows followed by NEWS2 >= 5 within 6 h that alarmed; lead: how early)")
+    rows = []
+    for seed in SHOWN_PATIENTS:
+        obs, info = generated_observations(seed)
+        p = model.score_recent(obs).probability
+        onset = info["onset_h"]
+        outcome = "stays below 5" if onset is None else f"NEWS2 >= 5 at {onset:g} h ({onset - info['at_h']:g} h later)"
+        rows.append((info["patient"], f"{info['at_h']:g} h", int(news2_scores(obs[-1:])[0]), f"{p:.3f}",
+                     "ALARM" if p >= threshold else "-", outcome, _verdict(p >= threshold, onset)))
+    say("a ward list scored with the on-chain model (patients' vitals stay at the hospital; only the model is on chain):")
+    say(table(("PATIENT", "AT", "NEWS2 NOW", "P(NEWS2>=5 IN 6 H)", "ALARM", "WHAT HAPPENED", "VERDICT"), rows,
+              indent="  "))
+    obs, info = generated_observations(SHOWN_PATIENTS[0])
+    say(f"why {info['patient']} scored as it did at {info['at_h']:g} h:")
     say(explain_text(model.score_recent(obs), int(news2_scores(obs[-1:])[0]), "deterioration", version))

@@ -11,6 +11,11 @@ home's, and its ``genesis`` hash the home's genesis file's (two testnets made
 with the same chain id share names and chain id, so the genesis hash, which
 has fresh keys and a fresh time, is what tells them apart). A second
 testnet on ports another one holds is therefore never "ready".
+
+A testnet directory can be resumed (:meth:`Testnet.load`: the same homes,
+keys and stored chain) or replaced; only a directory this module made
+(it holds :data:`MARKER`) is ever deleted, and never while a validator
+runs on one of its homes (``node.homelock``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,18 +31,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from core.errors import FbciError
+from core.errors import FbciError, InvalidInput
 from genesis.home import HomePaths, NodeConfig, write_config
 from genesis.schema import ChainParams
+from client.text import table
 from devnet.faultproxy import ProxyMesh
 
 POLL_INTERVAL = 0.1
+MARKER = ".fbci-testnet"
+"""Written into every directory :meth:`Testnet.create` makes: the mark that it may be deleted and made again."""
 
 
 class TestnetError(FbciError):
@@ -56,6 +66,28 @@ class NodeSpec:
     @property
     def log_path(self) -> Path:
         return self.home / "node.log"
+
+
+def network_homes(out_dir: Path) -> list[Path]:
+    """The ``node<i>`` homes (with a config) of a network directory, in index order."""
+    return sorted((p for p in out_dir.glob("node*") if HomePaths(p).config.is_file()),
+                  key=lambda p: (len(p.name), p.name))
+
+
+def describe_testnet(out_dir: Path) -> str | None:
+    """A line about the network in ``out_dir`` (None: it holds none), for the resume question."""
+    homes = network_homes(out_dir)
+    if not homes or not (out_dir / "genesis.json").is_file():
+        return None
+    from genesis.schema import load_genesis
+
+    doc = load_genesis(out_dir / "genesis.json")
+    return f"{len(homes)} validator(s) of chain {doc.chain_id!r}, genesis {doc.hash().hex()[:12]}"
+
+
+def _spec(home: Path) -> NodeSpec:
+    config = NodeConfig.model_validate_json(HomePaths(home).config.read_text())
+    return NodeSpec(config.name, home, config.rpc_url(), config.p2p_listen)
 
 
 def node_command(spec: NodeSpec) -> list[str]:
@@ -104,18 +136,37 @@ class Testnet:
         extra = {} if chain_id is None else {"chain_id": chain_id}
         network = init_network(n_validators, out_dir, base_port=base_port, params=params,
                                app_state=default_app_state(n_validators), hybrid=hybrid, **extra)
+        (out_dir / MARKER).write_text("made by fbci testnet; 'fbci testnet --fresh' may delete it\n")
         mesh = ProxyMesh() if proxies else None
-        specs = []
         for home in network.homes:
             paths = HomePaths(home)
             config = NodeConfig.model_validate_json(paths.config.read_text())
             if mesh is not None:
                 peers = [p.model_copy(update={"address": mesh.add(config.name, p.name, p.address)})
                          for p in config.peers]
-                config = config.model_copy(update={"peers": peers})
-                write_config(config, paths)
-            specs.append(NodeSpec(config.name, home, config.rpc_url(), config.p2p_listen))
-        return cls(specs, proxies=mesh, **kwargs)
+                write_config(config.model_copy(update={"peers": peers}), paths)
+        return cls([_spec(home) for home in network.homes], proxies=mesh, **kwargs)
+
+    @classmethod
+    def load(cls, out_dir: Path, **kwargs: Any) -> Testnet:
+        """The network already in ``out_dir``: its validators start again from their stored chain."""
+        homes = network_homes(out_dir)
+        if not homes:
+            raise InvalidInput(f"{out_dir} holds no testnet (no node<i>/config/config.json)")
+        return cls([_spec(home) for home in homes], **kwargs)
+
+    @staticmethod
+    def remove(out_dir: Path) -> None:
+        """Delete a testnet directory this module made, after checking no validator runs on it."""
+        if not (out_dir / MARKER).is_file():
+            raise InvalidInput(f"{out_dir} was not made by 'fbci testnet' (no {MARKER}); delete it yourself or "
+                               "choose another --out")
+        from node.homelock import node_lock
+
+        with contextlib.ExitStack() as locks:
+            for home in network_homes(out_dir):
+                locks.enter_context(node_lock(home))
+            shutil.rmtree(out_dir)
 
     # ---- processes -------------------------------------------------------
 
@@ -273,11 +324,8 @@ class Testnet:
             return "(no log)"
 
     def table(self) -> str:
-        rows = [("NAME", "RPC", "P2P", "PID", "LOG")]
-        rows += [(s.name, s.rpc_url, s.p2p_address, str(self.pid(i) or "-"), str(s.log_path))
-                 for i, s in enumerate(self.specs)]
-        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+        return table(("NAME", "RPC", "P2P", "PID", "LOG"),
+                     [(s.name, s.rpc_url, s.p2p_address, self.pid(i), s.log_path) for i, s in enumerate(self.specs)])
 
     def __enter__(self) -> Testnet:
         self.start()
@@ -287,11 +335,25 @@ class Testnet:
         self.stop_all()
 
 
-def run_testnet(n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
-                ready_timeout: float = 60.0, command: Callable[[NodeSpec], list[str]] = node_command,
-                hybrid: bool = False) -> int:
-    """``fbci testnet``: create, start, print where everything is, run until Ctrl-C or SIGTERM."""
-    net = Testnet.create(n_validators, out_dir, base_port, proxies=proxies, command=command, hybrid=hybrid)
+def _open(n_validators: int | None, out_dir: Path, base_port: int, resume: bool, proxies: bool,
+          command: Callable[[NodeSpec], list[str]], hybrid: bool = False) -> Testnet:
+    if resume:
+        net = Testnet.load(out_dir, command=command)
+        if n_validators is not None and n_validators != len(net.specs):
+            raise InvalidInput(f"--validators {n_validators}: the testnet in {out_dir} has {len(net.specs)}; "
+                               "resume it as it is, or pass --fresh")
+        return net
+    if describe_testnet(out_dir) is not None:
+        Testnet.remove(out_dir)
+    return Testnet.create(n_validators or 4, out_dir, base_port, proxies=proxies, command=command, hybrid=hybrid)
+
+
+def run_testnet(n_validators: int | None, out_dir: Path, base_port: int, *, resume: bool = False,
+                proxies: bool = False, ready_timeout: float = 60.0,
+                command: Callable[[NodeSpec], list[str]] = node_command, hybrid: bool = False) -> int:
+    """``fbci testnet``: create (or, with ``resume``, reopen; without it, a testnet already in ``out_dir`` is
+    replaced), start, print where everything is, run until Ctrl-C or SIGTERM."""
+    net = _open(n_validators, out_dir, base_port, resume, proxies, command, hybrid)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -300,7 +362,8 @@ def run_testnet(n_validators: int, out_dir: Path, base_port: int, *, proxies: bo
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         net.start()
-        print(f"testnet of {n_validators} validators in {out_dir} (genesis: {out_dir / 'genesis.json'})")
+        print(f"{'resumed' if resume else 'new'} testnet of {len(net.specs)} validators in {out_dir} "
+              f"(genesis: {out_dir / 'genesis.json'})")
         print(net.table(), flush=True)
         try:
             net.wait_ready(ready_timeout)

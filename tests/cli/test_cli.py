@@ -50,7 +50,9 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, text
 def test_every_documented_command_is_reachable() -> None:
     expected = {("keys", "gen"), ("keys", "show"), ("genesis", "init"), ("genesis", "assemble"),
                 ("genesis", "validate"), ("genesis", "install"), ("node", "start"), ("testnet",), ("status",),
-                ("tx", "submit"), ("fl", "train"), ("ids", "watch"), ("predict",), ("demo",)}
+                ("tx", "submit"), ("fl", "train"), ("ids", "watch"), ("predict",), ("demo",),
+                ("block", "get"), ("tx", "get"), ("fl", "models"), ("fl", "rounds"), ("ids", "alerts"), ("version",),
+                ("node", "reset")}
     assert expected <= set(COMMANDS)
 
 
@@ -110,9 +112,11 @@ def test_one_machine_network_from_the_command_line(tmp_path: Path) -> None:
 def test_production_path_from_the_command_line(tmp_path: Path) -> None:
     for i in range(2):
         r = fbci("keys", "gen", "--home", str(tmp_path / f"hosp{i}"), "--p2p", f"10.1.0.{i}:26600",
-                 "--rpc", f"10.1.0.{i}:26601")
+                 "--rpc", f"http://10.1.0.{i}:26601")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["name"] == f"hosp{i}"
+        assert json.loads(r.stdout)["name"] == f"hosp{i}" and json.loads(r.stdout)["rpc_address"] == f"10.1.0.{i}:26601"
+    assert_clean_error(fbci("keys", "gen", "--home", str(tmp_path / "h9"), "--p2p", "10.1.0.9:1", "--rpc", "10.1.0.9:2"),
+                       2, "'10.1.0.9:2' must be a URL, http://HOST:PORT, as every --rpc is")
     assert fbci("keys", "gen", "--home", str(tmp_path / "boss"), "--roles", "admin").returncode == 0
     assert_clean_error(fbci("keys", "gen", "--home", str(tmp_path / "hosp0"), "--p2p", "10.1.0.9:1"), 1,
                        "never overwrites a key")
@@ -203,12 +207,13 @@ def test_integrator_commands_receive_their_arguments(tmp_path: Path, monkeypatch
             return result
         return record
 
-    _fake_module(monkeypatch, "devnet.testnet", run_testnet=recorder("testnet", None))
+    _fake_module(monkeypatch, "devnet.testnet", run_testnet=recorder("testnet", None), describe_testnet=lambda out: None)
     _fake_module(monkeypatch, "client.status", show_status=recorder("status", 0))
     _fake_module(monkeypatch, "client.fl.train", main=recorder("fl", 3))
     _fake_module(monkeypatch, "client.rpc", submit_tx=recorder("tx", {"hash": "ab"}))
     assert cli.main(["testnet", "--validators", "7", "--out", str(tmp_path / "tn")]) == 0
-    assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600, "hybrid": False})
+    assert calls["testnet"] == ((), {"n_validators": 7, "out_dir": tmp_path / "tn", "base_port": 26600, "resume": False,
+                                "hybrid": False})
 
     assert cli.main(["genesis", "init", "--validators", "1", "--out", str(tmp_path / "n"), "--base-port", "32000"]) == 0
     home = str(tmp_path / "n" / "node0")
@@ -302,3 +307,23 @@ def test_load_home_refuses_a_key_that_is_not_a_validator(net_home: Path, tmp_pat
         load_home(net_home)
     with pytest.raises(InvalidInput, match="home directory does not exist"):
         load_home(tmp_path / "nowhere")
+
+
+def _parser_of(command: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_option_names_are_spelled_one_way(command: tuple[str, ...]) -> None:
+    options = {opt: action for action in _parser_of(command)._actions for opt in action.option_strings}
+    if "--rpc" in options:
+        assert options["--rpc"].metavar == "URL" and "http://" in (options["--rpc"].help or "")
+    if "--out" in options:
+        out = options["--out"]
+        assert (out.metavar, (out.help or "").split(":")[0].split(" ")[:2]) in (
+            ("DIR", ["a", "directory"]), ("FILE", ["a", "file"])), out.help
+    assert "--version" not in options, "a model version is --model-version; --version is fbci's own"
+    assert not any(opt.endswith("-version") and opt != "--model-version" for opt in options)

@@ -125,7 +125,7 @@ def test_a_model_without_a_default_dataset_needs_dataset_and_is_told_which_fits(
     code, _, err = fl_train(chain, capsys, "--model", "custom", "--dataset", "breast_cancer")
     assert code == 0 and chain["trained"][0][0] == "custom", err
     code, _, err = fl_train(chain, capsys, "--model", "nope")
-    assert code == 1 and err.startswith("error[-32001 not_found]: no model 'nope' on chain"), err
+    assert code == 3 and err.startswith("error[-32001 not_found]: no model 'nope' on chain"), err
 
 
 def test_loaded_labels_the_model_has_no_output_for_are_refused() -> None:
@@ -184,7 +184,7 @@ def test_an_unreachable_node_is_reported_before_torch_or_data_are_loaded(tmp_pat
     lines = run.stderr.splitlines()
     errors = [line for line in lines if not line.startswith("import time:")]
     imported = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
-    assert run.returncode == 1, run.stderr[-2000:]
+    assert run.returncode == 4, run.stderr[-2000:]
     assert errors == [f"error[-32060 node_unreachable]: no validator answers at {url}; is it running?"], errors
     assert not {m for m in imported if m.split(".")[0] in ("torch", "opacus", "sklearn")}, "torch or data loaded"
     assert elapsed < 30, elapsed
