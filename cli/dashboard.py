@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
                     "  fbci dashboard --home testnet/node0 --listen 127.0.0.1:8080")
     p.set_defaults(handler=main)
     p.add_argument("--home", metavar="DIR", help="the validator's home: its RPC address, keys/ and sibling homes")
-    p.add_argument("--rpc", metavar="URL", help="the validator's RPC URL (default: from --home)")
+    p.add_argument("--rpc", metavar="URL", help="the validator's RPC URL, http://HOST:PORT (default: from --home)")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where the dashboard listens (default: {DEFAULT_LISTEN})")
     p.add_argument("--validator-rpc", action="append", default=[], metavar="URL",
