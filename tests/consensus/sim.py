@@ -208,9 +208,12 @@ class Simulation:
                 self.violations.append(f"two blocks committed at height {action.height}")
 
     def sync(self, node: SimNode) -> None:
-        """Block sync: copy from the most advanced live replica, verifying every certificate on the way."""
-        source = max((nd for nd in self.nodes if nd.up and nd is not node), key=lambda nd: nd.tip)
-        if source.tip <= node.tip:
+        """Block sync: copy from the most advanced live replica, verifying every certificate on the way.
+
+        With every other replica down there is nobody to sync from, as on a real network; the
+        replica asks again on its next NeedSync."""
+        source = max((nd for nd in self.nodes if nd.up and nd is not node), key=lambda nd: nd.tip, default=None)
+        if source is None or source.tip <= node.tip:
             return
         for h in range(node.tip + 1, source.tip + 1):
             block, block_hash, cert = source.store[h]
