@@ -45,6 +45,7 @@ from client.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
+P = TypeVar("P", bound=Params)
 R = TypeVar("R")
 
 PROVABLE: dict[str, Answer] = {q.path: fn for q, fn in (
@@ -75,7 +76,7 @@ class LightClient:
     def min_height(self) -> int:
         return max(0, self.trusted_height - self.max_lag_blocks)
 
-    async def query(self, query: Query[Params, R], params: Params, *, min_state_height: int = 0,
+    async def query(self, query: Query[P, R], params: P, *, min_state_height: int = 0,
                     timeout_s: float = 30.0) -> R:
         """The verified result of ``query``, from the first endpoint (starting with the last good one)
         whose answer checks out.
@@ -107,7 +108,7 @@ class LightClient:
                               f"{timeout_s:g} s (the newest proves height {state_height})")
             await asyncio.sleep(POLL_S)  # waiting for the chain's next block, not synchronising a test
 
-    async def _query_once(self, query: Query[Params, R], params: Params) -> tuple[R, int]:
+    async def _query_once(self, query: Query[P, R], params: P) -> tuple[R, int]:
         answer_fn = PROVABLE.get(query.path)
         if answer_fn is None or not query.provable:
             raise FbciError(f"query {query.path} has no proof a light client could check")

@@ -188,7 +188,7 @@ class _RecordingSource:
     def __init__(self, load: smt.NodeLoader) -> None:
         self._load = load
         self.opened: dict[smt.Ref, smt.Leaf | smt.Branch[smt.Ref]] = {}
-        self._values: dict[bytes, bytes] = {}
+        self.values: dict[bytes, bytes] = {}
         self.read: set[bytes] = set()
 
     def node(self, handle: smt.Ref) -> smt.Leaf | smt.Branch[smt.Ref]:
@@ -197,12 +197,12 @@ class _RecordingSource:
             node, value = smt.decode_stored(self._load(handle))
             self.opened[handle] = node
             if isinstance(node, smt.Leaf):
-                self._values[node.key] = value
+                self.values[node.key] = value
         return node
 
     def value(self, leaf: smt.Leaf) -> bytes:
         self.read.add(leaf.key)
-        return self._values[leaf.key]  # stored leaves keep their value in line
+        return self.values[leaf.key]  # stored leaves keep their value in line
 
 
 class TreeState:
@@ -236,7 +236,7 @@ class TreeState:
         if node is None:
             return PHash(ref.hash)
         if isinstance(node, smt.Leaf):
-            value = self._source._values[node.key] if node.key in self._source.read else None
+            value = self._source.values[node.key] if node.key in self._source.read else None
             return PLeaf(node.key, node.value_hash, value)
         return PBranch(node.crit, node.label, self._prune(node.left), self._prune(node.right))
 

@@ -293,6 +293,10 @@ class StateStore:
     def __init__(self, database: Database) -> None:
         self._root = database.db
         self._db = database.db.prefixed_db(self._STATE)
+        self._hot: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+        """The nodes the last two commits wrote: the next block's paths start through most of them
+        (the top levels, the accounts written every block). A node's content never changes under its
+        key, so a cached node is right even if its commit failed: no stored root reaches it then."""
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -321,7 +325,8 @@ class StateStore:
 
     def node(self, ref: smt.Ref) -> bytes:
         """A stored trie node (:class:`core.smt.NodeLoader`)."""
-        raw = self._root.get(self._NODE + _u64(ref.version) + ref.hash)
+        key = self._NODE + _u64(ref.version) + ref.hash
+        raw = self._hot[0].get(key) or self._hot[1].get(key) or self._root.get(key)
         if raw is None:
             raise StoreCorrupt(f"the state trie lacks node {ref.hash.hex()} of version {ref.version}")
         return raw
@@ -377,8 +382,10 @@ class StateStore:
         return smt.EMPTY_ROOT if root is None else root.hash
 
     def _put_version(self, batch: Any, height: int, root: smt.Ref | None, puts: list[tuple[smt.Ref, bytes]]) -> None:
-        for ref, raw in puts:
-            batch.put(self._NODE + _u64(ref.version) + ref.hash, raw)
+        written = {self._NODE + _u64(ref.version) + ref.hash: raw for ref, raw in puts}
+        for key, raw in written.items():
+            batch.put(key, raw)
+        self._hot = (written, self._hot[0])
         batch.put(self._ROOT + _u64(height), codec.encode(None if root is None else list(root)))
         self._prune(batch, height)
         batch.put(self._HEIGHT, struct.pack(">q", height))
