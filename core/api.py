@@ -40,6 +40,19 @@ class NoParams(Params):
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may call a read. ``private``: by default only a signed request from a key holding one of
+    ``roles`` is answered (genesis ``app_state.read_policy`` may mark a method open or private);
+    an open read is answered for anyone."""
+
+    roles: frozenset[str] = frozenset()
+    private: bool = False
+
+
+OPEN = Access()
+
+
+@dataclass(frozen=True)
 class Query(Generic[P, R]):
     path: str
     """Also the JSON-RPC method name."""
@@ -47,6 +60,7 @@ class Query(Generic[P, R]):
     params: type[P]
     result: Any
     """The result's type (``R``, written out for pydantic and the OpenRPC document)."""
+    access: Access = OPEN
 
     def parse(self, value: Any) -> R:
         """A JSON-RPC ``result`` back into the typed result, hex back into bytes."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.api import NoParams, Params, Query
+from core.api import Access, NoParams, Params, Query
 from core.state import StateView
 from core.wire import WIRE_BYTES
 from fl_contracts import contract
@@ -42,13 +42,16 @@ class RoundsParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
 
 
+MODEL_READERS = Access(frozenset({"admin", "validator", "hospital", "clinician", "auditor"}), private=True)
+"""Global models and round records are the consortium's: private by default, any member role reads them."""
+
 FL_MODELS: Query[NoParams, list[RegisteredModel]] = Query(
     "fl_models", "Registered federated-learning models.", NoParams, list[RegisteredModel])
 FL_MODEL_GET: Query[ModelGetParams, ModelVersion] = Query(
-    "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion)
+    "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion, MODEL_READERS)
 FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
     "fl_rounds", "Round history of a model, oldest first; the last entry is the open round.", RoundsParams,
-    list[RoundRecord])
+    list[RoundRecord], MODEL_READERS)
 
 
 def _models(state: StateView, params: NoParams) -> list[RegisteredModel]:

@@ -28,6 +28,7 @@ from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, Not
 from core.hashing import merkle_root, sha256
 from core.state import StateView, TxContext
 from core.tx import Transaction
+from consent import queries as consent_queries
 from fl_contracts import queries as fl_queries
 from genesis.schema import ChainParams, GenesisDoc
 from ids import alerts
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
-RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in fl_queries.STATE_QUERIES),
-                                            *(q for q, _ in alert_queries.STATE_QUERIES))
+STATE_QUERIES = (*fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES, *consent_queries.STATE_QUERIES)
+RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES))
 """The reads this application answers that JSON-RPC serves, each under its path."""
 
 GenesisAccount = tuple[bytes, str, Sequence[str]]
@@ -83,7 +84,7 @@ class LedgerApplication:
             BLOCK_GET.path: _Route(BlockGetParams, self._block),
             ACCOUNT.path: _Route(AccountGetParams, self._account),
         }
-        for query, answer in (*fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES):
+        for query, answer in STATE_QUERIES:
             self._routes[query.path] = _Route(query.params, lambda p, answer=answer: answer(self.state, p))
 
     @classmethod

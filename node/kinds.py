@@ -3,7 +3,10 @@
 This is the one place where the pure contracts from ``fl_contracts/`` and
 ``ids/`` meet the executor; adding a kind is one ``register`` line here plus
 its contract. Roles say who may send what: admins manage membership,
-hospitals train, gateways and validators post alerts and evidence.
+hospitals train and issue their clinicians' and patient proxies' keys,
+a patient's proxy or custodian hospital writes its consent, gateways and
+validators post alerts and evidence. Clinicians and auditors send no
+transactions: they only read (their read methods declare them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from consent import contract as consent
+from consent.policy import consent_policy
 from core.state import StateView
 from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
@@ -21,6 +26,7 @@ from node import accounts, evidence_tx
 from node.execution import TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
+"""The consortium's own keys; the keys a hospital issues (clinician, patient proxy) and auditors are not."""
 
 
 def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegistry:
@@ -28,8 +34,11 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegist
     registry.register("acl.register", ["admin"], accounts.register)
     registry.register("acl.grant", ["admin"], accounts.grant)
     registry.register("acl.revoke", ["admin"], accounts.revoke)
+    registry.register("acl.issue", ["hospital"], accounts.issue)
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
-    registry.register("fl.submit_update", ["hospital"], fl.submit_update)
+    registry.register("fl.submit_update", ["hospital"], partial(fl.submit_update, consent=consent.ChainConsent()))
+    registry.register(consent.SET_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.set_consent)
+    registry.register(consent.REVOKE_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.revoke_consent)
     registry.end_block_hooks.append(fl.end_block)
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
@@ -44,4 +53,6 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
 
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
-    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0)]
+    policy = consent_policy(doc.app_state)
+    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),
+            lambda state: consent.init_policy(state, policy.required_for)]
