@@ -35,7 +35,9 @@ import aiohttp
 from core.crypto import PrivateKey
 from core.errors import BadNonce, InvalidInput, NotFound, RateLimited, Timeout
 from core.tx import Transaction
-from core.api import TxInfo
+from core.api import NoParams, TxInfo
+from consent.queries import CONSENT_CHECK, CONSENT_POLICY, CheckParams
+from consent.record import Verdict
 from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.spec import ModelSpec
 from client.rpc import RpcClient, receipt_error, unreachable
@@ -183,6 +185,11 @@ class ChainSession:
                 raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self._specs)) or 'none'})")
         return self._specs[model_id]
 
+    def consent_required(self, model_id: str) -> bool:
+        """Whether the chain's genesis policy makes ``model_id``'s updates list consented patients."""
+        required = self.run(lambda c: c.query(CONSENT_POLICY, NoParams()))
+        return "*" in required or model_id in required
+
     def rounds(self, model_id: str) -> list[RoundRecord]:
         return self.run(lambda c: c.fl_rounds(model_id))
 
@@ -236,7 +243,12 @@ class ChainTransport:
         spec = self.session.spec(model_id)
         open_round = self.session.rounds(model_id)[-1]
         version = self.session.model_version(model_id, open_round.base_version)
-        return ChainModel(spec, version, open_round.round)
+        return ChainModel(spec, version, open_round.round, open_round.opened_height)
+
+    def consent_verdicts(self, model_id: str, height: int, patients: list[bytes]) -> list[Verdict]:
+        """``client.fl.consent.CheckConsent`` over ``consent_check``."""
+        params = CheckParams(model_id=model_id, height=height, patients=patients)
+        return self.session.run(lambda c: c.query(CONSENT_CHECK, params))
 
     def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()

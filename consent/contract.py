@@ -98,9 +98,13 @@ def init_policy(state: StateView, models: Sequence[str]) -> None:
     state.set(_P + b"policy", codec.encode(sorted(set(models))))
 
 
-def required(state: StateView, model_id: str) -> bool:
+def policy(state: StateView) -> list[str]:
     raw = state.get(_P + b"policy")
-    models = codec.decode(raw) if raw is not None else []
+    return [] if raw is None else list(codec.decode(raw))
+
+
+def required(state: StateView, model_id: str) -> bool:
+    models = policy(state)
     return ALL_MODELS in models or model_id in models
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.api import Access, Params, Query
+from core.api import Access, NoParams, Params, Query
 from core.state import StateView
 from core.wire import WIRE_BYTES, Hash32
 from consent import contract
@@ -50,6 +50,8 @@ class ProvenanceParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
 
 
+CONSENT_POLICY: Query[NoParams, list[str]] = Query(
+    "consent_policy", "The models whose updates must list consented patients ('*': all).", NoParams, list[str])
 CONSENT_HISTORY: Query[HistoryParams, ConsentHistory] = Query(
     "consent_history", "A patient's consent history and every round that used the patient.", HistoryParams,
     ConsentHistory, Access(frozenset({"patient_proxy", "hospital", "auditor"}), private=True))
@@ -59,6 +61,10 @@ CONSENT_CHECK: Query[CheckParams, list[Verdict]] = Query(
 CONSENT_PROVENANCE: Query[ProvenanceParams, list[TaintedRound]] = Query(
     "consent_provenance", "Rounds of a model that used patients who later withdrew consent.", ProvenanceParams,
     list[TaintedRound], Access(frozenset({"admin", "validator", "hospital", "auditor", "clinician"}), private=True))
+
+
+def _policy(state: StateView, p: NoParams) -> list[str]:
+    return contract.policy(state)
 
 
 def _history(state: StateView, p: HistoryParams) -> ConsentHistory:
@@ -75,5 +81,5 @@ def _provenance(state: StateView, p: ProvenanceParams) -> list[TaintedRound]:
 
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
-    (CONSENT_HISTORY, _history), (CONSENT_CHECK, _check), (CONSENT_PROVENANCE, _provenance),
+    (CONSENT_POLICY, _policy), (CONSENT_HISTORY, _history), (CONSENT_CHECK, _check), (CONSENT_PROVENANCE, _provenance),
 )
