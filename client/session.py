@@ -82,8 +82,8 @@ def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
 class _BoundClient(RpcClient):
     """An :class:`RpcClient` whose connections leave from ``local_addr`` (e.g. 127.0.0.2 on loopback)."""
 
-    def __init__(self, url: str, *, timeout_s: float, local_addr: str | None) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(self, url: str, *, timeout_s: float, local_addr: str | None, reader: PrivateKey | None = None) -> None:
+        super().__init__(url, timeout_s=timeout_s, reader=reader)
         self._local_addr = local_addr
 
     def _http(self) -> aiohttp.ClientSession:
@@ -94,14 +94,15 @@ class _BoundClient(RpcClient):
 
 
 class ChainSession:
-    """A blocking, thread-confined session on one validator, optionally signing with ``key``."""
+    """A blocking, thread-confined session on one validator, optionally signing with ``key`` (its
+    transactions, and its reads: a private read is answered only for a signed request)."""
 
     def __init__(self, rpc_url: str, key: PrivateKey | None = None, *, timeout_s: float = 60.0,
                  local_addr: str | None = None) -> None:
         self.rpc_url = rpc_url
         self.key = key
         self._runner = asyncio.Runner()
-        self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr)
+        self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr, reader=key)
         self._chain_id: str | None = None
         self._specs: dict[str, ModelSpec] = {}
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import codec
 from core.errors import ContractRejected, InvalidInput
+from core.readauth import ReaderInfo
 from core.state import StateView, TxContext
 from consent import contract as consent
 from genesis.types import ROLES as ROLE_NAMES
@@ -155,6 +156,19 @@ def issue(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str
 def issuing_hospital(state: StateView, public_key: bytes) -> bytes | None:
     """The hospital that issued a clinician or patient proxy key (None: not an issued key)."""
     return state.get(_HOSPITAL_OF + public_key)
+
+
+def reader_info(state: StateView, public_key: bytes) -> ReaderInfo | None:
+    """Who a key is for the read guard: roles, the hospital it acts for, a proxy's patient."""
+    account = load_account(state, public_key)
+    if account is None:
+        return None
+    hospital = public_key if "hospital" in account.roles else issuing_hospital(state, public_key)
+    owner = load_account(state, hospital) if hospital is not None else None
+    binding = consent.proxy_binding(state, public_key)
+    return ReaderInfo(public_key=public_key, name=account.name, roles=account.roles, hospital=hospital,
+                      hospital_name=owner.name if owner is not None else None,
+                      patient=binding[0] if binding is not None else None)
 
 
 def echo(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:

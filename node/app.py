@@ -27,6 +27,7 @@ from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256
 from core.state import StateView, TxContext
+from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
 from consent import queries as consent_queries
 from fl_contracts import queries as fl_queries
@@ -34,7 +35,7 @@ from genesis.schema import ChainParams, GenesisDoc
 from ids import alerts
 from ids import queries as alert_queries
 from ids.alerts import StoredAlert
-from node.accounts import Account, load_account, store_account
+from node.accounts import Account, load_account, reader_info, store_account
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
@@ -83,6 +84,7 @@ class LedgerApplication:
             TX_GET.path: _Route(TxGetParams, self._tx),
             BLOCK_GET.path: _Route(BlockGetParams, self._block),
             ACCOUNT.path: _Route(AccountGetParams, self._account),
+            READER_PATH: _Route(ReaderParams, self._reader),
         }
         for query, answer in STATE_QUERIES:
             self._routes[query.path] = _Route(query.params, lambda p, answer=answer: answer(self.state, p))
@@ -356,6 +358,10 @@ class LedgerApplication:
             return None
         return AccountState(public_key=p.public_key, name=account.name, roles=tuple(sorted(account.roles)),
                             nonce=account.nonce)
+
+
+    def _reader(self, p: ReaderParams) -> ReaderInfo | None:
+        return reader_info(self.state, p.public_key)
 
 
 def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:
