@@ -23,6 +23,7 @@ from core.api import (
     ACCOUNT, BLOCK_GET, CHAIN_QUERIES, TX_GET, AccountGetParams, AccountState, BlockGetParams, BlockInfo,
     CertificateInfo, Query, Signature, TxGetParams, TxInfo,
 )
+from core.audit import AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES, AnchorsParams, AuditEventsParams, AuditProofParams
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256
@@ -36,6 +37,8 @@ from ids import alerts
 from ids import queries as alert_queries
 from ids.alerts import StoredAlert
 from node.accounts import Account, load_account, reader_info, store_account
+from node.audit import AuditLog
+from node.audit_anchor import anchors, covering, last_anchored
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
@@ -50,7 +53,7 @@ MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
 STATE_QUERIES = (*fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES, *consent_queries.STATE_QUERIES)
-RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES))
+RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES), *AUDIT_QUERIES)
 """The reads this application answers that JSON-RPC serves, each under its path."""
 
 GenesisAccount = tuple[bytes, str, Sequence[str]]
@@ -85,6 +88,7 @@ class LedgerApplication:
             BLOCK_GET.path: _Route(BlockGetParams, self._block),
             ACCOUNT.path: _Route(AccountGetParams, self._account),
             READER_PATH: _Route(ReaderParams, self._reader),
+            AUDIT_ANCHORS.path: _Route(AnchorsParams, lambda p: anchors(self.state, p.validator)),
         }
         for query, answer in STATE_QUERIES:
             self._routes[query.path] = _Route(query.params, lambda p, answer=answer: answer(self.state, p))
@@ -362,6 +366,16 @@ class LedgerApplication:
 
     def _reader(self, p: ReaderParams) -> ReaderInfo | None:
         return reader_info(self.state, p.public_key)
+
+    def last_anchored(self, validator: bytes) -> tuple[int, int | None]:
+        return last_anchored(self.state, validator)
+
+    def serve_audit(self, trail: AuditLog, validator: bytes) -> None:
+        """Answer ``audit_events`` and ``audit_proof`` from this validator's own trail (the runtime calls it)."""
+        self._routes[AUDIT_EVENTS.path] = _Route(
+            AuditEventsParams, lambda p: trail.page(p, lambda: last_anchored(self.state, validator)))
+        self._routes[AUDIT_PROOF.path] = _Route(
+            AuditProofParams, lambda p: trail.proof(p.seq, lambda seq: covering(self.state, validator, seq)))
 
 
 def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:

@@ -16,13 +16,14 @@ from functools import partial
 
 from consent import contract as consent
 from consent.policy import consent_policy
+from core.audit import ANCHOR_KIND
 from core.state import StateView
 from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
-from node import accounts, evidence_tx
+from node import accounts, audit_anchor, evidence_tx
 from node.execution import TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
@@ -43,6 +44,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...]) -> TxKindRegist
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
     registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators))
+    registry.register(ANCHOR_KIND, ["validator"], audit_anchor.anchor)
     return registry
 
 

@@ -31,17 +31,20 @@ from typing import Any
 
 from consensus import CommitCertificate, Ed25519Signer, Ed25519Verifier, Replica, ReplicaConfig, Start
 from core import codec
+from core.audit import ANCHOR_KIND
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from node import logs
 from node.app import RPC_QUERIES, LedgerApplication
+from node.audit import Anchorer, AuditLog, anchor_every
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.ledger import Ledger
 from node.metrics import NodeMetrics
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
+from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.service import NodeService
 from node.stores import Database, SigningMark
@@ -201,10 +204,18 @@ class Validator:
         await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))
         stack.push_async_callback(self.driver.stop)
 
+        trail = AuditLog(database, config.name)
+        application.serve_audit(trail, me)
+        anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),
+                            anchor_every(doc.app_state))
+        ledger.blocks.observers.append(anchorer.on_commit)
+        reads = read_guard_for(doc.chain_id, RPC_QUERIES, doc.app_state, self.service.query,
+                               clock_ms=lambda: time.time_ns() // 1_000_000,
+                               on_read=lambda outcome: trail.record_read(outcome, application.height))
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
-                         signatures=application.signatures)  # the mempool's own cache
+                         signatures=application.signatures, reads=reads)  # the mempool's own cache
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port)
