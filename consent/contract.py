@@ -230,17 +230,27 @@ def uses(state: StateView, patient: bytes) -> list[Use]:
     return [Use.model_validate(codec.decode(v)) for _, v in state.scan(_P + b"use/" + patient + b"/")]
 
 
+def _mark(state: StateView, patient: bytes, model_id: str, rnd: int, height: int) -> bool:
+    key = _P + b"taint/" + model_id.encode() + b"/" + _be(rnd) + b"/" + patient
+    if state.get(key) is not None:
+        return False
+    state.set(key, codec.encode(height))
+    return True
+
+
 def _taint(state: StateView, patient: bytes, purpose: str, height: int) -> int:
     """Mark every round that used ``patient`` for a model ``purpose`` covers; returns how many are new."""
-    marked = 0
-    for use in uses(state, patient):
-        if not purpose_covers(purpose, use.model_id):
-            continue
-        key = _P + b"taint/" + use.model_id.encode() + b"/" + _be(use.round) + b"/" + patient
-        if state.get(key) is None:
-            state.set(key, codec.encode(height))
-            marked += 1
-    return marked
+    return sum(_mark(state, patient, use.model_id, use.round, height)
+               for use in uses(state, patient) if purpose_covers(purpose, use.model_id))
+
+
+def _withdrawn_at(state: StateView, patient: bytes, model_id: str, height: int) -> int | None:
+    """The height of the revocation or deny that stops ``patient`` training ``model_id`` now, if any."""
+    if verdict(state, patient, model_id, height).permitted:
+        return None
+    withdrawals = [e.height for e in history(state, patient) if purpose_covers(e.purpose, model_id)
+                   and (e.action == "revoke" or (e.record is not None and e.record.decision == "deny"))]
+    return withdrawals[-1] if withdrawals else None
 
 
 class TaintedRound(BaseModel):
@@ -290,3 +300,6 @@ class ChainConsent:
                                hospital=hospital).model_dump())
         for patient in patients:
             state.set(_P + b"use/" + patient + b"/" + model_id.encode() + b"/" + _be(rnd), use)
+            withdrawn = _withdrawn_at(state, patient, model_id, height)
+            if withdrawn is not None:  # withdrew while the round was open: its snapshot still counted them
+                _mark(state, patient, model_id, rnd, withdrawn)

@@ -227,3 +227,15 @@ def test_verdict_matches_a_plain_replay_and_never_changes_after_its_height(event
     assert consent.verdict(state, p, "lr", snapshot).permitted == expected
     if answered_at_snapshot is not None:
         assert answered_at_snapshot == expected
+
+
+def test_a_round_open_at_the_revocation_still_counts_the_patient_and_is_marked(spec: ModelSpec,
+                                                                              state: MemoryState) -> None:
+    ps = patients_of(0, 2)
+    permit_all(state, 0, ps, height=1)
+    permit_all(state, 1, patients_of(1, 1), height=1)
+    open_round_at(state, spec, 5)
+    consent.revoke_consent(state, hospital(0, 6), {"patient": ps[0], "purpose": "train:lr"})
+    submit(state, 0, update(spec, 2, 0, [1] * 8, ps), 7)  # snapshot 5 is before the revocation at 6
+    (tainted,) = consent.tainted_rounds(state, spec.id)
+    assert (tainted.round, tainted.revoked_patients, tainted.first_withdrawn_height) == (2, 1, 6)
