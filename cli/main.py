@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import FbciError, StorageError
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from cli import commands
+from cli import commands, consent_audit
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
 # --- parser -------------------------------------------------------------------------------------
@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="breast-cancer training rounds (default: 20)")
     p.add_argument("--base-port", type=_at_least(1024), default=DEFAULT_BASE_PORT + 100, metavar="PORT",
                    help=f"first port (default: {DEFAULT_BASE_PORT + 100})")
+    consent_audit.add_commands(sub)
     return parser
 
 

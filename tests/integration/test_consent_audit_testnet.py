@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cli.main as cli
 from client import consent as consent_client
 from client.audit import fetch_proof, query_events, verify_event
 from client.fl.consent import load_or_create_secret, pseudonyms, record_numbers
@@ -57,7 +58,7 @@ def wait_for(probe, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_consent_reads_and_audit_over_json_rpc(testnet) -> None:
+def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFixture[str]) -> None:
     net = testnet(4, app_state=app_state())
     net.wait_ready(60, min_height=1)
     url = [s.rpc_url for s in net.specs]
@@ -158,3 +159,19 @@ def test_consent_reads_and_audit_over_json_rpc(testnet) -> None:
     with ChainSession(url[2], auditor) as s:
         patient_reads = query_events(s, AuditEventsParams(patient=patient)).events
     assert any(e.agent == proxy.public_key.raw and e.outcome == "0" for e in patient_reads)
+
+    auditor_file = homes[0].parent / "auditor.json"
+    auditor.save(auditor_file)
+    net_dir = str(homes[0].parent)
+    assert cli.main(["audit", "verify", "--net", net_dir, "--key", str(auditor_file)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and " ok " in out and "anchored event(s) proven" in out
+    proxy_file = homes[0].parent / "proxy.json"
+    proxy.save(proxy_file)
+    assert cli.main(["consent", "history", "--rpc", url[1], "--key", str(proxy_file), "--patient", patient.hex()]) == 0
+    out = capsys.readouterr().out
+    assert f"revoke train:{MODEL}" in out and f"used by {MODEL} round {first[0].records[-1].round}" in out
+    assert cli.main(["audit", "query", "--net", net_dir, "--key", str(auditor_file), "--patient", patient.hex()]) == 0
+    captured = capsys.readouterr()
+    assert "consent_history" in captured.out and "proxy-p0" in captured.out and "anchored below" in captured.err
+
