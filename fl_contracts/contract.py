@@ -356,3 +356,26 @@ def round_history(state: StateView, model_id: str) -> list[RoundRecord]:
     get_spec(state, model_id)
     closed = [RoundRecord.model_validate(codec.decode(v)) for _, v in state.scan(_key("round", model_id) + b"/")]
     return [*closed, current_round(state, model_id)]
+
+
+class PendingUpdate(BaseModel):
+    """One hospital's update held by the open round: individual, so private to it and to auditors."""
+
+    model_config = _FROZEN
+    model_id: str
+    round: int
+    sender: bytes
+    num_samples: int
+    weight: int
+    patients: int | None
+    delta: bytes
+
+
+def pending_update(state: StateView, model_id: str, sender: bytes) -> PendingUpdate:
+    head = _head(state, get_spec(state, model_id).id)
+    doc = _load(state, _key("upd", model_id, _be(head.round), sender))
+    if doc is None:
+        raise NotFound(f"no update from {sender.hex()[:16]}… in {model_id} round {head.round}")
+    return PendingUpdate(model_id=model_id, round=head.round, sender=sender, num_samples=doc["num_samples"],
+                         weight=doc["weight"], patients=doc["patients"], delta=doc["delta"])
+

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.api import Access, NoParams, Params, Query
 from core.state import StateView
-from core.wire import WIRE_BYTES
+from core.wire import WIRE_BYTES, Hash32
 from fl_contracts import contract
-from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.contract import ModelVersion, PendingUpdate, RoundRecord
 from fl_contracts.spec import ModelSpec
 
 
@@ -42,6 +42,11 @@ class RoundsParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
 
 
+class UpdateGetParams(Params):
+    model_id: str = Field(min_length=1, max_length=128)
+    hospital: Hash32 = Field(description="the submitting hospital's public key, hex")
+
+
 MODEL_READERS = Access(frozenset({"admin", "validator", "hospital", "clinician", "auditor"}), private=True)
 """Global models and round records are the consortium's: private by default, any member role reads them."""
 
@@ -52,6 +57,11 @@ FL_MODEL_GET: Query[ModelGetParams, ModelVersion] = Query(
 FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
     "fl_rounds", "Round history of a model, oldest first; the last entry is the open round.", RoundsParams,
     list[RoundRecord], MODEL_READERS)
+
+
+FL_UPDATE_GET: Query[UpdateGetParams, PendingUpdate] = Query(
+    "fl_update_get", "One hospital's individual update in the open round (its own hospital and auditors only).",
+    UpdateGetParams, PendingUpdate, Access(frozenset({"hospital", "auditor"}), private=True))
 
 
 def _models(state: StateView, params: NoParams) -> list[RegisteredModel]:
@@ -68,4 +78,5 @@ def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
     (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds),
+    (FL_UPDATE_GET, lambda state, p: contract.pending_update(state, p.model_id, p.hospital)),
 )

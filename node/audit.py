@@ -22,7 +22,7 @@ from core.audit import (
     MAX_ANCHOR_EVENTS, Anchor, AuditEvent, AuditEventsParams, AuditPage, AuditProof, PathStep, event_leaf,
     merkle_path,
 )
-from core.errors import InvalidGenesis, NotFound
+from core.errors import FbciError, InvalidGenesis, NotFound, Unauthorized
 from core.hashing import merkle_root
 from node.application import FinalizedBlock
 from node.read_auth import ReadOutcome
@@ -63,10 +63,23 @@ class AuditLog:
             agent_name=outcome.reader_name, agent_roles=list(outcome.roles), agent_address=outcome.client,
             entity_type=outcome.method, entity={k: v for k, v in outcome.entity.items() if isinstance(v, (str, int))},
             purpose=_purpose(outcome.method))
+        return self._append(event)
+
+    def record_tx_refusal(self, sender: bytes | None, exc: FbciError, height: int, now_ms: int) -> AuditEvent | None:
+        """A submitted transaction refused because its signer's roles may not send its kind (committed
+        transactions are their own record; other refusals are protocol noise, not access decisions)."""
+        if sender is None or not isinstance(exc, Unauthorized):
+            return None
+        return self._append(AuditEvent(
+            seq=self.next_seq, recorded_ms=now_ms, height=height, observer=self.observer, action="C", outcome="4",
+            outcome_reason=exc.reason, agent=sender, agent_name=None, agent_roles=[], agent_address="",
+            entity_type="tx_submit", entity={"detail": exc.message[:160]}, purpose="HOPERAT"))
+
+    def _append(self, event: AuditEvent) -> AuditEvent:
         with _leveldb("recording an audit event"):
             with self._db.write_batch() as batch:
-                batch.put(_EVENT + seq.to_bytes(8, "big"), codec.encode(event.model_dump()))
-                batch.put(_NEXT, struct.pack(">Q", seq + 1))
+                batch.put(_EVENT + event.seq.to_bytes(8, "big"), codec.encode(event.model_dump()))
+                batch.put(_NEXT, struct.pack(">Q", event.seq + 1))
         return event
 
     def event(self, seq: int) -> AuditEvent | None:

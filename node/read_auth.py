@@ -119,7 +119,13 @@ def _own_hospital_alerts(params: Params, reader: ReaderInfo) -> None:
                             f"{reader.hospital_name!r}")
 
 
-SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts}
+def _own_updates(params: Params, reader: ReaderInfo) -> None:
+    if "auditor" not in reader.roles and getattr(params, "hospital") != reader.public_key:
+        raise ReadForbidden("a hospital reads only its own individual updates; others see the aggregates")
+
+
+SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts,
+                            "fl_update_get": _own_updates}
 RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only}
 
 Ask = Callable[[Params], Awaitable[object]]

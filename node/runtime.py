@@ -183,14 +183,28 @@ class Validator:
             on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn,
         )
         self.driver.on_need_sync = self.syncer.request_sync
+        trail = AuditLog(database, config.name)
+        application.serve_audit(trail, me)
+        anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),
+                            anchor_every(doc.app_state))
+        reads = read_guard_for(doc.chain_id, RPC_QUERIES, doc.app_state, lambda path, p: self.service.query(path, p),
+                               clock_ms=lambda: time.time_ns() // 1_000_000,
+                               on_read=lambda outcome: trail.record_read(outcome, application.height))
+
+        def rejected(sender: bytes | None, exc: FbciError) -> None:
+            self.defence.on_tx_rejected(sender, exc)
+            if reads is not None:  # a chain with private reads audits role refusals of transactions too
+                trail.record_tx_refusal(sender, exc, application.height, time.time_ns() // 1_000_000)
+
         self.service = NodeService(
             name=config.name, genesis=doc, app=self.app, mempool=ledger.mempool,
             gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
-            on_rejected=self.defence.on_tx_rejected, consensus_running=lambda: self.driver.running,
+            on_rejected=rejected, consensus_running=lambda: self.driver.running,
         )
-        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit]
+        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit,
+                                    anchorer.on_commit]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
 
         own.start(self.service, self.supervisor.spawn)
@@ -204,14 +218,6 @@ class Validator:
         await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))
         stack.push_async_callback(self.driver.stop)
 
-        trail = AuditLog(database, config.name)
-        application.serve_audit(trail, me)
-        anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),
-                            anchor_every(doc.app_state))
-        ledger.blocks.observers.append(anchorer.on_commit)
-        reads = read_guard_for(doc.chain_id, RPC_QUERIES, doc.app_state, self.service.query,
-                               clock_ms=lambda: time.time_ns() // 1_000_000,
-                               on_read=lambda outcome: trail.record_read(outcome, application.height))
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from consent import contract as consent
 from consent.record import pseudonym
-from core.errors import ContractRejected
+from core.errors import ContractRejected, NotFound
 from core.state import MemoryState, TxContext
 from fl_contracts import contract as fl
 from fl_contracts.spec import ModelSpec
@@ -239,3 +239,7 @@ def test_a_round_open_at_the_revocation_still_counts_the_patient_and_is_marked(s
     submit(state, 0, update(spec, 2, 0, [1] * 8, ps), 7)  # snapshot 5 is before the revocation at 6
     (tainted,) = consent.tainted_rounds(state, spec.id)
     assert (tainted.round, tainted.revoked_patients, tainted.first_withdrawn_height) == (2, 1, 6)
+    held = fl.pending_update(state, spec.id, HOSPITALS[0])
+    assert (held.round, held.weight, held.patients, held.num_samples) == (2, 2, 2, 10)
+    with pytest.raises(NotFound):
+        fl.pending_update(state, spec.id, HOSPITALS[1])

@@ -30,7 +30,7 @@ from client.session import ChainSession, load_client_key
 from consent.queries import CONSENT_HISTORY, HistoryParams
 from core.audit import AuditEventsParams
 from core.crypto import PrivateKey
-from core.errors import ContractRejected, ReadAuthRequired, ReadForbidden, RevokedReader
+from core.errors import ContractRejected, ReadAuthRequired, ReadForbidden, RevokedReader, Unauthorized
 from devnet.catalog import default_app_state
 from fl_contracts.spec import ModelSpec
 from genesis.home import HomePaths
@@ -140,6 +140,8 @@ def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFi
         tainted = consent_client.provenance(s, MODEL)
     assert {t.round for t in tainted} == {u.round for u in history.uses} and all(t.revoked_patients == 1 for t in tainted)
 
+    with ChainSession(url[3], proxy) as s, pytest.raises(Unauthorized, match="needs one of the roles"):
+        s.submit("fl.submit_update", stale)  # a patient proxy does not train: refused, and audited
     with ChainSession(url[3]) as anonymous, pytest.raises(ReadAuthRequired):
         anonymous.run(lambda c: c.query(CONSENT_HISTORY, HistoryParams(patient=patient)))
     with ChainSession(url[3], admin) as s:
@@ -151,7 +153,7 @@ def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFi
         page = wait_for(lambda: (p := query_events(s, AuditEventsParams(limit=500))).anchored_to >= 3 and p,
                         "node3's first anchors")
         refusals = {e.outcome_reason for e in page.events if e.outcome == "4"}
-        assert {"auth_required", "revoked_key"} <= refusals
+        assert {"auth_required", "revoked_key", "unauthorized"} <= refusals
         validators = tuple(bytes.fromhex(v.public_key) for v in load_genesis(HomePaths(homes[0]).genesis).validators)
         checked = [verify_event(s, fetch_proof(s, e.seq), e.seq, validators) for e in page.events
                    if e.seq < page.anchored_to]

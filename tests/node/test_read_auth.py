@@ -176,3 +176,23 @@ def test_params_are_signed_in_their_canonical_form() -> None:
     other_chain = sign_read(HOSPITAL, "another-chain", FL_MODEL_GET.path, {"model_id": "m", "version": None}, NOW,
                             b"x" * 16)
     assert other_chain.signature != a.signature
+
+
+async def test_individual_updates_are_read_by_their_hospital_and_auditors_only(serve, fake_node) -> None:
+    outcomes: list[ReadOutcome] = []
+    auditor = PrivateKey(bytes([47]) * 32)
+    READERS[auditor.public_key.raw] = ReaderInfo(public_key=auditor.public_key.raw, name="auditor0",
+                                                 roles=frozenset({"auditor"}))
+    theirs = {"model_id": "sepsis", "hospital": GATEWAY.public_key.raw.hex()}
+    mine = {"model_id": "sepsis", "hospital": HOSPITAL.public_key.raw.hex()}
+    try:
+        async with serve(create_app(fake_node, RPC_QUERIES, reads=guard(outcomes))) as client:
+            other = await _call(client, "fl_update_get", signed(HOSPITAL, "fl_update_get", theirs))
+            own = await _call(client, "fl_update_get", signed(HOSPITAL, "fl_update_get", mine, nonce=b"o" * 16))
+            audited = await _call(client, "fl_update_get", signed(auditor, "fl_update_get", theirs))
+    finally:
+        del READERS[auditor.public_key.raw]
+    assert other["error"]["data"]["reason"] == ReadForbidden.reason and "aggregates" in other["error"]["message"]
+    # past the guard: the fake node has no such update, the guard let the read through
+    assert own["error"]["data"]["reason"] == "not_found" and audited["error"]["data"]["reason"] == "not_found"
+    assert [o.reason for o in outcomes] == ["read_forbidden", "not_found", "not_found"]
