@@ -79,12 +79,14 @@ def consent_issue_proxy(args: argparse.Namespace) -> int:
 def consent_grant(args: argparse.Namespace) -> int:
     from client import consent
 
-    patient = _pseudonym(args)
+    mrns = args.mrn or [None]
     with _session(args) as s:
-        info = consent.grant(s, patient, args.purpose, decision=args.decision, start=args.period_from,
-                             end=args.period_to)
-    print(f"{args.decision} {args.purpose} for patient {patient.hex()[:16]}… recorded at height "
-          f"{info.receipt.height} (event {info.receipt.result.get('seq')})")
+        for mrn in mrns:  # several --mrn: the custodian hospital records each patient's decision
+            patient = _pseudonym(argparse.Namespace(**{**vars(args), "mrn": mrn}))
+            info = consent.grant(s, patient, args.purpose, decision=args.decision, start=args.period_from,
+                                 end=args.period_to)
+            print(f"{args.decision} {args.purpose} for patient {patient.hex()[:16]}… recorded at height "
+                  f"{info.receipt.height} (event {info.receipt.result.get('seq')})")
     return 0
 
 
@@ -122,6 +124,22 @@ def consent_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def consent_provenance(args: argparse.Namespace) -> int:
+    from client import consent
+
+    with _session(args) as s:
+        tainted = consent.provenance(s, args.model)
+        rounds = {r.round: r for r in s.rounds(args.model)}
+    for t in tainted:
+        made = rounds[t.round].new_version if t.round in rounds else None
+        print(f"{args.model} round {t.round}: {t.revoked_patients} patient(s) withdrew consent (first at height "
+              f"{t.first_withdrawn_height}); " + (f"version {made} and every later version derive from it"
+                                                  if made is not None else "the round made no version"))
+    if not tainted:
+        print(f"no round of {args.model} used a patient who later withdrew consent")
+    return 0
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 def _urls(args: argparse.Namespace) -> list[str]:
@@ -155,11 +173,19 @@ def _filters(args: argparse.Namespace) -> Any:
 def audit_query(args: argparse.Namespace) -> int:
     from client.audit import query_events
 
+    from core.errors import FbciError
+
     filters = _filters(args)
     rows: list[Any] = []
+    unreachable = 0
     for url in _urls(args):
-        with _session(args, url) as s:
-            page = query_events(s, filters)
+        try:
+            with _session(args, url) as s:
+                page = query_events(s, filters)
+        except FbciError as exc:  # one validator down must not hide the others' trails
+            unreachable += 1
+            print(f"{url}: error[{exc.code} {exc.reason}]: {exc.message}", file=sys.stderr)
+            continue
         gap = page.next_seq - page.anchored_to
         print(f"{page.observer}: {len(page.events)} event(s); {page.next_seq} recorded, anchored below "
               f"{page.anchored_to} (last anchor at height {page.last_anchor_height})"
@@ -167,13 +193,13 @@ def audit_query(args: argparse.Namespace) -> int:
         rows += page.events
     if args.json:
         _print(rows)
-        return 0
+        return 1 if unreachable else 0
     for e in rows:
         who = e.agent_name or (e.agent.hex()[:16] + "…" if e.agent else "anonymous")
         what = " ".join(f"{k}={str(v)[:16]}" for k, v in sorted(e.entity.items()))
         print(f"{e.observer} #{e.seq:<5} height {e.height:>6}  {e.action} {e.entity_type:<18} {what:<40} by {who:<12}"
               f" outcome {e.outcome} {e.outcome_reason}")
-    return 0
+    return 1 if unreachable else 0
 
 
 def audit_verify(args: argparse.Namespace) -> int:
@@ -211,10 +237,11 @@ def _common(p: argparse.ArgumentParser, *, key_help: str) -> None:
     p.add_argument("--key", required=True, help=key_help)
 
 
-def _patient(p: argparse.ArgumentParser) -> None:
+def _patient(p: argparse.ArgumentParser, *, many: bool = False) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--patient", metavar="PSEUDONYM", help="the patient's pseudonym, 64 hex digits")
-    who.add_argument("--mrn", help="the medical record number (hospital side: hashed here, never sent)")
+    who.add_argument("--mrn", nargs="+" if many else None, metavar="MRN",
+                     help="medical record number" + ("(s)" if many else "") + " (hospital side: hashed here, never sent)")
 
 
 def add_commands(sub: Any) -> None:
@@ -238,12 +265,15 @@ def add_commands(sub: Any) -> None:
                                    ("revoke", consent_revoke, "Revoke the record for a purpose (from the next round).")):
         p = add(consent, name, handler, summary)
         _common(p, key_help="the patient proxy's key, or the custodian hospital's")
-        _patient(p)
+        _patient(p, many=name == "grant")
         p.add_argument("--purpose", default="*", help="train:<model_id>, or * for every model (default: *)")
         if name == "grant":
             p.add_argument("--decision", choices=("permit", "deny"), default="permit")
             p.add_argument("--from", dest="period_from", type=int, metavar="HEIGHT", help="default: now")
             p.add_argument("--to", dest="period_to", type=int, metavar="HEIGHT", help="default: until revoked")
+    p = add(consent, "provenance", consent_provenance, "Model versions trained on patients who later withdrew.")
+    _common(p, key_help="signs the read: a hospital's, an auditor's or a clinician's key")
+    p.add_argument("--model", required=True, metavar="MODEL_ID")
     p = add(consent, "history", consent_history, "A patient's consent events and every round that used them.")
     _common(p, key_help="signs the read: the patient proxy's key (or an auditor's, or the custodian's)")
     _patient(p)

@@ -236,9 +236,10 @@ def train_rounds(
                 report(Progress(model.open_round, "consent", {"used": int(consented.mask.sum()),
                                                               "left_out": consented.left_out,
                                                               "reasons": consented.reasons}))
-                if not consented.patients:
-                    raise InvalidInput(f"no local record may train {model_id} at the round's consent snapshot "
-                                       f"(height {model.snapshot_height}): {consented.reasons}")
+                if not consented.patients:  # nothing to train on in this round: let it pass, try the next
+                    report(Progress(model.open_round, "skipped", {"snapshot": model.snapshot_height}))
+                    result.records.append(transport.wait_round(model_id, model.open_round))
+                    continue
             payload = client.make_update(model, tamper, consented)
             if poison is not None:
                 payload["num_samples"] = model.spec.max_samples
@@ -265,6 +266,9 @@ def format_progress(total: int) -> Callable[[Progress], None]:
         elif p.stage == "consent":
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items()))
             text = f"{d['used']} record(s) with consent, {d['left_out']} left out" + (f" ({why})" if why else "")
+        elif p.stage == "skipped":
+            done[0] += 1
+            text = f"no local record has consent at this round's snapshot (height {d['snapshot']}); waiting"
         elif p.stage == "trained":
             text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")
         elif p.stage == "submitted":
