@@ -79,10 +79,10 @@ def consent_issue_proxy(args: argparse.Namespace) -> int:
 def consent_grant(args: argparse.Namespace) -> int:
     from client import consent
 
-    mrns = args.mrn or [None]
+    # several --mrn: the custodian hospital records each patient's decision, one transaction each
+    patients = [_pseudonym(argparse.Namespace(**{**vars(args), "mrn": mrn})) for mrn in args.mrn or [None]]
     with _session(args) as s:
-        for mrn in mrns:  # several --mrn: the custodian hospital records each patient's decision
-            patient = _pseudonym(argparse.Namespace(**{**vars(args), "mrn": mrn}))
+        for patient in patients:
             info = consent.grant(s, patient, args.purpose, decision=args.decision, start=args.period_from,
                                  end=args.period_to)
             print(f"{args.decision} {args.purpose} for patient {patient.hex()[:16]}… recorded at height "

@@ -38,10 +38,14 @@ def patients_of(i: int, n: int) -> list[bytes]:
     return sorted(pseudonym(f"MRN-{i}-{k}", SECRET + bytes([i])) for k in range(n))
 
 
-@pytest.fixture
-def spec() -> ModelSpec:
+def make_spec() -> ModelSpec:
     return ModelSpec.for_sequential("lr", [3, 2], frac_bits=8, min_updates=2, max_updates=3, round_length_blocks=5,
                                     max_abs=2.0, max_norm=3.0, max_samples=1000)
+
+
+@pytest.fixture
+def spec() -> ModelSpec:
+    return make_spec()
 
 
 @pytest.fixture
@@ -243,3 +247,25 @@ def test_a_round_open_at_the_revocation_still_counts_the_patient_and_is_marked(s
     assert (held.round, held.weight, held.patients, held.num_samples) == (2, 2, 2, 10)
     with pytest.raises(NotFound):
         fl.pending_update(state, spec.id, HOSPITALS[1])
+
+
+def _aggregate_with_claims(spec: ModelSpec, claims: list[int], sizes: list[int]) -> list[int]:
+    s = MemoryState()
+    fl.init_models(s, [spec], {spec.id: None}, 0)
+    consent.init_policy(s, ["*"])
+    for i, n in enumerate(sizes):
+        permit_all(s, i, patients_of(i, n), height=1, purpose="*")
+    open_round_at(s, spec, 5)
+    for i, (claim, n) in enumerate(zip(claims, sizes)):
+        submit(s, i, update(spec, 2, 0, [(-1) ** i * 20 * (i + 1)] * 8, patients_of(i, n), num_samples=claim), 6)
+    (record,) = fl.end_block(s, 6)
+    assert [p.weight for p in record.participants] == sizes
+    return fl.get_model(s, spec.id).weights_int().tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 2**53), min_size=3, max_size=3), st.lists(st.integers(1, 5), min_size=3, max_size=3))
+def test_no_claimed_sample_count_moves_the_aggregate(claims: list[int], sizes: list[int]) -> None:
+    """Whatever each hospital claims, FedAvg weighs it by its consented patients only."""
+    spec = make_spec()
+    assert _aggregate_with_claims(spec, claims, sizes) == _aggregate_with_claims(spec, sizes, sizes)
