@@ -47,8 +47,9 @@ class UpdateGetParams(Params):
     hospital: Hash32 = Field(description="the submitting hospital's public key, hex")
 
 
-MODEL_READERS = Access(frozenset({"admin", "validator", "hospital", "clinician", "auditor"}), private=True)
-"""Global models and round records are the consortium's: private by default, any member role reads them."""
+MODEL_READERS = Access(frozenset({"admin", "validator", "hospital", "gateway", "clinician", "auditor"}), private=True)
+"""Global models and round records are the consortium's: private by default, any member role reads them
+(a gateway scores with the IDS model, a clinician's screen with the deterioration model)."""
 
 FL_MODELS: Query[NoParams, list[RegisteredModel]] = Query(
     "fl_models", "Registered federated-learning models.", NoParams, list[RegisteredModel])
