@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from consensus import CommitCertificate, Ed25519Verifier
 from core.api import BlockInfo, TxInfo
-from core.audit import ANCHOR_KIND, AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditPage, AuditProof, AuditProofParams
+from core.audit import (
+    ANCHOR_KIND, AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditPage, AuditProof, AuditProofParams,
+)
 from core.block import BlockHeader
 from core.errors import FbciError, InvalidInput
 from core.hashing import merkle_root

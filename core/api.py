@@ -228,7 +228,11 @@ class BlockGetParams(Params):
 
 
 TX_GET: Query[TxGetParams, TxInfo] = Query(
-    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo)
+    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo,
+    Access(frozenset({"admin", "validator", "hospital", "gateway", "clinician", "auditor", "patient_proxy"}),
+           private=True))
+"""Private by default: a payload may be a hospital's individual update or a patient's consent (the read
+guard narrows those kinds to their sender and auditors); ``block_get`` shows only hashes and stays open."""
 BLOCK_GET: Query[BlockGetParams, BlockInfo] = Query(
     "block_get", "A block with its commit certificate, by height or hash (default: latest).", BlockGetParams,
     BlockInfo)

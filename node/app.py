@@ -23,7 +23,9 @@ from core.api import (
     ACCOUNT, BLOCK_GET, CHAIN_QUERIES, TX_GET, AccountGetParams, AccountState, BlockGetParams, BlockInfo,
     CertificateInfo, Query, Signature, TxGetParams, TxInfo,
 )
-from core.audit import AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES, AnchorsParams, AuditEventsParams, AuditProofParams
+from core.audit import (
+    AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES, AnchorsParams, AuditEventsParams, AuditProofParams,
+)
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256

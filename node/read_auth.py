@@ -23,12 +23,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from consent import contract as consent_contract
 from core.api import Params, Query
 from core.errors import (
     BadReadSignature, FbciError, InvalidGenesis, ReadAuthRequired, ReadForbidden, ReplayedRead, RevokedReader,
     StaleRead, UnknownReader,
 )
 from core.readauth import DEFAULT_WINDOW_MS, READER_PATH, ReadAuth, ReaderInfo, ReaderParams, verify_read
+from fl_contracts.contract import TX_KIND as FL_UPDATE_KIND
 
 ENTITY_FIELDS = ("model_id", "version", "patient", "hospital", "subject", "alert_class", "round", "height")
 """Params that name what a read is about: the audit event's entity."""
@@ -124,9 +126,19 @@ def _own_updates(params: Params, reader: ReaderInfo) -> None:
         raise ReadForbidden("a hospital reads only its own individual updates; others see the aggregates")
 
 
+PERSONAL_KINDS = frozenset({FL_UPDATE_KIND, consent_contract.SET_KIND, consent_contract.REVOKE_KIND})
+"""Transactions whose payload is one hospital's update or one patient's consent."""
+
+
+def _own_personal_txs(result: object, reader: ReaderInfo) -> None:
+    if getattr(result, "kind", None) in PERSONAL_KINDS and not reader.roles & {"auditor", "validator"} \
+            and getattr(result, "sender", None) != reader.public_key:
+        raise ReadForbidden(f"a {getattr(result, 'kind')} transaction is read by its sender and auditors only")
+
+
 SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts,
                             "fl_update_get": _own_updates}
-RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only}
+RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only, "tx_get": _own_personal_txs}
 
 Ask = Callable[[Params], Awaitable[object]]
 LookupReader = Callable[[bytes], Awaitable["ReaderInfo | None"]]

@@ -43,7 +43,7 @@ ROWS = 12
 def app_state() -> dict:
     state = default_app_state(4)
     spec = ModelSpec.for_sequential(MODEL, [30, 2], rule="fedavg", min_updates=2, max_updates=2,
-                                    round_length_blocks=8, max_abs=8.0, max_norm=16.0)
+                                    round_length_blocks=20, max_abs=8.0, max_norm=16.0)
     state["models"].append(spec.to_doc())
     return {**state, "consent": {"required_for": [MODEL]}, "read_policy": {}, "audit": {"anchor_every_blocks": 2}}
 
@@ -89,7 +89,7 @@ def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFi
         with ChainSession(url[i], hospital[0]) as s:
             return s.rounds(MODEL)[-1]
 
-    wait_for(lambda: open_round().opened_height >= granted, "a round whose snapshot sees the grants", 90)
+    wait_for(lambda: open_round().opened_height >= granted, "a round whose snapshot sees the grants", 150)
 
     def train_round() -> list[TrainResult]:
         results: dict[int, TrainResult] = {}
@@ -121,7 +121,8 @@ def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFi
         revoked_at = consent_client.revoke(s, patient, f"train:{MODEL}").receipt.height
     if open_round().opened_height < revoked_at:  # the round open at the revocation still counts the patient
         assert weights(train_round()[0])[me] == ROWS
-    head = wait_for(lambda: (r := open_round()).opened_height >= revoked_at and r, "the round after the revocation")
+    head = wait_for(lambda: (r := open_round()).opened_height >= revoked_at and r, "the round after the revocation",
+                    150)
     stale = {"model_id": MODEL, "round": head.round, "base_version": head.base_version, "num_samples": ROWS,
              "delta": np.zeros(62, dtype="<i4").tobytes(), "patients": sorted(rows[0])}
     with ChainSession(url[0], hospital[0]) as s, pytest.raises(ContractRejected, match="revoked for train:bc_consent"):

@@ -196,3 +196,38 @@ async def test_individual_updates_are_read_by_their_hospital_and_auditors_only(s
     # past the guard: the fake node has no such update, the guard let the read through
     assert own["error"]["data"]["reason"] == "not_found" and audited["error"]["data"]["reason"] == "not_found"
     assert [o.reason for o in outcomes] == ["read_forbidden", "not_found", "not_found"]
+
+
+async def test_a_committed_update_or_consent_is_read_by_its_sender_and_auditors_only() -> None:
+    """tx_get would otherwise hand anyone another hospital's individual delta."""
+    from types import SimpleNamespace
+
+    from core.api import TX_GET, TxGetParams
+
+    auditor = PrivateKey(bytes([48]) * 32)
+    READERS[auditor.public_key.raw] = ReaderInfo(public_key=auditor.public_key.raw, name="auditor0",
+                                                 roles=frozenset({"auditor"}))
+    outcomes: list[ReadOutcome] = []
+    g = guard(outcomes)
+    params = TxGetParams(hash=bytes(32))
+    dumped = params.model_dump(mode="json")
+
+    async def read(key: PrivateKey, kind: str, sender: bytes, nonce: bytes) -> object:
+        async def ask(p: object) -> object:
+            return SimpleNamespace(kind=kind, sender=sender)
+
+        auth = sign_read(key, CHAIN_ID, "tx_get", dumped, NOW, nonce)
+        return await g.read(TX_GET, params, auth, "127.0.0.1", ask)
+
+    try:
+        other = GATEWAY.public_key.raw
+        with pytest.raises(ReadForbidden, match="its sender and auditors only"):
+            await read(HOSPITAL, "fl.submit_update", other, b"1" * 16)
+        with pytest.raises(ReadForbidden):
+            await read(HOSPITAL, "consent.set", other, b"2" * 16)
+        assert (await read(HOSPITAL, "fl.submit_update", HOSPITAL.public_key.raw, b"3" * 16)).kind == "fl.submit_update"
+        assert (await read(auditor, "fl.submit_update", other, b"4" * 16)).sender == other
+        assert (await read(HOSPITAL, "ids.alert", other, b"5" * 16)).kind == "ids.alert"  # not personal
+    finally:
+        del READERS[auditor.public_key.raw]
+    assert [o.code for o in outcomes] == [ReadForbidden.code, ReadForbidden.code, 0, 0, 0]
