@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import FbciError, NodeUnreachable, NotFound, StorageError, Timeout
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from cli import commands, dashboard
+from cli import commands, consent_audit, dashboard
 from cli.version import version_line
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     dashboard.register(sub)
+    consent_audit.add_commands(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -23,8 +24,10 @@ from core.api import (
     BLOCK_GET, TX_GET, AccountInfo, BlockGetParams, BlockInfo, NodeStatus, NoParams, Params, Query, Receipt,
     TxAccepted, TxCommitResult, TxGetParams, TxInfo,
 )
+from core.crypto import PrivateKey
 from core.errors import ERRORS_BY_CODE, ERRORS_BY_REASON, FbciError, NodeUnreachable, ProofInvalid
 from core.proofs import ProvenAnswer
+from core.readauth import AUTH_PARAM, sign_read
 from core.tx import Transaction
 from core.wire import from_wire
 from fl_contracts.contract import ModelVersion, RoundRecord
@@ -62,13 +65,16 @@ def unreachable(url: str, exc: aiohttp.ClientConnectionError) -> NodeUnreachable
 class RpcClient:
     """``async with RpcClient("http://127.0.0.1:26657") as node: await node.status()``."""
 
-    def __init__(self, url: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 60.0, reader: PrivateKey | None = None) -> None:
+        """``reader``: sign every query with this key (``core.readauth``), as private reads require."""
         base = url.rstrip("/").removesuffix("/rpc")
         self.rpc_url = f"{base}/rpc"
         self.ws_url = f"{base}/ws"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+        self.reader = reader
+        self._chain_id: str | None = None
 
     async def __aenter__(self) -> RpcClient:
         return self
@@ -132,14 +138,25 @@ class RpcClient:
         return results
 
     async def query(self, query: Query[P, R], params: P) -> R:
-        """Any read of chain state, sent and read back through its one definition."""
-        return query.parse(await self.call(query.path, params.model_dump(mode="json")))
+        """Any read of chain state, sent and read back through its one definition (signed with ``reader``)."""
+        return query.parse(await self.call(query.path, await self.signed_params(query.path, params)))
+
+    async def signed_params(self, method: str, params: Params) -> dict[str, Any]:
+        """``params`` as by-name JSON, with ``auth`` (a signed read request) when this client has a reader key."""
+        body = params.model_dump(mode="json")
+        if self.reader is None:
+            return body
+        if self._chain_id is None:
+            self._chain_id = (await self.status()).chain_id
+        auth = sign_read(self.reader, self._chain_id, method, body, time.time_ns() // 1_000_000)
+        return {**body, AUTH_PARAM: auth.model_dump(mode="json")}
 
     async def prove(self, query: Query[P, R], params: P) -> ProvenAnswer:
-        """The same read with ``prove: true``, unchecked (``client.light`` checks it)."""
+        """The same read with ``prove: true``, unchecked (``client.light`` checks it); the signature of a
+        private read covers the query's params, not ``prove``."""
         try:
             answer: ProvenAnswer = from_wire(ProvenAnswer, await self.call(
-                query.path, {**params.model_dump(mode="json"), "prove": True}))
+                query.path, {**await self.signed_params(query.path, params), "prove": True}))
         except ValidationError as exc:
             raise ProofInvalid(f"the answer to {query.path} is not a proven answer: {exc.error_count()} errors"
                                ) from None

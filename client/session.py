@@ -36,6 +36,8 @@ from core.crypto import PrivateKey
 from core.errors import BadNonce, InvalidInput, NotFound, RateLimited, Timeout
 from core.tx import Transaction
 from core.api import NoParams, Params, Query, TxInfo
+from consent.queries import CONSENT_CHECK, CONSENT_POLICY, CheckParams
+from consent.record import Verdict
 from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, FL_ROUNDS, ModelGetParams, RoundsParams
 from fl_contracts.spec import ModelSpec
@@ -89,8 +91,8 @@ def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
 class _BoundClient(RpcClient):
     """An :class:`RpcClient` whose connections leave from ``local_addr`` (e.g. 127.0.0.2 on loopback)."""
 
-    def __init__(self, url: str, *, timeout_s: float, local_addr: str | None) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(self, url: str, *, timeout_s: float, local_addr: str | None, reader: PrivateKey | None = None) -> None:
+        super().__init__(url, timeout_s=timeout_s, reader=reader)
         self._local_addr = local_addr
 
     def _http(self) -> aiohttp.ClientSession:
@@ -102,7 +104,8 @@ class _BoundClient(RpcClient):
 
 
 class ChainSession:
-    """A blocking, thread-confined session on one validator, optionally signing with ``key``.
+    """A blocking, thread-confined session on one validator, optionally signing with ``key`` (its
+    transactions, and its reads: a private read is answered only for a signed request).
 
     Reads of the FL contract go through a :class:`client.light.LightClient` (``verify``, the default):
     checked against commit certificates of the ``genesis`` validator set, falling back to the
@@ -114,12 +117,12 @@ class ChainSession:
         self.rpc_url = rpc_url
         self.key = key
         self._runner = asyncio.Runner()
-        self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr)
+        self.client = _BoundClient(rpc_url, timeout_s=timeout_s, local_addr=local_addr, reader=key)
         self._chain_id: str | None = None
         self._specs: dict[str, ModelSpec] = {}
         self.verify = verify
         self._genesis = genesis
-        self._fallbacks = [RpcClient(url, timeout_s=timeout_s) for url in fallback_urls]
+        self._fallbacks = [RpcClient(url, timeout_s=timeout_s, reader=key) for url in fallback_urls]
         self._light: LightClient | None = None
         self.seen_height = 0
         """The highest height this session saw something commit at (its own transactions, closed rounds,
@@ -225,6 +228,11 @@ class ChainSession:
                 raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self._specs)) or 'none'})")
         return self._specs[model_id]
 
+    def consent_required(self, model_id: str) -> bool:
+        """Whether the chain's genesis policy makes ``model_id``'s updates list consented patients."""
+        required = self.run(lambda c: c.query(CONSENT_POLICY, NoParams()))
+        return "*" in required or model_id in required
+
     def rounds(self, model_id: str) -> list[RoundRecord]:
         return self.read(FL_ROUNDS, RoundsParams(model_id=model_id))
 
@@ -278,7 +286,12 @@ class ChainTransport:
         spec = self.session.spec(model_id)
         open_round = self.session.rounds(model_id)[-1]
         version = self.session.model_version(model_id, open_round.base_version)
-        return ChainModel(spec, version, open_round.round)
+        return ChainModel(spec, version, open_round.round, open_round.opened_height)
+
+    def consent_verdicts(self, model_id: str, height: int, patients: list[bytes]) -> list[Verdict]:
+        """``client.fl.consent.CheckConsent`` over ``consent_check``."""
+        params = CheckParams(model_id=model_id, height=height, patients=patients)
+        return self.session.run(lambda c: c.query(CONSENT_CHECK, params))
 
     def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -40,6 +40,19 @@ class NoParams(Params):
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may call a read. ``private``: by default only a signed request from a key holding one of
+    ``roles`` is answered (genesis ``app_state.read_policy`` may mark a method open or private);
+    an open read is answered for anyone."""
+
+    roles: frozenset[str] = frozenset()
+    private: bool = False
+
+
+OPEN = Access()
+
+
+@dataclass(frozen=True)
 class Query(Generic[P, R]):
     path: str
     """Also the JSON-RPC method name."""
@@ -47,6 +60,7 @@ class Query(Generic[P, R]):
     params: type[P]
     result: Any
     """The result's type (``R``, written out for pydantic and the OpenRPC document)."""
+    access: Access = OPEN
     provable: bool = True
     """A read of state alone, so a validator can answer it with a proof (``prove: true``, ``core.proofs``)."""
 
@@ -216,7 +230,11 @@ class BlockGetParams(Params):
 
 
 TX_GET: Query[TxGetParams, TxInfo] = Query(
-    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo, provable=False)
+    "tx_get", "A committed transaction with its height, index and receipt.", TxGetParams, TxInfo,
+    Access(frozenset({"admin", "validator", "hospital", "gateway", "clinician", "auditor", "patient_proxy"}),
+           private=True), provable=False)
+"""Private by default: a payload may be a hospital's individual update or a patient's consent (the read
+guard narrows those kinds to their sender and auditors); ``block_get`` shows only hashes and stays open."""
 BLOCK_GET: Query[BlockGetParams, BlockInfo] = Query(
     "block_get", "A block with its commit certificate, by height or hash (default: latest).", BlockGetParams,
     BlockInfo, provable=False)

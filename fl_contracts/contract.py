@@ -8,7 +8,18 @@ Rule 2: a rejected update raises :class:`core.errors.ContractRejected` before
 the first write, so it changes nothing. The reason slug is in
 ``error.data["fl_reason"]``: ``unknown_model``, ``unauthorized``,
 ``wrong_round`` (late or early), ``round_full``, ``duplicate``,
-``stale_version``, ``wrong_shape``, ``out_of_bounds``, ``invalid_payload``.
+``stale_version``, ``wrong_shape``, ``out_of_bounds``, ``invalid_payload``,
+``no_consent`` (a listed patient lacks a permit, see below).
+
+Consent. The node passes a :class:`ConsentCheck` (``consent.contract`` fills
+it in; this leaf does not import it). An update may carry ``patients``, the
+strictly ascending pseudonyms of the records it trained on; for a model whose
+genesis policy requires consent it must. Every listed patient must be in the
+sender's custody and hold a permit for ``train:<model>`` at the round's
+consent snapshot, the height the round opened (so a revocation takes effect
+from the next round). Such an update's FedAvg weight is the number of
+patients listed, not the claimed ``num_samples``: a weight can no longer be
+invented, only earned by patients who agreed.
 
 Lifecycle. Genesis opens round 1 at height 0 with deadline
 ``0 + round_length_blocks``. A hospital (role :data:`HOSPITAL_ROLE`) submits
@@ -30,8 +41,8 @@ State layout (all keys under ``fl/``, values canonical msgpack)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +73,23 @@ class SubmitUpdate(BaseModel):
     delta: StrictBytes
     dp_epsilon_micro: StrictInt | None = Field(default=None, ge=0)
     dp_delta_nano: StrictInt | None = Field(default=None, ge=0)
+    patients: list[Annotated[StrictBytes, Field(min_length=32, max_length=32)]] | None = Field(
+        default=None, min_length=1)
+    """Pseudonyms of the records trained on, strictly ascending (so each counts once)."""
+
+
+class ConsentCheck(Protocol):
+    """The consent ledger as the FL contract sees it (``consent.contract.ChainConsent``)."""
+
+    def required(self, state: StateView, model_id: str) -> bool: ...
+
+    def refusal(self, state: StateView, hospital: bytes, patients: Sequence[bytes], model_id: str,
+                snapshot_height: int) -> str | None:
+        """Why the first patient that may not train ``model_id`` at the snapshot may not; None: all may."""
+        ...
+
+    def record_use(self, state: StateView, hospital: bytes, patients: Iterable[bytes], model_id: str, rnd: int,
+                   base_version: int, height: int) -> None: ...
 
 
 class Head(BaseModel):
@@ -101,6 +129,8 @@ class Participant(BaseModel):
     excluded: str | None = None
     dp_epsilon_micro: int | None = None
     dp_delta_nano: int | None = None
+    patients: int | None = None
+    """Number of consented patients the update named (its FedAvg weight before the cap); None: none named."""
 
 
 class RoundRecord(BaseModel):
@@ -189,8 +219,13 @@ def list_models(state: StateView) -> list[ModelSpec]:
     return [ModelSpec.model_validate(codec.decode(v)) for _, v in state.scan(b"fl/spec/")]
 
 
-def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Validate one hospital's delta and hold it for the round; all checks come before any write."""
+def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
+                  consent: ConsentCheck | None = None) -> dict[str, Any]:
+    """Validate one hospital's delta and hold it for the round; all checks come before any write.
+
+    ``consent`` None (contract tests, the in-process simulation): no consent ledger, so no model
+    requires consent and listed patients are checked only for order.
+    """
     try:
         upd = SubmitUpdate.model_validate(payload)
     except ValidationError as exc:
@@ -221,9 +256,32 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> 
     peak = max(-int(q.min()), int(q.max()))
     if peak > spec.max_abs:
         raise _reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
-    _put(state, ukey, upd.model_dump(exclude={"model_id", "round", "base_version"}))
+    _check_patients(state, ctx, upd, head, consent)
+    stored = upd.model_dump(exclude={"model_id", "round", "base_version", "patients"})
+    stored["weight"] = upd.num_samples if upd.patients is None else len(upd.patients)
+    stored["patients"] = None if upd.patients is None else len(upd.patients)
+    if consent is not None and upd.patients is not None:
+        consent.record_use(state, ctx.sender, upd.patients, spec.id, head.round, head.version, ctx.height)
+    _put(state, ukey, stored)
     _put(state, _key("head", spec.id), head.model_copy(update={"pending": head.pending + 1}))
     return {"model_id": spec.id, "round": head.round, "position": head.pending + 1}
+
+
+def _check_patients(state: StateView, ctx: TxContext, upd: SubmitUpdate, head: Head,
+                    consent: ConsentCheck | None) -> None:
+    patients = upd.patients
+    if patients is not None and any(a >= b for a, b in zip(patients, patients[1:])):
+        raise _reject("invalid_payload", "fl.submit_update: patients must be strictly ascending (each listed once)")
+    if consent is None:
+        return
+    if patients is None:
+        if consent.required(state, upd.model_id):
+            raise _reject("no_consent", f"model {upd.model_id!r} requires consent: the update must list the "
+                                        "pseudonyms of the patients it trained on")
+        return
+    why = consent.refusal(state, ctx.sender, patients, upd.model_id, head.opened_height)
+    if why is not None:
+        raise _reject("no_consent", f"round {head.round} (consent snapshot at height {head.opened_height}): {why}")
 
 
 def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> RoundRecord:
@@ -242,16 +300,17 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
     values = np.empty((len(docs), spec.num_params), dtype=np.int32)
     for i, d in enumerate(docs):
         values[i] = decode_delta(d["delta"], spec.num_params)
-    weights = np.array([d["num_samples"] for d in docs], dtype=np.int64)
+    weights = np.array([d["weight"] for d in docs], dtype=np.int64)
     agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, senders),
                     max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
     old = _load(state, _key("ver", spec.id, _be(head.version)))
     new_w = decode_weights(old["weights"]) + agg.delta
     mv = _store_version(state, spec.id, head.version + 1, head.round, height, encode_weights(new_w))
     participants = [
-        Participant(sender=s, num_samples=d["num_samples"], weight=min(d["num_samples"], spec.max_samples),
+        Participant(sender=s, num_samples=d["num_samples"], weight=int(min(weights[i], spec.max_samples)),
                     norm_clipped=i in agg.clipped, excluded=agg.excluded.get(i),
-                    dp_epsilon_micro=d.get("dp_epsilon_micro"), dp_delta_nano=d.get("dp_delta_nano"))
+                    dp_epsilon_micro=d.get("dp_epsilon_micro"), dp_delta_nano=d.get("dp_delta_nano"),
+                    patients=d.get("patients"))
         for i, (s, d) in enumerate(zip(senders, docs))
     ]
     record = RoundRecord(**base, status="aggregated", participants=participants,
@@ -324,3 +383,26 @@ def round_history(state: StateView, model_id: str) -> list[RoundRecord]:
     get_spec(state, model_id)
     closed = [RoundRecord.model_validate(codec.decode(v)) for _, v in state.scan(_key("round", model_id) + b"/")]
     return [*closed, current_round(state, model_id)]
+
+
+class PendingUpdate(BaseModel):
+    """One hospital's update held by the open round: individual, so private to it and to auditors."""
+
+    model_config = _FROZEN
+    model_id: str
+    round: int
+    sender: bytes
+    num_samples: int
+    weight: int
+    patients: int | None
+    delta: bytes
+
+
+def pending_update(state: StateView, model_id: str, sender: bytes) -> PendingUpdate:
+    head = _head(state, get_spec(state, model_id).id)
+    doc = _load(state, _key("upd", model_id, _be(head.round), sender))
+    if doc is None:
+        raise NotFound(f"no update from {sender.hex()[:16]}… in {model_id} round {head.round}")
+    return PendingUpdate(model_id=model_id, round=head.round, sender=sender, num_samples=doc["num_samples"],
+                         weight=doc["weight"], patients=doc["patients"], delta=doc["delta"])
+

@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.api import NoParams, Params, Query
+from core.api import Access, NoParams, Params, Query
 from core.state import StateView
-from core.wire import WIRE_BYTES
+from core.wire import WIRE_BYTES, Hash32
 from fl_contracts import contract, secagg_queries
-from fl_contracts.contract import ModelVersion, RoundRecord
+from fl_contracts.contract import ModelVersion, PendingUpdate, RoundRecord
 from fl_contracts.spec import ModelSpec
 
 
@@ -42,13 +42,27 @@ class RoundsParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
 
 
+class UpdateGetParams(Params):
+    model_id: str = Field(min_length=1, max_length=128)
+    hospital: Hash32 = Field(description="the submitting hospital's public key, hex")
+
+
+MODEL_READERS = Access(frozenset({"admin", "validator", "hospital", "gateway", "clinician", "auditor"}), private=True)
+"""Global models and round records are the consortium's: private by default, any member role reads them
+(a gateway scores with the IDS model, a clinician's screen with the deterioration model)."""
+
 FL_MODELS: Query[NoParams, list[RegisteredModel]] = Query(
     "fl_models", "Registered federated-learning models.", NoParams, list[RegisteredModel])
 FL_MODEL_GET: Query[ModelGetParams, ModelVersion] = Query(
-    "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion)
+    "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion, MODEL_READERS)
 FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
     "fl_rounds", "Round history of a model, oldest first; the last entry is the open round.", RoundsParams,
-    list[RoundRecord])
+    list[RoundRecord], MODEL_READERS)
+
+
+FL_UPDATE_GET: Query[UpdateGetParams, PendingUpdate] = Query(
+    "fl_update_get", "One hospital's individual update in the open round (its own hospital and auditors only).",
+    UpdateGetParams, PendingUpdate, Access(frozenset({"hospital", "auditor"}), private=True))
 
 
 def _models(state: StateView, params: NoParams) -> list[RegisteredModel]:
@@ -64,5 +78,7 @@ def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
 
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
-    (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds), *secagg_queries.STATE_QUERIES,
+    (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds),
+    (FL_UPDATE_GET, lambda state, p: contract.pending_update(state, p.model_id, p.hospital)),
+    *secagg_queries.STATE_QUERIES,
 )

@@ -18,8 +18,11 @@ from pydantic import AfterValidator, ConfigDict, Field
 
 STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
-ROLES = ("admin", "validator", "hospital", "gateway")
-Role = Literal["admin", "validator", "hospital", "gateway"]
+ROLES = ("admin", "validator", "hospital", "gateway", "clinician", "auditor", "patient_proxy")
+Role = Literal["admin", "validator", "hospital", "gateway", "clinician", "auditor", "patient_proxy"]
+"""clinician: reads its own hospital's alerts and predictions; auditor: reads the audit trail and
+individual deltas; patient_proxy: a key a hospital issues for one patient, which writes that patient's
+consent and reads its data-use history (``acl.issue``)."""
 
 _CHAIN_ID = re.compile(r"[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9_-]{0,30}[a-z0-9])?")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from core.api import Params, Query
+from core.api import Access, Params, Query
 from core.state import StateView
 from core.wire import WIRE_BYTES, Hash32
 from ids import alerts
@@ -54,7 +54,8 @@ class AlertPage(BaseModel):
 
 ALERTS_QUERY: Query[AlertsQueryParams, AlertPage] = Query(
     "alerts_query", "IDS alerts matching the filters, oldest first, one page at a time.", AlertsQueryParams,
-    AlertPage)
+    AlertPage, Access(frozenset({"admin", "validator", "hospital", "gateway", "clinician", "auditor"}), private=True))
+"""A clinician reads only its own hospital's alerts (the node narrows ``hospital`` to it)."""
 
 
 def _alerts(state: StateView, q: AlertsQueryParams) -> AlertPage:

@@ -1,9 +1,16 @@
-"""Accounts and roles in state, and the admin-only ``acl.*`` transaction kinds.
+"""Accounts and roles in state, and the ``acl.*`` transaction kinds.
 
 The chain is permissioned: only a key registered here may have a transaction
 executed, and each transaction kind names the roles allowed to send it.
 Registration, granting and revocation are transactions themselves, so the
 membership history is on the ledger like everything else.
+
+Admins register, grant and revoke (``acl.register``/``grant``/``revoke``).
+A hospital issues the keys that act for it (``acl.issue``): a clinician's,
+bound to that hospital, and a patient proxy's, bound to that hospital and one
+patient pseudonym (its custody is the consent contract's, ``consent.contract``).
+The binding is what later reads check: a clinician sees only its hospital's
+alerts and predictions, a proxy only its patient's history.
 """
 
 from __future__ import annotations
@@ -14,9 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.accounts import Account, account_key, load_account, store_account  # noqa: F401 (re-exported)
 from core.errors import ContractRejected, InvalidInput
+from core.readauth import ReaderInfo
 from core.state import StateView, TxContext
+from consent import contract as consent
+from genesis.types import ROLES as ROLE_NAMES
 
-ROLES = frozenset({"admin", "validator", "hospital", "gateway"})
+ROLES = frozenset(ROLE_NAMES)
+ISSUED_ROLES = ("clinician", "patient_proxy")
+"""The roles a hospital may issue keys for."""
+_HOSPITAL_OF = b"acct_of/"
 
 
 def parse_payload(model: type[BaseModel], payload: dict[str, Any]) -> Any:
@@ -36,12 +49,20 @@ class _Strict(BaseModel):
 class RegisterPayload(_Strict):
     public_key: bytes = Field(min_length=32, max_length=32)
     name: str = Field(min_length=1, max_length=64)
-    roles: list[str] = Field(min_length=1, max_length=4)
+    roles: list[str] = Field(min_length=1, max_length=len(ROLE_NAMES))
 
 
 class RolePayload(_Strict):
     public_key: bytes = Field(min_length=32, max_length=32)
     role: str
+
+
+class IssuePayload(_Strict):
+    public_key: bytes = Field(min_length=32, max_length=32)
+    name: str = Field(min_length=1, max_length=64)
+    role: str
+    patient: bytes | None = Field(None, min_length=32, max_length=32)
+    """The patient pseudonym a ``patient_proxy`` acts for (required for it, refused for a clinician)."""
 
 
 class EchoPayload(_Strict):
@@ -82,6 +103,40 @@ def revoke(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[st
         raise ContractRejected("an admin cannot revoke its own admin role (the chain would lose its last admin)")
     store_account(state, p.public_key, Account(account.name, account.roles - {p.role}, account.nonce))
     return {"revoked": p.role}
+
+
+def issue(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A hospital registers a clinician or a patient proxy key that acts for it (and for one patient)."""
+    p = parse_payload(IssuePayload, payload)
+    if p.role not in ISSUED_ROLES:
+        raise ContractRejected(f"a hospital issues only {list(ISSUED_ROLES)} keys, not {p.role!r}")
+    if (p.role == "patient_proxy") != (p.patient is not None):
+        raise ContractRejected("payload.patient: required for a patient_proxy, and only for it")
+    if load_account(state, p.public_key) is not None:
+        raise ContractRejected(f"account {p.public_key.hex()} is already registered")
+    if p.patient is not None:
+        consent.bind_proxy(state, p.public_key, p.patient, ctx.sender)
+    store_account(state, p.public_key, Account(p.name, frozenset({p.role}), 0))
+    state.set(_HOSPITAL_OF + p.public_key, ctx.sender)
+    return {"issued": p.role, "name": p.name}
+
+
+def issuing_hospital(state: StateView, public_key: bytes) -> bytes | None:
+    """The hospital that issued a clinician or patient proxy key (None: not an issued key)."""
+    return state.get(_HOSPITAL_OF + public_key)
+
+
+def reader_info(state: StateView, public_key: bytes) -> ReaderInfo | None:
+    """Who a key is for the read guard: roles, the hospital it acts for, a proxy's patient."""
+    account = load_account(state, public_key)
+    if account is None:
+        return None
+    hospital = public_key if "hospital" in account.roles else issuing_hospital(state, public_key)
+    owner = load_account(state, hospital) if hospital is not None else None
+    binding = consent.proxy_binding(state, public_key)
+    return ReaderInfo(public_key=public_key, name=account.name, roles=account.roles, hospital=hospital,
+                      hospital_name=owner.name if owner is not None else None,
+                      patient=binding[0] if binding is not None else None)
 
 
 def echo(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:

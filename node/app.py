@@ -23,18 +23,23 @@ from core.api import (
     BLOCK_GET, CHAIN_QUERIES, TX_GET, BlockGetParams, BlockInfo, CertificateInfo, Query, Signature, TxGetParams,
     TxInfo,
 )
+from core.audit import AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
 from core.hashing import merkle_root, sha256
 from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeState, receipt_key
 from core.state import StateView, TxContext
+from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
+from consent import queries as consent_queries
 from fl_contracts import queries as fl_queries
 from genesis.schema import ChainParams, GenesisDoc
 from ids import alerts
 from ids import queries as alert_queries
 from ids.alerts import StoredAlert
-from node.accounts import Account, load_account, store_account
+from node.accounts import Account, load_account, reader_info, store_account
+from node.audit import AuditLog
+from node.audit_anchor import anchors, covering, last_anchored
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
@@ -48,12 +53,17 @@ log = logging.getLogger(__name__)
 MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
-STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES)
+STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
+                 *consent_queries.STATE_QUERIES)
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
 
-RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES))
+RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES), *AUDIT_QUERIES)
 """The reads this application answers that JSON-RPC serves, each under its path."""
+
+READER: Query[ReaderParams, ReaderInfo | None] = Query(
+    READER_PATH, "Who a key is, for the read guard (node-internal, not a JSON-RPC method).", ReaderParams,
+    ReaderInfo | None, provable=False)
 
 GenesisAccount = tuple[bytes, str, Sequence[str]]
 """``(public key, name, roles)`` of an account genesis registers."""
@@ -85,6 +95,8 @@ class LedgerApplication:
         self._routes: dict[str, _Route] = {
             TX_GET.path: _Route(TX_GET, lambda _, p: self._tx(p)),
             BLOCK_GET.path: _Route(BLOCK_GET, lambda _, p: self._block(p)),
+            READER_PATH: _Route(READER, lambda state, p: reader_info(state, p.public_key)),
+            AUDIT_ANCHORS.path: _Route(AUDIT_ANCHORS, lambda state, p: anchors(state, p.validator)),
         }
         for query, answer in STATE_QUERIES:
             self._routes[query.path] = _Route(query, answer)
@@ -377,6 +389,17 @@ class LedgerApplication:
             prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
             last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
         )
+
+
+    def last_anchored(self, validator: bytes) -> tuple[int, int | None]:
+        return last_anchored(self.state, validator)
+
+    def serve_audit(self, trail: AuditLog, validator: bytes) -> None:
+        """Answer ``audit_events`` and ``audit_proof`` from this validator's own trail (the runtime calls it)."""
+        self._routes[AUDIT_EVENTS.path] = _Route(
+            AUDIT_EVENTS, lambda state, p: trail.page(p, lambda: last_anchored(state, validator)))
+        self._routes[AUDIT_PROOF.path] = _Route(
+            AUDIT_PROOF, lambda state, p: trail.proof(p.seq, lambda seq: covering(state, validator, seq)))
 
 
 def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:

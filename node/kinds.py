@@ -3,7 +3,10 @@
 This is the one place where the pure contracts from ``fl_contracts/`` and
 ``ids/`` meet the executor; adding a kind is one ``register`` line here plus
 its contract. Roles say who may send what: admins manage membership,
-hospitals train, gateways and validators post alerts and evidence.
+hospitals train and issue their clinicians' and patient proxies' keys,
+a patient's proxy or custodian hospital writes its consent, gateways and
+validators post alerts and evidence. Clinicians and auditors send no
+transactions: they only read (their read methods declare them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from consent import contract as consent
+from consent.policy import consent_policy
+from core.audit import ANCHOR_KIND
 from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
@@ -19,10 +25,11 @@ from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
-from node import accounts, evidence_tx
+from node import accounts, audit_anchor, evidence_tx
 from node.execution import TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
+"""The consortium's own keys; the keys a hospital issues (clinician, patient proxy) and auditors are not."""
 
 
 def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
@@ -30,8 +37,11 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.register("acl.register", ["admin"], accounts.register)
     registry.register("acl.grant", ["admin"], accounts.grant)
     registry.register("acl.revoke", ["admin"], accounts.revoke)
+    registry.register("acl.issue", ["hospital"], accounts.issue)
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
-    registry.register("fl.submit_update", ["hospital"], fl.submit_update)
+    registry.register("fl.submit_update", ["hospital"], partial(fl.submit_update, consent=consent.ChainConsent()))
+    registry.register(consent.SET_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.set_consent)
+    registry.register(consent.REVOKE_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.revoke_consent)
     registry.end_block_hooks.append(fl.end_block)
     for kind, handler in secure_round.HANDLERS:
         registry.register(kind, ["hospital"], handler)
@@ -40,6 +50,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
     registry.register(alerts.ACK_TX_KIND, alerts.ACK_ROLES, alerts.ack_alert)
     registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators, verifier))
+    registry.register(ANCHOR_KIND, ["validator"], audit_anchor.anchor)
     return registry
 
 
@@ -50,4 +61,6 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
 
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
-    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0)]
+    policy = consent_policy(doc.app_state)
+    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),
+            lambda state: consent.init_policy(state, policy.required_for)]

@@ -31,18 +31,21 @@ from typing import Any
 
 from consensus import ChainSigner, CommitCertificate, KeyedVerifier, Replica, ReplicaConfig, Start
 from core import codec
+from core.audit import ANCHOR_KIND
 from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from node import logs
 from node.app import RPC_QUERIES, LedgerApplication
+from node.audit import Anchorer, AuditLog, anchor_every
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.ledger import Ledger
 from node.metrics import NodeMetrics
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
+from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
 from node.service import NodeService
@@ -184,14 +187,28 @@ class Validator:
             on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn,
         )
         self.driver.on_need_sync = self.syncer.request_sync
+        trail = AuditLog(database, config.name)
+        application.serve_audit(trail, me)
+        anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),
+                            anchor_every(doc.app_state))
+        reads = read_guard_for(doc.chain_id, RPC_QUERIES, doc.app_state, lambda path, p: self.service.query(path, p),
+                               clock_ms=lambda: time.time_ns() // 1_000_000,
+                               on_read=lambda outcome: trail.record_read(outcome, application.height))
+
+        def rejected(sender: bytes | None, exc: FbciError) -> None:
+            self.defence.on_tx_rejected(sender, exc)
+            if reads is not None:  # a chain with private reads audits role refusals of transactions too
+                trail.record_tx_refusal(sender, exc, application.height, time.time_ns() // 1_000_000)
+
         self.service = NodeService(
             name=config.name, genesis=doc, app=self.app, mempool=ledger.mempool,
             gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
-            on_rejected=self.defence.on_tx_rejected, consensus_running=lambda: self.driver.running,
+            on_rejected=rejected, consensus_running=lambda: self.driver.running,
         )
-        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit]
+        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit,
+                                    anchorer.on_commit]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
 
         own.start(self.service, self.supervisor.spawn)
@@ -208,7 +225,7 @@ class Validator:
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
-                         signatures=application.signatures)  # the mempool's own cache
+                         signatures=application.signatures, reads=reads)  # the mempool's own cache
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port, ssl_context=tls)

@@ -33,7 +33,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LEAVES = ("consensus", "fl_contracts", "ids", "genesis")
+LEAVES = ("consensus", "fl_contracts", "ids", "consent", "genesis")
 CHECKED = ("core", *LEAVES, "node", "client", "cli", "devnet")
 # The project's own top-level packages, plus the folders that are not shipped:
 # a leaf or core importing tests/ or bench/ breaks "import only core/" too.
@@ -211,7 +211,7 @@ def _report(violations: list[Violation]) -> str:
 # ---- the real tree ---------------------------------------------------------------------------------
 
 # Rough floors, well under today's counts: a scan that silently found nothing fails here.
-MIN_FILES = {"core": 4, "consensus": 4, "fl_contracts": 3, "ids": 6, "genesis": 3, "node": 15, "client": 6,
+MIN_FILES = {"core": 4, "consensus": 4, "fl_contracts": 3, "ids": 6, "consent": 4, "genesis": 3, "node": 15, "client": 6,
              "cli": 2, "devnet": 3}
 
 
@@ -244,9 +244,9 @@ def test_package_arrows(project: Scan, rule: str) -> None:
 # The application's insides: only the application itself, its composition (node/runtime.py) and the kinds
 # registry may import them; everything else in the validator goes through node/application.py.
 APPLICATION_INSIDES = ("node.app", "node.stores", "node.execution", "node.kinds", "node.accounts", "node.evidence_tx",
-                       "node.quotas")
+                       "node.quotas", "node.audit", "node.audit_anchor")
 ALLOWED_INSIDE = {"node/app.py", "node/stores.py", "node/execution.py", "node/kinds.py", "node/accounts.py",
-                  "node/evidence_tx.py", "node/quotas.py", "node/runtime.py"}
+                  "node/evidence_tx.py", "node/quotas.py", "node/runtime.py", "node/audit.py", "node/audit_anchor.py"}
 
 
 def test_the_node_reaches_its_application_only_through_the_boundary(project: Scan) -> None:
@@ -294,6 +294,8 @@ SYNTHETIC_BAD = {
     "ids/detect.py": "import importlib\nm = importlib.import_module('sklearn.ensemble')\n",  # 2 sklearn, dynamic
     "genesis/__init__.py": "",
     "genesis/doc.py": "from devnet import catalog\n",                                # leaf -> devnet
+    "consent/__init__.py": "",
+    "consent/contract.py": "from fl_contracts import contract\n",                   # leaf -> leaf
     "node/__init__.py": "",
     "node/rpc/__init__.py": "",
     "node/rpc/server.py": "from ...client import rpc\n",                             # climbs above node
@@ -317,6 +319,7 @@ EXPECTED_BAD = {
     ("ids/features.py", 2, "leaf-ids-imports-only-core"),
     ("ids/detect.py", 2, "training-libs-only-in-client"),
     ("genesis/doc.py", 1, "leaf-genesis-imports-only-core"),
+    ("consent/contract.py", 1, "leaf-consent-imports-only-core"),
     ("node/rpc/server.py", 1, "relative-import-resolves"),
     ("node/app.py", 1, "node-not-client-cli-devnet"),
     ("node/app.py", 2, "training-libs-only-in-client"),

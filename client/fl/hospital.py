@@ -21,6 +21,7 @@ import numpy.typing as npt
 from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.fixedpoint import dequantize, encode_delta, quantize
 from fl_contracts.spec import ModelSpec
+from client.fl.consent import ConsentedRows
 from client.fl.training import DPConfig, PrivacyAccountant, TrainConfig, clip_l2, privatize, train_local
 
 Array = npt.NDArray[np.float64]
@@ -32,6 +33,8 @@ class ChainModel:
     spec: ModelSpec
     version: ModelVersion
     open_round: int
+    snapshot_height: int = 0
+    """The open round's consent snapshot (the height it opened)."""
 
 
 class Transport(Protocol):
@@ -64,12 +67,16 @@ class HospitalClient:
         if self.dp is not None and self.accountant is None:
             self.accountant = PrivacyAccountant(self.dp)
 
-    def make_update(self, model: ChainModel, tamper: Tamper | None = None) -> dict[str, Any]:
-        """Train, clip, noise, quantize; return the ``fl.submit_update`` payload."""
+    def make_update(self, model: ChainModel, tamper: Tamper | None = None,
+                    consented: ConsentedRows | None = None) -> dict[str, Any]:
+        """Train, clip, noise, quantize; return the ``fl.submit_update`` payload.
+
+        ``consented``: train only on the rows whose patients may train this model, and list them."""
         spec = model.spec
         scale = spec.fixed_point.scale
         base = dequantize(model.version.weights_int(), spec.fixed_point.frac_bits)
-        trained = train_local(spec, base, self.x, self.y, self.train, self.seed * 100_003 + model.open_round)
+        x, y = (self.x, self.y) if consented is None else (self.x[consented.mask], self.y[consented.mask])
+        trained = train_local(spec, base, x, y, self.train, self.seed * 100_003 + model.open_round)
         delta = trained - base
         if tamper is not None:
             delta = tamper(delta, model.open_round)
@@ -80,8 +87,10 @@ class HospitalClient:
         delta = clip_l2(delta, spec.max_norm / scale)
         payload: dict[str, Any] = {
             "model_id": spec.id, "round": model.open_round, "base_version": model.version.version,
-            "num_samples": int(len(self.y)), "delta": encode_delta(quantize(delta, spec.fixed_point.frac_bits, spec.max_abs)),
+            "num_samples": int(len(y)), "delta": encode_delta(quantize(delta, spec.fixed_point.frac_bits, spec.max_abs)),
         }
+        if consented is not None:
+            payload["patients"] = consented.patients
         if self.accountant is not None:
             payload["dp_epsilon_micro"] = round(self.accountant.epsilon() * 1e6)
             payload["dp_delta_nano"] = round(self.accountant.dp.delta * 1e9)

@@ -199,8 +199,13 @@ def train_rounds(
     epochs: int = 2, lr: float = 0.2, batch_size: int = 32, dp: DPConfig | None = None,
     poison: Poison | None = None, seed: int = 0, progress: Callable[[Progress], None] | None = None,
     round_timeout_s: float = 180.0, local_addr: str | None = None, genesis: GenesisDoc | None = None,
+    patients: list[bytes] | None = None,
 ) -> TrainResult:
     """Take part in ``rounds`` consecutive rounds of ``model_id`` as the hospital holding ``key``.
+
+    ``patients``: the pseudonym of each row's patient. Each round then trains only on the rows
+    whose patient may train the model at the round's consent snapshot (asked of the chain,
+    ``client.fl.consent``), lists them in the update, and reports how many it left out.
 
     ``poison`` makes this hospital an attacker for robustness experiments: its
     delta is tampered as in ``client.fl.simulation`` (before clipping, so it
@@ -209,8 +214,11 @@ def train_rounds(
     """
     if len(x) != len(y) or len(y) == 0:
         raise InvalidInput(f"local data: {len(x)} rows and {len(y)} labels; need the same positive number")
+    if patients is not None and len(patients) != len(y):
+        raise InvalidInput(f"local data: {len(y)} rows but {len(patients)} patient pseudonyms")
     import torch
 
+    from client.fl.consent import consented_rows
     from client.fl.hospital import HospitalClient, Progress
     from client.fl.simulation import poisoner
     from client.fl.training import TrainConfig
@@ -227,10 +235,21 @@ def train_rounds(
         for _ in range(rounds):
             model = transport.get_model(model_id)
             report(Progress(model.open_round, "fetched", {"version": model.version.version}))
-            payload = client.make_update(model, tamper)
+            consented = None
+            if patients is not None:
+                consented = consented_rows(patients, model_id, model.snapshot_height, transport.consent_verdicts)
+                report(Progress(model.open_round, "consent", {"used": int(consented.mask.sum()),
+                                                              "left_out": consented.left_out,
+                                                              "reasons": consented.reasons}))
+                if not consented.patients:  # nothing to train on in this round: let it pass, try the next
+                    report(Progress(model.open_round, "skipped", {"snapshot": model.snapshot_height}))
+                    result.records.append(transport.wait_round(model_id, model.open_round))
+                    continue
+            payload = client.make_update(model, tamper, consented)
             if poison is not None:
                 payload["num_samples"] = model.spec.max_samples
-            report(Progress(model.open_round, "trained", {"samples": len(y), "epsilon": client.epsilon()}))
+            samples = len(y) if consented is None else int(consented.mask.sum())
+            report(Progress(model.open_round, "trained", {"samples": samples, "epsilon": client.epsilon()}))
             receipt = transport.submit(payload)
             report(Progress(model.open_round, "submitted", receipt))
             record = transport.wait_round(model_id, model.open_round)
@@ -249,6 +268,12 @@ def format_progress(total: int) -> Callable[[Progress], None]:
         d = p.detail
         if p.stage == "fetched":
             text = f"global model v{d['version']}"
+        elif p.stage == "consent":
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items()))
+            text = f"{d['used']} record(s) with consent, {d['left_out']} left out" + (f" ({why})" if why else "")
+        elif p.stage == "skipped":
+            done[0] += 1
+            text = f"no local record has consent at this round's snapshot (height {d['snapshot']}); waiting"
         elif p.stage == "trained":
             text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")
         elif p.stage == "submitted":
@@ -263,6 +288,19 @@ def format_progress(total: int) -> Callable[[Progress], None]:
     return show
 
 
+def _patients(args: argparse.Namespace, dataset: str, rows: int) -> list[bytes]:
+    """The rows' pseudonyms, under the secret in the hospital's home (created on first use)."""
+    from client.fl.consent import load_or_create_secret, pseudonyms, record_numbers
+
+    if args.home is None:
+        raise InvalidInput(f"model {args.model} requires consent: pass --home, whose keys/ holds the hospital's "
+                           "pseudonym secret")
+    from genesis.home import HomePaths
+
+    secret = load_or_create_secret(HomePaths(Path(args.home)).keys_dir)
+    return pseudonyms(record_numbers(dataset, args.hospital_index, rows), secret)
+
+
 def main(args: argparse.Namespace) -> int:
     if args.dp_noise is not None and not (args.dp_noise > 0 and args.dp_clip > 0 and 0 < args.dp_delta < 1):
         raise InvalidInput("--dp-noise and --dp-clip must be positive and --dp-delta in (0, 1)")
@@ -274,6 +312,7 @@ def main(args: argparse.Namespace) -> int:
     with ChainSession(url, genesis=genesis) as session:  # before torch and the data: is the node there, does the model fit?
         session.run(lambda c: c.status())
         spec = session.spec(args.model)
+        consent_required = session.consent_required(args.model)
     if args.secure and not spec.secure:
         raise InvalidInput(f"--secure: model {args.model} does not aggregate securely; its update would be in the clear")
     if args.csv is not None:  # the hospital's own table, checked against the model's input schema
@@ -282,6 +321,9 @@ def main(args: argparse.Namespace) -> int:
         if not args.target:
             raise InvalidInput("--csv needs --target COLUMN: the column holding the class index")
         named = args.dataset or next((d for prefix, d in MODEL_DATASETS if spec.id.startswith(prefix)), None)
+        if consent_required:
+            raise InvalidInput(f"model {args.model} requires consent, and a --csv table carries no record numbers "
+                               "to check it by: train it on a named data set (--dataset)")
         x, y = load_table(spec, Path(args.csv), args.target, named)
         dataset = named or "breast_cancer"  # whose training defaults to use
         check_fits(spec, f"(--csv {args.csv})", x, y)
@@ -291,6 +333,7 @@ def main(args: argparse.Namespace) -> int:
         x, y = local_data(dataset, args.hospital_index, args.hospitals, args.seed, args.samples)
         check_fits(spec, dataset, x, y)
     default_epochs, default_lr, default_batch = DEFAULTS[dataset]
+    patients = _patients(args, dataset, len(y)) if consent_required else None
     from client.fl.training import DPConfig
 
     dp = None if args.dp_noise is None else DPConfig(args.dp_clip, args.dp_noise, args.dp_delta)
@@ -301,7 +344,7 @@ def main(args: argparse.Namespace) -> int:
     result = train_rounds(url, key, args.model, x, y, args.rounds, epochs=args.epochs or default_epochs,
                           lr=args.lr or default_lr, batch_size=args.batch_size or default_batch, dp=dp,
                           poison=args.poison, seed=args.seed, progress=format_progress(args.rounds),
-                          round_timeout_s=args.round_timeout, genesis=genesis)
+                          round_timeout_s=args.round_timeout, genesis=genesis, patients=patients)
     last = result.records[-1]
     print(f"done: {len(result.records)} round(s); global model {args.model} is at version "
           f"{last.new_version if last.new_version is not None else last.base_version}")

@@ -30,12 +30,13 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 
 from core.api import NoParams, Params
+from core.readauth import AUTH_PARAM, ReadAuth
 from core.errors import (
     FbciError, InternalError, InvalidInput, InvalidRequest, LimitExceeded, MethodNotFound, ParseError,
 )
@@ -155,6 +156,19 @@ def bind_params(method: Method, raw: list[Any] | dict[str, Any] | None) -> Param
                            data={"param": first["param"], "errors": problems}) from None
 
 
+def split_auth(raw: list[Any] | dict[str, Any] | None) -> tuple[list[Any] | dict[str, Any] | None, ReadAuth | None]:
+    """By-name params less their ``auth`` member (a signed read request, ``core.readauth``), and it parsed."""
+    if not isinstance(raw, dict) or AUTH_PARAM not in raw:
+        return raw, None
+    rest = {k: v for k, v in raw.items() if k != AUTH_PARAM}
+    try:
+        return rest, ReadAuth.model_validate(raw[AUTH_PARAM])
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in (AUTH_PARAM, *first["loc"]))
+        raise InvalidInput(f"invalid param '{where}': {first['msg']}", data={"param": where}) from None
+
+
 def _error(rid: Any, exc: FbciError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "error": exc.to_json(), "id": rid}
 
@@ -213,7 +227,9 @@ class Dispatcher:
                 self.admission.check_client(ctx.client)
             if method is None:
                 raise MethodNotFound(f"no method {request.method[:64]!r}; rpc_discover lists them")
-            result = to_wire(await method.handler(bind_params(method, request.params), ctx))
+            params, auth = split_auth(request.params)
+            call_ctx = ctx if auth is None else replace(ctx, auth=auth)
+            result = to_wire(await method.handler(bind_params(method, params), call_ctx))
         except FbciError as exc:
             self.record(label, exc.code)
             return None if request.notification else _error(request.id, exc)

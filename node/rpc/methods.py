@@ -27,6 +27,7 @@ from core.api import (
 from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
 from core.hashing import sha256
 from core.proofs import ProvenAnswer
+from core.readauth import ReadAuth
 from core.tx import Transaction
 from core.wire import HexBytes
 from genesis.schema import GenesisWithHash, ValidatorInfo
@@ -48,6 +49,15 @@ class CallContext:
     client: str
     session: SubscriptionSession | None = None
     """The websocket connection the call came on; ``None`` over HTTP."""
+    auth: ReadAuth | None = None
+    """The signed read request carried in by-name params (``params.auth``), if any."""
+
+
+class ReadGate(Protocol):
+    """Private reads (``node.read_auth.ReadGuard``): ``ask`` answers once the request may be answered."""
+
+    async def read(self, query: Query[Any, Any], params: Params, auth: ReadAuth | None, client: str,
+                   ask: Callable[[Params], Awaitable[object]]) -> object: ...
 
 
 class TxSubmitParams(Params):
@@ -105,10 +115,11 @@ class TxAuth:
 class _Handlers:
     """Closures over the node and the admission policy, one per method."""
 
-    def __init__(self, api: NodeApi, admission: Admission, auth: TxAuth) -> None:
+    def __init__(self, api: NodeApi, admission: Admission, auth: TxAuth, reads: ReadGate | None = None) -> None:
         self.api = api
         self.admission = admission
         self.auth = auth
+        self.reads = reads
 
     def _authenticate(self, raw: bytes, ctx: CallContext) -> None:
         """Charge a submitted transaction to whoever it proves sent it, before the node sees it.
@@ -164,12 +175,20 @@ class _Handlers:
 
     def query(self, query: Query[Any, Any]) -> Handler:
         async def answer(p: Params, ctx: CallContext) -> object:
-            if not query.provable:
-                return await self.api.query(query.path, p)
-            plain = query.params.model_validate({name: getattr(p, name) for name in query.params.model_fields})
-            if getattr(p, "prove", False):
-                return await self.api.query(query.path, plain, prove=True)
-            return await self.api.query(query.path, plain)
+            """``prove`` changes how the answer is carried, not what is read: the read guard sees (and a
+            signed request covers) the query's own params."""
+            prove = bool(getattr(p, "prove", False))
+            plain = p if not query.provable else query.params.model_validate(
+                {name: getattr(p, name) for name in query.params.model_fields})
+
+            async def ask(q: Params) -> object:
+                if prove:
+                    return await self.api.query(query.path, q, prove=True)
+                return await self.api.query(query.path, q)
+
+            if self.reads is None:
+                return await ask(plain)
+            return await self.reads.read(query, plain, ctx.auth, ctx.client, ask)
 
         return answer
 
@@ -198,11 +217,12 @@ def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
 
 
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
-                  chain_id: str | None = None, signatures: SignatureCheck | None = None) -> dict[str, Method]:
+                  chain_id: str | None = None, signatures: SignatureCheck | None = None,
+                  reads: ReadGate | None = None) -> dict[str, Method]:
     """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table).
 
-    ``chain_id`` and ``signatures``: see :class:`TxAuth`."""
-    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly()))
+    ``chain_id`` and ``signatures``: see :class:`TxAuth`; ``reads``: private reads (None: all open)."""
+    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly()), reads)
     table = [
         Method("status", "Height, latest block hash, view, peers, mempool size, sync state.", NoParams,
                NodeStatus, h.status),

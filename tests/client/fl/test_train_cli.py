@@ -51,6 +51,9 @@ class FakeSession:
     def run(self, fn: Any) -> None:
         return None
 
+    def consent_required(self, model_id: str) -> bool:
+        return False
+
     def spec(self, model_id: str) -> ModelSpec:
         if model_id not in self.specs:
             raise NotFound(f"no model {model_id!r} on chain (models: {', '.join(sorted(self.specs))})")

@@ -1,0 +1,101 @@
+"""Reading the audit trail across validators, and proving each event against a certified block.
+
+``fbci audit query`` asks every validator given for its events matching the
+filters (each serves only the events it recorded) and shows, per validator,
+how far its committed anchors reach: a validator whose events wait
+unanchored for long stopped anchoring, and shows as a gap.
+
+``fbci audit verify`` checks each event without trusting the validator that
+serves it: the event's leaf and Merkle path must rebuild the root of an
+``audit.anchor`` transaction signed by that validator, and that transaction
+must be in a block whose header hashes to a block hash that a quorum of the
+genesis validators signed (its commit certificate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consensus import CommitCertificate, Ed25519Verifier
+from core.api import BlockInfo, TxInfo
+from core.audit import (
+    ANCHOR_KIND, AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditPage, AuditProof, AuditProofParams,
+)
+from core.block import BlockHeader
+from core.errors import FbciError, InvalidInput
+from core.hashing import merkle_root
+from client.session import ChainSession
+
+
+@dataclass(frozen=True)
+class Verified:
+    seq: int
+    observer: str
+    ok: bool
+    detail: str
+    """The anchor's block height when ``ok``; what failed otherwise."""
+
+
+def query_events(session: ChainSession, params: AuditEventsParams) -> AuditPage:
+    return session.run(lambda c: c.query(AUDIT_EVENTS, params))
+
+
+def fetch_proof(session: ChainSession, seq: int) -> AuditProof:
+    return session.run(lambda c: c.query(AUDIT_PROOF, AuditProofParams(seq=seq)))
+
+
+def _certified(session: ChainSession, chain_id: str, validators: tuple[bytes, ...], height: int,
+               tx: TxInfo) -> None:
+    block: BlockInfo = session.run(lambda c: c.get_block(height=height))
+    header = BlockHeader(block.chain_id, block.height, block.prev_block_hash, block.proposer, block.time_ms,
+                         block.txs_root, block.state_hash, block.prev_commit_hash, block.num_txs)
+    if header.hash != block.hash or block.chain_id != chain_id:
+        raise InvalidInput(f"block {height}: its header does not hash to its hash")
+    if tx.hash not in block.txs:
+        raise InvalidInput(f"block {height} does not hold the anchor transaction")
+    raws = [session.run(lambda c, h=h: c.get_tx(h)) for h in block.txs]
+    if merkle_root([t.tx for t in raws]) != block.txs_root:
+        raise InvalidInput(f"block {height}: its transactions do not match its txs_root")
+    cert = block.commit_certificate
+    if cert is None or cert.block_hash != block.hash or cert.height != height:
+        raise InvalidInput(f"block {height} has no commit certificate for itself")
+    CommitCertificate(cert.height, cert.view, cert.block_hash,
+                      tuple((s.validator, s.signature) for s in cert.signatures)).verify(
+        chain_id, validators, Ed25519Verifier(chain_id))
+
+
+def proof_problem(proof: AuditProof, seq: int) -> str | None:
+    """What is wrong with ``proof`` for event ``seq`` on its own terms (None: its path reaches its anchor)."""
+    event, anchor = proof.event, proof.anchor
+    if event.seq != seq:
+        return f"the event stored as {seq} says it is {event.seq} (reordered)"
+    if anchor is None:
+        return "not anchored yet: the validator has not committed a root for it"
+    if not anchor.from_seq <= seq < anchor.to_seq:
+        return f"the anchor covers {anchor.from_seq}..{anchor.to_seq - 1}, not {seq}"
+    if proof.rebuilt_root() != anchor.root:
+        return ("the stored events no longer rebuild the anchored root (an event in its range was edited, "
+                "deleted or reordered)")
+    return None
+
+
+def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators: tuple[bytes, ...]) -> Verified:
+    """Whether ``proof`` shows event ``seq`` unchanged under a certified anchor (never raises for a bad proof)."""
+    who, anchor = proof.event.observer, proof.anchor
+    problem = proof_problem(proof, seq)
+    if problem is not None or anchor is None:
+        return Verified(seq, who, False, problem or "not anchored")
+    if anchor.validator not in validators:
+        return Verified(seq, who, False, "the anchor was not signed by a genesis validator")
+    try:
+        tx = session.run(lambda c: c.get_tx(anchor.tx_hash))
+        signed = tx.transaction()
+        if (signed.kind, signed.sender) != (ANCHOR_KIND, anchor.validator) or not tx.receipt.ok:
+            raise InvalidInput("the anchor's transaction is not a committed audit.anchor by that validator")
+        if (signed.payload.get("root"), signed.payload.get("from_seq"), signed.payload.get("to_seq")) != (
+                anchor.root, anchor.from_seq, anchor.to_seq):
+            raise InvalidInput("the anchor's transaction commits another root or range")
+        _certified(session, session.chain_id, validators, tx.receipt.height, tx)
+    except FbciError as exc:
+        return Verified(seq, who, False, exc.message)
+    return Verified(seq, who, True, f"anchored at height {tx.receipt.height}")

@@ -1,0 +1,46 @@
+"""A patient's consent from outside the chain: what ``fbci consent ...`` and the tests call.
+
+Every function takes a :class:`~client.session.ChainSession` holding the key
+that acts: the custodian hospital's or the patient proxy's for writes, and
+for ``history`` the proxy's (or an auditor's, or the custodian's): the read
+is private, so the session signs it with that key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consent import contract
+from consent.queries import CONSENT_HISTORY, CONSENT_PROVENANCE, ConsentHistory, HistoryParams, ProvenanceParams
+from consent.contract import TaintedRound
+from core.api import TxInfo
+from core.crypto import PrivateKey
+from client.session import ChainSession
+
+
+def issue_proxy(hospital: ChainSession, proxy: PrivateKey, name: str, patient: bytes) -> TxInfo:
+    """The hospital registers ``proxy`` as the patient proxy of ``patient`` (``acl.issue``)."""
+    return hospital.submit_commit("acl.issue", {"public_key": proxy.public_key.raw, "name": name,
+                                                "role": "patient_proxy", "patient": patient})
+
+
+def grant(session: ChainSession, patient: bytes, purpose: str, *, decision: str = "permit",
+          start: int | None = None, end: int | None = None) -> TxInfo:
+    payload: dict[str, Any] = {"patient": patient, "decision": decision, "purpose": purpose}
+    if start is not None:
+        payload["period_start"] = start
+    if end is not None:
+        payload["period_end"] = end
+    return session.submit_commit(contract.SET_KIND, payload)
+
+
+def revoke(session: ChainSession, patient: bytes, purpose: str) -> TxInfo:
+    return session.submit_commit(contract.REVOKE_KIND, {"patient": patient, "purpose": purpose})
+
+
+def history(session: ChainSession, patient: bytes) -> ConsentHistory:
+    return session.run(lambda c: c.query(CONSENT_HISTORY, HistoryParams(patient=patient)))
+
+
+def provenance(session: ChainSession, model_id: str) -> list[TaintedRound]:
+    return session.run(lambda c: c.query(CONSENT_PROVENANCE, ProvenanceParams(model_id=model_id)))
