@@ -48,5 +48,5 @@ def test_no_validator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     from tests.ports import free_base_port
 
     dead, listen = free_base_port(2), free_base_port(1)
-    assert main(["dashboard", "--rpc", f"http://127.0.0.1:{dead}", "--listen", f"127.0.0.1:{listen}"]) == 1
+    assert main(["dashboard", "--rpc", f"http://127.0.0.1:{dead}", "--listen", f"127.0.0.1:{listen}"]) == 4  # cli.main.EXIT_UNREACHABLE
     assert "error[-32060 node_unreachable]" in capsys.readouterr().err
