@@ -147,9 +147,9 @@ class ModelSpec(BaseModel):
             if value > limit:
                 raise ValueError(f"{what} can reach {value}, beyond {limit}: aggregation would not be exact")
         self._check_rule_params()
-        if self.secure and self.rule != "fedavg":
-            raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg, not "
-                             f"{self.rule}: a robust rule needs each update in the clear (norm bounding moves to "
+        if self.secure and (self.rule != "fedavg" or self.rule_params):
+            raise ValueError(f"secure aggregation hides individual updates, so it combines only with plain fedavg, "
+                             f"not {self.rule} {dict(self.rule_params) or ''}: a robust rule or pre-step needs each update in the clear (norm bounding moves to "
                              f"the hospital in a secure round)")
         return self
 

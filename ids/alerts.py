@@ -215,8 +215,8 @@ def query_alerts(
 # by its id and carries no free text, so nothing about a patient can reach the chain through it.
 
 ACK_TX_KIND = "ids.ack_alert"
-ACK_ROLES: tuple[str, ...] = ("hospital", "gateway")
-"""Who may acknowledge; a new role (e.g. a clinician's) is one more name here."""
+ACK_ROLES: tuple[str, ...] = ("hospital", "gateway", "clinician")
+"""Who may acknowledge: the clinician on the ward, or the hospital's and gateway's operators."""
 
 
 class AckPayload(BaseModel):

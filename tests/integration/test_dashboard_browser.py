@@ -2,7 +2,8 @@
 
 One testnet and one dashboard process serve every check, in the order a user
 would meet them: each page loads with no console error and is photographed
-(into the test's directory and ``docs/screenshots/`` for the README); an
+(into the test's directory, and with FBCI_UPDATE_SCREENSHOTS=1 into
+``docs/screenshots/`` for the README); an
 alert committed on chain appears on the open Alerts page within 2 s with no
 reload; a click acknowledges it, and the acknowledgement is a committed
 ``ids.ack_alert`` on another validator; a patient's chart plots exactly the
@@ -11,6 +12,7 @@ scores the chain's model gives that patient's vitals.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +35,16 @@ from tests.client.dashboard.helpers import (
 from tests.ports import free_base_port
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+UPDATE_SCREENSHOTS = os.environ.get("FBCI_UPDATE_SCREENSHOTS") == "1"
+"""The README's screenshots are refreshed only on request, so that a test run leaves the checkout clean."""
 PAGES = ("patients", "alerts", "models", "network", "audit")
 START_H = 24.0  # the generated ward's history at start (client.dashboard.ward.GeneratedFeed)
+
+
+def _publish(shot: Path) -> None:
+    if UPDATE_SCREENSHOTS:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, SCREENSHOTS / shot.name)
 
 
 def _playwright():  # type: ignore[no-untyped-def]
@@ -114,7 +124,6 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
     # A ward that does not move during the test (one observation per hour), so its chart can be checked.
     proc = start_dashboard(net.specs[0].home, port, log, "--ward-size", "4", "--ward-step-s", "3600")
     base = f"http://127.0.0.1:{port}"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     chain = ChainThread()
     gateway = load_client_key("gateway", net.specs[0].home)
     rpc0, rpc2 = net.specs[0].rpc_url, net.specs[2].rpc_url
@@ -138,7 +147,7 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
                 page.wait_for_selector(ready, timeout=10_000)
                 name = path.strip("/").replace("/", "-")
                 page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
-                shutil.copy(tmp_path / f"{name}.png", SCREENSHOTS / f"{name}.png")
+                _publish(tmp_path / f"{name}.png")
                 assert errors == [], f"console errors on {path}: {errors}"
 
             for name, ready in zip(PAGES, ("#ward tbody tr", "#alerts tbody tr", "section[data-model]",
@@ -184,7 +193,7 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
             page.select_option("#f-class", "")  # every class again, for the README's picture
             page.locator(f'#alerts tr[data-alert="{other_id}"]').wait_for(timeout=10_000)
             page.screenshot(path=str(tmp_path / "alerts.png"), full_page=True)
-            shutil.copy(tmp_path / "alerts.png", SCREENSHOTS / "alerts.png")
+            _publish(tmp_path / "alerts.png")
             assert errors == [], errors
 
             # A patient's chart: its points are the chain's model applied to that patient's vitals.
