@@ -79,7 +79,7 @@ def build_dashboard(args: argparse.Namespace) -> Dashboard:
     from client.dashboard.server import Dashboard
     from client.dashboard.source import ChainSource, RpcSource
     from client.dashboard.ward import CsvFeed, GeneratedFeed, VitalsFeed
-    from client.session import load_client_key, resolve_rpc_url
+    from client.session import reader_key, resolve_rpc_url
 
     home = Path(args.home) if args.home else None
     url = resolve_rpc_url(args.rpc, home)
@@ -89,16 +89,13 @@ def build_dashboard(args: argparse.Namespace) -> Dashboard:
         raise InvalidInput("--history-blocks must be at least 1")
     if args.ward_step_s <= 0:
         raise InvalidInput("--ward-step-s must be positive")
-    signer = None
-    if args.key is not None:
-        signer = load_client_key(args.key, home)
-    elif home is not None and HomePaths(home).client_key("hospital").exists():
-        signer = load_client_key("hospital", home)
+    signer = reader_key(args.key, home)
     feed: VitalsFeed = (CsvFeed(Path(args.vitals_csv)) if args.vitals_csv
                         else GeneratedFeed(args.ward_size, args.ward_seed, step_s=args.ward_step_s))
-    source = RpcSource(url)
+    source = RpcSource(url, reader=signer)
     others = args.validator_rpc or (sibling_rpc_urls(home) if home is not None else [])
-    validators: list[ChainSource] = [source, *(RpcSource(u) for u in others if u.rstrip("/") != source.url)]
+    validators: list[ChainSource] = [source, *(RpcSource(u, reader=signer) for u in others
+                                               if u.rstrip("/") != source.url)]
     return Dashboard(source, validators, feed, signer, args.alarm_threshold, args.history_blocks)
 
 

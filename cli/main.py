@@ -356,6 +356,8 @@ def _read(attr: str, command: str) -> Callable[[argparse.Namespace], int | None]
 
 def _read_options(p: argparse.ArgumentParser) -> None:
     _rpc_options(p, many=False)
+    p.add_argument("--key", metavar="KEY", help="key that signs private reads: a file or a name in HOME/keys "
+                   "(default: the home's hospital, gateway or admin key, the first it holds)")
     p.add_argument("--json", action="store_true", help="print the chain's typed answer as JSON instead of a table")
 
 

@@ -22,7 +22,7 @@ from core.errors import InvalidInput
 from core.wire import to_wire
 from fl_contracts.contract import RoundRecord
 from ids.queries import ALERTS_QUERY, AlertsQueryParams
-from client.session import ChainSession
+from client.session import ChainSession, reader_key
 from client.views import SEVERITIES, Names, alerts_view, block_view, models_view, rounds_view, tx_view
 from cli.commands import _print, _rpc_urls
 
@@ -31,7 +31,8 @@ HASH_HEX = 64
 
 
 def _session(args: argparse.Namespace) -> ChainSession:
-    return ChainSession(_rpc_urls(args)[0], timeout_s=TIMEOUT_S)
+    """Signed with ``--key`` (or the home's own client key), since most reads are private by default."""
+    return ChainSession(_rpc_urls(args)[0], reader_key(args.key, args.home), timeout_s=TIMEOUT_S)
 
 
 def _show(args: argparse.Namespace, result: Any, render: Callable[[], str]) -> int:

@@ -80,6 +80,21 @@ def load_client_key(key: str, home: str | Path | None) -> PrivateKey:
     return PrivateKey.load(candidate)
 
 
+READER_KEYS = ("hospital", "gateway", "admin")
+"""Which of a home's client keys signs reads when the user names none: the first one the home holds."""
+
+
+def reader_key(key: str | None, home: str | Path | None) -> PrivateKey | None:
+    """The key that signs private reads (genesis ``read_policy``): ``key``, else the first of
+    :data:`READER_KEYS` in ``HOME/keys``, else None (then only open reads are answered)."""
+    if key is not None:
+        return load_client_key(key, home)
+    for name in READER_KEYS:
+        if home is not None and (Path(home) / "keys" / f"{name}.json").exists():
+            return load_client_key(name, home)
+    return None
+
+
 def resolve_rpc_url(rpc: str | None, home: str | Path | None) -> str:
     """``--rpc``, else the RPC address in ``HOME/config``, else the default local node."""
     url = rpc or (load_config(Path(home)).rpc_url() if home is not None else DEFAULT_RPC)

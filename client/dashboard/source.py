@@ -21,6 +21,7 @@ from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.queries import RegisteredModel
 from genesis.schema import ValidatorInfo
 from ids.queries import AlertPage
+from core.crypto import PrivateKey
 from client.rpc import RpcClient
 
 
@@ -61,9 +62,10 @@ class ChainSource(Protocol):
 class RpcSource:
     """:class:`ChainSource` over one validator's plain JSON-RPC (:class:`client.rpc.RpcClient`)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 10.0, reader: PrivateKey | None = None) -> None:
+        """``reader`` signs every read, which private methods (genesis ``read_policy``) require."""
         self.url = url.rstrip("/")
-        self.client = RpcClient(url, timeout_s=timeout_s)
+        self.client = RpcClient(url, timeout_s=timeout_s, reader=reader)
         self._metrics_url = self.client.rpc_url.removesuffix("/rpc") + "/metrics"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._http: aiohttp.ClientSession | None = None
