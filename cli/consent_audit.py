@@ -233,7 +233,7 @@ def audit_verify(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, *, key_help: str) -> None:
     p.add_argument("--home", metavar="DIR", help="home directory: its RPC address, keys/ and pseudonym secret")
-    p.add_argument("--rpc", action="append", metavar="URL", help="node RPC URL (default: from --home)")
+    p.add_argument("--rpc", action="append", metavar="URL", help="node RPC URL, http://HOST:PORT (repeatable: the first answers; default: from --home)")
     p.add_argument("--key", required=True, help=key_help)
 
 

@@ -93,7 +93,8 @@ def test_testnet_on_an_existing_directory_asks_whether_to_resume(made_testnet: t
     asked = _answer(monkeypatch, reply)
     assert cli.main(["testnet", "--out", str(out)]) == 0
     assert "already holds a testnet (2 validator(s) of chain 'fbci-local'" in asked[0]
-    assert runs == [{"n_validators": None, "out_dir": out, "base_port": 26600, "resume": resume}]
+    assert runs == [{"n_validators": None, "out_dir": out, "base_port": 26600, "resume": resume,
+                     "hybrid": False}]
 
 
 def test_testnet_quit_or_no_terminal_starts_nothing(made_testnet: tuple[Path, list[dict[str, Any]]],

@@ -17,7 +17,7 @@ SECURE = ModelSpec.model_validate({**SPECS["breast_cancer_fedavg"].model_dump(),
 
 @pytest.fixture
 def secure_chain(chain: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setattr(train, "ChainSession", lambda url: FakeSession({**SPECS, SECURE.id: SECURE}))
+    monkeypatch.setattr(train, "ChainSession", lambda url, **options: FakeSession({**SPECS, SECURE.id: SECURE}))
     return chain
 
 
