@@ -260,7 +260,7 @@ def add_commands(sub: Any) -> None:
     _common(p, key_help="the hospital's key file or name in HOME/keys")
     _patient(p)
     p.add_argument("--name", required=True, help="account name of the proxy (lower case, e.g. proxy-123)")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the proxy's new key (mode 0600)")
+    p.add_argument("--out", required=True, metavar="FILE", help="a file: where to write the proxy's new key (mode 0600)")
     for name, handler, summary in (("grant", consent_grant, "Record a permit (or deny) for a purpose."),
                                    ("revoke", consent_revoke, "Revoke the record for a purpose (from the next round).")):
         p = add(consent, name, handler, summary)
