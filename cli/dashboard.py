@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import AddressInUse, InvalidInput
 from genesis.home import HomePaths, load_config
+from cli.commands import NotAvailable
 
 if TYPE_CHECKING:
     from client.dashboard.server import Dashboard
@@ -120,6 +122,8 @@ async def serve(dashboard: Dashboard, host: str, port: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("plotly") is None:
+        raise NotAvailable("fbci dashboard needs the plotly package for its charts: pip install 'fbci[dashboard]'")
     host, port = split_listen(args.listen)
     dashboard = build_dashboard(args)
     try:
