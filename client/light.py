@@ -34,7 +34,9 @@ import aiohttp
 from consensus import CommitCertificate
 from core.api import BLOCK_GET, BlockGetParams, BlockInfo, Params, Query
 from core.block import BlockHeader
-from core.errors import FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, Timeout, UnverifiedAnswer
+from core.errors import (
+    FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, ReadRefused, Timeout, UnverifiedAnswer,
+)
 from core.proofs import CORE_STATE_QUERIES
 from fl_contracts import queries as fl_queries
 from genesis.home import HomePaths
@@ -113,6 +115,7 @@ class LightClient:
         if answer_fn is None or not query.provable:
             raise FbciError(f"query {query.path} has no proof a light client could check")
         failures: list[str] = []
+        refusals: list[ReadRefused] = []
         for step in range(len(self.endpoints)):
             index = (self._current + step) % len(self.endpoints)
             rpc = self.endpoints[index]
@@ -127,6 +130,8 @@ class LightClient:
             except FbciError as exc:
                 if isinstance(exc, UnverifiedAnswer):
                     log.warning("refused %s from %s: %s", query.path, rpc.rpc_url, exc.message)
+                if isinstance(exc, ReadRefused):
+                    refusals.append(exc)
                 failures.append(f"{rpc.rpc_url}: {exc.reason}: {exc.message}")
             except aiohttp.ClientError as exc:
                 failures.append(f"{rpc.rpc_url}: unreachable: {type(exc).__name__}")
@@ -134,6 +139,8 @@ class LightClient:
                 self._current = index
                 self.trusted_height = max(self.trusted_height, answer.state_height + 1)
                 return result, answer.state_height
+        if refusals and len(refusals) == len(failures):  # every validator refused this reader: say why, as it did
+            raise refusals[0]
         raise NoVerifiedAnswer(f"no validator gave a verified answer to {query.path}: {'; '.join(failures)}",
                                data={"failures": failures})
 
