@@ -37,7 +37,14 @@ class Verified:
 
 
 def query_events(session: ChainSession, params: AuditEventsParams) -> AuditPage:
-    return session.run(lambda c: c.query(AUDIT_EVENTS, params))
+    """Up to ``params.limit`` matching events, following the validator's bounded scans to the end."""
+    page = session.run(lambda c: c.query(AUDIT_EVENTS, params))
+    events = list(page.events)
+    while page.resume_from is not None and len(events) < params.limit:
+        nxt = params.model_copy(update={"from_seq": page.resume_from, "limit": params.limit - len(events)})
+        page = session.run(lambda c: c.query(AUDIT_EVENTS, nxt))
+        events += page.events
+    return page.model_copy(update={"events": events})
 
 
 def fetch_proof(session: ChainSession, seq: int) -> AuditProof:

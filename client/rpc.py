@@ -141,9 +141,9 @@ class RpcClient:
         """Any read of chain state, sent and read back through its one definition (signed with ``reader``)."""
         return query.parse(await self.call(query.path, await self.signed_params(query.path, params)))
 
-    async def signed_params(self, method: str, params: Params) -> dict[str, Any]:
+    async def signed_params(self, method: str, params: Params | dict[str, Any]) -> dict[str, Any]:
         """``params`` as by-name JSON, with ``auth`` (a signed read request) when this client has a reader key."""
-        body = params.model_dump(mode="json")
+        body = params if isinstance(params, dict) else params.model_dump(mode="json")
         if self.reader is None:
             return body
         if self._chain_id is None:
@@ -220,7 +220,7 @@ class RpcClient:
         connection (shutdown, or this client read too slowly and was cut off).
         """
         async with self._http().ws_connect(self.ws_url) as ws:
-            request = self._request("subscribe", {"topic": topic})
+            request = self._request("subscribe", await self.signed_params("subscribe", {"topic": topic}))
             await ws.send_json(request)
             while (answer := await ws.receive_json()).get("id") != request["id"]:
                 continue

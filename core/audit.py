@@ -32,6 +32,8 @@ ANCHOR_KIND = "audit.anchor"
 MAX_ANCHOR_EVENTS = 4096
 """Most events one anchor covers (a longer backlog takes several anchors)."""
 MAX_PAGE = 500
+MAX_SCAN = 20_000
+"""Most stored events one ``audit_events`` call looks at, whatever its filters match."""
 
 _STORED = ConfigDict(extra="forbid", frozen=True, **WIRE_BYTES)
 
@@ -134,6 +136,8 @@ class AuditPage(BaseModel):
     anchored_to: int
     """Events below this are covered by a committed anchor."""
     last_anchor_height: int | None
+    resume_from: int | None = None
+    """Not None: the scan stopped at this sequence number (:data:`MAX_SCAN`); ask again from it."""
 
 
 class AuditProofParams(Params):

@@ -19,7 +19,7 @@ from typing import Any
 
 from core import codec
 from core.audit import (
-    MAX_ANCHOR_EVENTS, Anchor, AuditEvent, AuditEventsParams, AuditPage, AuditProof, PathStep, event_leaf,
+    MAX_ANCHOR_EVENTS, MAX_SCAN, Anchor, AuditEvent, AuditEventsParams, AuditPage, AuditProof, PathStep, event_leaf,
     merkle_path,
 )
 from core.errors import FbciError, InvalidGenesis, NotFound, Unauthorized
@@ -109,14 +109,17 @@ class AuditLog:
     def page(self, q: AuditEventsParams, last: LastAnchored) -> AuditPage:
         found: list[AuditEvent] = []
         stop = self.next_seq
-        for event in self._range(q.from_seq, stop):
+        scan_to = min(stop, q.from_seq + MAX_SCAN)
+        resume: int | None = scan_to if scan_to < stop else None
+        for event in self._range(q.from_seq, scan_to):
             if _matches(event, q):
                 found.append(event)
                 if len(found) == q.limit:
+                    resume = event.seq + 1 if event.seq + 1 < stop else None
                     break
         anchored_to, height = last()
         return AuditPage(observer=self.observer, events=found, next_seq=stop, anchored_to=anchored_to,
-                         last_anchor_height=height)
+                         last_anchor_height=height, resume_from=resume)
 
     def proof(self, seq: int, covering: Covering) -> AuditProof:
         """The event as stored now and its path in the anchored range, rebuilt from the stored events:

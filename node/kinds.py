@@ -5,7 +5,7 @@ This is the one place where the pure contracts from ``fl_contracts/`` and
 its contract. Roles say who may send what: admins manage membership,
 hospitals train and issue their clinicians' and patient proxies' keys,
 a patient's proxy or custodian hospital writes its consent, gateways and
-validators post alerts and evidence. Clinicians and auditors send no
+validators post alerts, validators evidence and audit anchors. Clinicians and auditors send no
 transactions: they only read (their read methods declare them).
 """
 

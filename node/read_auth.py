@@ -32,6 +32,7 @@ from core.errors import (
 from core.proofs import ProvenAnswer
 from core.readauth import DEFAULT_WINDOW_MS, READER_PATH, ReadAuth, ReaderInfo, ReaderParams, verify_read
 from fl_contracts.contract import TX_KIND as FL_UPDATE_KIND
+from ids.queries import ALERTS_QUERY
 
 ENTITY_FIELDS = ("model_id", "version", "patient", "hospital", "subject", "alert_class", "round", "height")
 """Params that name what a read is about: the audit event's entity."""
@@ -137,8 +138,16 @@ def _own_personal_txs(result: object, reader: ReaderInfo) -> None:
         raise ReadForbidden(f"a {getattr(result, 'kind')} transaction is read by its sender and auditors only")
 
 
+def _unscoped_pushes(params: Params, reader: ReaderInfo) -> None:
+    if reader.roles == frozenset({"clinician"}):
+        raise ReadForbidden("a clinician reads its hospital's alerts with alerts_query; pushes are not narrowed")
+
+
+SUBSCRIBE = "subscribe"
+SUBSCRIPTIONS: dict[str, Query[Any, Any]] = {"new_alert": ALERTS_QUERY}
+"""Websocket topics and the read whose privacy and roles they follow."""
 SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts,
-                            "fl_update_get": _own_updates}
+                            "fl_update_get": _own_updates, SUBSCRIBE: _unscoped_pushes}
 RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only, "tx_get": _own_personal_txs}
 
 Ask = Callable[[Params], Awaitable[object]]
@@ -162,6 +171,19 @@ class ReadGuard:
         """Answer ``query`` through ``ask`` if the policy and the request allow it; report the outcome."""
         if not self.private.get(query.path, False):
             return await ask(params)
+        return await self._guarded(query, params, auth, client, ask)
+
+    async def subscribe(self, topic: str, params: Params, auth: ReadAuth | None, client: str, ask: Ask) -> object:
+        """A websocket topic pushes what a read returns, so it is as private as that read
+        (:data:`SUBSCRIPTIONS`), for the same roles; the request signs ``subscribe`` and its params."""
+        read = SUBSCRIPTIONS.get(topic)
+        if read is None or not self.private.get(read.path, False):
+            return await ask(params)
+        pushed = Query(SUBSCRIBE, read.summary, type(params), str, read.access)
+        return await self._guarded(pushed, params, auth, client, ask)
+
+    async def _guarded(self, query: Query[Any, Any], params: Params, auth: ReadAuth | None, client: str,
+                       ask: Ask) -> object:
         now = self.clock_ms()
         dumped = params.model_dump(mode="json")
         entity = {k: v for k, v in dumped.items() if k in ENTITY_FIELDS and v is not None}

@@ -59,6 +59,9 @@ class ReadGate(Protocol):
     async def read(self, query: Query[Any, Any], params: Params, auth: ReadAuth | None, client: str,
                    ask: Callable[[Params], Awaitable[object]]) -> object: ...
 
+    async def subscribe(self, topic: str, params: Params, auth: ReadAuth | None, client: str,
+                        ask: Callable[[Params], Awaitable[object]]) -> object: ...
+
 
 class TxSubmitParams(Params):
     tx: HexBytes = Field(description="canonical encoding of a signed core.tx.Transaction, hex")
@@ -193,7 +196,14 @@ class _Handlers:
         return answer
 
     async def subscribe(self, p: SubscribeParams, ctx: CallContext) -> str:
-        return _session(ctx, "subscribe").subscribe(p.topic)
+        session = _session(ctx, "subscribe")
+        if self.reads is None:
+            return session.subscribe(p.topic)
+
+        async def ask(params: Params) -> str:
+            return session.subscribe(p.topic)
+
+        return str(await self.reads.subscribe(p.topic, p, ctx.auth, ctx.client, ask))
 
     async def unsubscribe(self, p: UnsubscribeParams, ctx: CallContext) -> bool:
         return _session(ctx, "unsubscribe").unsubscribe(p.subscription)

@@ -151,3 +151,24 @@ def test_the_leaf_commits_to_every_field(trail) -> None:
     event = log.record_read(outcome(1), height=3)
     for field, value in [("outcome", "4"), ("agent_address", "10.0.0.1"), ("recorded_ms", 5), ("observer", "node1")]:
         assert event_leaf(event.model_copy(update={field: value})) != event_leaf(event)
+
+
+def test_a_page_scans_a_bounded_number_of_events_and_says_where_to_resume(trail,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.audit import AuditEventsParams
+    from node import audit
+
+    log, _ = trail
+    for i in range(9):
+        log.record_read(outcome(i), height=i)
+    monkeypatch.setattr(audit, "MAX_SCAN", 4)
+    nothing = lambda: (0, None)  # noqa: E731
+    wanted = AuditEventsParams(actor=bytes([3]) * 32)  # reader3: events 3 and 8
+    first = log.page(wanted, nothing)  # looks at 0..3 only
+    assert [e.seq for e in first.events] == [3] and first.resume_from == 4
+    second = log.page(wanted.model_copy(update={"from_seq": 4}), nothing)
+    assert second.events == [] and second.resume_from == 8
+    last = log.page(wanted.model_copy(update={"from_seq": 8}), nothing)
+    assert [e.seq for e in last.events] == [8] and last.resume_from is None
+    one = log.page(wanted.model_copy(update={"limit": 1}), nothing)  # the limit reached: resume after it
+    assert [e.seq for e in one.events] == [3] and one.resume_from == 4

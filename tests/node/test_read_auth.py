@@ -231,3 +231,25 @@ async def test_a_committed_update_or_consent_is_read_by_its_sender_and_auditors_
     finally:
         del READERS[auditor.public_key.raw]
     assert [o.code for o in outcomes] == [ReadForbidden.code, ReadForbidden.code, 0, 0, 0]
+
+
+async def test_alert_pushes_are_as_private_as_alert_reads(serve, fake_node) -> None:
+    """A websocket ``new_alert`` subscription would otherwise stream every alert to anyone."""
+    outcomes: list[ReadOutcome] = []
+    topic = {"topic": "new_alert"}
+
+    async def ws_call(ws: Any, params: dict[str, Any], rid: int) -> dict[str, Any]:
+        await ws.send_json({"jsonrpc": "2.0", "method": "subscribe", "params": params, "id": rid})
+        return await ws.receive_json()
+
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=guard(outcomes))) as client, \
+            client.ws_connect("/ws") as ws:
+        anonymous = await ws_call(ws, topic, 1)
+        clinician = await ws_call(ws, signed(CLINICIAN, "subscribe", topic), 2)
+        hospital = await ws_call(ws, signed(HOSPITAL, "subscribe", topic, nonce=b"s" * 16), 3)
+        blocks = await ws_call(ws, {"topic": "new_block"}, 4)  # block pushes carry hashes only: open
+    assert anonymous["error"]["data"]["reason"] == ReadAuthRequired.reason
+    assert clinician["error"]["data"]["reason"] == ReadForbidden.reason
+    assert isinstance(hospital["result"], str) and isinstance(blocks["result"], str)
+    assert [(o.method, o.code) for o in outcomes] == [
+        ("subscribe", ReadAuthRequired.code), ("subscribe", ReadForbidden.code), ("subscribe", 0)]
