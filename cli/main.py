@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import FbciError, NodeUnreachable, NotFound, StorageError, Timeout
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from cli import commands, consent_audit, dashboard
+from cli import commands, consent_audit, dashboard, gov
 from cli.version import version_line
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard.register(sub)
     consent_audit.add_commands(sub)
+    gov.add_commands(sub)
     return parser
 
 

@@ -69,10 +69,16 @@ class ProposePayload(_Strict):
     expires_in: int = Field(DEFAULT_EXPIRY_BLOCKS, ge=1, le=MAX_EXPIRY_BLOCKS)
 
 
+class Cosignature(_Strict):
+    """Another member's approval: its admin key and its signature over :func:`approval_bytes`."""
+
+    member: bytes = Field(min_length=32, max_length=32)
+    signature: bytes = Field(min_length=64, max_length=64)
+
+
 class ApprovePayload(_Strict):
     id: int = Field(ge=1, le=2**63 - 1)
-    cosignatures: list[tuple[bytes, bytes]] = Field(default_factory=list, max_length=MAX_COSIGNATURES)
-    """``(member public key, signature over approval_bytes)`` of other members."""
+    cosignatures: list[Cosignature] = Field(default_factory=list, max_length=MAX_COSIGNATURES)
 
 
 def _parse(model: type[_Strict], payload: dict[str, Any]) -> Any:
@@ -184,13 +190,15 @@ class Governance:
         _require_member(config, ctx.sender)
         proposal = get_proposal(state, p.id)
         if proposal.status != OPEN:
-            raise ProposalClosed(f"proposal {p.id} was {proposal.status} at height {proposal.closed_height}; "
+            closed = "was executed" if proposal.status == EXECUTED else "expired"
+            raise ProposalClosed(f"proposal {p.id} {closed} at height {proposal.closed_height}; "
                                  f"it takes no more approvals")
         if ctx.height > proposal.expires_height:  # the end-block hook closes it at its height; never past it
             raise ProposalClosed(f"proposal {p.id} expired at height {proposal.expires_height}")
         signed = approval_bytes(ctx.chain_id, p.id, proposal.digest)
         approvers = [ctx.sender]
-        for i, (member, signature) in enumerate(p.cosignatures):
+        for i, cosignature in enumerate(p.cosignatures):
+            member, signature = cosignature.member, cosignature.signature
             if member in approvers:
                 raise BadApproval(f"payload.cosignatures[{i}]: member {member.hex()[:16]}… approves twice")
             _require_member(config, member, where=f"payload.cosignatures[{i}]")

@@ -3,7 +3,7 @@
 This is the one place where the pure contracts from ``fl_contracts/`` and
 ``ids/`` meet the executor; adding a kind is one ``register`` line here plus
 its contract. Roles say who may send what: admins manage membership (by quorum, ``gov.*``,
-when genesis declares governance), every account but a validator rotates its own key,
+when genesis declares governance), admins, hospitals and gateways rotate their own keys,
 hospitals train and issue their clinicians' and patient proxies' keys,
 a patient's proxy or custodian hospital writes its consent, gateways and
 validators post alerts and evidence. Clinicians and auditors send no
@@ -34,8 +34,9 @@ from node.gov_actions import ACTIONS, single_admin
 from node.execution import TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
-ROTATING_ROLES = ("admin", "hospital", "gateway", "clinician", "auditor", "patient_proxy")
-"""Who may rotate its own key: every account but a validator (its key is its consensus identity)."""
+ROTATING_ROLES = ("admin", "hospital", "gateway")
+"""Who rotates its own key (``acl.rotate``): a validator's key is its consensus identity, and the read-only
+keys (clinician, auditor) and patient proxies send no such transaction; theirs move by a governance ``rotate``."""
 """The consortium's own keys; the keys a hospital issues (clinician, patient proxy) and auditors are not."""
 
 

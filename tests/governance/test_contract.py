@@ -65,9 +65,9 @@ def attempt(state: MemoryState, fn: Any, *args: Any) -> dict[str, Any] | FbciErr
         return exc
 
 
-def cosign(key: PrivateKey, proposal_id: int, state: MemoryState, chain: str = CHAIN) -> tuple[bytes, bytes]:
+def cosign(key: PrivateKey, proposal_id: int, state: MemoryState, chain: str = CHAIN) -> dict[str, bytes]:
     digest = get_proposal(state, proposal_id).digest
-    return key.public_key.raw, key.sign_signed(approval_bytes(chain, proposal_id, digest))
+    return {"member": key.public_key.raw, "signature": key.sign_signed(approval_bytes(chain, proposal_id, digest))}
 
 
 @given(n=st.integers(1, 300), num=st.integers(0, 20), extra=st.integers(1, 20))
@@ -125,8 +125,10 @@ def test_the_action_runs_once_exactly_when_distinct_members_reach_the_threshold(
                 approved.add(key.public_key.raw)
         else:  # the proposer relays another member's co-signature; a forged one signs another proposal id
             other = KEYS[(i + 1) % members]
-            member, sig = cosign(other, 1, state) if what == "cosign" else (other.public_key.raw, b"\x00" * 64)
-            out = attempt(state, governance.approve, ctx(KEYS[0], 2), {"id": 1, "cosignatures": [(member, sig)]})
+            signed = cosign(other, 1, state) if what == "cosign" else {"member": other.public_key.raw,
+                                                                         "signature": b"\x00" * 64}
+            member = signed["member"]
+            out = attempt(state, governance.approve, ctx(KEYS[0], 2), {"id": 1, "cosignatures": [signed]})
             if what == "forged" and other is not KEYS[0] and not closed:
                 assert isinstance(out, BadApproval)
             if isinstance(out, dict):

@@ -1,0 +1,198 @@
+"""Governance and key rotation through the in-process ledger: mempool, executor, stores and queries as a
+validator runs them (``node.kinds.build_registry``, the genesis hooks' governance section)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.api import ACCOUNT, AccountGetParams, NoParams
+from core.block import Block
+from core.crypto import PrivateKey
+from core.errors import ContractRejected, GovernanceRequired, KeyRotated, NotAMember, ProposalClosed
+from core.hashing import sha256
+from core.keyhistory import KEY_HISTORY, KeyHistoryParams
+from core.readauth import READER_PATH, ReaderParams
+from core.tx import Transaction
+from governance.config import GovernanceConfig
+from governance.contract import approval_bytes, init_governance
+from governance.queries import GOV_CONVICTIONS, GOV_INFO, GOV_PROPOSAL, GOV_PROPOSALS, ProposalParams, ProposalsParams
+from node.app import LedgerApplication
+from node.kinds import build_registry
+from node.ledger import Ledger
+from node.stores import Database
+from tests.node.helpers import CHAIN, GENESIS_TIME_MS, HOSPITAL, PARAMS, VKEYS, certify
+
+MEMBERS = [PrivateKey(bytes([60 + i]) * 32) for i in range(4)]
+NEWCOMER, NEW_KEY, LOST = PrivateKey(bytes([70]) * 32), PrivateKey(bytes([71]) * 32), PrivateKey(bytes([72]) * 32)
+ACCOUNTS = [*((m.public_key.raw, f"admin{i}", ["admin"]) for i, m in enumerate(MEMBERS)),
+            (HOSPITAL.public_key.raw, "h", ["hospital"]), (VKEYS[0], "node0", ["validator"])]
+
+
+def open_chain(path: Path, governed: bool) -> Ledger:
+    app = LedgerApplication(CHAIN, VKEYS, PARAMS, Database(path), build_registry(CHAIN, VKEYS),
+                            genesis_time_ms=GENESIS_TIME_MS)
+    config = GovernanceConfig(members=tuple(sorted(m.public_key.raw for m in MEMBERS)), required=3)
+    app.init_genesis(ACCOUNTS, [lambda state: init_governance(state, config if governed else None)])
+    return Ledger.assemble(app, PARAMS)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = open_chain(tmp_path / "gov", governed=True)
+    yield ledger
+    ledger.app.database.close()
+
+
+class Senders:
+    """Each key's next nonce, read from the chain, as a client session does."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def tx(self, key: PrivateKey, kind: str, payload: dict[str, Any]) -> bytes:
+        state = self.ledger.app.query(ACCOUNT.path, AccountGetParams(public_key=key.public_key.raw))
+        nonce = state.nonce + 1 if state is not None else 1
+        return Transaction.create(key, CHAIN, nonce, kind, payload).encode()
+
+
+def commit(ledger: Ledger, *raws: bytes) -> list[Any]:
+    for raw in raws:
+        ledger.mempool.add(raw)
+    block = ledger.propose(VKEYS[0], ledger.app.info().last_block_time_ms + 1000)
+    ledger.app.process_proposal(Block.decode(block.encode(), max_size=1 << 20), None)
+    receipts = ledger.blocks.commit(block, certify(block)).receipts
+    return [receipts[sha256(raw)] for raw in block.txs]
+
+
+def register_newcomer(n: int = 0) -> dict[str, Any]:
+    return {"action": "register", "params": {"public_key": NEWCOMER.public_key.raw, "name": f"st-marys{n}",
+                                             "roles": ["hospital"]}}
+
+
+def test_one_admin_alone_is_refused_and_pointed_at_gov_propose(chain: Ledger) -> None:
+    raw = Senders(chain).tx(MEMBERS[0], "acl.register", register_newcomer()["params"])
+    with pytest.raises(GovernanceRequired, match="fbci gov propose register"):
+        chain.mempool.add(raw)
+    assert len(chain.mempool) == 0
+
+
+def test_a_hospital_is_registered_by_three_of_four_members_and_then_transacts(chain: Ledger) -> None:
+    s = Senders(chain)
+    (r,) = commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    assert r.ok and r.result == {"id": 1, "approvals": 1, "required": 3}
+    (r,) = commit(chain, s.tx(MEMBERS[1], "gov.approve", {"id": 1}))
+    assert r.ok and "executed" not in r.result
+    view = chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1))
+    assert view.approved == 2 and set(view.missing) == {MEMBERS[2].public_key.raw, MEMBERS[3].public_key.raw}
+    echo = Transaction.create(NEWCOMER, CHAIN, 1, "test.echo", {"msg": b"x"}).encode()
+    with pytest.raises(Exception, match="not a registered account"):
+        chain.mempool.add(echo)
+    (r,) = commit(chain, s.tx(MEMBERS[2], "gov.approve", {"id": 1}))
+    assert r.ok and r.result["executed"] == "register"
+    (r,) = commit(chain, echo)
+    assert r.ok
+    listed = chain.app.query(GOV_PROPOSALS.path, ProposalsParams(status="executed"))
+    assert [v.proposal.id for v in listed] == [1] and listed[0].proposal.outcome == {"registered": "st-marys0"}
+    info = chain.app.query(GOV_INFO.path, NoParams())
+    assert info.required == 3 and len(info.members) == 4
+
+
+def test_one_transaction_carries_the_other_members_signatures(chain: Ledger) -> None:
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    digest = chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1)).proposal.digest
+    cosigs = [{"member": m.public_key.raw, "signature": m.sign_signed(approval_bytes(CHAIN, 1, digest))}
+              for m in MEMBERS[2:4]]
+    (r,) = commit(chain, s.tx(MEMBERS[1], "gov.approve", {"id": 1, "cosignatures": cosigs}))
+    assert r.ok and r.result["approvals"] == 4 and r.result["executed"] == "register"
+
+
+def test_a_non_member_admin_and_a_hospital_cannot_vote(chain: Ledger) -> None:
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    with pytest.raises(Exception, match="needs one of the roles"):
+        chain.mempool.add(s.tx(HOSPITAL, "gov.approve", {"id": 1}))
+
+
+def test_an_unapproved_proposal_expires_and_is_listed_so(chain: Ledger) -> None:
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", {**register_newcomer(), "expires_in": 2}))  # height 1
+    commit(chain)
+    assert chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1)).proposal.status == "open"
+    commit(chain)  # height 3: the last that could approve it; its end closes the proposal
+    assert chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1)).proposal.status == "expired"
+    with pytest.raises(ProposalClosed, match="proposal 1 expired at height 3"):
+        chain.mempool.add(s.tx(MEMBERS[1], "gov.approve", {"id": 1}))
+
+
+def test_without_governance_one_admin_still_registers(tmp_path: Path) -> None:
+    ledger = open_chain(tmp_path / "plain", governed=False)
+    (r,) = commit(ledger, Senders(ledger).tx(MEMBERS[0], "acl.register", register_newcomer()["params"]))
+    assert r.ok
+    with pytest.raises(ContractRejected, match="declares no governance"):
+        ledger.mempool.add(Senders(ledger).tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    ledger.app.database.close()
+
+
+def test_a_rotated_key_is_refused_from_the_next_block_and_the_new_key_carries_on(chain: Ledger) -> None:
+    s = Senders(chain)
+    (r,) = commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    assert r.ok and r.result["rotated"] == "h"
+    height = chain.app.info().height
+    old = Transaction.create(HOSPITAL, CHAIN, 2, "test.echo", {"msg": b"x"}).encode()
+    with pytest.raises(KeyRotated, match=f"rotated to {NEW_KEY.public_key.raw.hex()} at height {height}"):
+        chain.mempool.add(old)
+    moved = chain.app.query(ACCOUNT.path, AccountGetParams(public_key=NEW_KEY.public_key.raw))
+    assert moved.name == "h" and moved.roles == ("hospital",) and moved.nonce == 1
+    assert chain.app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw)) is None
+    (r,) = commit(chain, s.tx(NEW_KEY, "test.echo", {"msg": b"y"}))
+    assert r.ok
+    history = chain.app.query(KEY_HISTORY.path, KeyHistoryParams(public_key=HOSPITAL.public_key.raw))
+    assert [(c.old, c.new, c.height) for c in history] == [(HOSPITAL.public_key.raw, NEW_KEY.public_key.raw, height)]
+    assert chain.app.query(KEY_HISTORY.path, KeyHistoryParams(public_key=NEW_KEY.public_key.raw)) == history
+    reader = chain.app.query(READER_PATH, ReaderParams(public_key=HOSPITAL.public_key.raw))
+    assert reader.name == "h" and reader.roles == frozenset()  # the read guard refuses it as revoked
+
+
+def test_rotation_refuses_a_validator_a_taken_key_and_a_retired_key(chain: Ledger) -> None:
+    s = Senders(chain)
+    with pytest.raises(ContractRejected, match="already registered"):
+        chain.mempool.add(s.tx(HOSPITAL, "acl.rotate", {"new_public_key": MEMBERS[0].public_key.raw}))
+    commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    with pytest.raises(ContractRejected, match="never reused"):
+        chain.mempool.add(s.tx(NEW_KEY, "acl.rotate", {"new_public_key": HOSPITAL.public_key.raw}))
+    with pytest.raises(Exception, match="needs one of the roles"):
+        chain.mempool.add(Transaction.create(PrivateKey(bytes([10]) * 32), CHAIN, 1, "acl.rotate",
+                                             {"new_public_key": LOST.public_key.raw}).encode())
+
+
+def test_a_member_that_lost_its_key_is_rotated_by_governance_and_votes_with_the_new_one(chain: Ledger) -> None:
+    s = Senders(chain)
+    rotate = {"action": "rotate", "params": {"public_key": MEMBERS[3].public_key.raw,
+                                             "new_public_key": LOST.public_key.raw}}
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", rotate))
+    commit(chain, s.tx(MEMBERS[1], "gov.approve", {"id": 1}))
+    (r,) = commit(chain, s.tx(MEMBERS[2], "gov.approve", {"id": 1}))
+    assert r.ok and r.result["executed"] == "rotate"
+    info = chain.app.query(GOV_INFO.path, NoParams())
+    assert LOST.public_key.raw in info.members and MEMBERS[3].public_key.raw not in info.members
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    with pytest.raises(KeyRotated):
+        chain.mempool.add(s.tx(MEMBERS[3], "gov.approve", {"id": 2}))
+    (r,) = commit(chain, s.tx(LOST, "gov.approve", {"id": 2}))
+    assert r.ok and r.result["approvals"] == 2
+    assert chain.app.query(GOV_CONVICTIONS.path, NoParams()) == []
+
+
+def test_a_proposal_that_names_a_non_member_sender_is_refused(chain: Ledger, tmp_path: Path) -> None:
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", {"action": "register", "params": {
+        "public_key": NEWCOMER.public_key.raw, "name": "extra-admin", "roles": ["admin"]}}))
+    for m in MEMBERS[1:3]:
+        commit(chain, s.tx(m, "gov.approve", {"id": 1}))
+    with pytest.raises(NotAMember):  # an admin the quorum added is not a member: members come from genesis
+        chain.mempool.add(s.tx(NEWCOMER, "gov.propose", register_newcomer(1)))
