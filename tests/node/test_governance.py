@@ -196,3 +196,66 @@ def test_a_proposal_that_names_a_non_member_sender_is_refused(chain: Ledger, tmp
         commit(chain, s.tx(m, "gov.approve", {"id": 1}))
     with pytest.raises(NotAMember):  # an admin the quorum added is not a member: members come from genesis
         chain.mempool.add(s.tx(NEWCOMER, "gov.propose", register_newcomer(1)))
+
+
+def approved_by_three(chain: Ledger, proposal: dict[str, Any]) -> Any:
+    """Propose with member 0 and approve with members 1 and 2; the last receipt."""
+    s = Senders(chain)
+    (r,) = commit(chain, s.tx(MEMBERS[0], "gov.propose", proposal))
+    assert r.ok, r.message
+    for m in MEMBERS[1:3]:
+        (r,) = commit(chain, s.tx(m, "gov.approve", {"id": r.result["id"]}))
+    return r
+
+
+def test_grant_revoke_and_add_model_run_as_decisions(chain: Ledger) -> None:
+    from fl_contracts.queries import FL_MODELS
+    from fl_contracts.spec import ModelSpec
+
+    key = HOSPITAL.public_key.raw
+    r = approved_by_three(chain, {"action": "grant", "params": {"public_key": key, "role": "gateway"}})
+    assert r.ok and r.result["executed"] == "grant"
+    assert chain.app.query(ACCOUNT.path, AccountGetParams(public_key=key)).roles == ("gateway", "hospital")
+    r = approved_by_three(chain, {"action": "revoke", "params": {"public_key": key, "role": "gateway"}})
+    assert r.ok and chain.app.query(ACCOUNT.path, AccountGetParams(public_key=key)).roles == ("hospital",)
+    spec = ModelSpec.for_sequential("gov_model", [4, 2], rule="fedavg", min_updates=1, max_updates=2,
+                                    round_length_blocks=5, max_abs=4.0, max_norm=8.0)
+    r = approved_by_three(chain, {"action": "add_model", "params": spec.to_doc()})
+    assert r.ok and r.result["executed"] == "add_model"
+    assert [m.spec.id for m in chain.app.query(FL_MODELS.path, NoParams())] == ["gov_model"]
+    with pytest.raises(Exception, match="model broken"):
+        chain.mempool.add(Senders(chain).tx(MEMBERS[0], "gov.propose", {"action": "add_model",
+                                                                          "params": {"id": "broken"}}))
+
+
+def test_an_issued_clinician_follows_its_hospitals_rotation_and_a_proxy_keeps_its_patient(chain: Ledger) -> None:
+    from consent import contract as consent
+
+    s = Senders(chain)
+    clinician, proxy, new_proxy = (PrivateKey(bytes([b]) * 32) for b in (80, 81, 82))
+    patient = bytes([0xCD]) * 32
+    commit(chain, s.tx(HOSPITAL, "acl.issue", {"public_key": clinician.public_key.raw, "name": "dr-a",
+                                                "role": "clinician"}))
+    commit(chain, s.tx(HOSPITAL, "acl.issue", {"public_key": proxy.public_key.raw, "name": "proxy-cd",
+                                                "role": "patient_proxy", "patient": patient}))
+    commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    reader = chain.app.query(READER_PATH, ReaderParams(public_key=clinician.public_key.raw))
+    assert reader.hospital == NEW_KEY.public_key.raw and reader.hospital_name == "h"
+    r = approved_by_three(chain, {"action": "rotate", "params": {"public_key": proxy.public_key.raw,
+                                                                 "new_public_key": new_proxy.public_key.raw}})
+    assert r.ok
+    reader = chain.app.query(READER_PATH, ReaderParams(public_key=new_proxy.public_key.raw))
+    assert reader.patient == patient and reader.roles == frozenset({"patient_proxy"})
+    assert consent.proxy_binding(chain.app.state, new_proxy.public_key.raw) == (patient, HOSPITAL.public_key.raw)
+
+
+def test_the_old_keys_transaction_behind_its_rotation_in_one_block_fails_and_revives_nothing(chain: Ledger) -> None:
+    s = Senders(chain)
+    rotate = s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw})
+    behind = Transaction.create(HOSPITAL, CHAIN, 2, "test.echo", {"msg": b"late"}).encode()
+    r1, r2 = commit(chain, rotate, behind)
+    assert r1.ok and not r2.ok and r2.reason == "key_rotated"
+    assert chain.app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw)) is None
+    assert len(chain.mempool) == 0
+    (r,) = commit(chain, s.tx(NEW_KEY, "test.echo", {"msg": b"on"}))
+    assert r.ok and r.height == chain.app.info().height
