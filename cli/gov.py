@@ -143,12 +143,12 @@ def gov_list(args: argparse.Namespace) -> int:
     if info is None:
         print("this chain declares no governance: its admin account acts alone")
     else:
-        print(f"members: {', '.join(names[m] for m in info.members)}; a decision needs {info.required} of "
+        print(f"members: {', '.join(sorted(names[m] for m in info.members))}; a decision needs {info.required} of "
               f"{len(info.members)}")
     print(f"{'ID':>4}  {'STATUS':<9} {'ACTION':<10} {'APPROVALS':<9}  {'UNTIL':>7}  MISSING")
     for v in views:
         p = v.proposal
-        missing = ", ".join(names.get(m, m.hex()[:12]) for m in v.missing) if p.status == "open" else "-"
+        missing = ", ".join(sorted(names.get(m, m.hex()[:12]) for m in v.missing)) if p.status == "open" else "-"
         print(f"{p.id:>4}  {p.status:<9} {p.action:<10} {f'{v.approved}/{v.required}':<9}  {p.expires_height:>7}  "
               f"{missing}  {_summary(p.params)}")
     if convicted:
@@ -161,9 +161,13 @@ def gov_list(args: argparse.Namespace) -> int:
 
 
 def _summary(params: dict[str, Any]) -> str:
-    shown = {k: (v.hex()[:16] + "…" if isinstance(v, bytes) else v) for k, v in params.items()
-             if k in ("public_key", "new_public_key", "name", "roles", "role", "id")}
-    return " ".join(f"{k}={v}" for k, v in shown.items())
+    """The params a person checks before approving (keys shortened; the full ones are in ``--json``)."""
+    def short(value: Any) -> str:
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else str(value)
+    return " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key")
+                    if k in params)
 
 
 def gov_rotate_key(args: argparse.Namespace) -> int:

@@ -32,7 +32,14 @@ SINGLE_ADMIN_KINDS = {"acl.register": "register", "acl.grant": "grant", "acl.rev
 
 
 def _checker(model: type[BaseModel]) -> Callable[[dict[str, Any]], None]:
-    return lambda params: accounts.parse_payload(model, params) and None
+    """The payload check of the kind the action replaces, refusing what that kind would refuse."""
+    def check(params: dict[str, Any]) -> None:
+        accounts.parse_payload(model, params)
+    return check
+
+
+def _check_spec(params: dict[str, Any]) -> None:
+    ModelSpec.parse(params)
 
 
 def _add_model(state: StateView, ctx: TxContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +54,7 @@ ACTIONS: dict[str, Action] = {
     "register": Action(_checker(accounts.RegisterPayload), accounts.register),
     "grant": Action(_checker(accounts.RolePayload), accounts.grant),
     "revoke": Action(_checker(accounts.RolePayload), accounts.revoke),
-    "add_model": Action(lambda params: ModelSpec.parse(params) and None, _add_model),
+    "add_model": Action(_check_spec, _add_model),
     "rotate": Action(_checker(accounts.GovRotatePayload), accounts.gov_rotate),
 }
 
