@@ -11,7 +11,9 @@ Rules, in the order the handlers check them:
   the same transaction: each signs :func:`approval_bytes` (chain id, the
   ``gov.approve`` domain, the proposal id and the digest of its action), so a
   signature cannot be moved to another proposal, action or chain.
-- Only distinct current members count; a non-member's or a repeated co-signature
+- Only distinct current members count, and only while their key still holds role admin (a
+  decision that revoked a member's admin role silences it; the threshold does not drop); a
+  non-member's or a repeated co-signature
   refuses the whole transaction, and a transaction adding no new member is refused.
 - When the distinct approvals reach the threshold, the action runs in the same
   transaction; if it fails, the transaction fails and nothing is recorded, so the
@@ -29,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import codec
+from core.accounts import load_account
 from core.crypto import sign_bytes, verify
 from core.errors import BadApproval, ContractRejected, FbciError, InvalidInput, NotAMember, NotFound, ProposalClosed
 from core.hashing import sha256
@@ -170,7 +173,7 @@ class Governance:
     def propose(self, state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
         p: ProposePayload = _parse(ProposePayload, payload)
         config = self._config(state)
-        _require_member(config, ctx.sender)
+        _require_member(state, config, ctx.sender)
         action = self.actions.get(p.action)
         if action is None:
             raise InvalidInput(f"payload.action: unknown action {p.action!r}; known: {sorted(self.actions)}")
@@ -187,7 +190,7 @@ class Governance:
     def approve(self, state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
         p: ApprovePayload = _parse(ApprovePayload, payload)
         config = self._config(state)
-        _require_member(config, ctx.sender)
+        _require_member(state, config, ctx.sender)
         proposal = get_proposal(state, p.id)
         if proposal.status != OPEN:
             closed = "was executed" if proposal.status == EXECUTED else "expired"
@@ -201,7 +204,7 @@ class Governance:
             member, signature = cosignature.member, cosignature.signature
             if member in approvers:
                 raise BadApproval(f"payload.cosignatures[{i}]: member {member.hex()[:16]}… approves twice")
-            _require_member(config, member, where=f"payload.cosignatures[{i}]")
+            _require_member(state, config, member, where=f"payload.cosignatures[{i}]")
             if not verify(member, signed, signature):
                 raise BadApproval(f"payload.cosignatures[{i}]: the signature of {member.hex()[:16]}… does not "
                                   f"verify for proposal {p.id} on chain {ctx.chain_id!r}")
@@ -215,7 +218,7 @@ class Governance:
             raise ContractRejected(f"proposal {proposal.id} already holds the approval of every key in this "
                                    f"transaction")
         proposal = proposal.model_copy(update={"approvals": tuple(sorted({*proposal.approvals, *new}))})
-        counted = counted_approvals(config, proposal)
+        counted = counted_approvals(state, config, proposal)
         result: dict[str, Any] = {"id": proposal.id, "approvals": counted, "required": config.required}
         if counted >= config.required:
             try:
@@ -240,12 +243,20 @@ class Governance:
         return []
 
 
-def counted_approvals(config: GovernanceConfig, proposal: Proposal) -> int:
-    """Distinct approvals from keys that are members now: what the threshold is compared with."""
+def _is_admin(state: StateView, key: bytes) -> bool:
+    account = load_account(state, key)
+    return account is not None and "admin" in account.roles
+
+
+def counted_approvals(state: StateView, config: GovernanceConfig, proposal: Proposal) -> int:
+    """Distinct approvals from keys that are members now and still hold role admin: what the threshold
+    is compared with."""
     members = set(config.members)
-    return sum(1 for a in set(proposal.approvals) if a in members)
+    return sum(1 for a in set(proposal.approvals) if a in members and _is_admin(state, a))
 
 
-def _require_member(config: GovernanceConfig, key: bytes, *, where: str = "sender") -> None:
+def _require_member(state: StateView, config: GovernanceConfig, key: bytes, *, where: str = "sender") -> None:
     if key not in config.members:
         raise NotAMember(f"{where}: key {key.hex()[:16]}… is not a governance member's admin key")
+    if not _is_admin(state, key):
+        raise NotAMember(f"{where}: member key {key.hex()[:16]}… no longer holds role admin")

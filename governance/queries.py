@@ -75,7 +75,7 @@ def _view(state: StateView, proposal: Proposal) -> ProposalView:
     config = contract.load_config(state)
     members = config.members if config is not None else ()
     return ProposalView(proposal=proposal, required=config.required if config is not None else 0,
-                        approved=contract.counted_approvals(config, proposal) if config is not None else 0,
+                        approved=contract.counted_approvals(state, config, proposal) if config is not None else 0,
                         missing=tuple(m for m in members if m not in proposal.approvals))
 
 

@@ -17,6 +17,7 @@ from core.crypto import PrivateKey
 from core.errors import (
     BadApproval, ContractRejected, FbciError, InvalidGenesis, InvalidInput, NotAMember, NotFound, ProposalClosed,
 )
+from core.accounts import Account, store_account
 from core.state import MemoryState, StateView, TxContext
 from governance.config import GovernanceConfig, governance_config, required_approvals
 from governance.contract import Action, Governance, approval_bytes, get_proposal, init_governance, load_config
@@ -52,6 +53,8 @@ def setup(members: int, required: int) -> tuple[MemoryState, Governance, Recorde
     state, recorder = MemoryState(), Recorder()
     init_governance(state, GovernanceConfig(members=tuple(sorted(k.public_key.raw for k in KEYS[:members])),
                                             required=required))
+    for i, key in enumerate([*KEYS, *STRANGERS]):  # strangers are admins too, only not members
+        store_account(state, key.public_key.raw, Account(f"admin{i}", frozenset({"admin"}), 0))
     return state, Governance({"record": Action(recorder.check, recorder.execute)}), recorder
 
 
@@ -222,3 +225,16 @@ def test_no_governance_no_proposals() -> None:
         governance.propose(state, ctx(KEYS[0], 1), {"action": "x", "params": {}})
     with pytest.raises(NotFound):
         get_proposal(state, 1)
+
+
+def test_a_member_whose_admin_role_was_revoked_no_longer_counts() -> None:
+    state, governance, recorder = setup(4, 3)
+    governance.propose(state, ctx(KEYS[0], 1), {"action": "record", "params": {"n": 1}})
+    governance.approve(state, ctx(KEYS[1], 2), {"id": 1})
+    store_account(state, KEYS[1].public_key.raw, Account("admin1", frozenset({"hospital"}), 1))
+    with pytest.raises(NotAMember, match="no longer holds role admin"):
+        governance.approve(state, ctx(KEYS[0], 3), {"id": 1, "cosignatures": [cosign(KEYS[1], 1, state)]})
+    governance.approve(state, ctx(KEYS[2], 3), {"id": 1})
+    assert not recorder.runs  # admin1's earlier approval no longer counts: 2 of 3
+    governance.approve(state, ctx(KEYS[3], 4), {"id": 1})
+    assert recorder.runs == [{"n": 1}]
