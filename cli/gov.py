@@ -1,7 +1,9 @@
 """``fbci gov ...``: consortium decisions by quorum, and key rotation, from the command line.
 
 ``propose`` and ``approve`` sign with a member's admin key (``--home``/``--key``,
-``admin`` by default); ``sign`` prints a member's co-signature of a proposal for
+``admin`` by default); ``approve`` and ``sign`` read the proposal through the light
+client (checked against commit certificates) and bind the approval to its action's
+digest, so a member approves what it was shown; ``sign`` prints a member's co-signature of a proposal for
 another member to carry in one ``approve``; ``list`` reads the proposals and the
 validators convicted of equivocation; ``rotate-key`` replaces the sender's own
 key. Registered by :func:`add_commands` from ``cli/main.py``; it only parses,
@@ -89,7 +91,8 @@ def gov_sign(args: argparse.Namespace) -> int:
     from governance.queries import GOV_PROPOSAL, ProposalParams
 
     with _session(args) as s:
-        view = s.run(lambda c: c.query(GOV_PROPOSAL, ProposalParams(id=args.id)))
+        s.verify = True
+        view = s.read(GOV_PROPOSAL, ProposalParams(id=args.id))
         signature = s.key.sign_signed(approval_bytes(s.chain_id, args.id, view.proposal.digest))
         member = s.key.public_key.raw
     json.dump({"proposal": args.id, "member": member.hex(), "signature": signature.hex()}, sys.stdout)
@@ -114,9 +117,15 @@ def _cosignature(path: str, proposal_id: int) -> dict[str, bytes]:
 def gov_approve(args: argparse.Namespace) -> int:
     from governance.contract import APPROVE_KIND
 
+    from governance.queries import GOV_PROPOSAL, ProposalParams
+
     cosignatures = [_cosignature(path, args.id) for path in args.cosignature or []]
     with _session(args) as s:
-        info = s.submit_commit(APPROVE_KIND, {"id": args.id, "cosignatures": cosignatures})
+        s.verify = True  # what this member approves is read against commit certificates, not one node's word
+        proposal = s.read(GOV_PROPOSAL, ProposalParams(id=args.id)).proposal
+        print(f"approving proposal {proposal.id}: {proposal.action} {_summary(proposal.params)}", file=sys.stderr)
+        info = s.submit_commit(APPROVE_KIND, {"id": args.id, "digest": proposal.digest,
+                                              "cosignatures": cosignatures})
     r = info.receipt.result
     state = f"executed: {r['executed']}" if "executed" in r else "still open"
     print(f"proposal {r['id']} approved at height {info.receipt.height}: {r['approvals']} of {r['required']} "
@@ -202,9 +211,11 @@ def add_commands(sub: Any) -> None:
 
     propose = add("propose", gov_propose, "Propose a decision; proposing is the proposer's approval.")
     actions = propose.add_subparsers(dest="gov_action", required=True, metavar="ACTION")
-    for name, summary in (("register", "register a new account"), ("grant", "grant a role"),
-                          ("revoke", "revoke a role"), ("add-model", "register an FL model spec"),
-                          ("rotate", "move an account whose key was lost to a new key")):
+    for name, summary in (("register", "Register a new account, with its name and roles."),
+                          ("grant", "Grant a role to a registered account."),
+                          ("revoke", "Revoke a role from a registered account."),
+                          ("add-model", "Register an FL model spec, as genesis declares one."),
+                          ("rotate", "Move an account whose key was lost to a new key.")):
         p = actions.add_parser(name, help=summary, description=summary)
         for option in ("--home", "--rpc", "--key"):
             p.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -81,6 +81,9 @@ class Cosignature(_Strict):
 
 class ApprovePayload(_Strict):
     id: int = Field(ge=1, le=2**63 - 1)
+    digest: bytes | None = Field(None, min_length=32, max_length=32)
+    """The proposal's :func:`action_digest` as the approver read it: given, the approval counts only for
+    that action (the CLI always sends it, so a member approves what it was shown, not merely an id)."""
     cosignatures: list[Cosignature] = Field(default_factory=list, max_length=MAX_COSIGNATURES)
 
 
@@ -198,6 +201,9 @@ class Governance:
                                  f"it takes no more approvals")
         if ctx.height > proposal.expires_height:  # the end-block hook closes it at its height; never past it
             raise ProposalClosed(f"proposal {p.id} expired at height {proposal.expires_height}")
+        if p.digest is not None and p.digest != proposal.digest:
+            raise BadApproval(f"payload.digest: proposal {p.id} is another action than the one approved "
+                              f"({proposal.action}, digest {proposal.digest.hex()[:16]}…)")
         signed = approval_bytes(ctx.chain_id, p.id, proposal.digest)
         approvers = [ctx.sender]
         for i, cosignature in enumerate(p.cosignatures):

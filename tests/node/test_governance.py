@@ -3,6 +3,7 @@ validator runs them (``node.kinds.build_registry``, the genesis hooks' governanc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,38 @@ def test_the_old_keys_transaction_behind_its_rotation_in_one_block_fails_and_rev
     assert len(chain.mempool) == 0
     (r,) = commit(chain, s.tx(NEW_KEY, "test.echo", {"msg": b"on"}))
     assert r.ok and r.height == chain.app.info().height
+
+
+def test_an_approval_bound_to_another_digest_is_refused(chain: Ledger) -> None:
+    from core.errors import BadApproval
+
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    with pytest.raises(BadApproval, match="another action than the one approved"):
+        chain.mempool.add(s.tx(MEMBERS[1], "gov.approve", {"id": 1, "digest": bytes(32)}))
+    digest = chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1)).proposal.digest
+    (r,) = commit(chain, s.tx(MEMBERS[1], "gov.approve", {"id": 1, "digest": digest}))
+    assert r.ok and r.result["approvals"] == 2
+
+
+def test_a_proposal_and_a_key_history_are_proven_and_a_changed_one_refused(chain: Ledger) -> None:
+    from client.light import PROVABLE
+    from client.light_verify import GenesisValidators, HeaderVerifier, verify_answer
+    from core.errors import UnverifiedAnswer
+    from core.proofs import ProvenAnswer
+    from core.wire import from_wire, to_wire
+
+    s = Senders(chain)
+    commit(chain, s.tx(MEMBERS[0], "gov.propose", register_newcomer()))
+    commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    commit(chain)
+    headers = HeaderVerifier(CHAIN, GenesisValidators(VKEYS))
+    for query, params in ((GOV_PROPOSAL, ProposalParams(id=1)),
+                          (KEY_HISTORY, KeyHistoryParams(public_key=HOSPITAL.public_key.raw))):
+        answer = from_wire(ProvenAnswer, to_wire(chain.app.query(query.path, params, prove=True)))
+        assert verify_answer(answer, query.path, PROVABLE[query.path], params, headers) == \
+            chain.app.query(query.path, params)
+    answer = from_wire(ProvenAnswer, to_wire(chain.app.query(GOV_PROPOSAL.path, ProposalParams(id=1), prove=True)))
+    lie = dataclasses.replace(answer, result={**answer.result, "missing": []})  # "everyone approved already"
+    with pytest.raises(UnverifiedAnswer):
+        verify_answer(lie, GOV_PROPOSAL.path, PROVABLE[GOV_PROPOSAL.path], ProposalParams(id=1), headers)
