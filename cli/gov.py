@@ -195,6 +195,15 @@ def gov_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connection(p: argparse.ArgumentParser, *, key: bool = True, default: Any = None) -> None:
+    p.add_argument("--home", metavar="DIR", default=default, help="home directory: its RPC address and keys/")
+    p.add_argument("--rpc", metavar="URL", default=default,
+                   help="node RPC URL, http://HOST:PORT (default: from --home)")
+    if key:
+        p.add_argument("--key", default="admin" if default is None else default,
+                       help="the member's admin key file or name in HOME/keys (default: admin)")
+
+
 def add_commands(sub: Any) -> None:
     group = sub.add_parser("gov", help="Consortium decisions by quorum of the members' admin keys; key rotation.",
                            formatter_class=_F).add_subparsers(dest="gov_command", required=True, metavar="COMMAND")
@@ -202,11 +211,7 @@ def add_commands(sub: Any) -> None:
     def add(name: str, handler: Any, summary: str, *, key: bool = True) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=summary, description=summary, formatter_class=_F)
         p.set_defaults(handler=handler)
-        p.add_argument("--home", metavar="DIR", help="home directory: its RPC address and keys/")
-        p.add_argument("--rpc", metavar="URL", help="node RPC URL (default: from --home)")
-        if key:
-            p.add_argument("--key", default="admin", help="the member's admin key file or name in HOME/keys "
-                           "(default: admin)")
+        _connection(p, key=key)
         return p
 
     propose = add("propose", gov_propose, "Propose a decision; proposing is the proposer's approval.")
@@ -217,8 +222,7 @@ def add_commands(sub: Any) -> None:
                           ("add-model", "Register an FL model spec, as genesis declares one."),
                           ("rotate", "Move an account whose key was lost to a new key.")):
         p = actions.add_parser(name, help=summary, description=summary)
-        for option in ("--home", "--rpc", "--key"):
-            p.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _connection(p, default=argparse.SUPPRESS)  # accepted after the action too
         p.add_argument("--expires-in", type=_blocks, default=1000, metavar="BLOCKS",
                        help="blocks the proposal stays open (default: 1000)")
         if name == "add-model":
@@ -242,4 +246,4 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--status", choices=("open", "executed", "expired"))
     p.add_argument("--json", action="store_true")
     p = add("rotate-key", gov_rotate_key, "Replace this account's key by a new one (acl.rotate, signed by the old).")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the new key (mode 0600)")
+    p.add_argument("--out", required=True, metavar="FILE", help="a file: where to write the new key (mode 0600)")
