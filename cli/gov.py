@@ -116,7 +116,6 @@ def _cosignature(path: str, proposal_id: int) -> dict[str, bytes]:
 
 def gov_approve(args: argparse.Namespace) -> int:
     from governance.contract import APPROVE_KIND
-
     from governance.queries import GOV_PROPOSAL, ProposalParams
 
     cosignatures = [_cosignature(path, args.id) for path in args.cosignature or []]
