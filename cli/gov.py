@@ -171,6 +171,8 @@ def gov_list(args: argparse.Namespace) -> int:
 def _summary(params: dict[str, Any]) -> str:
     """The params a person checks before approving (keys shortened; the full ones are in ``--json``)."""
     def short(value: Any) -> str:
+        if isinstance(value, bytes):  # a verified read gives bytes, a plain one their hex
+            value = value.hex()
         if isinstance(value, list):
             return ",".join(map(str, value))
         return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else str(value)
