@@ -186,7 +186,7 @@ def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int) 
         state.set(_HOSPITAL_OF + new, hospital)
     binding = consent.proxy_binding(state, old)
     if binding is not None:
-        consent.bind_proxy(state, new, binding[0], binding[1])
+        consent.bind_proxy(state, new, binding[0], current_key(state, binding[1]))
     replace_member(state, old, new)
     record_rotation(state, old, new, height)
     return {"rotated": account.name, "new_public_key": new}

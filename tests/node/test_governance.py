@@ -247,7 +247,12 @@ def test_an_issued_clinician_follows_its_hospitals_rotation_and_a_proxy_keeps_it
     assert r.ok
     reader = chain.app.query(READER_PATH, ReaderParams(public_key=new_proxy.public_key.raw))
     assert reader.patient == patient and reader.roles == frozenset({"patient_proxy"})
-    assert consent.proxy_binding(chain.app.state, new_proxy.public_key.raw) == (patient, HOSPITAL.public_key.raw)
+    assert consent.proxy_binding(chain.app.state, new_proxy.public_key.raw) == (patient, NEW_KEY.public_key.raw)
+    assert consent.custodian(chain.app.state, patient) == NEW_KEY.public_key.raw  # the hospital kept its patient
+    (r,) = commit(chain, s.tx(NEW_KEY, consent.SET_KIND, {"patient": patient, "decision": "permit", "purpose": "*"}))
+    assert r.ok, r.message
+    (r,) = commit(chain, s.tx(new_proxy, consent.SET_KIND, {"patient": patient, "decision": "deny", "purpose": "*"}))
+    assert r.ok, r.message
 
 
 def test_the_old_keys_transaction_behind_its_rotation_in_one_block_fails_and_revives_nothing(chain: Ledger) -> None:
