@@ -24,11 +24,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.accounts import Account, account_key, load_account, store_account  # noqa: F401 (re-exported)
-from core.errors import ContractRejected, InvalidInput
+from core.errors import ContractRejected, InvalidInput, NotFound
 from core.keyhistory import current_key, record_rotation, rotated_to, was_rotated
 from core.readauth import ReaderInfo
 from core.state import StateView, TxContext
 from consent import contract as consent
+from fl_contracts import contract as fl
 from genesis.types import ROLES as ROLE_NAMES
 from governance.contract import replace_member
 
@@ -179,6 +180,8 @@ def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int) 
     if new == old:
         raise ContractRejected("payload.new_public_key: is the account's current key")
     _check_unused(state, new)
+    if "hospital" in account.roles:
+        _check_no_pending_update(state, old)
     store_account(state, new, Account(account.name, account.roles, nonce))
     state.delete(account_key(old))
     hospital = issuing_hospital(state, old)
@@ -190,6 +193,18 @@ def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int) 
     replace_member(state, old, new)
     record_rotation(state, old, new, height)
     return {"rotated": account.name, "new_public_key": new}
+
+
+def _check_no_pending_update(state: StateView, hospital: bytes) -> None:
+    """A round takes one update per key: a hospital rotating with an update in an open round could
+    submit a second one under its new key, so it rotates once that round has closed."""
+    for spec in fl.list_models(state):
+        try:
+            pending = fl.pending_update(state, spec.id, hospital)
+        except NotFound:
+            continue
+        raise ContractRejected(f"this hospital has an update in {spec.id} round {pending.round}, which is still "
+                               f"open; rotate its key once that round closes")
 
 
 def reader_info(state: StateView, public_key: bytes) -> ReaderInfo | None:

@@ -300,3 +300,24 @@ def test_a_proposal_and_a_key_history_are_proven_and_a_changed_one_refused(chain
     lie = dataclasses.replace(answer, result={**answer.result, "missing": []})  # "everyone approved already"
     with pytest.raises(UnverifiedAnswer):
         verify_answer(lie, GOV_PROPOSAL.path, PROVABLE[GOV_PROPOSAL.path], ProposalParams(id=1), headers)
+
+
+def test_a_hospital_with_an_update_in_an_open_round_rotates_only_after_it_closes(chain: Ledger) -> None:
+    import numpy as np
+
+    from fl_contracts.spec import ModelSpec
+
+    spec = ModelSpec.for_sequential("gov_model", [4, 2], rule="fedavg", min_updates=2, max_updates=2,
+                                    round_length_blocks=3, max_abs=4.0, max_norm=8.0)
+    approved_by_three(chain, {"action": "add_model", "params": spec.to_doc()})
+    s = Senders(chain)
+    update = {"model_id": spec.id, "round": 1, "base_version": 0, "num_samples": 10,
+              "delta": np.zeros(spec.num_params, dtype="<i4").tobytes()}
+    (r,) = commit(chain, s.tx(HOSPITAL, "fl.submit_update", update))
+    assert r.ok, r.message
+    with pytest.raises(ContractRejected, match="gov_model round 1, which is still open"):
+        chain.mempool.add(s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    for _ in range(3):  # the round's deadline passes and it closes (failed: one update of the two it needs)
+        commit(chain)
+    (r,) = commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    assert r.ok, r.message
