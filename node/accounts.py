@@ -32,6 +32,7 @@ from consent import contract as consent
 from fl_contracts import contract as fl
 from genesis.types import ROLES as ROLE_NAMES
 from governance.contract import replace_member
+from node import quotas
 
 ROLES = frozenset(ROLE_NAMES)
 ISSUED_ROLES = ("clinician", "patient_proxy")
@@ -191,6 +192,7 @@ def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int) 
     if binding is not None:
         consent.bind_proxy(state, new, binding[0], current_key(state, binding[1]))
     replace_member(state, old, new)
+    quotas.carry_over(state, old, new)
     record_rotation(state, old, new, height)
     return {"rotated": account.name, "new_public_key": new}
 

@@ -321,3 +321,12 @@ def test_a_hospital_with_an_update_in_an_open_round_rotates_only_after_it_closes
         commit(chain)
     (r,) = commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
     assert r.ok, r.message
+
+
+def test_a_rotation_carries_the_quota_windows_usage_to_the_new_key(chain: Ledger) -> None:
+    s = Senders(chain)
+    commit(chain, s.tx(HOSPITAL, "test.echo", {"msg": b"x" * 500}))
+    state, height = chain.app.state, chain.app.info().height + 1
+    before = chain.app.quota.used(state, HOSPITAL.public_key.raw, height)
+    commit(chain, s.tx(HOSPITAL, "acl.rotate", {"new_public_key": NEW_KEY.public_key.raw}))
+    assert before > 500 and chain.app.quota.used(state, NEW_KEY.public_key.raw, height + 1) == before
