@@ -100,12 +100,15 @@ def genesis_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
                        hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state, args.hospitals or args.validators), hybrid=args.hybrid)
+                       app_state=_app_state(args.app_state, args.hospitals or args.validators), hybrid=args.hybrid,
+                       governance=args.governance)
     _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
     _print(f"genesis: {net.genesis_path}")
     for home, v in zip(net.homes, net.genesis.validators):
         _print(f"  {v.name}: home {home}  p2p {v.p2p_address}  rpc {load_config(home).rpc_url()}")
-    _print(f"start each with: fbci node start --home {net.homes[0]}   (admin key: {net.homes[0]}/keys/admin.json)")
+    admins = "each node's keys/admin.json, members of governance" if args.governance else \
+        f"{net.homes[0]}/keys/admin.json"
+    _print(f"start each with: fbci node start --home {net.homes[0]}   (admin key: {admins})")
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import FbciError, NodeUnreachable, NotFound, StorageError, Timeout
 from genesis.create import DEFAULT_BASE_PORT, DEFAULT_CHAIN_ID
 from genesis.types import ROLES
-from cli import commands, consent_audit, dashboard
+from cli import commands, consent_audit, dashboard, gov
 from cli.version import version_line
 from cli.commands import DEFAULT_RPC, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, NotAvailable
 
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hospitals", type=_at_least(0), metavar="N", help="hospital accounts (default: one per validator)")
     p.add_argument("--gateways", type=_at_least(0), metavar="N", help="IDS gateway accounts (default: one per validator)")
     p.add_argument("--hybrid", action="store_true", help="hybrid Ed25519 + ML-DSA-65 keys for every validator")
+    p.add_argument("--governance", action="store_true", help="an admin key per hospital (admin0..), deciding by "
+                   "more than 2/3 of them (fbci gov) instead of one admin")
     _chain_inputs(p)
     p = _add(gen, "assemble", commands.genesis_assemble, "Production path: build genesis.json from the hospitals' public.json files.",
              "Everyone who runs this with the same files and arguments gets the same genesis hash (the order of\n"
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard.register(sub)
     consent_audit.add_commands(sub)
+    gov.add_commands(sub)
     return parser
 
 

@@ -38,7 +38,9 @@ from core.errors import (
     FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, ReadRefused, Timeout, UnverifiedAnswer,
 )
 from core.proofs import CORE_STATE_QUERIES
+from core import keyhistory
 from fl_contracts import queries as fl_queries
+from governance import queries as gov_queries
 from genesis.home import HomePaths
 from genesis.schema import GenesisDoc, load_genesis
 from ids import queries as alert_queries
@@ -51,7 +53,8 @@ P = TypeVar("P", bound=Params)
 R = TypeVar("R")
 
 PROVABLE: dict[str, Answer] = {q.path: fn for q, fn in (
-    *CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES)}
+    *CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES,
+    *keyhistory.STATE_QUERIES)}
 """Each provable read's answer function: the same ones the validator runs (``node.app.STATE_QUERIES``)."""
 
 DEFAULT_MAX_LAG_BLOCKS = 8

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from core import codec
 from core.errors import ContractRejected
+from core.keyhistory import current_key
 from core.state import StateView, TxContext
 from consent.record import (
     ALL_MODELS, PURPOSE_PATTERN, ConsentEvent, ConsentRecord, Decision, Period, Pseudonym, Use,
@@ -109,7 +110,9 @@ def required(state: StateView, model_id: str) -> bool:
 
 
 def custodian(state: StateView, patient: bytes) -> bytes | None:
-    return state.get(_P + b"cust/" + patient)
+    """The custodian hospital's key now: a hospital that rotated its key (``acl.rotate``) keeps its patients."""
+    held_by = state.get(_P + b"cust/" + patient)
+    return None if held_by is None else current_key(state, held_by)
 
 
 def proxy_binding(state: StateView, proxy: bytes) -> tuple[bytes, bytes] | None:

@@ -331,6 +331,41 @@ class ReadForbidden(ReadRefused):
     reason = "read_forbidden"
 
 
+class GovernanceRequired(Unauthorized):
+    """On a chain whose genesis declares governance, a membership change needs a quorum, not one admin."""
+
+    code = -32180
+    reason = "governance_required"
+
+
+class ProposalClosed(ContractRejected):
+    """The governance proposal was executed or expired: it takes no more approvals."""
+
+    code = -32181
+    reason = "proposal_closed"
+
+
+class NotAMember(Unauthorized):
+    """The key is not one of the governance members' admin keys."""
+
+    code = -32182
+    reason = "not_a_member"
+
+
+class BadApproval(TxRejected):
+    """A co-signed approval does not verify for its member and the proposal, or repeats a member."""
+
+    code = -32183
+    reason = "bad_approval"
+
+
+class KeyRotated(Unauthorized):
+    """The sender's key was replaced by ``acl.rotate``: the account now answers only to its new key."""
+
+    code = -32184
+    reason = "key_rotated"
+
+
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
     """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
     descriptor limit reads as what it is, with what to do about it, rather than as a bug."""
@@ -350,6 +385,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     NodeRunning,
     ReadRefused, ReadAuthRequired, BadReadSignature, StaleRead, ReplayedRead, UnknownReader, RevokedReader,
     ReadForbidden,
+    GovernanceRequired, ProposalClosed, NotAMember, BadApproval, KeyRotated,
 )
 
 

@@ -126,18 +126,18 @@ class Testnet:
     @classmethod
     def create(cls, n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
                chain_id: str | None = None, params: ChainParams | None = None, hybrid: bool = False,
-               app_state: dict[str, Any] | None = None, **kwargs: Any) -> Testnet:
+               app_state: dict[str, Any] | None = None, governance: bool = False, **kwargs: Any) -> Testnet:
         """Write genesis and N homes under ``out_dir``; with ``proxies`` every peer link
         goes through a :class:`FaultProxy` so tests can cut it; ``params`` overrides genesis' chain parameters,
         ``app_state`` the default catalog's application state; ``hybrid`` gives every validator an
-        Ed25519 + ML-DSA-65 key."""
+        Ed25519 + ML-DSA-65 key; ``governance``: an admin key per hospital, deciding by quorum."""
         from genesis.create import init_network
         from devnet.catalog import default_app_state
 
         extra = {} if chain_id is None else {"chain_id": chain_id}
         network = init_network(n_validators, out_dir, base_port=base_port, params=params,
                                app_state=default_app_state(n_validators) if app_state is None else app_state,
-                               hybrid=hybrid, **extra)
+                               hybrid=hybrid, governance=governance, **extra)
         (out_dir / MARKER).write_text("made by fbci testnet; 'fbci testnet --fresh' may delete it\n")
         mesh = ProxyMesh() if proxies else None
         for home in network.homes:

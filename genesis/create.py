@@ -127,7 +127,7 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
                  base_port: int = DEFAULT_BASE_PORT, hospitals: int | None = None, gateways: int | None = None,
                  host: str = "127.0.0.1", params: ChainParams | None = None,
                  app_state: dict[str, Any] | None = None, genesis_time_ms: int | None = None,
-                 hybrid: bool = False) -> Network:
+                 hybrid: bool = False, governance: bool = False) -> Network:
     """Generate all keys and write ``out_dir/genesis.json`` plus one home per validator.
 
     Accounts: validator ``node{i}``; ``admin`` (key in node0's keys/);
@@ -135,6 +135,9 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
     the j-th kept by node ``j % n``: its first of each role as
     ``keys/hospital.json`` / ``keys/gateway.json``, any more as
     ``keys/hospital{j}.json``. ``hybrid``: every validator gets an Ed25519 + ML-DSA-65 key.
+    ``governance``: instead of one ``admin``, each node's hospital gets its own ``admin{i}``
+    (``keys/admin.json`` of node i), and ``app_state.governance`` makes them the members who decide
+    by more than 2/3 (unless ``app_state`` already declares governance).
     """
     hospitals = n_validators if hospitals is None else hospitals
     gateways = n_validators if gateways is None else gateways
@@ -150,7 +153,10 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
              for i, key in enumerate(node_keys)]
     # (home index, file stem, key) for every client account.
     client_files: list[tuple[int, str, PrivateKey]] = []
-    clients = [(ADMIN_NAME, "admin", 0)]
+    admins = [f"{ADMIN_NAME}{i}" for i in range(n_validators)] if governance else [ADMIN_NAME]
+    clients = [(name, "admin", i) for i, name in enumerate(admins)]
+    if governance:
+        app_state = {"governance": {"members": admins}, **(app_state or {})}
     clients += [(f"hospital{j}", "hospital", j) for j in range(hospitals)]
     clients += [(f"gateway{j}", "gateway", j) for j in range(gateways)]
     for name, role, j in clients:

@@ -32,6 +32,8 @@ from core.state import StateView, TxContext
 from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
 from consent import queries as consent_queries
+from core import keyhistory
+from governance import queries as gov_queries
 from fl_contracts import queries as fl_queries
 from genesis.schema import ChainParams, GenesisDoc
 from ids import alerts
@@ -40,6 +42,7 @@ from ids.alerts import StoredAlert
 from node.accounts import Account, load_account, reader_info, store_account
 from node.audit import AuditLog
 from node.audit_anchor import anchors, covering, last_anchored
+from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
@@ -54,7 +57,8 @@ MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
-                 *consent_queries.STATE_QUERIES)
+                 *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
+                 (gov_queries.GOV_CONVICTIONS, convictions))
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
 
@@ -220,7 +224,7 @@ class LedgerApplication:
         tx = request.tx
         account = load_account(self.state, tx.sender)
         kind = check_admission(tx, self.chain_id, self.executor.registry, account, self.signatures,
-                               request.tx_hash, request.raw)
+                               request.tx_hash, request.raw, self.state)
         assert account is not None  # check_admission refused a missing account
         if tx.nonce <= account.nonce:
             try:  # the same bytes sent again after they committed: a retry, told where they are

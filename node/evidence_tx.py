@@ -16,9 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBytes
 
 from consensus import Ed25519Verifier, Evidence, Verifier
+from core.api import NoParams
 from core.errors import ContractRejected
 from core.hashing import sha256
 from core.state import StateView, TxContext
+from governance.queries import Conviction
 from node.accounts import parse_payload
 from node.execution import Handler
 
@@ -58,3 +60,14 @@ def convicted_validator(state: StateView, digest: bytes) -> bytes | None:
     """The validator the evidence stored under ``digest`` convicts: what an equivocation alert must name."""
     evidence = stored_evidence(state, digest)
     return None if evidence is None else evidence.validator
+
+
+def convictions(state: StateView, p: NoParams) -> list[Conviction]:
+    """The ``gov_convictions`` query: every validator the stored evidence convicts, by evidence height,
+    so the members can see whom to vote out (the vote-out itself needs validator-set changes)."""
+    found = []
+    for key, raw in state.scan(PREFIX):
+        evidence = Evidence.decode(raw)
+        found.append(Conviction(validator=evidence.validator, height=evidence.height, view=evidence.first.view,
+                                digest=key[len(PREFIX):]))
+    return sorted(found, key=lambda c: (c.height, c.view, c.validator))

@@ -22,8 +22,9 @@ from typing import Any
 from core.api import Receipt
 from core.block import Block
 from core.errors import (
-    BadNonce, BadSignature, FbciError, InvalidInput, TxRejected, Unauthorized, UnknownKind, WrongChain,
+    BadNonce, BadSignature, FbciError, InvalidInput, KeyRotated, TxRejected, Unauthorized, UnknownKind, WrongChain,
 )
+from core.keyhistory import rotated_to
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from core.tx import Transaction
@@ -98,14 +99,20 @@ class SignatureCache:
 
 
 def check_admission(tx: Transaction, chain_id: str, registry: TxKindRegistry, account: Account | None,
-                    signatures: SignatureCache, tx_hash: bytes | None = None, raw: bytes | None = None) -> TxKind:
-    """The checks shared by CheckTx and execution; raises the matching TxRejected."""
+                    signatures: SignatureCache, tx_hash: bytes | None = None, raw: bytes | None = None,
+                    state: StateView | None = None) -> TxKind:
+    """The checks shared by CheckTx and execution; raises the matching TxRejected. ``state`` lets an
+    unknown sender be told that its key was rotated away, and to which key."""
     if tx.chain_id != chain_id:
         raise WrongChain(f"transaction is for chain {tx.chain_id!r}, this is {chain_id!r}")
     kind = registry.get(tx.kind)
     if not signatures.verify(tx, tx_hash, raw):
         raise BadSignature("the signature does not verify for this sender and body")
     if account is None:
+        change = rotated_to(state, tx.sender) if state is not None else None
+        if change is not None:
+            raise KeyRotated(f"sender {tx.sender.hex()} was rotated to {change.new.hex()} at height "
+                             f"{change.height}; it signs nothing new", data={"new_public_key": change.new.hex()})
         raise Unauthorized(f"sender {tx.sender.hex()} is not a registered account")
     if not account.roles & kind.roles:
         raise Unauthorized(
@@ -175,7 +182,7 @@ class Executor:
             tally.sizes[tx.sender] = tally.sizes.get(tx.sender, 0) + len(raw)
             account = load_account(pending, tx.sender)
             tally.nonces[tx.sender] = account.nonce if account else 0
-            kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw)
+            kind = check_admission(tx, self.chain_id, self.registry, account, self.signatures, tx_hash, raw, pending)
             assert account is not None  # check_admission refused a missing account
             if tx.nonce != account.nonce + 1:
                 raise BadNonce(f"nonce {tx.nonce} is not the sender's next nonce {account.nonce + 1}")
@@ -197,16 +204,11 @@ class Executor:
             return tx_hash, _failed(height, index, TxRejected(f"contract error: {type(exc).__name__}"))
         touched_own_account = account_key(tx.sender) in scratch.writes
         scratch.merge_into_parent()
-        if touched_own_account:  # an acl kind changed the sender's own roles: keep them, with the new nonce
-            bumped = Account(*_reload(pending, tx.sender, bumped))
-        store_account(pending, tx.sender, bumped)
+        current = load_account(pending, tx.sender) if touched_own_account else bumped
+        if current is not None:  # None: acl.rotate moved the account to its new key, with its nonce
+            # an acl kind may have changed the sender's own roles: keep them, with the new nonce
+            store_account(pending, tx.sender, Account(current.name, current.roles, tx.nonce))
         return tx_hash, Receipt(height, index, True, 0, "ok", "", result)
-
-
-def _reload(pending: PendingState, sender: bytes, bumped: Account) -> tuple[str, frozenset[str], int]:
-    """The sender's account after its own transaction ran (an acl kind may have changed its roles)."""
-    current = load_account(pending, sender) or bumped
-    return current.name, current.roles, bumped.nonce
 
 
 def _failed(height: int, index: int, exc: FbciError) -> Receipt:

@@ -2,7 +2,8 @@
 
 This is the one place where the pure contracts from ``fl_contracts/`` and
 ``ids/`` meet the executor; adding a kind is one ``register`` line here plus
-its contract. Roles say who may send what: admins manage membership,
+its contract. Roles say who may send what: admins manage membership (by quorum, ``gov.*``,
+when genesis declares governance), admins, hospitals and gateways rotate their own keys,
 hospitals train and issue their clinicians' and patient proxies' keys,
 a patient's proxy or custodian hospital writes its consent, gateways and
 validators post alerts, validators evidence and audit anchors. Clinicians and auditors send no
@@ -25,18 +26,30 @@ from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
+from governance import contract as gov
+from governance.config import governance_config
+from governance.contract import Governance
 from node import accounts, audit_anchor, evidence_tx
+from node.gov_actions import ACTIONS, single_admin
 from node.execution import TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
+ROTATING_ROLES = ("admin", "hospital", "gateway")
+"""Who rotates its own key (``acl.rotate``): a validator's key is its consensus identity, and the read-only
+keys (clinician, auditor) and patient proxies send no such transaction; theirs move by a governance ``rotate``."""
 """The consortium's own keys; the keys a hospital issues (clinician, patient proxy) and auditors are not."""
 
 
 def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
     registry = TxKindRegistry()
-    registry.register("acl.register", ["admin"], accounts.register)
-    registry.register("acl.grant", ["admin"], accounts.grant)
-    registry.register("acl.revoke", ["admin"], accounts.revoke)
+    for kind, handler in (("acl.register", accounts.register), ("acl.grant", accounts.grant),
+                          ("acl.revoke", accounts.revoke)):
+        registry.register(kind, ["admin"], single_admin(kind, handler))
+    registry.register("acl.rotate", ROTATING_ROLES, accounts.rotate)
+    governance = Governance(ACTIONS)
+    registry.register(gov.PROPOSE_KIND, ["admin"], governance.propose)
+    registry.register(gov.APPROVE_KIND, ["admin"], governance.approve)
+    registry.end_block_hooks.append(governance.end_block)
     registry.register("acl.issue", ["hospital"], accounts.issue)
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
     registry.register("fl.submit_update", ["hospital"], partial(fl.submit_update, consent=consent.ChainConsent()))
@@ -62,5 +75,8 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
     policy = consent_policy(doc.app_state)
+    governed = governance_config(doc.app_state, {a.name: bytes.fromhex(a.public_key) for a in doc.accounts
+                                                 if "admin" in a.roles})
     return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),
-            lambda state: consent.init_policy(state, policy.required_for)]
+            lambda state: consent.init_policy(state, policy.required_for),
+            lambda state: gov.init_governance(state, governed)]

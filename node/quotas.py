@@ -102,3 +102,10 @@ class MemberQuota:
             if used + size > self.window_bytes:
                 raise InvalidInput(f"block takes sender {sender.hex()[:16]} to {used + size} bytes in its quota "
                                    f"window; member_window_bytes is {self.window_bytes}")
+
+
+def carry_over(state: StateView, old: bytes, new: bytes) -> None:
+    """An account rotating its key keeps its window's usage, so a rotation never buys a fresh quota."""
+    raw = state.get(PREFIX + old)
+    if raw is not None:
+        state.set(PREFIX + new, raw)

@@ -92,3 +92,18 @@ def test_an_equivocation_alert_stands_only_on_evidence_convicting_its_subject(st
     with pytest.raises(ContractRejected, match="needs the consensus.evidence"):
         post_alert(state, CTX, accusation(VKEYS[2]))  # the evidence convicts validator 0, not 2
     assert post_alert(state, CTX, accusation(VKEYS[0]))["alert_id"] == 1
+
+
+def test_gov_convictions_names_each_convicted_validator_with_its_evidence(state) -> None:
+    from core.api import NoParams
+    from node.evidence_tx import convictions
+
+    handle = evidence_handler(CHAIN, VKEYS)
+    assert convictions(state, NoParams()) == []
+    digests = {}
+    for i in (2, 0):
+        a, b = prepare(VALIDATORS[i], b"\x01" * 32), prepare(VALIDATORS[i], b"\x02" * 32)
+        digests[VKEYS[i]] = handle(state, CTX, {"evidence": Evidence(a, b).encode()})["digest"]
+    found = convictions(state, NoParams())
+    assert {c.validator: c.digest for c in found} == digests
+    assert all((c.height, c.view) == (5, 0) for c in found) and VKEYS[1] not in {c.validator for c in found}

@@ -1,0 +1,39 @@
+"""``fbci gov``: bad input is refused before any call to a node (the rpc address is unreachable on purpose)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cli.main as cli
+
+NOWHERE = "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["gov", "propose", "register", "--public-key", "zz", "--name", "a", "--role", "hospital"],
+     "--public-key: 'zz' is neither 64 hex digits nor a public.json file"),
+    (["gov", "propose", "rotate", "--public-key", "ab" * 32, "--new-public-key", "ab"],
+     "--new-public-key: 'ab' is neither"),
+    (["gov", "propose", "add-model", "--spec", "missing.json"], "missing.json"),
+    (["gov", "approve", "3", "--cosignature", "cosig.json"], "--cosignature cosig.json: signs proposal 2, not 3"),
+    (["gov", "approve", "2", "--cosignature", "junk.json"], "not a co-signature"),
+])
+def test_bad_input_is_a_clear_error_before_any_call(argv: list[str], message: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cosig.json").write_text(json.dumps({"proposal": 2, "member": "ab" * 32, "signature": "cd" * 64}))
+    (tmp_path / "junk.json").write_text(json.dumps({"proposal": 2}))
+    assert cli.main([*argv, "--rpc", NOWHERE, "--key", "k"] if argv[1] != "propose" else
+                    [*argv[:2], "--rpc", NOWHERE, "--key", "k", *argv[2:]]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "unreachable" not in err.lower()
+
+
+def test_expiry_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["gov", "propose", "grant", "--public-key", "ab" * 32, "--role", "gateway",
+                     "--expires-in", "0"]) == 2
+    assert "--expires-in: must be a number of blocks from 1 to 100000" in capsys.readouterr().err
