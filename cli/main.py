@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--csv", metavar="FILE", help="CSV of the patient's observations")
     src.add_argument("--generate-patient", type=int, metavar="SEED", help="score a generated patient (ids.vitals)")
     p.add_argument("--model", default="deterioration", metavar="MODEL_ID", help="model id (default: deterioration)")
+    p.add_argument("--key", metavar="KEY", help="key that signs private reads: a file or a name in HOME/keys "
+                   "(default: the home's hospital, gateway or admin key, the first it holds)")
     p.add_argument("--model-version", dest="version", type=_model_version, metavar="N|latest",
                    help="deterioration version to score with (default: latest)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -26,7 +26,7 @@ from core.errors import InvalidInput
 from ids.deterioration import DeteriorationModel, Explanation
 from ids.vitals import OBS_COLUMNS, STEP_H, generate_patient, news2_scores
 from client.light import home_genesis
-from client.session import ChainSession, resolve_rpc_url
+from client.session import ChainSession, reader_key, resolve_rpc_url
 
 WINDOW_H = 4.0
 WINDOW_ROWS = int(round(WINDOW_H / STEP_H))
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         obs, info = read_observations(args.csv), {"source": str(args.csv)}
     else:
         obs, info = generated_observations(args.generate_patient)
-    with ChainSession(url, genesis=home_genesis(args.home)) as session:
+    with ChainSession(url, reader_key(args.key, args.home), genesis=home_genesis(args.home)) as session:
         model, version = load_model(session, args.model, args.version)
     explanation = model.score_recent(obs)
     news2_now = int(news2_scores(obs[-1:])[0])
