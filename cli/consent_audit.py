@@ -214,6 +214,7 @@ def audit_verify(args: argparse.Namespace) -> int:
     validators = tuple(bytes.fromhex(v.public_key) for v in load_genesis(genesis).validators)
     filters = _filters(args)
     failed = total = pending = 0
+    certified: dict[bytes, int] = {}  # anchors already checked against their certified blocks
     for url in _urls(args):
         with _session(args, url) as s:
             for event in query_events(s, filters).events:
@@ -222,7 +223,7 @@ def audit_verify(args: argparse.Namespace) -> int:
                     pending += 1
                     print(f"{event.observer} #{event.seq:<5} wait not anchored yet")
                     continue
-                result = verify_event(s, proof, event.seq, validators)
+                result = verify_event(s, proof, event.seq, validators, certified)
                 total += 1
                 failed += not result.ok
                 print(f"{result.observer} #{result.seq:<5} {'ok  ' if result.ok else 'FAIL'} {result.detail}")

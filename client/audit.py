@@ -86,14 +86,20 @@ def proof_problem(proof: AuditProof, seq: int) -> str | None:
     return None
 
 
-def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators: tuple[bytes, ...]) -> Verified:
-    """Whether ``proof`` shows event ``seq`` unchanged under a certified anchor (never raises for a bad proof)."""
+def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators: tuple[bytes, ...],
+                 certified_anchors: dict[bytes, int] | None = None) -> Verified:
+    """Whether ``proof`` shows event ``seq`` unchanged under a certified anchor (never raises for a bad proof).
+
+    ``certified_anchors`` (anchor transaction hash -> height) remembers anchors already checked against
+    their certified block, so events under one anchor cost one check of it, not one each."""
     who, anchor = proof.event.observer, proof.anchor
     problem = proof_problem(proof, seq)
     if problem is not None or anchor is None:
         return Verified(seq, who, False, problem or "not anchored")
     if anchor.validator not in validators:
         return Verified(seq, who, False, "the anchor was not signed by a genesis validator")
+    if certified_anchors is not None and anchor.tx_hash in certified_anchors:
+        return Verified(seq, who, True, f"anchored at height {certified_anchors[anchor.tx_hash]}")
     try:
         tx = session.run(lambda c: c.get_tx(anchor.tx_hash))
         signed = tx.transaction()
@@ -105,4 +111,6 @@ def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators:
         _certified(session, session.chain_id, validators, tx.receipt.height, tx)
     except FbciError as exc:
         return Verified(seq, who, False, exc.message)
+    if certified_anchors is not None:
+        certified_anchors[anchor.tx_hash] = tx.receipt.height
     return Verified(seq, who, True, f"anchored at height {tx.receipt.height}")
