@@ -156,14 +156,12 @@ class _ProofSource:
         return value
 
 
-class ProvenState:
-    """A read-only :class:`core.state.StateView` of the certified state, as far as a proof shows it."""
+class _TrieStateView:
+    """A read-only :class:`core.state.StateView` over one trie root, reading nodes from ``_source``."""
 
-    def __init__(self, proof: StateProof, state_root: bytes) -> None:
-        if proof.root_hash() != state_root:
-            raise ProofInvalid("the state proof does not hash to the certified state root")
-        self._root = proof.root
-        self._source = _ProofSource()
+    _root: Any
+    _source: smt.NodeSource[Any]
+    _what = "a trie state"
 
     def get(self, key: bytes) -> bytes | None:
         return smt.lookup(self._source, self._root, key)
@@ -172,14 +170,26 @@ class ProvenState:
         return smt.scan(self._source, self._root, *smt.prefix_range(prefix, start))
 
     def range(self, low: bytes, high: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-        """Every pair with ``low <= key < high``: complete, or :class:`ProofIncomplete`."""
+        """Every pair with ``low <= key < high``: complete, or :class:`ProofIncomplete` over a proof."""
         return smt.scan(self._source, self._root, low, high)
 
     def set(self, key: bytes, value: bytes) -> None:
-        raise InvalidInput("a proven state is read-only")
+        raise InvalidInput(f"{self._what} is read-only")
 
     def delete(self, key: bytes) -> None:
-        raise InvalidInput("a proven state is read-only")
+        raise InvalidInput(f"{self._what} is read-only")
+
+
+class ProvenState(_TrieStateView):
+    """The certified state, as far as a proof shows it."""
+
+    _what = "a proven state"
+
+    def __init__(self, proof: StateProof, state_root: bytes) -> None:
+        if proof.root_hash() != state_root:
+            raise ProofInvalid("the state proof does not hash to the certified state root")
+        self._root = proof.root
+        self._source = _ProofSource()
 
 
 class _RecordingSource:
@@ -205,28 +215,15 @@ class _RecordingSource:
         return self.values[leaf.key]  # stored leaves keep their value in line
 
 
-class TreeState:
+class TreeState(_TrieStateView):
     """A read-only :class:`core.state.StateView` of one stored trie version that records the nodes its
     reads open, so the same reads can be answered with :meth:`proof`."""
 
+    _what = "a stored state version"
+
     def __init__(self, load: smt.NodeLoader, root: smt.Ref | None) -> None:
         self._root = root
-        self._source = _RecordingSource(load)
-
-    def get(self, key: bytes) -> bytes | None:
-        return smt.lookup(self._source, self._root, key)
-
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        return smt.scan(self._source, self._root, *smt.prefix_range(prefix, start))
-
-    def range(self, low: bytes, high: bytes | None) -> Iterator[tuple[bytes, bytes]]:
-        return smt.scan(self._source, self._root, low, high)
-
-    def set(self, key: bytes, value: bytes) -> None:
-        raise InvalidInput("a stored state version is read-only")
-
-    def delete(self, key: bytes) -> None:
-        raise InvalidInput("a stored state version is read-only")
+        self._source: _RecordingSource = _RecordingSource(load)
 
     def proof(self) -> StateProof:
         return StateProof(None if self._root is None else self._prune(self._root))
