@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from core import codec
 from core.crypto import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, sign_bytes, verify
 from core.errors import DecodeError, InvalidInput, TooLarge
@@ -125,3 +127,14 @@ def signed_body_of(raw: bytes, tx: Transaction) -> bytes | None:
     if len(raw) < 67 or raw[0] != _TX_ARRAY or raw[-66:-64] != _SIG_HEADER or raw[-64:] != tx.signature:
         return None
     return _BODY_ARRAY + raw[1:-66]
+
+
+def parse_payload(model: type[BaseModel], payload: Any) -> Any:
+    """A payload validated by ``model``, or :class:`InvalidInput` naming the first bad field in one plain
+    message (every contract's payloads go through here, so every refusal reads the same)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise InvalidInput(f"payload.{where}: {first['msg']}") from None

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from core import codec
 from core.accounts import load_account
@@ -36,6 +36,7 @@ from core.crypto import sign_bytes, verify
 from core.errors import BadApproval, ContractRejected, FbciError, InvalidInput, NotAMember, NotFound, ProposalClosed
 from core.hashing import sha256
 from core.state import StateView, TxContext
+from core.tx import parse_payload
 from governance.config import GovernanceConfig
 from governance.records import EXECUTED, EXPIRED, OPEN, Proposal
 
@@ -87,13 +88,6 @@ class ApprovePayload(_Strict):
     cosignatures: list[Cosignature] = Field(default_factory=list, max_length=MAX_COSIGNATURES)
 
 
-def _parse(model: type[_Strict], payload: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise InvalidInput(f"payload.{where}: {first['msg']}") from None
 
 
 def _be(n: int) -> bytes:
@@ -174,7 +168,7 @@ class Governance:
         return config
 
     def propose(self, state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
-        p: ProposePayload = _parse(ProposePayload, payload)
+        p: ProposePayload = parse_payload(ProposePayload, payload)
         config = self._config(state)
         _require_member(state, config, ctx.sender)
         action = self.actions.get(p.action)
@@ -191,7 +185,7 @@ class Governance:
         return self._add_approvals(state, ctx, config, proposal, [ctx.sender])
 
     def approve(self, state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
-        p: ApprovePayload = _parse(ApprovePayload, payload)
+        p: ApprovePayload = parse_payload(ApprovePayload, payload)
         config = self._config(state)
         _require_member(state, config, ctx.sender)
         proposal = get_proposal(state, p.id)

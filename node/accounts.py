@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.accounts import Account, account_key, load_account, store_account  # noqa: F401 (re-exported)
-from core.errors import ContractRejected, InvalidInput, NotFound
+from core.errors import ContractRejected, NotFound
 from core.keyhistory import current_key, record_rotation, rotated_to, was_rotated
 from core.readauth import ReaderInfo
 from core.state import StateView, TxContext
+from core.tx import parse_payload
 from consent import contract as consent
 from fl_contracts import contract as fl
 from genesis.types import ROLES as ROLE_NAMES
@@ -40,14 +41,6 @@ ISSUED_ROLES = ("clinician", "patient_proxy")
 _HOSPITAL_OF = b"acct_of/"
 
 
-def parse_payload(model: type[BaseModel], payload: dict[str, Any]) -> Any:
-    """Validate a payload and turn pydantic's report into one plain message naming the field."""
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise InvalidInput(f"payload.{where}: {first['msg']}") from None
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 from core import codec
 from core.audit import (
-    MAX_ANCHOR_EVENTS, MAX_SCAN, Anchor, AuditEvent, AuditEventsParams, AuditPage, AuditProof, PathStep, event_leaf,
+    MAX_ANCHOR_EVENTS, MAX_SCAN, AuditEvent, AuditEventsParams, AuditPage, AuditProof, PathStep, event_leaf,
     merkle_path,
 )
 from core.errors import FbciError, InvalidGenesis, NotFound, Unauthorized

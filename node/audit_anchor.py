@@ -23,7 +23,7 @@ from core import codec
 from core.audit import MAX_ANCHOR_EVENTS, Anchor
 from core.errors import ContractRejected
 from core.state import StateView, TxContext
-from node.accounts import parse_payload
+from core.tx import parse_payload
 
 PREFIX = b"audit/"
 

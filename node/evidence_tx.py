@@ -21,7 +21,7 @@ from core.errors import ContractRejected
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from governance.queries import Conviction
-from node.accounts import parse_payload
+from core.tx import parse_payload
 from node.execution import Handler
 
 TX_KIND = "consensus.evidence"

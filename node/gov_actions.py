@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from core.errors import ContractRejected, GovernanceRequired
 from core.state import StateView, TxContext
+from core.tx import parse_payload
 from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
@@ -34,7 +35,7 @@ SINGLE_ADMIN_KINDS = {"acl.register": "register", "acl.grant": "grant", "acl.rev
 def _checker(model: type[BaseModel]) -> Callable[[dict[str, Any]], None]:
     """The payload check of the kind the action replaces, refusing what that kind would refuse."""
     def check(params: dict[str, Any]) -> None:
-        accounts.parse_payload(model, params)
+        parse_payload(model, params)
     return check
 
 
