@@ -18,6 +18,7 @@ from functools import partial
 from consent import contract as consent
 from consent.policy import consent_policy
 from core.audit import ANCHOR_KIND
+from core.errors import InvalidGenesis
 from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
@@ -75,6 +76,10 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
     policy = consent_policy(doc.app_state)
+    unchecked = [s.id for s in specs if s.secure and ("*" in policy.required_for or s.id in policy.required_for)]
+    if unchecked:  # a secure round's masked inputs list no patients, so the chain could not check consent
+        raise InvalidGenesis(f"app_state: models {unchecked} are secure and require consent; a secure round cannot "
+                             "check consent yet, so declare them without one of the two")
     governed = governance_config(doc.app_state, {a.name: bytes.fromhex(a.public_key) for a in doc.accounts
                                                  if "admin" in a.roles})
     return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from consent import contract as consent
 from consent.record import pseudonym
-from core.errors import ContractRejected, NotFound
+from core.errors import ContractRejected, InvalidGenesis, NotFound
 from core.state import MemoryState, TxContext
 from fl_contracts import contract as fl
 from fl_contracts.spec import ModelSpec
@@ -269,3 +271,19 @@ def test_no_claimed_sample_count_moves_the_aggregate(claims: list[int], sizes: l
     """Whatever each hospital claims, FedAvg weighs it by its consented patients only."""
     spec = make_spec()
     assert _aggregate_with_claims(spec, claims, sizes) == _aggregate_with_claims(spec, sizes, sizes)
+
+
+def test_genesis_refuses_a_secure_model_that_requires_consent(tmp_path: Path) -> None:
+    """A secure round's masked inputs carry no patient list, so the chain could not check consent for it."""
+    from devnet.catalog import default_app_state
+    from genesis.create import init_network
+    from genesis.schema import load_genesis
+    from genesis.home import HomePaths
+    from node.kinds import genesis_hooks
+
+    plain = load_genesis(HomePaths(init_network(1, tmp_path / "plain").homes[0]).genesis)
+    genesis_hooks(plain)  # the catalog's secure model requires no consent: accepted
+    required = {**default_app_state(1), "consent": {"required_for": ["breast_cancer_secure"]}}
+    net = init_network(1, tmp_path / "net", app_state=required)
+    with pytest.raises(InvalidGenesis, match="breast_cancer_secure.*secure and require consent"):
+        genesis_hooks(load_genesis(HomePaths(net.homes[0]).genesis))
