@@ -148,9 +148,10 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"{what} can reach {value}, beyond {limit}: aggregation would not be exact")
         self._check_rule_params()
         if self.secure and (self.rule != "fedavg" or self.rule_params):
-            raise ValueError(f"secure aggregation hides individual updates, so it combines only with plain fedavg, "
-                             f"not {self.rule} {dict(self.rule_params) or ''}: a robust rule or pre-step needs each update in the clear (norm bounding moves to "
-                             f"the hospital in a secure round)")
+            steps = f"{self.rule} {dict(self.rule_params)}" if self.rule_params else self.rule
+            raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg and no "
+                             f"pre-step, not {steps}: a robust rule or pre-step needs each update in the clear "
+                             f"(norm bounding moves to the hospital in a secure round)")
         return self
 
     @model_validator(mode="before")

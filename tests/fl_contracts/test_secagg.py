@@ -160,7 +160,8 @@ def test_small_order_and_malformed_public_keys_are_refused() -> None:
 
 def test_genesis_refuses_secure_with_a_robust_rule() -> None:
     base = ModelSpec.for_sequential("m", [3, 2], min_updates=5, max_updates=5).to_doc()
-    for rule, params in [("median", {}), ("trimmed_mean", {"trim": 1}), ("multi_krum", {"f": 1, "m": 2})]:
+    for rule, params in [("median", {}), ("trimmed_mean", {"trim": 1}), ("multi_krum", {"f": 1, "m": 2}),
+                         ("fedavg", {"adaptive_clip_pct": 150}), ("foolsgold", {})]:
         with pytest.raises(InvalidInput, match="combines only with fedavg.*norm bounding moves to the hospital"):
             ModelSpec.parse({**base, "rule": rule, "rule_params": params, "secure": True})
         assert ModelSpec.parse({**base, "rule": rule, "rule_params": params}).secure is False
