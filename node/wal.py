@@ -28,8 +28,21 @@ the log refuses to open (``WalLost``) unless the operator accepts the loss.
 Losing only part of the top slot's records is not caught, and needs not be:
 they follow the slot's first record, and what the replica signs again from
 that record's state is the same message (Ed25519 signatures are
-deterministic). So that the check survives compaction, compaction always
-keeps the records of the highest height held.
+deterministic). A mark at a height this validator has already committed
+durably (``committed``, from its block store) needs no record at all: the
+replica restarts at the next height and never signs at that one again.
+
+Bounded: the node drops the records of a height as soon as that height's
+block is durable in the block store (:meth:`WriteAheadLog.truncate_before`,
+queued on the node's writer thread right behind the block's sync), so the log
+holds only the records of the height being decided — the one height recovery
+reads — and a compaction with nothing left to keep is a bare truncate, not a
+rewrite. The records still carry block bytes (a signed proposal, a prepared
+certificate), and must: the block store only ever holds *committed* blocks,
+and the proposal cache is memory, so after a crash the undecided block of
+the current height could be found nowhere else. What the block store holds
+durably (every committed block) is exactly what compaction drops, so no
+block's bytes are ever in both.
 
 Every failed write leaves as a named error (``DiskFull``, ``TooManyOpenFiles``,
 else ``StorageError`` naming the file), never as a bare ``OSError``.
@@ -99,7 +112,9 @@ class WriteAheadLog:
     ``accept_loss`` opens a log that fails the check anyway, and sets :attr:`lost_through`.
     """
 
-    def __init__(self, path: Path, mark: SigningMark | None = None, *, accept_loss: bool = False) -> None:
+    def __init__(self, path: Path, mark: SigningMark | None = None, *, accept_loss: bool = False,
+                 committed: int = 0) -> None:
+        """``committed``: the height this validator's block store holds durably (see the module docstring)."""
         self.path = path
         self._mark = mark
         self.lost_through = 0
@@ -111,7 +126,7 @@ class WriteAheadLog:
         self._marked = NO_SLOT
         if mark is not None:  # before anything is created: a refused start leaves the home as it was
             self._marked = mark.load() or NO_SLOT
-            self._check_mark(mark, existed, accept_loss)
+            self._check_mark(mark, existed, accept_loss, committed)
         with _disk(f"opening the consensus WAL {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115 - held for the node's lifetime
@@ -131,15 +146,25 @@ class WriteAheadLog:
         return list(self._records)
 
     def truncate_before(self, height: int) -> None:
-        """Drop records below ``height`` (the node calls this once that height's block is stored),
-        but never those of the highest height held, which the mark is checked against.
+        """Drop records below ``height``; the caller guarantees block ``height - 1`` is durable, which
+        is what the mark is then checked against on the next open (``committed``).
 
-        Writes the kept records to a temporary file, fsyncs it and renames it over the log, then
-        fsyncs the directory, so a crash leaves either the old log or the new one, never a mix. The
-        new file's handle is opened first, so a missing descriptor fails before anything changed.
+        Keeping nothing (the usual case: the node compacts right after each commit) truncates the file
+        in place and fsyncs it (so no file system can ever show the next appends over old bytes); a
+        crash before that leaves the old records, which the next start ignores. Keeping
+        some writes them to a temporary file, fsyncs it and renames it over the log, then fsyncs the
+        directory, so a crash leaves either the old log or the new one, never a mix. The new file's
+        handle is opened first, so a missing descriptor fails before anything changed.
         """
-        floor = min(height, _top(self._records)[0])
-        keep = [r for r in self._records if r.height >= floor]
+        keep = [r for r in self._records if r.height >= height]
+        if len(keep) == len(self._records):
+            return
+        if not keep:
+            with _disk(f"truncating the consensus WAL {self.path}"):
+                os.ftruncate(self._file.fileno(), 0)
+                os.fsync(self._file.fileno())
+            self._records = []
+            return
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         with _disk(f"compacting the consensus WAL into {tmp}"):
             new: BinaryIO = open(tmp, "wb", buffering=0)  # noqa: SIM115 - becomes the log's handle
@@ -166,9 +191,9 @@ class WriteAheadLog:
             self._mark.save(slot)
             self._marked = slot
 
-    def _check_mark(self, mark: SigningMark, existed: bool, accept_loss: bool) -> None:
+    def _check_mark(self, mark: SigningMark, existed: bool, accept_loss: bool, committed: int) -> None:
         top = _top(self._records)
-        if self._marked <= top and (existed or self._marked == NO_SLOT):
+        if self._marked[0] <= committed or (self._marked <= top and existed):
             return
         height, view = self._marked
         held = ("is missing" if not existed else "is empty" if not self._records

@@ -1,0 +1,103 @@
+"""One ordered writer thread for the node's synced disk writes, so no fsync blocks the event loop.
+
+An fsync takes milliseconds (tens on a loaded disk); inline on the event loop
+it stalls every peer link and RPC call for that long. The consensus WAL
+appends, the WAL compactions and the LevelDB sync that makes a committed
+block durable all go through one :class:`DiskWriter` instead, which runs them
+one at a time, in the order they were submitted, on a single thread.
+
+Ordering is the point, so it is kept twice over:
+
+- on disk: jobs run strictly first-in first-out, so a job's writes are durable
+  after those of every job submitted before it (a block's sync after the WAL
+  records that voted for it, a compaction after the block it drops records of);
+- on the loop: a job's future completes, and its ``then`` callback runs, on the
+  event loop in the same first-in first-out order. Callers that must not let
+  anything leave the process before a write is durable (a vote, a commit
+  notice) await the future, or do that work in ``then``.
+
+A failed job's future carries its exception (``DiskFull``, ``StorageError``);
+every later job still runs in order, and its caller sees its own outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+Job = tuple[Callable[[], Any], "asyncio.Future[Any]", Callable[[], None] | None]
+
+
+class DiskWriter:
+    """Created on the event loop that awaits it; :meth:`close` after the last job."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._last: asyncio.Future[Any] | None = None
+        self.failure: BaseException | None = None
+        """The first job's error, if one failed: every later job fails with it unrun (a disk that failed
+        once is not written past, so nothing can become durable out of order)."""
+
+    def submit(self, write: Callable[[], Any], then: Callable[[], None] | None = None) -> asyncio.Future[Any]:
+        """Queue ``write``; ``then`` runs on the loop right after it succeeded, before any later job's ``then``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, args=(loop,), name="disk-writer", daemon=True)
+            self._thread.start()
+        self._jobs.put((write, future, then))
+        self._last = future
+        return future
+
+    async def run(self, write: Callable[[], Any]) -> Any:
+        return await self.submit(write)
+
+    async def drained(self) -> None:
+        """Return once every job submitted so far has succeeded; raise :attr:`failure` if one failed."""
+        if self._last is not None and not self._last.done():
+            await asyncio.wait([self._last])
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self) -> None:
+        """Let the thread finish the queued jobs and end; it is a daemon, so a stuck disk cannot hang exit."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        failed: BaseException | None = None
+        while (job := self._jobs.get()) is not None:
+            write, future, then = job
+            result, error = None, failed
+            if failed is None:
+                try:
+                    result = write()
+                except BaseException as exc:  # handed to the awaiting caller, never lost in this thread
+                    error = failed = exc
+            try:
+                loop.call_soon_threadsafe(self._finish, future, result, error, then)
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                return
+
+    def _finish(self, future: asyncio.Future[Any], result: Any, error: BaseException | None,
+                then: Callable[[], None] | None) -> None:
+        if error is not None and self.failure is None:
+            self.failure = error
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+            return
+        try:
+            if then is not None:
+                then()
+        except Exception as exc:  # the awaiting caller sees it, as it would an error of the write itself
+            future.set_exception(exc)
+            return
+        future.set_result(result)
