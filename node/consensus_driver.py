@@ -200,16 +200,16 @@ class ConsensusDriver:
                 self._append(durable)
 
     def _append(self, records: list[WalRecord]) -> None:
-        self._background(lambda: self.wal.append_all(records))
+        self._watch(self.writer.submit(lambda: self.wal.append_all(records)))
 
-    def _background(self, write: Callable[[], object]) -> None:
+    def _watch(self, write: asyncio.Future[object]) -> None:
         """A write nobody awaits now: the next send awaits it (the writer is ordered), and a failure
         wakes the loop, which then raises it."""
         def failed(future: asyncio.Future[object]) -> None:
             if not future.cancelled() and future.exception() is not None:
                 self._queue.put_nowait(None)
 
-        self.writer.submit(write).add_done_callback(failed)
+        write.add_done_callback(failed)
 
     async def _perform(self, action: Action) -> Event | None:
         if isinstance(action, Send):
@@ -286,9 +286,9 @@ class ConsensusDriver:
         self.compact_wal(action.height)
 
     def compact_wal(self, committed_height: int) -> None:
-        """Drop the records of every height up to ``committed_height``, whose block is durable now: the
-        WAL stays bounded to the height being decided (see ``node/wal.py``). Usually a bare truncate."""
-        self._background(lambda: self.wal.truncate_before(committed_height + 1))
+        """Drop the records of every height up to ``committed_height``, whose block is durable now, when
+        the writer is idle: the WAL stays bounded to the height being decided (see ``node/wal.py``)."""
+        self._watch(self.writer.submit_idle(lambda: self.wal.truncate_before(committed_height + 1)))
 
     def _set_timer(self, name: str, ticks: int) -> None:
         old = self._timers.pop(name, None)

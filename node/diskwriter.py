@@ -16,6 +16,12 @@ Ordering is the point, so it is kept twice over:
   anything leave the process before a write is durable (a vote, a commit
   notice) await the future, or do that work in ``then``.
 
+Housekeeping that nothing waits on (compacting the WAL) is submitted with
+:meth:`DiskWriter.submit_idle`: it runs when the queue is empty, so it never
+delays a vote, and a newer one replaces one not yet run. It still runs after
+every job submitted before it, and runs anyway once ``IDLE_AFTER`` jobs have
+passed it, so a writer that is never idle cannot starve it.
+
 A failed job's future carries its exception (``DiskFull``, ``StorageError``);
 every later job still runs in order, and its caller sees its own outcome.
 """
@@ -29,6 +35,10 @@ from collections.abc import Callable
 from typing import Any
 
 Job = tuple[Callable[[], Any], "asyncio.Future[Any]", Callable[[], None] | None]
+IDLE_AFTER = 64
+
+
+_WAKE: Job = (lambda: None, None, None)  # type: ignore[assignment]  # wakes the thread; runs nothing
 
 
 class DiskWriter:
@@ -38,6 +48,8 @@ class DiskWriter:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._last: asyncio.Future[Any] | None = None
+        self._idle: Job | None = None
+        self._idle_lock = threading.Lock()
         self.failure: BaseException | None = None
         """The first job's error, if one failed: every later job fails with it unrun (a disk that failed
         once is not written past, so nothing can become durable out of order)."""
@@ -46,11 +58,21 @@ class DiskWriter:
         """Queue ``write``; ``then`` runs on the loop right after it succeeded, before any later job's ``then``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, args=(loop,), name="disk-writer", daemon=True)
-            self._thread.start()
+        self._start(loop)
         self._jobs.put((write, future, then))
         self._last = future
+        return future
+
+    def submit_idle(self, write: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Queue housekeeping: run when the writer is idle, replacing (and resolving) an older one not yet run."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._idle_lock:
+            replaced, self._idle = self._idle, (write, future, None)
+        if replaced is not None and not replaced[1].done():
+            replaced[1].set_result(None)  # superseded: the newer job does its work and more
+        self._start(loop)
+        self._jobs.put(_WAKE)  # in case the thread is waiting on an empty queue
         return future
 
     async def run(self, write: Callable[[], Any]) -> Any:
@@ -70,10 +92,36 @@ class DiskWriter:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, args=(loop,), name="disk-writer", daemon=True)
+            self._thread.start()
+
+    def _next(self, passed: int) -> Job | None:
+        """The next queued job; the idle one when the queue is empty or it has waited IDLE_AFTER jobs."""
+        while True:
+            if passed < IDLE_AFTER:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    job = _WAKE
+                if job is not _WAKE:
+                    return job
+            with self._idle_lock:
+                idle, self._idle = self._idle, None
+            if idle is not None:
+                return idle
+            job = self._jobs.get()
+            if job is not _WAKE:
+                return job
+
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         failed: BaseException | None = None
-        while (job := self._jobs.get()) is not None:
+        passed = 0
+        while (job := self._next(passed)) is not None:
             write, future, then = job
+            with self._idle_lock:
+                passed = passed + 1 if self._idle is not None else 0
             result, error = None, failed
             if failed is None:
                 try:

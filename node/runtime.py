@@ -177,8 +177,7 @@ class Validator:
             peer_keys=doc.validator_keys().get, spawn=self.supervisor.spawn,
         )
         verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())
-        wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss,
-                            committed=self.app.info().height)
+        wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
                           ChainSigner(key, doc.chain_id), verifier)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),

@@ -28,21 +28,23 @@ the log refuses to open (``WalLost``) unless the operator accepts the loss.
 Losing only part of the top slot's records is not caught, and needs not be:
 they follow the slot's first record, and what the replica signs again from
 that record's state is the same message (Ed25519 signatures are
-deterministic). A mark at a height this validator has already committed
-durably (``committed``, from its block store) needs no record at all: the
-replica restarts at the next height and never signs at that one again.
+deterministic). So that the check survives compaction, compaction always
+keeps a record of the highest slot held.
 
-Bounded: the node drops the records of a height as soon as that height's
-block is durable in the block store (:meth:`WriteAheadLog.truncate_before`,
-queued on the node's writer thread right behind the block's sync), so the log
-holds only the records of the height being decided — the one height recovery
-reads — and a compaction with nothing left to keep is a bare truncate, not a
-rewrite. The records still carry block bytes (a signed proposal, a prepared
-certificate), and must: the block store only ever holds *committed* blocks,
-and the proposal cache is memory, so after a crash the undecided block of
-the current height could be found nowhere else. What the block store holds
-durably (every committed block) is exactly what compaction drops, so no
-block's bytes are ever in both.
+Bounded: the node compacts after every commit, once that height's block is
+durable in the block store (:meth:`WriteAheadLog.truncate_before`, run by the
+node's writer thread when it has nothing else to do, see
+``node/diskwriter.py``). What is left is the records of the height being
+decided, the one height recovery reads (``consensus.recovery`` skips lower
+ones), plus, when nothing of that height is signed yet, the single smallest
+record of the last slot signed, which the mark check needs. The records of
+the height being decided carry block bytes (a signed proposal, a prepared
+certificate), and must: the block store holds only *committed* blocks and the
+proposal cache is memory, so after a crash the undecided block could be found
+nowhere else. Committed blocks are in the block store, and compaction drops
+their records; the one record kept for the mark is a vote where the replica
+signed one at that slot (it signs its commit vote at the slot it decides in,
+unless it learned the decision from others' certificate first).
 
 Every failed write leaves as a named error (``DiskFull``, ``TooManyOpenFiles``,
 else ``StorageError`` naming the file), never as a bare ``OSError``.
@@ -112,9 +114,7 @@ class WriteAheadLog:
     ``accept_loss`` opens a log that fails the check anyway, and sets :attr:`lost_through`.
     """
 
-    def __init__(self, path: Path, mark: SigningMark | None = None, *, accept_loss: bool = False,
-                 committed: int = 0) -> None:
-        """``committed``: the height this validator's block store holds durably (see the module docstring)."""
+    def __init__(self, path: Path, mark: SigningMark | None = None, *, accept_loss: bool = False) -> None:
         self.path = path
         self._mark = mark
         self.lost_through = 0
@@ -126,7 +126,7 @@ class WriteAheadLog:
         self._marked = NO_SLOT
         if mark is not None:  # before anything is created: a refused start leaves the home as it was
             self._marked = mark.load() or NO_SLOT
-            self._check_mark(mark, existed, accept_loss, committed)
+            self._check_mark(mark, existed, accept_loss)
         with _disk(f"opening the consensus WAL {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115 - held for the node's lifetime
@@ -146,24 +146,20 @@ class WriteAheadLog:
         return list(self._records)
 
     def truncate_before(self, height: int) -> None:
-        """Drop records below ``height``; the caller guarantees block ``height - 1`` is durable, which
-        is what the mark is then checked against on the next open (``committed``).
+        """Drop records below ``height`` (the node calls this once that height's block is stored),
+        but keep a record of the highest slot held, which the mark is checked against: the smallest
+        one, when all of them are below ``height``.
 
-        Keeping nothing (the usual case: the node compacts right after each commit) truncates the file
-        in place and fsyncs it (so no file system can ever show the next appends over old bytes); a
-        crash before that leaves the old records, which the next start ignores. Keeping
-        some writes them to a temporary file, fsyncs it and renames it over the log, then fsyncs the
-        directory, so a crash leaves either the old log or the new one, never a mix. The new file's
-        handle is opened first, so a missing descriptor fails before anything changed.
+        Writes the kept records to a temporary file, fsyncs it and renames it over the log, then
+        fsyncs the directory, so a crash leaves either the old log or the new one, never a mix. The
+        new file's handle is opened first, so a missing descriptor fails before anything changed.
         """
-        keep = [r for r in self._records if r.height >= height]
+        top = _top(self._records)
+        if top[0] >= height:
+            keep = [r for r in self._records if r.height >= height]
+        else:
+            keep = [min((r for r in self._records if (r.height, r.view) == top), key=lambda r: len(r.payload))]
         if len(keep) == len(self._records):
-            return
-        if not keep:
-            with _disk(f"truncating the consensus WAL {self.path}"):
-                os.ftruncate(self._file.fileno(), 0)
-                os.fsync(self._file.fileno())
-            self._records = []
             return
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         with _disk(f"compacting the consensus WAL into {tmp}"):
@@ -191,9 +187,9 @@ class WriteAheadLog:
             self._mark.save(slot)
             self._marked = slot
 
-    def _check_mark(self, mark: SigningMark, existed: bool, accept_loss: bool, committed: int) -> None:
+    def _check_mark(self, mark: SigningMark, existed: bool, accept_loss: bool) -> None:
         top = _top(self._records)
-        if self._marked[0] <= committed or (self._marked <= top and existed):
+        if self._marked <= top and (existed or self._marked == NO_SLOT):
             return
         height, view = self._marked
         held = ("is missing" if not existed else "is empty" if not self._records
