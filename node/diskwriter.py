@@ -99,20 +99,20 @@ class DiskWriter:
 
     def _next(self, passed: int) -> Job | None:
         """The next queued job; the idle one when the queue is empty or it has waited IDLE_AFTER jobs."""
-        while True:
-            if passed < IDLE_AFTER:
+        if passed < IDLE_AFTER:
+            while True:
                 try:
                     job = self._jobs.get_nowait()
                 except queue.Empty:
-                    job = _WAKE
+                    break
                 if job is not _WAKE:
                     return job
+        while True:
             with self._idle_lock:
                 idle, self._idle = self._idle, None
             if idle is not None:
                 return idle
-            job = self._jobs.get()
-            if job is not _WAKE:
+            if (job := self._jobs.get()) is not _WAKE:
                 return job
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
