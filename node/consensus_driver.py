@@ -115,7 +115,7 @@ class ConsensusDriver:
         """Views entered by view change since start (a new height's return to view 0 is not one)."""
         self._view_height = 0
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        """``None``: no event, a background write failed (see :meth:`_background`)."""
+        """``None``: no event, a background write failed (see :meth:`_watch`)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._proposal: tuple[int, int] | None = None
         self._validated: dict[bytes, Block] = {}

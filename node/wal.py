@@ -154,6 +154,8 @@ class WriteAheadLog:
         fsyncs the directory, so a crash leaves either the old log or the new one, never a mix. The
         new file's handle is opened first, so a missing descriptor fails before anything changed.
         """
+        if not self._records:
+            return
         top = _top(self._records)
         if top[0] >= height:
             keep = [r for r in self._records if r.height >= height]

@@ -223,3 +223,12 @@ def test_the_wal_holds_one_height_however_long_the_chain(tmp_path) -> None:
     assert (tmp_path / "consensus.wal").stat().st_size < 100
     wal.close()
     assert [r.payload for r in WriteAheadLog(tmp_path / "consensus.wal").read_all()] == [b"vote"]
+
+
+def test_compacting_an_empty_wal_changes_nothing(tmp_path) -> None:
+    """A fresh validator block-syncs (and compacts after each batch) before it has signed anything."""
+    wal = WriteAheadLog(tmp_path / "consensus.wal")
+    wal.truncate_before(129)
+    wal.append(WalRecord("signed", 130, 0, b"vote"))
+    wal.close()
+    assert [r.height for r in WriteAheadLog(tmp_path / "consensus.wal").read_all()] == [130]
