@@ -19,11 +19,12 @@ Fast, because signature checks are the bound and nothing else should be:
   certificates of a response and, given the node's signature cache, its
   transactions' signatures are checked there, all at once, and only what
   passed is applied, in order, on the event loop;
-- up to ``IN_FLIGHT`` requests for consecutive ranges are out at once, spread
-  over the peers, so the next response is on its way (and being verified)
-  while this one is applied. Responses are applied strictly in height order;
-  the first range that fails (a timeout, a bad batch) ends the round, and the
-  next round starts again from this validator's height with another peer.
+- a window of ``IN_FLIGHT`` requests for consecutive ranges is kept out,
+  spread over the peers, so the next responses are on their way (and being
+  verified) while this one is applied. Responses are applied strictly in
+  height order; the first range that fails (a timeout, a peer not connected,
+  a bad batch, a response cut short by its size limit) ends the round, and the
+  next starts again from this validator's height with the next peer.
 
 Applied blocks are made durable by the node's writer thread (one sync per
 response, off the event loop) before consensus or any observer hears of them.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -120,6 +122,10 @@ def decode_batch(payload: Any, max_block_bytes: int) -> list[SyncedItem]:
     return items
 
 
+Fetched = tuple[bytes, list[SyncedItem] | FbciError] | None
+"""What one request came back with: the peer and its verified items (or what it got wrong); None if none came."""
+
+
 def _first_height(payload: Any) -> int | None:
     """The height a response starts at, from its first certificate; None if empty or not readable."""
     try:
@@ -199,43 +205,46 @@ class BlockSyncer:
         order = [hint] if hint else []
         attempt = 0
         while self._height() < self.target:
-            candidates = order + [p for p in self.peers() if p not in order]
+            connected = self.peers()
+            candidates = [p for p in order if p in connected] + [p for p in connected if p not in order]
             if not candidates:
                 await asyncio.sleep(REQUEST_TIMEOUT_S / 3)  # no peer connected yet: poll again shortly
                 continue
-            start = self._height() + 1
-            starts = range(start, min(self.target, start + IN_FLIGHT * MAX_BLOCKS_PER_RESPONSE - 1) + 1,
-                           MAX_BLOCKS_PER_RESPONSE)
-            fetches = [asyncio.ensure_future(self._fetch(candidates[(attempt + i) % len(candidates)], s))
-                       for i, s in enumerate(starts)]
-            attempt += 1
+            window: deque[asyncio.Future[Fetched]] = deque()
+            next_start = self._height() + 1
             try:
-                for fetch in fetches:
-                    outcome = await fetch
-                    if outcome is None:
-                        break  # timed out: the next round asks another peer
-                    sender, items = outcome
-                    if not await self._apply_verified(sender, items):
-                        order = []  # this peer has nothing newer (or sent a bad batch); rotate
+                while True:
+                    while len(window) < IN_FLIGHT and next_start <= self.target:  # keep the window full
+                        peer = candidates[attempt % len(candidates)]
+                        attempt += 1
+                        window.append(asyncio.ensure_future(self._fetch(peer, next_start)))
+                        next_start += MAX_BLOCKS_PER_RESPONSE
+                    if not window:
+                        break
+                    outcome = await window.popleft()
+                    if outcome is None or not await self._apply_verified(*outcome):
+                        order = []  # timed out, nothing newer or a bad batch: the next round rotates
                         break
             finally:
-                for fetch in fetches:
+                for fetch in window:
                     fetch.cancel()
-                await asyncio.gather(*fetches, return_exceptions=True)
+                await asyncio.gather(*window, return_exceptions=True)
         log.info("block sync reached height %d", self._height())
 
     def _height(self) -> int:
         return self.app.info().height
 
-    async def _fetch(self, peer: bytes, start: int) -> tuple[bytes, list[SyncedItem] | FbciError] | None:
+    async def _fetch(self, peer: bytes, start: int) -> Fetched:
         """Request the range at ``start`` from ``peer`` and verify what comes back on the pool.
 
-        None on a timeout; a peer's error is returned, not raised, so it is judged in height order."""
+        None on a timeout or a peer not connected; a peer's error is returned, not raised, so it is
+        judged in height order."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting = self._waiting.setdefault(peer, [])
         waiting.append((start, future))
         try:
-            self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE]))
+            if not self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE])):
+                return None
             payload = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
         except asyncio.TimeoutError:
             return None

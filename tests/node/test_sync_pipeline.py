@@ -33,6 +33,16 @@ class CountingVerifier:
         return self.inner.verify(public_key, kind, message, signature)
 
 
+@pytest.fixture
+def chains(tmp_path) -> Any:
+    """A source chain and an empty one, closed after the test (an open LevelDB left to the garbage collector
+    frees its descriptors at a random later moment, under another test's feet)."""
+    made = [new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")]
+    yield made
+    for chain in made:
+        chain.app.database.close()  # type: ignore[attr-defined]
+
+
 def _syncer(fresh: Ledger, send: Any, peers: list[bytes], verifier: Any, synced: list[int],
             misbehaving: list[str] | None = None) -> BlockSyncer:
     return BlockSyncer(fresh, chain_id=CHAIN, validators=VKEYS, verifier=verifier, send=send,
@@ -48,8 +58,8 @@ async def _sync(syncer: BlockSyncer, target: int) -> None:
     syncer.writer.close()
 
 
-def test_each_certificate_is_verified_once_and_on_the_pool(tmp_path) -> None:
-    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+def test_each_certificate_is_verified_once_and_on_the_pool(chains) -> None:
+    source, fresh = chains
     grow(source, 6)
     verifier = CountingVerifier()
     fresh.app.verifier = verifier  # type: ignore[attr-defined]  # the LastCommit check counts too
@@ -72,9 +82,9 @@ def test_each_certificate_is_verified_once_and_on_the_pool(tmp_path) -> None:
     assert all(name.startswith("sync-verify") for name in verifier.threads)
 
 
-def test_several_requests_are_in_flight_and_blocks_apply_in_height_order(tmp_path, monkeypatch) -> None:
+def test_several_requests_are_in_flight_and_blocks_apply_in_height_order(chains, monkeypatch) -> None:
     monkeypatch.setattr(sync_module, "MAX_BLOCKS_PER_RESPONSE", 2)
-    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+    source, fresh = chains
     grow(source, 8)
     synced: list[int] = []
     requests: list[tuple[bytes, Any]] = []
@@ -100,8 +110,8 @@ def test_several_requests_are_in_flight_and_blocks_apply_in_height_order(tmp_pat
 
 
 @pytest.mark.parametrize("tamper", ["too_few_signatures", "outsider_signature"])
-def test_the_pool_refuses_what_a_syncing_node_must_refuse(tmp_path, tamper) -> None:
-    source, fresh = new_chain(tmp_path, "src"), new_chain(tmp_path, "dst")
+def test_the_pool_refuses_what_a_syncing_node_must_refuse(chains, tamper) -> None:
+    source, fresh = chains
     blocks = grow(source, 3)
     items = codec.decode(serve_request(source.app, ["get_blocks", 1, 64]))[1]
     signers = VALIDATORS[:2] + ([PrivateKey(bytes([99]) * 32)] if tamper == "outsider_signature" else [])
