@@ -211,7 +211,7 @@ class BlockSyncer:
                 await asyncio.sleep(REQUEST_TIMEOUT_S / 3)  # no peer connected yet: poll again shortly
                 continue
             window: deque[asyncio.Future[Fetched]] = deque()
-            next_start = self._height() + 1
+            first = next_start = self._height() + 1
             try:
                 while True:
                     while len(window) < IN_FLIGHT and next_start <= self.target:  # keep the window full
@@ -229,6 +229,8 @@ class BlockSyncer:
                 for fetch in window:
                     fetch.cancel()
                 await asyncio.gather(*window, return_exceptions=True)
+            if self._height() < first:
+                await asyncio.sleep(REQUEST_TIMEOUT_S / 30)  # a round that got nothing does not spin
         log.info("block sync reached height %d", self._height())
 
     def _height(self) -> int:
