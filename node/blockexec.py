@@ -32,10 +32,19 @@ class BlockExecutor:
 
     def commit(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
                durable: bool = True) -> FinalizedBlock:
-        finalized = self.app.finalize_block(FinalizeRequest(block, certificate, raw, durable, self.decoded))
+        finalized = self.finalize(block, certificate, raw, durable=durable)
+        self.announce(finalized)
+        return finalized
+
+    def finalize(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
+                 durable: bool = True) -> FinalizedBlock:
+        """Execute and store, telling no observer yet: a caller that syncs the disk off the event loop
+        announces the block once it is durable (``node/consensus_driver.py``, ``node/sync.py``)."""
+        return self.app.finalize_block(FinalizeRequest(block, certificate, raw, durable, self.decoded))
+
+    def announce(self, finalized: FinalizedBlock) -> None:
         for observer in self.observers:
             try:
                 observer(finalized)
             except Exception:  # an observer must never stop the chain
                 log.exception("commit observer failed")
-        return finalized

@@ -8,6 +8,16 @@ log and fsynced before any later ``Send``/``Broadcast`` in the same list
 leaves the process. Everything is processed on one asyncio task, so the
 replica is never stepped concurrently.
 
+No fsync runs on the event loop: WAL appends and compactions, and the sync
+that makes a committed block durable, are jobs of one ordered
+:class:`node.diskwriter.DiskWriter` thread. The loop goes on serving peers
+and RPC calls while a job runs; this task waits for every job submitted so
+far to be durable before it sends any message (so a vote, and anything that
+carries it, is on disk first), and a committed block's observers (the RPC
+waiters, subscriptions, the mempool) hear of it only once it is durable.
+Consensus steps *can* run ahead of the disk (stepping is memory only); what
+leaves the process cannot.
+
 It reaches the application only through its :class:`node.ledger.Ledger`: the
 :class:`node.application.Application` boundary (build and check proposals)
 and the block executor (commit). A proposed block is decoded once, when it
@@ -37,13 +47,12 @@ from consensus import (
 from core.block import Block
 from core.errors import FbciError
 from genesis.schema import ChainParams
+from node.diskwriter import DiskWriter
 from node.ledger import Ledger
 from node.transport import Channel
 from node.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
-
-WAL_COMPACT_EVERY = 64
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
 """Starts a named long-lived task; the runtime passes its supervisor's (``node/runtime.py``)."""
@@ -80,12 +89,14 @@ class ConsensusDriver:
     def __init__(self, replica: Replica, ledger: Ledger, wal: WriteAheadLog, outbox: Outbox, me: bytes,
                  timing: ProposalTiming, on_evidence: Callable[[Evidence], None],
                  clock: Callable[[], float] = time.time, *, spawn: Spawn = unsupervised,
-                 mute_through: int = 0) -> None:
+                 mute_through: int = 0, writer: DiskWriter | None = None) -> None:
         self.replica = replica
         self.ledger = ledger
         self.app = ledger.app
         self.mempool = ledger.mempool
         self.wal = wal
+        self.writer = writer or DiskWriter()
+        """Shared with block sync (``node/runtime.py``), so both commit paths' writes keep one order."""
         self.outbox = outbox
         self.me = me
         self.timing = timing
@@ -103,12 +114,14 @@ class ConsensusDriver:
         self.view_changes = 0
         """Views entered by view change since start (a new height's return to view 0 is not one)."""
         self._view_height = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        """``None``: no event, a background write failed (see :meth:`_watch`)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._proposal: tuple[int, int] | None = None
         self._validated: dict[bytes, Block] = {}
         """Blocks this validator voted valid, by hash, until their height is committed."""
         self._work = asyncio.Event()
+        self._idle = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- inputs -----------------------------------------------------------------------------
@@ -147,12 +160,22 @@ class ConsensusDriver:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def settled(self) -> None:
+        """Return once every event fed so far is processed and its actions carried out (tests, tools)."""
+        await self._idle.wait()
+
     async def _run(self) -> None:
         while True:
+            if self._queue.empty():
+                self._idle.set()
             event = await self._queue.get()
-            self._process(event)
+            self._idle.clear()
+            if event is None or self.writer.failure is not None:
+                await self.writer.drained()  # raises the failed write's error: the supervisor stops the node
+            if event is not None:
+                await self._process(event)
 
-    def _process(self, first: Event) -> None:
+    async def _process(self, first: Event) -> None:
         events: deque[Event] = deque([first])
         while events:
             event = events.popleft()
@@ -168,20 +191,34 @@ class ConsensusDriver:
                     durable.append(action.record)
                     continue
                 if durable:
-                    self.wal.append_all(durable)
+                    self._append(durable)
                     durable = []
-                follow_up = self._perform(action)
+                follow_up = await self._perform(action)
                 if follow_up is not None:
                     events.append(follow_up)
             if durable:
-                self.wal.append_all(durable)
+                self._append(durable)
 
-    def _perform(self, action: Action) -> Event | None:
+    def _append(self, records: list[WalRecord]) -> None:
+        self._watch(self.writer.submit(lambda: self.wal.append_all(records)))
+
+    def _watch(self, write: asyncio.Future[object]) -> None:
+        """A write nobody awaits now: the next send awaits it (the writer is ordered), and a failure
+        wakes the loop, which then raises it."""
+        def failed(future: asyncio.Future[object]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                self._queue.put_nowait(None)
+
+        write.add_done_callback(failed)
+
+    async def _perform(self, action: Action) -> Event | None:
         if isinstance(action, Send):
             if self._may_send(action.message):
+                await self.writer.drained()
                 self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, Broadcast):
             if self._may_send(action.message):
+                await self.writer.drained()
                 self.outbox.broadcast(Channel.CONSENSUS, encode_message(action.message))
         elif isinstance(action, SetTimer):
             self._set_timer(action.name, action.ticks)
@@ -195,7 +232,7 @@ class ConsensusDriver:
         elif isinstance(action, ValidateBlock):
             return BlockValidated(action.height, action.block_hash, self._validate(action.block, action.block_hash))
         elif isinstance(action, CommitBlock):
-            self._commit(action)
+            await self._commit(action)
         elif isinstance(action, NeedSync):
             self.on_need_sync(action.height, action.peer)
         elif isinstance(action, ReportEvidence):
@@ -232,20 +269,26 @@ class ConsensusDriver:
         self._validated[block_hash] = block
         return True
 
-    def _commit(self, action: CommitBlock) -> None:
+    async def _commit(self, action: CommitBlock) -> None:
+        """Execute and write the block on the loop without a sync, make it durable on the writer (after
+        the WAL records that voted for it), and only then tell the observers and go to the next height."""
         validated, self._validated = self._validated, {}
         if action.height <= self.app.info().height:
-            return  # block sync got there first
+            await self.writer.drained()  # block sync got there first; its sync is queued before anything of ours
+            return
         block = validated.get(action.block_hash)
         if block is None:  # decided without this validator's vote (a certificate it learned of)
             block = Block.decode(action.block, max_size=self.ledger.params.max_block_bytes)
-        self.ledger.blocks.commit(block, action.certificate.encode(), action.block)  # canonical: decode accepted it
+        blocks = self.ledger.blocks
+        finalized = blocks.finalize(block, action.certificate.encode(), action.block,  # canonical: decode accepted it
+                                    durable=False)
+        await self.writer.submit(self.app.sync, then=lambda: blocks.announce(finalized))
         self.compact_wal(action.height)
 
     def compact_wal(self, committed_height: int) -> None:
-        """Drop records of finalised heights, every WAL_COMPACT_EVERY blocks (a rewrite costs two fsyncs)."""
-        if committed_height % WAL_COMPACT_EVERY == 0:
-            self.wal.truncate_before(committed_height + 1)
+        """Drop the records of every height up to ``committed_height``, whose block is durable now, when
+        the writer is idle: the WAL stays bounded to the height being decided (see ``node/wal.py``)."""
+        self._watch(self.writer.submit_idle(lambda: self.wal.truncate_before(committed_height + 1)))
 
     def _set_timer(self, name: str, ticks: int) -> None:
         old = self._timers.pop(name, None)

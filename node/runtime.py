@@ -41,6 +41,7 @@ from node.app import RPC_QUERIES, LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node.diskwriter import DiskWriter
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.ledger import Ledger
 from node.metrics import NodeMetrics
@@ -157,6 +158,8 @@ class Validator:
         application = LedgerApplication.open(doc, database)
         self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
+        writer = DiskWriter()  # the one thread that fsyncs (WAL and blocks), in order, off the event loop
+        stack.callback(writer.close)  # after consensus and sync stop, before the database closes
 
         self.metrics = NodeMetrics(config.name, {bytes.fromhex(v.public_key): v.name for v in doc.validators})
         self.supervisor.on_failure.append(self.metrics.on_task_failure)
@@ -179,12 +182,13 @@ class Validator:
                           ChainSigner(key, doc.chain_id), verifier)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
                                       on_evidence=self.defence.on_evidence, spawn=self.supervisor.spawn,
-                                      mute_through=wal.lost_through)
+                                      mute_through=wal.lost_through, writer=writer)
         self.syncer = BlockSyncer(
             ledger, chain_id=doc.chain_id, validators=validators, verifier=verifier,
             send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
             peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
-            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn,
+            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn, writer=writer,
+            signatures=application.signatures,
         )
         self.driver.on_need_sync = self.syncer.request_sync
         trail = AuditLog(database, config.name)

@@ -8,6 +8,27 @@ hash). A peer that sends anything else is reported and another is tried. A
 failure of this validator's own store (a full disk) is not the peer's: it
 ends the sync task, which the runtime's supervisor turns into a stop.
 
+Fast, because signature checks are the bound and nothing else should be:
+
+- each certificate is verified once. A block's LastCommit is the previous
+  block's certificate again; when its bytes equal the certificate this
+  validator just committed that block with, the application does not verify
+  it a second time (``LedgerApplication._check_last_commit``), so a block of a
+  4-validator chain costs 3 signature checks, not 6;
+- verification runs on a thread pool (``cryptography`` releases the GIL): the
+  certificates of a response and, given the node's signature cache, its
+  transactions' signatures are checked there, all at once, and only what
+  passed is applied, in order, on the event loop;
+- a window of ``IN_FLIGHT`` requests for consecutive ranges is kept out,
+  spread over the peers, so the next responses are on their way (and being
+  verified) while this one is applied. Responses are applied strictly in
+  height order; the first range that fails (a timeout, a peer not connected,
+  a bad batch, a response cut short by its size limit) ends the round, and the
+  next starts again from this validator's height with the next peer.
+
+Applied blocks are made durable by the node's writer thread (one sync per
+response, off the event loop) before consensus or any observer hears of them.
+
 Wire format on the SYNC channel (canonical msgpack):
 ``["get_blocks", from_height, count]`` and
 ``["blocks", [[block_bytes, certificate_bytes], ...]]``.
@@ -17,15 +38,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from consensus import CommitCertificate, Verifier
 from core import codec
 from core.block import Block
 from core.errors import FbciError, PeerMisbehaved, StorageError
-from node.application import Application
+from core.hashing import sha256
+from core.tx import Transaction
+from node.application import Application, FinalizedBlock
 from node.consensus_driver import Spawn, unsupervised
+from node.diskwriter import DiskWriter
 from node.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -33,6 +61,8 @@ log = logging.getLogger(__name__)
 MAX_BLOCKS_PER_RESPONSE = 64
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 REQUEST_TIMEOUT_S = 3.0
+IN_FLIGHT = 4
+VERIFY_THREADS = max(2, min(4, os.cpu_count() or 1))
 
 SendSync = Callable[[bytes, bytes], bool]
 PeersNow = Callable[[], list[bytes]]
@@ -56,26 +86,86 @@ def serve_request(app: Application, payload: Any) -> bytes | None:
     return codec.encode(["blocks", items])
 
 
+class SignatureSet(Protocol):
+    """The node's signature cache (``node.execution.SignatureCache``): hashes of transactions of this chain
+    that decoded and carried a valid signature."""
+
+    def __contains__(self, tx_hash: bytes) -> bool: ...
+
+    def add(self, tx_hash: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyncedItem:
+    """One block of a response, decoded, its certificate checked to name it."""
+
+    block: Block
+    certificate: CommitCertificate
+    raw_block: bytes
+    raw_certificate: bytes
+
+
+def decode_batch(payload: Any, max_block_bytes: int) -> list[SyncedItem]:
+    """The shape of a ``blocks`` response; raises on the first thing a peer got wrong (no signature checked)."""
+    if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == "blocks"
+            and isinstance(payload[1], list)):
+        raise PeerMisbehaved("a sync response is ['blocks', [[block, certificate], ...]]")
+    items: list[SyncedItem] = []
+    for item in payload[1]:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
+            raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
+        block = Block.decode(item[0], max_size=max_block_bytes)
+        certificate = CommitCertificate.decode(item[1])
+        if certificate.height != block.height or certificate.block_hash != block.hash:
+            raise PeerMisbehaved(f"certificate does not certify block {block.height}")
+        items.append(SyncedItem(block, certificate, item[0], item[1]))
+    return items
+
+
+Fetched = tuple[bytes, list[SyncedItem] | FbciError] | None
+"""What one request came back with: the peer and its verified items (or what it got wrong); None if none came."""
+
+
+def _first_height(payload: Any) -> int | None:
+    """The height a response starts at, from its first certificate; None if empty or not readable."""
+    try:
+        return CommitCertificate.decode(payload[1][0][1]).height
+    except (FbciError, LookupError, TypeError):
+        return None
+
+
 class BlockSyncer:
-    """Fetches blocks up to a target height, verifying each before applying it."""
+    """Fetches blocks up to a target height, verifying each before applying it.
+
+    ``signatures``: the node's signature cache; given it, transactions' signatures are verified on the pool
+    too, and the application then finds them there. ``writer``: the node's disk writer (``node/diskwriter``).
+    """
 
     def __init__(self, ledger: Ledger, *, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier,
                  send: SendSync, peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
-                 on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn = unsupervised) -> None:
+                 on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn = unsupervised,
+                 writer: DiskWriter | None = None, signatures: SignatureSet | None = None,
+                 verify_threads: int = VERIFY_THREADS) -> None:
         self.app = ledger.app
         self.blocks = ledger.blocks
         self.chain_id = chain_id
         self.validators = validators
         self.max_block_bytes = ledger.params.max_block_bytes
+        self.max_tx_bytes = ledger.params.max_tx_bytes
         self.verifier = verifier
         self.send = send
         self.peers = peers
         self.on_synced = on_synced
         self.on_misbehaviour = on_misbehaviour
         self.spawn = spawn
+        self.writer = writer or DiskWriter()
+        self.signatures = signatures
+        self.verify_threads = verify_threads
         self.target = 0
         self._task: asyncio.Task[None] | None = None
-        self._responses: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue(maxsize=16)
+        self._pool: ThreadPoolExecutor | None = None
+        self._waiting: dict[bytes, list[tuple[int, asyncio.Future[Any]]]] = {}
+        """Requests out, by peer: (start height, the future its response lands in)."""
 
     @property
     def syncing(self) -> bool:
@@ -87,10 +177,16 @@ class BlockSyncer:
             self._task = self.spawn(self._run(hint), "block-sync")
 
     def on_response(self, sender: bytes, payload: Any) -> None:
-        try:
-            self._responses.put_nowait((sender, payload))
-        except asyncio.QueueFull:
-            log.warning("dropping an unrequested sync response from %s", sender.hex()[:12])
+        """Match a response to the request it answers: from that peer, starting at its height (an empty or
+        unreadable one goes to that peer's oldest request, which then judges it)."""
+        start = _first_height(payload)
+        waiting = self._waiting.get(sender, [])
+        for i, (want, future) in enumerate(waiting):
+            if not future.done() and (start is None or start == want):
+                del waiting[i]
+                future.set_result(payload)
+                return
+        log.warning("dropping an unrequested sync response from %s", sender.hex()[:12])
 
     async def join(self) -> None:
         """Wait until the running sync (if any) has reached its target."""
@@ -101,72 +197,159 @@ class BlockSyncer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def _run(self, hint: bytes | None) -> None:
         order = [hint] if hint else []
         attempt = 0
         while self._height() < self.target:
-            candidates = order + [p for p in self.peers() if p not in order]
+            connected = self.peers()
+            candidates = [p for p in order if p in connected] + [p for p in connected if p not in order]
             if not candidates:
                 await asyncio.sleep(REQUEST_TIMEOUT_S / 3)  # no peer connected yet: poll again shortly
                 continue
-            peer = candidates[attempt % len(candidates)]
-            attempt += 1
-            start = self._height() + 1
-            self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE]))
+            window: deque[asyncio.Future[Fetched]] = deque()
+            first = next_start = self._height() + 1
             try:
-                sender, payload = await asyncio.wait_for(self._await_from(peer), REQUEST_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                continue
-            try:
-                applied = self.apply_batch(payload)
-            except StorageError:  # this validator's own disk, not the peer: ends the task (and the node)
-                raise
-            except FbciError as exc:
-                log.warning("sync: peer %s sent a bad batch: %s", sender.hex()[:12], exc.message)
-                self.on_misbehaviour(sender, "bad_sync_batch")
-                continue
-            if not applied:
-                order = []  # this peer has nothing newer; rotate
+                while True:
+                    while len(window) < IN_FLIGHT and next_start <= self.target:  # keep the window full
+                        peer = candidates[attempt % len(candidates)]
+                        attempt += 1
+                        window.append(asyncio.ensure_future(self._fetch(peer, next_start)))
+                        next_start += MAX_BLOCKS_PER_RESPONSE
+                    if not window:
+                        break
+                    outcome = await window.popleft()
+                    if outcome is None or not await self._apply_verified(*outcome):
+                        order = []  # timed out, nothing newer or a bad batch: the next round rotates
+                        break
+            finally:
+                for fetch in window:
+                    fetch.cancel()
+                await asyncio.gather(*window, return_exceptions=True)
+            if self._height() < first:
+                await asyncio.sleep(REQUEST_TIMEOUT_S / 30)  # a round that got nothing does not spin
         log.info("block sync reached height %d", self._height())
 
     def _height(self) -> int:
         return self.app.info().height
 
-    async def _await_from(self, peer: bytes) -> tuple[bytes, Any]:
-        while True:
-            sender, payload = await self._responses.get()
-            if sender == peer:
-                return sender, payload
+    async def _fetch(self, peer: bytes, start: int) -> Fetched:
+        """Request the range at ``start`` from ``peer`` and verify what comes back on the pool.
+
+        None on a timeout or a peer not connected; a peer's error is returned, not raised, so it is
+        judged in height order."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(peer, [])
+        waiting.append((start, future))
+        try:
+            if not self.send(peer, codec.encode(["get_blocks", start, MAX_BLOCKS_PER_RESPONSE])):
+                return None
+            payload = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            if (start, future) in waiting:
+                waiting.remove((start, future))
+        try:
+            items = decode_batch(payload, self.max_block_bytes)
+            await self._verify(items)
+        except FbciError as exc:
+            return peer, exc
+        return peer, items
+
+    async def _verify(self, items: list[SyncedItem]) -> None:
+        """Every certificate against the validator set, and the transactions' signatures, on the pool.
+
+        Raises the error of the lowest item that failed; what passed is only recorded for the transactions
+        (in the signature cache), since the certificates are checked for exactly these decoded items."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.verify_threads, thread_name_prefix="sync-verify")
+        checks = [loop.run_in_executor(self._pool, item.certificate.verify, self.chain_id, self.validators,
+                                       self.verifier) for item in items]
+        txs = [] if self.signatures is None else [raw for item in items for raw in item.block.txs
+                                                  if sha256(raw) not in self.signatures]
+        tx_checks = [loop.run_in_executor(self._pool, self._tx_signature_ok, raw) for raw in txs]
+        outcomes = await asyncio.gather(*checks, return_exceptions=True)
+        if self.signatures is not None:
+            for tx_hash in await asyncio.gather(*tx_checks):
+                if tx_hash is not None:
+                    self.signatures.add(tx_hash)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _tx_signature_ok(self, raw: bytes) -> bytes | None:
+        """The hash of a transaction of this chain whose signature is valid, else None (the application
+        then refuses it, naming why)."""
+        try:
+            tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
+        except FbciError:
+            return None
+        return sha256(raw) if tx.chain_id == self.chain_id and tx.verify_signature(raw) else None
+
+    async def _apply_verified(self, sender: bytes, items: list[SyncedItem] | FbciError) -> bool:
+        """Apply a verified response in order, reporting the peer of a bad one; whether the round goes on."""
+        if isinstance(items, list) and items and items[0].block.height > self._height() + 1:
+            return False  # an earlier response stopped short (its size limit): ask again from our height
+        done: list[tuple[FinalizedBlock, CommitCertificate]] = []
+        try:
+            if isinstance(items, FbciError):
+                raise items
+            self._apply(items, done)
+        except StorageError:  # this validator's own disk, not the peer: ends the task (and the node)
+            raise
+        except FbciError as exc:
+            log.warning("sync: peer %s sent a bad batch: %s", sender.hex()[:12], exc.message)
+            self.on_misbehaviour(sender, "bad_sync_batch")
+            return False
+        finally:
+            await self._durable(done)
+        return bool(done)
+
+    def _apply(self, items: list[SyncedItem], done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
+        """Linkage, execution and storage (no fsync) of verified items, appended to ``done`` as they commit."""
+        for item in items:
+            if item.block.height <= self._height():
+                continue
+            self.app.process_proposal(item.block, None)
+            done.append((self.blocks.finalize(item.block, item.raw_certificate, item.raw_block, durable=False),
+                         item.certificate))
+
+    async def _durable(self, done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
+        """One sync on the writer thread for the lot; then the observers and consensus hear of them."""
+        if not done:
+            return
+
+        def announce() -> None:
+            for finalized, certificate in done:
+                self.blocks.announce(finalized)
+                self.on_synced(certificate.height, certificate)
+
+        await self.writer.submit(self.app.sync, then=announce)
 
     def apply_batch(self, payload: Any) -> int:
-        """Verify and apply one ``blocks`` response; raises on the first thing a peer got wrong.
+        """Verify and apply one ``blocks`` response on the calling thread (tools and tests; the sync task
+        verifies on the pool); raises on the first thing a peer got wrong.
 
         Blocks are committed without a per-block fsync and made durable once,
         before consensus hears of them, also when a later item is refused (the
         ones before it were verified and stay applied).
         """
-        if not (isinstance(payload, list) and len(payload) == 2 and payload[0] == "blocks"
-                and isinstance(payload[1], list)):
-            raise PeerMisbehaved("a sync response is ['blocks', [[block, certificate], ...]]")
-        applied: list[CommitCertificate] = []
+        done: list[tuple[FinalizedBlock, CommitCertificate]] = []
         try:
-            for item in payload[1]:
-                if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, bytes) for x in item)):
-                    raise PeerMisbehaved("each synced item is [block bytes, certificate bytes]")
-                block = Block.decode(item[0], max_size=self.max_block_bytes)
-                certificate = CommitCertificate.decode(item[1])
-                if certificate.height != block.height or certificate.block_hash != block.hash:
-                    raise PeerMisbehaved(f"certificate does not certify block {block.height}")
-                if block.height <= self._height():
-                    continue
-                certificate.verify(self.chain_id, self.validators, self.verifier)
-                self.app.process_proposal(block, None)
-                self.blocks.commit(block, item[1], item[0], durable=False)
-                applied.append(certificate)
+            items = decode_batch(payload, self.max_block_bytes)
+            for item in items:
+                if item.block.height > self._height():
+                    item.certificate.verify(self.chain_id, self.validators, self.verifier)
+                    self._apply([item], done)
         finally:
-            if applied:
+            if done:
                 self.app.sync()
-                for certificate in applied:
+                for finalized, certificate in done:
+                    self.blocks.announce(finalized)
                     self.on_synced(certificate.height, certificate)
-        return len(applied)
+        return len(done)

@@ -29,7 +29,22 @@ Losing only part of the top slot's records is not caught, and needs not be:
 they follow the slot's first record, and what the replica signs again from
 that record's state is the same message (Ed25519 signatures are
 deterministic). So that the check survives compaction, compaction always
-keeps the records of the highest height held.
+keeps a record of the highest slot held.
+
+Bounded: the node compacts after every commit, once that height's block is
+durable in the block store (:meth:`WriteAheadLog.truncate_before`, run by the
+node's writer thread when it has nothing else to do, see
+``node/diskwriter.py``). What is left is the records of the height being
+decided, the one height recovery reads (``consensus.recovery`` skips lower
+ones), plus, when nothing of that height is signed yet, the single smallest
+record of the last slot signed, which the mark check needs. The records of
+the height being decided carry block bytes (a signed proposal, a prepared
+certificate), and must: the block store holds only *committed* blocks and the
+proposal cache is memory, so after a crash the undecided block could be found
+nowhere else. Committed blocks are in the block store, and compaction drops
+their records; the one record kept for the mark is a vote where the replica
+signed one at that slot (it signs its commit vote at the slot it decides in,
+unless it learned the decision from others' certificate first).
 
 Every failed write leaves as a named error (``DiskFull``, ``TooManyOpenFiles``,
 else ``StorageError`` naming the file), never as a bare ``OSError``.
@@ -132,14 +147,22 @@ class WriteAheadLog:
 
     def truncate_before(self, height: int) -> None:
         """Drop records below ``height`` (the node calls this once that height's block is stored),
-        but never those of the highest height held, which the mark is checked against.
+        but keep a record of the highest slot held, which the mark is checked against: the smallest
+        one, when all of them are below ``height``.
 
         Writes the kept records to a temporary file, fsyncs it and renames it over the log, then
         fsyncs the directory, so a crash leaves either the old log or the new one, never a mix. The
         new file's handle is opened first, so a missing descriptor fails before anything changed.
         """
-        floor = min(height, _top(self._records)[0])
-        keep = [r for r in self._records if r.height >= floor]
+        if not self._records:
+            return
+        top = _top(self._records)
+        if top[0] >= height:
+            keep = [r for r in self._records if r.height >= height]
+        else:
+            keep = [min((r for r in self._records if (r.height, r.view) == top), key=lambda r: len(r.payload))]
+        if len(keep) == len(self._records):
+            return
         tmp = self.path.with_suffix(self.path.suffix + ".tmp")
         with _disk(f"compacting the consensus WAL into {tmp}"):
             new: BinaryIO = open(tmp, "wb", buffering=0)  # noqa: SIM115 - becomes the log's handle

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import bench_consensus, bench_sync, bench_testnet_load, bench_tx_throughput, run_all
+from bench import bench_consensus, bench_sync, bench_wal, bench_testnet_load, bench_tx_throughput, run_all
 from bench.common import ed25519_verify_rate, percentile, table
 
 
@@ -44,6 +44,12 @@ def test_sync_catches_up_a_fresh_validator(tmp_path: Path) -> None:
     r = bench_sync.measure(blocks=20, txs_per_block=1, out_dir=tmp_path, timeout=60, verify_seconds=0.05)
     assert r["caught_up"] and r["reached_height"] >= 20
     assert r["blocks_per_s"] > 0 and r["sync_s"] > 0
+
+
+def test_wal_bench_compacts_every_height_to_one_height() -> None:
+    every = bench_wal.run_policy(every=1, heights=4, block_bytes=4096)
+    rarely = bench_wal.run_policy(every=64, heights=4, block_bytes=4096)
+    assert every["peak_wal_bytes"] < 2 * 4096 < 4 * 4096 < rarely["peak_wal_bytes"]
 
 
 def test_consensus_bench_counts_messages() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from devnet.testnet import Testnet
 from tests.integration.load import (
-    PROGRESS_S, READY_S, assert_acked_everywhere, converged, heights, under_load, wait_heights,
+    PROGRESS_S, READY_S, assert_acked_everywhere, converged, heights, under_load, wait_heights, wait_until,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,7 +51,11 @@ def test_a_validator_killed_during_load_catches_up_by_block_sync(testnet: MakeTe
         net.restart(3)
         net.wait_ready(READY_S, nodes=[3])
         wait_heights(net, down_at + LAG, PROGRESS_S, [3])
-        with net.specs[3].log_path.open("rb") as log:
-            log.seek(log_before)
-            assert b"block sync reached height" in log.read()
+
+        def synced() -> bool:  # logged once the last batch's sync on the writer thread returned
+            with net.specs[3].log_path.open("rb") as log:
+                log.seek(log_before)
+                return b"block sync reached height" in log.read()
+
+        wait_until(synced, PROGRESS_S, "node3 logs that block sync reached its target")
         converged(net, load)

@@ -62,6 +62,9 @@ class AcceptingApp:
     def process_proposal(self, block: Block, now_ms: int | None) -> None:
         return None
 
+    def sync(self) -> None:
+        return None
+
 
 def _ledger() -> Ledger:
     app: Any = AcceptingApp()
@@ -76,6 +79,7 @@ async def _drive(script: dict[type, list[Any]], until: int) -> tuple[ScriptedRep
     while len(replica.seen) < until:
         replica.fed.clear()
         await asyncio.wait_for(replica.fed.wait(), 5)
+    await asyncio.wait_for(driver.settled(), 5)
     await driver.stop()
     return replica, io
 
@@ -113,8 +117,12 @@ class RecordingExecutor:
     def __init__(self) -> None:
         self.committed: list[tuple[Block, bytes | None]] = []
 
-    def commit(self, block: Block, certificate: bytes, raw: bytes | None = None) -> None:
+    def finalize(self, block: Block, certificate: bytes, raw: bytes | None = None, *, durable: bool = True) -> Block:
         self.committed.append((block, raw))
+        return block
+
+    def announce(self, finalized: Block) -> None:
+        return None
 
 
 def test_a_validated_block_is_decoded_once_on_its_way_to_commit(monkeypatch) -> None:

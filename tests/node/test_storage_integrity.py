@@ -322,9 +322,9 @@ def test_compaction_keeps_the_highest_height_so_the_mark_still_matches(tmp_path:
     wal = WriteAheadLog(path, mark)
     wal.append_all(records([(1, 0), (2, 0), (3, 0), (3, 1)]))
     wal.truncate_before(64)  # block sync carried the node past every height it had signed at
-    assert [(r.height, r.view) for r in wal.read_all()] == [(3, 0), (3, 1)]
+    assert [(r.height, r.view) for r in wal.read_all()] == [(3, 1)]  # one record of the top slot is enough
     wal.close()
-    assert len(WriteAheadLog(path, mark).read_all()) == 2
+    assert len(WriteAheadLog(path, mark).read_all()) == 1
 
 
 async def test_after_an_accepted_loss_nothing_signed_up_to_the_lost_height_is_sent() -> None:
@@ -336,5 +336,6 @@ async def test_after_an_accepted_loss_nothing_signed_up_to_the_lost_height_is_se
                              on_evidence=lambda e: None, mute_through=2)
     await driver.start(Start(3, None, ()))
     await asyncio.wait_for(replica.fed.wait(), 5)
+    await asyncio.wait_for(driver.settled(), 5)
     await driver.stop()
     assert outbox.log == [("send", encode_message(proof)), ("broadcast", Channel.CONSENSUS)]  # then height 3
