@@ -43,8 +43,9 @@ def register(sub: Any) -> None:
                    help=f"where the dashboard listens (default: {DEFAULT_LISTEN})")
     p.add_argument("--validator-rpc", action="append", default=[], metavar="URL",
                    help="another validator for the Network page (repeatable; default: the other homes beside --home)")
-    p.add_argument("--key", metavar="KEY", help="key that signs acknowledgements: a file or a name in HOME/keys "
-                   "(default: hospital, when HOME/keys has it; without a key the dashboard is read-only)")
+    p.add_argument("--key", metavar="KEY", help="key that signs acknowledgements and private reads (the Audit "
+                   "page needs an auditor's): a file or a name in HOME/keys (default: hospital, gateway or admin, "
+                   "the first HOME/keys has; without a key the dashboard is read-only)")
     feed = p.add_mutually_exclusive_group()
     feed.add_argument("--vitals-csv", metavar="DIR", help="directory of <patient>.csv files (default: a generated ward)")
     feed.add_argument("--ward-size", type=int, default=12, metavar="N", help="generated patients (default: 12)")
@@ -98,7 +99,17 @@ def build_dashboard(args: argparse.Namespace) -> Dashboard:
     others = args.validator_rpc or (sibling_rpc_urls(home) if home is not None else [])
     validators: list[ChainSource] = [source, *(RpcSource(u, reader=signer) for u in others
                                                if u.rstrip("/") != source.url)]
-    return Dashboard(source, validators, feed, signer, args.alarm_threshold, args.history_blocks)
+    return Dashboard(source, validators, feed, signer, args.alarm_threshold, args.history_blocks,
+                     genesis_validators(home))
+
+
+def genesis_validators(home: Path | None) -> tuple[bytes, ...] | None:
+    """The keys audit proofs are checked against: the home's genesis file's validators, else None (unchecked)."""
+    from genesis.schema import load_genesis
+
+    if home is None or not HomePaths(home).genesis.exists():
+        return None
+    return tuple(bytes.fromhex(v.public_key) for v in load_genesis(HomePaths(home).genesis).validators)
 
 
 async def serve(dashboard: Dashboard, host: str, port: int) -> None:

@@ -1,10 +1,12 @@
 """Where the dashboard's chain data comes from: one interface, :class:`ChainSource`, and its RPC reader.
 
-Every page reads the chain through these methods only. Today :class:`RpcSource`
-asks one validator over plain JSON-RPC; a reader that signs its requests
-(authenticated reads) or one that checks every answer against commit
-certificates (a light client) is another class with the same methods, passed
-to :func:`client.dashboard.server.build_app` instead, and no page changes.
+Every page reads the chain through these methods only. :class:`RpcSource`
+asks one validator over JSON-RPC, signing private reads with the dashboard's
+key; the Audit page's trail goes through :meth:`ChainSource.audit_session`, a
+blocking session for ``client/audit.py`` (the code of ``fbci audit``). A reader
+that checks every answer against commit certificates (a light client) is
+another class with the same methods, passed to
+:func:`client.dashboard.server.build_app` instead, and no page changes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from genesis.schema import ValidatorInfo
 from ids.queries import AlertPage
 from core.crypto import PrivateKey
 from client.rpc import RpcClient
+from client.session import ChainSession
 
 
 class ChainSource(Protocol):
@@ -48,6 +51,11 @@ class ChainSource(Protocol):
 
     async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion: ...
 
+    def audit_session(self) -> ChainSession:
+        """A blocking session on this validator for ``client/audit.py`` (audit reads are signed, for auditors),
+        made and used inside one worker thread."""
+        ...
+
     async def metrics_text(self) -> str:
         """The validator's Prometheus exposition (``GET /metrics``): view changes, peers, evidence."""
         ...
@@ -65,6 +73,8 @@ class RpcSource:
     def __init__(self, url: str, *, timeout_s: float = 10.0, reader: PrivateKey | None = None) -> None:
         """``reader`` signs every read, which private methods (genesis ``read_policy``) require."""
         self.url = url.rstrip("/")
+        self.reader = reader
+        self._timeout_s = timeout_s
         self.client = RpcClient(url, timeout_s=timeout_s, reader=reader)
         self._metrics_url = self.client.rpc_url.removesuffix("/rpc") + "/metrics"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -96,6 +106,9 @@ class RpcSource:
 
     async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
         return await self.client.fl_model_get(model_id, version)
+
+    def audit_session(self) -> ChainSession:
+        return ChainSession(self.url, self.reader, timeout_s=self._timeout_s, verify=False)
 
     async def metrics_text(self) -> str:
         if self._http is None:

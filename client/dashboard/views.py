@@ -22,6 +22,7 @@ from ids.alerts import ALERT_CLASSES, StoredAlert
 from ids.deterioration import DeteriorationModel
 from client.dashboard.chain import Ack, BlockRow, ChainIndex, TxRow
 from client.dashboard.source import ChainSource
+from client.dashboard.trail import RECENT_EVENTS, EventRow, TrailReader, ValidatorTrail
 from client.dashboard.ward import PatientObs, evaluate_on_ward
 
 T = TypeVar("T")
@@ -280,12 +281,22 @@ class AuditView:
     kinds: list[str]
     window: tuple[int, int]
     note: str
+    trail: list[ValidatorTrail]
+    """Each validator's audit trail: read, refused (the dashboard's key is no auditor's) or failing."""
+    events: list[EventRow]
+    trail_note: str
 
 
-def audit_view(index: ChainIndex, actor: str | None, kind: str | None, limit: int = 500) -> AuditView:
+async def audit_view(index: ChainIndex, reader: TrailReader, actor: str | None, kind: str | None,
+                     limit: int = 500) -> AuditView:
+    """Changes (the transactions in the indexed blocks) beside every validator's trail of reads and changes."""
     txs = list(index.txs)
     rows = [t for t in reversed(txs) if (actor is None or t.actor == actor) and (kind is None or t.kind == kind)]
-    return AuditView(rows[:limit], sorted({t.actor for t in txs}), sorted({t.kind for t in txs}),
-                     (index.first_height, index.tip),
-                     "Changes only: every transaction in these blocks, by its signer and kind. Reads are not "
-                     "audited on chain yet, so none are shown; inclusion proofs come with the audit log.")
+    trail, events = await reader.read()
+    shown = [e for e in events if actor is None or e.agent == actor]
+    return AuditView(rows[:limit], sorted({t.actor for t in txs} | {e.agent for e in events}),
+                     sorted({t.kind for t in txs}), (index.first_height, index.tip),
+                     "Changes: every transaction in these blocks, by its signer and kind.", trail, shown[:limit],
+                     f"Reads and changes each validator served (its audit_events, newest {RECENT_EVENTS} per "
+                     "validator), each proven as 'fbci audit verify' proves it: its path must rebuild the root of "
+                     "an audit.anchor in a block the genesis validators certified.")

@@ -1,0 +1,116 @@
+"""The Audit page's trail with its proofs, on the in-memory chain.
+
+The trail is node0's real audit log and ``audit.anchor`` contract, read and
+proven by ``client/audit.py`` (what ``fbci audit verify`` runs); consent is the
+real ``consent.*`` contract and ``consent_provenance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from core import codec
+from core.crypto import PrivateKey
+from core.tx import Transaction
+from client.dashboard.server import Dashboard, build_app
+from client.dashboard.ward import GeneratedFeed
+from node.audit import _EVENT
+from tests.client.dashboard.memory_source import CHAIN_ID, MemorySource
+from tests.client.dashboard.test_server import _json, run
+
+
+class AuditedChain:
+    """A memory chain with an auditor, a hospital and a clinician, and node0's audit trail on disk."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.source = MemorySource(tmp / "audit")
+        self.auditor = self.source.add_account("auditor0", {"auditor"})
+        self.hospital = self.source.add_account("hospital0", {"hospital"})
+        self.clinician = self.source.add_account("clinician0", {"clinician"})
+
+    def send(self, key: PrivateKey, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        nonce = self.source.nonces.get(key.public_key.raw, 0) + 1
+        receipt = self.source.commit([Transaction.create(key, CHAIN_ID, nonce, kind, payload)])[0]
+        assert receipt.ok, receipt.message
+        return receipt.result
+
+    def clinician_reads_consent(self) -> None:
+        """A private read the trail records: a clinician asks which rounds used withdrawn patients."""
+        self.source.guard("consent_provenance", frozenset({"clinician"}), self.clinician, {"model_id": "deterioration"})
+
+
+@asynccontextmanager
+async def dashboard(chain: AuditedChain, reader: PrivateKey | None, *,
+                    trusted: bool = True) -> AsyncIterator[TestClient]:
+    chain.source.reader = reader
+    keys = tuple(k.public_key.raw for k in chain.source.validator_keys) if trusted else None
+    d = Dashboard(chain.source, [chain.source], GeneratedFeed(3, 0, step_s=3600), reader, None, history=50,
+                  trusted=keys)
+    async with TestClient(TestServer(build_app(d))) as client:
+        yield client
+
+
+def _events(audit: dict[str, Any], entity_type: str) -> list[dict[str, Any]]:
+    return [e for e in audit["events"] if e["entity_type"] == entity_type]
+
+
+def test_audit_page_shows_reads_with_their_proofs_and_an_edited_event_fails(tmp_path: Path) -> None:
+    chain = AuditedChain(tmp_path)
+    chain.clinician_reads_consent()
+    chain.source.anchor_trail()
+
+    async def go() -> None:
+        async with dashboard(chain, chain.auditor) as client:
+            audit = await _json(client, "/api/audit")
+            [trail] = audit["trail"]
+            assert trail["status"] == "ok" and trail["observer"] == "node0" and trail["anchored_to"] == 1
+            [read] = _events(audit, "consent_provenance")
+            assert (read["agent"], read["action"], read["outcome"]) == ("clinician0", "R", "0")
+            assert read["entity"] == "model_id=deterioration"
+            assert read["proof"] == "verified" and read["proof_detail"] == "anchored at height 1"
+            own = _events(audit, "audit_events")  # the dashboard's own reads, recorded after the anchor
+            assert own and {e["agent"] for e in own} == {"auditor0"} and {e["proof"] for e in own} == {"pending"}
+            assert any(t["kind"] == "audit.anchor" for t in audit["rows"])  # the changes, beside the trail
+
+            # the validator edits the stored read: its leaf changes, so its proof is checked again and fails
+            assert chain.source.audit is not None
+            stored = chain.source.audit.event(0)
+            assert stored is not None
+            edited = stored.model_copy(update={"agent_name": "someone-else"})
+            chain.source.audit._db.put(_EVENT + (0).to_bytes(8, "big"), codec.encode(edited.model_dump()))
+            [read] = [e for e in _events(await _json(client, "/api/audit"), "consent_provenance")]
+            assert read["agent"] == "someone-else" and read["proof"] == "failed"
+            assert "no longer rebuild the anchored root" in read["proof_detail"]
+    run(go)
+
+
+def test_audit_page_says_plainly_when_its_key_may_not_read_the_trail(tmp_path: Path) -> None:
+    chain = AuditedChain(tmp_path)
+    chain.clinician_reads_consent()
+
+    async def go() -> None:
+        for reader, why in ((chain.hospital, "read by the roles ['auditor']"), (None, "sign the request")):
+            async with dashboard(chain, reader) as client:
+                audit = await _json(client, "/api/audit")  # a page, not an error
+                [trail] = audit["trail"]
+                assert trail["status"] == "refused" and audit["events"] == []
+                assert "this dashboard's key may not read the audit trail" in trail["message"]
+                assert why in trail["message"]
+    run(go)
+
+
+def test_without_a_genesis_file_proofs_are_labelled_unchecked(tmp_path: Path) -> None:
+    chain = AuditedChain(tmp_path)
+    chain.clinician_reads_consent()
+    chain.source.anchor_trail()
+
+    async def go() -> None:
+        async with dashboard(chain, chain.auditor, trusted=False) as client:
+            [read] = _events(await _json(client, "/api/audit"), "consent_provenance")
+            assert read["proof"] == "unchecked" and "no genesis file" in read["proof_detail"]
+    run(go)
