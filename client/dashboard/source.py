@@ -24,6 +24,8 @@ from fl_contracts.queries import RegisteredModel
 from genesis.schema import ValidatorInfo
 from ids.queries import AlertPage
 from core.crypto import PrivateKey
+from consent.contract import TaintedRound
+from consent.queries import CONSENT_PROVENANCE, ProvenanceParams
 from client.rpc import RpcClient
 from client.session import ChainSession
 
@@ -50,6 +52,10 @@ class ChainSource(Protocol):
     async def rounds(self, model_id: str) -> list[RoundRecord]: ...
 
     async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion: ...
+
+    async def consent_provenance(self, model_id: str) -> list[TaintedRound]:
+        """Rounds of ``model_id`` that used patients who later withdrew consent (a private read)."""
+        ...
 
     def audit_session(self) -> ChainSession:
         """A blocking session on this validator for ``client/audit.py`` (audit reads are signed, for auditors),
@@ -106,6 +112,9 @@ class RpcSource:
 
     async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
         return await self.client.fl_model_get(model_id, version)
+
+    async def consent_provenance(self, model_id: str) -> list[TaintedRound]:
+        return await self.client.query(CONSENT_PROVENANCE, ProvenanceParams(model_id=model_id))
 
     def audit_session(self) -> ChainSession:
         return ChainSession(self.url, self.reader, timeout_s=self._timeout_s, verify=False)

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.errors import FbciError, InvalidInput
+from core.errors import FbciError, InvalidInput, ReadRefused
+from consent.contract import TaintedRound
 from ids.alerts import ALERT_CLASSES, StoredAlert
 from ids.deterioration import DeteriorationModel
 from client.dashboard.chain import Ack, BlockRow, ChainIndex, TxRow
@@ -158,6 +159,21 @@ class ModelView:
     """Each hospital's latest reported (epsilon, delta): its own accountant's total, signed into its update."""
     evaluation: list[EvalPoint]
     evaluation_note: str
+    withdrawn: list[TaintedRound]
+    """Rounds whose aggregate used patients who later withdrew consent (``consent_provenance``)."""
+    consent_note: str
+
+
+async def consent_status(source: ChainSource, model_id: str) -> tuple[list[TaintedRound], str]:
+    """The model's rounds that used later-withdrawn patients, and a line saying what that covers."""
+    try:
+        tainted = await source.consent_provenance(model_id)
+    except ReadRefused as exc:
+        return [], f"consent status not shown: this dashboard's key may not read consent_provenance ({exc.message})"
+    if not tainted:
+        return [], "no round of this model used a patient who later withdrew consent"
+    return sorted(tainted, key=lambda t: t.round), (
+        f"{len(tainted)} round(s) used patients who later withdrew consent; later versions build on them")
 
 
 class ModelCache:
@@ -207,8 +223,10 @@ async def models_view(source: ChainSource, index: ChainIndex, cache: ModelCache,
                     "computed here, not on chain")
         else:
             note = "no evaluation: the chain records none for this model and this dashboard has no labelled data for it"
+        withdrawn, consent_note = await consent_status(source, spec.id)
         out.append(ModelView(spec.id, spec.task, spec.rule, spec.num_params, spec.round_length_blocks, latest,
-                             rows, sorted(privacy.values(), key=lambda p: p.hospital), evaluation, note))
+                             rows, sorted(privacy.values(), key=lambda p: p.hospital), evaluation, note,
+                             withdrawn, consent_note))
     return out
 
 

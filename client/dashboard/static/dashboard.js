@@ -192,10 +192,14 @@ async function renderModels() {
       : el("p", {class: "note"}, "No update of this model reported differential privacy (trained without --dp-noise).");
     const section = el("section", {"data-model": m.id},
       el("h2", {}, `${m.id} — v${m.latest_version}`),
-      el("p", {class: "note"}, `${m.task}, rule ${m.rule}, ${m.num_params} parameters, rounds of ${m.round_length_blocks} blocks. `
-        + "Consent status: no consent records are on chain yet, so none is shown."),
+      el("p", {class: "note"}, `${m.task}, rule ${m.rule}, ${m.num_params} parameters, rounds of ${m.round_length_blocks} blocks.`),
       el("h3", {}, "Rounds (provenance: which hospitals made each version)"),
       table(["round", "status", "version", "blocks", "accepted", "rejected (reason)", "clipped"], rounds),
+      el("h3", {}, "Consent"), el("p", {class: "note", "data-consent": m.id}, m.consent_note),
+      ...(m.withdrawn.length ? [table(["round", "based on", "patients who withdrew", "first withdrawal at height"],
+        m.withdrawn.map(t => el("tr", {}, el("td", {}, String(t.round)), el("td", {}, `v${t.base_version}`),
+          el("td", {class: "bad"}, String(t.revoked_patients)), el("td", {}, String(t.first_withdrawn_height)))),
+        {id: `withdrawn-${m.id}`})] : []),
       el("h3", {}, "Privacy spent"), privacy,
       el("h3", {}, "Accuracy"), el("p", {class: "note"}, m.evaluation_note));
     if (m.evaluation.length) {

@@ -23,6 +23,8 @@ from typing import Any
 from consensus import Ed25519Signer
 from consensus.certificates import KIND_COMMIT, vote_sign_bytes
 from consent import contract as consent
+from consent.contract import TaintedRound
+from consent.queries import CONSENT_PROVENANCE
 from core.audit import AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditProofParams
 from core.block import BlockHeader
 from core.errors import ReadAuthRequired, ReadForbidden
@@ -188,6 +190,12 @@ class MemorySource:
 
     async def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
         return contract.get_model(self.state, model_id, version)
+
+    async def consent_provenance(self, model_id: str) -> list[TaintedRound]:
+        access = CONSENT_PROVENANCE.access
+        assert access is not None
+        self.guard(CONSENT_PROVENANCE.path, access.roles, self.reader, {"model_id": model_id})
+        return consent.tainted_rounds(self.state, model_id)
 
     def audit_session(self) -> ChainSession:
         session = ChainSession(self.url, self.reader, verify=False)

@@ -1,4 +1,4 @@
-"""The Audit page's trail with its proofs, on the in-memory chain.
+"""The Audit page's trail with its proofs, and the Models page's consent status, on the in-memory chain.
 
 The trail is node0's real audit log and ``audit.anchor`` contract, read and
 proven by ``client/audit.py`` (what ``fbci audit verify`` runs); consent is the
@@ -7,6 +7,7 @@ real ``consent.*`` contract and ``consent_provenance``.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from core import codec
 from core.crypto import PrivateKey
 from core.tx import Transaction
+from consent.contract import ChainConsent
+from consent.record import training_purpose
 from client.dashboard.server import Dashboard, build_app
 from client.dashboard.ward import GeneratedFeed
 from node.audit import _EVENT
@@ -113,4 +116,32 @@ def test_without_a_genesis_file_proofs_are_labelled_unchecked(tmp_path: Path) ->
         async with dashboard(chain, chain.auditor, trusted=False) as client:
             [read] = _events(await _json(client, "/api/audit"), "consent_provenance")
             assert read["proof"] == "unchecked" and "no genesis file" in read["proof_detail"]
+    run(go)
+
+
+def test_models_page_shows_rounds_that_used_patients_who_later_withdrew(tmp_path: Path) -> None:
+    chain = AuditedChain(tmp_path)
+    patient, purpose = secrets.token_bytes(32), training_purpose("deterioration")
+    chain.send(chain.hospital, "consent.set", {"patient": patient, "decision": "permit", "purpose": purpose})
+    # what the FL contract records when it accepts round 3's update trained on this patient
+    ChainConsent().record_use(chain.source.state, chain.hospital.public_key.raw, [patient], "deterioration", 3, 2,
+                              len(chain.source.blocks))
+
+    async def models(client: TestClient) -> dict[str, Any]:
+        found = (await _json(client, "/api/models"))["models"]
+        return next(m for m in found if m["id"] == "deterioration")
+
+    async def go() -> None:
+        async with dashboard(chain, chain.hospital) as client:
+            before = await models(client)
+            assert before["withdrawn"] == [] and "no round of this model used" in before["consent_note"]
+            chain.send(chain.hospital, "consent.revoke", {"patient": patient, "purpose": purpose})
+            after = await models(client)
+            [tainted] = after["withdrawn"]
+            assert (tainted["round"], tainted["base_version"], tainted["revoked_patients"]) == (3, 2, 1)
+            assert tainted["first_withdrawn_height"] == len(chain.source.blocks)
+            assert "1 round(s) used patients who later withdrew" in after["consent_note"]
+        async with dashboard(chain, None) as client:
+            refused = await models(client)
+            assert refused["withdrawn"] == [] and "may not read consent_provenance" in refused["consent_note"]
     run(go)
