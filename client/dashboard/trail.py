@@ -11,7 +11,9 @@ An event's proof is ``verified`` (its leaf and path rebuild the root of an
 failed), or ``unchecked`` when the dashboard holds no genesis file to trust.
 An event proven once is not proven again while the validator serves the same
 bytes for it (its leaf); an edited event has another leaf, so it is checked anew
-and fails. Pending events are asked about on every read.
+and fails. An anchor's block is checked once; each event under it still has
+its own path rebuilt. Events at or past the validator's ``anchored_to`` are
+pending without asking for their proof: every proof read is itself audited.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.audit import AuditEvent, AuditEventsParams, MAX_PAGE, event_leaf
+from core.audit import Anchor, AuditEvent, AuditEventsParams, MAX_PAGE, event_leaf
 from core.errors import FbciError, ReadRefused
-from client.audit import fetch_proof, query_events, verify_event
+from client.audit import Verified, fetch_proof, proof_problem, query_events, verify_event
 from client.session import ChainSession
 
 RECENT_EVENTS = 100
@@ -73,6 +75,9 @@ class TrailReader:
     validators: tuple[bytes, ...] | None
     proven: dict[tuple[str, int, bytes], str] = field(default_factory=dict)
     """``(url, seq, leaf)`` of each event already verified, and its detail."""
+    certified: set[Anchor] = field(default_factory=set)
+    """Anchors (their ``audit.anchor`` transaction, root and range) already proven to be in a certified block:
+    each further event under one needs only its own path checked."""
 
     async def read(self) -> tuple[list[ValidatorTrail], list[EventRow]]:
         results = await asyncio.gather(*(asyncio.to_thread(self._read_one, url, make)
@@ -88,7 +93,7 @@ class TrailReader:
                 head = query_events(session, AuditEventsParams(limit=1))
                 start = max(0, head.next_seq - RECENT_EVENTS)
                 page = query_events(session, AuditEventsParams(from_seq=start, limit=min(RECENT_EVENTS, MAX_PAGE)))
-                rows = [self._row(session, e) for e in page.events]
+                rows = [self._row(session, e, page.anchored_to) for e in page.events]
         except ReadRefused as exc:
             return ValidatorTrail(url, "refused", f"this dashboard's key may not read the audit trail here: "
                                                   f"{exc.message}"), []
@@ -100,17 +105,19 @@ class TrailReader:
         return ValidatorTrail(url, "ok", message, page.observer, page.next_seq, page.anchored_to,
                               page.last_anchor_height), rows
 
-    def _row(self, session: ChainSession, event: AuditEvent) -> EventRow:
-        proof, detail = self._proof(session, event)
+    def _row(self, session: ChainSession, event: AuditEvent, anchored_to: int) -> EventRow:
+        proof, detail = self._proof(session, event, anchored_to)
         who = event.agent_name or (event.agent.hex()[:16] + "…" if event.agent else "anonymous")
         what = " ".join(f"{k}={v}" for k, v in sorted(event.entity.items()))
         return EventRow(event.observer, event.seq, event.recorded_ms, event.height, event.action, event.outcome,
                         event.outcome_reason, who, event.agent_roles, event.entity_type, what, event.purpose,
                         proof, detail)
 
-    def _proof(self, session: ChainSession, event: AuditEvent) -> tuple[str, str]:
+    def _proof(self, session: ChainSession, event: AuditEvent, anchored_to: int) -> tuple[str, str]:
         if self.validators is None:
             return "unchecked", "no genesis file in --home: nothing to check the anchors' certificates against"
+        if event.seq >= anchored_to:  # not asked: each proof read is itself an audited event, pending again
+            return "pending", "not anchored yet: the validator has not committed a root for it"
         key = (session.rpc_url, event.seq, event_leaf(event))
         if key in self.proven:
             return "verified", self.proven[key]
@@ -119,8 +126,13 @@ class TrailReader:
             return "pending", "not anchored yet: the validator has not committed a root for it"
         if proof.event != event:
             return "failed", "the proof is for another version of this event than the trail serves"
-        result = verify_event(session, proof, event.seq, self.validators)
+        if proof.anchor in self.certified and proof_problem(proof, event.seq) is None:
+            result = Verified(event.seq, event.observer, True, f"anchored at height {proof.anchor.height}")
+        else:
+            result = verify_event(session, proof, event.seq, self.validators)
         if not result.ok:
             return "failed", result.detail
+        assert proof.anchor is not None  # verify_event proves anchored events only
+        self.certified.add(proof.anchor)
         self.proven[key] = result.detail
         return "verified", result.detail

@@ -65,17 +65,20 @@ def _events(audit: dict[str, Any], entity_type: str) -> list[dict[str, Any]]:
 def test_audit_page_shows_reads_with_their_proofs_and_an_edited_event_fails(tmp_path: Path) -> None:
     chain = AuditedChain(tmp_path)
     chain.clinician_reads_consent()
+    chain.clinician_reads_consent()
     chain.source.anchor_trail()
 
     async def go() -> None:
         async with dashboard(chain, chain.auditor) as client:
             audit = await _json(client, "/api/audit")
             [trail] = audit["trail"]
-            assert trail["status"] == "ok" and trail["observer"] == "node0" and trail["anchored_to"] == 1
-            [read] = _events(audit, "consent_provenance")
-            assert (read["agent"], read["action"], read["outcome"]) == ("clinician0", "R", "0")
-            assert read["entity"] == "model_id=deterioration"
-            assert read["proof"] == "verified" and read["proof_detail"] == "anchored at height 1"
+            assert trail["status"] == "ok" and trail["observer"] == "node0" and trail["anchored_to"] == 2
+            reads = _events(audit, "consent_provenance")
+            assert [r["seq"] for r in reads] == [1, 0]  # newest first
+            for read in reads:  # the second under an anchor whose block is already proven: its own path only
+                assert (read["agent"], read["action"], read["outcome"]) == ("clinician0", "R", "0")
+                assert read["entity"] == "model_id=deterioration"
+                assert read["proof"] == "verified" and read["proof_detail"] == "anchored at height 1"
             own = _events(audit, "audit_events")  # the dashboard's own reads, recorded after the anchor
             assert own and {e["agent"] for e in own} == {"auditor0"} and {e["proof"] for e in own} == {"pending"}
             assert any(t["kind"] == "audit.anchor" for t in audit["rows"])  # the changes, beside the trail
@@ -86,7 +89,7 @@ def test_audit_page_shows_reads_with_their_proofs_and_an_edited_event_fails(tmp_
             assert stored is not None
             edited = stored.model_copy(update={"agent_name": "someone-else"})
             chain.source.audit._db.put(_EVENT + (0).to_bytes(8, "big"), codec.encode(edited.model_dump()))
-            [read] = [e for e in _events(await _json(client, "/api/audit"), "consent_provenance")]
+            [read] = [e for e in _events(await _json(client, "/api/audit"), "consent_provenance") if e["seq"] == 0]
             assert read["agent"] == "someone-else" and read["proof"] == "failed"
             assert "no longer rebuild the anchored root" in read["proof_detail"]
     run(go)
