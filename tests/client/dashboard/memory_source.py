@@ -33,7 +33,7 @@ from client.session import ChainSession
 from node.audit import AuditLog
 from core.audit import ANCHOR_KIND
 from node.audit_anchor import anchor, covering, last_anchored
-from node.read_auth import ReadOutcome
+from node.read_auth import PERSONAL_KINDS, ReadOutcome
 from node.stores import Database
 from core.api import AccountInfo, BlockInfo, CertificateInfo, NodeStatus, Receipt, Signature, TxCommitResult, TxInfo
 from core.crypto import PrivateKey
@@ -165,7 +165,12 @@ class MemorySource:
     async def tx(self, tx_hash: bytes) -> TxInfo:
         if tx_hash not in self.txs:
             raise NotFound("no such transaction")
-        return self.txs[tx_hash]
+        info = self.txs[tx_hash]
+        if info.kind in PERSONAL_KINDS and self.reader is not None and self.reader.public_key.raw != info.sender:
+            _, roles = self.accounts.get(self.reader.public_key.raw, (None, frozenset()))
+            if not roles & {"auditor", "validator"}:  # the node's read guard on tx_get (node.read_auth)
+                raise ReadForbidden(f"a {info.kind} transaction is read by its sender and auditors only")
+        return info
 
     async def validators(self) -> list[ValidatorInfo]:
         return [ValidatorInfo(name=f"node{i}", public_key=k.public_key.raw.hex(), p2p_address=f"127.0.0.1:{1000 + i}")

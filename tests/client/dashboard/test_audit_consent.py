@@ -148,3 +148,17 @@ def test_models_page_shows_rounds_that_used_patients_who_later_withdrew(tmp_path
             refused = await models(client)
             assert refused["withdrawn"] == [] and "may not read consent_provenance" in refused["consent_note"]
     run(go)
+
+
+def test_a_transaction_the_key_may_not_read_shows_as_private_and_the_index_goes_on(tmp_path: Path) -> None:
+    chain = AuditedChain(tmp_path)
+    other = chain.source.add_account("hospital1", {"hospital"})
+    patient, purpose = secrets.token_bytes(32), training_purpose("deterioration")
+    chain.send(chain.hospital, "consent.set", {"patient": patient, "decision": "permit", "purpose": purpose})
+
+    async def go() -> None:
+        for reader, shown in ((other, "(private)"), (chain.auditor, "consent.set")):
+            async with dashboard(chain, reader) as client:
+                [row] = (await _json(client, "/api/audit"))["rows"]
+                assert row["kind"] == shown and row["height"] == 1
+    run(go)
