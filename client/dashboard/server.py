@@ -77,7 +77,8 @@ class Dashboard:
         self.index = ChainIndex(self.source, self.history)
         self.index.listeners.append(self.publish)
         self.cache = ModelCache(self.source)
-        self.trail = TrailReader({s.url: s.audit_session for s in self.validators}, self.trusted)
+        self.trail = TrailReader({s.url: s.audit_session for s in self.validators}, self.trusted,
+                                 None if self.signer is None else self.signer.public_key.raw)
 
     def publish(self, event: dict[str, Any]) -> None:
         """Send to every browser; one that cannot keep up is cut off (its page reconnects and refetches)."""

@@ -14,6 +14,11 @@ bytes for it (its leaf); an edited event has another leaf, so it is checked anew
 and fails. An anchor's block is checked once; each event under it still has
 its own path rebuilt. Events at or past the validator's ``anchored_to`` are
 pending without asking for their proof: every proof read is itself audited.
+
+The dashboard's own reads (signed with its key: every page load, every proof
+it asks for) are counted but neither shown nor proven: each refresh would
+otherwise fill the newest events with them, and proving them would audit yet
+more reads, a trail that grows with every refresh.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from core.errors import FbciError, ReadRefused
 from client.audit import Verified, fetch_proof, proof_problem, query_events, verify_event
 from client.session import ChainSession
 
-RECENT_EVENTS = 100
+RECENT_EVENTS = MAX_PAGE
 """Newest events the page reads from each validator."""
 
 SessionFactory = Callable[[], ChainSession]
@@ -73,6 +78,8 @@ class TrailReader:
 
     sessions: dict[str, SessionFactory]
     validators: tuple[bytes, ...] | None
+    own: bytes | None = None
+    """The dashboard's reader key: its own events are counted, not shown."""
     proven: dict[tuple[str, int, bytes], str] = field(default_factory=dict)
     """``(url, seq, leaf)`` of each event already verified, and its detail."""
     certified: set[Anchor] = field(default_factory=set)
@@ -93,7 +100,8 @@ class TrailReader:
                 head = query_events(session, AuditEventsParams(limit=1))
                 start = max(0, head.next_seq - RECENT_EVENTS)
                 page = query_events(session, AuditEventsParams(from_seq=start, limit=min(RECENT_EVENTS, MAX_PAGE)))
-                rows = [self._row(session, e, page.anchored_to) for e in page.events]
+                others = [e for e in page.events if self.own is None or e.agent != self.own]
+                rows = [self._row(session, e, page.anchored_to) for e in others]
         except ReadRefused as exc:
             return ValidatorTrail(url, "refused", f"this dashboard's key may not read the audit trail here: "
                                                   f"{exc.message}"), []
@@ -101,7 +109,9 @@ class TrailReader:
             return ValidatorTrail(url, "error", f"error[{exc.code} {exc.reason}]: {exc.message}"), []
         gap = page.next_seq - page.anchored_to
         message = f"{page.next_seq} event(s) recorded, anchored below {page.anchored_to}" + (
-            f"; {gap} not anchored yet" if gap else "")
+            f"; {gap} not anchored yet" if gap else "") + (
+            f"; of the newest {len(page.events)}, {len(page.events) - len(rows)} are this dashboard's own reads "
+            "(not shown)" if len(rows) < len(page.events) else "")
         return ValidatorTrail(url, "ok", message, page.observer, page.next_seq, page.anchored_to,
                               page.last_anchor_height), rows
 

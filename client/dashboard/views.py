@@ -316,5 +316,5 @@ async def audit_view(index: ChainIndex, reader: TrailReader, actor: str | None, 
                      sorted({t.kind for t in txs}), (index.first_height, index.tip),
                      "Changes: every transaction in these blocks, by its signer and kind.", trail, shown[:limit],
                      f"Reads and changes each validator served (its audit_events, newest {RECENT_EVENTS} per "
-                     "validator), each proven as 'fbci audit verify' proves it: its path must rebuild the root of "
-                     "an audit.anchor in a block the genesis validators certified.")
+                     "validator, less this dashboard's own reads), each proven as 'fbci audit verify' proves it: "
+                     "its path must rebuild the root of an audit.anchor in a block the genesis validators certified.")
