@@ -81,7 +81,7 @@ def test_audit_page_shows_reads_with_their_proofs_and_an_edited_event_fails(tmp_
                 assert read["proof"] == "verified" and read["proof_detail"] == "anchored at height 1"
             # the dashboard's own reads (recorded, as every private read is) are counted, neither shown nor proven
             assert _events(audit, "audit_events") == [] and {e["agent"] for e in audit["events"]} == {"clinician0"}
-            assert "of the newest 4, 2 are this dashboard's own reads (not shown)" in trail["message"]  # both its queries
+            assert "of the newest 4, 2 are this dashboard's own reads (not shown)" in trail["message"]  # its 2 queries
             assert any(t["kind"] == "audit.anchor" for t in audit["rows"])  # the changes, beside the trail
 
             # the validator edits the stored read: its leaf changes, so its proof is checked again and fails
