@@ -5,7 +5,10 @@ its modules are imported only when the command runs, so ``fbci node start``
 never loads them.
 The Network page shows every validator it is told of (``--validator-rpc``);
 for a home inside a testnet directory, the other homes there that hold the
-same genesis are found by default.
+same genesis are found by default. With the home's genesis file, models,
+rounds and alerts are read through a light client over all of them
+(:class:`client.dashboard.source.VerifiedSource`), and audit proofs are
+checked against its validators.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ def register(sub: Any) -> None:
                    help=f"where the dashboard listens (default: {DEFAULT_LISTEN})")
     p.add_argument("--validator-rpc", action="append", default=[], metavar="URL",
                    help="another validator for the Network page (repeatable; default: the other homes beside --home)")
-    p.add_argument("--key", metavar="KEY", help="key that signs acknowledgements: a file or a name in HOME/keys "
-                   "(default: hospital, when HOME/keys has it; without a key the dashboard is read-only)")
+    p.add_argument("--key", metavar="KEY", help="key that signs acknowledgements and private reads (the Audit "
+                   "page needs an auditor's): a file or a name in HOME/keys (default: hospital, gateway or admin, "
+                   "the first HOME/keys has; without a key the dashboard is read-only)")
     feed = p.add_mutually_exclusive_group()
     feed.add_argument("--vitals-csv", metavar="DIR", help="directory of <patient>.csv files (default: a generated ward)")
     feed.add_argument("--ward-size", type=int, default=12, metavar="N", help="generated patients (default: 12)")
@@ -79,7 +83,8 @@ def sibling_rpc_urls(home: Path) -> list[str]:
 
 def build_dashboard(args: argparse.Namespace) -> Dashboard:
     from client.dashboard.server import Dashboard
-    from client.dashboard.source import ChainSource, RpcSource
+    from client.dashboard.source import ChainSource, RpcSource, VerifiedSource
+    from client.light import LightClient, home_genesis
     from client.dashboard.ward import CsvFeed, GeneratedFeed, VitalsFeed
     from client.session import reader_key, resolve_rpc_url
 
@@ -94,11 +99,15 @@ def build_dashboard(args: argparse.Namespace) -> Dashboard:
     signer = reader_key(args.key, home)
     feed: VitalsFeed = (CsvFeed(Path(args.vitals_csv)) if args.vitals_csv
                         else GeneratedFeed(args.ward_size, args.ward_seed, step_s=args.ward_step_s))
-    source = RpcSource(url, reader=signer)
+    own = RpcSource(url, reader=signer)
     others = args.validator_rpc or (sibling_rpc_urls(home) if home is not None else [])
-    validators: list[ChainSource] = [source, *(RpcSource(u, reader=signer) for u in others
-                                               if u.rstrip("/") != source.url)]
-    return Dashboard(source, validators, feed, signer, args.alarm_threshold, args.history_blocks)
+    rest = [RpcSource(u, reader=signer) for u in others if u.rstrip("/") != own.url]
+    genesis = home_genesis(home)
+    source: ChainSource = own
+    if genesis is not None:  # provable reads checked against the genesis validators, from any of them
+        source = VerifiedSource(own, LightClient.from_genesis(genesis, [s.client for s in (own, *rest)]))
+    trusted = None if genesis is None else tuple(bytes.fromhex(v.public_key) for v in genesis.validators)
+    return Dashboard(source, [source, *rest], feed, signer, args.alarm_threshold, args.history_blocks, trusted)
 
 
 async def serve(dashboard: Dashboard, host: str, port: int) -> None:

@@ -21,12 +21,14 @@ from typing import Any
 import aiohttp
 
 from core.api import BlockInfo, TxInfo
-from core.errors import FbciError
+from core.errors import FbciError, ReadRefused
 from ids.alerts import ACK_TX_KIND
 from client.dashboard.source import ChainSource
 
 log = logging.getLogger("fbci.dashboard")
 RECONNECT_S = 1.0
+PRIVATE_TX = "(private)"
+"""The kind shown for a transaction the dashboard's key may not read (``tx_get`` refused it)."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,14 @@ class ChainIndex:
             block.height, block.time_ms, block.hash.hex(), self._validators.get(block.proposer, block.proposer.hex()[:12]),
             block.num_txs, sorted(self._validators[k] for k in signed if k in self._validators),
             sorted(n for k, n in self._validators.items() if cert is not None and k not in signed)))
-        for tx_hash in block.txs:
-            await self._ingest_tx(block, await self.source.tx(tx_hash))
+        for index, tx_hash in enumerate(block.txs):
+            try:
+                info = await self.source.tx(tx_hash)
+            except ReadRefused as exc:  # another hospital's update or a patient's consent: only its hash shows
+                self.txs.append(TxRow(block.height, block.time_ms, index, tx_hash.hex(), "", "?", PRIVATE_TX, True,
+                                      "not readable", f"this dashboard's key may not read it ({exc.reason})"))
+                continue
+            await self._ingest_tx(block, info)
 
     async def _ingest_tx(self, block: BlockInfo, info: TxInfo) -> None:
         receipt = info.receipt

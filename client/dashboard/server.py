@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.crypto import PrivateKey
 from core.errors import FbciError, InvalidInput, NotFound, Unauthorized
@@ -35,6 +35,7 @@ from core.tx import Transaction
 from ids.alerts import ACK_TX_KIND, ALERT_CLASSES, AckPayload, StoredAlert
 from client.dashboard.chain import ChainIndex
 from client.dashboard.source import ChainSource
+from client.dashboard.trail import TrailReader
 from client.dashboard.views import (
     AlertFilter, ModelCache, alert_row, alerts_view, audit_view, models_view, network_view,
 )
@@ -62,8 +63,11 @@ class Dashboard:
     """The alarm threshold given on the command line; None: equal-workload on this ward."""
     history: int = 500
     """Recent blocks the index reads (Audit, Network, acknowledgements)."""
+    trusted: tuple[bytes, ...] | None = None
+    """The genesis validators' keys, which audit proofs are checked against; None: no genesis file at hand."""
     index: ChainIndex = dataclasses.field(init=False)
     cache: ModelCache = dataclasses.field(init=False)
+    trail: TrailReader = dataclasses.field(init=False)
     clients: dict[asyncio.Queue[str], web.WebSocketResponse] = dataclasses.field(default_factory=dict)
     closing: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
     """Close handshakes of cut-off browsers, held so the loop cannot drop them half done."""
@@ -73,6 +77,8 @@ class Dashboard:
         self.index = ChainIndex(self.source, self.history)
         self.index.listeners.append(self.publish)
         self.cache = ModelCache(self.source)
+        self.trail = TrailReader({s.url: s.audit_session for s in self.validators}, self.trusted,
+                                 None if self.signer is None else self.signer.public_key.raw)
 
     def publish(self, event: dict[str, Any]) -> None:
         """Send to every browser; one that cannot keep up is cut off (its page reconnects and refetches)."""
@@ -122,6 +128,8 @@ DASHBOARD = web.AppKey("fbci_dashboard", Dashboard)
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, tuple):
@@ -219,7 +227,7 @@ async def api_network(request: web.Request) -> web.Response:
 
 async def api_audit(request: web.Request) -> web.Response:
     d = request.app[DASHBOARD]
-    return _json(audit_view(d.index, request.query.get("actor") or None, request.query.get("kind") or None))
+    return _json(await audit_view(d.index, d.trail, request.query.get("actor") or None, request.query.get("kind") or None))
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.errors import FbciError, InvalidInput
+from core.errors import FbciError, InvalidInput, ReadRefused
+from consent.contract import TaintedRound
 from ids.alerts import ALERT_CLASSES, StoredAlert
 from ids.deterioration import DeteriorationModel
 from client.dashboard.chain import Ack, BlockRow, ChainIndex, TxRow
 from client.dashboard.source import ChainSource
+from client.dashboard.trail import RECENT_EVENTS, EventRow, TrailReader, ValidatorTrail
 from client.dashboard.ward import PatientObs, evaluate_on_ward
 
 T = TypeVar("T")
@@ -157,6 +159,21 @@ class ModelView:
     """Each hospital's latest reported (epsilon, delta): its own accountant's total, signed into its update."""
     evaluation: list[EvalPoint]
     evaluation_note: str
+    withdrawn: list[TaintedRound]
+    """Rounds whose aggregate used patients who later withdrew consent (``consent_provenance``)."""
+    consent_note: str
+
+
+async def consent_status(source: ChainSource, model_id: str) -> tuple[list[TaintedRound], str]:
+    """The model's rounds that used later-withdrawn patients, and a line saying what that covers."""
+    try:
+        tainted = await source.consent_provenance(model_id)
+    except ReadRefused as exc:
+        return [], f"consent status not shown: this dashboard's key may not read consent_provenance ({exc.message})"
+    if not tainted:
+        return [], "no round of this model used a patient who later withdrew consent"
+    return sorted(tainted, key=lambda t: t.round), (
+        f"{len(tainted)} round(s) used patients who later withdrew consent; later versions build on them")
 
 
 class ModelCache:
@@ -206,8 +223,10 @@ async def models_view(source: ChainSource, index: ChainIndex, cache: ModelCache,
                     "computed here, not on chain")
         else:
             note = "no evaluation: the chain records none for this model and this dashboard has no labelled data for it"
+        withdrawn, consent_note = await consent_status(source, spec.id)
         out.append(ModelView(spec.id, spec.task, spec.rule, spec.num_params, spec.round_length_blocks, latest,
-                             rows, sorted(privacy.values(), key=lambda p: p.hospital), evaluation, note))
+                             rows, sorted(privacy.values(), key=lambda p: p.hospital), evaluation, note,
+                             withdrawn, consent_note))
     return out
 
 
@@ -280,12 +299,22 @@ class AuditView:
     kinds: list[str]
     window: tuple[int, int]
     note: str
+    trail: list[ValidatorTrail]
+    """Each validator's audit trail: read, refused (the dashboard's key is no auditor's) or failing."""
+    events: list[EventRow]
+    trail_note: str
 
 
-def audit_view(index: ChainIndex, actor: str | None, kind: str | None, limit: int = 500) -> AuditView:
+async def audit_view(index: ChainIndex, reader: TrailReader, actor: str | None, kind: str | None,
+                     limit: int = 500) -> AuditView:
+    """Changes (the transactions in the indexed blocks) beside every validator's trail of reads and changes."""
     txs = list(index.txs)
     rows = [t for t in reversed(txs) if (actor is None or t.actor == actor) and (kind is None or t.kind == kind)]
-    return AuditView(rows[:limit], sorted({t.actor for t in txs}), sorted({t.kind for t in txs}),
-                     (index.first_height, index.tip),
-                     "Changes only: every transaction in these blocks, by its signer and kind. Reads are not "
-                     "audited on chain yet, so none are shown; inclusion proofs come with the audit log.")
+    trail, events = await reader.read()
+    shown = [e for e in events if actor is None or e.agent == actor]
+    return AuditView(rows[:limit], sorted({t.actor for t in txs} | {e.agent for e in events}),
+                     sorted({t.kind for t in txs}), (index.first_height, index.tip),
+                     "Changes: every transaction in these blocks, by its signer and kind.", trail, shown[:limit],
+                     f"Reads and changes each validator served (its audit_events, newest {RECENT_EVENTS} per "
+                     "validator, less this dashboard's own reads), each proven as 'fbci audit verify' proves it: "
+                     "its path must rebuild the root of an audit.anchor in a block the genesis validators certified.")

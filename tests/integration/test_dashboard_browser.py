@@ -7,7 +7,9 @@ would meet them: each page loads with no console error and is photographed
 alert committed on chain appears on the open Alerts page within 2 s with no
 reload; a click acknowledges it, and the acknowledgement is a committed
 ``ids.ack_alert`` on another validator; a patient's chart plots exactly the
-scores the chain's model gives that patient's vitals.
+scores the chain's model gives that patient's vitals. The dashboard's key
+(hospital0) is also an auditor's, so the Audit page shows a gateway's private
+read from the validators' audit trails, proven against a certified anchor.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from client.dashboard.ward import score_windows
 from client.predict import WINDOW_ROWS
+from core.crypto import PrivateKey
 from client.session import ChainSession, load_client_key
 from devnet import catalog
 from devnet.testnet import Testnet
@@ -61,9 +64,9 @@ def _height(rpc_url: str) -> int:
         return session.run(lambda c: c.status()).height
 
 
-def _on_chain_ack(rpc_url: str, alert_id: int, from_height: int) -> tuple[str, int]:
+def _on_chain_ack(rpc_url: str, key: PrivateKey, alert_id: int, from_height: int) -> tuple[str, int]:
     """(signer's account name, height) of the committed ids.ack_alert for ``alert_id``, read block by block."""
-    with ChainSession(rpc_url) as session:
+    with ChainSession(rpc_url, key) as session:
         tip = session.run(lambda c: c.status()).height
         for height in range(from_height, tip + 1):
             block = session.run(lambda c: c.get_block(height))
@@ -73,6 +76,21 @@ def _on_chain_ack(rpc_url: str, alert_id: int, from_height: int) -> tuple[str, i
                     assert info.receipt.ok, info.receipt
                     return info.receipt.result["acknowledged_by"], height
     raise AssertionError(f"no ids.ack_alert for alert {alert_id} in blocks {from_height}..{tip}")
+
+
+def _grant_auditor(net: Testnet) -> None:
+    """hospital0 (the dashboard's key) may read the audit trail too."""
+    home = net.specs[0].home
+    with ChainSession(net.specs[0].rpc_url, load_client_key("admin", home)) as admin:
+        hospital = load_client_key("hospital", home).public_key.raw
+        admin.submit_commit("acl.grant", {"public_key": hospital, "role": "auditor"})
+
+
+def _gateway_read(net: Testnet) -> None:
+    """A private read node0 records in its audit trail (made just before the Audit page is opened: the
+    page shows each validator's newest events, and the dashboard's own reads are audited too)."""
+    with ChainSession(net.specs[0].rpc_url, load_client_key("gateway", net.specs[0].home)) as gateway:
+        gateway.run(lambda c: c.alerts_query(limit=1))
 
 
 def train_deterioration(net: Testnet, tmp_path: Path, rounds: int) -> None:
@@ -91,10 +109,10 @@ def train_deterioration(net: Testnet, tmp_path: Path, rounds: int) -> None:
         assert proc.wait(timeout=240) == 0, (tmp_path / f"train{i}.log").read_text()[-2000:]
 
 
-def _chain_rounds(rpc_url: str) -> tuple[dict[int, str], int]:
+def _chain_rounds(rpc_url: str, key: PrivateKey) -> tuple[dict[int, str], int]:
     """Each aggregated deterioration round's accepted hospitals (names, sorted, as the page lists them)
     and the latest version, read from the chain."""
-    with ChainSession(rpc_url) as session:
+    with ChainSession(rpc_url, key) as session:
         rounds = session.rounds("deterioration")
         names = {}
         for r in rounds:
@@ -105,8 +123,8 @@ def _chain_rounds(rpc_url: str) -> tuple[dict[int, str], int]:
     return accepted, max(r.new_version or 0 for r in rounds)
 
 
-def _model_weights(rpc_url: str) -> tuple[object, dict[str, np.ndarray]]:
-    with ChainSession(rpc_url) as reader:
+def _model_weights(rpc_url: str, key: PrivateKey) -> tuple[object, dict[str, np.ndarray]]:
+    with ChainSession(rpc_url, key) as reader:
         return reader.model_weights("deterioration")
 
 
@@ -115,8 +133,10 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
     chromium = require_binary(CHROMIUM, "chromium")
     sync_playwright = _playwright()
     # Rounds of 300 blocks: each closes when all four hospitals have submitted, however loaded the machine.
+    # Reads are private (signed, audited) and each validator anchors its audit trail every 2 blocks.
     monkeypatch.setattr(catalog, "default_app_state",
-                        lambda n: {"models": [s.to_doc() for s in catalog.default_models(n, round_length_blocks=300)]})
+                        lambda n: {"models": [s.to_doc() for s in catalog.default_models(n, round_length_blocks=300)],
+                                   "read_policy": {}, "audit": {"anchor_every_blocks": 2}})
     net = testnet(4)
     net.wait_ready(60, min_height=1)
     port = free_base_port(1)
@@ -126,8 +146,10 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
     base = f"http://127.0.0.1:{port}"
     chain = ChainThread()
     gateway = load_client_key("gateway", net.specs[0].home)
+    reader = load_client_key("hospital", net.specs[0].home)  # the dashboard's key, an auditor's too
     rpc0, rpc2 = net.specs[0].rpc_url, net.specs[2].rpc_url
     try:
+        chain(lambda: _grant_auditor(net))
         train_deterioration(net, tmp_path, rounds=2)  # so the pages show trained versions, rounds and privacy
         wait_http(f"{base}/patients", proc, log)
         with sync_playwright() as pw:
@@ -151,10 +173,18 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
                 assert errors == [], f"console errors on {path}: {errors}"
 
             for name, ready in zip(PAGES, ("#ward tbody tr", "#alerts tbody tr", "section[data-model]",
-                                           "#validators tbody tr", "#audit tbody tr")):
+                                           "#validators tbody tr", "#events tbody tr")):
+                if name == "audit":
+                    chain(lambda: _gateway_read(net))
                 load(f"/{name}", ready)
+                if name == "audit":  # the gateway's private read, from node0's trail, proven once anchored
+                    read = page.locator("#events tbody tr", has_text="gateway0").filter(has_text="alerts_query")
+                    read.filter(has_text="verified: anchored at height").first.wait_for(timeout=60_000)
+                    page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
+                    _publish(tmp_path / "audit.png")
+                    assert errors == [], errors
                 if name == "models":  # the page's provenance and curve are the chain's rounds and versions
-                    accepted, latest = chain(lambda: _chain_rounds(rpc0))
+                    accepted, latest = chain(lambda: _chain_rounds(rpc0, reader))
                     tables = page.locator('section[data-model="deterioration"] table')
                     shown = {int(r[0]): r[4] for r in (line.split("\t") for line in
                              tables.first.inner_text().splitlines()[1:]) if r[1] == "aggregated"}
@@ -188,7 +218,7 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
             row.locator("button.ack").click()
             page.locator(f'#alerts tr[data-alert="{alert_id}"] .ackcell').get_by_text(
                 "acknowledged by hospital0").wait_for(timeout=30_000)
-            signer, height = chain(lambda: _on_chain_ack(rpc2, alert_id, max(1, from_height - 1)))
+            signer, height = chain(lambda: _on_chain_ack(rpc2, reader, alert_id, max(1, from_height - 1)))
             assert signer == "hospital0" and height >= from_height - 1
             page.select_option("#f-class", "")  # every class again, for the README's picture
             page.locator(f'#alerts tr[data-alert="{other_id}"]').wait_for(timeout=10_000)
@@ -200,7 +230,7 @@ def test_dashboard_in_chromium(testnet: Callable[..., Testnet], tmp_path: Path,
             load("/patients/bed-02", "#trend .main-svg")
             traces = {t["name"]: t for t in page.evaluate(
                 "Array.from(document.getElementById('trend').data, t => ({name: t.name, x: t.x, y: t.y}))")}
-            _, weights = chain(lambda: _model_weights(net.specs[1].rpc_url))
+            _, weights = chain(lambda: _model_weights(net.specs[1].rpc_url, reader))
             model = DeteriorationModel.from_weights(weights)
             series = generate_patient("bed-02", np.random.default_rng(1))
             shown = int(round(START_H / STEP_H)) + 1

@@ -192,10 +192,14 @@ async function renderModels() {
       : el("p", {class: "note"}, "No update of this model reported differential privacy (trained without --dp-noise).");
     const section = el("section", {"data-model": m.id},
       el("h2", {}, `${m.id} — v${m.latest_version}`),
-      el("p", {class: "note"}, `${m.task}, rule ${m.rule}, ${m.num_params} parameters, rounds of ${m.round_length_blocks} blocks. `
-        + "Consent status: no consent records are on chain yet, so none is shown."),
+      el("p", {class: "note"}, `${m.task}, rule ${m.rule}, ${m.num_params} parameters, rounds of ${m.round_length_blocks} blocks.`),
       el("h3", {}, "Rounds (provenance: which hospitals made each version)"),
       table(["round", "status", "version", "blocks", "accepted", "rejected (reason)", "clipped"], rounds),
+      el("h3", {}, "Consent"), el("p", {class: "note", "data-consent": m.id}, m.consent_note),
+      ...(m.withdrawn.length ? [table(["round", "based on", "patients who withdrew", "first withdrawal at height"],
+        m.withdrawn.map(t => el("tr", {}, el("td", {}, String(t.round)), el("td", {}, `v${t.base_version}`),
+          el("td", {class: "bad"}, String(t.revoked_patients)), el("td", {}, String(t.first_withdrawn_height)))),
+        {id: `withdrawn-${m.id}`})] : []),
       el("h3", {}, "Privacy spent"), privacy,
       el("h3", {}, "Accuracy"), el("p", {class: "note"}, m.evaluation_note));
     if (m.evaluation.length) {
@@ -261,6 +265,20 @@ async function renderAudit() {
     el("h1", {}, "Audit trail"),
     el("p", {class: "note"}, `${a.note} Blocks ${a.window[0]}–${a.window[1]}.`),
     el("div", {class: "filters"}, select("actor", a.actors), select("kind", a.kinds)),
+    el("h2", {}, "Reads and changes served (audit trail)"),
+    el("p", {class: "note"}, a.trail_note),
+    table(["validator", "RPC", "trail"], a.trail.map(v => el("tr", {"data-trail": v.url},
+      el("td", {}, v.observer || "?"), el("td", {class: "mono"}, v.url),
+      el("td", {class: v.status === "ok" ? "" : "bad"}, v.message))), {id: "trail"}),
+    a.events.length ? table(["time (UTC)", "validator", "#", "who", "roles", "action", "what", "outcome", "proof"],
+      a.events.map(e => el("tr", {"data-event": `${e.observer}/${e.seq}`},
+        el("td", {}, when(e.recorded_ms)), el("td", {}, e.observer), el("td", {}, String(e.seq)), el("td", {}, e.agent),
+        el("td", {}, e.agent_roles.join(", ")), el("td", {}, e.action), el("td", {}, `${e.entity_type} ${e.entity}`),
+        el("td", {class: e.outcome === "0" ? "good" : "bad"}, e.outcome === "0" ? "ok" : `refused: ${e.outcome_reason}`),
+        el("td", {class: e.proof === "verified" ? "good" : e.proof === "failed" ? "bad" : "", title: e.proof_detail},
+          `${e.proof}: ${e.proof_detail}`))), {id: "events"})
+      : el("p", {}, "No audit event readable from any validator."),
+    el("h2", {}, "Changes (transactions)"),
     table(["height", "time (UTC)", "who", "kind", "what", "outcome", "tx"], a.rows.map(t => el("tr", {},
       el("td", {}, String(t.height)), el("td", {}, when(t.time_ms)), el("td", {}, t.actor), el("td", {}, t.kind),
       el("td", {}, t.detail), el("td", {class: t.ok ? "good" : "bad"}, t.outcome), el("td", {class: "mono"}, short(t.hash)))),

@@ -50,3 +50,23 @@ def test_no_validator_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     dead, listen = free_base_port(2), free_base_port(1)
     assert main(["dashboard", "--rpc", f"http://127.0.0.1:{dead}", "--listen", f"127.0.0.1:{listen}"]) == 4  # cli.main.EXIT_UNREACHABLE
     assert "error[-32060 node_unreachable]" in capsys.readouterr().err
+
+
+def test_a_home_with_a_genesis_file_reads_through_the_light_client(tmp_path: Path) -> None:
+    import argparse
+
+    from cli.dashboard import build_dashboard, register
+    from client.dashboard.source import RpcSource, VerifiedSource
+    from genesis.schema import load_genesis
+
+    net = init_network(3, tmp_path / "net", base_port=27300)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    d = build_dashboard(parser.parse_args(["dashboard", "--home", str(net.homes[0])]))
+    assert isinstance(d.source, VerifiedSource) and d.validators[0] is d.source
+    assert [c.rpc_url for c in d.source.light.endpoints] == [s.client.rpc_url for s in
+                                                             (d.source.rest, *d.validators[1:])]
+    genesis = load_genesis(net.homes[0] / "config" / "genesis.json")
+    assert d.trusted == tuple(bytes.fromhex(v.public_key) for v in genesis.validators)
+    bare = build_dashboard(parser.parse_args(["dashboard", "--rpc", "http://127.0.0.1:27301"]))
+    assert isinstance(bare.source, RpcSource) and bare.trusted is None  # no genesis: proofs labelled unchecked
