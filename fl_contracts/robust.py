@@ -155,8 +155,9 @@ def foolsgold_weights(g: IntArray) -> list[int]:
     top = [max((cs[i][j] for j in range(n) if j != i), default=0) for i in range(n)]
     alpha = []
     for i in range(n):
-        # pardoning: an update that resembles one more similar to others than itself is not penalised for it
-        pardoned = [cs[i][j] * top[i] // top[j] if top[j] > top[i] else cs[i][j] for j in range(n) if j != i]
+        # pardoning: an update that resembles one more similar to others than itself is not penalised for it;
+        # only a positive top[i] scales (then top[j] > top[i] > 0), as the ratio of similarities assumes
+        pardoned = [cs[i][j] * top[i] // top[j] if top[j] > top[i] > 0 else cs[i][j] for j in range(n) if j != i]
         alpha.append(min(COS_ONE, max(0, COS_ONE - max(pardoned, default=0))))
     peak = max(alpha)
     if peak == 0:

@@ -97,7 +97,7 @@ def foolsgold(rows: Rows) -> tuple[list[int], set[int]]:
     top = [max(cs[i][j] for j in range(n) if j != i) for i in range(n)]
     alpha = []
     for i in range(n):
-        worst = max(cs[i][j] * top[i] // top[j] if top[j] > top[i] else cs[i][j] for j in range(n) if j != i)
+        worst = max(cs[i][j] * top[i] // top[j] if top[j] > top[i] > 0 else cs[i][j] for j in range(n) if j != i)
         alpha.append(min(one, max(0, one - worst)))
     zero = round(one / (1 + math.exp(0.5)))  # where FoolsGold's logit stretch crosses 0
     peak = max(alpha)

@@ -136,3 +136,15 @@ def test_foolsgold_drops_a_colluding_pair_and_keeps_the_honest() -> None:
 @given(arrays(np.int32, st.integers(1, 30), elements=st.integers(-A, A)), st.integers(2, 8))
 def test_foolsgold_of_identical_updates_is_that_update(v: np.ndarray, n: int) -> None:
     assert np.array_equal(run("foolsgold", {}, np.tile(v, (n, 1))).delta, v)
+
+
+def test_foolsgold_with_no_positive_similarity_does_not_divide_by_zero() -> None:
+    """Found by hypothesis: three updates whose best similarities are 0 or negative made the pardoning
+    step divide by a zero similarity, an exception every validator would hit at the round's close."""
+    from fl_contracts import aggregation as ag
+    from fl_contracts.robust import foolsgold_weights
+
+    a = 54_794_158
+    rows = np.array([[0, -a, a - 1], [-a, 0, -a], [0, a, 0]], dtype=np.int32)
+    weights = foolsgold_weights(ag.gram(rows))
+    assert len(weights) == 3 and max(weights) > 0
