@@ -22,8 +22,9 @@ demo: $(STAMP)
 deps:
 	sh scripts/system-deps.sh
 
+# Two workers, one test file each at a time (most integration tests wait on real validators' blocks).
 test: $(STAMP) deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Flower pins packaging<26, which would downgrade the runtime venv, so it lives in its own venv.
 BENCH_VENV := .venv-bench
