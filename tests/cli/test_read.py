@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from devnet.testnet import Testnet, rpc_call
+from tests.testnets import running_testnet
 from tests.ports import free_base_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
-    net = Testnet.create(1, tmp_path_factory.mktemp("cli-read"), free_base_port(4))
-    try:
-        net.start()
-        net.wait_ready(60, min_height=1)
+    with running_testnet(tmp_path_factory.mktemp("cli-read")) as net:
         yield net
-    finally:
-        net.stop_all()
 
 
 def fbci(*args: str) -> subprocess.CompletedProcess[str]:

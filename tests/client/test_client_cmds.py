@@ -20,20 +20,15 @@ import pytest
 from core.api import TX_GET
 from ids.flows import HOSPITAL_PROFILES, generate_flows, write_flows_csv
 from devnet.testnet import Testnet, rpc_call
-from tests.integration.conftest import free_base_port
+from tests.testnets import running_testnet
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
-    net = Testnet.create(1, tmp_path_factory.mktemp("client-cmds"), free_base_port(4))
-    try:
-        net.start()
-        net.wait_ready(60, min_height=1)
+    with running_testnet(tmp_path_factory.mktemp("client-cmds")) as net:
         yield net
-    finally:
-        net.stop_all()
 
 
 def fbci(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
