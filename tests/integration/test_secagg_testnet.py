@@ -12,6 +12,7 @@ form a plain round would carry nor the weighted int64 form that was masked.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +83,7 @@ def test_secure_round_on_the_testnet_leaves_no_update_on_any_validator(secure_ne
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=hospital, args=(j,), daemon=True) for j in range(HOSPITALS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    run_hospitals(hospital, 300)
     assert not errors, errors
     assert len(records) == HOSPITALS, "a hospital never finished"
     record = records[0]
@@ -137,11 +134,7 @@ def test_hospitals_train_a_secure_model_with_fl_train_and_get_plain_fedavg(secur
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=hospital, args=(j,), daemon=True) for j in range(HOSPITALS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=400)
+    run_hospitals(hospital, 400)
     assert not errors, errors
     assert len(results) == HOSPITALS
     records = results[0]
@@ -166,3 +159,12 @@ def test_hospitals_train_a_secure_model_with_fl_train_and_get_plain_fedavg(secur
                                                     tuple(s for s, _ in senders)),
                               max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
             assert np.array_equal(after.weights_int(), before.weights_int() + plain.delta), f"round {record.round}"
+
+
+def run_hospitals(hospital: Callable[[int], None], timeout_s: float) -> None:
+    """Each hospital's part in its own thread, as separate hospitals would run it; joined with a deadline."""
+    threads = [threading.Thread(target=hospital, args=(j,), daemon=True) for j in range(HOSPITALS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout_s)
