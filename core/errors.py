@@ -375,6 +375,15 @@ def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageErr
     return StorageError(f"{doing}: {detail}")
 
 
+def failure_reason(exc: Exception) -> str:
+    """What every validator records identically about an exception met while executing a block: a
+    project error's slug and message, any other only by its class name (its text may carry an address
+    or a library's wording, which must not reach state)."""
+    if isinstance(exc, FbciError):
+        return f"{exc.reason}: {exc.message}"
+    return type(exc).__name__
+
+
 ALL_ERRORS: tuple[type[FbciError], ...] = (
     FbciError, InvalidInput, DecodeError, NotFound, TxRejected, BadSignature, BadNonce,
     Unauthorized, TooLarge, WrongChain, UnknownKind, ContractRejected, AlreadyKnown,

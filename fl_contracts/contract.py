@@ -49,7 +49,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
 
 from core import codec
-from core.errors import ContractRejected, InvalidInput, NotFound
+from core.errors import ContractRejected, InvalidInput, NotFound, failure_reason
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from core.wire import WIRE_BYTES
@@ -297,14 +297,21 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
         record = RoundRecord(**base, status="failed", reason=f"{len(docs)} updates; min_updates is {spec.min_updates}")
         _open_round(state, spec, head.version, head.round + 1, height)
         return record
-    values = np.empty((len(docs), spec.num_params), dtype=np.int32)
-    for i, d in enumerate(docs):
-        values[i] = decode_delta(d["delta"], spec.num_params)
-    weights = np.array([d["weight"] for d in docs], dtype=np.int64)
-    agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, senders),
-                    max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
-    old = _load(state, _key("ver", spec.id, _be(head.version)))
-    new_w = decode_weights(old["weights"]) + agg.delta
+    try:  # a rule that raises fails its round on every validator alike, rather than halt the chain
+        values = np.empty((len(docs), spec.num_params), dtype=np.int32)
+        for i, d in enumerate(docs):
+            values[i] = decode_delta(d["delta"], spec.num_params)
+        weights = np.array([d["weight"] for d in docs], dtype=np.int64)
+        agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, senders),
+                        max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
+        old = _load(state, _key("ver", spec.id, _be(head.version)))
+        new_w = decode_weights(old["weights"]) + agg.delta
+    except MemoryError:  # this machine's, not the round's
+        raise
+    except Exception as exc:  # nothing is written above: the round fails cleanly
+        record = RoundRecord(**base, status="failed", reason=f"aggregation failed: {failure_reason(exc)}")
+        _open_round(state, spec, head.version, head.round + 1, height)
+        return record
     mv = _store_version(state, spec.id, head.version + 1, head.round, height, encode_weights(new_w))
     participants = [
         Participant(sender=s, num_samples=d["num_samples"], weight=int(min(weights[i], spec.max_samples)),

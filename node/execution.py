@@ -7,22 +7,29 @@ a kind is one registration. The executor applies a block's transactions in
 order, each in its own write buffer: a transaction that fails any check
 changes nothing except, once it has passed the stateless and account checks,
 its sender's nonce (so it cannot be replayed and the sender's next nonce stays
-predictable). End-of-block hooks (closing FL rounds) run after the last
-transaction. Nothing here reads the clock or iterates an unordered container
-of untrusted input.
+predictable). End-of-block hooks (closing FL rounds, expiring proposals) run
+after the last transaction, each in its own write buffer too: a hook that
+raises would otherwise raise on every validator at the same height and halt
+the chain, so its writes are dropped, the failure is recorded in state (the
+same on every validator: see :func:`core.errors.failure_reason`) and the block
+commits. Only ``MemoryError`` escapes, since it is this machine's, not the
+block's. Nothing here reads the clock or iterates an unordered container of
+untrusted input.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core import codec
 from core.api import Receipt
 from core.block import Block
 from core.errors import (
     BadNonce, BadSignature, FbciError, InvalidInput, KeyRotated, TxRejected, Unauthorized, UnknownKind, WrongChain,
+    failure_reason,
 )
 from core.keyhistory import rotated_to
 from core.hashing import sha256
@@ -38,6 +45,29 @@ log = logging.getLogger(__name__)
 Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
 EndBlockHook = Callable[[StateView, int], Sequence[RoundRecord]]
 """After a block's last transaction: closes FL rounds and returns their records."""
+HOOK_FAILED_PREFIX = b"sys/hook_failed/"
+"""``<hook name>`` -> :class:`HookFailure`, the latest failure of that end-block hook (overwritten, so a hook
+failing at every block costs one key, not one per block)."""
+
+
+@dataclass(frozen=True)
+class HookFailure:
+    hook: str
+    height: int
+    """The latest height it failed at; its writes of that block were dropped."""
+    reason: str
+    failures: int
+    """How many blocks it has failed in so far."""
+
+
+def hook_name(hook: EndBlockHook) -> str:
+    """A hook's stable name (module and qualified name), the same on every validator."""
+    return f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', type(hook).__name__)}"
+
+
+def hook_failure(state: StateView, name: str) -> HookFailure | None:
+    raw = state.get(HOOK_FAILED_PREFIX + name.encode())
+    return None if raw is None else HookFailure(**codec.decode(raw))
 
 
 @dataclass(frozen=True)
@@ -168,7 +198,7 @@ class Executor:
             self.quota.charge(pending, tally.sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
-            rounds_closed.extend(hook(pending, block.height))
+            rounds_closed.extend(_run_hook(hook, pending, block.height))
         return BlockOutcome(pending, receipts, rounds_closed, tally.nonces)
 
     def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, tally: _Tally,
@@ -209,6 +239,24 @@ class Executor:
             # an acl kind may have changed the sender's own roles: keep them, with the new nonce
             store_account(pending, tx.sender, Account(current.name, current.roles, tx.nonce))
         return tx_hash, Receipt(height, index, True, 0, "ok", "", result)
+
+
+def _run_hook(hook: EndBlockHook, pending: PendingState, height: int) -> Sequence[RoundRecord]:
+    scratch = pending.child()
+    try:
+        records = hook(scratch, height)
+    except MemoryError:
+        raise
+    except Exception as exc:  # the same on every validator at this height: record it and go on, never halt
+        name = hook_name(hook)
+        log.exception("end-block hook %s failed at height %d; its writes are dropped and the block commits",
+                      name, height)
+        previous = hook_failure(pending, name)
+        failure = HookFailure(name, height, failure_reason(exc), 1 + (previous.failures if previous else 0))
+        pending.set(HOOK_FAILED_PREFIX + name.encode(), codec.encode(asdict(failure)))
+        return ()
+    scratch.merge_into_parent()
+    return records
 
 
 def _failed(height: int, index: int, exc: FbciError) -> Receipt:

@@ -152,3 +152,22 @@ def test_the_round_closed_event_names_who_a_robust_rule_excluded() -> None:
     (event,) = contract.end_block(state, 1)
     excluded = {p.sender: p.excluded for p in event.participants}
     assert excluded[ctx(3).sender] is not None and excluded[ctx(0).sender] is None
+
+
+def test_a_raising_aggregation_rule_fails_the_round_with_its_reason_and_opens_the_next(
+        spec: ModelSpec, state: MemoryState, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fl_contracts import aggregation
+
+    def broken_rule(updates, params):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(aggregation.RULES, spec.rule, broken_rule)
+    for i in range(3):
+        contract.submit_update(state, ctx(i), payload(spec, [1] * 8))
+    (record,) = contract.end_block(state, 1)
+    assert record.status == "failed" and record.reason == "aggregation failed: ZeroDivisionError"
+    assert record.new_version is None and contract.get_model(state, spec.id).version == 0
+    assert not list(state.scan(b"fl/upd/"))  # the round's updates are gone with it
+    nxt = contract.current_round(state, spec.id)
+    assert (nxt.round, nxt.status, nxt.base_version) == (2, "open", 0)
+    assert [(r.round, r.status) for r in contract.round_history(state, spec.id)] == [(1, "failed"), (2, "open")]

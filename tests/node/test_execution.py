@@ -171,3 +171,47 @@ def test_a_transaction_stuck_behind_a_lost_nonce_expires_after_its_ttl(mempool) 
     assert stuck.hash in mempool
     mempool.update(idle_block(3))
     assert stuck.hash not in mempool and len(mempool) == 0 and mempool.size_bytes == 0
+
+
+def test_a_raising_end_block_hook_is_contained_recorded_and_the_chain_keeps_committing(tmp_path) -> None:
+    """An end-block hook's bug would raise on every validator at the same height: its writes are dropped,
+    the failure is recorded in state alike everywhere, and the block (and the next) commit."""
+    from node.execution import hook_failure, hook_name
+
+    def broken(state, height):
+        state.set(b"broken/partial", b"x")  # a write made before the bug: must not survive
+        raise ZeroDivisionError("division by zero")
+
+    def sound(state, height):
+        state.set(b"sound/" + height.to_bytes(8, "big"), b"ran")
+        return []
+
+    roots = []
+    for name in ("a", "b"):  # two validators executing the same blocks
+        db = Database(tmp_path / name)
+        state = StateStore(db)
+        seed_accounts(state)
+        registry = make_registry()
+        registry.end_block_hooks += [broken, sound]
+        executor = Executor(CHAIN, registry, SignatureCache(), max_tx_bytes=4096)
+        assert run_block(state, executor, 1, [echo_tx(HOSPITAL, 1)])[0].ok
+        assert run_block(state, executor, 2, [echo_tx(HOSPITAL, 2)])[0].ok
+        assert state.get(b"broken/partial") is None
+        assert state.get(b"sound/" + (2).to_bytes(8, "big")) == b"ran"  # the other hooks still ran
+        failure = hook_failure(state, hook_name(broken))
+        assert failure is not None and (failure.height, failure.failures) == (2, 2)
+        assert failure.reason == "ZeroDivisionError" and failure.hook.endswith("broken")
+        roots.append(state.state_hash)
+        db.close()
+    assert roots[0] == roots[1]
+
+
+def test_memory_exhaustion_in_a_hook_is_this_machines_and_not_recorded_on_chain(chain) -> None:
+    state, executor = chain
+
+    def starved(state, height):
+        raise MemoryError
+
+    executor.registry.end_block_hooks.append(starved)
+    with pytest.raises(MemoryError):
+        executor.execute_block(make_block(1, [echo_tx(HOSPITAL, 1).encode()]), state)
