@@ -46,7 +46,9 @@ from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
-from node.execution import DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs
+from node.execution import (
+    SIGNATURE_CACHE_SIZE, DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs,
+)
 from node.kinds import build_registry, genesis_hooks
 from node.quotas import MemberQuota
 from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex, commit_block
@@ -81,7 +83,8 @@ class _Route:
 
 class LedgerApplication:
     def __init__(self, chain_id: str, validators: tuple[bytes, ...], params: ChainParams, database: Database,
-                 registry: TxKindRegistry, genesis_time_ms: int = 0, verifier: Verifier | None = None) -> None:
+                 registry: TxKindRegistry, genesis_time_ms: int = 0, verifier: Verifier | None = None,
+                 signature_cache_size: int = SIGNATURE_CACHE_SIZE) -> None:
         self.chain_id = chain_id
         self.validators = validators
         self.params = params
@@ -90,7 +93,7 @@ class LedgerApplication:
         self.blocks = BlockStore(database)
         self.state = StateStore(database)
         self.tx_index = TxIndex(database)
-        self.signatures = SignatureCache()
+        self.signatures = SignatureCache(signature_cache_size)
         self.verifier = verifier or Ed25519Verifier(chain_id)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
@@ -217,6 +220,13 @@ class LedgerApplication:
 
     # -- CheckTx ----------------------------------------------------------------------------
 
+    def committed_height(self, tx_hash: bytes) -> int | None:
+        """The height of the committed block that carries ``tx_hash`` (the ``tx_get`` index), if any."""
+        try:
+            return self.tx_index.get(tx_hash).height
+        except NotFound:
+            return None
+
     def check_tx(self, request: CheckTxRequest) -> CheckedTx:
         """The checks execution will make, against committed state, then the contract on a throwaway
         buffer. A malformed payload is always refused; a contract-rule refusal only when the sender
@@ -227,11 +237,9 @@ class LedgerApplication:
                                request.tx_hash, request.raw, self.state)
         assert account is not None  # check_admission refused a missing account
         if tx.nonce <= account.nonce:
-            try:  # the same bytes sent again after they committed: a retry, told where they are
-                height = self.tx_index.get(request.tx_hash).height
-            except NotFound:
-                raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}"
-                               ) from None
+            height = self.committed_height(request.tx_hash)
+            if height is None:
+                raise BadNonce(f"nonce {tx.nonce} was already used; the sender's next nonce is {account.nonce + 1}")
             raise BadNonce(f"transaction {request.tx_hash.hex()} is already committed, at height {height}",
                            data={"committed_height": height})
         if tx.nonce > account.nonce + MAX_NONCE_GAP:

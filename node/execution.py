@@ -94,6 +94,10 @@ class TxKindRegistry:
             raise UnknownKind(f"unknown transaction kind {name!r}; known: {sorted(self.kinds)}") from None
 
 
+SIGNATURE_CACHE_SIZE = 200_000
+"""Verified transaction hashes a node remembers; older ones are found in the committed-tx index instead."""
+
+
 class SignatureCache:
     """Hashes of transactions whose signature this node already verified.
 
@@ -102,7 +106,7 @@ class SignatureCache:
     entries are dropped first (dicts keep insertion order).
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = SIGNATURE_CACHE_SIZE) -> None:
         self._seen: dict[bytes, None] = {}
         self._limit = limit
 

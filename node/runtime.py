@@ -229,7 +229,8 @@ class Validator:
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
-                         signatures=application.signatures, reads=reads)  # the mempool's own cache
+                         signatures=application.signatures, reads=reads,  # the mempool's own cache
+                         committed=application.committed_height)
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port, ssl_context=tls)

@@ -80,6 +80,8 @@ class UnsubscribeParams(Params):
 
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
+CommittedLookup = Callable[[bytes], "int | None"]
+"""The height of the committed block carrying a transaction hash, if any (``LedgerApplication.committed_height``)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class TxAuth:
     signature check, so ``signatures`` only ever learns hashes of this chain's transactions (block
     validation trusts that). ``None`` verifies every transaction (servers without a chain)."""
     signatures: SignatureCheck
+    committed: CommittedLookup | None = None
+    """The committed-transaction index: bytes already in a block are a retry or a replay of public bytes and
+    charge no signer (the signature cache forgets old hashes; this index does not)."""
 
 
 class _Handlers:
@@ -143,7 +148,9 @@ class _Handlers:
             self.admission.check_unproven(ctx.client)
             return
         tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
-        resent = tx_hash in auth.signatures
+        # Bytes verified before, or already in a block (public: anyone can replay them), are a retry the
+        # call's address token pays for; the mempool then answers where they are.
+        resent = tx_hash in auth.signatures or (auth.committed is not None and auth.committed(tx_hash) is not None)
         if not auth.signatures.verify(tx, tx_hash, raw):
             self.admission.report(MISBEHAVIOUR_BAD_SIGNATURE, ctx.client)
             self.admission.check_unproven(ctx.client)
@@ -228,11 +235,11 @@ def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
 
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
                   chain_id: str | None = None, signatures: SignatureCheck | None = None,
-                  reads: ReadGate | None = None) -> dict[str, Method]:
+                  reads: ReadGate | None = None, committed: CommittedLookup | None = None) -> dict[str, Method]:
     """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table).
 
-    ``chain_id`` and ``signatures``: see :class:`TxAuth`; ``reads``: private reads (None: all open)."""
-    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly()), reads)
+    ``chain_id``, ``signatures`` and ``committed``: see :class:`TxAuth`; ``reads``: private reads (None: all open)."""
+    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly(), committed), reads)
     table = [
         Method("status", "Height, latest block hash, view, peers, mempool size, sync state.", NoParams,
                NodeStatus, h.status),

@@ -16,7 +16,7 @@ from core.tx import Transaction
 from genesis.schema import ChainParams
 from node.accounts import Account, echo, grant, register, revoke, store_account
 from node.app import LedgerApplication
-from node.execution import TxKindRegistry
+from node.execution import SIGNATURE_CACHE_SIZE, TxKindRegistry
 from node.ledger import Ledger
 from node.stores import Database, StateStore
 
@@ -61,11 +61,11 @@ def make_block(height: int, txs: list[bytes], proposer: PrivateKey = ADMIN) -> B
     return Block(header, tuple(txs))
 
 
-def open_ledger(path: Path, **params: Any) -> Ledger:
+def open_ledger(path: Path, *, signature_cache_size: int = SIGNATURE_CACHE_SIZE, **params: Any) -> Ledger:
     """A ledger on its own LevelDB at ``path`` (reopened if it exists), genesis accounts written once."""
     chain_params = PARAMS.model_copy(update=params) if params else PARAMS
     app = LedgerApplication(CHAIN, VKEYS, chain_params, Database(path), make_registry(),
-                            genesis_time_ms=GENESIS_TIME_MS)
+                            genesis_time_ms=GENESIS_TIME_MS, signature_cache_size=signature_cache_size)
     app.init_genesis(ACCOUNTS, [])
     return Ledger.assemble(app, chain_params)
 

@@ -156,9 +156,9 @@ async def test_a_resend_of_the_same_bytes_is_not_charged_to_the_signer(serve):
 class LedgerNode(FakeNode):
     """Submissions go to a real ledger's mempool, whose CheckTx verifies through the app's SignatureCache."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, **ledger: Any) -> None:
         super().__init__()
-        self.ledger = open_ledger(path)
+        self.ledger = open_ledger(path, **ledger)
 
     async def submit_tx(self, raw: bytes) -> bytes:
         return self.ledger.mempool.add(raw).hash
@@ -203,6 +203,31 @@ def test_a_resend_of_a_committed_transaction_says_where_it_is(tmp_path):
         ledger.app.database.close()  # type: ignore[attr-defined]
     assert resent.value.data == {"committed_height": 1} and "already committed" in resent.value.message
     assert "committed_height" not in reused.value.data
+
+
+async def test_a_replay_of_a_committed_transaction_the_signature_cache_forgot_charges_no_signer(serve, tmp_path):
+    """Past the signature cache (shrunk here to one hash), old committed bytes are found in the committed-tx
+    index: anyone replaying them is answered where they are, and the hospital they name is charged nothing."""
+    node = LedgerNode(tmp_path / "db", signature_cache_size=1)
+    app_ = node.ledger.app
+    old, newer = echo_tx(HOSPITAL, 1), echo_tx(HOSPITAL, 2)
+    for height, tx in ((1, old), (2, newer)):
+        node.ledger.mempool.add(tx.encode())
+        node.ledger.blocks.commit(make_block(height, [tx.encode()]), b"")
+    assert old.hash not in app_.signatures  # the newer one pushed it out
+    limiter = CountingLimiter(100)
+    app = create_app(node, RPC_QUERIES, signer_limiter=limiter, chain_id=CHAIN, signatures=app_.signatures,
+                     committed=app_.committed_height)
+    try:
+        async with serve(app) as client:
+            answers = [(await post(client, call("tx_submit", [old.encode().hex()])))[1] for _ in range(3)]
+            _, fresh = await post(client, call("tx_submit", [echo_tx(HOSPITAL, 3).encode().hex()]))
+    finally:
+        app_.database.close()  # type: ignore[attr-defined]
+    for answer in answers:
+        assert answer["error"]["data"] == {"reason": "bad_nonce", "committed_height": 1}, answer
+    assert "result" in fresh
+    assert limiter.used.get(f"signer:{HOSPITAL.public_key.hex()}") == 1  # only the fresh transaction
 
 
 def test_only_a_proven_reuse_of_a_nonce_counts_as_a_replay():
