@@ -109,6 +109,8 @@ class ConnectionCaps:
         self._extra = {normalize_host(h): n for h, n in extra.items()}
         self._open: Counter[str] = Counter()
         self.refused = 0
+        self.refused_preauth = 0
+        """Connections cut for sending more than a handshake before authenticating (``node.transport.preauth``)."""
 
     def admit(self, host: str) -> bool:
         """Count a new connection from ``host``; False (not counted) when it would exceed the cap."""

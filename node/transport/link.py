@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Union
 
 import aiohttp
@@ -14,14 +15,20 @@ from node.transport.secure import SecureSession
 Socket = Union[web.WebSocketResponse, aiohttp.ClientWebSocketResponse]
 
 
-async def run_handshake(ws: Socket, handshake: Handshake) -> SecureSession:
+async def run_handshake(ws: Socket, handshake: Handshake,
+                        on_established: Callable[[], None] | None = None) -> SecureSession:
     """Send the opening, then answer each frame, until the session is established; the caller bounds it
-    by the handshake deadline and closes the socket on :class:`HandshakeFailed`."""
+    by the handshake deadline and closes the socket on :class:`HandshakeFailed`. ``on_established`` runs
+    once the peer is authenticated, before this side's last frame goes out: the peer sends its first
+    message only after that frame, so nothing it sends as an authenticated peer can come earlier."""
     opening = handshake.opening()
     if opening is not None:
         await ws.send_bytes(opening)
     while handshake.session is None:
-        for frame in handshake.receive(await _handshake_frame(ws)):
+        frames = handshake.receive(await _handshake_frame(ws))
+        if handshake.session is not None and on_established is not None:
+            on_established()
+        for frame in frames:
             await ws.send_bytes(frame)
     return handshake.session
 

@@ -10,7 +10,10 @@ parsed. The server's ``keepalive_timeout`` is the handshake timeout, so a
 connection that never sends (or never finishes) its HTTP request is closed as
 quickly as one that never says hello after the upgrade; and a request the
 HTTP parser refuses (an overlong header, garbage) is a remote's doing, logged
-at debug level rather than as aiohttp's error-level traceback.
+at debug level rather than as aiohttp's error-level traceback. Until the
+handler calls :func:`authenticated`, the bytes of an upgraded connection pass
+:class:`~node.transport.preauth.PreAuthFrames`, so a stranger's frame can be no
+larger than a handshake frame, refused from its header before it is buffered.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiohttp import web
 
 from core.errors import InvalidInput
 from node.transport.admission import ConnectionCaps, normalize_host
+from node.transport.preauth import PreAuthFrames
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,31 @@ class _CappedHandler(web.RequestHandler):
         self._caps = caps
         self._counted: str | None = None
         self._refusing = False
+        self._preauth: PreAuthFrames | None = PreAuthFrames()
+
+    def authenticated(self) -> None:
+        """The peer proved a validator key: its frames are bounded by the websocket's own limit from now on."""
+        self._preauth = None
+
+    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
+        """The websocket upgrade: bytes that came with the request are checked before the parser sees them."""
+        if self._preauth is not None and self._message_tail and not self._preauth.feed(self._message_tail):
+            self._refuse_preauth()
+            return
+        super().set_parser(parser, data_received_cb)
+
+    def data_received(self, data: bytes) -> None:
+        if self._preauth is not None and self._payload_parser is not None and not self._preauth.feed(data):
+            self._refuse_preauth()
+            return
+        super().data_received(data)
+
+    def _refuse_preauth(self) -> None:
+        assert self._preauth is not None
+        log.debug("refused p2p connection from %s: it %s", peer_label(self.transport), self._preauth.refused)
+        self._caps.refused_preauth += 1
+        if self.transport is not None:
+            self.transport.abort()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -117,6 +146,13 @@ class _CappedHandler(web.RequestHandler):
             self._caps.release(self._counted)
             self._counted = None
         super().connection_lost(exc)
+
+
+def authenticated(request: web.BaseRequest) -> None:
+    """Lift the pre-authentication frame bound of ``request``'s connection: its peer proved a validator key."""
+    protocol = request.protocol
+    if isinstance(protocol, _CappedHandler):
+        protocol.authenticated()
 
 
 class _CappedServer(web.Server):

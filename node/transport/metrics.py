@@ -3,7 +3,8 @@
 Per peer: frames sent, received, dropped (and the bytes dropped) when a
 channel's budget was spent, reconnects, malformed frames; the bytes queued for
 it now and whether its link is up. Per node: handshakes in progress, and
-handshakes and connections refused by the per-address rationing, so an
+handshakes and connections refused by the per-address rationing (and those
+cut for sending more than a handshake before authenticating), so an
 operator can tell a squatting attack from a peer that is merely down.
 """
 
@@ -52,5 +53,6 @@ class TransportCollector(Collector):
                                       labels=["node", "limit"])
         refused.add_metric([self._node, "handshake_slots"], admission.refused_handshakes)
         refused.add_metric([self._node, "connections_per_address"], admission.refused_connections)
+        refused.add_metric([self._node, "preauth_frame_size"], admission.refused_preauth)
         yield pending
         yield refused

@@ -44,7 +44,7 @@ from core.crypto import PublicKey, SigningKey, VerifyingKey
 from node.transport.admission import ConnectionCaps, HandshakeSlots, host_weights
 from node.transport.handshake import MAX_AUTH_BYTES, Handshake, HandshakeFailed, PeerKeys, Role
 from node.transport.link import Socket, run_handshake
-from node.transport.listener import Listener, peer_host, peer_label, resolve_hosts, split_address
+from node.transport.listener import Listener, authenticated, peer_host, peer_label, resolve_hosts, split_address
 from node.transport.queues import Channel, PeerQueues, PeerStats, QueueLimit
 from node.transport.secure import FRAME_OVERHEAD, SecureSession
 from node.transport.types import AdmissionStats, BadFrame, FrameTooLarge, PeerInfo, TransportTuning, UnknownPeer
@@ -190,7 +190,7 @@ class PeerTransport:
         """Handshakes in progress and connections refused so far (zeros before :meth:`start`)."""
         if self._slots is None or self._caps is None:
             return AdmissionStats()
-        return AdmissionStats(self._slots.pending, self._slots.refused, self._caps.refused)
+        return AdmissionStats(self._slots.pending, self._slots.refused, self._caps.refused, self._caps.refused_preauth)
 
     def peer_names(self) -> dict[bytes, str]:
         return {k: p.info.name for k, p in self._peers.items()}
@@ -300,7 +300,8 @@ class PeerTransport:
                     if self._stopping:
                         await self._close(ws, WSCloseCode.GOING_AWAY, "shutdown")
                         return ws
-                    session = await self._handshake(ws, Role.ACCEPTOR, expected=None)
+                    session = await self._handshake(ws, Role.ACCEPTOR, expected=None,
+                                                    on_established=lambda: authenticated(request))
             finally:
                 self._slots.release(slot)
             peer = self._peers.get(session.peer)
@@ -323,10 +324,11 @@ class PeerTransport:
         # a half-prepared websocket cannot be finished.
         return ws if upgraded else web.Response(status=400, text="connection ended during the upgrade")
 
-    async def _handshake(self, ws: Socket, role: Role, *, expected: bytes | None) -> SecureSession:
+    async def _handshake(self, ws: Socket, role: Role, *, expected: bytes | None,
+                         on_established: Callable[[], None] | None = None) -> SecureSession:
         return await run_handshake(ws, Handshake(
             role, chain_id=self._chain_id, key=self._key, listen=self.listen_address, peer_keys=self._peer_keys,
-            max_plaintext=self._max_message_bytes + 1, expected=expected))
+            max_plaintext=self._max_message_bytes + 1, expected=expected), on_established)
 
     async def _serve(self, peer: _Peer, ws: Socket, session: SecureSession) -> None:
         """Run an authenticated connection until it closes; the newest connection wins."""

@@ -43,6 +43,7 @@ class AdmissionStats:
     pending_handshakes: int = 0
     refused_handshakes: int = 0
     refused_connections: int = 0
+    refused_preauth: int = 0
 
 
 class UnknownPeer(InvalidInput):

@@ -332,3 +332,44 @@ def test_pausing_and_resuming_a_validator_logs_no_traceback(testnet: MakeTestnet
     # The paused validator's RPC clients gave up too; what this test owns is its p2p side.
     assert not tracebacks(net, victim, only="node/transport"), tracebacks(net, victim, only="node/transport")[:3]
 
+
+
+# ---- 4. one oversized frame before the handshake ---------------------------------------------------------
+
+
+def _declare_one_big_frame(host: str, port: int, source: str, declared: int) -> bytes:
+    """Upgrade, then send the header of one masked binary frame declaring ``declared`` payload bytes and
+    64 KiB of it; returns what the validator sends back until it closes the connection."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=30, source_address=(source, 0)) as sock:
+        sock.sendall(UPGRADE)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, "the validator closed the connection before answering the upgrade"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+        sock.sendall(bytes([0x82, 0x80 | 127]) + declared.to_bytes(8, "big") + os.urandom(4) + bytes(64 * 1024))
+        rest = b""
+        try:
+            while chunk := sock.recv(4096):
+                rest += chunk
+        except OSError:  # reset: the validator aborted it
+            pass
+        return rest
+
+
+def test_a_stranger_cannot_send_a_frame_larger_than_the_handshake_needs(testnet: MakeTestnet) -> None:
+    """A keyless client used to be allowed one 16 MiB frame per connection before it said who it was (the
+    validator buffered it, waiting for the rest); now the frame's header alone gets the connection cut, counted
+    in fbci_p2p_refused{limit="preauth_frame_size"}, and the chain goes on."""
+    net = testnet(1)
+    net.wait_ready(READY_S, min_height=1)
+    host, port = p2p_host_port(net, 0)
+    for n in range(1, 4):
+        _declare_one_big_frame(host, port, "127.0.2.7", 16 * MB - 64)
+        refused = sample(net, 0, "fbci_p2p_refused_total", limit="preauth_frame_size")
+        assert refused == n, refused
+    assert tracebacks(net, 0) == []
+    wait_growing(net, 3, PROGRESS_S)
