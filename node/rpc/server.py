@@ -12,7 +12,11 @@ Bounds in bytes and time (:class:`RpcLimits`): a request head must arrive
 within ``header_timeout_s`` of the connection opening or of its previous
 response (aiohttp's keep-alive timer, which also closes a connection idle that
 long), its lines and header count are capped, and its body must arrive within
-``body_timeout_s`` (408 otherwise). :func:`start_rpc_server` caps the open
+``body_timeout_s`` (408 otherwise), and a response (a websocket answer or
+notification too) must drain to the client within ``write_timeout_s``, or the
+connection is cut and counted in ``fbci_rpc_slow_readers``: a client that asks
+for large answers and reads none of them holds neither a connection nor the
+answers' bytes for long. :func:`start_rpc_server` caps the open
 connections per address and in all (:mod:`node.rpc.connections`), so a
 client that opens sockets and never finishes a request cannot exhaust the
 node's file descriptors. A client that hangs up cancels its handler, so a
@@ -67,6 +71,8 @@ class RpcLimits:
     was sent; a keep-alive connection idle this long is closed too."""
     body_timeout_s: float = 30.0
     """The whole body must have arrived this long after its head (408 otherwise)."""
+    write_timeout_s: float = 30.0
+    """A response, or one websocket message, must have drained to the client this long after it was written."""
     max_line_bytes: int = 8190
     """Longest request line and longest header field."""
     max_headers: int = 32
@@ -90,6 +96,8 @@ class RpcMetrics:
         self.connections_refused = Counter("fbci_rpc_connections_refused",
                                            "Connections refused over the per-address or the total limit",
                                            ["scope"], registry=registry)
+        self.slow_readers = Counter("fbci_rpc_slow_readers", "Connections cut because the client read too slowly",
+                                    ["transport"], registry=registry)
         self._children: dict[tuple[str, int], Any] = {}
 
     def record(self, method: str, code: int) -> None:
@@ -154,7 +162,23 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     reply = await dispatcher.handle(body, CallContext(client=request.remote or "unknown"))
     if reply is None:
         return web.Response(status=204)
-    return web.Response(body=reply, content_type="application/json")
+    return await _send(request, web.Response(body=reply, content_type="application/json"))
+
+
+async def _send(request: web.Request, response: web.Response) -> web.Response:
+    """Write ``response`` now, within the write timeout; a client that does not read it is cut off."""
+    limits, metrics = request.app[LIMITS], request.app[METRICS]
+    try:
+        async with asyncio.timeout(limits.write_timeout_s):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        metrics.slow_readers.labels("http").inc()
+        log.debug("RPC client %s read no answer within %.0f s; disconnecting it", request.remote,
+                    limits.write_timeout_s)
+        if request.transport is not None:
+            request.transport.abort()
+    return response
 
 
 async def handle_ws(request: web.Request) -> web.StreamResponse:
@@ -166,7 +190,8 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                                      max_message_bytes=limits.max_body_bytes,
                                      max_subscriptions=limits.ws_max_subscriptions,
                                      max_pending=limits.ws_max_pending, heartbeat_s=limits.ws_heartbeat_s,
-                                     on_open=app[WEBSOCKETS].add)
+                                     on_open=app[WEBSOCKETS].add, write_timeout_s=limits.write_timeout_s,
+                                     on_slow_reader=metrics.slow_readers.labels("ws").inc)
     finally:
         metrics.ws_connections.dec()
 

@@ -9,14 +9,17 @@ like Ethereum's ``eth_subscription``::
 
 Each subscription's pump task starts only after the ``subscribe`` answer has
 been written, so a client never sees a notification for an id it has not been
-told. A client that reads too slowly overflows its bounded queue and is
-disconnected at once (transport aborted: its buffers are full, so a close frame
-could not get through anyway); publishers and other clients never wait for it.
+told. A client that reads too slowly overflows its bounded queue, or leaves a
+notification or an answer unwritten for ``write_timeout_s`` (its socket buffers
+full: it reads nothing), and is disconnected at once (transport aborted: a close
+frame could not get through anyway); publishers and other clients never wait
+for it, and its buffered bytes are freed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -41,8 +44,9 @@ class WsSession:
     """The subscriptions of one websocket connection; implements ``methods.SubscriptionSession``."""
 
     def __init__(self, ws: web.WebSocketResponse, hub: EventHub, *, max_subscriptions: int, max_pending: int,
-                 on_slow_consumer: Callable[[], None]) -> None:
+                 on_slow_consumer: Callable[[], None], write_timeout_s: float = 30.0) -> None:
         self._ws = ws
+        self._write_timeout_s = write_timeout_s
         self._hub = hub
         self._max_subscriptions = max_subscriptions
         self._max_pending = max_pending
@@ -75,10 +79,20 @@ class WsSession:
             task.add_done_callback(self._pumps.discard)
         self._unstarted.clear()
 
+    async def send(self, text: str, what: str) -> None:
+        """Write ``text`` within the write timeout, or cut the connection: its reader is not reading."""
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await self._ws.send_str(text)
+        except TimeoutError:
+            log.debug("websocket client read no %s within %.0f s; disconnecting it", what, self._write_timeout_s)
+            self._on_slow_consumer()
+            raise ConnectionResetError("slow reader") from None
+
     async def _pump(self, sub: Subscription) -> None:
         try:
             async for event in sub:
-                await self._ws.send_json(_notification(sub, event))
+                await self.send(json.dumps(_notification(sub, event)), f"{sub.topic} notification")
         except LimitExceeded:
             pass  # _overflowed already cut the connection
         except ConnectionResetError:
@@ -98,18 +112,22 @@ class WsSession:
 
 async def serve_websocket(request: web.Request, dispatcher: Dispatcher, hub: EventHub, *, max_message_bytes: int,
                           max_subscriptions: int, max_pending: int, heartbeat_s: float | None,
-                          on_open: Callable[[web.WebSocketResponse], None]) -> web.WebSocketResponse:
+                          on_open: Callable[[web.WebSocketResponse], None], write_timeout_s: float = 30.0,
+                          on_slow_reader: Callable[[], None] = lambda: None) -> web.WebSocketResponse:
+    """``on_slow_reader``: told each time a client is cut off for not reading (a queue overflow or a write
+    that did not drain within ``write_timeout_s``)."""
     ws = web.WebSocketResponse(max_msg_size=max_message_bytes, heartbeat=heartbeat_s)
     await ws.prepare(request)
     on_open(ws)
     transport = request.transport
 
     def abort() -> None:
-        if transport is not None:
+        if transport is not None and not transport.is_closing():
+            on_slow_reader()
             transport.abort()
 
     session = WsSession(ws, hub, max_subscriptions=max_subscriptions, max_pending=max_pending,
-                        on_slow_consumer=abort)
+                        on_slow_consumer=abort, write_timeout_s=write_timeout_s)
     ctx = CallContext(client=request.remote or "unknown", session=session)
     try:
         async for msg in ws:
@@ -121,7 +139,7 @@ async def serve_websocket(request: web.Request, dispatcher: Dispatcher, hub: Eve
                 continue
             reply = await dispatcher.handle(body, ctx)
             if reply is not None:
-                await ws.send_str(reply.decode())
+                await session.send(reply.decode(), "answer")
             session.start_pumps()
     except ConnectionResetError:
         pass  # the client went away mid-reply
