@@ -15,6 +15,8 @@ Rules it keeps (execution must be deterministic and all-or-nothing):
    ``feature_digest`` must be the hash of ``consensus.evidence`` already on
    chain that convicts exactly that validator (``EvidenceLookup``, which the
    node supplies, since the evidence's format is the consensus package's).
+7. A ``validator_task_failed`` alert (``node.crashreport``: a validator that
+   crashed says so once it is back) is about its own signer only.
 
 State layout, all under ``b"ids/"``: ``seq`` (next alert id, 8-byte big
 endian), ``a/<seq>`` (the stored alert), ``k/<dedupe hash>`` (seen windows) and
@@ -44,7 +46,9 @@ VALIDATOR_ROLE = "validator"
 NODE_CLASSES: tuple[str, ...] = (
     "request_flood", "bad_signature", "replayed_tx", "malformed_peer_message", "equivocation", "rejected_fl_update",
 )
-ALERT_CLASSES: tuple[str, ...] = ATTACK_CLASSES[1:] + NODE_CLASSES
+SELF_CLASSES: tuple[str, ...] = ("validator_task_failed",)
+"""What a validator reports about itself (rule 7), not counted by ``ids.selfdefence``."""
+ALERT_CLASSES: tuple[str, ...] = ATTACK_CLASSES[1:] + NODE_CLASSES + SELF_CLASSES
 SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH, SEVERITY_CRITICAL = 1, 2, 3, 4
 SCORE_ONE = 1_000_000
 MAX_FUTURE_MS = 5 * 60_000
@@ -135,6 +139,9 @@ def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any], *,
             convicted_by is None or convicted_by(state, alert.feature_digest) != alert.subject):
         raise ContractRejected("ids.alert: an equivocation alert needs the consensus.evidence convicting its "
                                "subject on chain, with feature_digest its hash", data={"field": "feature_digest"})
+    if alert.alert_class in SELF_CLASSES and (alert.subject_kind != "validator" or alert.subject != ctx.sender):
+        raise ContractRejected(f"ids.alert: a {alert.alert_class} alert is about the signing validator's own key",
+                               data={"field": "subject"})
     if alert.window_start_ms > ctx.block_time_ms + MAX_FUTURE_MS:
         raise ContractRejected("ids.alert: window starts in the future", data={"field": "window_start_ms"})
     dedupe = PREFIX + b"k/" + alert.dedupe_key()
@@ -150,6 +157,11 @@ def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any], *,
     for key in _index_keys(alert, ctx.height, seq):
         state.set(key, b"")
     return {"alert_id": seq, "height": ctx.height, "dedupe_key": alert.dedupe_key()}
+
+
+def is_recorded(state: StateView, alert: AlertPayload) -> bool:
+    """Whether this alert (its subject, class and window) is on chain."""
+    return state.get(PREFIX + b"k/" + alert.dedupe_key()) is not None
 
 
 def get_alert(state: StateView, alert_id: int) -> StoredAlert | None:

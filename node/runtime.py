@@ -12,7 +12,9 @@ block sync, own transactions, peer dialers and writers) starts through one
 process the same clean way, which then exits non-zero with that error
 (``fbci node start`` prints it), so systemd (``deploy/fbci-validator.service``)
 restarts it from its durable state. A task that died alone used to leave a
-validator answering ``status`` at a frozen height for good.
+validator answering ``status`` at a frozen height for good. On the way out the
+failure is written to the data directory, and the restarted validator posts it
+as a signed critical alert (:mod:`node.crashreport`).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
+from ids.alerts import is_recorded
 from node import logs
 from node.app import RPC_QUERIES, LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
+from node.crashreport import Crash, CrashReporter, record_crash
 from node.diskwriter import DiskWriter
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.ledger import Ledger
@@ -211,11 +215,15 @@ class Validator:
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
             on_rejected=rejected, consensus_running=lambda: self.driver.running,
         )
+        crashes = CrashReporter(data, config.name.lower(), own.key.public_key.raw,
+                                lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
+                                lambda alert: is_recorded(application.state, alert))
         ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit,
-                                    anchorer.on_commit]
+                                    anchorer.on_commit, crashes.on_commit]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
 
         own.start(self.service, self.supervisor.spawn)
+        crashes.start()  # the last run's failures, as alerts signed by this validator
         stack.push_async_callback(own.stop)
         async with _listening(config.p2p_listen, "p2p"):
             await self.transport.start()
@@ -286,7 +294,9 @@ async def serve(home: NodeHome, stop: asyncio.Event, *, accept_wal_loss: bool = 
         await stop.wait()
         log.info("stopping validator %s at height %d", home.config.name, validator.app.info().height)
     if supervisor.failure is not None:
-        raise supervisor.failure.as_error()
+        failure = supervisor.failure
+        record_crash(home.data_path, Crash.of(failure.task, failure.error, time.time_ns() // 1_000_000))
+        raise failure.as_error()
 
 
 def run_validator(home: Path, *, accept_wal_loss: bool = False) -> int:

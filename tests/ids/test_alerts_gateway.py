@@ -69,6 +69,10 @@ def test_submit_stores_indexes_and_rejects_duplicate_without_writing() -> None:
         ({"window_start_ms": 1_800_000_000_000}, {"gateway"}, "future"),
         ({"hospital": "valley-rehab"}, {"gateway"}, "hospital is the reporter, the signing account 'st-mary-icu'"),
         ({"subject_kind": "validator", "alert_class": "equivocation"}, {"validator"}, "needs the consensus.evidence"),
+        ({"subject_kind": "validator", "alert_class": "validator_task_failed"}, {"validator"},
+         "about the signing validator's own key"),  # subject dev-1 is not the signer's key
+        ({"subject_kind": "client_key", "alert_class": "validator_task_failed", "subject": GATEWAY}, {"validator"},
+         "about the signing validator's own key"),
     ],
 )
 def test_invalid_alerts_are_rejected_and_write_nothing(changes: dict, roles: set[str], message: str) -> None:
@@ -190,3 +194,11 @@ def test_deduplicator_forgets_old_windows() -> None:
     for t in range(2000, 50_000, 1000):
         d.admit(b"%d" % t, "x", t)
     assert len(d._seen) <= 2
+
+
+def test_a_validator_reports_its_own_failure_and_only_its_own() -> None:
+    state = MemoryState()
+    own = alert(subject_kind="validator", alert_class="validator_task_failed", subject=GATEWAY, severity=4)
+    receipt = submit_alert(state, ctx(1, roles=frozenset({"validator"})), own)
+    stored = get_alert(state, receipt["alert_id"])
+    assert stored is not None and stored.subject == stored.sender == GATEWAY

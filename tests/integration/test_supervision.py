@@ -8,6 +8,7 @@ ENOSPC, as on a full disk). Compaction runs at every 64th height, so client load
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from devnet.testnet import Testnet
-from genesis.home import load_config
-from tests.integration.load import READY_S, ClientLoad, chain_id_of, client_keys, metric, wait_until
+from core.crypto import PrivateKey
+from devnet.testnet import Testnet, rpc_call
+from genesis.home import HomePaths, load_config
+from tests.integration.load import PROGRESS_S, READY_S, ClientLoad, chain_id_of, client_keys, metric, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -63,3 +65,42 @@ def test_status_and_metrics_say_that_consensus_runs_and_when_it_last_committed(t
     assert metric(net, 0, "fbci_consensus_running") == 1.0
     last = metric(net, 0, "fbci_last_commit_timestamp_seconds")
     assert last is not None and last * 1000 >= started_ms
+
+
+def test_a_failed_task_is_reported_on_chain_by_the_validator_once_it_is_back(testnet: MakeTestnet) -> None:
+    """The crash marker written on the way down becomes, after a restart, one signed critical alert about the
+    validator's own key, readable with alerts_query; the marker is cleared once it committed, so the next
+    start reports nothing again."""
+    net = testnet(1)
+    net.wait_ready(READY_S, min_height=1)
+    data = _data(net, 0)
+    (data / "consensus.wal.tmp").mkdir()
+    with ClientLoad([net.specs[0].rpc_url], client_keys(net), chain_id_of(net)):
+        wait_until(lambda: not net.alive(0), EXIT_S, "the validator stops once compaction fails")
+    assert net.stop(0) == 1
+    marker = json.loads((data / "crash.json").read_text())
+    (crash,) = marker["crashes"]
+    assert (crash["task"], crash["error"], crash["code"]) == ("consensus", "StorageError", -32040)
+    assert set(crash) == {"task", "error", "code", "time_ms"}  # no message, no path
+
+    (data / "consensus.wal.tmp").rmdir()  # the operator clears the obstacle; systemd would restart it
+    net.restart(0)
+    net.wait_ready(READY_S)
+    me = PrivateKey.load(HomePaths(net.specs[0].home).node_key).public_key.raw.hex()
+
+    def reported() -> list[dict]:
+        try:
+            page = rpc_call(net.specs[0].rpc_url, "alerts_query", {"alert_class": "validator_task_failed"}, timeout=5)
+        except OSError:
+            return []
+        return page["alerts"]
+
+    wait_until(lambda: bool(reported()), PROGRESS_S, "the restarted validator's failure alert commits")
+    (alert,) = reported()
+    assert alert["severity"] == 4 and alert["subject_kind"] == "validator"
+    assert alert["subject"] == me and alert["sender"] == me  # bound to its own signer
+    assert alert["hospital"] == net.specs[0].name.lower() and alert["window_start_ms"] == crash["time_ms"]
+    wait_until(lambda: not (data / "crash.json").exists(), PROGRESS_S, "the marker is cleared once it committed")
+    net.restart(0)
+    net.wait_ready(READY_S, min_height=alert["height"] + 2)
+    assert len(reported()) == 1  # nothing on record, nothing posted again
