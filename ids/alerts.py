@@ -21,8 +21,10 @@ Rules it keeps (execution must be deterministic and all-or-nothing):
 State layout, all under ``b"ids/"``: ``seq`` (next alert id, 8-byte big
 endian), ``a/<seq>`` (the stored alert), ``k/<dedupe hash>`` (seen windows) and
 index keys ``i/t/<at>``, ``i/h/<hospital>\\0<at>``, ``i/s/<subject><at>``,
-``i/c/<class>\\0<at>``, where ``<at>`` is the alert's height and id, 8 bytes
-big endian each, so every index is in (height, id) order and a query seeks.
+``i/c/<class>\\0<at>`` and ``i/v/<level><at>`` for each level from 1 to the
+alert's severity (one byte; so a ``min_severity`` filter reads its own matches
+only), where ``<at>`` is the alert's height and id, 8 bytes big endian each, so
+every index is in (height, id) order and a query seeks.
 ``ack/<id>`` holds an alert's acknowledgement (``ids.ack_alert``, at the end of this file).
 """
 
@@ -53,6 +55,9 @@ SEVERITY_LOW, SEVERITY_MEDIUM, SEVERITY_HIGH, SEVERITY_CRITICAL = 1, 2, 3, 4
 SCORE_ONE = 1_000_000
 MAX_FUTURE_MS = 5 * 60_000
 MAX_QUERY_LIMIT = 500
+MAX_SCAN = 4 * MAX_QUERY_LIMIT
+"""Index entries one page may read: filters its index does not cover can skip this many, then the page ends
+early with a cursor, so no query costs more than this whatever the filters."""
 PREFIX = b"ids/"
 _SEQ_KEY = PREFIX + b"seq"
 
@@ -119,7 +124,8 @@ def _index_keys(alert: AlertPayload, height: int, seq: int) -> list[bytes]:
     """Each index orders by (height, alert id), so a query seeks to its first height or its cursor."""
     at = _u64(height) + _u64(seq)
     return [PREFIX + b"i/t/" + at, PREFIX + b"i/h/" + alert.hospital.encode() + b"\0" + at,
-            PREFIX + b"i/s/" + alert.subject + at, PREFIX + b"i/c/" + alert.alert_class.encode() + b"\0" + at]
+            PREFIX + b"i/s/" + alert.subject + at, PREFIX + b"i/c/" + alert.alert_class.encode() + b"\0" + at,
+            *(PREFIX + b"i/v/" + bytes([level]) + at for level in range(SEVERITY_LOW, alert.severity + 1))]
 
 
 def submit_alert(state: StateView, ctx: TxContext, payload: dict[str, Any], *,
@@ -179,15 +185,17 @@ def parse_cursor(text: str) -> bytes:
 def query_alerts(
     state: StateView, *, hospital: str | None = None, device: bytes | None = None, alert_class: str | None = None,
     min_severity: int | None = None, from_height: int | None = None, to_height: int | None = None,
-    cursor: str | None = None, limit: int = 50,
+    cursor: str | None = None, limit: int = 50, max_scan: int = MAX_SCAN,
 ) -> tuple[list[StoredAlert], str | None]:
     """Alerts matching every given filter, oldest first; ``next_cursor`` is None on the last page.
 
     Walks the most selective index given (subject, then hospital, then class,
-    else all alerts), each ordered by (height, alert id), from a seek to the
-    later of ``from_height`` and the cursor, and stops at ``to_height``: a page
-    costs the index entries it reads (its own matches, plus the ones the
-    filters not covered by that index skip), never the alerts before it.
+    then severity, else all alerts), each ordered by (height, alert id), from a
+    seek to the later of ``from_height`` and the cursor, and stops at
+    ``to_height``: a page costs the index entries it reads (its own matches,
+    plus the ones the filters not covered by that index skip), never the alerts
+    before it, and at most ``max_scan`` of them: a page that reaches that bound
+    ends there, possibly short or empty, with a cursor to go on from.
     """
     if not 1 <= limit <= MAX_QUERY_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_QUERY_LIMIT}")
@@ -197,17 +205,23 @@ def query_alerts(
         prefix = PREFIX + b"i/h/" + hospital.encode() + b"\0"
     elif alert_class is not None:
         prefix = PREFIX + b"i/c/" + alert_class.encode() + b"\0"
+    elif min_severity is not None and min_severity > SEVERITY_LOW:  # at or below the lowest level: every alert
+        prefix = PREFIX + b"i/v/" + bytes([min(min_severity, SEVERITY_CRITICAL + 1)])
     else:
         prefix = PREFIX + b"i/t/"
     start = prefix + _u64(from_height or 0)
     if cursor is not None:
         start = max(start, prefix + parse_cursor(cursor) + b"\0")  # strictly after the last one returned
     out: list[StoredAlert] = []
+    read, examined = 0, b""
     for key, _ in state.scan(prefix, start):
         position = key[len(prefix):]  # (height, id): a name's \0 ends it, so no longer name shares the prefix
         height, seq = int.from_bytes(position[:8], "big"), int.from_bytes(position[8:], "big")
         if to_height is not None and height > to_height:
             break
+        if read == max_scan:  # everything up to ``examined`` is returned or does not match
+            return out, examined.hex()
+        read, examined = read + 1, position
         alert = get_alert(state, seq)
         if alert is None:
             continue

@@ -82,3 +82,28 @@ def test_a_height_range_seeks_to_its_first_height(state: CountingState) -> None:
 def test_a_cursor_that_no_page_returned_is_invalid_input(state: CountingState, cursor: str) -> None:
     with pytest.raises(InvalidInput, match="cursor"):
         query_alerts(state, cursor=cursor)
+
+
+def test_a_min_severity_filter_alone_reads_only_its_matches(state: CountingState) -> None:
+    state.scanned = 0
+    found, more = query_alerts(state, min_severity=4, limit=500)
+    assert [a.alert_id for a in found] == [i + 1 for i in range(2000) if i % 4 == 3] and more is None
+    assert state.scanned == 500  # the severity index: the 500 critical alerts, not all 2,000
+    state.scanned = 0
+    assert len(query_alerts(state, min_severity=1, limit=500)[0]) == 500 and state.scanned == 501
+
+
+def test_a_page_reads_at_most_max_scan_entries_and_paging_still_finds_every_match(state: CountingState) -> None:
+    """hospital + subject is served by the subject index; the hospital filter skips half of what it reads."""
+    device = sha256(b"dev3")
+    expected = [i + 1 for i in range(2000) if i % 7 == 3 and i % 2 and 1 + i % 4 >= 3]
+    ids, cursor, reads = [], None, []
+    while True:
+        state.scanned = 0
+        found, cursor = query_alerts(state, device=device, hospital="st-mary-icu", min_severity=3, cursor=cursor,
+                                     limit=500, max_scan=40)
+        reads.append(state.scanned)
+        ids += [a.alert_id for a in found]
+        if cursor is None:
+            break
+    assert ids == expected and max(reads) <= 41 and len(reads) > 1
