@@ -205,8 +205,9 @@ class RpcClient:
     async def fl_model_get(self, model_id: str, version: int | None = None) -> ModelVersion:
         return await self.query(FL_MODEL_GET, ModelGetParams(model_id=model_id, version=version))
 
-    async def fl_rounds(self, model_id: str) -> list[RoundRecord]:
-        return await self.query(FL_ROUNDS, RoundsParams(model_id=model_id))
+    async def fl_rounds(self, model_id: str, from_round: int | None = None, limit: int = 100) -> list[RoundRecord]:
+        """One page (:class:`fl_contracts.queries.RoundsParams`): by default the newest rounds, the open one last."""
+        return await self.query(FL_ROUNDS, RoundsParams(model_id=model_id, from_round=from_round, limit=limit))
 
     async def discover(self) -> dict[str, Any]:
         """The node's OpenRPC document."""

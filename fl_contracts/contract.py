@@ -385,6 +385,20 @@ def current_round(state: StateView, model_id: str) -> RoundRecord:
                        closed_height=None, status="open", accepted=head.pending)
 
 
+def round_page(state: StateView, model_id: str, from_round: int | None, limit: int) -> list[RoundRecord]:
+    """Up to ``limit`` entries of the history, oldest first, from round ``from_round`` on (None: the newest
+    ``limit``), the open round last when the page reaches it; one seek, so O(limit + log n) whatever the length."""
+    head = _head(state, get_spec(state, model_id).id)
+    first = max(1, head.round - limit + 1) if from_round is None else from_round
+    prefix = _key("round", model_id) + b"/"
+    out: list[RoundRecord] = []
+    for _, v in state.scan(prefix, prefix + _be(first)):
+        out.append(RoundRecord.model_validate(codec.decode(v)))
+        if len(out) == limit:
+            return out
+    return [*out, current_round(state, model_id)] if first <= head.round else out
+
+
 def round_history(state: StateView, model_id: str) -> list[RoundRecord]:
     """Closed rounds in order, then the open one."""
     get_spec(state, model_id)

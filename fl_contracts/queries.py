@@ -38,8 +38,14 @@ class ModelGetParams(Params):
     version: int | None = Field(None, ge=0, le=MAX_VERSION, description="omit for the latest version")
 
 
+MAX_ROUNDS_PAGE = 500
+
+
 class RoundsParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
+    from_round: int | None = Field(None, ge=1, le=2**64 - 1, description="first round of the page (the cursor: "
+                                   "the last round of the previous page + 1); omit for the newest rounds")
+    limit: int = Field(100, ge=1, le=MAX_ROUNDS_PAGE, description="entries per page")
 
 
 class UpdateGetParams(Params):
@@ -56,8 +62,9 @@ FL_MODELS: Query[NoParams, list[RegisteredModel]] = Query(
 FL_MODEL_GET: Query[ModelGetParams, ModelVersion] = Query(
     "fl_model_get", "One version of a global model (default: latest).", ModelGetParams, ModelVersion, MODEL_READERS)
 FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
-    "fl_rounds", "Round history of a model, oldest first; the last entry is the open round.", RoundsParams,
-    list[RoundRecord], MODEL_READERS)
+    "fl_rounds", "One page of a model's round history, oldest first: by default the newest `limit` rounds, the "
+    "last entry the open round; with from_round, `limit` rounds from that one on (the open round ends the last "
+    "page).", RoundsParams, list[RoundRecord], MODEL_READERS)
 
 
 FL_UPDATE_GET: Query[UpdateGetParams, PendingUpdate] = Query(
@@ -74,7 +81,7 @@ def _model(state: StateView, params: ModelGetParams) -> ModelVersion:
 
 
 def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
-    return contract.round_history(state, params.model_id)
+    return contract.round_page(state, params.model_id, params.from_round, params.limit)
 
 
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
