@@ -172,7 +172,7 @@ def is_recorded(state: StateView, alert: AlertPayload) -> bool:
 
 def get_alert(state: StateView, alert_id: int) -> StoredAlert | None:
     raw = state.get(PREFIX + b"a/" + _u64(alert_id))
-    return None if raw is None else StoredAlert.model_validate(codec.decode(raw))
+    return None if raw is None else StoredAlert.model_validate(codec.decode_stored(raw))
 
 
 def parse_cursor(text: str) -> bytes:

@@ -23,8 +23,10 @@ import asyncio
 import errno
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -61,6 +63,9 @@ from node.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
+SWITCH_INTERVAL_S = 0.001
+"""How long a thread may hold the interpreter while another waits (Python's default is 5 ms): the event loop,
+which carries consensus, gets it back from a busy state-reads worker (node.service) within a millisecond."""
 JSON_ENVELOPE_BYTES = 64 * 1024  # the JSON-RPC request around a transaction's hex
 # Per peer and channel, in payload bytes (and frames): a stopped peer pins at most ~64 MiB here, whatever
 # the load; consensus has its own budget, so gossip can never crowd it out (node/transport/queues.py).
@@ -159,6 +164,8 @@ class Validator:
         data = self.home.data_path
         database = Database(data / "db")
         stack.callback(database.close)
+        state_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-reads")  # see node.service
+        stack.callback(state_reads.shutdown, wait=True, cancel_futures=True)  # before the database closes
         application = LedgerApplication.open(doc, database)
         self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
@@ -214,6 +221,7 @@ class Validator:
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
             on_rejected=rejected, consensus_running=lambda: self.driver.running,
+            reads=state_reads,
         )
         crashes = CrashReporter(data, config.name.lower(), own.key.public_key.raw,
                                 lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
@@ -238,7 +246,7 @@ class Validator:
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
                          signatures=application.signatures, reads=reads,  # the mempool's own cache
-                         committed=application.committed_height)
+                         committed=application.committed_height, offload=state_reads)
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port, ssl_context=tls)
@@ -304,6 +312,7 @@ def run_validator(home: Path, *, accept_wal_loss: bool = False) -> int:
     error is raised after the same clean stop (the CLI prints it and exits 1)."""
     checked = load_home(home)
     logs.configure(checked.config.name, checked.config.log_level)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     # Plain handlers rather than loop.add_signal_handler: closing the loop would put back
     # SIG_DFL, and a second SIGTERM (an impatient supervisor, Ctrl-C twice) arriving after

@@ -4,6 +4,13 @@ It turns client requests into calls on the mempool and the application's
 boundary, and commits into answers: a ``tx_submit_commit`` caller waits on a
 future that the commit observer resolves, so "committed" is only ever said
 after the block and its certificate are on this validator's disk.
+
+State queries run on ``reads``, one worker thread the runtime gives it, not on
+the event loop: a page of ``alerts_query`` costs milliseconds of decoding, and
+eight clients looping it on the loop queued every consensus step behind their
+pages. On the worker they share the interpreter with the loop instead (the
+loop gets it back at least every switch interval), and LevelDB reads are safe
+from any thread. Without ``reads`` (tests) they run inline.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from functools import partial
 
 from core.api import ACCOUNT, AccountGetParams, AccountInfo, AccountState, NewBlock, NodeStatus, Params, Receipt, TxCommitResult
 from core.errors import FbciError, Timeout
@@ -32,7 +41,8 @@ class NodeService:
                  peers: Callable[[], int], syncing: Callable[[], bool],
                  on_rejected: Callable[[bytes | None, FbciError], None],
                  consensus_running: Callable[[], bool] = lambda: False,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 reads: Executor | None = None) -> None:
         self.name = name
         self.genesis_doc = genesis
         self.app = app
@@ -45,6 +55,7 @@ class NodeService:
         self.on_rejected = on_rejected
         self.consensus_running = consensus_running
         self.clock_ms = clock_ms
+        self.reads = reads
         self.last_commit_ms = app.info().last_block_time_ms
         """When this validator last committed a block, by its own clock; until it has, the time in the
         latest stored block's header, so a node that commits nothing after a restart looks stale."""
@@ -120,4 +131,7 @@ class NodeService:
                            name=committed.name if committed else None)
 
     async def query(self, path: str, params: Params, *, prove: bool = False) -> object:
-        return self.app.query(path, params, prove=prove)
+        if self.reads is None:
+            return self.app.query(path, params, prove=prove)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.reads, partial(self.app.query, path, params, prove=prove))

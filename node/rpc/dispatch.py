@@ -42,7 +42,7 @@ from core.errors import (
 )
 from core.wire import to_wire
 from node.rpc.admission import Admission
-from node.rpc.methods import CallContext, Method
+from node.rpc.methods import CallContext, EncodedResult, Method, json_bytes
 from node.rpc.openrpc import openrpc_document
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,12 @@ def _error(rid: Any, exc: FbciError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "error": exc.to_json(), "id": rid}
 
 
-def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+def _encode(response: dict[str, Any]) -> bytes:
+    """One response object; a result already in JSON text is spliced in, not parsed and encoded again."""
+    result = response.get("result")
+    if not isinstance(result, EncodedResult):
+        return json_bytes(response)
+    return b'{"jsonrpc":"2.0","result":' + result.json + b',"id":' + json_bytes(response["id"]) + b"}"
 
 
 class Dispatcher:
@@ -212,7 +216,7 @@ class Dispatcher:
                                                  data={"limit": self.max_batch}))
         responses = [await self._call(obj, ctx, charged=i == 0) for i, obj in enumerate(message)]
         answered = [r for r in responses if r is not None]
-        return _encode(answered) if answered else None
+        return b"[" + b",".join(_encode(r) for r in answered) + b"]" if answered else None
 
     async def _call(self, obj: Any, ctx: CallContext, *, charged: bool) -> dict[str, Any] | None:
         try:
@@ -229,7 +233,8 @@ class Dispatcher:
                 raise MethodNotFound(f"no method {request.method[:64]!r}; rpc_discover lists them")
             params, auth = split_auth(request.params)
             call_ctx = ctx if auth is None else replace(ctx, auth=auth)
-            result = to_wire(await method.handler(bind_params(method, params), call_ctx))
+            value = await method.handler(bind_params(method, params), call_ctx)
+            result = value if isinstance(value, EncodedResult) else to_wire(value)
         except FbciError as exc:
             self.record(label, exc.code)
             return None if request.notification else _error(request.id, exc)

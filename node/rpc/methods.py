@@ -15,7 +15,9 @@ definition, so the RPC layer does not know what the application stores.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,7 +31,7 @@ from core.hashing import sha256
 from core.proofs import ProvenAnswer
 from core.readauth import ReadAuth
 from core.tx import Transaction
-from core.wire import HexBytes
+from core.wire import HexBytes, to_wire
 from genesis.schema import GenesisWithHash, ValidatorInfo
 from node.rpc.admission import Admission
 from node.rpc.node_api import MISBEHAVIOUR_BAD_SIGNATURE, NodeApi, SignatureCheck
@@ -80,6 +82,18 @@ class UnsubscribeParams(Params):
 
 
 Handler = Callable[[Any, CallContext], Awaitable[Any]]
+
+
+def json_bytes(value: Any) -> bytes:
+    """The JSON text of a plain value, compact, as every answer is sent."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class EncodedResult:
+    """A result already turned into JSON text, off the event loop; the dispatcher sends it as it is."""
+
+    json: bytes
 CommittedLookup = Callable[[bytes], "int | None"]
 """The height of the committed block carrying a transaction hash, if any (``LedgerApplication.committed_height``)."""
 
@@ -123,11 +137,13 @@ class TxAuth:
 class _Handlers:
     """Closures over the node and the admission policy, one per method."""
 
-    def __init__(self, api: NodeApi, admission: Admission, auth: TxAuth, reads: ReadGate | None = None) -> None:
+    def __init__(self, api: NodeApi, admission: Admission, auth: TxAuth, reads: ReadGate | None = None,
+                 offload: Executor | None = None) -> None:
         self.api = api
         self.admission = admission
         self.auth = auth
         self.reads = reads
+        self.offload = offload
 
     def _authenticate(self, raw: bytes, ctx: CallContext) -> None:
         """Charge a submitted transaction to whoever it proves sent it, before the node sees it.
@@ -196,9 +212,13 @@ class _Handlers:
                     return await self.api.query(query.path, q, prove=True)
                 return await self.api.query(query.path, q)
 
-            if self.reads is None:
-                return await ask(plain)
-            return await self.reads.read(query, plain, ctx.auth, ctx.client, ask)
+            result = await ask(plain) if self.reads is None else await self.reads.read(
+                query, plain, ctx.auth, ctx.client, ask)
+            if self.offload is None:
+                return result
+            # A page of alerts or rounds is milliseconds of serialising: not on the loop that carries consensus.
+            return EncodedResult(await asyncio.get_running_loop().run_in_executor(
+                self.offload, lambda: json_bytes(to_wire(result))))
 
         return answer
 
@@ -235,11 +255,14 @@ def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
 
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
                   chain_id: str | None = None, signatures: SignatureCheck | None = None,
-                  reads: ReadGate | None = None, committed: CommittedLookup | None = None) -> dict[str, Method]:
+                  reads: ReadGate | None = None, committed: CommittedLookup | None = None,
+                  offload: Executor | None = None) -> dict[str, Method]:
     """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table).
 
-    ``chain_id``, ``signatures`` and ``committed``: see :class:`TxAuth`; ``reads``: private reads (None: all open)."""
-    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly(), committed), reads)
+    ``chain_id``, ``signatures`` and ``committed``: see :class:`TxAuth`; ``reads``: private reads (None: all open);
+    ``offload``: where state queries' answers are serialised (None: on the event loop)."""
+    h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly(), committed), reads,
+                  offload)
     table = [
         Method("status", "Height, latest block hash, view, peers, mempool size, sync state.", NoParams,
                NodeStatus, h.status),

@@ -33,6 +33,7 @@ import logging
 import ssl
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +213,7 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
                metrics_registry: CollectorRegistry | None = None, on_misbehaviour: OnMisbehaviour | None = None,
                chain_id: str | None = None, signatures: SignatureCheck | None = None,
                version: str = "0.1.0", reads: ReadGate | None = None,
-               committed: CommittedLookup | None = None) -> web.Application:
+               committed: CommittedLookup | None = None, offload: Executor | None = None) -> web.Application:
     """The RPC application for ``api``, serving each of ``queries`` as the method of its path.
 
     ``limiter`` is charged one token per call, keyed ``"addr:<client ip>"``;
@@ -222,7 +223,8 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
     ``signatures`` is the node's cache of verified signatures (the mempool
     then finds each one there), ``chain_id`` this chain's id (see
     :class:`node.rpc.methods.TxAuth`), ``committed`` the committed-transaction
-    index (a replayed committed transaction is answered without a charge). ``metrics_registry`` is where the
+    index (a replayed committed transaction is answered without a charge), ``offload`` where state queries'
+    answers are serialised, off the event loop. ``metrics_registry`` is where the
     request counter is registered (a fresh one when omitted).
     """
     limits = limits or RpcLimits()
@@ -230,7 +232,7 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
     metrics = RpcMetrics(registry)
     admission = Admission(limiter, signer_limiter if signer_limiter is not None else limiter, on_misbehaviour)
     methods = build_methods(api, admission, queries, max_tx_bytes=limits.max_tx_bytes, chain_id=chain_id,
-                            signatures=signatures, reads=reads, committed=committed)
+                            signatures=signatures, reads=reads, committed=committed, offload=offload)
     http_log = HttpErrorLog(logging.getLogger("node.rpc.http"),
                             LogThrottle(logging.getLogger("node.rpc.http"), limits.log_interval_s))
     app = web.Application(client_max_size=limits.max_body_bytes, handler_args={

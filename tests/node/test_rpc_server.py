@@ -429,3 +429,19 @@ async def test_shutdown_closes_open_websockets(fake_node):
         msg = await ws.receive()
     assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
     assert fake_node.events.subscriber_count("new_alert") == 0
+
+
+async def test_answers_serialised_off_the_event_loop_are_the_same_bytes_of_json(serve) -> None:
+    """With an ``offload`` executor a query's answer is encoded on it and spliced into the response: a client
+    cannot tell, single or batched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [call("alerts_query", {"min_severity": 2, "limit": 5}), [call("status", rid=1),
+                call("alerts_query", {"limit": 3}, rid=2), call("fl_rounds", {"model_id": "sepsis"}, rid=3)]]
+    answers = []
+    with ThreadPoolExecutor(1) as pool:
+        for offload in (None, pool):
+            async with serve(create_app(FakeNode(), RPC_QUERIES, offload=offload)) as client:
+                answers.append([(await post(client, r))[1] for r in requests])
+    assert answers[0] == answers[1] and answers[0][0]["result"]["alerts"]
+    assert [a["id"] for a in answers[1][1]] == [1, 2, 3]
