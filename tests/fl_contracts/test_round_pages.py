@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import ValidationError
 
-from core.state import MemoryState
 from fl_contracts import contract
 from fl_contracts.queries import MAX_ROUNDS_PAGE, RoundsParams
 from fl_contracts.spec import ModelSpec
+from tests.counting_state import CountingState
 
 ROUNDS = 300
-
-
-class CountingState(MemoryState):
-    def __init__(self) -> None:
-        super().__init__()
-        self.scanned = 0
-
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        for item in super().scan(prefix, start):
-            self.scanned += 1
-            yield item
 
 
 @pytest.fixture(scope="module")

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from core.errors import InvalidInput
 from core.hashing import sha256
-from core.state import MemoryState, TxContext
+from core.state import TxContext
 from ids.alerts import AlertPayload, query_alerts, submit_alert
+from tests.counting_state import CountingState
 
 GATEWAY = b"\x07" * 32
-
-
-class CountingState(MemoryState):
-    """Counts the index entries and alerts a query reads."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scanned = 0
-
-    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        for item in super().scan(prefix, start):
-            self.scanned += 1
-            yield item
 
 
 def _alert(i: int, hospital: str) -> AlertPayload:
