@@ -95,7 +95,8 @@ async def seed_alerts(local: LocalNet, count: int) -> float:
                     nonces[pub] += 1
                     made += 1
             for first in range(0, len(wave), 100):
-                answers = await client.batch([("tx_submit", {"tx": tx.encode().hex()}) for tx in wave[first:first + 100]])
+                calls = [("tx_submit", {"tx": tx.encode().hex()}) for tx in wave[first:first + 100]]
+                answers = await client.batch(calls)
                 refused = [a for a in answers if isinstance(a, Exception)]
                 if refused:
                     raise RuntimeError(f"seeding: {len(refused)} alerts refused, first: {refused[0]!r}")

@@ -52,10 +52,10 @@ class Crash:
         return cls(task, type(error).__name__, code, time_ms)
 
     def alert(self, hospital: str, signer: bytes) -> AlertPayload:
+        digest = sha256(codec.encode([self.task, self.error, self.code]))
         return AlertPayload(hospital=hospital, subject_kind="validator", subject=signer, alert_class=TASK_FAILED_CLASS,
                             severity=SEVERITY_CRITICAL, window_start_ms=self.time_ms, window_ms=1, count=1,
-                            score_ppm=SCORE_ONE, feature_digest=sha256(codec.encode([self.task, self.error, self.code])),
-                            model_version=0)
+                            score_ppm=SCORE_ONE, feature_digest=digest, model_version=0)
 
 
 def read_crashes(data: Path) -> list[Crash]:
