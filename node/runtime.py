@@ -26,7 +26,6 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,7 +54,7 @@ from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
-from node.service import NodeService
+from node.service import NodeService, ReadWorker
 from node.stores import Database, SigningMark
 from node.sync import BlockSyncer, serve_request
 from node.transport import Channel, PeerInfo, PeerTransport, QueueLimit
@@ -164,7 +163,7 @@ class Validator:
         data = self.home.data_path
         database = Database(data / "db")
         stack.callback(database.close)
-        state_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-reads")  # see node.service
+        state_reads = ReadWorker()  # see node.service
         stack.callback(state_reads.shutdown, wait=True, cancel_futures=True)  # before the database closes
         application = LedgerApplication.open(doc, database)
         self.ledger = ledger = Ledger.assemble(application, params)

@@ -5,12 +5,14 @@ boundary, and commits into answers: a ``tx_submit_commit`` caller waits on a
 future that the commit observer resolves, so "committed" is only ever said
 after the block and its certificate are on this validator's disk.
 
-State queries run on ``reads``, one worker thread the runtime gives it, not on
-the event loop: a page of ``alerts_query`` costs milliseconds of decoding, and
-eight clients looping it on the loop queued every consensus step behind their
-pages. On the worker they share the interpreter with the loop instead (the
-loop gets it back at least every switch interval), and LevelDB reads are safe
-from any thread. Without ``reads`` (tests) they run inline.
+State queries run on ``reads``, a :class:`ReadWorker` the runtime gives it, not
+on the event loop: a page of ``alerts_query`` costs milliseconds of decoding,
+and eight clients looping it on the loop queued every consensus step behind
+their pages. On the worker they share the interpreter with the loop instead
+(the loop gets it back at least every switch interval), each job rests as
+long as it ran, so readers who never stop take at most half of it, and
+LevelDB reads are safe from any thread. Without ``reads`` (tests) they run
+inline.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from functools import partial
+from typing import Any, TypeVar
 
 from core.api import ACCOUNT, AccountGetParams, AccountInfo, AccountState, NewBlock, NodeStatus, Params, Receipt, TxCommitResult
 from core.errors import FbciError, Timeout
@@ -31,6 +34,29 @@ from node.mempool import Mempool
 from node.rpc.subscriptions import EventHub
 
 MAX_TRACKED_SUBMISSIONS = 100_000
+T = TypeVar("T")
+
+
+class ReadWorker(ThreadPoolExecutor):
+    """One thread for reads, each job followed by a rest of ``rest`` times its run: under a read flood the
+    worker holds the interpreter at most ``1 / (1 + rest)`` of the time; the readers wait, consensus does not."""
+
+    def __init__(self, rest: float = 1.0, *, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="state-reads")
+        self.rest = rest
+        self._clock = clock
+        self._sleep = sleep
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(self._rested, fn, *args, **kwargs)
+
+    def _rested(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = self._clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._sleep(self.rest * (self._clock() - started))  # the sleep releases the interpreter
 
 
 class NodeService:
