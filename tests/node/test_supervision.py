@@ -224,4 +224,3 @@ async def test_any_other_error_escaping_a_task_is_a_bug_reported_with_its_traceb
     (line,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert line.exc_info is not None and line.exc_info[0] is InvalidInput
     assert supervisor.failure is not None and isinstance(supervisor.failure.as_error(), TaskFailed)
-
