@@ -176,7 +176,7 @@ async def _send(request: web.Request, response: web.Response) -> web.Response:
     except TimeoutError:
         metrics.slow_readers.labels("http").inc()
         log.debug("RPC client %s read no answer within %.0f s; disconnecting it", request.remote,
-                    limits.write_timeout_s)
+                  limits.write_timeout_s)
         if request.transport is not None:
             request.transport.abort()
     return response
