@@ -18,7 +18,9 @@ whose input width comes from the package that owns its features:
 - ``deterioration``: logistic regression over ``ids.deterioration`` window features.
 
 A real consortium writes its own ``app_state.models`` into genesis; this is
-only the one-machine default.
+only the one-machine default. ``read_policy`` is written out in full (every
+read at its default: private for models, rounds, deltas, alerts, consent and
+audit), so the genesis file shows which reads need a signature.
 """
 
 from __future__ import annotations
@@ -52,5 +54,14 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
     ]
 
 
+def with_read_policy(app_state: dict[str, Any]) -> dict[str, Any]:
+    """``app_state`` with ``read_policy`` written out (each read's default, unless it names one), so
+    whoever reads the genesis file sees which reads are private."""
+    from node.app import RPC_QUERIES
+    from node.read_auth import default_read_policy
+
+    return {"read_policy": default_read_policy(RPC_QUERIES), **app_state}
+
+
 def default_app_state(hospitals: int) -> dict[str, Any]:
-    return {"models": [spec.to_doc() for spec in default_models(hospitals)]}
+    return with_read_policy({"models": [spec.to_doc() for spec in default_models(hospitals)]})

@@ -2,7 +2,8 @@
 
 Genesis ``app_state.read_policy`` maps a method to ``"open"`` or
 ``"private"``; a method it does not name keeps its query's default
-(:class:`core.api.Access`). A private read is answered only for a signed
+(:class:`core.api.Access`), so with no policy at all models, rounds, deltas,
+alerts, consent and audit are private. A private read is answered only for a signed
 request (:mod:`core.readauth`) whose timestamp is within the window, whose
 nonce is new for its key, whose key is registered and still holds a role, and
 whose roles the method admits; some methods narrow further to the reader's
@@ -240,17 +241,21 @@ class ReadGuard:
                            roles=tuple(sorted(reader.roles)) if reader is not None else ())
 
 
+def default_read_policy(queries: Iterable[Query[Any, Any]]) -> dict[str, Literal["open", "private"]]:
+    """Each read's own default (its :class:`core.api.Access`), as ``app_state.read_policy`` writes it:
+    ``fbci genesis init`` puts it in genesis so an operator sees which reads are private."""
+    return {q.path: "private" if q.access.private else "open" for q in queries}
+
+
 def read_guard_for(chain_id: str, queries: Iterable[Query[Any, Any]], app_state: Mapping[str, Any],
                    ask: Callable[[str, Params], Awaitable[object]], *, clock_ms: Callable[[], int],
-                   on_read: Callable[[ReadOutcome], None]) -> ReadGuard | None:
-    """The guard a validator serves JSON-RPC behind, or None for a chain whose genesis declares no
-    ``app_state.read_policy`` (every read open, as before private reads existed)."""
-    if "read_policy" not in app_state:
-        return None
+                   on_read: Callable[[ReadOutcome], None]) -> ReadGuard:
+    """The guard a validator serves JSON-RPC behind: genesis ``app_state.read_policy`` over each
+    query's default, so a genesis that names no policy still keeps models, deltas, alerts,
+    consent and audit private."""
 
     async def lookup(key: bytes) -> ReaderInfo | None:
         found = await ask(READER_PATH, ReaderParams(public_key=key))
         return found if isinstance(found, ReaderInfo) else None
 
     return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read)
-

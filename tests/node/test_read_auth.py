@@ -18,7 +18,7 @@ from core.readauth import ReaderInfo, sign_read
 from fl_contracts.queries import FL_MODEL_GET, ModelGetParams
 from ids.queries import AlertsQueryParams
 from node.app import RPC_QUERIES
-from node.read_auth import NonceCache, ReadGuard, ReadOutcome, read_policy
+from node.read_auth import NonceCache, ReadGuard, ReadOutcome, default_read_policy, read_guard_for, read_policy
 from node.rpc.server import create_app
 from tests.node.conftest import CHAIN_ID
 
@@ -149,6 +149,35 @@ async def test_genesis_read_policy_opens_or_closes_a_method_and_names_unknown_on
         read_policy(RPC_QUERIES, {"read_policy": {"fl_model_gte": "open"}})
     with pytest.raises(InvalidGenesis, match="read_policy.fl_model_get"):
         read_policy(RPC_QUERIES, {"read_policy": {"fl_model_get": "secret"}})
+
+
+PRIVATE_BY_DEFAULT = ("tx_get", "fl_model_get", "fl_rounds", "fl_update_get", "alerts_query", "consent_history",
+                      "consent_check", "consent_provenance", "audit_events", "audit_proof", "audit_anchors")
+OPEN_FOR_LIGHT_CLIENTS = ("block_get", "account", "tx_receipt", "fl_models", "consent_policy", "gov_info", "key_history")
+
+
+async def test_a_genesis_without_read_policy_keeps_models_deltas_alerts_consent_and_audit_private(serve,
+                                                                                                  fake_node) -> None:
+    """The issue's default: no ``read_policy`` in genesis still means private reads, not an open chain."""
+    outcomes: list[ReadOutcome] = []
+    reads = read_guard_for(CHAIN_ID, RPC_QUERIES, {}, lambda path, p: lookup(p.public_key), clock_ms=Clock(),
+                           on_read=outcomes.append)
+    assert {m for m, private in reads.private.items() if private} == set(PRIVATE_BY_DEFAULT)
+    assert not any(reads.private[m] for m in OPEN_FOR_LIGHT_CLIENTS)
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        anonymous = await _call(client, "fl_model_get", MODEL)
+        signed_read = await _call(client, "fl_model_get", signed(HOSPITAL, "fl_model_get", MODEL))
+        status = await _call(client, "status", {})
+    assert anonymous["error"]["data"]["reason"] == ReadAuthRequired.reason
+    assert signed_read["result"]["version"] == 2 and "height" in status["result"]
+    assert [(o.method, o.code) for o in outcomes] == [("fl_model_get", ReadAuthRequired.code), ("fl_model_get", 0)]
+
+
+def test_the_written_out_policy_is_each_reads_default() -> None:
+    """What ``fbci genesis init`` writes changes nothing: it is the default, made visible."""
+    written = default_read_policy(RPC_QUERIES)
+    assert read_policy(RPC_QUERIES, {"read_policy": written}) == read_policy(RPC_QUERIES, {})
+    assert sorted(m for m, mode in written.items() if mode == "private") == sorted(PRIVATE_BY_DEFAULT)
 
 
 @settings(max_examples=200, deadline=None)
