@@ -96,7 +96,7 @@ def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds
     say(f"{len(keys)} hospitals train a diagnosis model on their own patients; {len(split.y_test)} held-out "
         f"patients test each global version:\n{shares}")
     explain_rounds(say, len(keys))
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:  # models and rounds are private reads
         spec = session.spec("breast_cancer")
 
         def test_accuracy(version: int, mv: Any) -> str:
@@ -111,7 +111,7 @@ def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds
         "(the same model family, for comparison)")
     hashes = set()
     for url in urls:
-        with ChainSession(url) as session:
+        with ChainSession(url, keys[0]) as session:
             hashes.add(session.model_version("breast_cancer").hash.hex())
     say(f"every validator holds the same global model: {len(hashes) == 1} ({hashes.pop()[:16]}...)")
 
@@ -130,7 +130,7 @@ def _verdict(alarm: bool, onset_h: float | None) -> str:
 def prediction(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
     split = vital_split(len(keys), PATIENTS_PER_HOSPITAL, TEST_PATIENTS, seed=0)  # the data 'fl train' would use
     say(f"hospitals train the deterioration model on their patients' 4-hour vital-sign windows ({rounds} rounds)")
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:
         train_everywhere(urls, keys, "deterioration", split.train, rounds, round_printer(say, session, "deterioration"),
                          **settings("vitals"))
         model, version = load_model(session, "deterioration", None)

@@ -167,6 +167,9 @@ class ReadGuard:
         self.window_ms = window_ms
         self.nonces = NonceCache(nonce_limit)
 
+    def is_private(self, path: str) -> bool:
+        return self.private.get(path, False)
+
     async def read(self, query: Query[Any, Any], params: Params, auth: ReadAuth | None, client: str,
                    ask: Ask) -> object:
         """Answer ``query`` through ``ask`` if the policy and the request allow it; report the outcome."""

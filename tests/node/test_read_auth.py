@@ -282,3 +282,22 @@ async def test_alert_pushes_are_as_private_as_alert_reads(serve, fake_node) -> N
     assert isinstance(hospital["result"], str) and isinstance(blocks["result"], str)
     assert [(o.method, o.code) for o in outcomes] == [
         ("subscribe", ReadAuthRequired.code), ("subscribe", ReadForbidden.code), ("subscribe", 0)]
+
+
+async def test_the_openrpc_document_marks_each_reads_access_and_documents_auth(serve, fake_node) -> None:
+    """A client (or the RPC fuzzer) learns from ``rpc_discover`` which reads need ``params.auth``, and its shape."""
+    reads = guard([], {"read_policy": {"fl_rounds": "open"}})
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        doc = (await _call(client, "rpc_discover", {}))["result"]
+    methods = {m["name"]: m for m in doc["methods"]}
+    model = methods["fl_model_get"]
+    assert model["x-access"] == {"private": True, "roles": sorted(FL_MODEL_GET.access.roles)}
+    assert model["paramStructure"] == "by-name" and model["params"][-1]["name"] == "auth"
+    assert model["params"][-1]["required"] and set(model["params"][-1]["schema"]["properties"]) == {
+        "key", "timestamp_ms", "nonce", "signature"}
+    assert methods["fl_rounds"]["x-access"]["private"] is False  # the genesis policy opened it
+    for open_read in ("block_get", "fl_models", "consent_policy"):
+        assert methods[open_read]["x-access"]["private"] is False
+        assert "auth" not in [p["name"] for p in methods[open_read]["params"]]
+    assert "x-access" not in methods["status"] and "x-access" not in methods["tx_submit"]
+    assert "'auth'" in doc["info"]["description"] and "core/readauth.py" in doc["info"]["description"]
