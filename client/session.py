@@ -166,7 +166,8 @@ class ChainSession:
             raise Timeout(f"the node at {self.rpc_url} did not answer in time") from None
 
     def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
-        return self.run(lambda c: c.call(method, params))
+        """Any method by name; a private read is signed with this session's key (``RpcClient.call_read``)."""
+        return self.run(lambda c: c.call_read(method, params))
 
     @property
     def chain_id(self) -> str:

@@ -73,7 +73,7 @@ def chain_models(net: Testnet, split: Split, results: dict[str, list[TrainResult
         version = per_hospital[0].records[-1].new_version
         hashes, acc = [], None
         for spec in net.specs:
-            with ChainSession(spec.rpc_url) as session:
+            with ChainSession(spec.rpc_url, net.client_key()) as session:  # models are private reads
                 mv, weights = session.model_weights(model, version)
                 hashes.append(mv.hash)
                 acc = accuracy(session.spec(model), weights, split.x_test, split.y_test)

@@ -22,6 +22,7 @@ import http.client
 import itertools
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,6 +197,17 @@ def signed_txs(target: Target) -> st.SearchStrategy[str]:
         st.integers(1, 4) | st.integers(1, MAX_NONCE), KINDS, PAYLOAD)
 
 
+def read_envelopes(target: Target) -> st.SearchStrategy[dict[str, Any]]:
+    """Well-formed ``params.auth`` for the private reads (rpc_discover lists it): registered and unknown
+    keys, times near and far from the node's clock, random nonces and signatures, so the fuzzed params
+    get past the envelope's own checks into the read guard's."""
+    return st.fixed_dictionaries({
+        "key": st.sampled_from([k.public_key.hex() for k in target.keys]),
+        "timestamp_ms": st.integers(0, 2**63 - 1) | st.just(int(time.time() * 1000)),
+        "nonce": st.binary(min_size=16, max_size=16).map(bytes.hex),
+        "signature": st.binary(min_size=64, max_size=64).map(bytes.hex)})
+
+
 _calls: dict[int, st.SearchStrategy[list[dict[str, Any]]]] = {}
 
 
@@ -208,7 +220,7 @@ def calls(target: Target) -> st.SearchStrategy[list[dict[str, Any]]]:
 
 def _build_calls(target: Target) -> st.SearchStrategy[list[dict[str, Any]]]:
     extra = {"tx": signed_txs(target), "model_id": st.sampled_from(target.model_ids),
-             "topic": st.sampled_from(["new_block", "new_alert"])}
+             "topic": st.sampled_from(["new_block", "new_alert"]), "auth": read_envelopes(target)}
     ids = weighted((6, st.integers()), (2, st.text(max_size=8)), (1, ODD))
     known = [weighted((4, st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "method": st.just(m["name"]), "id": ids,
                                                  "params": params_for(m, extra).map(
