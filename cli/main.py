@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the home's hospital, gateway or admin key, the first it holds)")
     p.add_argument("--model-version", dest="version", type=_model_version, metavar="N|latest",
                    help="deterioration version to score with (default: latest)")
+    p.add_argument("--patient", metavar="PSEUDONYM", help="the patient's pseudonym (fbci consent pseudonym --mrn): "
+                   "the model read names it, so the audit trail shows who read this patient's predictions")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = _add(sub, "demo", commands.delegate("devnet.demo", "run_demo", "demo"),
