@@ -45,6 +45,23 @@ class _ReadPolicyDoc(BaseModel):
     read_policy: dict[str, Literal["open", "private"]] = {}
 
 
+class _AffiliationsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    affiliations: dict[str, list[str]] = {}
+
+
+def affiliations(app_state: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Hospital name -> the names that report alerts for it: itself, and the gateways and validator that
+    genesis ``app_state.affiliations`` lists under it (an alert names its reporter, a clinician its hospital)."""
+    try:
+        doc = _AffiliationsDoc.model_validate({"affiliations": app_state.get("affiliations", {})})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidGenesis(f"app_state.affiliations.{'.'.join(map(str, first['loc'][1:]))}: {first['msg']}"
+                             ) from None
+    return {hospital: frozenset({hospital, *members}) for hospital, members in doc.affiliations.items()}
+
+
 def read_policy(queries: Iterable[Query[Any, Any]], app_state: Mapping[str, Any]) -> dict[str, bool]:
     """Method -> private, from each query's default and genesis ``app_state.read_policy``."""
     private = {q.path: q.access.private for q in queries}
@@ -118,10 +135,16 @@ def _custodian_only(result: object, reader: ReaderInfo) -> None:
         raise ReadForbidden("a hospital reads the consent history of its own patients only")
 
 
-def _own_hospital_alerts(params: Params, reader: ReaderInfo) -> None:
-    if reader.roles == frozenset({"clinician"}) and getattr(params, "hospital") != reader.hospital_name:
-        raise ReadForbidden(f"a clinician reads only its own hospital's alerts: set hospital to "
-                            f"{reader.hospital_name!r}")
+def own_hospital_alerts(reporters: Mapping[str, frozenset[str]]) -> Scope:
+    """A clinician reads the alerts its own hospital's accounts reported (``hospital`` names one of them)."""
+    def scope(params: Params, reader: ReaderInfo) -> None:
+        if reader.roles != frozenset({"clinician"}):
+            return
+        own = reporters.get(reader.hospital_name or "", frozenset({reader.hospital_name}))
+        if getattr(params, "hospital") not in own:
+            raise ReadForbidden(f"a clinician reads only its own hospital's alerts: set hospital to one of "
+                                f"{sorted(n for n in own if n)}")
+    return scope
 
 
 def _own_updates(params: Params, reader: ReaderInfo) -> None:
@@ -147,8 +170,8 @@ def _unscoped_pushes(params: Params, reader: ReaderInfo) -> None:
 SUBSCRIBE = "subscribe"
 SUBSCRIPTIONS: dict[str, Query[Any, Any]] = {"new_alert": ALERTS_QUERY}
 """Websocket topics and the read whose privacy and roles they follow."""
-SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts,
-                            "fl_update_get": _own_updates, SUBSCRIBE: _unscoped_pushes}
+SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "fl_update_get": _own_updates,
+                            SUBSCRIBE: _unscoped_pushes}
 RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only, "tx_get": _own_personal_txs}
 
 Ask = Callable[[Params], Awaitable[object]]
@@ -158,8 +181,11 @@ LookupReader = Callable[[bytes], Awaitable["ReaderInfo | None"]]
 class ReadGuard:
     def __init__(self, chain_id: str, private: Mapping[str, bool], lookup: LookupReader, *,
                  clock_ms: Callable[[], int], on_read: Callable[[ReadOutcome], None] = lambda o: None,
-                 window_ms: int = DEFAULT_WINDOW_MS, nonce_limit: int = DEFAULT_NONCE_LIMIT) -> None:
+                 window_ms: int = DEFAULT_WINDOW_MS, nonce_limit: int = DEFAULT_NONCE_LIMIT,
+                 reporters: Mapping[str, frozenset[str]] | None = None) -> None:
+        """``reporters``: each hospital's alert reporters (:func:`affiliations`), for a clinician's scope."""
         self.chain_id = chain_id
+        self.scopes = {**SCOPES, ALERTS_QUERY.path: own_hospital_alerts(reporters or {})}
         self.private = dict(private)
         self.lookup = lookup
         self.clock_ms = clock_ms
@@ -195,7 +221,7 @@ class ReadGuard:
         try:
             reader = await self._identify(query, dumped, auth, now)
             self._admit(query, reader, auth, now)
-            scope = SCOPES.get(query.path)
+            scope = self.scopes.get(query.path)
             if scope is not None:
                 scope(params, reader)
             result = await ask(params)
@@ -261,4 +287,5 @@ def read_guard_for(chain_id: str, queries: Iterable[Query[Any, Any]], app_state:
         found = await ask(READER_PATH, ReaderParams(public_key=key))
         return found if isinstance(found, ReaderInfo) else None
 
-    return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read)
+    return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read,
+                     reporters=affiliations(app_state))

@@ -18,7 +18,9 @@ from core.readauth import ReaderInfo, sign_read
 from fl_contracts.queries import FL_MODEL_GET, ModelGetParams
 from ids.queries import AlertsQueryParams
 from node.app import RPC_QUERIES
-from node.read_auth import NonceCache, ReadGuard, ReadOutcome, default_read_policy, read_guard_for, read_policy
+from node.read_auth import (
+    NonceCache, ReadGuard, ReadOutcome, affiliations, default_read_policy, read_guard_for, read_policy,
+)
 from node.rpc.server import create_app
 from tests.node.conftest import CHAIN_ID
 
@@ -128,13 +130,27 @@ async def test_the_client_library_signs_for_its_user(serve, fake_node) -> None:
 
 
 async def test_a_clinician_reads_only_its_own_hospitals_alerts(serve, fake_node) -> None:
+    """An alert names its reporter (a gateway or validator account), a clinician its hospital: genesis
+    ``affiliations`` ties them, so the clinician reads its gateway's and validator's alerts and no one else's."""
     outcomes: list[ReadOutcome] = []
-    async with serve(create_app(fake_node, RPC_QUERIES, reads=guard(outcomes))) as client:
-        other = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(hospital="st-mary")))
-        own = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(hospital="hospital0"),
-                                                         nonce=b"m" * 16))
-    assert other["error"]["data"]["reason"] == ReadForbidden.reason and "hospital0" in other["error"]["message"]
-    assert "alerts" in own["result"]  # answered (the fake node ignores the filter itself)
+    state = {"affiliations": {"hospital0": ["gateway0", "node0"], "hospital1": ["gateway1", "node1"]}}
+    reads = ReadGuard(CHAIN_ID, read_policy(RPC_QUERIES, {}), lookup, clock_ms=Clock(), on_read=outcomes.append,
+                      reporters=affiliations(state))
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        answers = {reporter: await _call(client, "alerts_query", signed(
+            CLINICIAN, "alerts_query", alerts(hospital=reporter), nonce=bytes([i]) * 16))
+            for i, reporter in enumerate(("gateway0", "node0", "hospital0", "gateway1", "node1", "st-mary"))}
+        unfiltered = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(), nonce=b"u" * 16))
+        hospital = await _call(client, "alerts_query", signed(HOSPITAL, "alerts_query", alerts(hospital="gateway1")))
+    for own in ("gateway0", "node0", "hospital0"):
+        assert "alerts" in answers[own]["result"], own  # answered (the fake node ignores the filter itself)
+    for other in ("gateway1", "node1", "st-mary"):
+        assert answers[other]["error"]["data"]["reason"] == ReadForbidden.reason, other
+    assert "['gateway0', 'hospital0', 'node0']" in answers["gateway1"]["error"]["message"]
+    assert unfiltered["error"]["data"]["reason"] == ReadForbidden.reason  # not everyone's alerts either
+    assert "alerts" in hospital["result"]  # only the clinician role is narrowed
+    with pytest.raises(InvalidGenesis, match="app_state.affiliations.hospital0"):
+        affiliations({"affiliations": {"hospital0": "gateway0"}})
 
 
 async def test_genesis_read_policy_opens_or_closes_a_method_and_names_unknown_ones(serve, fake_node) -> None:
