@@ -31,8 +31,11 @@ from core.errors import (
     StaleRead, UnknownReader,
 )
 from core.proofs import ProvenAnswer
-from core.readauth import DEFAULT_WINDOW_MS, READER_PATH, ReadAuth, ReaderInfo, ReaderParams, verify_read
+from core.readauth import (
+    CUSTODIAN_PATH, DEFAULT_WINDOW_MS, READER_PATH, CustodianParams, ReadAuth, ReaderInfo, ReaderParams, verify_read,
+)
 from fl_contracts.contract import TX_KIND as FL_UPDATE_KIND
+from fl_contracts.queries import FL_MODEL_GET
 from ids.queries import ALERTS_QUERY
 
 ENTITY_FIELDS = ("model_id", "version", "patient", "hospital", "subject", "alert_class", "round", "height")
@@ -176,15 +179,23 @@ RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only, "tx
 
 Ask = Callable[[Params], Awaitable[object]]
 LookupReader = Callable[[bytes], Awaitable["ReaderInfo | None"]]
+LookupCustodian = Callable[[bytes], Awaitable["bytes | None"]]
+
+
+async def _no_custodian(patient: bytes) -> bytes | None:
+    return None
 
 
 class ReadGuard:
     def __init__(self, chain_id: str, private: Mapping[str, bool], lookup: LookupReader, *,
                  clock_ms: Callable[[], int], on_read: Callable[[ReadOutcome], None] = lambda o: None,
                  window_ms: int = DEFAULT_WINDOW_MS, nonce_limit: int = DEFAULT_NONCE_LIMIT,
-                 reporters: Mapping[str, frozenset[str]] | None = None) -> None:
-        """``reporters``: each hospital's alert reporters (:func:`affiliations`), for a clinician's scope."""
+                 reporters: Mapping[str, frozenset[str]] | None = None,
+                 custodian: LookupCustodian = _no_custodian) -> None:
+        """``reporters``: each hospital's alert reporters (:func:`affiliations`), and ``custodian``: the
+        hospital holding a pseudonym; both narrow a clinician to its own hospital."""
         self.chain_id = chain_id
+        self.custodian = custodian
         self.scopes = {**SCOPES, ALERTS_QUERY.path: own_hospital_alerts(reporters or {})}
         self.private = dict(private)
         self.lookup = lookup
@@ -224,6 +235,8 @@ class ReadGuard:
             scope = self.scopes.get(query.path)
             if scope is not None:
                 scope(params, reader)
+            if query.path == FL_MODEL_GET.path:
+                await self._own_patients_prediction(params, reader)
             result = await ask(params)
             result_scope = RESULT_SCOPES.get(query.path)
             if result_scope is not None:
@@ -249,6 +262,17 @@ class ReadGuard:
         if reader is None:
             raise UnknownReader(f"key {auth.key.hex()} is not a registered account")
         return reader
+
+    async def _own_patients_prediction(self, params: Params, reader: ReaderInfo) -> None:
+        """A clinician scores only its own hospital's patients: a model read that names a pseudonym
+        another hospital holds is refused (one no hospital has named yet is no other hospital's)."""
+        patient = getattr(params, "patient", None)
+        if reader.roles != frozenset({"clinician"}) or patient is None:
+            return
+        held_by = await self.custodian(patient)
+        if held_by is not None and held_by != reader.hospital:
+            raise ReadForbidden("a clinician reads predictions for its own hospital's patients only; "
+                                f"patient {patient.hex()[:16]}… is another hospital's")
 
     def _admit(self, query: Query[Any, Any], reader: ReaderInfo, auth: ReadAuth, now: int) -> None:
         """The reader still holds a role the method admits, and has not sent this request before."""
@@ -287,5 +311,9 @@ def read_guard_for(chain_id: str, queries: Iterable[Query[Any, Any]], app_state:
         found = await ask(READER_PATH, ReaderParams(public_key=key))
         return found if isinstance(found, ReaderInfo) else None
 
+    async def custodian(patient: bytes) -> bytes | None:
+        found = await ask(CUSTODIAN_PATH, CustodianParams(patient=patient))
+        return found if isinstance(found, bytes) else None
+
     return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read,
-                     reporters=affiliations(app_state))
+                     reporters=affiliations(app_state), custodian=custodian)

@@ -317,3 +317,30 @@ async def test_the_openrpc_document_marks_each_reads_access_and_documents_auth(s
         assert "auth" not in [p["name"] for p in methods[open_read]["params"]]
     assert "x-access" not in methods["status"] and "x-access" not in methods["tx_submit"]
     assert "'auth'" in doc["info"]["description"] and "core/readauth.py" in doc["info"]["description"]
+
+
+async def test_a_clinician_scores_only_its_own_hospitals_patients_and_each_prediction_read_names_the_patient(
+        serve, fake_node) -> None:
+    ours, theirs, unnamed = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
+    held = {ours: HOSPITAL.public_key.raw, theirs: STRANGER.public_key.raw}
+
+    async def custodian(patient: bytes) -> bytes | None:
+        return held.get(patient)
+
+    outcomes: list[ReadOutcome] = []
+    reads = ReadGuard(CHAIN_ID, read_policy(RPC_QUERIES, {}), lookup, clock_ms=Clock(), on_read=outcomes.append,
+                      custodian=custodian)
+
+    def predict(patient: bytes, key: PrivateKey = CLINICIAN) -> dict[str, Any]:
+        params = ModelGetParams(model_id="sepsis", patient=patient).model_dump(mode="json")
+        return signed(key, "fl_model_get", params, nonce=patient[:1] * 8 + key.public_key.raw[:8])
+
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        own = await _call(client, "fl_model_get", predict(ours))
+        other = await _call(client, "fl_model_get", predict(theirs))
+        fresh = await _call(client, "fl_model_get", predict(unnamed))
+        by_hospital = await _call(client, "fl_model_get", predict(theirs, HOSPITAL))  # only clinicians are narrowed
+    assert own["result"]["version"] == 2 and fresh["result"]["version"] == 2 and "result" in by_hospital
+    assert other["error"]["data"]["reason"] == ReadForbidden.reason and "another hospital" in other["error"]["message"]
+    assert [(o.entity.get("patient"), o.code) for o in outcomes] == [
+        (ours.hex(), 0), (theirs.hex(), ReadForbidden.code), (unnamed.hex(), 0), (theirs.hex(), 0)]
