@@ -210,7 +210,7 @@ def story(net: Testnet, fl_rounds: int) -> None:
     heading(2, "signed transactions, committed on every validator")
     asyncio.run(transactions_everywhere(net, urls))
     heading(3, "federated learning on chain: breast cancer diagnosis")
-    learning.breast_cancer_rounds(urls, hospitals, fl_rounds, say)
+    learning.breast_cancer_rounds(urls, hospitals, [Path(spec.home) for spec in net.specs], fl_rounds, say)
     say("\nsecure aggregation: the same model family, and validators see only masked updates")
     demo_secagg.secure_round(urls, [Path(spec.home) for spec in net.specs], hospitals, say)
     heading(4, "intrusion detection: train, attack, alerts on chain")
