@@ -159,9 +159,10 @@ class RpcClient:
         (``x-access``): for a caller that has no typed :class:`Query`, such as ``fbci rpc call``. The
         signature covers the method's whole params model, so each param the caller omits is filled with
         the default the document declares (``prove`` stays outside the signature, as in :meth:`prove`)."""
+        if self.reader is None or not isinstance(params, dict | None):
+            return await self.call(method, params)
         entry = (await self._described()).get(method)
-        if self.reader is None or not isinstance(params, dict | None) or entry is None \
-                or not entry.get("x-access", {}).get("private"):
+        if entry is None or not entry.get("x-access", {}).get("private"):
             return await self.call(method, params)
         given = dict(params or {})
         carried = {PROVE_PARAM: given.pop(PROVE_PARAM)} if PROVE_PARAM in given else {}
