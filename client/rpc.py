@@ -54,7 +54,8 @@ def error_from_json(error: Any) -> FbciError:
 def receipt_error(receipt: Receipt, tx_hash: bytes) -> FbciError:
     """The error class a rejected receipt names, so a caller sees ``error[<code> <reason>]``."""
     return error_from_json({"code": receipt.code, "message": receipt.message,
-                            "data": {"reason": receipt.reason, "hash": tx_hash.hex(), "height": receipt.height}})
+                            "data": {**receipt.result, "reason": receipt.reason, "hash": tx_hash.hex(),
+                                     "height": receipt.height}})
 
 
 def unreachable(url: str, exc: aiohttp.ClientConnectionError) -> NodeUnreachable:
