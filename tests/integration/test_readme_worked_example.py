@@ -114,7 +114,7 @@ def test_the_readme_worked_example_from_the_command_line(tmp_path: Path) -> None
 
         key = "auditor/config/node_key.json"
         query = fbci(work, "audit", "query", "--net", "net", "--key", key, "--patient", patient)
-        read = re.search(r"^(node\d) #(\d+) .* R fl_model_get .*patient=\w+ .* by dr-a +outcome 0 ok$", query, re.M)
+        read = re.search(r"^(node\d) #(\d+) .* R fl_model_get .*patient=\w+ +by dr-a +outcome 0 ok$", query, re.M)
         assert read is not None, query  # who read that patient's prediction, on the validator that served it
         proven = f"{read.group(1)} #{read.group(2):<5} ok"
         deadline = time.monotonic() + ANCHOR_WAIT_S
