@@ -88,12 +88,16 @@ def _params(path: str | None) -> ChainParams | None:
 
 
 def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
-    """The given file, or the one-machine default models (devnet/catalog.py)."""
-    if path is None:
-        from devnet.catalog import default_app_state
+    """The given file, or the one-machine default models (devnet/catalog.py); either way with its
+    ``read_policy`` written out, so the operator sees which reads are private."""
+    from devnet.catalog import default_app_state, with_read_policy
 
+    if path is None:
         return default_app_state(hospitals)
-    return read_json_file(Path(path), error=InvalidGenesis)
+    state = read_json_file(Path(path), error=InvalidGenesis)
+    if not isinstance(state, dict):
+        raise InvalidGenesis(f"--app-state {path}: must hold a JSON object")
+    return with_read_policy(state)
 
 
 def genesis_init(args: argparse.Namespace) -> int:

@@ -182,6 +182,7 @@ def _summary(params: dict[str, Any]) -> str:
 
 def gov_rotate_key(args: argparse.Namespace) -> int:
     from core.crypto import PrivateKey
+    from core.errors import RevokedReader
 
     out = Path(args.out)
     if out.exists():
@@ -189,7 +190,12 @@ def gov_rotate_key(args: argparse.Namespace) -> int:
     new = PrivateKey.generate()
     new.save(out)  # before the chain moves the account, so a crash cannot leave it with a key nobody holds
     with _session(args) as s:
-        info = s.submit_commit("acl.rotate", {"new_public_key": new.public_key.raw})
+        tx_hash = s.submit("acl.rotate", {"new_public_key": new.public_key.raw})
+        try:
+            info = s.wait_committed(tx_hash)
+        except RevokedReader:  # the block that moved the account committed: tx_get is signed by the new key now
+            s.client.reader = new
+            info = s.wait_committed(tx_hash)
     print(f"account {info.receipt.result['rotated']} moved to key {new.public_key.hex()} at height "
           f"{info.receipt.height}; the old key is refused from the next block. The new key is in {out}: "
           f"replace the old key file with it")

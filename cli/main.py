@@ -210,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("block", nargs="?", default="latest", metavar="HEIGHT|HASH",
                    help="a height, a block hash (64 hex digits) or 'latest' (default)")
 
+    rpc = _group(sub, "rpc", "Call any JSON-RPC method, signing private reads for you.")
+    p = _add(rpc, "call", _read("rpc_call", "rpc call"), "Call one method and print its JSON result; a private read "
+             "(x-access in rpc_discover) is signed with --key.",
+             "  fbci rpc call --home net/node0 status\n"
+             "  fbci rpc call --home net/node0 --key hospital fl_model_get '{\"model_id\": \"breast_cancer\"}'")
+    _rpc_options(p, many=False)
+    p.add_argument("--key", metavar="KEY", help="key that signs private reads: a file or a name in HOME/keys "
+                   "(default: the home's hospital, gateway or admin key, the first it holds)")
+    p.add_argument("method", metavar="METHOD", help="the method name (rpc_discover lists them)")
+    p.add_argument("params", nargs="?", metavar="PARAMS", help="params as JSON: an object (by name) or an array")
+
     fl = _group(sub, "fl", "Federated learning from a hospital's side.")
     p = _add(fl, "train", commands.delegate("client.fl.train", "main", "fl train"),
              "Train locally on this hospital's data and submit a clipped, noised, quantized update per round.",
@@ -317,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the home's hospital, gateway or admin key, the first it holds)")
     p.add_argument("--model-version", dest="version", type=_model_version, metavar="N|latest",
                    help="deterioration version to score with (default: latest)")
+    p.add_argument("--patient", metavar="PSEUDONYM", help="the patient's pseudonym (fbci consent pseudonym --mrn): "
+                   "the model read names it, so the audit trail shows who read this patient's predictions")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = _add(sub, "demo", commands.delegate("devnet.demo", "run_demo", "demo"),

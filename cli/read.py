@@ -1,4 +1,4 @@
-"""The read side of ``fbci``: a block, a transaction, FL models and rounds, IDS alerts.
+"""The read side of ``fbci``: a block, a transaction, FL models and rounds, IDS alerts, any method by name.
 
 Every command reads through the query's one definition (``core.api``,
 ``fl_contracts.queries``, ``ids.queries``) via ``client.rpc``; ``--json``
@@ -132,3 +132,17 @@ def ids_alerts(args: argparse.Namespace) -> int:
     with _session(args) as session:
         page = session.run(lambda c: c.query(ALERTS_QUERY, params))
     return _show(args, page, lambda: alerts_view(page))
+
+
+def rpc_call(args: argparse.Namespace) -> int:
+    """``fbci rpc call METHOD [PARAMS]``: any JSON-RPC method, a private read signed for the user."""
+    try:
+        params = json.loads(args.params) if args.params is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"PARAMS: not JSON ({exc})") from None
+    if params is not None and not isinstance(params, dict | list):
+        raise InvalidInput("PARAMS: a JSON object (by name) or array (by position)")
+    with _session(args) as session:
+        result = session.run(lambda c: c.call_read(args.method, params))
+    _print(json.dumps(result, indent=2))
+    return 0

@@ -34,6 +34,14 @@ def grant(session: ChainSession, patient: bytes, purpose: str, *, decision: str 
     return session.submit_commit(contract.SET_KIND, payload)
 
 
+def grant_many(session: ChainSession, patients: list[bytes], purpose: str) -> int:
+    """Permit ``purpose`` for each of a custodian's ``patients``: submitted back to back (consecutive
+    nonces), then each receipt checked; returns the height the last one committed at."""
+    hashes = [session.submit(contract.SET_KIND, {"patient": p, "decision": "permit", "purpose": purpose})
+              for p in patients]
+    return max((session.wait_committed(h).receipt.height for h in hashes), default=0)
+
+
 def revoke(session: ChainSession, patient: bytes, purpose: str) -> TxInfo:
     return session.submit_commit(contract.REVOKE_KIND, {"patient": patient, "purpose": purpose})
 

@@ -95,9 +95,24 @@ def generated_observations(seed: int) -> tuple[np.ndarray, dict[str, Any]]:
     return series.obs[end - WINDOW_ROWS:end], info
 
 
-def load_model(session: ChainSession, model_id: str, version: int | None) -> tuple[DeteriorationModel, int]:
-    mv, weights = session.model_weights(model_id, version)
+def load_model(session: ChainSession, model_id: str, version: int | None,
+               patient: bytes | None = None) -> tuple[DeteriorationModel, int]:
+    """``patient``: the pseudonym scored, named in the read so the validator's audit trail records who read
+    that patient's prediction."""
+    mv, weights = session.model_weights(model_id, version, patient=patient)
     return DeteriorationModel.from_weights(weights), mv.version
+
+
+def patient_pseudonym(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidInput("--patient: a pseudonym is 64 hex digits (fbci consent pseudonym --mrn prints it)")
+    return raw
 
 
 def explain_text(e: Explanation, news2_now: int, model_id: str, version: int, top: int = 5) -> str:
@@ -118,12 +133,13 @@ def main(args: argparse.Namespace) -> int:
         obs, info = read_observations(args.csv), {"source": str(args.csv)}
     else:
         obs, info = generated_observations(args.generate_patient)
+    patient = patient_pseudonym(args.patient)
     with ChainSession(url, reader_key(args.key, args.home), genesis=home_genesis(args.home)) as session:
-        model, version = load_model(session, args.model, args.version)
+        model, version = load_model(session, args.model, args.version, patient)
     explanation = model.score_recent(obs)
     news2_now = int(news2_scores(obs[-1:])[0])
     if args.json:
-        print(json.dumps({**info, "model_id": args.model, "model_version": version,
+        print(json.dumps({**info, **({"pseudonym": patient.hex()} if patient else {}), "model_id": args.model, "model_version": version,
                           "probability": explanation.probability, "log_odds": explanation.log_odds,
                           "news2_now": news2_now, "observations": len(obs),
                           "by_vital": dict(explanation.by_vital)}, indent=2))

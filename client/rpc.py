@@ -37,6 +37,8 @@ from ids.queries import ALERTS_QUERY, AlertPage, AlertsQueryParams
 
 T = TypeVar("T")
 P = TypeVar("P", bound=Params)
+PROVE_PARAM = "prove"
+"""Asks for a proven answer; it changes how a read is carried, so a read's signature leaves it out."""
 R = TypeVar("R")
 
 
@@ -52,7 +54,8 @@ def error_from_json(error: Any) -> FbciError:
 def receipt_error(receipt: Receipt, tx_hash: bytes) -> FbciError:
     """The error class a rejected receipt names, so a caller sees ``error[<code> <reason>]``."""
     return error_from_json({"code": receipt.code, "message": receipt.message,
-                            "data": {"reason": receipt.reason, "hash": tx_hash.hex(), "height": receipt.height}})
+                            "data": {**receipt.result, "reason": receipt.reason, "hash": tx_hash.hex(),
+                                     "height": receipt.height}})
 
 
 def unreachable(url: str, exc: aiohttp.ClientConnectionError) -> NodeUnreachable:
@@ -75,6 +78,7 @@ class RpcClient:
         self._ids = itertools.count(1)
         self.reader = reader
         self._chain_id: str | None = None
+        self._methods: dict[str, dict[str, Any]] | None = None
 
     async def __aenter__(self) -> RpcClient:
         return self
@@ -151,12 +155,33 @@ class RpcClient:
         auth = sign_read(self.reader, self._chain_id, method, body, time.time_ns() // 1_000_000)
         return {**body, AUTH_PARAM: auth.model_dump(mode="json")}
 
+    async def call_read(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
+        """Any method by name, signed with ``reader`` when the node's OpenRPC document marks it private
+        (``x-access``): for a caller that has no typed :class:`Query`, such as ``fbci rpc call``. The
+        signature covers the method's whole params model, so each param the caller omits is filled with
+        the default the document declares (``prove`` stays outside the signature, as in :meth:`prove`)."""
+        if self.reader is None or not isinstance(params, dict | None):
+            return await self.call(method, params)
+        entry = (await self._described()).get(method)
+        if entry is None or not entry.get("x-access", {}).get("private"):
+            return await self.call(method, params)
+        given = dict(params or {})
+        carried = {PROVE_PARAM: given.pop(PROVE_PARAM)} if PROVE_PARAM in given else {}
+        defaults = {p["name"]: p["schema"]["default"] for p in entry["params"]
+                    if p["name"] not in (AUTH_PARAM, PROVE_PARAM) and "default" in p["schema"]}
+        return await self.call(method, {**await self.signed_params(method, {**defaults, **given}), **carried})
+
+    async def _described(self) -> dict[str, dict[str, Any]]:
+        if self._methods is None:
+            self._methods = {m["name"]: m for m in (await self.discover())["methods"]}
+        return self._methods
+
     async def prove(self, query: Query[P, R], params: P) -> ProvenAnswer:
         """The same read with ``prove: true``, unchecked (``client.light`` checks it); the signature of a
         private read covers the query's params, not ``prove``."""
         try:
             answer: ProvenAnswer = from_wire(ProvenAnswer, await self.call(
-                query.path, {**await self.signed_params(query.path, params), "prove": True}))
+                query.path, {**await self.signed_params(query.path, params), PROVE_PARAM: True}))
         except ValidationError as exc:
             raise ProofInvalid(f"the answer to {query.path} is not a proven answer: {exc.error_count()} errors"
                                ) from None

@@ -166,7 +166,8 @@ class ChainSession:
             raise Timeout(f"the node at {self.rpc_url} did not answer in time") from None
 
     def call(self, method: str, params: dict[str, Any] | list[Any] | None = None) -> Any:
-        return self.run(lambda c: c.call(method, params))
+        """Any method by name; a private read is signed with this session's key (``RpcClient.call_read``)."""
+        return self.run(lambda c: c.call_read(method, params))
 
     @property
     def chain_id(self) -> str:
@@ -251,12 +252,15 @@ class ChainSession:
     def rounds(self, model_id: str) -> list[RoundRecord]:
         return self.read(FL_ROUNDS, RoundsParams(model_id=model_id))
 
-    def model_version(self, model_id: str, version: int | None = None) -> ModelVersion:
-        return self.read(FL_MODEL_GET, ModelGetParams(model_id=model_id, version=version))
+    def model_version(self, model_id: str, version: int | None = None, *, patient: bytes | None = None
+                      ) -> ModelVersion:
+        """``patient``: the pseudonym this version will score, so the read is audited as that patient's prediction."""
+        return self.read(FL_MODEL_GET, ModelGetParams(model_id=model_id, version=version, patient=patient))
 
-    def model_weights(self, model_id: str, version: int | None = None) -> tuple[ModelVersion, dict[str, Any]]:
+    def model_weights(self, model_id: str, version: int | None = None, *, patient: bytes | None = None
+                      ) -> tuple[ModelVersion, dict[str, Any]]:
         """A committed version and its real-valued tensors by layout name (numpy; for inference)."""
-        mv = self.model_version(model_id, version)
+        mv = self.model_version(model_id, version, patient=patient)
         return mv, mv.unflatten(self.spec(model_id))
 
 

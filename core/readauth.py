@@ -88,3 +88,14 @@ class ReaderInfo(BaseModel):
 
 
 READER_PATH = "reader"
+
+
+class CustodianParams(BaseModel):
+    """Node-internal (not served over JSON-RPC): which hospital holds a patient pseudonym, for the read
+    guard's check that a clinician scores only its own hospital's patients."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    patient: Hash32
+
+
+CUSTODIAN_PATH = "custodian"

@@ -17,8 +17,19 @@ whose input width comes from the package that owns its features:
 - ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``.
 - ``deterioration``: logistic regression over ``ids.deterioration`` window features.
 
+Consent (``app_state.consent.required_for``) is required for the two models
+trained on patients' records one row per patient, ``breast_cancer`` and
+``breast_cancer_fedavg``: each update lists the consented patients' pseudonyms
+and weighs their number. ``breast_cancer_secure`` cannot (a masked input lists
+no patients, so genesis refuses a secure model that requires consent), nor do
+``iomt_ids`` (device traffic, no patient) or ``deterioration`` (its training
+rows are 4-hour windows, many per patient, which the consent list does not
+yet group by patient).
+
 A real consortium writes its own ``app_state.models`` into genesis; this is
-only the one-machine default.
+only the one-machine default. ``read_policy`` is written out in full (every
+read at its default: private for models, rounds, deltas, alerts, consent and
+audit), so the genesis file shows which reads need a signature.
 """
 
 from __future__ import annotations
@@ -52,5 +63,19 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
     ]
 
 
+def with_read_policy(app_state: dict[str, Any]) -> dict[str, Any]:
+    """``app_state`` with ``read_policy`` written out (each read's default, unless it names one), so
+    whoever reads the genesis file sees which reads are private."""
+    from node.app import RPC_QUERIES
+    from node.read_auth import default_read_policy
+
+    return {"read_policy": default_read_policy(RPC_QUERIES), **app_state}
+
+
+CONSENT_REQUIRED = ("breast_cancer", "breast_cancer_fedavg")
+"""The models whose updates must list consented patients on a default chain."""
+
+
 def default_app_state(hospitals: int) -> dict[str, Any]:
-    return {"models": [spec.to_doc() for spec in default_models(hospitals)]}
+    return with_read_policy({"models": [spec.to_doc() for spec in default_models(hospitals)],
+                             "consent": {"required_for": list(CONSENT_REQUIRED)}})

@@ -98,8 +98,9 @@ async def transactions_everywhere(net: Testnet, urls: Sequence[str]) -> None:
     say(f"{len(committed)} transactions answered as committed, each then looked up on every validator "
         "('tx_get', 'block_get'):")
     rows = []
+    reader = PrivateKey.load(HomePaths(net.specs[0].home).client_key("hospital"))  # tx_get is a private read
     for spec, url in zip(net.specs, urls):
-        async with RpcClient(url) as node:
+        async with RpcClient(url, reader=reader) as node:
             found = [await node.get_tx(h) for h, _ in committed]
             heights = sorted({f.receipt.height for f in found})
             first = (await node.get_block(heights[0])).hash
@@ -209,7 +210,7 @@ def story(net: Testnet, fl_rounds: int) -> None:
     heading(2, "signed transactions, committed on every validator")
     asyncio.run(transactions_everywhere(net, urls))
     heading(3, "federated learning on chain: breast cancer diagnosis")
-    learning.breast_cancer_rounds(urls, hospitals, fl_rounds, say)
+    learning.breast_cancer_rounds(urls, hospitals, [Path(spec.home) for spec in net.specs], fl_rounds, say)
     say("\nsecure aggregation: the same model family, and validators see only masked updates")
     demo_secagg.secure_round(urls, [Path(spec.home) for spec in net.specs], hospitals, say)
     heading(4, "intrusion detection: train, attack, alerts on chain")

@@ -47,7 +47,7 @@ def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway
                         say: Say) -> None:
     data = [local_data("iomt", i, len(keys), samples=3000) for i in range(len(keys))]
     say(f"hospitals train the IoMT intrusion classifier on their own device traffic ({rounds} rounds)")
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:  # models and rounds are private reads
         train_everywhere(urls, keys, "iomt_ids", data, rounds, round_printer(say, session, "iomt_ids"),
                          **settings("iomt"))
         if (note := failed_rounds_note(session, "iomt_ids")) is not None:
@@ -75,13 +75,13 @@ def intrusion_detection(urls: Sequence[str], keys: Sequence[PrivateKey], gateway
         f"{summary.submitted} signed alert transactions, {summary.committed} committed")
     rows = []
     for url in urls:
-        with ChainSession(url) as session:
+        with ChainSession(url, keys[0]) as session:
             page = session.run(lambda c: c.alerts_query(hospital=reporter, limit=500))
             rows.append((session.run(lambda c: c.status()).validator, len(page.alerts),
                          ", ".join(f"{c} {n}" for c, n in sorted(Counter(a.alert_class for a in page.alerts).items()))))
     say(f"alerts committed, as each validator answers 'alerts_query' (reported by {reporter}, the signing gateway):")
     say(table(("VALIDATOR", "ALERTS", "BY CLASS"), rows, indent="  "))
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:
         latest = session.run(lambda c: c.alerts_query(hospital=reporter, min_severity=3, limit=5))
     say("the first high-severity ones, as 'fbci ids alerts --min-severity high' shows them:")
     say(indent(alerts_view(latest)))

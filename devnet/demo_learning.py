@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import time
+from pathlib import Path
+
 from core.crypto import PrivateKey
+from core.errors import Timeout
+from genesis.home import HomePaths
+from client import consent
+from client.fl.consent import load_or_create_secret, pseudonyms, record_numbers
 from client.fl.hospital import Progress
 from client.fl.data import breast_cancer_split
 from client.fl.model_metrics import accuracy
@@ -31,6 +38,9 @@ from client.text import indent, percent, table
 from client.views import rounds_view
 
 Say = Callable[[str], None]
+ROUND_WAIT_S = 120.0
+DECLINE_EVERY = 20
+"""In the demo every 20th breast-cancer patient declines to let the model train on their record."""
 PATIENTS_PER_HOSPITAL = 60
 TEST_PATIENTS = 60
 SHOWN_PATIENTS = (11, 5, 23, 1, 4, 7)
@@ -45,15 +55,17 @@ def settings(dataset: str) -> dict[str, Any]:
 
 def train_everywhere(urls: Sequence[str], keys: Sequence[PrivateKey], model_id: str,
                      data: Sequence[tuple[Any, Any]], rounds: int, on_round: Callable[[int, int], None],
-                     **train: Any) -> None:
-    """All hospitals take part in ``rounds`` rounds at once; ``on_round(round, version)`` as each closes."""
+                     patients: Sequence[list[bytes]] | None = None, **train: Any) -> None:
+    """All hospitals take part in ``rounds`` rounds at once; ``on_round(round, version)`` as each closes.
+    ``patients``: each hospital's row pseudonyms, for a model that requires consent."""
     def progress(p: Progress) -> None:
         if p.stage == "closed" and p.detail["new_version"] is not None:
             on_round(p.round, p.detail["new_version"])
 
     with ThreadPoolExecutor(len(keys)) as pool:
         jobs = [pool.submit(train_rounds, urls[i], keys[i], model_id, x, y, rounds,
-                            progress=progress if i == 0 else None, seed=i, **train)
+                            progress=progress if i == 0 else None, seed=i,
+                            patients=None if patients is None else patients[i], **train)
                 for i, (x, y) in enumerate(data)]
         for job in jobs:
             job.result()
@@ -89,14 +101,48 @@ def failed_rounds_note(session: ChainSession, model_id: str) -> str | None:
             f"{failed[-1].reason}; the version did not move)")
 
 
-def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
+def record_consent(urls: Sequence[str], keys: Sequence[PrivateKey], homes: Sequence[Path], sizes: Sequence[int],
+                   model_id: str, say: Say) -> list[list[bytes]]:
+    """Each hospital records its patients' decisions on chain (``consent.set``, as custodian) before they
+    train; returns every row's pseudonym per hospital, which the training client checks at each round's
+    consent snapshot. Waits for a round that opened after the last grant, since a round's consent is fixed
+    when it opens."""
+    rows = [pseudonyms(record_numbers("breast_cancer", i, n), load_or_create_secret(HomePaths(home).keys_dir))
+            for i, (home, n) in enumerate(zip(homes, sizes))]
+
+    def grant(i: int) -> int:
+        with ChainSession(urls[i], keys[i]) as session:
+            return consent.grant_many(session, [p for k, p in enumerate(rows[i]) if k % DECLINE_EVERY != 1],
+                                      f"train:{model_id}")
+
+    with ThreadPoolExecutor(len(keys)) as pool:
+        granted = max(pool.map(grant, range(len(keys))))
+    say(f"{model_id} requires consent (genesis app_state.consent.required_for): each hospital records its "
+        f"patients' decisions as FHIR Consent on chain; every {DECLINE_EVERY}th declines:")
+    say(table(("HOSPITAL", "PATIENTS", "PERMIT", "NO CONSENT"),
+              [(f"hospital{i}", len(r), len(r) - len(r[1::DECLINE_EVERY]), len(r[1::DECLINE_EVERY]))
+               for i, r in enumerate(rows)], indent="  "))
+    deadline = time.monotonic() + ROUND_WAIT_S
+    with ChainSession(urls[0], keys[0]) as session:
+        while session.rounds(model_id)[-1].opened_height < granted:
+            if time.monotonic() > deadline:
+                raise Timeout(f"no {model_id} round opened after height {granted} within {ROUND_WAIT_S:g} s")
+            time.sleep(0.5)  # polling the chain for the round after the grants; rounds open on block heights
+    say(f"  (granted by height {granted}; only rounds opened from then on see them: a round's consent is fixed "
+        "when it opens. Only the pseudonyms go on chain, never a record number.)")
+    return rows
+
+
+def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], homes: Sequence[Path], rounds: int,
+                         say: Say) -> None:
     split = breast_cancer_split(len(keys), alpha=0.5, seed=0)
     shares = table(("HOSPITAL", "PATIENTS", "DIAGNOSES"), [(f"hospital{i}", len(y), describe_classes(y, split.class_names))
                                                          for i, (_, y) in enumerate(split.hospitals)], indent="  ")
     say(f"{len(keys)} hospitals train a diagnosis model on their own patients; {len(split.y_test)} held-out "
         f"patients test each global version:\n{shares}")
     explain_rounds(say, len(keys))
-    with ChainSession(urls[0]) as session:
+    patients = record_consent(urls, keys, homes, [len(y) for _, y in split.hospitals], "breast_cancer", say)
+    with ChainSession(urls[0], keys[0]) as session:  # models and rounds are private reads
         spec = session.spec("breast_cancer")
 
         def test_accuracy(version: int, mv: Any) -> str:
@@ -104,14 +150,14 @@ def breast_cancer_rounds(urls: Sequence[str], keys: Sequence[PrivateKey], rounds
             return f"{100 * accuracy(spec, weights, split.x_test, split.y_test):5.1f}%"
 
         train_everywhere(urls, keys, "breast_cancer", split.hospitals, rounds,
-                         round_printer(say, session, "breast_cancer", test_accuracy))
+                         round_printer(say, session, "breast_cancer", test_accuracy), patients)
         say("the chain's own record of the last rounds (fbci fl rounds --model breast_cancer --last 3):")
         say(indent(rounds_view(session.rounds("breast_cancer")[-3:], {})))
     say(f"a centralised model on the pooled data reaches {100 * centralised_accuracy(split, 0):.1f}% "
         "(the same model family, for comparison)")
     hashes = set()
     for url in urls:
-        with ChainSession(url) as session:
+        with ChainSession(url, keys[0]) as session:
             hashes.add(session.model_version("breast_cancer").hash.hex())
     say(f"every validator holds the same global model: {len(hashes) == 1} ({hashes.pop()[:16]}...)")
 
@@ -130,7 +176,7 @@ def _verdict(alarm: bool, onset_h: float | None) -> str:
 def prediction(urls: Sequence[str], keys: Sequence[PrivateKey], rounds: int, say: Say) -> None:
     split = vital_split(len(keys), PATIENTS_PER_HOSPITAL, TEST_PATIENTS, seed=0)  # the data 'fl train' would use
     say(f"hospitals train the deterioration model on their patients' 4-hour vital-sign windows ({rounds} rounds)")
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:
         train_everywhere(urls, keys, "deterioration", split.train, rounds, round_printer(say, session, "deterioration"),
                          **settings("vitals"))
         model, version = load_model(session, "deterioration", None)

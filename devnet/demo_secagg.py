@@ -58,7 +58,7 @@ def secure_round(urls: Sequence[str], homes: Sequence[Path], keys: Sequence[Priv
     say(f"  round {record.round} {record.status} at height {record.closed_height}: "
         f"{record.accepted} updates summed, new version v{record.new_version}")
     updates = [q for _, q in results]
-    with ChainSession(urls[0]) as session:
+    with ChainSession(urls[0], keys[0]) as session:
         spec = session.spec(MODEL)
     needles = [encode_delta(q) for q in updates]
     needles += [weighted_update(spec, q, len(y)).astype("<i8").tobytes() for q, (_, y) in zip(updates, split.hospitals)]

@@ -20,6 +20,7 @@ runs on one of its homes (``node.homelock``).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from core.crypto import PrivateKey
 from core.errors import FbciError, InvalidInput
 from genesis.home import HomePaths, NodeConfig, write_config
 from genesis.schema import ChainParams
@@ -95,8 +97,12 @@ def node_command(spec: NodeSpec) -> list[str]:
     return [sys.executable, "-m", "cli.main", "node", "start", "--home", str(spec.home)]
 
 
-def rpc_call(url: str, method: str, params: Any = None, *, timeout: float = 1.0) -> Any:
-    """One JSON-RPC call; raises OSError when the node does not answer, TestnetError on an error reply."""
+def rpc_call(url: str, method: str, params: Any = None, *, timeout: float = 1.0,
+             reader: PrivateKey | None = None) -> Any:
+    """One JSON-RPC call; raises OSError when the node does not answer, TestnetError on an error reply.
+    With ``reader`` a private read is signed by that key (``RpcClient.call_read``)."""
+    if reader is not None:
+        return asyncio.run(_signed_call(url, method, params, timeout, reader))
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
     if params is not None:
         body["params"] = params
@@ -107,6 +113,16 @@ def rpc_call(url: str, method: str, params: Any = None, *, timeout: float = 1.0)
     if "error" in reply:
         raise TestnetError(f"{url} answered {method} with {reply['error']}")
     return reply["result"]
+
+
+async def _signed_call(url: str, method: str, params: Any, timeout: float, reader: PrivateKey) -> Any:
+    from client.rpc import RpcClient
+
+    async with RpcClient(url, timeout_s=timeout, reader=reader) as client:
+        try:
+            return await client.call_read(method, params)
+        except FbciError as exc:
+            raise TestnetError(f"{url} answered {method} with {exc.to_json()}") from None
 
 
 class Testnet:
@@ -171,6 +187,10 @@ class Testnet:
             shutil.rmtree(out_dir)
 
     # ---- processes -------------------------------------------------------
+
+    def client_key(self, stem: str = "hospital", node: int = 0) -> PrivateKey:
+        """A client key node ``node``'s home keeps (``keys/<stem>.json``): it signs private reads too."""
+        return PrivateKey.load(HomePaths(self.specs[node].home).client_key(stem))
 
     def start(self) -> None:
         for i in range(len(self.specs)):

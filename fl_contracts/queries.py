@@ -36,6 +36,9 @@ MAX_VERSION = 2**64 - 1
 class ModelGetParams(Params):
     model_id: str = Field(min_length=1, max_length=128)
     version: int | None = Field(None, ge=0, le=MAX_VERSION, description="omit for the latest version")
+    patient: Hash32 | None = Field(None, description="the patient pseudonym this read will score (a prediction): "
+                                   "the answer is the same, and the audit trail records who read that "
+                                   "patient's predictions")
 
 
 MAX_ROUNDS_PAGE = 500

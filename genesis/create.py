@@ -138,6 +138,8 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
     ``governance``: instead of one ``admin``, each node's hospital gets its own ``admin{i}``
     (``keys/admin.json`` of node i), and ``app_state.governance`` makes them the members who decide
     by more than 2/3 (unless ``app_state`` already declares governance).
+    ``app_state.affiliations`` (unless given) lists ``gateway{j}`` and ``node{j}`` under ``hospital{j}``:
+    the accounts whose alerts a clinician of that hospital reads.
     """
     hospitals = n_validators if hospitals is None else hospitals
     gateways = n_validators if gateways is None else gateways
@@ -157,6 +159,9 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
     clients = [(name, "admin", i) for i, name in enumerate(admins)]
     if governance:
         app_state = {"governance": {"members": admins}, **(app_state or {})}
+    app_state = {"affiliations": {f"hospital{j}": [*([f"gateway{j}"] if j < gateways else []),
+                                                   *([f"node{j}"] if j < n_validators else [])]
+                                  for j in range(hospitals)}, **(app_state or {})}
     clients += [(f"hospital{j}", "hospital", j) for j in range(hospitals)]
     clients += [(f"gateway{j}", "gateway", j) for j in range(gateways)]
     for name, role, j in clients:

@@ -29,8 +29,9 @@ from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, Not
 from core.hashing import merkle_root, sha256
 from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeState, receipt_key
 from core.state import StateView, TxContext
-from core.readauth import READER_PATH, ReaderInfo, ReaderParams
+from core.readauth import CUSTODIAN_PATH, READER_PATH, CustodianParams, ReaderInfo, ReaderParams
 from core.tx import Transaction
+from consent import contract as consent_contract
 from consent import queries as consent_queries
 from core import keyhistory
 from governance import queries as gov_queries
@@ -71,6 +72,10 @@ READER: Query[ReaderParams, ReaderInfo | None] = Query(
     READER_PATH, "Who a key is, for the read guard (node-internal, not a JSON-RPC method).", ReaderParams,
     ReaderInfo | None, provable=False)
 
+CUSTODIAN: Query[CustodianParams, bytes | None] = Query(
+    CUSTODIAN_PATH, "The hospital holding a patient pseudonym, for the read guard (node-internal).", CustodianParams,
+    bytes | None, provable=False)
+
 GenesisAccount = tuple[bytes, str, Sequence[str]]
 """``(public key, name, roles)`` of an account genesis registers."""
 
@@ -103,6 +108,7 @@ class LedgerApplication:
             TX_GET.path: _Route(TX_GET, lambda _, p: self._tx(p)),
             BLOCK_GET.path: _Route(BLOCK_GET, lambda _, p: self._block(p)),
             READER_PATH: _Route(READER, lambda state, p: reader_info(state, p.public_key)),
+            CUSTODIAN_PATH: _Route(CUSTODIAN, lambda state, p: consent_contract.custodian(state, p.patient)),
             AUDIT_ANCHORS.path: _Route(AUDIT_ANCHORS, lambda state, p: anchors(state, p.validator)),
         }
         for query, answer in STATE_QUERIES:

@@ -40,8 +40,11 @@ Covering = Callable[[int], "Anchor | None"]
 _PURPOSES = (("fl_", "TRAIN"), ("alerts", "HSYSADMIN"), ("consent", "PATADMIN"))
 
 
-def _purpose(method: str) -> str:
-    """FHIR purposeOfUse, coarsely, from what the method reads (HOPERAT: healthcare operations)."""
+def _purpose(method: str, entity: dict[str, object]) -> str:
+    """FHIR purposeOfUse, coarsely, from what the method reads (HOPERAT: healthcare operations); a model
+    read that names a patient is that patient's prediction (TREAT)."""
+    if method == "fl_model_get" and "patient" in entity:
+        return "TREAT"
     return next((purpose for prefix, purpose in _PURPOSES if method.startswith(prefix)), "HOPERAT")
 
 
@@ -62,7 +65,7 @@ class AuditLog:
             outcome="0" if outcome.code == 0 else "4", outcome_reason=outcome.reason, agent=outcome.reader,
             agent_name=outcome.reader_name, agent_roles=list(outcome.roles), agent_address=outcome.client,
             entity_type=outcome.method, entity={k: v for k, v in outcome.entity.items() if isinstance(v, (str, int))},
-            purpose=_purpose(outcome.method))
+            purpose=_purpose(outcome.method, outcome.entity))
         return self._append(event)
 
     def record_tx_refusal(self, sender: bytes | None, exc: FbciError, height: int, now_ms: int) -> AuditEvent | None:

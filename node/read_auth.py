@@ -2,7 +2,8 @@
 
 Genesis ``app_state.read_policy`` maps a method to ``"open"`` or
 ``"private"``; a method it does not name keeps its query's default
-(:class:`core.api.Access`). A private read is answered only for a signed
+(:class:`core.api.Access`), so with no policy at all models, rounds, deltas,
+alerts, consent and audit are private. A private read is answered only for a signed
 request (:mod:`core.readauth`) whose timestamp is within the window, whose
 nonce is new for its key, whose key is registered and still holds a role, and
 whose roles the method admits; some methods narrow further to the reader's
@@ -30,8 +31,11 @@ from core.errors import (
     StaleRead, UnknownReader,
 )
 from core.proofs import ProvenAnswer
-from core.readauth import DEFAULT_WINDOW_MS, READER_PATH, ReadAuth, ReaderInfo, ReaderParams, verify_read
+from core.readauth import (
+    CUSTODIAN_PATH, DEFAULT_WINDOW_MS, READER_PATH, CustodianParams, ReadAuth, ReaderInfo, ReaderParams, verify_read,
+)
 from fl_contracts.contract import TX_KIND as FL_UPDATE_KIND
+from fl_contracts.queries import FL_MODEL_GET
 from ids.queries import ALERTS_QUERY
 
 ENTITY_FIELDS = ("model_id", "version", "patient", "hospital", "subject", "alert_class", "round", "height")
@@ -42,6 +46,23 @@ DEFAULT_NONCE_LIMIT = 200_000
 class _ReadPolicyDoc(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     read_policy: dict[str, Literal["open", "private"]] = {}
+
+
+class _AffiliationsDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    affiliations: dict[str, list[str]] = {}
+
+
+def affiliations(app_state: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """Hospital name -> the names that report alerts for it: itself, and the gateways and validator that
+    genesis ``app_state.affiliations`` lists under it (an alert names its reporter, a clinician its hospital)."""
+    try:
+        doc = _AffiliationsDoc.model_validate({"affiliations": app_state.get("affiliations", {})})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidGenesis(f"app_state.affiliations.{'.'.join(map(str, first['loc'][1:]))}: {first['msg']}"
+                             ) from None
+    return {hospital: frozenset({hospital, *members}) for hospital, members in doc.affiliations.items()}
 
 
 def read_policy(queries: Iterable[Query[Any, Any]], app_state: Mapping[str, Any]) -> dict[str, bool]:
@@ -117,10 +138,16 @@ def _custodian_only(result: object, reader: ReaderInfo) -> None:
         raise ReadForbidden("a hospital reads the consent history of its own patients only")
 
 
-def _own_hospital_alerts(params: Params, reader: ReaderInfo) -> None:
-    if reader.roles == frozenset({"clinician"}) and getattr(params, "hospital") != reader.hospital_name:
-        raise ReadForbidden(f"a clinician reads only its own hospital's alerts: set hospital to "
-                            f"{reader.hospital_name!r}")
+def own_hospital_alerts(reporters: Mapping[str, frozenset[str]]) -> Scope:
+    """A clinician reads the alerts its own hospital's accounts reported (``hospital`` names one of them)."""
+    def scope(params: Params, reader: ReaderInfo) -> None:
+        if reader.roles != frozenset({"clinician"}):
+            return
+        own = reporters.get(reader.hospital_name or "", frozenset({reader.hospital_name}))
+        if getattr(params, "hospital") not in own:
+            raise ReadForbidden(f"a clinician reads only its own hospital's alerts: set hospital to one of "
+                                f"{sorted(n for n in own if n)}")
+    return scope
 
 
 def _own_updates(params: Params, reader: ReaderInfo) -> None:
@@ -146,25 +173,39 @@ def _unscoped_pushes(params: Params, reader: ReaderInfo) -> None:
 SUBSCRIBE = "subscribe"
 SUBSCRIPTIONS: dict[str, Query[Any, Any]] = {"new_alert": ALERTS_QUERY}
 """Websocket topics and the read whose privacy and roles they follow."""
-SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "alerts_query": _own_hospital_alerts,
-                            "fl_update_get": _own_updates, SUBSCRIBE: _unscoped_pushes}
+SCOPES: dict[str, Scope] = {"consent_history": _own_patient, "fl_update_get": _own_updates,
+                            SUBSCRIBE: _unscoped_pushes}
 RESULT_SCOPES: dict[str, ResultScope] = {"consent_history": _custodian_only, "tx_get": _own_personal_txs}
 
 Ask = Callable[[Params], Awaitable[object]]
 LookupReader = Callable[[bytes], Awaitable["ReaderInfo | None"]]
+LookupCustodian = Callable[[bytes], Awaitable["bytes | None"]]
+
+
+async def _no_custodian(patient: bytes) -> bytes | None:
+    return None
 
 
 class ReadGuard:
     def __init__(self, chain_id: str, private: Mapping[str, bool], lookup: LookupReader, *,
                  clock_ms: Callable[[], int], on_read: Callable[[ReadOutcome], None] = lambda o: None,
-                 window_ms: int = DEFAULT_WINDOW_MS, nonce_limit: int = DEFAULT_NONCE_LIMIT) -> None:
+                 window_ms: int = DEFAULT_WINDOW_MS, nonce_limit: int = DEFAULT_NONCE_LIMIT,
+                 reporters: Mapping[str, frozenset[str]] | None = None,
+                 custodian: LookupCustodian = _no_custodian) -> None:
+        """``reporters``: each hospital's alert reporters (:func:`affiliations`), and ``custodian``: the
+        hospital holding a pseudonym; both narrow a clinician to its own hospital."""
         self.chain_id = chain_id
+        self.custodian = custodian
+        self.scopes = {**SCOPES, ALERTS_QUERY.path: own_hospital_alerts(reporters or {})}
         self.private = dict(private)
         self.lookup = lookup
         self.clock_ms = clock_ms
         self.on_read = on_read
         self.window_ms = window_ms
         self.nonces = NonceCache(nonce_limit)
+
+    def is_private(self, path: str) -> bool:
+        return self.private.get(path, False)
 
     async def read(self, query: Query[Any, Any], params: Params, auth: ReadAuth | None, client: str,
                    ask: Ask) -> object:
@@ -191,9 +232,11 @@ class ReadGuard:
         try:
             reader = await self._identify(query, dumped, auth, now)
             self._admit(query, reader, auth, now)
-            scope = SCOPES.get(query.path)
+            scope = self.scopes.get(query.path)
             if scope is not None:
                 scope(params, reader)
+            if query.path == FL_MODEL_GET.path:
+                await self._own_patients_prediction(params, reader)
             result = await ask(params)
             result_scope = RESULT_SCOPES.get(query.path)
             if result_scope is not None:
@@ -220,6 +263,17 @@ class ReadGuard:
             raise UnknownReader(f"key {auth.key.hex()} is not a registered account")
         return reader
 
+    async def _own_patients_prediction(self, params: Params, reader: ReaderInfo) -> None:
+        """A clinician scores only its own hospital's patients: a model read that names a pseudonym
+        another hospital holds is refused (one no hospital has named yet is no other hospital's)."""
+        patient = getattr(params, "patient", None)
+        if reader.roles != frozenset({"clinician"}) or patient is None:
+            return
+        held_by = await self.custodian(patient)
+        if held_by is not None and held_by != reader.hospital:
+            raise ReadForbidden("a clinician reads predictions for its own hospital's patients only; "
+                                f"patient {patient.hex()[:16]}… is another hospital's")
+
     def _admit(self, query: Query[Any, Any], reader: ReaderInfo, auth: ReadAuth, now: int) -> None:
         """The reader still holds a role the method admits, and has not sent this request before."""
         if not reader.roles:
@@ -240,17 +294,26 @@ class ReadGuard:
                            roles=tuple(sorted(reader.roles)) if reader is not None else ())
 
 
+def default_read_policy(queries: Iterable[Query[Any, Any]]) -> dict[str, Literal["open", "private"]]:
+    """Each read's own default (its :class:`core.api.Access`), as ``app_state.read_policy`` writes it:
+    ``fbci genesis init`` puts it in genesis so an operator sees which reads are private."""
+    return {q.path: "private" if q.access.private else "open" for q in queries}
+
+
 def read_guard_for(chain_id: str, queries: Iterable[Query[Any, Any]], app_state: Mapping[str, Any],
                    ask: Callable[[str, Params], Awaitable[object]], *, clock_ms: Callable[[], int],
-                   on_read: Callable[[ReadOutcome], None]) -> ReadGuard | None:
-    """The guard a validator serves JSON-RPC behind, or None for a chain whose genesis declares no
-    ``app_state.read_policy`` (every read open, as before private reads existed)."""
-    if "read_policy" not in app_state:
-        return None
+                   on_read: Callable[[ReadOutcome], None]) -> ReadGuard:
+    """The guard a validator serves JSON-RPC behind: genesis ``app_state.read_policy`` over each
+    query's default, so a genesis that names no policy still keeps models, deltas, alerts,
+    consent and audit private."""
 
     async def lookup(key: bytes) -> ReaderInfo | None:
         found = await ask(READER_PATH, ReaderParams(public_key=key))
         return found if isinstance(found, ReaderInfo) else None
 
-    return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read)
+    async def custodian(patient: bytes) -> bytes | None:
+        found = await ask(CUSTODIAN_PATH, CustodianParams(patient=patient))
+        return found if isinstance(found, bytes) else None
 
+    return ReadGuard(chain_id, read_policy(queries, app_state), lookup, clock_ms=clock_ms, on_read=on_read,
+                     reporters=affiliations(app_state), custodian=custodian)

@@ -211,8 +211,7 @@ class Validator:
 
         def rejected(sender: bytes | None, exc: FbciError) -> None:
             self.defence.on_tx_rejected(sender, exc)
-            if reads is not None:  # a chain with private reads audits role refusals of transactions too
-                trail.record_tx_refusal(sender, exc, application.height, time.time_ns() // 1_000_000)
+            trail.record_tx_refusal(sender, exc, application.height, time.time_ns() // 1_000_000)
 
         self.service = NodeService(
             name=config.name, genesis=doc, app=self.app, mempool=ledger.mempool,

@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.crypto import PrivateKey
-from core.errors import InvalidInput
+from core.errors import ContractRejected, InvalidInput
 from ids.evaluation import DETERIORATION_TRAINING, HORIZON_H, IDS_TRAINING
 from ids.features import N_FEATURES
 from ids.deterioration import N_WINDOW_FEATURES
@@ -205,7 +205,10 @@ def train_rounds(
 
     ``patients``: the pseudonym of each row's patient. Each round then trains only on the rows
     whose patient may train the model at the round's consent snapshot (asked of the chain,
-    ``client.fl.consent``), lists them in the update, and reports how many it left out.
+    ``client.fl.consent``), lists them in the update, and reports how many it left out. A round
+    in which no record has consent is waited out and not counted in ``rounds``, as is one that
+    closed before the update arrived (at most ``rounds`` such rounds: a hospital whose patients
+    all withdrew stops).
 
     ``poison`` makes this hospital an attacker for robustness experiments: its
     delta is tampered as in ``client.fl.simulation`` (before clipping, so it
@@ -232,7 +235,8 @@ def train_rounds(
     with ChainSession(rpc_url, key, local_addr=local_addr, genesis=genesis) as session:
         secure = session.spec(model_id).secure  # a secure model's rounds take four stages (client.fl.secagg_driver)
         transport = (SecureChainTransport if secure else ChainTransport)(session, round_timeout_s=round_timeout_s)
-        for _ in range(rounds):
+        trained = skipped = 0
+        while trained < rounds and skipped <= rounds:  # a round with no consented record is not taken part in
             model = transport.get_model(model_id)
             report(Progress(model.open_round, "fetched", {"version": model.version.version}))
             consented = None
@@ -242,6 +246,7 @@ def train_rounds(
                                                               "left_out": consented.left_out,
                                                               "reasons": consented.reasons}))
                 if not consented.patients:  # nothing to train on in this round: let it pass, try the next
+                    skipped += 1
                     report(Progress(model.open_round, "skipped", {"snapshot": model.snapshot_height}))
                     result.records.append(transport.wait_round(model_id, model.open_round))
                     continue
@@ -250,12 +255,20 @@ def train_rounds(
                 payload["num_samples"] = model.spec.max_samples
             samples = len(y) if consented is None else int(consented.mask.sum())
             report(Progress(model.open_round, "trained", {"samples": samples, "epsilon": client.epsilon()}))
-            receipt = transport.submit(payload)
+            try:
+                receipt = transport.submit(payload)
+            except ContractRejected as exc:  # the round closed while this hospital trained: try the next one
+                if exc.data.get("fl_reason") != "wrong_round" or skipped >= rounds:
+                    raise
+                skipped += 1
+                report(Progress(model.open_round, "late", {"reason": exc.message}))
+                continue
             report(Progress(model.open_round, "submitted", receipt))
             record = transport.wait_round(model_id, model.open_round)
             report(Progress(model.open_round, "closed", {"status": record.status, "new_version": record.new_version,
                                                          "accepted": record.accepted}))
             result.records.append(record)
+            trained += 1
     result.epsilon = client.epsilon()
     return result
 
@@ -271,8 +284,9 @@ def format_progress(total: int) -> Callable[[Progress], None]:
         elif p.stage == "consent":
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items()))
             text = f"{d['used']} record(s) with consent, {d['left_out']} left out" + (f" ({why})" if why else "")
-        elif p.stage == "skipped":
-            done[0] += 1
+        elif p.stage == "late":  # not taken part in either
+            text = f"{d['reason']}; training again on the next round"
+        elif p.stage == "skipped":  # not taken part in: not counted against --rounds
             text = f"no local record has consent at this round's snapshot (height {d['snapshot']}); waiting"
         elif p.stage == "trained":
             text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")

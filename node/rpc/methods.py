@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from pydantic import Field, create_model
 
 from core.api import (
-    AccountGetParams, AccountInfo, NodeStatus, NoParams, Params, Query, TxAccepted, TxCommitResult,
+    Access, AccountGetParams, AccountInfo, NodeStatus, NoParams, Params, Query, TxAccepted, TxCommitResult,
 )
 from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
 from core.hashing import sha256
@@ -63,6 +63,10 @@ class ReadGate(Protocol):
 
     async def subscribe(self, topic: str, params: Params, auth: ReadAuth | None, client: str,
                         ask: Callable[[Params], Awaitable[object]]) -> object: ...
+
+    def is_private(self, path: str) -> bool:
+        """Whether this node answers the read ``path`` only for a signed request (genesis policy)."""
+        ...
 
 
 class TxSubmitParams(Params):
@@ -106,6 +110,9 @@ class Method:
     result: Any
     """The result's Python type; its JSON schema goes into the OpenRPC document."""
     handler: Handler
+    access: Access | None = None
+    """For a read of chain state: who may call it, and whether this node answers it only when signed
+    (``params.auth``); None for the node-level methods, which are open."""
 
 
 class VerifyOnly:
@@ -244,13 +251,14 @@ def _session(ctx: CallContext, method: str) -> SubscriptionSession:
 
 def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
     """A state query's method takes one more, optional, param: ``prove`` (last, for by-position calls)."""
+    access = Access(q.access.roles, private=h.reads is not None and h.reads.is_private(q.path))
     if not q.provable:
-        return Method(q.path, q.summary, q.params, q.result, h.query(q))
+        return Method(q.path, q.summary, q.params, q.result, h.query(q), access)
     params = create_model(f"{q.params.__name__}Provable", __base__=q.params, prove=(bool, Field(
         False, description="answer with a core.proofs.ProvenAnswer: the result, its state proof, the certified "
                            "header it proves against and that header's commit certificate")))
     return Method(q.path, q.summary + " With prove: true, checkable against a commit certificate.", params,
-                  q.result | ProvenAnswer, h.query(q))
+                  q.result | ProvenAnswer, h.query(q), access)
 
 
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from devnet.testnet import Testnet, rpc_call
+from devnet.testnet import Testnet, TestnetError, rpc_call
 from tests.testnets import running_testnet
 from tests.ports import free_base_port
 
@@ -43,7 +43,8 @@ def home(net: Testnet) -> str:
 
 
 def rpc(net: Testnet, method: str, params: Any = None) -> Any:
-    return rpc_call(net.specs[0].rpc_url, method, params, timeout=10)
+    """The node's own answer, signed by the home's hospital key (most reads are private by default)."""
+    return rpc_call(net.specs[0].rpc_url, method, params, timeout=10, reader=net.client_key("hospital"))
 
 
 def field(text: str, name: str) -> str:
@@ -188,3 +189,21 @@ def test_one_spelling_of_a_model_version(node: Testnet) -> None:
         bad = fbci(*command, "--home", home(node), "--model-version", "v1")
         assert bad.returncode != 0 and "--model-version" in bad.stderr and "'v1'" in bad.stderr
     assert "--version" not in fbci("predict", "--help").stdout.replace("--model-version", "")
+
+
+def test_rpc_call_signs_a_private_read_and_an_unsigned_one_is_refused(node: Testnet) -> None:
+    """The README's two ways in: an open method with plain JSON-RPC (curl), a private one signed by ``fbci rpc call``."""
+    url = node.specs[0].rpc_url
+    with pytest.raises(TestnetError, match="auth_required"):
+        rpc_call(url, "fl_model_get", {"model_id": "breast_cancer"}, timeout=10)
+    assert rpc_call(url, "block_get", {"height": 1}, timeout=10)["height"] == 1  # open, unsigned
+    signed = json.loads(ok("rpc", "call", "--home", home(node), "--key", "hospital", "fl_model_get",
+                           '{"model_id": "breast_cancer"}'))
+    assert signed == rpc(node, "fl_model_get", {"model_id": "breast_cancer", "version": signed["version"]})
+    proven = json.loads(ok("rpc", "call", "--home", home(node), "fl_rounds", '{"model_id": "breast_cancer", "prove": true}'))
+    assert proven["result"] == rpc(node, "fl_rounds", {"model_id": "breast_cancer"})[:len(proven["result"])]
+    assert json.loads(ok("rpc", "call", "--rpc", url, "status"))["validator"] == "node0"
+    anonymous = fbci("rpc", "call", "--rpc", url, "fl_model_get", '{"model_id": "breast_cancer"}')
+    assert anonymous.returncode == 1 and "error[-32141 auth_required]" in anonymous.stderr
+    bad = fbci("rpc", "call", "--rpc", url, "status", "{nope")
+    assert bad.returncode != 0 and "PARAMS: not JSON" in bad.stderr

@@ -71,7 +71,8 @@ def test_tx_submit_commits_and_reports_rejections_cleanly(node: Testnet) -> None
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["committed"] is True and result["height"] >= 1
-    committed = TX_GET.parse(rpc_call(node.specs[0].rpc_url, "tx_get", {"hash": result["hash"]}))
+    committed = TX_GET.parse(rpc_call(node.specs[0].rpc_url, "tx_get", {"hash": result["hash"]},
+                                              reader=node.client_key("admin")))
     assert committed.kind == "test.echo" and committed.receipt.ok is True
     assert committed.nonce == result["nonce"] and committed.transaction().payload["msg"] == b"hello"  # "0x.." sent as bytes
 
@@ -115,7 +116,8 @@ def test_ids_watch_posts_deduplicated_alerts_once(node: Testnet, tmp_path: Path)
     assert s["records"] == 600 and 0 < s["alerts"] < s["flagged"] / 2  # dedup per device, class and window
     assert s["committed"] == s["submitted"] == s["alerts"] == sum(s["by_class"].values())
     assert s["reporter"] == "gateway0"  # the signing account, whatever traffic profile it watched
-    page = rpc_call(node.specs[0].rpc_url, "alerts_query", {"hospital": s["reporter"], "limit": 500})
+    page = rpc_call(node.specs[0].rpc_url, "alerts_query", {"hospital": s["reporter"], "limit": 500},
+                    reader=node.client_key())
     assert sorted(a["alert_id"] for a in page["alerts"]) == sorted(s["alert_ids"])
     replay = json.loads(fbci("ids", "watch", "--home", home(node), "--generate", "600", "--profile",
                              "riverside-general", "--attack-rate", "0.5", "--json").stdout)

@@ -90,9 +90,13 @@ def test_assemble_from_public_parts_equals_init_with_the_same_keys(tmp_path: Pat
             home = net.homes[0 if account.name == "admin" else int(account.name[-1])]
             key = PrivateKey.load(HomePaths(home).client_key(account.roles[0]))
             parts.append(public_part_of(key, name=account.name, roles=account.roles))
-    rebuilt = assemble("fbci-eq", parts[::-1], genesis_time_ms=77, params=ChainParams(max_block_txs=9))
+    # init also writes which gateway and validator report for which hospital (app_state.affiliations)
+    assert net.genesis.app_state == {"affiliations": {f"hospital{j}": [f"gateway{j}", f"node{j}"] for j in range(4)}}
+    rebuilt = assemble("fbci-eq", parts[::-1], genesis_time_ms=77, params=ChainParams(max_block_txs=9),
+                       app_state=net.genesis.app_state)
     assert rebuilt == net.genesis and rebuilt.hash() == net.genesis.hash()
-    assert assemble("fbci-eq", parts, genesis_time_ms=78, params=ChainParams(max_block_txs=9)).hash() != rebuilt.hash()
+    assert assemble("fbci-eq", parts, genesis_time_ms=78, params=ChainParams(max_block_txs=9),
+                    app_state=net.genesis.app_state).hash() != rebuilt.hash()
 
 
 def test_assemble_names_the_conflicting_field() -> None:

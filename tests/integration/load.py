@@ -54,8 +54,8 @@ PACE_S = 0.05  # a worker's pause between transactions: a steady load, not a ben
 class SourcedClient(RpcClient):
     """An :class:`RpcClient` whose connections leave from ``source`` (a 127.0.0.0/8 address)."""
 
-    def __init__(self, url: str, source: str, *, timeout_s: float = 30.0) -> None:
-        super().__init__(url, timeout_s=timeout_s)
+    def __init__(self, url: str, source: str, *, timeout_s: float = 30.0, reader: PrivateKey | None = None) -> None:
+        super().__init__(url, timeout_s=timeout_s, reader=reader)
         self.source = source
 
     def _http(self) -> aiohttp.ClientSession:
@@ -167,7 +167,7 @@ class ClientLoad:
 
     async def _worker(self, index: int, key: PrivateKey) -> None:
         source = f"127.0.0.{WORKER_ADDRESS_BASE + index}"
-        clients = [SourcedClient(url, source, timeout_s=self.commit_timeout_s + 3) for url in self.urls]
+        clients = [SourcedClient(url, source, timeout_s=self.commit_timeout_s + 3, reader=key) for url in self.urls]
         target = index % len(clients)
         try:
             nonce = 1
@@ -221,15 +221,16 @@ class ClientLoad:
 # -- checks: the same chain everywhere, every acknowledged transaction everywhere ----------------
 
 
-async def _batched(url: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    """Results in order; rate-limited slots are retried after a pause, other errors come back as values."""
+async def _batched(url: str, calls: list[tuple[str, dict[str, Any]]], reader: PrivateKey | None = None) -> list[Any]:
+    """Results in order; rate-limited slots are retried after a pause, other errors come back as values.
+    ``reader`` signs each call (whose params must be its model's full dump, as ``tx_get``'s are)."""
     results: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     deadline = time.monotonic() + 60
     while todo:
         chunk, todo = todo[:BATCH], todo[BATCH:]
-        async with SourcedClient(url, next(_checker_addresses)) as client:
-            answers = await client.batch([calls[i] for i in chunk])
+        async with SourcedClient(url, next(_checker_addresses), reader=reader) as client:
+            answers = await client.batch([(calls[i][0], await client.signed_params(*calls[i])) for i in chunk])
         retry = [i for i, a in zip(chunk, answers) if isinstance(a, LimitExceeded)]
         for i, answer in zip(chunk, answers):
             results[i] = answer
@@ -293,9 +294,9 @@ def assert_same_chain(net: Testnet, nodes: Sequence[int] | None = None) -> int:
     return min(tops.values())
 
 
-async def _tx_heights(url: str, hashes: list[bytes]) -> list[Any]:
+async def _tx_heights(url: str, hashes: list[bytes], reader: PrivateKey) -> list[Any]:
     """Each hash's committed transaction (or the error the node answered), in one batch per chunk."""
-    answers = await _batched(url, [(TX_GET.path, {"hash": h.hex()}) for h in hashes])
+    answers = await _batched(url, [(TX_GET.path, {"hash": h.hex()}) for h in hashes], reader)
     return [TX_GET.parse(a) if isinstance(a, dict) else a for a in answers]
 
 
@@ -311,7 +312,7 @@ def assert_acked_everywhere(net: Testnet, acked: dict[bytes, int], nodes: Sequen
         raise AssertionError("no transaction was acknowledged: the load never ran")
     wait_heights(net, max(acked.values()), timeout, nodes)
     hashes = sorted(acked)
-    everywhere = _run(_gather([_tx_heights(net.specs[i].rpc_url, hashes) for i in nodes]))
+    everywhere = _run(_gather([_tx_heights(net.specs[i].rpc_url, hashes, net.client_key()) for i in nodes]))
     for i, answers in zip(nodes, everywhere):
         missing = [(h.hex()[:16], a) for h, a in zip(hashes, answers) if not isinstance(a, TxInfo)]
         assert not missing, f"{net.specs[i].name} lost {len(missing)} acknowledged transactions: {missing[:3]}"

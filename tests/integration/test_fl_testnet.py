@@ -29,8 +29,12 @@ from client.fl.data import Split, breast_cancer_split
 from client.fl.model_metrics import accuracy
 from client.session import ChainSession, load_client_key
 from client.fl.train import TrainResult, train_rounds
+from devnet.catalog import default_app_state
 from devnet.testnet import Testnet
 
+NO_CONSENT = {**default_app_state(4), "consent": {"required_for": []}}
+"""These tests measure aggregation on the whole data set (and a sample-count attack that consent would
+neutralise, tests/consent/test_consent.py): the default chain's consent for breast_cancer is off here."""
 ROUNDS = int(os.environ.get("FBCI_FL_ROUNDS", realdata.ROUNDS))
 MODELS = ("breast_cancer", "breast_cancer_fedavg")
 HOSPITALS = 4
@@ -73,7 +77,7 @@ def chain_models(net: Testnet, split: Split, results: dict[str, list[TrainResult
         version = per_hospital[0].records[-1].new_version
         hashes, acc = [], None
         for spec in net.specs:
-            with ChainSession(spec.rpc_url) as session:
+            with ChainSession(spec.rpc_url, net.client_key()) as session:  # models are private reads
                 mv, weights = session.model_weights(model, version)
                 hashes.append(mv.hash)
                 acc = accuracy(session.spec(model), weights, split.x_test, split.y_test)
@@ -92,7 +96,7 @@ def check_rounds(results: dict[str, list[TrainResult]]) -> None:
 
 @contextmanager
 def running(testnet: Callable[..., Testnet]) -> Iterator[Testnet]:
-    net = testnet(4)
+    net = testnet(4, app_state=NO_CONSENT)
     net.wait_ready(60, min_height=1)
     yield net
 

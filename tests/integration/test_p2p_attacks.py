@@ -222,7 +222,7 @@ class BigTxLoad:
 
     async def _worker(self, index: int, key: PrivateKey, goal: int) -> None:
         pub = key.public_key.raw
-        async with SourcedClient(self.url, f"127.0.0.{40 + index}", timeout_s=60) as client:
+        async with SourcedClient(self.url, f"127.0.0.{40 + index}", timeout_s=60, reader=key) as client:
             while self.acked_bytes < goal:
                 nonce = self.nonces.get(pub, 1)
                 tx = Transaction.create(key, self.chain_id, nonce, "test.echo", {"msg": os.urandom(self.tx_bytes)})

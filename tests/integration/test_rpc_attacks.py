@@ -130,8 +130,8 @@ def assert_still_fine(node: Node, unattacked: list[float], attacked: list[float]
 
 def alerts_about(node: Node, subject: bytes) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
-        async with SourcedClient(node.url + "/rpc", HONEST) as client:
-            page = await client.call("alerts_query", {"subject": subject.hex()})
+        async with SourcedClient(node.url + "/rpc", HONEST, reader=node.hospital) as client:  # a private read
+            page = await client.call_read("alerts_query", {"subject": subject.hex()})
         return list(page["alerts"])
 
     return asyncio.run(run())

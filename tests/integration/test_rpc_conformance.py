@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from core.crypto import PrivateKey
+from core.readauth import sign_read
 from core.tx import Transaction
 from genesis.home import HomePaths
 from genesis.schema import load_genesis
@@ -253,7 +255,11 @@ def test_garbage_instead_of_a_transaction_is_invalid_input(node: Node) -> None:
 
 
 def test_tx_get_of_an_unknown_hash_is_not_found(node: Node) -> None:
-    assert_error(call(node, "tx_get", {"hash": "00" * 32}), -32001, "not_found")
+    """``tx_get`` is a private read: signed, it answers not found; unsigned, it is refused before the lookup."""
+    params = {"hash": "00" * 32}
+    auth = sign_read(node.key, node.chain_id, "tx_get", params, time.time_ns() // 1_000_000)
+    assert_error(call(node, "tx_get", {**params, "auth": auth.model_dump(mode="json")}), -32001, "not_found")
+    assert_error(call(node, "tx_get", params), -32141, "auth_required")
 
 
 def test_block_get_beyond_the_head_is_not_found(node: Node) -> None:

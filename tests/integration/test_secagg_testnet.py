@@ -96,7 +96,7 @@ def test_secure_round_on_the_testnet_leaves_no_update_on_any_validator(secure_ne
                       max_abs=SPEC.max_abs, max_norm=SPEC.max_norm, max_samples=SPEC.max_samples)
     hashes = set()
     for spec in secure_net.specs:
-        with ChainSession(spec.rpc_url) as session:
+        with ChainSession(spec.rpc_url, secure_net.client_key()) as session:  # models are private reads
             mv, base = session.model_version(SPEC.id, 1), session.model_version(SPEC.id, 0)
             assert np.array_equal(mv.weights_int() - base.weights_int(), plain.delta)
             hashes.add(mv.hash)
@@ -141,7 +141,7 @@ def test_hospitals_train_a_secure_model_with_fl_train_and_get_plain_fedavg(secur
     assert [r.status for r in records] == ["aggregated"] * rounds and [r.new_version for r in records] == [1, 2]
     assert all(results[j] == records for j in results)  # every hospital took part in the same rounds
 
-    with ChainSession(secure_net.specs[1].rpc_url) as session:
+    with ChainSession(secure_net.specs[1].rpc_url, secure_net.client_key()) as session:
         spec = session.spec(SPEC.id)
         senders = sorted((hospital_key(secure_net, j)[0].public_key.raw, j) for j in range(HOSPITALS))
         for record in records:  # a round whose keys stage passed while torch loaded fails; the next one counts

@@ -24,7 +24,8 @@ def test_an_alert_committed_via_one_validator_is_pushed_by_another(testnet) -> N
                          count=1, score_ppm=950_000, feature_digest=sha256(b"features"), model_version=0)
 
     async def scenario() -> tuple[dict, dict, int]:
-        async with RpcClient(net.specs[1].rpc_url) as watcher, RpcClient(net.specs[0].rpc_url) as submitter:
+        async with RpcClient(net.specs[1].rpc_url, reader=gateway) as watcher, \
+                RpcClient(net.specs[0].rpc_url) as submitter:  # new_alert pushes are as private as alerts_query
             async with watcher.subscribe("new_alert") as alerts, watcher.subscribe("new_block") as blocks:
                 nonce = (await submitter.account_get(gateway.public_key.raw)).next_nonce
                 tx = Transaction.create(gateway, chain_id, nonce, TX_KIND, alert.to_payload())

@@ -125,9 +125,10 @@ def validator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         net.wait_ready(90, min_height=1)
         url = net.specs[0].rpc_url
         models = json.dumps(rpc_call(url, "fl_models", timeout=10))
-        rounds = rpc_call(url, "fl_rounds", {"model_id": "iomt_ids"}, timeout=10)
-        rpc_call(url, "fl_model_get", {"model_id": "iomt_ids"}, timeout=10)
-        rpc_call(url, "alerts_query", {}, timeout=10)
+        reader = net.client_key()  # models, rounds and alerts are private reads: signed, checked and audited
+        rounds = rpc_call(url, "fl_rounds", {"model_id": "iomt_ids"}, timeout=10, reader=reader)
+        rpc_call(url, "fl_model_get", {"model_id": "iomt_ids"}, timeout=10, reader=reader)
+        rpc_call(url, "alerts_query", {}, timeout=10, reader=reader)
         rpc_call(url, "block_get", {"height": 1}, timeout=10)
         assert net.alive(0), f"validator exited after the queries; log tail:\n{net.log_tail(0)}"
         yield Running(net, pid, net.specs[0].log_path, models, rounds)

@@ -18,7 +18,9 @@ from core.readauth import ReaderInfo, sign_read
 from fl_contracts.queries import FL_MODEL_GET, ModelGetParams
 from ids.queries import AlertsQueryParams
 from node.app import RPC_QUERIES
-from node.read_auth import NonceCache, ReadGuard, ReadOutcome, read_policy
+from node.read_auth import (
+    NonceCache, ReadGuard, ReadOutcome, affiliations, default_read_policy, read_guard_for, read_policy,
+)
 from node.rpc.server import create_app
 from tests.node.conftest import CHAIN_ID
 
@@ -128,13 +130,27 @@ async def test_the_client_library_signs_for_its_user(serve, fake_node) -> None:
 
 
 async def test_a_clinician_reads_only_its_own_hospitals_alerts(serve, fake_node) -> None:
+    """An alert names its reporter (a gateway or validator account), a clinician its hospital: genesis
+    ``affiliations`` ties them, so the clinician reads its gateway's and validator's alerts and no one else's."""
     outcomes: list[ReadOutcome] = []
-    async with serve(create_app(fake_node, RPC_QUERIES, reads=guard(outcomes))) as client:
-        other = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(hospital="st-mary")))
-        own = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(hospital="hospital0"),
-                                                         nonce=b"m" * 16))
-    assert other["error"]["data"]["reason"] == ReadForbidden.reason and "hospital0" in other["error"]["message"]
-    assert "alerts" in own["result"]  # answered (the fake node ignores the filter itself)
+    state = {"affiliations": {"hospital0": ["gateway0", "node0"], "hospital1": ["gateway1", "node1"]}}
+    reads = ReadGuard(CHAIN_ID, read_policy(RPC_QUERIES, {}), lookup, clock_ms=Clock(), on_read=outcomes.append,
+                      reporters=affiliations(state))
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        answers = {reporter: await _call(client, "alerts_query", signed(
+            CLINICIAN, "alerts_query", alerts(hospital=reporter), nonce=bytes([i]) * 16))
+            for i, reporter in enumerate(("gateway0", "node0", "hospital0", "gateway1", "node1", "st-mary"))}
+        unfiltered = await _call(client, "alerts_query", signed(CLINICIAN, "alerts_query", alerts(), nonce=b"u" * 16))
+        hospital = await _call(client, "alerts_query", signed(HOSPITAL, "alerts_query", alerts(hospital="gateway1")))
+    for own in ("gateway0", "node0", "hospital0"):
+        assert "alerts" in answers[own]["result"], own  # answered (the fake node ignores the filter itself)
+    for other in ("gateway1", "node1", "st-mary"):
+        assert answers[other]["error"]["data"]["reason"] == ReadForbidden.reason, other
+    assert "['gateway0', 'hospital0', 'node0']" in answers["gateway1"]["error"]["message"]
+    assert unfiltered["error"]["data"]["reason"] == ReadForbidden.reason  # not everyone's alerts either
+    assert "alerts" in hospital["result"]  # only the clinician role is narrowed
+    with pytest.raises(InvalidGenesis, match="app_state.affiliations.hospital0"):
+        affiliations({"affiliations": {"hospital0": "gateway0"}})
 
 
 async def test_genesis_read_policy_opens_or_closes_a_method_and_names_unknown_ones(serve, fake_node) -> None:
@@ -149,6 +165,35 @@ async def test_genesis_read_policy_opens_or_closes_a_method_and_names_unknown_on
         read_policy(RPC_QUERIES, {"read_policy": {"fl_model_gte": "open"}})
     with pytest.raises(InvalidGenesis, match="read_policy.fl_model_get"):
         read_policy(RPC_QUERIES, {"read_policy": {"fl_model_get": "secret"}})
+
+
+PRIVATE_BY_DEFAULT = ("tx_get", "fl_model_get", "fl_rounds", "fl_update_get", "alerts_query", "consent_history",
+                      "consent_check", "consent_provenance", "audit_events", "audit_proof", "audit_anchors")
+OPEN_FOR_LIGHT_CLIENTS = ("block_get", "account", "tx_receipt", "fl_models", "consent_policy", "gov_info", "key_history")
+
+
+async def test_a_genesis_without_read_policy_keeps_models_deltas_alerts_consent_and_audit_private(serve,
+                                                                                                  fake_node) -> None:
+    """The issue's default: no ``read_policy`` in genesis still means private reads, not an open chain."""
+    outcomes: list[ReadOutcome] = []
+    reads = read_guard_for(CHAIN_ID, RPC_QUERIES, {}, lambda path, p: lookup(p.public_key), clock_ms=Clock(),
+                           on_read=outcomes.append)
+    assert {m for m, private in reads.private.items() if private} == set(PRIVATE_BY_DEFAULT)
+    assert not any(reads.private[m] for m in OPEN_FOR_LIGHT_CLIENTS)
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        anonymous = await _call(client, "fl_model_get", MODEL)
+        signed_read = await _call(client, "fl_model_get", signed(HOSPITAL, "fl_model_get", MODEL))
+        status = await _call(client, "status", {})
+    assert anonymous["error"]["data"]["reason"] == ReadAuthRequired.reason
+    assert signed_read["result"]["version"] == 2 and "height" in status["result"]
+    assert [(o.method, o.code) for o in outcomes] == [("fl_model_get", ReadAuthRequired.code), ("fl_model_get", 0)]
+
+
+def test_the_written_out_policy_is_each_reads_default() -> None:
+    """What ``fbci genesis init`` writes changes nothing: it is the default, made visible."""
+    written = default_read_policy(RPC_QUERIES)
+    assert read_policy(RPC_QUERIES, {"read_policy": written}) == read_policy(RPC_QUERIES, {})
+    assert sorted(m for m, mode in written.items() if mode == "private") == sorted(PRIVATE_BY_DEFAULT)
 
 
 @settings(max_examples=200, deadline=None)
@@ -253,3 +298,49 @@ async def test_alert_pushes_are_as_private_as_alert_reads(serve, fake_node) -> N
     assert isinstance(hospital["result"], str) and isinstance(blocks["result"], str)
     assert [(o.method, o.code) for o in outcomes] == [
         ("subscribe", ReadAuthRequired.code), ("subscribe", ReadForbidden.code), ("subscribe", 0)]
+
+
+async def test_the_openrpc_document_marks_each_reads_access_and_documents_auth(serve, fake_node) -> None:
+    """A client (or the RPC fuzzer) learns from ``rpc_discover`` which reads need ``params.auth``, and its shape."""
+    reads = guard([], {"read_policy": {"fl_rounds": "open"}})
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        doc = (await _call(client, "rpc_discover", {}))["result"]
+    methods = {m["name"]: m for m in doc["methods"]}
+    model = methods["fl_model_get"]
+    assert model["x-access"] == {"private": True, "roles": sorted(FL_MODEL_GET.access.roles)}
+    assert model["paramStructure"] == "by-name" and model["params"][-1]["name"] == "auth"
+    assert model["params"][-1]["required"] and set(model["params"][-1]["schema"]["properties"]) == {
+        "key", "timestamp_ms", "nonce", "signature"}
+    assert methods["fl_rounds"]["x-access"]["private"] is False  # the genesis policy opened it
+    for open_read in ("block_get", "fl_models", "consent_policy"):
+        assert methods[open_read]["x-access"]["private"] is False
+        assert "auth" not in [p["name"] for p in methods[open_read]["params"]]
+    assert "x-access" not in methods["status"] and "x-access" not in methods["tx_submit"]
+    assert "'auth'" in doc["info"]["description"] and "core/readauth.py" in doc["info"]["description"]
+
+
+async def test_a_clinician_scores_only_its_own_hospitals_patients_and_each_prediction_read_names_the_patient(
+        serve, fake_node) -> None:
+    ours, theirs, unnamed = bytes([1]) * 32, bytes([2]) * 32, bytes([3]) * 32
+    held = {ours: HOSPITAL.public_key.raw, theirs: STRANGER.public_key.raw}
+
+    async def custodian(patient: bytes) -> bytes | None:
+        return held.get(patient)
+
+    outcomes: list[ReadOutcome] = []
+    reads = ReadGuard(CHAIN_ID, read_policy(RPC_QUERIES, {}), lookup, clock_ms=Clock(), on_read=outcomes.append,
+                      custodian=custodian)
+
+    def predict(patient: bytes, key: PrivateKey = CLINICIAN) -> dict[str, Any]:
+        params = ModelGetParams(model_id="sepsis", patient=patient).model_dump(mode="json")
+        return signed(key, "fl_model_get", params, nonce=patient[:1] * 8 + key.public_key.raw[:8])
+
+    async with serve(create_app(fake_node, RPC_QUERIES, reads=reads)) as client:
+        own = await _call(client, "fl_model_get", predict(ours))
+        other = await _call(client, "fl_model_get", predict(theirs))
+        fresh = await _call(client, "fl_model_get", predict(unnamed))
+        by_hospital = await _call(client, "fl_model_get", predict(theirs, HOSPITAL))  # only clinicians are narrowed
+    assert own["result"]["version"] == 2 and fresh["result"]["version"] == 2 and "result" in by_hospital
+    assert other["error"]["data"]["reason"] == ReadForbidden.reason and "another hospital" in other["error"]["message"]
+    assert [(o.entity.get("patient"), o.code) for o in outcomes] == [
+        (ours.hex(), 0), (theirs.hex(), ReadForbidden.code), (unnamed.hex(), 0), (theirs.hex(), 0)]

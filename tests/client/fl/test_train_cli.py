@@ -161,7 +161,7 @@ def test_the_demo_counts_malignant_patients_as_the_data_set_labels_them() -> Non
         raise Said
 
     with pytest.raises(Said):
-        breast_cancer_rounds(["http://127.0.0.1:1"] * 4, [None] * 4, 1, say)  # type: ignore[list-item]
+        breast_cancer_rounds(["http://127.0.0.1:1"] * 4, [None] * 4, [], 1, say)  # type: ignore[list-item]
     split = breast_cancer_split(4, alpha=0.5, seed=0)
     printed = [int(n) for n in re.findall(r"(\d+) malignant", said[0])]
     assert printed == [int(np.sum(y == MALIGNANT)) for _, y in split.hospitals], said[0]
