@@ -105,6 +105,9 @@ class NodeConfig(BaseModel):
     """Serve Prometheus metrics at the RPC address's /metrics."""
     rpc_tls: RpcTls | None = None
     """Serve JSON-RPC (and /metrics) over TLS instead of plain HTTP."""
+    state_sync: bool = False
+    """On an empty home, restore the state from a peer's snapshot (verified against a certified header)
+    instead of replaying every block since genesis (``fbci node start --state-sync`` sets it too)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from core.errors import NotFound
 from core.proofs import ProvenState, StateProof, TreeState
-from node.stores import KEEP_VERSIONS, Database, StateStore
+from node.stores import Database, StateStore
+from node.trie_versions import KEEP_VERSIONS
 
 WRITES = st.dictionaries(st.binary(min_size=1, max_size=3), st.one_of(st.none(), st.binary(max_size=3)), max_size=6)
 
