@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import codec, smt
+from core.block import Block
 from core.errors import BadStateSyncMessage, DecodeError, ProofInvalid
 from core.hashing import HASH_SIZE
 from core.proofs import ProvenState, StateProof, TreeState
@@ -191,6 +192,18 @@ class ChunkReply:
 
     def encode(self) -> bytes:
         return codec.encode(["chunk", self.height, self.start, self.limit, self.chunk])
+
+
+@dataclass(frozen=True)
+class RestoredSnapshot:
+    """A verified snapshot, ready to write: the state after ``height``, block ``height`` and its certificate."""
+
+    height: int
+    items: dict[bytes, bytes]
+    root: bytes
+    block: Block
+    raw_block: bytes
+    certificate: bytes
 
 
 StateSyncMessage = ListSnapshots | SnapshotList | ChunkRequest | ChunkReply

@@ -36,9 +36,8 @@ from pydantic import BaseModel
 
 from core.api import Receipt
 from core.block import Block
-from core.snapshot import ChunkReply, ChunkRequest, SnapshotList
+from core.snapshot import ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotList
 from core.tx import Transaction
-from node.snapshots import RestoredSnapshot
 from fl_contracts.contract import RoundRecord
 from ids.alerts import StoredAlert
 

@@ -15,12 +15,11 @@ the store is whole from there and block sync carries on at S + 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from core import smt
-from core.block import Block
 from core.errors import NotFound, StoreCorrupt
-from core.snapshot import ChunkReply, ChunkRequest, SnapshotInfo, SnapshotList, make_chunk, snapshot_heights, split_points
+from core.snapshot import (
+    ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotInfo, SnapshotList, make_chunk, snapshot_heights, split_points,
+)
 from node.stores import BlockStore, Database, StateStore, _leveldb
 
 CHUNK_KEYS = 2000
@@ -28,18 +27,6 @@ CHUNK_BYTES = 1 << 20
 """A chunk's key and value bytes past its first pair: well inside a SYNC frame, with its proof."""
 PARTS = 64
 """Ranges a snapshot is cut into, so a joiner can ask several peers at once."""
-
-
-@dataclass(frozen=True)
-class RestoredSnapshot:
-    """A verified snapshot, ready to write: the state after ``height``, block ``height`` and its certificate."""
-
-    height: int
-    items: dict[bytes, bytes]
-    root: bytes
-    block: Block
-    raw_block: bytes
-    certificate: bytes
 
 
 class SnapshotServer:
