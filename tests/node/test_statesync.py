@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -162,64 +164,61 @@ def _trust() -> ChainTrust:
     return ChainTrust(CHAIN, VKEYS, Ed25519Verifier(CHAIN), 1 << 20)
 
 
+@contextmanager
+def _chains(tmp_path: Path, interval: int, blocks: int) -> Iterator[tuple[Ledger, Ledger, Net]]:
+    """A source chain of ``blocks`` blocks and a genesis-only joiner, closed after the test."""
+    source = open_ledger(tmp_path / "source", snapshot_interval=interval)
+    grow(source, blocks)
+    joiner = open_ledger(tmp_path / "joiner", snapshot_interval=interval)
+    try:
+        yield source, joiner, Net()
+    finally:
+        for ledger in (source, joiner):
+            ledger.app.database.close()  # type: ignore[attr-defined]
+
+
 def test_a_joiner_restores_a_certified_snapshot_bans_a_liar_and_block_syncs_the_rest(tmp_path) -> None:
-    source = open_ledger(tmp_path / "source", snapshot_interval=5)
-    grow(source, 13)
-    joiner = open_ledger(tmp_path / "joiner", snapshot_interval=5)
-    net = Net()
-    net.endpoint(b"honest", source)
-    net.endpoint(b"liar", source, corrupt=True)
-    endpoint = net.endpoint(b"joiner", joiner)
-    banned: list[bytes] = []
-
-    async def join() -> Any:
-        return await endpoint.join(_trust(), lambda: [b"liar", b"honest"], 2, lambda peer, why: banned.append(peer))
-
-    joined = asyncio.run(join())
-    assert joined.snapshot.height == 10 and joined.target == 13 and banned == [b"liar"]
-    app = joiner.app
-    assert app.info().height == 10 and app.state.state_hash == source.app.state.tree_root(10).hash  # type: ignore[attr-defined]
-    syncer = BlockSyncer(joiner, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
-                         send=lambda p, d: True, peers=lambda: [], on_synced=lambda h, c: None,
-                         on_misbehaviour=lambda p, what: None)
-    assert syncer.apply_batch(codec.decode(serve_request(source.app, ["get_blocks", 11, 10]))) == 3
-    assert app.info() == source.app.info()
-    assert app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw)).nonce == 13
-    proven = app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw), prove=True)
-    assert isinstance(proven, ProvenAnswer) and proven.state_height == 12
-    assert codec.decode(serve_request(app, ["get_blocks", 3, 2])) == ["blocks", []]  # below its start: nothing
-    grow(joiner, 1, now_ms=50_000)  # and it goes on committing on top of the restored state
-    joiner.app.database.close()  # type: ignore[attr-defined]
+    with _chains(tmp_path, 5, 13) as (source, joiner, net):
+        net.endpoint(b"honest", source)
+        net.endpoint(b"liar", source, corrupt=True)
+        endpoint = net.endpoint(b"joiner", joiner)
+        banned: list[bytes] = []
+        joined = asyncio.run(endpoint.join(_trust(), lambda: [b"liar", b"honest"], 2,
+                                           lambda peer, why: banned.append(peer)))
+        assert joined.snapshot.height == 10 and joined.target == 13 and banned == [b"liar"]
+        app = joiner.app
+        assert app.info().height == 10
+        assert app.state.state_hash == source.app.state.tree_root(10).hash  # type: ignore[attr-defined]
+        syncer = BlockSyncer(joiner, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
+                             send=lambda p, d: True, peers=lambda: [], on_synced=lambda h, c: None,
+                             on_misbehaviour=lambda p, what: None)
+        assert syncer.apply_batch(codec.decode(serve_request(source.app, ["get_blocks", 11, 10]))) == 3
+        assert app.info() == source.app.info()
+        assert app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw)).nonce == 13
+        proven = app.query(ACCOUNT.path, AccountGetParams(public_key=HOSPITAL.public_key.raw), prove=True)
+        assert isinstance(proven, ProvenAnswer) and proven.state_height == 12
+        assert codec.decode(serve_request(app, ["get_blocks", 3, 2])) == ["blocks", []]  # below its start: nothing
+        grow(joiner, 1, now_ms=50_000)  # and it goes on committing on top of the restored state
+        joiner.app.database.close()  # type: ignore[attr-defined]
     reopened = open_ledger(tmp_path / "joiner", snapshot_interval=5)  # the start-up checks accept the store
     reopened.app.check_stored_chain()  # type: ignore[attr-defined]
     assert reopened.app.info().height == 14
-    for ledger in (source, reopened):
-        ledger.app.database.close()  # type: ignore[attr-defined]
+    reopened.app.database.close()  # type: ignore[attr-defined]
 
 
 def test_no_snapshot_offered_leaves_the_store_as_it_was(tmp_path) -> None:
-    source = open_ledger(tmp_path / "source", snapshot_interval=0)
-    grow(source, 3)
-    joiner = open_ledger(tmp_path / "joiner", snapshot_interval=0)
-    net = Net()
-    net.endpoint(b"peer", source)
-    endpoint = net.endpoint(b"joiner", joiner)
-    joined = asyncio.run(endpoint.join(_trust(), lambda: [b"peer"], 1, lambda peer, why: None))
-    assert joined is None and joiner.app.info().height == 0
-    for ledger in (source, joiner):
-        ledger.app.database.close()  # type: ignore[attr-defined]
+    with _chains(tmp_path, 0, 3) as (source, joiner, net):
+        net.endpoint(b"peer", source)
+        endpoint = net.endpoint(b"joiner", joiner)
+        joined = asyncio.run(endpoint.join(_trust(), lambda: [b"peer"], 1, lambda peer, why: None))
+        assert joined is None and joiner.app.info().height == 0
 
 
 def test_only_liars_is_a_clear_error_and_the_genesis_store_stays(tmp_path) -> None:
-    source = open_ledger(tmp_path / "source", snapshot_interval=5)
-    grow(source, 7)
-    joiner = open_ledger(tmp_path / "joiner", snapshot_interval=5)
-    before = joiner.app.state.state_hash  # type: ignore[attr-defined]
-    net = Net()
-    net.endpoint(b"liar", source, corrupt=True)
-    endpoint = net.endpoint(b"joiner", joiner)
-    with pytest.raises(StateSyncFailed, match="nothing was restored"):
-        asyncio.run(endpoint.join(_trust(), lambda: [b"liar"], 1, lambda peer, why: None))
-    assert joiner.app.info().height == 0 and joiner.app.state.state_hash == before  # type: ignore[attr-defined]
-    for ledger in (source, joiner):
-        ledger.app.database.close()  # type: ignore[attr-defined]
+    with _chains(tmp_path, 5, 7) as (source, joiner, net):
+        before = joiner.app.state.state_hash  # type: ignore[attr-defined]
+        net.endpoint(b"liar", source, corrupt=True)
+        endpoint = net.endpoint(b"joiner", joiner)
+        with pytest.raises(StateSyncFailed, match="nothing was restored"):
+            asyncio.run(endpoint.join(_trust(), lambda: [b"liar"], 1, lambda peer, why: None))
+        assert joiner.app.info().height == 0 and joiner.app.state.state_hash == before  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from core.proofs import ProvenState, StateProof, TreeState
 from core.snapshot import dropped_snapshot, snapshot_heights
 from node.stores import Database, StateStore
 from node.trie_versions import KEEP_VERSIONS
+from tests.node.helpers import commit_writes
 
 WRITES = st.dictionaries(st.binary(min_size=1, max_size=2), st.one_of(st.none(), st.binary(max_size=2)), max_size=5)
 
@@ -33,14 +34,7 @@ def _reachable(state: StateStore, root: smt.Ref | None, into: set[smt.Ref]) -> N
 def test_kept_snapshots_prove_their_state_and_nothing_unreachable_is_stored(tmp_path_factory, blocks, interval) -> None:
     db = Database(tmp_path_factory.mktemp("db"))
     state = StateStore(db, interval)
-    model: dict[bytes, bytes] = {}
-    history: list[tuple[bytes, dict[bytes, bytes]]] = []
-    for height, writes in enumerate(blocks):
-        pending = state.begin()
-        for key, value in writes.items():
-            pending.delete(key) if value is None else pending.set(key, value)
-            model.pop(key, None) if value is None else model.__setitem__(key, value)
-        history.append((state.commit(height, pending), dict(model)))
+    history = commit_writes(state, blocks)
     last = len(blocks) - 1
     kept = set(range(max(0, last - KEEP_VERSIONS + 1), last + 1)) | set(snapshot_heights(last, interval))
     reachable: set[smt.Ref] = set()
