@@ -94,9 +94,13 @@ class Chunk:
 def make_chunk(load: smt.NodeLoader, root: smt.Ref | None, start: bytes, max_keys: int,
                limit: bytes | None = None, max_bytes: int | None = None) -> Chunk:
     """The pairs of ``[start, limit)`` from ``start`` on, at most ``max_keys`` of them and (past the
-    first) at most about ``max_bytes`` of keys and values, with their proof."""
+    first) at most about ``max_bytes`` of keys and values, with their proof.
+
+    Two scans: the first finds where the chunk ends; the proof is of a scan over exactly
+    ``[start, end)``, since a verifier's scan opens every node the range's scan reaches, and a scan cut
+    short at the end key would have left some of them unopened."""
     end, count, size = limit, 0, 0
-    for key, value in TreeState(load, root).range(start, limit):
+    for key, value in smt.scan(_Plain(load), root, start, limit):
         if count == max_keys or (max_bytes is not None and count and size + len(key) + len(value) > max_bytes):
             end = key
             break
@@ -105,6 +109,23 @@ def make_chunk(load: smt.NodeLoader, root: smt.Ref | None, start: bytes, max_key
     for _ in view.range(start, end):
         pass
     return Chunk(start, end, view.proof().encode())
+
+
+class _Plain:
+    """Stored nodes read without recording them (the first of :func:`make_chunk`'s scans)."""
+
+    def __init__(self, load: smt.NodeLoader) -> None:
+        self._load = load
+        self._values: dict[bytes, bytes] = {}
+
+    def node(self, handle: smt.Ref) -> smt.Leaf | smt.Branch[smt.Ref]:
+        node, value = smt.decode_stored(self._load(handle))
+        if isinstance(node, smt.Leaf):
+            self._values[node.key] = value
+        return node
+
+    def value(self, leaf: smt.Leaf) -> bytes:
+        return self._values.pop(leaf.key)
 
 
 def verify_chunk(chunk: Chunk, state_root: bytes, start: bytes, limit: bytes | None = None
