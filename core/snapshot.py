@@ -18,8 +18,8 @@ joining side, ``node/statesync.py`` the protocol around them and
 ``node.stores.StateStore.restore`` writes the result.
 
 Wire format on the SYNC channel (canonical msgpack, beside block sync's):
-``["list_snapshots"]``; ``["snapshots", peer_height, [[height, root, keys,
-[boundary, ...]], ...]]``; ``["get_chunk", height, start, limit or null]``;
+``["list_snapshots"]``; ``["snapshots", [[height, root, keys, [boundary, ...]],
+...]]``; ``["get_chunk", height, start, limit or null]``;
 ``["chunk", height, start, limit or null, chunk bytes or null]`` (null: that
 snapshot is no longer kept).
 """
@@ -186,11 +186,10 @@ class ListSnapshots:
 
 @dataclass(frozen=True)
 class SnapshotList:
-    peer_height: int
     snapshots: tuple[SnapshotInfo, ...]
 
     def encode(self) -> bytes:
-        return codec.encode(["snapshots", self.peer_height, [s.fields() for s in self.snapshots]])
+        return codec.encode(["snapshots", [s.fields() for s in self.snapshots]])
 
 
 @dataclass(frozen=True)
@@ -263,9 +262,8 @@ def decode_message(value: Any) -> StateSyncMessage | None:
     tag, rest = value[0], value[1:]
     if tag == "list_snapshots" and not rest:
         return ListSnapshots()
-    if tag == "snapshots" and len(rest) == 2 and _height(rest[0]) and isinstance(rest[1], list) \
-            and len(rest[1]) <= MAX_LISTED:
-        return SnapshotList(rest[0], tuple(_snapshot(s) for s in rest[1]))
+    if tag == "snapshots" and len(rest) == 1 and isinstance(rest[0], list) and len(rest[0]) <= MAX_LISTED:
+        return SnapshotList(tuple(_snapshot(s) for s in rest[0]))
     if tag == "get_chunk" and len(rest) == 3 and _height(rest[0]) and _key(rest[1]) and _limit(rest[2]):
         return ChunkRequest(*rest)
     if tag == "chunk" and len(rest) == 4 and _height(rest[0]) and _key(rest[1]) and _limit(rest[2]) \

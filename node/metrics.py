@@ -59,6 +59,7 @@ class NodeMetrics:
         self.state_sync_bans = Counter("fbci_state_sync_banned_peers", "Peers a state sync stopped asking: they "
                                        "sent a chunk or header that does not verify", list(labels),
                                        registry=self.registry)
+        self.state_sync_bans.labels(**labels)  # exported as 0 until a state sync bans a peer
         self.task_failures = Counter("fbci_task_failures", "Validator tasks that ended with an unexpected error "
                                      "(each one stops the process)", [*labels, "task"], registry=self.registry)
         self.commit_latency = Histogram(

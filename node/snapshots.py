@@ -50,7 +50,7 @@ class SnapshotServer:
                 cut = self._boundaries[(height, root_hash)] = split_points(self.state.node, root, PARTS)
             offered.append(SnapshotInfo(height, root_hash, keys, cut))
         self._boundaries = {k: v for k, v in self._boundaries.items() if k[0] in {s.height for s in offered}}
-        return SnapshotList(last, tuple(offered))
+        return SnapshotList(tuple(offered))
 
     def chunk(self, request: ChunkRequest) -> ChunkReply:
         """One chunk of a kept snapshot; without one (dropped meanwhile, never taken) a reply that says so."""

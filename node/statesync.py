@@ -63,7 +63,6 @@ class Timing:
 @dataclass(frozen=True)
 class Offer:
     peer: bytes
-    peer_height: int
     snapshot: SnapshotInfo
 
 
@@ -221,7 +220,8 @@ class StateSyncClient:
 
 @dataclass(frozen=True)
 class Joined:
-    """A restored snapshot and where the chain is: block sync's target and a peer to start from."""
+    """A restored snapshot, and where block sync goes on: the certified block after it, from the peer that
+    served that block (peers' own heights are not trusted as a target: consensus messages lead on)."""
 
     snapshot: RestoredSnapshot
     target: int
@@ -273,14 +273,14 @@ class StateSync:
             await asyncio.sleep(0.1)  # polling the transport's links: nothing to await on it
         peers = self.peers()
         lists = await asyncio.gather(*(self.client.snapshots(peer) for peer in peers))
-        return [Offer(peer, listed.peer_height, snapshot) for peer, listed in zip(peers, lists)
+        return [Offer(peer, snapshot) for peer, listed in zip(peers, lists)
                 if listed is not None for snapshot in listed.snapshots]
 
     async def _try(self, height: int, offers: list[Offer]) -> Joined | None:
         trusted = await self._certified(height, offers)
         if trusted is None:
             return None
-        block, raw, certificate, root = trusted
+        server, (block, raw, certificate, root) = trusted
         for offer in offers:
             if offer.snapshot.root != root:
                 self.bans.ban(offer.peer, f"offered a root for height {height} that no certificate covers")
@@ -296,10 +296,12 @@ class StateSync:
         except StateSyncFailed as exc:
             log.warning("state sync: %s", exc.message)
             return None
-        best = max(honest, key=lambda o: o.peer_height)
-        return Joined(RestoredSnapshot(height, items, root, block, raw, certificate), best.peer_height, best.peer)
+        return Joined(RestoredSnapshot(height, items, root, block, raw, certificate), height + 1, server)
 
-    async def _certified(self, height: int, offers: list[Offer]) -> tuple[Block, bytes, bytes, bytes] | None:
+    async def _certified(self, height: int, offers: list[Offer]
+                         ) -> tuple[bytes, tuple[Block, bytes, bytes, bytes]] | None:
+        """The first offering peer's verified blocks ``height`` and ``height + 1`` (see
+        :func:`verify_snapshot_header`), with that peer."""
         for offer in offers:
             if offer.peer in self.bans.banned:
                 continue
@@ -307,9 +309,10 @@ class StateSync:
             if payload is None:
                 continue
             try:
-                return verify_snapshot_header(payload, height, chain_id=self.trust.chain_id,
-                                              validators=self.trust.validators, verifier=self.trust.verifier,
-                                              max_block_bytes=self.trust.max_block_bytes)
+                return offer.peer, verify_snapshot_header(payload, height, chain_id=self.trust.chain_id,
+                                                          validators=self.trust.validators,
+                                                          verifier=self.trust.verifier,
+                                                          max_block_bytes=self.trust.max_block_bytes)
             except FbciError as exc:
                 self.bans.ban(offer.peer, f"the header of snapshot {height} does not verify: {exc.message}")
         return None

@@ -34,7 +34,7 @@ SNAPSHOT = st.builds(lambda h, root, keys, cut: SnapshotInfo(h, root, keys, (b""
                      st.lists(KEYS, max_size=8))
 MESSAGES = st.one_of(
     st.just(ListSnapshots()),
-    st.builds(SnapshotList, st.integers(0, 2 ** 40), st.lists(SNAPSHOT, max_size=4).map(tuple)),
+    st.builds(SnapshotList, st.lists(SNAPSHOT, max_size=4).map(tuple)),
     st.builds(ChunkRequest, st.integers(0, 2 ** 40), KEYS, st.none() | KEYS),
     st.builds(ChunkReply, st.integers(0, 2 ** 40), KEYS, st.none() | KEYS, st.none() | st.binary(max_size=64)),
 )
@@ -60,11 +60,11 @@ def test_a_malformed_message_is_refused_by_name_and_never_crashes(tag, rest) -> 
 
 def test_messages_of_block_sync_are_not_state_syncs_and_boundaries_must_ascend() -> None:
     assert decode_message(["get_blocks", 1, 2]) is None and decode_message("x") is None
-    bad = ["snapshots", 9, [[5, bytes(32), 3, [b"", b"b", b"a"]]]]
+    bad = ["snapshots", [[5, bytes(32), 3, [b"", b"b", b"a"]]]]
     with pytest.raises(BadStateSyncMessage, match="ascend"):
         decode_message(bad)
     with pytest.raises(BadStateSyncMessage, match="empty key"):
-        decode_message(["snapshots", 9, [[5, bytes(32), 3, [b"a"]]]])
+        decode_message(["snapshots", [[5, bytes(32), 3, [b"a"]]]])
 
 
 # --- the scheduler ---------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_a_joiner_restores_a_certified_snapshot_bans_a_liar_and_block_syncs_the_
         banned: list[bytes] = []
         joined = asyncio.run(endpoint.join(_trust(), lambda: [b"liar", b"honest"], 2,
                                            lambda peer, why: banned.append(peer)))
-        assert joined.snapshot.height == 10 and joined.target == 13 and banned == [b"liar"]
+        assert joined.snapshot.height == 10 and joined.target == 11 and banned == [b"liar"]
         app = joiner.app
         assert app.info().height == 10
         assert app.state.state_hash == source.app.state.tree_root(10).hash  # type: ignore[attr-defined]
