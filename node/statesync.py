@@ -58,6 +58,8 @@ class Timing:
     """Chunk requests out to one peer at once."""
     max_timeouts: int = 3
     """A peer silent this many times is asked no more (not banned: it may only be slow)."""
+    rounds: int = 3
+    """Listings of the peers' snapshots before giving up (see :meth:`StateSync.run`)."""
 
 
 @dataclass(frozen=True)
@@ -253,18 +255,28 @@ class StateSync:
     async def run(self, own_height: int) -> Joined | None:
         """The newest verified snapshot above ``own_height``; None when no peer offers one (the node then
         block-syncs from its own height). Raises :class:`StateSyncFailed` when offers exist but none
-        could be fetched and verified."""
-        offers = await self._discover()
-        heights = sorted({o.snapshot.height for o in offers if o.snapshot.height > own_height}, reverse=True)
-        if not heights:
-            log.info("state sync: no peer offers a snapshot above height %d; block sync from there", own_height)
-            return None
-        for height in heights:
-            joined = await self._try(height, [o for o in offers if o.snapshot.height == height])
-            if joined is not None:
-                return joined
-        raise StateSyncFailed(f"no snapshot offered at heights {heights} could be fetched and verified "
-                              f"({len(self.bans.banned)} peers banned); nothing was restored")
+        could be fetched and verified.
+
+        A snapshot can be dropped by its peers while it is being fetched (they took the next-but-one),
+        so a round that found no usable peer lists the snapshots again, up to ``rounds`` times; a round
+        in which every offering peer is banned ends it at once."""
+        tried: list[int] = []
+        for round_ in range(self.timing.rounds):
+            offers = [o for o in await self._discover() if o.peer not in self.bans.banned]
+            heights = sorted({o.snapshot.height for o in offers if o.snapshot.height > own_height}, reverse=True)
+            if not heights:
+                if round_ == 0 and not self.bans.banned:
+                    log.info("state sync: no peer offers a snapshot above height %d; block sync from there",
+                             own_height)
+                    return None
+                break
+            for height in heights:
+                tried.append(height)
+                joined = await self._try(height, [o for o in offers if o.snapshot.height == height])
+                if joined is not None:
+                    return joined
+        raise StateSyncFailed(f"no snapshot offered at heights {sorted(set(tried), reverse=True)} could be fetched "
+                              f"and verified ({len(self.bans.banned)} peers banned); nothing was restored")
 
     async def _discover(self) -> list[Offer]:
         loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """State sync on real processes: a validator whose home was wiped joins from a snapshot, not from genesis.
 
-A 4-validator testnet with snapshots every 10 blocks commits transactions
+A 4-validator testnet with snapshots every 20 blocks commits transactions
 (accounts' nonces, receipts) over its catalog's FL models. One validator is
 killed with SIGKILL and its database deleted; it restarts with state sync on
 while another validator serves every chunk with one byte flipped. It must ban
@@ -31,7 +31,7 @@ from tests.integration.load import PROGRESS_S, READY_S, heights, metric, under_l
 
 pytestmark = pytest.mark.timeout(300)
 
-INTERVAL = 10
+INTERVAL = 20
 PARAMS = ChainParams(snapshot_interval=INTERVAL, block_interval_ms=200)
 JOINER, LIAR, STOPPED = 3, 2, 0
 
@@ -65,7 +65,7 @@ def test_a_wiped_validator_state_syncs_past_a_lying_peer_then_block_syncs_and_vo
     net = testnet(4, params=PARAMS, command=_command)
     with under_load(net) as load:
         load.wait_for_acks(30, PROGRESS_S)
-        wait_heights(net, 3 * INTERVAL + 2, PROGRESS_S)
+        wait_heights(net, 2 * INTERVAL + 2, PROGRESS_S)
         net.kill(JOINER, signal.SIGKILL)
         home = net.specs[JOINER].home
         paths = HomePaths(home)

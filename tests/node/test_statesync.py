@@ -123,8 +123,8 @@ class Net:
     def __init__(self) -> None:
         self.nodes: dict[bytes, tuple[Ledger, StateSyncEndpoint]] = {}
 
-    def endpoint(self, name: bytes, ledger: Ledger, corrupt: bool = False) -> StateSyncEndpoint:
-        app = _Corrupting(ledger.app) if corrupt else ledger.app
+    def endpoint(self, name: bytes, ledger: Ledger, corrupt: bool = False, app: Any = None) -> StateSyncEndpoint:
+        app = app or (_Corrupting(ledger.app) if corrupt else ledger.app)
         endpoint = StateSyncEndpoint(app, lambda peer, payload: self._send(name, peer, payload),  # type: ignore[arg-type]
                                      Timing(connect_s=0.5, request_s=2.0))
         self.nodes[name] = (ledger, endpoint)
@@ -158,6 +158,20 @@ class _Corrupting:
         chunk = bytearray(reply.chunk)
         chunk[-1] ^= 1
         return replace(reply, chunk=bytes(chunk))
+
+
+class _Forgetful(_Corrupting):
+    """A peer's application that says it no longer keeps the snapshot, the first ``times`` it is asked."""
+
+    def __init__(self, app: Any, times: int) -> None:
+        super().__init__(app)
+        self.times = times
+
+    def snapshot_chunk(self, request: ChunkRequest) -> ChunkReply:
+        if self.times > 0:
+            self.times -= 1
+            return ChunkReply(request.height, request.start, request.limit, None)
+        return self._app.snapshot_chunk(request)
 
 
 def _trust() -> ChainTrust:
@@ -222,3 +236,14 @@ def test_only_liars_is_a_clear_error_and_the_genesis_store_stays(tmp_path) -> No
         with pytest.raises(StateSyncFailed, match="nothing was restored"):
             asyncio.run(endpoint.join(_trust(), lambda: [b"liar"], 1, lambda peer, why: None))
         assert joiner.app.info().height == 0 and joiner.app.state.state_hash == before  # type: ignore[attr-defined]
+
+
+def test_a_snapshot_dropped_while_fetched_is_listed_again_not_a_failure(tmp_path) -> None:
+    with _chains(tmp_path, 5, 8) as (source, joiner, net):
+        net.endpoint(b"peer", source, app=_Forgetful(source.app, times=2))
+        endpoint = net.endpoint(b"joiner", joiner)
+        banned: list[bytes] = []
+        joined = asyncio.run(endpoint.join(_trust(), lambda: [b"peer"], 1, lambda peer, why: banned.append(peer)))
+        assert joined is not None and joined.snapshot.height == 5 and not banned
+        assert joiner.app.info().height == 5
+
