@@ -40,6 +40,8 @@ MAX_BOUNDARIES = 256
 """At most this many ranges per snapshot, so a listing stays a small frame."""
 MAX_LISTED = 4
 MAX_KEY_BYTES = 4096
+NODE_BYTES = 128
+"""A chunk's proof bytes per pair beyond its key and value: a leaf's and a branch's hashes and framing."""
 
 
 # --- which heights are snapshots -----------------------------------------------------------------
@@ -94,17 +96,19 @@ class Chunk:
 def make_chunk(load: smt.NodeLoader, root: smt.Ref | None, start: bytes, max_keys: int,
                limit: bytes | None = None, max_bytes: int | None = None) -> Chunk:
     """The pairs of ``[start, limit)`` from ``start`` on, at most ``max_keys`` of them and (past the
-    first) at most about ``max_bytes`` of keys and values, with their proof.
+    first) a proof of at most about ``max_bytes`` (a pair costs its value, its key twice, as a leaf and
+    in a branch's label, and :data:`NODE_BYTES` of hashes and framing).
 
     Two scans: the first finds where the chunk ends; the proof is of a scan over exactly
     ``[start, end)``, since a verifier's scan opens every node the range's scan reaches, and a scan cut
     short at the end key would have left some of them unopened."""
     end, count, size = limit, 0, 0
     for key, value in smt.scan(_Plain(load), root, start, limit):
-        if count == max_keys or (max_bytes is not None and count and size + len(key) + len(value) > max_bytes):
+        cost = 2 * len(key) + len(value) + NODE_BYTES
+        if count == max_keys or (max_bytes is not None and count and size + cost > max_bytes):
             end = key
             break
-        count, size = count + 1, size + len(key) + len(value)
+        count, size = count + 1, size + cost
     view = TreeState(load, root)
     for _ in view.range(start, end):
         pass

@@ -98,7 +98,7 @@ class LedgerApplication:
         self.verifier = verifier or Ed25519Verifier(chain_id)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
-        self.snapshots = SnapshotServer(self.state, self.blocks)
+        self.snapshots = SnapshotServer(self.state, self.blocks, params.max_block_bytes)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
         self._info: AppInfo | None = None
         self._routes: dict[str, _Route] = {

@@ -24,15 +24,16 @@ from node.stores import BlockStore, Database, StateStore, _leveldb
 
 CHUNK_KEYS = 2000
 CHUNK_BYTES = 1 << 20
-"""A chunk's key and value bytes past its first pair: well inside a SYNC frame, with its proof."""
+"""A chunk's proof size past its first pair, and at most half a block (a SYNC frame holds two)."""
 PARTS = 64
 """Ranges a snapshot is cut into, so a joiner can ask several peers at once."""
 
 
 class SnapshotServer:
-    def __init__(self, state: StateStore, blocks: BlockStore) -> None:
+    def __init__(self, state: StateStore, blocks: BlockStore, max_block_bytes: int) -> None:
         self.state = state
         self.blocks = blocks
+        self.chunk_bytes = min(CHUNK_BYTES, max_block_bytes // 2)
         self._boundaries: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
 
     def list(self) -> SnapshotList:
@@ -58,7 +59,7 @@ class SnapshotServer:
             return ChunkReply(request.height, request.start, request.limit, None)
         try:
             root = self.state.tree_root(request.height)
-            chunk = make_chunk(self.state.node, root, request.start, CHUNK_KEYS, request.limit, CHUNK_BYTES)
+            chunk = make_chunk(self.state.node, root, request.start, CHUNK_KEYS, request.limit, self.chunk_bytes)
         except (NotFound, StoreCorrupt):
             return ChunkReply(request.height, request.start, request.limit, None)
         return ChunkReply(request.height, request.start, request.limit, chunk.encode())
