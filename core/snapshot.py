@@ -99,37 +99,21 @@ def make_chunk(load: smt.NodeLoader, root: smt.Ref | None, start: bytes, max_key
     first) a proof of at most about ``max_bytes`` (a pair costs its value, its key twice, as a leaf and
     in a branch's label, and :data:`NODE_BYTES` of hashes and framing).
 
-    Two scans: the first finds where the chunk ends; the proof is of a scan over exactly
-    ``[start, end)``, since a verifier's scan opens every node the range's scan reaches, and a scan cut
-    short at the end key would have left some of them unopened."""
+    Two scans of one recording view: the first finds where the chunk ends, the second opens what a
+    scan over exactly ``[start, end)`` needs (a scan cut short at the end key leaves some of those
+    unopened) from the nodes the first already decoded. The proof holds both, so also the end key's
+    path: a few nodes more than a verifier reads."""
+    view = TreeState(load, root)
     end, count, size = limit, 0, 0
-    for key, value in smt.scan(_Plain(load), root, start, limit):
+    for key, value in view.range(start, limit):
         cost = 2 * len(key) + len(value) + NODE_BYTES
         if count == max_keys or (max_bytes is not None and count and size + cost > max_bytes):
             end = key
             break
         count, size = count + 1, size + cost
-    view = TreeState(load, root)
     for _ in view.range(start, end):
         pass
     return Chunk(start, end, view.proof().encode())
-
-
-class _Plain:
-    """Stored nodes read without recording them (the first of :func:`make_chunk`'s scans)."""
-
-    def __init__(self, load: smt.NodeLoader) -> None:
-        self._load = load
-        self._values: dict[bytes, bytes] = {}
-
-    def node(self, handle: smt.Ref) -> smt.Leaf | smt.Branch[smt.Ref]:
-        node, value = smt.decode_stored(self._load(handle))
-        if isinstance(node, smt.Leaf):
-            self._values[node.key] = value
-        return node
-
-    def value(self, leaf: smt.Leaf) -> bytes:
-        return self._values.pop(leaf.key)
 
 
 def verify_chunk(chunk: Chunk, state_root: bytes, start: bytes, limit: bytes | None = None
