@@ -54,6 +54,7 @@ BENCHES = (
     Bench("testnet_load", "bench.bench_testnet_load",
           quick_args=("--validators", "4", "--step-s", "4", "--latency-s", "5")),
     Bench("sync", "bench.bench_sync", quick_args=("--blocks", "1000")),
+    Bench("state_sync", "bench.bench_state_sync", quick_args=("--quick",)),
     Bench("pq", "bench.bench_pq", quick_args=("--seconds", "0.1", "--rounds", "2")),
     Bench("dashboard", "bench.bench_dashboard", quick_args=("--alerts", "50", "--repeats", "3")),
     Bench("secagg", "bench.bench_secagg", quick_args=("--hospitals", "5", "10", "--repeat", "1")),

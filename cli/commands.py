@@ -150,7 +150,7 @@ def genesis_install(args: argparse.Namespace) -> int:
 
 def node_start(args: argparse.Namespace) -> int | None:
     run = _provided("node.runtime", "run_validator", "node start")
-    return run(Path(args.home), accept_wal_loss=args.accept_wal_loss)
+    return run(Path(args.home), accept_wal_loss=args.accept_wal_loss, state_sync=args.state_sync)
 
 
 def testnet(args: argparse.Namespace) -> int | None:

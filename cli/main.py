@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-wal-loss", action="store_true",
                    help="start although DIR/data/consensus.wal is missing or shorter than what this validator "
                         "signed (refused otherwise); it then sends nothing it signs up to the height it had reached")
+    p.add_argument("--state-sync", action="store_true",
+                   help="on an empty home, restore the state from a peer's snapshot, verified against a certified "
+                        "header, instead of replaying every block (the config's state_sync: true does the same)")
     p = _add(node, "reset", commands.delegate("cli.reset", "node_reset", "node reset"), "Delete this node's chain data (blocks, state, WAL); keep keys, config, genesis.",
              "CometBFT's unsafe-reset-all: the next 'node start' begins at height 0 and block-syncs the chain.\n"
              "Unsafe on a live network: the WAL and signing mark it deletes are what keep a validator from\n"

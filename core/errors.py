@@ -366,6 +366,20 @@ class KeyRotated(Unauthorized):
     reason = "key_rotated"
 
 
+class StateSyncFailed(FbciError):
+    """State sync found no peer that served a snapshot which verifies: nothing was restored."""
+
+    code = -32190
+    reason = "state_sync_failed"
+
+
+class BadStateSyncMessage(PeerMisbehaved):
+    """A state-sync message of the wrong shape: the peer is reported, nothing else happens."""
+
+    code = -32191
+    reason = "bad_state_sync_message"
+
+
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
     """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
     descriptor limit reads as what it is, with what to do about it, rather than as a bug."""
@@ -395,6 +409,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     ReadRefused, ReadAuthRequired, BadReadSignature, StaleRead, ReplayedRead, UnknownReader, RevokedReader,
     ReadForbidden,
     GovernanceRequired, ProposalClosed, NotAMember, BadApproval, KeyRotated,
+    StateSyncFailed, BadStateSyncMessage,
 )
 
 

@@ -105,6 +105,9 @@ class NodeConfig(BaseModel):
     """Serve Prometheus metrics at the RPC address's /metrics."""
     rpc_tls: RpcTls | None = None
     """Serve JSON-RPC (and /metrics) over TLS instead of plain HTTP."""
+    state_sync: bool = False
+    """On an empty home, restore the state from a peer's snapshot (verified against a certified header)
+    instead of replaying every block since genesis (``fbci node start --state-sync`` sets it too)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
@@ -129,8 +132,9 @@ class NodeConfig(BaseModel):
 
 
 def write_config(config: NodeConfig, paths: HomePaths) -> None:
-    # A config without TLS is written as before the field existed.
-    exclude = {"rpc_tls"} if config.rpc_tls is None else None
+    # A config without TLS or state sync is written as before those fields existed.
+    exclude = {name for name, unset in (("rpc_tls", config.rpc_tls is None), ("state_sync", not config.state_sync))
+               if unset} or None
     write_file_atomic(paths.config, dump_json(config.model_dump(mode="json", exclude=exclude)))
 
 

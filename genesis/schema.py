@@ -74,6 +74,9 @@ class ChainParams(BaseModel):
     """Most transaction bytes one sender may have committed within one quota window."""
     quota_window_blocks: Positive = 100
     """Length of a quota window in blocks; windows are heights [k * n, (k + 1) * n)."""
+    snapshot_interval: NonNegative = 1000
+    """State-sync snapshots: every validator keeps the state after each of the last two multiples of this
+    height servable to joining validators (0: none kept, joiners replay every block)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ChainParams:

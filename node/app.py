@@ -25,7 +25,10 @@ from core.api import (
 )
 from core.audit import AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES
 from core.block import ZERO_HASH, Block, BlockHeader
-from core.errors import BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StoreCorrupt, TxRejected
+from core.errors import (
+    BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StorageError, StoreCorrupt, TxRejected,
+)
+from core.snapshot import ChunkReply, ChunkRequest, SnapshotList
 from core.hashing import merkle_root, sha256
 from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeState, receipt_key
 from core.state import StateView, TxContext
@@ -52,6 +55,7 @@ from node.execution import (
 )
 from node.kinds import build_registry, genesis_hooks
 from node.quotas import MemberQuota
+from node.snapshots import RestoredSnapshot, SnapshotServer, restore
 from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex, commit_block
 
 log = logging.getLogger(__name__)
@@ -96,12 +100,13 @@ class LedgerApplication:
         self.database = database
         self.genesis_time_ms = genesis_time_ms
         self.blocks = BlockStore(database)
-        self.state = StateStore(database)
+        self.state = StateStore(database, params.snapshot_interval)
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache(signature_cache_size)
         self.verifier = verifier or Ed25519Verifier(chain_id)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
+        self.snapshots = SnapshotServer(self.state, self.blocks, params.max_block_bytes)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
         self._info: AppInfo | None = None
         self._routes: dict[str, _Route] = {
@@ -391,6 +396,23 @@ class LedgerApplication:
 
     def stored_block(self, height: int) -> StoredBlock:
         return StoredBlock(self.blocks.block(height), self.blocks.certificate(height))
+
+    # -- state sync (node/snapshots.py) -----------------------------------------------------
+
+    def list_snapshots(self) -> SnapshotList:
+        return self.snapshots.list()
+
+    def snapshot_chunk(self, request: ChunkRequest) -> ChunkReply:
+        return self.snapshots.chunk(request)
+
+    def restore_snapshot(self, snapshot: RestoredSnapshot) -> None:
+        if self.blocks.last_height != 0:
+            raise StorageError(f"the store already holds blocks up to {self.blocks.last_height}; a snapshot is "
+                               "only restored into a store that holds the genesis state alone")
+        restore(self.database, self.state, self.blocks, snapshot)
+        self._info, self._head = None, None
+        log.info("restored the state of height %d from a snapshot, state hash %s", snapshot.height,
+                 snapshot.root.hex())
 
     def _tx(self, p: TxGetParams) -> TxInfo:
         receipt = self.tx_index.get(p.hash)

@@ -19,6 +19,10 @@ FinalizeBlock + Commit     :meth:`Application.finalize_block` (execute, then
                            :meth:`Application.sync` after a batch of them
 Query                      :meth:`Application.query`
 (block store reads)        :meth:`Application.stored_block` for block sync
+ListSnapshots              :meth:`Application.list_snapshots` (state sync)
+LoadSnapshotChunk          :meth:`Application.snapshot_chunk`
+OfferSnapshot + Apply...   :meth:`Application.restore_snapshot`, once every
+                           chunk verified against the certified root
 =========================  ==================================================
 """
 
@@ -32,6 +36,7 @@ from pydantic import BaseModel
 
 from core.api import Receipt
 from core.block import Block
+from core.snapshot import ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotList
 from core.tx import Transaction
 from fl_contracts.contract import RoundRecord
 from ids.alerts import StoredAlert
@@ -139,3 +144,13 @@ class Application(Protocol):
         ...
 
     def stored_block(self, height: int) -> StoredBlock: ...
+
+    def list_snapshots(self) -> SnapshotList:
+        """The state-sync snapshots this validator serves (``node/snapshots.py``)."""
+        ...
+
+    def snapshot_chunk(self, request: ChunkRequest) -> ChunkReply: ...
+
+    def restore_snapshot(self, snapshot: RestoredSnapshot) -> None:
+        """Replace a genesis-only store with a verified snapshot: its state, its block and certificate."""
+        ...

@@ -56,6 +56,10 @@ class NodeMetrics:
         self.last_commit = Gauge("fbci_last_commit_timestamp_seconds",
                                  "When this validator last committed a block (Unix time, its own clock)",
                                  list(labels), registry=self.registry)
+        self.state_sync_bans = Counter("fbci_state_sync_banned_peers", "Peers a state sync stopped asking: they "
+                                       "sent a chunk or header that does not verify", list(labels),
+                                       registry=self.registry)
+        self.state_sync_bans.labels(**labels)  # exported as 0 until a state sync bans a peer
         self.task_failures = Counter("fbci_task_failures", "Validator tasks that ended with an unexpected error "
                                      "(each one stops the process)", [*labels, "task"], registry=self.registry)
         self.commit_latency = Histogram(
@@ -107,6 +111,9 @@ class NodeMetrics:
 
     def on_task_failure(self, task: str) -> None:
         self.task_failures.labels(**self._labels, task=task).inc()
+
+    def on_state_sync_ban(self, peer: bytes, why: str) -> None:
+        self.state_sync_bans.labels(**self._labels).inc()
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
         lab = self._labels

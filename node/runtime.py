@@ -55,6 +55,7 @@ from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
 from node.service import NodeService, ReadWorker
+from node.statesync import ChainTrust, StateSyncEndpoint
 from node.stores import Database, SigningMark
 from node.sync import BlockSyncer, serve_request
 from node.transport import Channel, PeerInfo, PeerTransport, QueueLimit
@@ -201,6 +202,8 @@ class Validator:
             signatures=application.signatures,
         )
         self.driver.on_need_sync = self.syncer.request_sync
+        self.state_sync = StateSyncEndpoint(self.app, lambda peer, payload: self.transport.send(peer, Channel.SYNC,
+                                                                                                payload))
         trail = AuditLog(database, config.name)
         application.serve_audit(trail, me)
         anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),
@@ -235,10 +238,17 @@ class Validator:
             await self.transport.start()
         stack.push_async_callback(self.transport.stop)
         stack.push_async_callback(self.syncer.stop)
+        joined = None
+        if config.state_sync and self.app.info().height == 0:
+            joined = await self.state_sync.join(ChainTrust(doc.chain_id, validators, verifier, params.max_block_bytes),
+                                                self.transport.connected_peers, len(config.peers),
+                                                self.metrics.on_state_sync_ban)
         info = self.app.info()
         last_commit = CommitCertificate.decode(info.last_certificate) if info.height else None
         await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))
         stack.push_async_callback(self.driver.stop)
+        if joined is not None:
+            self.syncer.request_sync(joined.target, joined.hint)
 
         app = create_app(self.service, RPC_QUERIES, limits=rpc_limits(params.max_tx_bytes),
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
@@ -254,12 +264,16 @@ class Validator:
 
     async def _on_peer_message(self, sender: bytes, channel: Channel, payload: bytes) -> None:
         try:
+            if self.state_sync.joining and channel != Channel.SYNC:
+                return  # no consensus or gossip before the state is restored
             if channel == Channel.CONSENSUS:
                 self.driver.on_peer_message(sender, payload)
             elif channel == Channel.GOSSIP:
                 self._admit_gossip(sender, payload)
             else:
                 message = codec.decode(payload)
+                if self.state_sync.handle(sender, message):
+                    return
                 reply = serve_request(self.app, message)
                 if reply is not None:
                     self.transport.send(sender, Channel.SYNC, reply)
@@ -305,10 +319,13 @@ async def serve(home: NodeHome, stop: asyncio.Event, *, accept_wal_loss: bool = 
         raise failure.as_error()
 
 
-def run_validator(home: Path, *, accept_wal_loss: bool = False) -> int:
+def run_validator(home: Path, *, accept_wal_loss: bool = False, state_sync: bool = False) -> int:
     """``fbci node start``: run until SIGINT or SIGTERM, then close everything cleanly; a failed task's
-    error is raised after the same clean stop (the CLI prints it and exits 1)."""
+    error is raised after the same clean stop (the CLI prints it and exits 1). ``state_sync``: as the
+    config's ``state_sync``."""
     checked = load_home(home)
+    if state_sync:
+        checked = replace(checked, config=checked.config.model_copy(update={"state_sync": True}))
     logs.configure(checked.config.name, checked.config.log_level)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 

@@ -21,7 +21,11 @@ paths, in the same batch as the state, so a crash leaves tree and state at the
 same height. The last :data:`KEEP_VERSIONS` versions stay readable, since the
 header at height H commits the state after H - 1, so proofs are served from
 the version before the newest; each version records the nodes it replaced
-(``smt/stale/``) and they are deleted once no kept version reaches them.
+(``smt/stale/``) and they are deleted once no kept version reaches them. With
+a genesis ``snapshot_interval`` N, the versions at the last two multiples of N
+are kept too, for state sync (:mod:`node.statesync`): a node a snapshot still
+reaches moves from ``smt/stale/`` to ``smt/held/<snapshot>`` and is deleted
+with that snapshot, when the next-but-one is taken.
 
 Integrity: LevelDB opens with paranoid checks (a damaged log is refused, not
 skipped), every start scans the blocks and certificates written since the
@@ -45,6 +49,7 @@ from core import codec
 from core.api import Receipt
 from core import smt
 from core.errors import DiskFull, NotFound, StorageError, StoreCorrupt, TooManyOpenFiles, storage_error
+from node.trie_versions import TrieVersions, u64
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -191,6 +196,10 @@ class BlockStore:
         with _leveldb("recording the checked height"):
             self._db.put(b"meta/checked", struct.pack(">Q", height))
 
+    def put_base(self, batch: Any, height: int) -> None:
+        """A store restored from a snapshot starts at ``height``: the gap scan begins above it."""
+        batch.put(self.PREFIX + b"meta/checked", struct.pack(">Q", height))
+
     def gaps(self) -> list[str]:
         """What blocks and certificates from the checked height up to ``last_height`` lack, one line each."""
         last, first = self.last_height, self.checked_height + 1
@@ -271,32 +280,14 @@ class PendingState:
         self._parent.writes.update(self.writes)
 
 
-KEEP_VERSIONS = 4
-"""How many state versions (heights) stay provable: proofs are served from the one before the newest,
-and a client may ask for a slightly older certified header."""
-
-
-def _u64(n: int) -> bytes:
-    return struct.pack(">Q", n)
-
-
-class StateStore:
+class StateStore(TrieVersions):
     """Application state (accounts, contracts), its Merkle trie, the applied height and the state hash."""
 
     _STATE = b"st/"
-    _HEIGHT = b"meta/height"
-    _HASH = b"meta/state_hash"
-    _NODE = b"smt/n/"
-    _ROOT = b"smt/root/"
-    _STALE = b"smt/stale/"
 
-    def __init__(self, database: Database) -> None:
-        self._root = database.db
+    def __init__(self, database: Database, snapshot_interval: int = 0) -> None:
+        super().__init__(database.db, snapshot_interval)
         self._db = database.db.prefixed_db(self._STATE)
-        self._hot: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
-        """The nodes the last two commits wrote: the next block's paths start through most of them
-        (the top levels, the accounts written every block). A node's content never changes under its
-        key, so a cached node is right even if its commit failed: no stored root reaches it then."""
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -312,36 +303,15 @@ class StateStore:
         return PendingState(self)
 
     @property
-    def height(self) -> int:
-        """The last applied height; -1 before genesis state is written."""
-        raw = self._root.get(self._HEIGHT)
-        return -1 if raw is None else struct.unpack(">q", raw)[0]
-
-    @property
     def state_hash(self) -> bytes:
         return self._root.get(self._HASH) or smt.EMPTY_ROOT
 
-    # -- the trie -------------------------------------------------------------------------------
-
-    def node(self, ref: smt.Ref) -> bytes:
-        """A stored trie node (:class:`core.smt.NodeLoader`)."""
-        key = self._NODE + _u64(ref.version) + ref.hash
-        raw = self._hot[0].get(key) or self._hot[1].get(key) or self._root.get(key)
-        if raw is None:
-            raise StoreCorrupt(f"the state trie lacks node {ref.hash.hex()} of version {ref.version}")
-        return raw
-
-    def tree_root(self, height: int) -> smt.Ref | None:
-        """The trie's root after ``height`` (None: the empty map); NotFound once pruned."""
-        raw = self._root.get(self._ROOT + _u64(height))
-        if raw is None:
-            raise NotFound(f"the state after height {height} is no longer (or not yet) kept; this validator "
-                           f"keeps the last {KEEP_VERSIONS} heights up to {self.height}")
-        value = codec.decode(raw)
-        return None if value is None else smt.Ref(*value)
-
-    def has_version(self, height: int) -> bool:
-        return self._root.get(self._ROOT + _u64(height)) is not None
+    def _key_count(self) -> int:
+        """Keys in the state now; a store written before the count was kept counts them once."""
+        raw = self._root.get(self._KEYS)
+        if raw is not None:
+            return struct.unpack(">Q", raw)[0]
+        return sum(1 for _ in self._db.iterator(include_value=False))
 
     def commit(self, height: int, pending: PendingState) -> bytes:
         """Apply one block's writes, the height and the new hash in one fsynced batch."""
@@ -356,53 +326,40 @@ class StateStore:
             raise StorageError(f"state is at height {self.height}; cannot apply height {height}")
         items = sorted(pending.writes.items())
         update = smt.update(self.node, None if height == 0 else self.tree_root(height - 1), items, height)
+        keys = self._key_count() + sum((value is not None) - (self._db.get(key) is not None) for key, value in items)
+        self._count_keys(batch, height, keys)
         for key, value in items:
             if value is None:
                 batch.delete(self._STATE + key)
             else:
                 batch.put(self._STATE + key, value)
         for ref in update.stale:
-            batch.put(self._STALE + _u64(height) + _u64(ref.version) + ref.hash, b"")
+            batch.put(self._STALE + u64(height) + u64(ref.version) + ref.hash, b"")
         self._put_version(batch, height, update.root, update.puts)
         return update.root_hash
 
     def restore(self, height: int, items: dict[bytes, bytes]) -> bytes:
         """Write a whole state as ``height`` into an empty store in one batch, its trie built bottom-up
         in one pass (a large initial state; the state-commit bench loads its maps this way)."""
-        if self.height != -1:
-            raise StorageError(f"state is at height {self.height}; a whole state can only be restored into "
-                               "an empty store")
         with _leveldb(f"restoring the state of height {height}"), \
                 self._root.write_batch(sync=True, transaction=True) as batch:
-            for key, value in items.items():
-                batch.put(self._STATE + key, value)
-            root = smt.bulk_load(items, height, lambda ref, raw: batch.put(self._NODE + _u64(ref.version) + ref.hash,
-                                                                             raw))
-            self._put_version(batch, height, root, [])
+            return self.put_restored(batch, height, items)
+
+    def put_restored(self, batch: Any, height: int, items: dict[bytes, bytes]) -> bytes:
+        """Add a whole state as ``height`` to a root-database ``batch``, replacing a store that holds at most
+        the genesis state (a joining validator writes genesis state before state sync restores over it)."""
+        if self.height > 0:
+            raise StorageError(f"state is at height {self.height}; a whole state can only be restored into "
+                               "an empty store or over the genesis state")
+        for prefix in (self._STATE, b"smt/"):
+            for key in self._root.iterator(prefix=prefix, include_value=False):
+                batch.delete(key)
+        for key, value in items.items():
+            batch.put(self._STATE + key, value)
+        root = smt.bulk_load(items, height, lambda ref, raw: batch.put(self._NODE + u64(ref.version) + ref.hash, raw))
+        self._count_keys(batch, height, len(items))
+        self._put_version(batch, height, root, [])
         return smt.EMPTY_ROOT if root is None else root.hash
-
-    def _put_version(self, batch: Any, height: int, root: smt.Ref | None, puts: list[tuple[smt.Ref, bytes]]) -> None:
-        written = {self._NODE + _u64(ref.version) + ref.hash: raw for ref, raw in puts}
-        for key, raw in written.items():
-            batch.put(key, raw)
-        self._hot = (written, self._hot[0])
-        batch.put(self._ROOT + _u64(height), codec.encode(None if root is None else list(root)))
-        self._prune(batch, height)
-        batch.put(self._HEIGHT, struct.pack(">q", height))
-        batch.put(self._HASH, smt.EMPTY_ROOT if root is None else root.hash)
-
-    def _prune(self, batch: Any, height: int) -> None:
-        """Forget the version that falls out of the kept window and the nodes only it still reached.
-
-        A node replaced at version s belongs to versions < s only, so once the oldest kept version
-        is ``height - KEEP_VERSIONS + 1`` every node replaced at s <= that is unreachable."""
-        oldest = height - KEEP_VERSIONS + 1
-        if oldest <= 0:
-            return
-        batch.delete(self._ROOT + _u64(oldest - 1))
-        for key in self._root.iterator(start=self._STALE, stop=self._STALE + _u64(oldest + 1), include_value=False):
-            batch.delete(self._NODE + key[len(self._STALE) + 8:])
-            batch.delete(key)
 
 
 def commit_block(database: Database, blocks: BlockStore | None, block: tuple[int, bytes, bytes, bytes] | None,

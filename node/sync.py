@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from consensus import CommitCertificate, Verifier
 from core import codec
 from core.block import Block
-from core.errors import FbciError, PeerMisbehaved, StorageError
+from core.errors import FbciError, NotFound, PeerMisbehaved, StorageError
 from core.hashing import sha256
 from core.tx import Transaction
 from node.application import Application, FinalizedBlock
@@ -78,7 +78,10 @@ def serve_request(app: Application, payload: Any) -> bytes | None:
     items: list[list[bytes]] = []
     size = 0
     for height in range(start, min(app.info().height, start + min(count, MAX_BLOCKS_PER_RESPONSE) - 1) + 1):
-        stored = app.stored_block(height)
+        try:
+            stored = app.stored_block(height)
+        except NotFound:  # below the snapshot a state-synced store starts at: an empty answer, ask another
+            break
         size += len(stored.raw) + len(stored.certificate)
         if items and size > MAX_RESPONSE_BYTES:
             break

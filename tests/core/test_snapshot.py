@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from core.errors import ProofIncomplete, ProofInvalid
 from core.proofs import PBranch, PHash, StateProof
-from core.snapshot import Chunk, make_chunk, verify_chunk
+from core.snapshot import Chunk, make_chunk, split_points, verify_chunk
 from tests.core.test_smt import MAPS, MemoryTrie
 
 
@@ -50,3 +50,34 @@ def test_a_chunk_with_a_hidden_key_or_for_another_root_is_refused(items) -> None
         verify_chunk(chunk, root, b"\x00")
     with pytest.raises(ProofInvalid, match="never make progress"):
         verify_chunk(dataclasses.replace(chunk, end=b""), root, b"")
+
+
+@given(MAPS, st.integers(1, 8), st.sampled_from([1, 64, 300]), st.integers(1, 70))
+@settings(max_examples=200, deadline=None)
+def test_ranges_cut_at_split_points_and_short_chunks_rebuild_the_state(items, parts, max_bytes, max_keys) -> None:
+    """The joiner's schedule: ranges from the split points, each fetched in chunks bounded by keys and bytes,
+    a short chunk continued from its end; every chunk stays inside its range."""
+    trie = MemoryTrie()
+    root = trie.apply(dict(items))
+    load, top = trie.nodes.__getitem__, trie.roots[trie.version]
+    boundaries = split_points(load, top, parts)
+    assert boundaries[0] == b"" and list(boundaries) == sorted(set(boundaries))
+    restored: dict[bytes, bytes] = {}
+    for start, limit in zip(boundaries, [*boundaries[1:], None]):
+        at: bytes | None = start
+        while at != limit:
+            assert at is not None
+            chunk = Chunk.decode(make_chunk(load, top, at, max_keys, limit, max_bytes).encode())
+            pairs = verify_chunk(chunk, root, at, limit)
+            assert (pairs or not items) and all(at <= key and (limit is None or key < limit) for key, _ in pairs)
+            restored.update(pairs)
+            at = chunk.end
+    assert restored == items
+
+
+def test_a_chunk_past_its_range_limit_is_refused() -> None:
+    trie = MemoryTrie()
+    root = trie.apply({b"a": b"1", b"b": b"2", b"c": b"3"})
+    whole = make_chunk(trie.nodes.__getitem__, trie.roots[0], b"", 10)
+    with pytest.raises(ProofInvalid, match="past the limit"):
+        verify_chunk(whole, root, b"", b"b")

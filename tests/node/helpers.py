@@ -80,3 +80,19 @@ def account(ledger: Ledger, key: bytes) -> AccountState | None:
     state = ledger.app.query(ACCOUNT.path, AccountGetParams(public_key=key))
     assert state is None or isinstance(state, AccountState)
     return state
+
+
+def commit_writes(state: StateStore, blocks: list[dict[bytes, bytes | None]]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Commit each dict of writes (None: delete) as the next height, checking the committed state after each;
+    each height's root and whole state."""
+    model: dict[bytes, bytes] = {}
+    history: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for height, writes in enumerate(blocks):
+        pending = state.begin()
+        for key, value in writes.items():
+            pending.delete(key) if value is None else pending.set(key, value)
+            model.pop(key, None) if value is None else model.__setitem__(key, value)
+        history.append((state.commit(height, pending), dict(model)))
+        assert dict(state.scan(b"")) == model
+    return history
+

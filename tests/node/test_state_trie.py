@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from core.errors import NotFound
 from core.proofs import ProvenState, StateProof, TreeState
-from node.stores import KEEP_VERSIONS, Database, StateStore
+from node.stores import Database, StateStore
+from node.trie_versions import KEEP_VERSIONS
+from tests.node.helpers import commit_writes
 
 WRITES = st.dictionaries(st.binary(min_size=1, max_size=3), st.one_of(st.none(), st.binary(max_size=3)), max_size=6)
 
@@ -18,15 +20,7 @@ WRITES = st.dictionaries(st.binary(min_size=1, max_size=3), st.one_of(st.none(),
 def test_every_kept_version_proves_the_state_of_its_height(tmp_path_factory, blocks) -> None:
     db = Database(tmp_path_factory.mktemp("db"))
     state = StateStore(db)
-    model: dict[bytes, bytes] = {}
-    history: list[tuple[bytes, dict[bytes, bytes]]] = []
-    for height, writes in enumerate(blocks):
-        pending = state.begin()
-        for key, value in writes.items():
-            pending.delete(key) if value is None else pending.set(key, value)
-            model.pop(key, None) if value is None else model.__setitem__(key, value)
-        history.append((state.commit(height, pending), dict(model)))
-        assert dict(state.scan(b"")) == model
+    history = commit_writes(state, blocks)
     last = len(blocks) - 1
     for height, (root_hash, items) in enumerate(history):
         if height <= last - KEEP_VERSIONS:
