@@ -33,7 +33,7 @@ BENCH_VENV := .venv-bench
 # the Flower columns. BENCH_ARGS=--quick for small sizes.
 bench: $(STAMP)
 	-test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	-$(BENCH_VENV)/bin/pip install -q numpy pydantic msgpack cryptography 'flwr==1.42.0'
+	-$(BENCH_VENV)/bin/pip install -q numpy pydantic msgpack cryptography threadpoolctl 'flwr==1.42.0'
 	-$(BENCH_VENV)/bin/pip install -q --no-deps -e .
 	$(PY) -m bench.run_all $(BENCH_ARGS)
 
