@@ -79,3 +79,13 @@ def test_state_commit_measures_the_trie_beside_execution() -> None:
     assert row["state_keys"] == 300 + bench_state_commit.SENDERS and row["writes"] == 3 * 10  # per sender: nonce, quota usage; per tx: receipt
     assert row["trie_ms"] > 0 and row["exec_ms"] > 0 and row["nodes"] > row["writes"]
     assert 0 < row["depth"] <= row["max_depth"] and row["proof_b"] > 0
+
+
+def test_aggregation_bench_times_the_whole_path_beside_its_bounds() -> None:
+    from bench import bench_aggregation
+
+    r = bench_aggregation.measure(sizes=(5,), p=3000, repeat=1, rules=("fedavg", "median"))
+    assert [row["rule"] for row in r["rows"]] == ["fedavg", "median"] and r["memcpy_gbps"] > 0
+    for row in r["rows"]:
+        assert row["ours_ms"] > 0 and row["ours_with_validation_ms"] > 0 and row["read_share_of_copy"] > 0
+    assert any(h["bound_what"] == "memory-copy bandwidth" and h["target"] == 0.5 for h in r["headlines"])
