@@ -43,6 +43,7 @@ PARAMS: dict[str, dict[str, int]] = {"fedavg": {}, "median": {}, "trimmed_mean":
 TARGETS = {("fedavg", 10): 3.0, ("fedavg", 50): 3.0, ("median", 50): 2.0, ("trimmed_mean", 50): 2.0,
            ("multi_krum", 50): 5.0}
 """Whole on-chain path (validation + rule) over Flower's bare function (issue 16 part 6; Multi-Krum from issue 5)."""
+MAX_REPEAT = 40
 READ_SHARE_TARGET = 0.5
 """FedAvg alone reads at least this share of the same-run copy bandwidth."""
 Results = list[tuple[list[np.ndarray], int]]
@@ -87,14 +88,17 @@ def peak_ratio(rule: str, values: np.ndarray, weights: np.ndarray, senders: tupl
 
 
 def measure_rule(rule: str, values: np.ndarray, weights: np.ndarray, flower: Callable[[Results], Any] | None,
-                 flower_in: Results, repeat: int) -> dict[str, Any]:
+                 flower_in: Results, repeat: int, min_seconds: float) -> dict[str, Any]:
     n = values.shape[0]
     senders = tuple(i.to_bytes(32, "big") for i in range(n))
     work = np.empty_like(values)
     u = aggregation.Updates(values, weights, senders)
     rule_fn = aggregation.RULES[rule]
-    ours, full, fl = [], [], []
-    for _ in range(repeat):
+    ours: list[float] = []
+    full: list[float] = []
+    fl: list[float] = []
+    started = time.perf_counter()
+    while len(full) < repeat or (time.perf_counter() - started < min_seconds and len(full) < MAX_REPEAT):
         ours.append(timed_ms(lambda: rule_fn(u, PARAMS[rule])))
         full.append(timed_ms(lambda: aggregation.aggregate(rule, PARAMS[rule],
                                                            aggregation.Updates(work, weights, senders), **BOUNDS),
@@ -105,7 +109,8 @@ def measure_rule(rule: str, values: np.ndarray, weights: np.ndarray, flower: Cal
     fl_ms = min(fl) if fl else None
     target = TARGETS.get((rule, n))
     speedup = None if fl_ms is None else fl_ms / best_full
-    return {"rule": rule, "n": n, "p": values.shape[1], "ours_ms": min(ours), "ours_with_validation_ms": best_full,
+    return {"rule": rule, "n": n, "p": values.shape[1], "rounds": len(full), "ours_ms": min(ours),
+            "ours_with_validation_ms": best_full,
             "flower_ms": fl_ms, "speedup_whole_path": speedup, "speedup_rule_alone": None if fl_ms is None
             else fl_ms / min(ours), "target_speedup": target,
             "meets_target": None if target is None or speedup is None else speedup >= target,
@@ -113,7 +118,7 @@ def measure_rule(rule: str, values: np.ndarray, weights: np.ndarray, flower: Cal
             "peak_memory_x_updates": peak_ratio(rule, values, weights, senders)}
 
 
-def measure(sizes: tuple[int, ...] = (10, 50), p: int = P, repeat: int = 3,
+def measure(sizes: tuple[int, ...] = (10, 50), p: int = P, repeat: int = 3, min_seconds: float = 2.0,
             rules: tuple[str, ...] = tuple(aggregation.RULES)) -> dict[str, Any]:
     bw_before = memcpy_gbps()
     rows: list[dict[str, Any]] = []
@@ -124,7 +129,7 @@ def measure(sizes: tuple[int, ...] = (10, 50), p: int = P, repeat: int = 3,
         flower_in = [([v.astype(np.float32) / np.float32(1 << FRAC)], int(w)) for v, w in zip(values, weights)]
         flower = flower_funcs(n)
         for rule in rules:
-            row = measure_rule(rule, values, weights, flower.get(rule), flower_in, repeat)
+            row = measure_rule(rule, values, weights, flower.get(rule), flower_in, repeat, min_seconds)
             rows.append(row)
             print(f"  {rule:13s} N={n:3d}  whole path {row['ours_with_validation_ms']:8.1f} ms  flower "
                   f"{'-' if row['flower_ms'] is None else format(row['flower_ms'], '8.1f')} ms", flush=True)
@@ -132,7 +137,8 @@ def measure(sizes: tuple[int, ...] = (10, 50), p: int = P, repeat: int = 3,
     for row in rows:
         row["read_share_of_copy"] = row["read_gbps"] / bw
     fedavg = [r for r in rows if r["rule"] == "fedavg"]
-    return {"memcpy_gbps": bw, "memcpy_gbps_samples": [bw_before, bw], "repeat": repeat, "rows": rows,
+    return {"memcpy_gbps": bw, "memcpy_gbps_samples": [bw_before, bw], "repeat": repeat,
+            "min_seconds_per_rule": min_seconds, "rows": rows,
             "fedavg_read_share_min": min((r["read_share_of_copy"] for r in fedavg), default=None),
             "headlines": headlines(rows, bw)}
 
@@ -153,9 +159,11 @@ def headlines(rows: list[dict[str, Any]], bw: float) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per rule at least")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help=f"and more rounds (up to {MAX_REPEAT}) until a rule has run this long")
     args = parser.parse_args(argv)
-    result = measure(tuple(args.sizes), repeat=args.repeat)
+    result = measure(tuple(args.sizes), repeat=args.repeat, min_seconds=args.min_seconds)
     print(f"\nP = {P:,}; memory-copy bandwidth {result['memcpy_gbps']:.1f} GB/s (same run, the higher of "
           f"before/after: {', '.join(f'{x:.1f}' for x in result['memcpy_gbps_samples'])})")
     print(table(result["rows"], [
