@@ -22,6 +22,7 @@ Run with the bench venv (``make bench``); without flwr the Flower columns are em
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -49,9 +50,21 @@ READ_SHARE_TARGET = 0.5
 Results = list[tuple[list[np.ndarray], int]]
 
 
+@functools.cache
+def _scratch() -> np.ndarray:
+    return np.zeros(64 << 20, dtype=np.uint8)
+
+
+def evict_caches() -> None:
+    """Write 64 MiB (twice this machine's L3) so no run starts with the previous run's inputs in cache."""
+    scratch = _scratch()
+    scratch += 1
+
+
 def timed_ms(fn: Callable[[], Any], setup: Callable[[], Any] | None = None) -> float:
     if setup is not None:
         setup()
+    evict_caches()
     t = time.perf_counter()
     fn()
     return (time.perf_counter() - t) * 1e3
