@@ -136,7 +136,8 @@ def scan(values: npt.NDArray[np.int32], *, max_abs: int | None = None, weights: 
             np.copyto(blk, src)
             if w is not None and mean is not None:
                 np.dot(w, blk, out=acc[: e - s])
-                mean[s:e] = round_div(acc[: e - s].astype(np.int64), total)
+                np.copyto(mean[s:e], acc[: e - s], casting="unsafe")  # exact integers below 2**53
+                round_div(mean[s:e], total, out=mean[s:e])
             if squares:
                 sq += np.matmul(blk[:, None, :], blk[:, :, None])[:, 0, 0]
     return Scan(sq.astype(np.int64), mean)

@@ -101,3 +101,15 @@ def test_scan_refuses_nonpositive_weights_after_the_bounds() -> None:
         aggregate(spec, np.ones((2, 3), dtype=np.int32), np.array([1, 0], dtype=np.int64))
     with pytest.raises(InvalidInput, match="max_abs"):
         aggregate(spec, np.full((2, 3), 6, dtype=np.int32), np.array([1, 0], dtype=np.int64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-(2**55), 2**55), min_size=1, max_size=40), st.integers(1, 2**20), st.booleans())
+def test_round_div_into_out_is_the_same_rounding(num: list[int], den: int, array_den: bool) -> None:
+    from fl_contracts.fixedpoint import round_div
+
+    n = np.array(num, dtype=np.int64)
+    d = np.full(len(num), den, dtype=np.int64) if array_den else den
+    expected = [(2 * x + den) // (2 * den) for x in num]
+    out = n.copy()
+    assert round_div(n, d).tolist() == expected == round_div(out, d, out=out).tolist() == out.tolist()
