@@ -42,9 +42,9 @@ def machine() -> dict[str, Any]:
 class Headline:
     """One figure a bench stands by, with the bound it measured in the same run; ``bench.report`` tabulates these.
 
-    ``ratio`` is the figure against its bound (a share of it, or an ``x``
-    speed-up over a peer), higher is better; ``target`` is the ratio the
-    issue asks for, if any.
+    ``bound`` is in the figure's ``unit``; ``ratio`` is the figure against
+    it (a share of it, or an ``x`` speed-up over a peer), higher is better;
+    ``target`` is the ratio the issue asks for, if any.
     """
 
     what: str

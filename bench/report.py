@@ -76,7 +76,7 @@ def render(rows: list[Row]) -> str:
             continue
         target = "" if h.get("target") is None else _ratio(h["target"], h["ratio_unit"])
         met = {True: "yes", False: "**no**", None: ""}[h.get("met")]
-        lines.append(f"| {r.bench} | {h['what']} | {_num(h['value'])} {h['unit']} | {_num(h['bound'])} "
+        lines.append(f"| {r.bench} | {h['what']} | {_num(h['value'])} {h['unit']} | {_num(h['bound'])} {h['unit']} "
                      f"({h['bound_what']}) | {_ratio(h['ratio'], h['ratio_unit'])} | {target} | {met} | {load} |")
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ def test_the_readme_block_is_rebuilt_from_the_result_files_and_nothing_else_chan
     lines = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(lines) == 4 and "stale" not in block and "summary" not in block
     fedavg, read, wal = lines[1:]
-    assert "| 8.00 ms |" in fedavg and "30.0 (Flower, same inputs)" in fedavg and "| 3.75x | 3.00x | yes |" in fedavg
+    assert "| 8.00 ms |" in fedavg and "30.0 ms (Flower, same inputs)" in fedavg and "| 3.75x | 3.00x | yes |" in fedavg
     assert "| 40% | 50% | **no** |" in read
     assert wal.startswith("| wal | (no headline figures")
     assert report.main(["--results", str(results), "--write-readme", str(readme)]) == 0
