@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test deps bench clean
+.PHONY: demo test deps bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,9 +33,13 @@ BENCH_VENV := .venv-bench
 # the Flower columns. BENCH_ARGS=--quick for small sizes.
 bench: $(STAMP)
 	-test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	-$(BENCH_VENV)/bin/pip install -q numpy pydantic msgpack cryptography 'flwr==1.42.0'
+	-$(BENCH_VENV)/bin/pip install -q numpy pydantic msgpack cryptography threadpoolctl 'flwr==1.42.0'
 	-$(BENCH_VENV)/bin/pip install -q --no-deps -e .
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# The README's results table (between its bench-results markers) from bench/results/*.json.
+results: $(STAMP)
+	$(PY) -m bench.report --write-readme
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -33,7 +33,34 @@ BENCH_RPC_RATE = 1_000_000
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    """Where a result came from, with the load average: on a shared machine it says how far to trust the times."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_avg_1m": os.getloadavg()[0]}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One figure a bench stands by, with the bound it measured in the same run; ``bench.report`` tabulates these.
+
+    ``bound`` is in the figure's ``unit``; ``ratio`` is the figure against
+    it (a share of it, or an ``x`` speed-up over a peer), higher is better;
+    ``target`` is the ratio the issue asks for, if any.
+    """
+
+    what: str
+    value: float
+    unit: str
+    bound: float
+    bound_what: str
+    ratio: float
+    target: float | None = None
+    ratio_unit: str = "share"
+
+    def doc(self) -> dict[str, Any]:
+        met = None if self.target is None else self.ratio >= self.target
+        return {"what": self.what, "value": self.value, "unit": self.unit, "bound": self.bound,
+                "bound_what": self.bound_what, "ratio": self.ratio, "ratio_unit": self.ratio_unit,
+                "target": self.target, "met": met}
 
 
 def write_result(name: str, data: dict[str, Any], results_dir: Path | None = None) -> Path:

@@ -34,16 +34,22 @@ the fixed ``max_norm`` bound and before the rule.
 Everything is integer-exact: see :mod:`fl_contracts.fixedpoint` for why the
 float64 BLAS kernels used below return exact integers. Work proceeds in
 column blocks so temporaries stay in cache and peak memory stays a small
-fraction of the updates' size.
+fraction of the updates' size. The bound check and the squared norms share
+one pass (:func:`scan`); for FedAvg without the adaptive pre-step that pass
+also computes the weighted mean, used as is when no update needed clipping,
+so the honest common case reads the updates from memory once. Every path is
+exact, so the fused one returns the same integers as the separate steps.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
 
 from core.errors import InvalidInput
 from fl_contracts import robust
@@ -86,15 +92,60 @@ def _blocks(n: int, p: int) -> range:
     return range(0, p, block_cols(n))
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over the updates learnt: exact squared row norms, and the FedAvg result when weights were given."""
+
+    sq: IntArray
+    mean: IntArray | None
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def scan(values: npt.NDArray[np.int32], *, max_abs: int | None = None, weights: IntArray | None = None,
+         squares: bool = True) -> Scan:
+    """One pass over cache-sized column blocks, each read from memory once and converted to float64 once.
+
+    Per block, in cache: the bound check on the int32 values (``max_abs``;
+    it raises before anything else is trusted, so an inexact sum of an
+    out-of-bounds update is never used), the squared row norms (bound (1)),
+    and ``round_div(sum_i w_i x_i, sum_i w_i)`` (bound (2)). Doing all three
+    in one pass is what puts shared validation plus FedAvg ahead of
+    Flower: as separate passes each re-read the N x P updates from memory.
+    BLAS runs on one thread here: OpenBLAS splits each row's dot product
+    across threads that spin-wait for each other, which on cores shared with
+    the rest of a validator cost 5x the single-threaded time.
+    """
+    n, p = values.shape
+    b = block_cols(n)
+    buf = np.empty((n, min(b, p)), dtype=np.float64)
+    acc = np.empty(buf.shape[1], dtype=np.float64)
+    sq = np.zeros(n, dtype=np.float64)
+    w = None if weights is None else weights.astype(np.float64)
+    total = 0 if weights is None else int(weights.sum())
+    mean = None if weights is None else np.empty(p, dtype=np.int64)
+    with _blas().limit(limits=1, user_api="blas"):
+        for s in _blocks(n, p):
+            e = min(s + b, p)
+            src, blk = values[:, s:e], buf[:, : e - s]
+            if max_abs is not None and (-int(src.min()) > max_abs or int(src.max()) > max_abs):
+                raise InvalidInput(f"an update has a coordinate beyond max_abs={max_abs}")
+            np.copyto(blk, src)
+            if w is not None and mean is not None:
+                np.dot(w, blk, out=acc[: e - s])
+                np.copyto(mean[s:e], acc[: e - s], casting="unsafe")  # exact integers below 2**53
+                round_div(mean[s:e], total, out=mean[s:e])
+            if squares:
+                sq += np.matmul(blk[:, None, :], blk[:, :, None])[:, 0, 0]
+    return Scan(sq.astype(np.int64), mean)
+
+
 def sum_squares(values: npt.NDArray[np.int32]) -> IntArray:
     """Exact per-row sums of squares (bound (1) in fixedpoint)."""
-    n, p = values.shape
-    out = np.zeros(n, dtype=np.float64)
-    b = block_cols(n)
-    for s in _blocks(n, p):
-        block = values[:, s : s + b].astype(np.float64)
-        out += np.einsum("ij,ij->i", block, block)
-    return out.astype(np.int64)
+    return scan(values).sq
 
 
 def norm_bound(values: npt.NDArray[np.int32], max_norm: int) -> list[int]:
@@ -109,20 +160,9 @@ def norm_bound(values: npt.NDArray[np.int32], max_norm: int) -> list[int]:
 
 def _weighted_mean(values: npt.NDArray[np.int32], weights: IntArray) -> IntArray:
     """round_div(sum_i w_i x_i, sum_i w_i), exact by bound (2)."""
-    n, p = values.shape
-    total = int(weights.sum())
-    w = weights.astype(np.float64)
-    out = np.empty(p, dtype=np.int64)
-    b = block_cols(n)
-    buf = np.empty((n, b), dtype=np.float64)
-    acc = np.empty(b, dtype=np.float64)
-    for s in _blocks(n, p):
-        e = min(s + b, p)
-        blk, a = buf[:, : e - s], acc[: e - s]
-        np.copyto(blk, values[:, s:e])
-        np.dot(w, blk, out=a)
-        out[s:e] = round_div(a.astype(np.int64), total)
-    return out
+    mean = scan(values, weights=weights, squares=False).mean
+    assert mean is not None
+    return mean
 
 
 def fedavg(u: Updates, params: Mapping[str, int]) -> RuleResult:
@@ -130,12 +170,22 @@ def fedavg(u: Updates, params: Mapping[str, int]) -> RuleResult:
 
 
 def _sorted_rows(u: Updates, reduce: Callable[[npt.NDArray[np.int32]], IntArray]) -> IntArray:
-    """Apply ``reduce`` to column blocks sorted along the update axis."""
+    """Apply ``reduce`` to column blocks sorted along the update axis, handed over as (columns, N) rows.
+
+    Each block is copied transposed so every column's N values are
+    contiguous and sort in place with numpy's vectorised sort, four times
+    faster than sorting along the strided update axis.
+    """
     n, p = u.values.shape
     out = np.empty(p, dtype=np.int64)
     b = block_cols(n)
+    buf = np.empty((min(b, p), n), dtype=np.int32)
     for s in _blocks(n, p):
-        out[s : s + b] = reduce(np.sort(u.values[:, s : s + b], axis=0))
+        e = min(s + b, p)
+        cols = buf[: e - s]
+        np.copyto(cols, u.values[:, s:e].T)
+        cols.sort(axis=1)
+        out[s:e] = reduce(cols)
     return out
 
 
@@ -143,8 +193,8 @@ def median(u: Updates, params: Mapping[str, int]) -> RuleResult:
     """Middle value; for even N the two middle values averaged with round_div."""
     n = u.n
     if n % 2:
-        return RuleResult(_sorted_rows(u, lambda b: b[n // 2].astype(np.int64)))
-    return RuleResult(_sorted_rows(u, lambda b: round_div(b[n // 2 - 1].astype(np.int64) + b[n // 2], 2)))
+        return RuleResult(_sorted_rows(u, lambda c: c[:, n // 2].astype(np.int64)))
+    return RuleResult(_sorted_rows(u, lambda c: round_div(c[:, n // 2 - 1].astype(np.int64) + c[:, n // 2], 2)))
 
 
 def trimmed_mean(u: Updates, params: Mapping[str, int]) -> RuleResult:
@@ -152,7 +202,7 @@ def trimmed_mean(u: Updates, params: Mapping[str, int]) -> RuleResult:
     if 2 * k >= u.n:
         raise InvalidInput(f"trimmed_mean with trim={k} needs more than {2 * k} updates, got {u.n}")
     kept = u.n - 2 * k
-    return RuleResult(_sorted_rows(u, lambda b: round_div(b[k : u.n - k].sum(axis=0, dtype=np.int64), kept)))
+    return RuleResult(_sorted_rows(u, lambda c: round_div(c[:, k : u.n - k].sum(axis=1, dtype=np.int64), kept)))
 
 
 def gram(values: npt.NDArray[np.int32]) -> IntArray:
@@ -243,13 +293,18 @@ def aggregate(
         raise InvalidInput("no updates to aggregate")
     if list(updates.senders) != sorted(set(updates.senders)):
         raise InvalidInput("updates must be sorted by sender with no duplicates")
-    if -int(values.min()) > max_abs or int(values.max()) > max_abs:
-        raise InvalidInput(f"an update has a coordinate beyond max_abs={max_abs}")
+    capped = Updates(values, np.minimum(weights, max_samples).astype(np.int64), updates.senders)
+    fused = rule == "fedavg" and ADAPTIVE_CLIP not in params and int(weights.min()) >= 1
+    seen = scan(values, max_abs=max_abs, weights=capped.weights if fused else None)
     if int(weights.min()) < 1:
         raise InvalidInput("update weights must be positive")
-    capped = Updates(values, np.minimum(weights, max_samples).astype(np.int64), updates.senders)
-    clipped = norm_bound(values, max_norm)
+    clipped = robust.clip_rows(values, seen.sq, max_norm)
+    if fused and not clipped and seen.mean is not None:
+        return Aggregate(seen.mean, [], {})  # FedAvg's sums came with the validating pass
     if ADAPTIVE_CLIP in params:
-        clipped = sorted({*clipped, *robust.adaptive_clip(values, sum_squares(values), params[ADAPTIVE_CLIP])})
+        sq = seen.sq.copy()
+        if clipped:
+            sq[clipped] = sum_squares(values[clipped])
+        clipped = sorted({*clipped, *robust.adaptive_clip(values, sq, params[ADAPTIVE_CLIP])})
     result = RULES[rule](capped, params)
     return Aggregate(result.delta, clipped, result.excluded)

@@ -64,10 +64,21 @@ def dequantize(q: npt.ArrayLike, frac_bits: int) -> npt.NDArray[np.float64]:
     return np.asarray(q, dtype=np.float64) / float(1 << frac_bits)
 
 
-def round_div(num: npt.NDArray[np.int64], den: int | npt.NDArray[np.int64]) -> IntArray:
-    """Nearest integer to ``num / den`` (``den > 0``), ties toward +infinity."""
+def round_div(num: npt.NDArray[np.int64], den: int | npt.NDArray[np.int64], out: IntArray | None = None) -> IntArray:
+    """Nearest integer to ``num / den`` (``den > 0``), ties toward +infinity.
+
+    ``out`` (an int64 array of the result's shape, which may be ``num``
+    itself) receives the same integers without temporaries: aggregation
+    rounds a block at a time, and fresh temporaries of a block's size cost
+    more in page faults than the arithmetic.
+    """
     num = np.asarray(num, dtype=np.int64)
-    return np.floor_divide(2 * num + den, 2 * np.asarray(den, dtype=np.int64))
+    d = np.asarray(den, dtype=np.int64)
+    if out is None:
+        return np.floor_divide(2 * num + d, 2 * d)
+    np.multiply(num, 2, out=out)
+    np.add(out, d, out=out)
+    return np.floor_divide(out, 2 * d, out=out)
 
 
 LIMB_BITS = 32
