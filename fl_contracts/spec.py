@@ -112,6 +112,10 @@ class ModelSpec(BaseModel):
     secure: StrictBool = Field(False, description="rounds use secure aggregation (fl_contracts.secure_round)")
     input_features: tuple[StrictStr, ...] = Field(
         default=(), description="the input schema: feature names in the order the first layer reads them")
+    sample_rate_ppm: StrictInt | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="each round draws each hospital with this probability, in millionths (fl_contracts.sampling); "
+                    "None: every hospital, every round")
 
     @model_validator(mode="after")
     def check_bounds(self) -> ModelSpec:
@@ -152,6 +156,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg and no "
                              f"pre-step, not {steps}: a robust rule or pre-step needs each update in the clear "
                              f"(norm bounding moves to the hospital in a secure round)")
+        if self.secure and self.sample_rate_ppm is not None:
+            raise ValueError("a secure round fixes its participants when their keys are shared, so it does not "
+                             "draw a sample: declare sample_rate_ppm or secure, not both")
         return self
 
     @model_validator(mode="before")
@@ -223,6 +230,8 @@ class ModelSpec(BaseModel):
             doc["input_features"] = list(self.input_features)
         else:  # specs from before input schemas keep their documents and hashes
             del doc["input_features"]
+        if self.sample_rate_ppm is None:  # unsampled specs keep their documents and hashes too
+            del doc["sample_rate_ppm"]
         return doc
 
     @property

@@ -36,8 +36,8 @@ from node.stores import PendingState, StateStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
-EndBlockHook = Callable[[StateView, int], Sequence[RoundRecord]]
-"""After a block's last transaction: closes FL rounds and returns their records."""
+EndBlockHook = Callable[[StateView, int, bytes], Sequence[RoundRecord]]
+"""After a block's last transaction, with the block's height and hash: closes FL rounds and returns their records."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class Executor:
             self.quota.charge(pending, tally.sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
-            rounds_closed.extend(hook(pending, block.height))
+            rounds_closed.extend(hook(pending, block.height, block.hash))
         return BlockOutcome(pending, receipts, rounds_closed, tally.nonces)
 
     def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, tally: _Tally,
