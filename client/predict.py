@@ -97,7 +97,7 @@ def generated_observations(seed: int) -> tuple[np.ndarray, dict[str, Any]]:
 
 def load_model(session: ChainSession, model_id: str, version: int | None) -> tuple[DeteriorationModel, int]:
     mv, weights = session.model_weights(model_id, version)
-    return DeteriorationModel.from_weights(weights), mv.version
+    return DeteriorationModel.from_weights(weights, session.spec(model_id).network_layers), mv.version
 
 
 def explain_text(e: Explanation, news2_now: int, model_id: str, version: int, top: int = 5) -> str:
