@@ -1,7 +1,7 @@
 """``--add-model FILE``: a consortium's own model declarations added to the catalog genesis would write.
 
 Each file holds one model declaration (the JSON form of
-``fl_contracts.spec.ModelSpec``, as ``fbci fl models --json`` prints them) or a
+``fl_contracts.spec.ModelSpec``, as each ``spec`` of ``fbci fl models --json``) or a
 list of them. Every declaration is validated as the chain will validate it
 and appended to the models already in the application state (the default
 catalog, or ``--app-state``'s), so adding a model never drops the catalog's.
