@@ -11,7 +11,7 @@ out of.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,12 @@ from client.fl.train import train_rounds
 from client.session import ChainSession, load_client_key
 from core.block import ZERO_HASH
 from devnet.catalog import default_models
-from devnet.testnet import NodeSpec, Testnet
+from devnet.testnet import Testnet
 from fl_contracts import sampling
 from fl_contracts.queries import FL_DRAW, DrawParams
 from genesis.create import init_network
-from genesis.home import HomePaths, NodeConfig
 from tests.ports import free_base_port
+from tests.testnets import run_in_threads, started
 
 HOSPITALS, ROUNDS = 4, 3
 SPEC = default_models(HOSPITALS)[1].model_copy(update={
@@ -35,17 +35,11 @@ SPEC = default_models(HOSPITALS)[1].model_copy(update={
 
 
 @pytest.fixture
-def net(tmp_path: Path):
-    network = init_network(1, tmp_path / "net", base_port=free_base_port(4), hospitals=HOSPITALS,
-                           app_state={"models": [SPEC.to_doc()]})
-    config = NodeConfig.model_validate_json(HomePaths(network.homes[0]).config.read_text())
-    testnet = Testnet([NodeSpec(config.name, network.homes[0], config.rpc_url(), config.p2p_listen)])
-    testnet.start()
-    try:
-        testnet.wait_ready(60, min_height=1)
+def net(tmp_path: Path) -> Iterator[Testnet]:
+    init_network(1, tmp_path / "net", base_port=free_base_port(4), hospitals=HOSPITALS,
+                 app_state={"models": [SPEC.to_doc()]})
+    with started(Testnet.load(tmp_path / "net")) as testnet:
         yield testnet
-    finally:
-        testnet.stop_all()
 
 
 def test_only_the_drawn_hospitals_train_each_round(net: Testnet) -> None:
@@ -53,26 +47,15 @@ def test_only_the_drawn_hospitals_train_each_round(net: Testnet) -> None:
     home, url = net.specs[0].home, net.specs[0].rpc_url
     keys = [load_client_key("hospital" if j == 0 else f"hospital{j}", home) for j in range(HOSPITALS)]
     skipped: dict[int, list[int]] = {j: [] for j in range(HOSPITALS)}
-    errors: list[BaseException] = []
 
     def hospital(j: int) -> None:
         def progress(p: Progress) -> None:
             if p.stage == "not_drawn":
                 skipped[j].append(p.round)
-        try:
-            x, y = split.hospitals[j]
-            train_rounds(url, keys[j], SPEC.id, x, y, ROUNDS, epochs=1, seed=j, progress=progress,
-                         round_timeout_s=120.0)
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
+        x, y = split.hospitals[j]
+        train_rounds(url, keys[j], SPEC.id, x, y, ROUNDS, epochs=1, seed=j, progress=progress, round_timeout_s=120.0)
 
-    threads = [threading.Thread(target=hospital, args=(j,), daemon=True) for j in range(HOSPITALS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=400)
-    assert not errors, errors
-    assert not any(t.is_alive() for t in threads), "a hospital never finished"
+    run_in_threads(hospital, HOSPITALS, timeout_s=400)
 
     roster = [k.public_key.raw for k in keys]
     with ChainSession(url) as session:
