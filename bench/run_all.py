@@ -49,6 +49,7 @@ BENCHES = (
     Bench("aggregation", "bench.bench_aggregation", needs=("numpy",)),
     Bench("fl_realdata", "bench.bench_fl_realdata", needs=("torch", "sklearn")),
     Bench("attacks", "bench.bench_attacks", quick_args=("--datasets", "breast_cancer"), needs=("torch", "sklearn")),
+    Bench("dp", "bench.bench_dp", quick_args=("--quick",), needs=("torch", "sklearn", "opacus")),
     Bench("ids", "bench.bench_ids", needs=("torch", "sklearn")),
     Bench("tx_throughput", "bench.bench_tx_throughput", quick_args=("--txs", "1000")),
     Bench("testnet_load", "bench.bench_testnet_load",

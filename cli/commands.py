@@ -87,24 +87,26 @@ def _params(path: str | None) -> ChainParams | None:
                           error=InvalidGenesis)
 
 
-def _app_state(path: str | None, hospitals: int) -> dict[str, Any]:
-    """The given file, or the one-machine default models (devnet/catalog.py); either way with its
-    ``read_policy`` written out, so the operator sees which reads are private."""
+def _app_state(path: str | None, hospitals: int, add: list[str]) -> dict[str, Any]:
+    """The given file, or the one-machine default models (devnet/catalog.py), plus ``--add-model``'s; either
+    way with its ``read_policy`` written out, so the operator sees which reads are private."""
+    from cli.models import add_models
     from devnet.catalog import default_app_state, with_read_policy
 
     if path is None:
-        return default_app_state(hospitals)
+        return add_models(default_app_state(hospitals), add)
     state = read_json_file(Path(path), error=InvalidGenesis)
     if not isinstance(state, dict):
         raise InvalidGenesis(f"--app-state {path}: must hold a JSON object")
-    return with_read_policy(state)
+    return with_read_policy(add_models(state, add))
 
 
 def genesis_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
                        hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state, args.hospitals or args.validators), hybrid=args.hybrid,
+                       app_state=_app_state(args.app_state, args.hospitals or args.validators, args.add_model),
+                       hybrid=args.hybrid,
                        governance=args.governance)
     _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
     _print(f"genesis: {net.genesis_path}")
@@ -124,7 +126,7 @@ def genesis_assemble(args: argparse.Namespace) -> int:
     hospitals = max(1, sum("hospital" in part.roles for part in parts))
     doc = assemble(args.chain_id, parts,
                    genesis_time_ms=time.time_ns() // 1_000_000 if args.genesis_time_ms is None else args.genesis_time_ms,
-                   params=_params(args.params), app_state=_app_state(args.app_state, hospitals))
+                   params=_params(args.params), app_state=_app_state(args.app_state, hospitals, args.add_model))
     write_genesis(doc, out)
     _print(f"wrote {out}: chain {doc.chain_id}, {len(doc.validators)} validator(s), "
            f"{len(doc.accounts)} account(s), genesis hash {doc.hash().hex()}")

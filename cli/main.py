@@ -360,6 +360,9 @@ def _chain_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", metavar="FILE", help="JSON object overriding chain parameters (see genesis/README.md)")
     p.add_argument("--app-state", metavar="FILE", help="JSON object: initial application state (FL model declarations, "
                    "see genesis/README.md); default: the models in devnet/catalog.py")
+    p.add_argument("--add-model", action="append", default=[], metavar="FILE",
+                   help="a JSON model declaration (or a list of them) to add to those models; repeatable. "
+                   "An id already declared is refused")
 
 
 def _model_version(text: str) -> int | None:

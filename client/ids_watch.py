@@ -59,7 +59,8 @@ def load_classifier(session: ChainSession, version: int | None = None) -> tuple[
     mv, weights = session.model_weights(MODEL_ID, version)
     if mv.version == 0:
         return None, 0
-    return FlowClassifier.from_weights(weights, n_features=weights["0.weight"].shape[1]), mv.version
+    layers = session.spec(MODEL_ID).network_layers  # any declared depth, dropout, layer norm
+    return FlowClassifier.from_weights(weights, n_features=weights["0.weight"].shape[1], layers=layers), mv.version
 
 
 @dataclass

@@ -100,7 +100,7 @@ def load_model(session: ChainSession, model_id: str, version: int | None,
     """``patient``: the pseudonym scored, named in the read so the validator's audit trail records who read
     that patient's prediction."""
     mv, weights = session.model_weights(model_id, version, patient=patient)
-    return DeteriorationModel.from_weights(weights), mv.version
+    return DeteriorationModel.from_weights(weights, session.spec(model_id).network_layers), mv.version
 
 
 def patient_pseudonym(text: str | None) -> bytes | None:

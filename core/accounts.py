@@ -41,6 +41,11 @@ def load_account(state: StateView, public_key: bytes) -> Account | None:
     return None if raw is None else Account.decode(raw)
 
 
+def holders_of(state: StateView, role: str) -> list[bytes]:
+    """Public keys of the accounts holding ``role``, in key order (a contract's roster, e.g. FL's draw)."""
+    return [key[len(_PREFIX):] for key, raw in state.scan(_PREFIX) if role in Account.decode(raw).roles]
+
+
 def store_account(state: StateView, public_key: bytes, account: Account) -> None:
     state.set(_PREFIX + public_key, account.encode())
 

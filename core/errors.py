@@ -158,6 +158,27 @@ class InputSchemaMismatch(InvalidInput):
     reason = "input_schema_mismatch"
 
 
+class NotDrawn(ContractRejected):
+    """A hospital sent an update to a sampled round whose draw did not pick it (``fl_contracts.sampling``)."""
+
+    code = -32102
+    reason = "not_drawn"
+
+
+class ModelCatalogClash(InvalidInput):
+    """``fbci genesis init --add-model`` names a model id the catalog (or an earlier file) already declares."""
+
+    code = -32103
+    reason = "model_id_clash"
+
+
+class BadModelFile(InvalidInput):
+    """A model file for ``--add-model`` that cannot be read or is not one valid model declaration."""
+
+    code = -32104
+    reason = "bad_model_file"
+
+
 class StorageError(FbciError):
     code = -32040
     reason = "storage_error"
@@ -404,7 +425,7 @@ ALL_ERRORS: tuple[type[FbciError], ...] = (
     LimitExceeded, MempoolFull, QuotaExceeded, RateLimited, Timeout, PeerMisbehaved, UnsupportedKeyType, InvalidGenesis, StorageError, AddressInUse,
     NodeUnreachable, DiskFull, TooManyOpenFiles, StoreCorrupt, WalLost, TaskFailed,
     UnverifiedAnswer, ProofInvalid, ProofIncomplete, AnswerMismatch, HeaderUnverified, StaleAnswer, NoVerifiedAnswer,
-    BadAggregationRule, InputSchemaMismatch,
+    BadAggregationRule, InputSchemaMismatch, NotDrawn, ModelCatalogClash, BadModelFile,
     NodeRunning,
     ReadRefused, ReadAuthRequired, BadReadSignature, StaleRead, ReplayedRead, UnknownReader, RevokedReader,
     ReadForbidden,

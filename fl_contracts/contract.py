@@ -9,7 +9,8 @@ the first write, so it changes nothing. The reason slug is in
 ``error.data["fl_reason"]``: ``unknown_model``, ``unauthorized``,
 ``wrong_round`` (late or early), ``round_full``, ``duplicate``,
 ``stale_version``, ``wrong_shape``, ``out_of_bounds``, ``invalid_payload``,
-``no_consent`` (a listed patient lacks a permit, see below).
+``no_consent`` (a listed patient lacks a permit, see below), ``not_drawn`` (a sampled round's
+draw did not pick the sender; :class:`core.errors.NotDrawn`).
 
 Consent. The node passes a :class:`ConsentCheck` (``consent.contract`` fills
 it in; this leaf does not import it). An update may carry ``patients``, the
@@ -30,6 +31,11 @@ aggregates (see :mod:`fl_contracts.aggregation`) and stores version ``v + 1``;
 with fewer it fails and no version is made. Either way the next round opens
 at once against the then-current version.
 
+Sampling. A model that declares ``sample_rate_ppm`` draws each round's
+hospitals when the round opens, seeded by the hash of the block at whose end
+it opens (:mod:`fl_contracts.sampling`); only drawn hospitals may submit, and
+the round also closes as soon as every drawn hospital has submitted.
+
 State layout (all keys under ``fl/``, values canonical msgpack)::
 
     fl/spec/<id>                      ModelSpec.to_doc()
@@ -37,45 +43,34 @@ State layout (all keys under ``fl/``, values canonical msgpack)::
     fl/ver/<id>/<version:8 bytes BE>  ModelVersion
     fl/round/<id>/<round:8 bytes BE>  RoundRecord of a closed round
     fl/upd/<id>/<round:8 BE>/<sender> pending update (deleted at close)
+    fl/draw/<id>/<round:8 BE>         sampling.Draw of a sampled round (kept)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core import codec
-from core.errors import ContractRejected, InvalidInput, NotFound, failure_reason
+from core.accounts import holders_of
+from core.block import ZERO_HASH
+from core.errors import ContractRejected, InvalidInput, NotDrawn, NotFound, failure_reason
 from core.hashing import sha256
 from core.state import StateView, TxContext
-from core.wire import WIRE_BYTES
 from fl_contracts.fixedpoint import decode_delta, decode_weights, encode_weights
 from fl_contracts.aggregation import Updates, aggregate
+from fl_contracts import sampling
+from fl_contracts.records import (  # the records, also read from here by their users
+    Head, ModelVersion, Participant, PendingUpdate, RoundRecord, SubmitUpdate,
+)
 from fl_contracts.spec import ModelSpec
 
 HOSPITAL_ROLE = "hospital"
 TX_KIND = "fl.submit_update"
-_FROZEN = ConfigDict(extra="forbid", frozen=True, **WIRE_BYTES)  # bytes stay bytes in state, hex in JSON
-
-
-class SubmitUpdate(BaseModel):
-    """Payload of ``fl.submit_update``; privacy figures are optional, in millionths and billionths."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    model_id: StrictStr
-    round: StrictInt = Field(ge=1)
-    base_version: StrictInt = Field(ge=0)
-    num_samples: StrictInt = Field(ge=1, le=2**53)
-    delta: StrictBytes
-    dp_epsilon_micro: StrictInt | None = Field(default=None, ge=0)
-    dp_delta_nano: StrictInt | None = Field(default=None, ge=0)
-    patients: list[Annotated[StrictBytes, Field(min_length=32, max_length=32)]] | None = Field(
-        default=None, min_length=1)
-    """Pseudonyms of the records trained on, strictly ascending (so each counts once)."""
 
 
 class ConsentCheck(Protocol):
@@ -90,64 +85,6 @@ class ConsentCheck(Protocol):
 
     def record_use(self, state: StateView, hospital: bytes, patients: Iterable[bytes], model_id: str, rnd: int,
                    base_version: int, height: int) -> None: ...
-
-
-class Head(BaseModel):
-    model_config = _FROZEN
-    version: int
-    round: int
-    opened_height: int
-    deadline_height: int
-    pending: int
-
-
-class ModelVersion(BaseModel):
-    """A global model version: fixed-point int64 weights (little-endian bytes) and their hash."""
-
-    model_config = _FROZEN
-    model_id: str
-    version: int
-    round: int
-    height: int
-    weights: bytes
-    hash: bytes
-
-    def weights_int(self) -> npt.NDArray[np.int64]:
-        return decode_weights(self.weights)
-
-    def unflatten(self, spec: ModelSpec) -> dict[str, npt.NDArray[np.float64]]:
-        """Real-valued tensors by layout name, for clients and inference."""
-        return spec.unflatten(self.weights_int().astype(np.float64) / spec.fixed_point.scale)
-
-
-class Participant(BaseModel):
-    model_config = _FROZEN
-    sender: bytes
-    num_samples: int
-    weight: int
-    norm_clipped: bool
-    excluded: str | None = None
-    dp_epsilon_micro: int | None = None
-    dp_delta_nano: int | None = None
-    patients: int | None = None
-    """Number of consented patients the update named (its FedAvg weight before the cap); None: none named."""
-
-
-class RoundRecord(BaseModel):
-    model_config = _FROZEN
-    model_id: str
-    round: int
-    base_version: int
-    opened_height: int
-    deadline_height: int
-    closed_height: int | None
-    status: Literal["open", "aggregated", "failed"]
-    reason: str | None = None
-    participants: list[Participant] = []
-    accepted: int = 0
-    excluded: int = 0
-    new_version: int | None = None
-    new_hash: bytes | None = None
 
 
 def _be(n: int) -> bytes:
@@ -182,16 +119,23 @@ def _store_version(state: StateView, model_id: str, version: int, rnd: int, heig
     return mv
 
 
-def _open_round(state: StateView, spec: ModelSpec, version: int, rnd: int, height: int) -> None:
+def _open_round(state: StateView, spec: ModelSpec, version: int, rnd: int, height: int, seed: bytes) -> None:
+    """``seed``: the hash of the block at whose end the round opens; a sampled model draws from it."""
     head = Head(version=version, round=rnd, opened_height=height,
                 deadline_height=height + spec.round_length_blocks, pending=0)
     _put(state, _key("head", spec.id), head)
+    if spec.sample_rate_ppm is not None:
+        sampling.open_draw(state, spec.id, rnd, seed, spec.sample_rate_ppm, holders_of(state, HOSPITAL_ROLE))
 
 
 def init_models(
-    state: StateView, specs: Sequence[ModelSpec], initial: Mapping[str, npt.NDArray[np.int64] | None], height: int
+    state: StateView, specs: Sequence[ModelSpec], initial: Mapping[str, npt.NDArray[np.int64] | None], height: int,
+    seed: bytes = ZERO_HASH,
 ) -> None:
-    """Register models at genesis: version 0 (given weights or zeros) and round 1 opens."""
+    """Register models at genesis: version 0 (given weights or zeros) and round 1 opens.
+
+    ``seed`` draws a sampled model's first round: at genesis no block hash exists yet, so it is the
+    zero hash, and that first draw is as public as the genesis file."""
     for spec in specs:
         if state.get(_key("spec", spec.id)) is not None:
             raise InvalidInput(f"model {spec.id} is declared twice")
@@ -201,7 +145,7 @@ def init_models(
             raise InvalidInput(f"model {spec.id}: initial weights have shape {w.shape}, expected ({spec.num_params},)")
         state.set(_key("spec", spec.id), codec.encode(spec.to_doc()))
         _store_version(state, spec.id, 0, 0, height, encode_weights(w))
-        _open_round(state, spec, 0, 1, height)
+        _open_round(state, spec, 0, 1, height, seed)
 
 
 def get_spec(state: StateView, model_id: str) -> ModelSpec:
@@ -242,6 +186,11 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
     if upd.round != head.round:
         when = "late: round has closed" if upd.round < head.round else "round has not opened"
         raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
+    drawn = _draw(state, spec, head.round)
+    if drawn is not None and not drawn.includes(ctx.sender):
+        raise NotDrawn(f"round {head.round} of {spec.id} drew {len(drawn.drawn)} of {drawn.population} hospitals "
+                       f"(sample_rate_ppm {drawn.rate_ppm}); this sender is not among them: skip this round",
+                       data={"fl_reason": "not_drawn"})
     ukey = _key("upd", spec.id, _be(head.round), ctx.sender)
     if state.get(ukey) is not None:
         raise _reject("duplicate", f"sender already submitted to round {head.round}")
@@ -284,7 +233,11 @@ def _check_patients(state: StateView, ctx: TxContext, upd: SubmitUpdate, head: H
         raise _reject("no_consent", f"round {head.round} (consent snapshot at height {head.opened_height}): {why}")
 
 
-def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> RoundRecord:
+def _draw(state: StateView, spec: ModelSpec, rnd: int) -> sampling.Draw | None:
+    return None if spec.sample_rate_ppm is None else sampling.load_draw(state, spec.id, rnd)
+
+
+def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int, seed: bytes) -> RoundRecord:
     prefix = _key("upd", spec.id, _be(head.round)) + b"/"
     rows = list(state.scan(prefix))  # bytewise order = sender order: arrival order cannot matter
     senders = tuple(k[len(prefix):] for k, _ in rows)
@@ -295,7 +248,7 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
                 deadline_height=head.deadline_height, closed_height=height)
     if len(docs) < spec.min_updates:
         record = RoundRecord(**base, status="failed", reason=f"{len(docs)} updates; min_updates is {spec.min_updates}")
-        _open_round(state, spec, head.version, head.round + 1, height)
+        _open_round(state, spec, head.version, head.round + 1, height, seed)
         return record
     try:  # a rule that raises fails its round on every validator alike, rather than halt the chain
         values = np.empty((len(docs), spec.num_params), dtype=np.int32)
@@ -310,7 +263,7 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
         raise
     except Exception as exc:  # nothing is written above: the round fails cleanly
         record = RoundRecord(**base, status="failed", reason=f"aggregation failed: {failure_reason(exc)}")
-        _open_round(state, spec, head.version, head.round + 1, height)
+        _open_round(state, spec, head.version, head.round + 1, height, seed)
         return record
     mv = _store_version(state, spec.id, head.version + 1, head.round, height, encode_weights(new_w))
     participants = [
@@ -323,23 +276,32 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int) -> 
     record = RoundRecord(**base, status="aggregated", participants=participants,
                          accepted=len(docs) - len(agg.excluded), excluded=len(agg.excluded),
                          new_version=mv.version, new_hash=mv.hash)
-    _open_round(state, spec, mv.version, head.round + 1, height)
+    _open_round(state, spec, mv.version, head.round + 1, height, seed)
     return record
 
 
-def end_block(state: StateView, height: int) -> list[RoundRecord]:
-    """Close every round that is full or at its deadline; return the record of each closed round.
+def _due(state: StateView, spec: ModelSpec, head: Head, height: int) -> bool:
+    """Full, at its deadline, or (sampled) every drawn hospital has submitted."""
+    if head.pending >= spec.max_updates or height >= head.deadline_height:
+        return True
+    drawn = _draw(state, spec, head.round)
+    return drawn is not None and 0 < len(drawn.drawn) == head.pending
+
+
+def end_block(state: StateView, height: int, block_hash: bytes = ZERO_HASH) -> list[RoundRecord]:
+    """Close every round that is due; return the record of each closed round.
 
     The record names the participants, so the node can see which hospital's
-    update a robust rule excluded.
+    update a robust rule excluded. ``block_hash``: the hash of the block
+    being ended, which seeds the draw of every sampled round it opens.
     """
     closed = []
     for spec in list_models(state):
         if spec.secure:  # fl_contracts.secure_round runs these rounds
             continue
         head = _head(state, spec.id)
-        if head.pending >= spec.max_updates or height >= head.deadline_height:
-            record = _close_round(state, spec, head, height)
+        if _due(state, spec, head, height):
+            record = _close_round(state, spec, head, height, block_hash)
             _put(state, _key("round", spec.id, _be(record.round)), record)
             closed.append(record)
     return closed
@@ -364,7 +326,7 @@ def close_round_externally(state: StateView, spec: ModelSpec, height: int, delta
                              new_version=mv.version, new_hash=mv.hash)
         version = mv.version
     _put(state, _key("round", spec.id, _be(record.round)), record)
-    _open_round(state, spec, version, head.round + 1, height)
+    _open_round(state, spec, version, head.round + 1, height, ZERO_HASH)  # secure models never sample
     return record
 
 
@@ -404,19 +366,6 @@ def round_history(state: StateView, model_id: str) -> list[RoundRecord]:
     get_spec(state, model_id)
     closed = [RoundRecord.model_validate(codec.decode(v)) for _, v in state.scan(_key("round", model_id) + b"/")]
     return [*closed, current_round(state, model_id)]
-
-
-class PendingUpdate(BaseModel):
-    """One hospital's update held by the open round: individual, so private to it and to auditors."""
-
-    model_config = _FROZEN
-    model_id: str
-    round: int
-    sender: bytes
-    num_samples: int
-    weight: int
-    patients: int | None
-    delta: bytes
 
 
 def pending_update(state: StateView, model_id: str, sender: bytes) -> PendingUpdate:

@@ -8,7 +8,8 @@ torch's default ``nn.Linear`` distribution U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 for weights and biases, in the model's fixed-point format. Integer-only: the
 bound is ``isqrt(scale**2 // fan_in)`` and each coordinate is a 64-bit draw
 reduced modulo ``2 * bound + 1`` (a modulo bias below 2**-40, irrelevant for
-an initialisation).
+an initialisation). A declared layer norm starts as torch's does: gain 1,
+bias 0.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from core.layers import LayerNorm
 from fl_contracts.spec import ModelSpec
 
 DOMAIN = b"fbci/fl/initial-weights/1"
@@ -43,9 +45,14 @@ def initial_weights(spec: ModelSpec) -> npt.NDArray[np.int64]:
     """The flat fixed-point weights of version 0, in layout order."""
     seed = hashlib.sha256(DOMAIN + spec.hash).digest()
     scale = spec.fixed_point.scale
+    norms = {f"{i}" for i, layer in enumerate(spec.layers) if isinstance(layer, LayerNorm)}
     parts = []
     for name, shape in spec.layout:
         count = math.prod(shape)
+        layer, kind = name.rsplit(".", 1)
+        if layer in norms:
+            parts.append(np.full(count, scale if kind == "weight" else 0, dtype=np.int64))
+            continue
         bound = math.isqrt(scale * scale // _fan_in(spec, name, shape))
         draws = _draws(seed, name, count) % np.uint64(2 * bound + 1)
         parts.append(draws.astype(np.int64) - bound)

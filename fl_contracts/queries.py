@@ -14,10 +14,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.api import Access, NoParams, Params, Query
+from core.errors import NotFound
 from core.state import StateView
 from core.wire import WIRE_BYTES, Hash32
 from fl_contracts import contract, secagg_queries
 from fl_contracts.contract import ModelVersion, PendingUpdate, RoundRecord
+from fl_contracts.sampling import Draw, load_draw
 from fl_contracts.spec import ModelSpec
 
 
@@ -70,6 +72,16 @@ FL_ROUNDS: Query[RoundsParams, list[RoundRecord]] = Query(
     "page).", RoundsParams, list[RoundRecord], MODEL_READERS)
 
 
+class DrawParams(Params):
+    model_id: str = Field(min_length=1, max_length=128)
+    round: int | None = Field(None, ge=1, le=MAX_VERSION, description="omit for the open round")
+
+
+FL_DRAW: Query[DrawParams, Draw] = Query(
+    "fl_draw", "The hospitals a sampled model's round drew, with the seed and roster size to recompute it "
+    "(default: the open round).", DrawParams, Draw, MODEL_READERS)
+
+
 FL_UPDATE_GET: Query[UpdateGetParams, PendingUpdate] = Query(
     "fl_update_get", "One hospital's individual update in the open round (its own hospital and auditors only).",
     UpdateGetParams, PendingUpdate, Access(frozenset({"hospital", "auditor"}), private=True))
@@ -87,8 +99,20 @@ def _rounds(state: StateView, params: RoundsParams) -> list[RoundRecord]:
     return contract.round_page(state, params.model_id, params.from_round, params.limit)
 
 
+def _draw(state: StateView, params: DrawParams) -> Draw:
+    spec = contract.get_spec(state, params.model_id)
+    if spec.sample_rate_ppm is None:
+        raise NotFound(f"model {spec.id} does not sample its rounds: every hospital takes part in each")
+    rnd = contract.current_round(state, spec.id).round if params.round is None else params.round
+    draw = load_draw(state, spec.id, rnd)
+    if draw is None:
+        raise NotFound(f"model {spec.id} has no round {rnd} yet")
+    return draw
+
+
 STATE_QUERIES: tuple[tuple[Query[Any, Any], Callable[[StateView, Any], Any]], ...] = (
     (FL_MODELS, _models), (FL_MODEL_GET, _model), (FL_ROUNDS, _rounds),
     (FL_UPDATE_GET, lambda state, p: contract.pending_update(state, p.model_id, p.hospital)),
+    (FL_DRAW, _draw),
     *secagg_queries.STATE_QUERIES,
 )

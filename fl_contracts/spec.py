@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from core import codec
 from core.errors import BadAggregationRule, InvalidInput
+from core.layers import Dropout, Layer, LayerNorm, Linear, ReLU, check_chain, infer_layers, sequential_layout
 from core.hashing import sha256
 
 EXACT = 2**53
@@ -112,6 +113,13 @@ class ModelSpec(BaseModel):
     secure: StrictBool = Field(False, description="rounds use secure aggregation (fl_contracts.secure_round)")
     input_features: tuple[StrictStr, ...] = Field(
         default=(), description="the input schema: feature names in the order the first layer reads them")
+    layers: tuple[Layer, ...] = Field(
+        default=(), description="the architecture in nn.Sequential order (core.layers); the layout must be its "
+                                "state_dict. Empty: a Linear/ReLU stack read from the layout")
+    sample_rate_ppm: StrictInt | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="each round draws each hospital with this probability, in millionths (fl_contracts.sampling); "
+                    "None: every hospital, every round")
 
     @model_validator(mode="after")
     def check_bounds(self) -> ModelSpec:
@@ -128,13 +136,17 @@ class ModelSpec(BaseModel):
             raise ValueError(f"layout has {self.num_params} parameters; the limit is {MAX_PARAMS}")
         if self.max_updates < self.min_updates:
             raise ValueError("max_updates must be at least min_updates")
+        first_in = self.layout[0][1][1] if len(self.layout[0][1]) == 2 else None
+        if self.layers:
+            first_in = check_chain(self.layers)[0]
+            if sequential_layout(self.layers) != self.layout:
+                raise ValueError(f"layout must be the layers' nn.Sequential tensors {sequential_layout(self.layers)}")
         if self.input_features:
             if len(set(self.input_features)) != len(self.input_features) or not all(self.input_features):
                 raise ValueError("input_features must be distinct, non-empty names")
-            first = self.layout[0][1]
-            if len(first) == 2 and first[1] != len(self.input_features):
+            if first_in is not None and first_in != len(self.input_features):
                 raise ValueError(f"input_features names {len(self.input_features)} features; "
-                                 f"the first layer reads {first[1]}")
+                                 f"the first layer reads {first_in}")
         # Exactness obligations proved in fixedpoint's module docstring.
         if self.num_params * self.max_abs**2 > EXACT:
             raise ValueError("num_params * max_abs**2 exceeds 2**53: sums of squares would not be exact")
@@ -152,6 +164,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg and no "
                              f"pre-step, not {steps}: a robust rule or pre-step needs each update in the clear "
                              f"(norm bounding moves to the hospital in a secure round)")
+        if self.secure and self.sample_rate_ppm is not None:
+            raise ValueError("a secure round fixes its participants when their keys are shared, so it does not "
+                             "draw a sample: declare sample_rate_ppm or secure, not both")
         return self
 
     @model_validator(mode="before")
@@ -190,6 +205,11 @@ class ModelSpec(BaseModel):
                 raise self._bad_rule("m", "multi_krum needs 1 <= m <= min_updates - f")
 
     @property
+    def network_layers(self) -> tuple[Linear | ReLU | Dropout | LayerNorm, ...]:
+        """The declared layers, or the Linear/ReLU stack an older declaration's layout implies."""
+        return self.layers or infer_layers(self.layout)
+
+    @property
     def num_params(self) -> int:
         return sum(math.prod(shape) for _, shape in self.layout)
 
@@ -223,6 +243,12 @@ class ModelSpec(BaseModel):
             doc["input_features"] = list(self.input_features)
         else:  # specs from before input schemas keep their documents and hashes
             del doc["input_features"]
+        if self.sample_rate_ppm is None:  # unsampled specs keep their documents and hashes too
+            del doc["sample_rate_ppm"]
+        if self.layers:
+            doc["layers"] = [dict(layer) for layer in doc["layers"]]
+        else:  # so do specs whose layers the layout implies
+            del doc["layers"]
         return doc
 
     @property
@@ -246,18 +272,24 @@ class ModelSpec(BaseModel):
         rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
         min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
         max_samples: int = 100_000, input_features: tuple[str, ...] = (),
+        layers: Sequence[Linear | ReLU | Dropout | LayerNorm] = (),
     ) -> ModelSpec:
         """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
 
-        Bounds are given in real units here and stored in quanta.
+        Bounds are given in real units here and stored in quanta. ``layers``: declare this architecture
+        instead (``core.layers``: dropout, layer norm, any depth); ``dims`` is then not read.
         """
         layout: list[tuple[str, tuple[int, ...]]] = []
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             layout += [(f"{2 * i}.weight", (d_out, d_in)), (f"{2 * i}.bias", (d_out,))]
+        if layers:
+            layout, classes = list(sequential_layout(layers)), check_chain(layers)[1]
+        else:
+            classes = dims[-1]
         scale = 1 << frac_bits
         return cls(
-            id=model_id, task=task or ("binary_classification" if dims[-1] == 2 else "multiclass_classification"),
-            layout=tuple(layout), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
+            id=model_id, task=task or ("binary_classification" if classes == 2 else "multiclass_classification"),
+            layout=tuple(layout), layers=tuple(layers), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
             rule_params=rule_params or {}, round_length_blocks=round_length_blocks, min_updates=min_updates,
             max_updates=max_updates, max_abs=int(max_abs * scale), max_norm=int(max_norm * scale),
             max_samples=max_samples, input_features=input_features,

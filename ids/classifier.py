@@ -4,24 +4,26 @@ Hospitals train with PyTorch (``fl_contracts``), the chain stores the
 aggregated weights under the ``state_dict`` names of ``nn.Sequential``
 (``"0.weight"`` ... with ``nn.Linear``'s (out, in) layout), and the gateway
 and validators score with numpy only, so no validator or gateway imports
-torch. Two shapes are supported, the ones genesis may declare: logistic
-regression (one Linear) and an MLP (Linear, ReLU, Linear).
+torch. Any stack a declaration may list is supported (``core.layers``: Linear,
+ReLU, dropout, layer norm, any depth); weights that come without the
+declaration's layers are read as a Linear/ReLU stack of any depth.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.errors import InvalidInput
+from core.layers import Layer, Network, infer_layers
 from ids.features import N_FEATURES
 from ids.record import ATTACK_CLASSES
 
 Weights = Mapping[str, np.ndarray]
-LOGISTIC_NAMES = ("0.weight", "0.bias")
-MLP_NAMES = ("0.weight", "0.bias", "2.weight", "2.bias")
+_NAME = re.compile(r"^(\d+)\.(weight|bias)$")
 
 
 def layer_shapes(n_in: int, n_out: int, hidden: int | None) -> dict[str, tuple[int, ...]]:
@@ -31,29 +33,28 @@ def layer_shapes(n_in: int, n_out: int, hidden: int | None) -> dict[str, tuple[i
     return {"0.weight": (hidden, n_in), "0.bias": (hidden,), "2.weight": (n_out, hidden), "2.bias": (n_out,)}
 
 
-def validate_weights(weights: Weights, n_in: int, n_out: int) -> tuple[np.ndarray, ...]:
-    """Check names and shapes; returns the float64 arrays in layer order."""
-    names = tuple(sorted(weights))
-    if names not in (tuple(sorted(LOGISTIC_NAMES)), tuple(sorted(MLP_NAMES))):
-        raise InvalidInput(f"weights must be named {LOGISTIC_NAMES} or {MLP_NAMES}, got {names}")
-    hidden = None if len(names) == 2 else int(np.shape(weights["0.weight"])[0])
-    arrays = []
-    for name, shape in layer_shapes(n_in, n_out, hidden).items():
-        array = np.asarray(weights[name], dtype=np.float64)
-        if array.shape != shape:
-            raise InvalidInput(f"weight {name!r} has shape {array.shape}; expected {shape}")
-        if not np.all(np.isfinite(array)):
-            raise InvalidInput(f"weight {name!r} has non-finite values")
-        arrays.append(array)
-    return tuple(arrays)
+def _implied_layers(weights: Weights) -> tuple[Layer, ...]:
+    """The Linear/ReLU stack the names and shapes imply, for a model whose declaration lists no layers."""
+    named = [(m, name) for name in weights if (m := _NAME.match(name))]
+    if len(named) != len(weights):
+        raise InvalidInput(f"weights must be named as nn.Sequential's (0.weight, 0.bias, 2.weight, ...), "
+                           f"got {sorted(weights)}")
+    order = sorted(named, key=lambda item: (int(item[0][1]), item[0][2] == "bias"))
+    try:
+        return infer_layers([(name, tuple(np.shape(weights[name]))) for _, name in order])
+    except InvalidInput:
+        raise InvalidInput(f"weights named {sorted(weights)} are not a Linear/ReLU stack; pass the model's "
+                           "declared layers") from None
 
 
-def logits(layers: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Forward pass: x @ W.T + b, with ReLU between the two layers of an MLP."""
-    out = x @ layers[0].T + layers[1]
-    if len(layers) == 4:
-        out = np.maximum(out, 0.0) @ layers[2].T + layers[3]
-    return out
+def validate_weights(weights: Weights, n_in: int, n_out: int, layers: Sequence[Layer] | None = None) -> Network:
+    """Check names, shapes and values against ``layers`` (the declaration's; None: a Linear/ReLU stack
+    of any depth, read from the names) and the widths ``n_in`` -> ``n_out``."""
+    return Network.build(_implied_layers(weights) if layers is None else layers, weights, n_in, n_out)
+
+
+def logits(net: Network, x: np.ndarray) -> np.ndarray:
+    return net.logits(x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -66,21 +67,22 @@ def softmax(z: np.ndarray) -> np.ndarray:
 class FlowClassifier:
     """The learned IDS over ``ids.features`` vectors; outputs follow ``classes`` order."""
 
-    layers: tuple[np.ndarray, ...]
+    net: Network
     classes: tuple[str, ...] = ATTACK_CLASSES
 
     @classmethod
     def from_weights(cls, weights: Weights, classes: tuple[str, ...] = ATTACK_CLASSES,
-                     n_features: int = N_FEATURES) -> FlowClassifier:
-        """Validated weights; ``n_features`` defaults to ``ids.features.FEATURE_NAMES`` (context included)."""
-        return cls(validate_weights(weights, n_features, len(classes)), classes)
+                     n_features: int = N_FEATURES, layers: Sequence[Layer] | None = None) -> FlowClassifier:
+        """Validated weights; ``n_features`` defaults to ``ids.features.FEATURE_NAMES`` (context included);
+        ``layers``: the model's declared stack (``ModelSpec.network_layers``)."""
+        return cls(validate_weights(weights, n_features, len(classes), layers), classes)
 
     @property
     def n_features(self) -> int:
-        return int(self.layers[0].shape[1])
+        return self.net.input_width
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(logits(self.layers, np.atleast_2d(x)))
+        return softmax(logits(self.net, np.atleast_2d(x)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.argmax(logits(self.layers, np.atleast_2d(x)), axis=1)
+        return np.argmax(logits(self.net, np.atleast_2d(x)), axis=1)

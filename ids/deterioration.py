@@ -6,18 +6,22 @@ with two outputs (stable, deteriorating). A clinician will not act on a bare
 probability, so every score comes with what drove it: for each feature, the
 gradient of the log-odds times the feature's value. For logistic regression
 that is exactly weight x standardized value, and the contributions plus the
-bias sum to the log-odds; for an MLP it is the usual gradient x input
-attribution. Features are centred on the NEWS2 zero-score band, so a
-contribution says how far that vital's distance from normal moved the score.
+bias sum to the log-odds; for a deeper declared stack (hidden layers, layer
+norm) it is the usual gradient x input attribution, by backpropagation
+(``core.layers.Network.input_gradient``). Features are centred on the NEWS2
+zero-score band, so a contribution says how far that vital's distance from
+normal moved the score.
 Contributions are summed per vital (its last value and its trend).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.layers import Layer, Network
 from ids.classifier import Weights, logits, softmax, validate_weights
 from ids.vitals import FEATURE_VITAL, WINDOW_FEATURE_NAMES, window_features
 
@@ -34,26 +38,20 @@ class Explanation:
 
 @dataclass(frozen=True)
 class DeteriorationModel:
-    layers: tuple[np.ndarray, ...]
+    net: Network
 
     @classmethod
-    def from_weights(cls, weights: Weights) -> DeteriorationModel:
-        return cls(validate_weights(weights, N_WINDOW_FEATURES, 2))
+    def from_weights(cls, weights: Weights, layers: Sequence[Layer] | None = None) -> DeteriorationModel:
+        """``layers``: the model's declared stack (``ModelSpec.network_layers``); None: read from the names."""
+        return cls(validate_weights(weights, N_WINDOW_FEATURES, 2, layers))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Probability of NEWS2 >= 5 within the horizon, one per row."""
-        return softmax(logits(self.layers, np.atleast_2d(x)))[:, 1]
-
-    def _log_odds_gradient(self, x: np.ndarray) -> np.ndarray:
-        if len(self.layers) == 2:
-            return self.layers[0][1] - self.layers[0][0]
-        w1, b1, w2, _ = self.layers
-        active = (x @ w1.T + b1) > 0
-        return ((w2[1] - w2[0]) * active) @ w1
+        return softmax(logits(self.net, np.atleast_2d(x)))[:, 1]
 
     def explain(self, x: np.ndarray) -> Explanation:
-        z = logits(self.layers, x[None, :])[0]
-        contributions = self._log_odds_gradient(x) * x
+        z = logits(self.net, x[None, :])[0]
+        contributions = self.net.input_gradient(x, 1, 0) * x
         per_vital: dict[str, float] = {}
         for vital, c in zip(FEATURE_VITAL, contributions.tolist(), strict=True):
             per_vital[vital] = per_vital.get(vital, 0.0) + c

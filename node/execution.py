@@ -43,8 +43,8 @@ from node.stores import PendingState, StateStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
-EndBlockHook = Callable[[StateView, int], Sequence[RoundRecord]]
-"""After a block's last transaction: closes FL rounds and returns their records."""
+EndBlockHook = Callable[[StateView, int, bytes], Sequence[RoundRecord]]
+"""After a block's last transaction, with the block's height and hash: closes FL rounds and returns their records."""
 HOOK_FAILED_PREFIX = b"sys/hook_failed/"
 """``<hook name>`` -> :class:`HookFailure`, the latest failure of that end-block hook (overwritten, so a hook
 failing at every block costs one key, not one per block)."""
@@ -202,7 +202,7 @@ class Executor:
             self.quota.charge(pending, tally.sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
-            rounds_closed.extend(_run_hook(hook, pending, block.height))
+            rounds_closed.extend(_run_hook(hook, pending, block.height, block.hash))
         return BlockOutcome(pending, receipts, rounds_closed, tally.nonces)
 
     def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, tally: _Tally,
@@ -245,10 +245,10 @@ class Executor:
         return tx_hash, Receipt(height, index, True, 0, "ok", "", result)
 
 
-def _run_hook(hook: EndBlockHook, pending: PendingState, height: int) -> Sequence[RoundRecord]:
+def _run_hook(hook: EndBlockHook, pending: PendingState, height: int, block_hash: bytes) -> Sequence[RoundRecord]:
     scratch = pending.child()
     try:
-        records = hook(scratch, height)
+        records = hook(scratch, height, block_hash)
     except MemoryError:
         raise
     except Exception as exc:  # the same on every validator at this height: record it and go on, never halt

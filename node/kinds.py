@@ -12,8 +12,8 @@ transactions: they only read (their read methods declare them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Callable, Sequence
+from functools import partial, wraps
 
 from consent import contract as consent
 from consent.policy import consent_policy
@@ -22,7 +22,7 @@ from core.errors import InvalidGenesis
 from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
-from fl_contracts import secure_round
+from fl_contracts import sampling, secure_round
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
@@ -32,13 +32,20 @@ from governance.config import governance_config
 from governance.contract import Governance
 from node import accounts, audit_anchor, evidence_tx
 from node.gov_actions import ACTIONS, single_admin
-from node.execution import TxKindRegistry
+from fl_contracts.contract import RoundRecord
+from node.execution import EndBlockHook, TxKindRegistry
 
 ANY_MEMBER = ("admin", "validator", "hospital", "gateway")
 ROTATING_ROLES = ("admin", "hospital", "gateway")
 """Who rotates its own key (``acl.rotate``): a validator's key is its consensus identity, and the read-only
 keys (clinician, auditor) and patient proxies send no such transaction; theirs move by a governance ``rotate``."""
 """The consortium's own keys; the keys a hospital issues (clinician, patient proxy) and auditors are not."""
+
+
+def _height_only(hook: Callable[[StateView, int], Sequence[RoundRecord]]) -> EndBlockHook:
+    """An end-block hook that needs no block hash (only FL's sampled draws do). It keeps the wrapped hook's
+    name, under which a failure of it is recorded on chain (``node.execution.hook_name``)."""
+    return wraps(hook)(lambda state, height, _block_hash: hook(state, height))
 
 
 def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
@@ -50,7 +57,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     governance = Governance(ACTIONS)
     registry.register(gov.PROPOSE_KIND, ["admin"], governance.propose)
     registry.register(gov.APPROVE_KIND, ["admin"], governance.approve)
-    registry.end_block_hooks.append(governance.end_block)
+    registry.end_block_hooks.append(_height_only(governance.end_block))
     registry.register("acl.issue", ["hospital"], accounts.issue)
     registry.register("test.echo", ANY_MEMBER, accounts.echo)
     registry.register("fl.submit_update", ["hospital"], partial(fl.submit_update, consent=consent.ChainConsent()))
@@ -59,7 +66,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.end_block_hooks.append(fl.end_block)
     for kind, handler in secure_round.HANDLERS:
         registry.register(kind, ["hospital"], handler)
-    registry.end_block_hooks.append(secure_round.end_block)
+    registry.end_block_hooks.append(_height_only(secure_round.end_block))
     registry.register(alerts.TX_KIND, [alerts.GATEWAY_ROLE, alerts.VALIDATOR_ROLE],
                       partial(alerts.submit_alert, convicted_by=evidence_tx.convicted_validator))
     registry.register(alerts.ACK_TX_KIND, alerts.ACK_ROLES, alerts.ack_alert)
@@ -73,6 +80,18 @@ def model_specs(doc: GenesisDoc) -> list[ModelSpec]:
     return [ModelSpec.parse(m) for m in doc.app_state.get("models", [])]
 
 
+def _check_draws(doc: GenesisDoc, specs: list[ModelSpec]) -> None:
+    """A sampled model whose expected draw over genesis's hospitals is below its quorum would fail most rounds."""
+    hospitals = sum(fl.HOSPITAL_ROLE in a.roles for a in doc.accounts)
+    for spec in specs:
+        rate = spec.sample_rate_ppm
+        if rate is not None and hospitals and hospitals * rate < spec.min_updates * sampling.PPM:
+            raise InvalidGenesis(
+                f"app_state: model {spec.id}: sample_rate_ppm {rate} draws {hospitals * rate / sampling.PPM:.2f} of "
+                f"genesis's {hospitals} hospitals per round on average, below its min_updates {spec.min_updates}: "
+                "most rounds would fail; raise the rate or lower min_updates", data={"field": f"models.{spec.id}"})
+
+
 def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
     policy = consent_policy(doc.app_state)
@@ -80,6 +99,7 @@ def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     if unchecked:  # a secure round's masked inputs list no patients, so the chain could not check consent
         raise InvalidGenesis(f"app_state: models {unchecked} are secure and require consent; a secure round cannot "
                              "check consent yet, so declare them without one of the two")
+    _check_draws(doc, specs)
     governed = governance_config(doc.app_state, {a.name: bytes.fromhex(a.public_key) for a in doc.accounts
                                                  if "admin" in a.roles})
     return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),

@@ -188,7 +188,7 @@ class ModelCache:
             return self._models[(DETERIORATION, version)], version
         spec = next(m.spec for m in await self.source.models() if m.spec.id == DETERIORATION)
         mv = await self.source.model_version(DETERIORATION, version)
-        model = DeteriorationModel.from_weights(mv.unflatten(spec))
+        model = DeteriorationModel.from_weights(mv.unflatten(spec), spec.network_layers)
         self._models[(DETERIORATION, mv.version)] = model
         return model, mv.version
 

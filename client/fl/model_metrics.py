@@ -1,4 +1,4 @@
-"""Numpy inference for the Sequential layouts, accuracy, and the loss-threshold membership attack.
+"""Numpy inference for declared models (``core.layers``), accuracy, and the loss-threshold membership attack.
 
 The attack is Yeom et al., "Privacy Risk in Machine Learning: Analyzing the
 Connection to Overfitting" (CSF 2018): guess "member" when an example's loss
@@ -14,20 +14,15 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from core.layers import Network
 from fl_contracts.spec import ModelSpec
 
 Array = npt.NDArray[np.float64]
 
 
 def forward(spec: ModelSpec, weights: Mapping[str, Array], x: Array) -> Array:
-    """Logits of nn.Sequential(Linear, ReLU, ..., Linear) with the layout's names."""
-    linear = [name[: -len(".weight")] for name, _ in spec.layout if name.endswith(".weight")]
-    h = np.asarray(x, dtype=np.float64)
-    for i, prefix in enumerate(linear):
-        h = h @ weights[f"{prefix}.weight"].T + weights[f"{prefix}.bias"]
-        if i < len(linear) - 1:
-            h = np.maximum(h, 0.0)
-    return h
+    """Logits of the declared stack (``spec.network_layers``: any depth, dropout, layer norm)."""
+    return Network.build(spec.network_layers, weights).logits(x)
 
 
 def accuracy(spec: ModelSpec, weights: Mapping[str, Array], x: Array, y: npt.NDArray[np.int64]) -> float:

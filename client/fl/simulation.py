@@ -19,9 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.accounts import Account, store_account
 from core.hashing import sha256
 from core.state import TxContext
 from fl_contracts import contract
+from fl_contracts.sampling import load_draw
 from client.fl.attacks import Attack, RoundView
 from client.fl.hospital import ChainModel, HospitalClient, Tamper
 from fl_contracts.fixedpoint import dequantize, quantize
@@ -70,11 +72,17 @@ def _crafter(attack: Attack, honest: Sequence[Array], n: int, f: int, seed: list
 
 
 class InProcessChain:
-    """The contract over MemoryState with one block per call to :meth:`end_block`."""
+    """The contract over MemoryState with one block per call to :meth:`end_block`.
 
-    def __init__(self, spec: ModelSpec, initial: npt.NDArray[np.int64] | None) -> None:
+    ``hospitals`` are registered with the hospital role before the model, so a sampled model draws
+    its rounds over them; a simulated block's hash is the hash of its height."""
+
+    def __init__(self, spec: ModelSpec, initial: npt.NDArray[np.int64] | None,
+                 hospitals: Sequence[bytes] = ()) -> None:
         self.state = MemoryState()
         self.height = 0
+        for i, key in enumerate(hospitals):
+            store_account(self.state, key, Account(f"hospital-{i}", frozenset({contract.HOSPITAL_ROLE}), 0))
         contract.init_models(self.state, [spec], {spec.id: initial}, 0)
 
     def get_model(self, model_id: str) -> ChainModel:
@@ -92,9 +100,14 @@ class InProcessChain:
             self.state.restore(snap)
             raise
 
+    def drawn(self, model_id: str, senders: Sequence[bytes]) -> list[int]:
+        """Indexes of ``senders`` the open round takes: all of them unless the model samples."""
+        draw = load_draw(self.state, model_id, contract.current_round(self.state, model_id).round)
+        return [i for i, s in enumerate(senders) if draw is None or draw.includes(s)]
+
     def end_block(self) -> list[contract.RoundRecord]:
         self.height += 1
-        return contract.end_block(self.state, self.height)
+        return contract.end_block(self.state, self.height, sha256(b"sim-block/%d" % self.height))
 
 
 def run_federated(
@@ -103,7 +116,8 @@ def run_federated(
     poison_scale: float = 10.0, batch_size: int = 32, eval_data: tuple[Array, npt.NDArray[np.int64]] | None = None,
     initial: Mapping[str, Array] | None = None, attack: Attack | None = None, attackers: Sequence[int] = (),
 ) -> FederatedResult:
-    """Run ``rounds`` rounds with every hospital submitting once per round; one block closes each round.
+    """Run ``rounds`` rounds with every hospital (every drawn one, for a sampled model) submitting once
+    per round; one block closes each round.
 
     ``attack`` makes the hospitals ``attackers`` attack every round; they
     submit after the honest ones and see their deltas.
@@ -112,7 +126,8 @@ def run_federated(
         raise ValueError("give either poison (the legacy switching attack) or attack, not both")
     fb, scale = spec.fixed_point.frac_bits, spec.fixed_point.scale
     init = spec.flatten(initial) if initial is not None else initial_weights(spec, seed)
-    chain = InProcessChain(spec, quantize(init, fb, 2**62 // scale * scale).astype(np.int64))
+    senders = [sha256(b"hospital-%d" % i) for i in range(len(hospitals))]
+    chain = InProcessChain(spec, quantize(init, fb, 2**62 // scale * scale).astype(np.int64), senders)
     cfg = TrainConfig(local_epochs=local_epochs, lr=lr, batch_size=batch_size)
     n_classes = spec.layout[-1][1][0]
     evil = frozenset(attackers) if attack is not None else frozenset()
@@ -121,7 +136,6 @@ def run_federated(
                        seed=seed * 1000 + i, noise_rng=np.random.default_rng([seed, i]) if dp is not None else None)
         for i, (x, y) in enumerate(hospitals)
     ]
-    senders = [sha256(b"hospital-%d" % i) for i in range(len(clients))]
     tampers = {i: poisoner(kind, rounds, poison_scale, seed + i) for i, kind in (poison or {}).items()}
     result = FederatedResult(global_weights={}, state=chain.state)
     for _ in range(rounds):
@@ -129,7 +143,7 @@ def run_federated(
         honest: list[Array] = []
         if attack is not None:
             tampers = {i: _crafter(attack, honest, len(clients), len(evil), [seed, model.open_round]) for i in evil}
-        for i in sorted(range(len(clients)), key=lambda i: i in evil):  # honest hospitals first
+        for i in sorted(chain.drawn(spec.id, senders), key=lambda i: i in evil):  # honest hospitals first
             payload = clients[i].make_update(model, tampers.get(i, _recorder(honest)))
             if i in tampers:  # an attacker also claims the largest weight the chain allows
                 payload["num_samples"] = spec.max_samples

@@ -239,6 +239,11 @@ def train_rounds(
         while trained < rounds and skipped <= rounds:  # a round with no consented record is not taken part in
             model = transport.get_model(model_id)
             report(Progress(model.open_round, "fetched", {"version": model.version.version}))
+            left_out = _not_drawn(session, model.spec, model.open_round, key.public_key.raw)
+            if left_out is not None:  # a sampled round that did not draw this hospital: let it pass
+                report(Progress(model.open_round, "not_drawn", left_out))
+                result.records.append(transport.wait_round(model_id, model.open_round))
+                continue
             consented = None
             if patients is not None:
                 consented = consented_rows(patients, model_id, model.snapshot_height, transport.consent_verdicts)
@@ -273,6 +278,24 @@ def train_rounds(
     return result
 
 
+def _not_drawn(session: ChainSession, spec: ModelSpec, rnd: int, hospital: bytes) -> dict[str, int] | None:
+    """None when this hospital takes part in round ``rnd``; else the draw's size, roster and rate.
+
+    The hospital recomputes its own ticket from the draw's seed, so a validator cannot keep it out of a
+    round (or push it into one) by answering with a different list."""
+    if spec.sample_rate_ppm is None:
+        return None
+    from fl_contracts.queries import FL_DRAW, DrawParams
+    from fl_contracts.sampling import is_drawn
+
+    draw = session.run(lambda c: c.query(FL_DRAW, DrawParams(model_id=spec.id, round=rnd)))
+    if (hospital in draw.drawn) != is_drawn(draw.seed, spec.id, rnd, hospital, draw.rate_ppm):
+        raise InvalidInput(f"round {rnd} of {spec.id}: the node's draw disagrees with this hospital's own ticket")
+    if hospital in draw.drawn:
+        return None
+    return {"drawn": len(draw.drawn), "population": draw.population, "rate_ppm": draw.rate_ppm}
+
+
 def format_progress(total: int) -> Callable[[Progress], None]:
     """One line per stage per round: ``[round 3/5] submitted  height 41 position 2``."""
     done = [0]
@@ -288,6 +311,10 @@ def format_progress(total: int) -> Callable[[Progress], None]:
             text = f"{d['reason']}; training again on the next round"
         elif p.stage == "skipped":  # not taken part in: not counted against --rounds
             text = f"no local record has consent at this round's snapshot (height {d['snapshot']}); waiting"
+        elif p.stage == "not_drawn":
+            done[0] += 1
+            text = (f"not drawn: this round takes {d['drawn']} of {d['population']} hospitals (sample rate "
+                    f"{d['rate_ppm'] / 1e6:g}); waiting for it to close")
         elif p.stage == "trained":
             text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")
         elif p.stage == "submitted":

@@ -26,6 +26,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
+from core.layers import LAYER_NORM_EPS, Dropout, LayerNorm, Linear, ReLU
 from fl_contracts.spec import ModelSpec
 
 Array = npt.NDArray[np.float64]
@@ -46,19 +47,23 @@ class DPConfig:
     delta: float = 1e-5
 
 
+def _torch_layer(layer: Linear | ReLU | Dropout | LayerNorm) -> nn.Module:
+    if isinstance(layer, Linear):
+        return nn.Linear(layer.inputs, layer.outputs)
+    if isinstance(layer, LayerNorm):
+        return nn.LayerNorm(layer.width, eps=LAYER_NORM_EPS)
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.rate_ppm / 1_000_000)
+    return nn.ReLU()
+
+
 def build_torch_model(spec: ModelSpec) -> nn.Sequential:
-    """nn.Sequential(Linear, ReLU, ..., Linear) whose state_dict names match ``spec.layout``."""
-    weights = [shape for name, shape in spec.layout if name.endswith(".weight")]
-    layers: list[nn.Module] = []
-    for i, (d_out, d_in) in enumerate(weights):
-        layers.append(nn.Linear(d_in, d_out))
-        if i < len(weights) - 1:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers).to(torch.float64)
+    """The declared stack (``spec.network_layers``) as an nn.Sequential whose state_dict is ``spec.layout``."""
+    model = nn.Sequential(*(_torch_layer(layer) for layer in spec.network_layers)).to(torch.float64)
     expected = [(name, tuple(shape)) for name, shape in spec.layout]
     actual = [(name, tuple(p.shape)) for name, p in model.state_dict().items()]
     if actual != expected:
-        raise ValueError(f"layout {expected} is not an nn.Sequential of Linear layers ({actual})")
+        raise ValueError(f"layout {expected} is not the declared layers' nn.Sequential ({actual})")
     return model
 
 
@@ -78,11 +83,14 @@ def train_local(spec: ModelSpec, flat: Array, x: Array, y: npt.NDArray[np.int64]
     xt, yt = torch.from_numpy(np.asarray(x, dtype=np.float64)), torch.from_numpy(np.asarray(y, dtype=np.int64))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    for _ in range(cfg.local_epochs):
-        for idx in torch.randperm(len(yt), generator=gen).split(cfg.batch_size):
-            opt.zero_grad()
-            loss_fn(model(xt[idx]), yt[idx]).backward()
-            opt.step()
+    model.train()  # dropout on while training; inference (core.layers) never drops
+    with torch.random.fork_rng():  # dropout draws from the global generator: seed it, leave it as it was
+        torch.manual_seed(seed)
+        for _ in range(cfg.local_epochs):
+            for idx in torch.randperm(len(yt), generator=gen).split(cfg.batch_size):
+                opt.zero_grad()
+                loss_fn(model(xt[idx]), yt[idx]).backward()
+                opt.step()
     return spec.flatten({k: v.detach().numpy() for k, v in model.state_dict().items()})
 
 

@@ -27,6 +27,7 @@ from fl_contracts.contract import ModelVersion
 from fl_contracts.fixedpoint import encode_weights
 from fl_contracts.initial import initial_weights
 from ids.flows import HOSPITAL_PROFILES, generate_flows
+from fl_contracts.spec import ModelSpec
 from ids.gateway import Gateway
 from ids.record import FlowRecord
 
@@ -51,6 +52,9 @@ class FakeSession:
         assert model_id == "iomt_ids"
         self.asked.append(v)
         return self.mv, self.mv.unflatten(SPEC)
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return SPEC
 
     def run(self, fn: Callable[[FakeSession], Any]) -> Any:
         return fn(self)

@@ -178,11 +178,11 @@ def test_a_raising_end_block_hook_is_contained_recorded_and_the_chain_keeps_comm
     the failure is recorded in state alike everywhere, and the block (and the next) commit."""
     from node.execution import hook_failure, hook_name
 
-    def broken(state, height):
+    def broken(state, height, block_hash):
         state.set(b"broken/partial", b"x")  # a write made before the bug: must not survive
         raise ZeroDivisionError("division by zero")
 
-    def sound(state, height):
+    def sound(state, height, block_hash):
         state.set(b"sound/" + height.to_bytes(8, "big"), b"ran")
         return []
 
@@ -209,7 +209,7 @@ def test_a_raising_end_block_hook_is_contained_recorded_and_the_chain_keeps_comm
 def test_memory_exhaustion_in_a_hook_is_this_machines_and_not_recorded_on_chain(chain) -> None:
     state, executor = chain
 
-    def starved(state, height):
+    def starved(state, height, block_hash):
         raise MemoryError
 
     executor.registry.end_block_hooks.append(starved)
