@@ -156,12 +156,10 @@ def test_the_round_closed_event_names_who_a_robust_rule_excluded() -> None:
 
 def test_a_raising_aggregation_rule_fails_the_round_with_its_reason_and_opens_the_next(
         spec: ModelSpec, state: MemoryState, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fl_contracts import aggregation
-
-    def broken_rule(updates, params):
+    def broken_aggregate(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setitem(aggregation.RULES, spec.rule, broken_rule)
+    monkeypatch.setattr(contract, "aggregate", broken_aggregate)
     for i in range(3):
         contract.submit_update(state, ctx(i), payload(spec, [1] * 8))
     (record,) = contract.end_block(state, 1)
