@@ -28,6 +28,7 @@ from tests.integration.load import (
 
 N = 4
 WAN_MS = 20  # one-way latency on every validator link during the partition tests
+LOSS = 0.01  # segments lost on the partition test's links (each costs its chunk a retransmit timeout)
 pytestmark = [pytest.mark.timeout(300), pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
 
 PARAMS = ChainParams(rpc_requests_per_second=100_000, rpc_burst=100_000)
@@ -83,10 +84,11 @@ def test_each_validator_is_a_host_of_its_own_reached_by_peers_only_through_proxi
 
 def test_a_partitioned_validator_falls_behind_and_catches_up_after_healing(
         separate: tuple[Testnet, HostNetwork]) -> None:
-    """1 | 3 over a WAN: node3's links stay open but carry nothing; the three commit on, node3 then catches up."""
+    """1 | 3 over a lossy WAN: node3's links stay open but carry nothing; the three commit on, node3 then catches up."""
     net, _ = separate
     assert net.proxies is not None
     net.proxies.delay(None, WAN_MS, jitter_ms=5)
+    net.proxies.loss(None, LOSS)
     with under_load(net) as load:
         net.proxies.partition("node3")
         cut_at = heights(net, [3])[3]
