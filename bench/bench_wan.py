@@ -108,7 +108,7 @@ def wan_testnet(out_dir: Path, loopback: bool = False) -> Iterator[WanNet]:
             from tests.ports import free_base_port
 
             net = Testnet.create(N, out_dir, free_base_port(2 * N + 2), proxies=True, params=params, clients=CLIENTS)
-            where = f"loopback with proxies (namespaces unavailable: {why})"
+            where = f"loopback with proxies ({why if loopback else f'namespaces unavailable: {why}'})"
         stack.callback(net.stop_all)
         assert net.proxies is not None
         net.start()
