@@ -19,7 +19,8 @@ fault proxies and the clients:
   not collide;
 - :meth:`HostNetwork.close` removes what was made, in reverse, even after
   a failure half-way: leftover processes in a namespace (by pid), the
-  veths, the namespaces, the bridge.
+  veths, the namespaces, the bridge. A run killed before it could close
+  leaves an owner file whose pid is dead; the next run sweeps its leftovers.
 
 Validators are started as ``ip netns exec NS <node command>``: the ``ip``
 process execs the validator, so the pid :class:`~devnet.testnet.Testnet`
@@ -54,7 +55,11 @@ POOL = ipaddress.ip_network("10.128.0.0/9")
 """Where each run's /24 is drawn from."""
 FIRST_HOST = 10
 """Host i gets the subnet's address FIRST_HOST + i; .1 is the bridge (proxies and clients)."""
-LOCK_PATH = Path("/run/lock/fbci-netns.lock") if Path("/run/lock").is_dir() else Path("/tmp/fbci-netns.lock")
+RUN_DIR = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
+LOCK_PATH = RUN_DIR / "fbci-netns.lock"
+OWNERS = RUN_DIR / "fbci-netns"
+"""One file per open network, named by its tag, holding its owner's pid: what a later run sweeps if the
+owner died without closing it (SIGKILL, a crash of the machine's test runner)."""
 IP_TIMEOUT_S = 30.0
 DEFAULT_PORT = 26600
 """Validator i listens on DEFAULT_PORT + 2i (p2p) and + 1 (RPC) at its own address."""
@@ -136,6 +141,10 @@ class HostNetwork:
         LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
         with open(LOCK_PATH, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two runs must not pick the same /24 before either adds it
+            sweep_stale()
+            OWNERS.mkdir(exist_ok=True)
+            (OWNERS / self.tag).write_text(str(os.getpid()))
+            self._undo.append(functools.partial((OWNERS / self.tag).unlink, missing_ok=True))
             subnet = self._free_subnet()
             _ip("link", "add", self.bridge, "type", "bridge")
             self._undo.append(functools.partial(_ip, "link", "del", self.bridge, check=False))
@@ -217,6 +226,39 @@ class HostNetwork:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """Remove the namespaces and links of networks whose owner process is gone; the tags swept."""
+    swept = []
+    for owner in sorted(OWNERS.glob("*")) if OWNERS.is_dir() else []:
+        try:
+            pid = int(owner.read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _alive(pid):
+            continue
+        tag = owner.name
+        for line in _ip("netns", "list", check=False).stdout.splitlines():
+            if line.split() and line.split()[0].startswith(f"{PREFIX}-{tag}-"):
+                HostNetwork._remove_namespace(line.split()[0])
+        for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+            if name.startswith(f"fb{tag}"):
+                _ip("link", "del", name, check=False)
+        owner.unlink(missing_ok=True)
+        swept.append(tag)
+    return swept
 
 
 def create_testnet(hosts: HostNetwork, n_validators: int, out_dir: Path, *,

@@ -66,3 +66,18 @@ def test_hosts_must_match_the_validators(tmp_path: Path) -> None:
         init_network(2, tmp_path, hosts=["10.0.0.1"])
     network = init_network(2, tmp_path, hosts=["10.0.0.1", "10.0.0.2"])
     assert [v.p2p_address.split(":")[0] for v in network.genesis.validators] == ["10.0.0.1", "10.0.0.2"]
+
+
+@needs_netns
+def test_a_network_whose_owner_died_is_swept_by_the_next_one() -> None:
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+    orphan = HostNetwork().open()
+    orphan.add_host("node0")
+    (netns.OWNERS / orphan.tag).write_text(dead)  # as if its process had been killed with everything still up
+    assert leftovers(orphan.tag)
+    with HostNetwork() as later:
+        assert leftovers(orphan.tag) == []
+        assert leftovers(later.tag)
+        assert not (netns.OWNERS / orphan.tag).exists()
+    orphan.close()  # finds nothing left to remove
+    assert leftovers(later.tag) == []
