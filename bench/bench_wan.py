@@ -58,10 +58,12 @@ LATENCY_CAP_MS = 2000.0
 START_RATE = 100.0
 LIGHT_RATE = 50.0
 """A load every delay carries without queueing: its latency is the protocol's, not a backlog's."""
-TX_PER_S_PER_KEY = 50
-"""A run offering r tx/s signs with r / 50 keys (16 to 96): each sender's pending nonces stay far below the
-mempool's 64, even at 80 ms where a transaction waits about half a second."""
-CLIENTS = 1200
+TX_PER_S_PER_KEY = 20
+"""A run offering r tx/s signs with r / 20 keys (16 to 128): a sender's pending nonces stay below the
+mempool's 64 until a transaction waits 3 s, so an overloaded run shows as slow commits, not as the
+load generator's own BadNonce refusals (one refused nonce stalls every later one of its key)."""
+MAX_KEYS = 128
+CLIENTS = 1600
 SETTLE_S = 60.0
 
 
@@ -75,7 +77,7 @@ class WanNet:
 
     def next_keys(self, rate: float) -> list[PrivateKey]:
         """Fresh client keys for one run, so a refused transaction's nonce gap cannot stall the next."""
-        count = min(96, max(16, math.ceil(rate / TX_PER_S_PER_KEY)))
+        count = min(MAX_KEYS, max(16, math.ceil(rate / TX_PER_S_PER_KEY)))
         keys = self.local.client_keys[self.keys_used:self.keys_used + count]
         if len(keys) < count:
             raise RuntimeError(f"out of client keys after {self.keys_used}: raise CLIENTS")

@@ -44,7 +44,7 @@ def test_the_search_ends_within_a_fifth_below_the_capacity(monkeypatch: pytest.M
     assert best <= capacity / bench_wan.SATURATION
     assert min(bad) <= 1.2 * best or not good
     assert len(rows) < 20
-    assert all(16 <= r["keys"] <= 96 for r in rows)
+    assert all(16 <= r["keys"] <= bench_wan.MAX_KEYS for r in rows)
 
 
 def test_slow_commits_count_as_saturation(monkeypatch: pytest.MonkeyPatch) -> None:
