@@ -60,6 +60,7 @@ BENCHES = (
     Bench("dashboard", "bench.bench_dashboard", quick_args=("--alerts", "50", "--repeats", "3")),
     Bench("secagg", "bench.bench_secagg", quick_args=("--hospitals", "5", "10", "--repeat", "1")),
     Bench("alerts_query", "bench.bench_alerts_query", quick_args=("--alerts", "1000", "--samples", "15")),
+    Bench("wan", "bench.bench_wan", quick_args=("--step-s", "3", "--latency-s", "4", "--max-steps", "5")),
 )
 
 

@@ -11,7 +11,13 @@ and the test drives it:
   partition does (peers only notice through heartbeats);
 - ``heal()`` forwards again; connections that lost bytes in a blackhole are
   closed, since their streams can no longer be trusted;
-- ``delay(ms)`` adds latency to every chunk in both directions, keeping order.
+- ``delay(ms, jitter_ms)`` adds latency to every chunk in both directions,
+  ``jitter_ms`` of it random, keeping order;
+- ``loss(rate)`` emulates packet loss the way a TCP stream experiences it: a
+  lost segment is retransmitted after a timeout, so a chunk that would have
+  lost one of its packets arrives ``retransmit_ms`` late, and everything
+  behind it waits too (head-of-line blocking). Bytes are never dropped from a
+  stream that stays open: TCP would not deliver a stream with holes.
 
 Streams only: the proxy never parses what it forwards.
 """
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -29,6 +37,10 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+SEGMENT = 1448
+"""Payload bytes per TCP segment on a 1500-byte Ethernet MTU: the unit a loss rate applies to."""
+RETRANSMIT_MS = 200.0
+"""Linux's minimum retransmission timeout: how late a lost segment (and what follows it) arrives."""
 T = TypeVar("T")
 
 
@@ -55,11 +67,15 @@ def _split(address: str) -> tuple[str, int]:
 class FaultProxy:
     """Forwards ``listen`` to ``target`` until told otherwise; ``address`` is where it listens."""
 
-    def __init__(self, listen: str, target: str) -> None:
+    def __init__(self, listen: str, target: str, *, seed: int | None = None) -> None:
         self._listen = listen
         self.target = target
         self.state = LinkState.UP
         self._delay = 0.0
+        self._jitter = 0.0
+        self._loss = 0.0
+        self._retransmit = RETRANSMIT_MS / 1000.0
+        self._random = random.Random(seed)
         self._stats = ProxyStats()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
@@ -104,9 +120,33 @@ class FaultProxy:
         tainted, self._tainted = self._tainted, set()
         await self._cancel(tainted)
 
-    def delay(self, ms: float) -> None:
-        """Hold every chunk ``ms`` milliseconds before forwarding it (0 turns delay off)."""
+    def delay(self, ms: float, jitter_ms: float = 0.0) -> None:
+        """Hold every chunk ``ms`` plus up to ``jitter_ms`` milliseconds (uniform) before forwarding it.
+
+        Order is kept, as on a TCP stream: a chunk never overtakes an earlier
+        one, so jitter delays whatever queues behind a late chunk. 0 turns it off."""
+        if ms < 0 or jitter_ms < 0:
+            raise ValueError("delay and jitter must be >= 0 ms")
         self._delay = ms / 1000.0
+        self._jitter = jitter_ms / 1000.0
+
+    def loss(self, rate: float, retransmit_ms: float = RETRANSMIT_MS) -> None:
+        """Lose each TCP segment with probability ``rate``: a chunk with a lost segment comes ``retransmit_ms`` late."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError("loss rate must be in [0, 1)")
+        self._loss = rate
+        self._retransmit = retransmit_ms / 1000.0
+
+    def _due(self, now: float, size: int, previous: float) -> float:
+        """When a chunk of ``size`` bytes that arrived at ``now`` may leave, never before the one ahead of it."""
+        due = now + self._delay
+        if self._jitter:
+            due += self._random.uniform(0.0, self._jitter)
+        if self._loss:
+            delivered = (1.0 - self._loss) ** math.ceil(size / SEGMENT)  # every segment of the chunk got through
+            if self._random.random() >= delivered:
+                due += self._retransmit
+        return max(due, previous)
 
     async def _reset_all(self) -> None:
         await self._cancel(set(self._links))
@@ -166,12 +206,14 @@ class FaultProxy:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         sender = asyncio.create_task(self._send_due(queue, writer))
         loop = asyncio.get_running_loop()
+        last_due = 0.0
         try:
             while data := await reader.read(_CHUNK):
                 if self.state is LinkState.BLACKHOLE:
                     self._stats.bytes_dropped += len(data)
                 else:
-                    queue.put_nowait((loop.time() + self._delay, data))
+                    last_due = self._due(loop.time(), len(data), last_due)
+                    queue.put_nowait((last_due, data))
             queue.put_nowait(None)
             await sender  # forward what is still delayed before this direction ends
         except ConnectionError:
@@ -200,9 +242,12 @@ class ProxyMesh:
     The thread lets synchronous callers (the ``fbci testnet`` command, pytest
     fixtures driving real processes) cut and heal links while the proxies keep
     forwarding in the background. Links are named ``(dialer, peer)``.
+    Proxies listen on ``listen_host``: loopback for a testnet on one host, the
+    bridge's address for validators in their own network namespaces.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listen_host: str = "127.0.0.1") -> None:
+        self.listen_host = listen_host
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="proxy-mesh", daemon=True)
         self._thread.start()
@@ -213,9 +258,9 @@ class ProxyMesh:
             return await make()
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result(timeout=30)
 
-    def add(self, dialer: str, peer: str, target: str, listen: str = "127.0.0.1:0") -> str:
+    def add(self, dialer: str, peer: str, target: str, listen: str | None = None) -> str:
         """Start a proxy for the link ``dialer -> peer``; returns the address the dialer should use."""
-        proxy = FaultProxy(listen, target)
+        proxy = FaultProxy(listen or f"{self.listen_host}:0", target, seed=len(self.links))
         self._call(proxy.start)
         self.links[(dialer, peer)] = proxy
         return proxy.address
@@ -233,14 +278,28 @@ class ProxyMesh:
         for proxy in self._touching(name):
             self._call(lambda p=proxy: _now(p.blackhole))
 
+    def split(self, *groups: set[str]) -> None:
+        """Cut every link between two different groups; links inside a group stay up."""
+        def group(name: str) -> int:
+            return next((k for k, members in enumerate(groups) if name in members), -1)
+
+        for (a, b), proxy in self.links.items():
+            if group(a) != group(b):
+                self._call(proxy.cut)
+
     def heal(self, name: str | None = None) -> None:
         """Heal the links of ``name`` (all links when None)."""
         for proxy in self._touching(name):
             self._call(proxy.heal)
 
-    def delay(self, name: str | None, ms: float) -> None:
+    def delay(self, name: str | None, ms: float, jitter_ms: float = 0.0) -> None:
+        """One-way latency on the links of ``name`` (all when None): each link carries both directions."""
         for proxy in self._touching(name):
-            self._call(lambda p=proxy: _now(p.delay, ms))
+            self._call(lambda p=proxy: _now(p.delay, ms, jitter_ms))
+
+    def loss(self, name: str | None, rate: float, retransmit_ms: float = RETRANSMIT_MS) -> None:
+        for proxy in self._touching(name):
+            self._call(lambda p=proxy: _now(p.loss, rate, retransmit_ms))
 
     def close(self) -> None:
         for proxy in self.links.values():

@@ -140,22 +140,28 @@ class Testnet:
         self._homes: dict[int, tuple[str, str] | None] = {}
 
     @classmethod
-    def create(cls, n_validators: int, out_dir: Path, base_port: int, *, proxies: bool = False,
+    def create(cls, n_validators: int, out_dir: Path, base_port: int, *, proxies: bool | ProxyMesh = False,
                chain_id: str | None = None, params: ChainParams | None = None, hybrid: bool = False,
-               app_state: dict[str, Any] | None = None, governance: bool = False, **kwargs: Any) -> Testnet:
+               app_state: dict[str, Any] | None = None, governance: bool = False,
+               hosts: Sequence[str] | None = None, clients: int | None = None, **kwargs: Any) -> Testnet:
         """Write genesis and N homes under ``out_dir``; with ``proxies`` every peer link
         goes through a :class:`FaultProxy` so tests can cut it; ``params`` overrides genesis' chain parameters,
         ``app_state`` the default catalog's application state; ``hybrid`` gives every validator an
-        Ed25519 + ML-DSA-65 key; ``governance``: an admin key per hospital, deciding by quorum."""
+        Ed25519 + ML-DSA-65 key; ``governance``: an admin key per hospital, deciding by quorum.
+        Separate hosts (``devnet.netns``): ``hosts`` gives validator i its own address, ``proxies`` may be
+        the mesh to use (listening where the validators reach it); ``clients``: that many client accounts
+        (half hospitals, half gateways) instead of one of each per validator."""
         from genesis.create import init_network
         from devnet.catalog import default_app_state
 
-        extra = {} if chain_id is None else {"chain_id": chain_id}
+        extra: dict[str, Any] = {} if chain_id is None else {"chain_id": chain_id}
+        if clients is not None:
+            extra.update(hospitals=clients - clients // 2, gateways=clients // 2)
         network = init_network(n_validators, out_dir, base_port=base_port, params=params,
                                app_state=default_app_state(n_validators) if app_state is None else app_state,
-                               hybrid=hybrid, governance=governance, **extra)
+                               hybrid=hybrid, governance=governance, hosts=hosts, **extra)
         (out_dir / MARKER).write_text("made by fbci testnet; 'fbci testnet --fresh' may delete it\n")
-        mesh = ProxyMesh() if proxies else None
+        mesh = proxies if isinstance(proxies, ProxyMesh) else ProxyMesh() if proxies else None
         for home in network.homes:
             paths = HomePaths(home)
             config = NodeConfig.model_validate_json(paths.config.read_text())

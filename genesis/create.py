@@ -127,7 +127,7 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
                  base_port: int = DEFAULT_BASE_PORT, hospitals: int | None = None, gateways: int | None = None,
                  host: str = "127.0.0.1", params: ChainParams | None = None,
                  app_state: dict[str, Any] | None = None, genesis_time_ms: int | None = None,
-                 hybrid: bool = False, governance: bool = False) -> Network:
+                 hybrid: bool = False, governance: bool = False, hosts: Sequence[str] | None = None) -> Network:
     """Generate all keys and write ``out_dir/genesis.json`` plus one home per validator.
 
     Accounts: validator ``node{i}``; ``admin`` (key in node0's keys/);
@@ -140,10 +140,14 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
     by more than 2/3 (unless ``app_state`` already declares governance).
     ``app_state.affiliations`` (unless given) lists ``gateway{j}`` and ``node{j}`` under ``hospital{j}``:
     the accounts whose alerts a clinician of that hospital reads.
+    ``hosts``: validator i's own address instead of ``host`` (validators on separate hosts).
     """
     hospitals = n_validators if hospitals is None else hospitals
     gateways = n_validators if gateways is None else gateways
     _check_counts(n_validators, hospitals, gateways, base_port)
+    if hosts is not None and len(hosts) != n_validators:
+        raise InvalidInput(f"hosts: {len(hosts)} given for {n_validators} validators")
+    addresses = list(hosts) if hosts is not None else [host] * n_validators
     homes = [out_dir / f"node{i}" for i in range(n_validators)]
     for existing in [out_dir / "genesis.json", *homes]:
         if existing.exists():
@@ -151,7 +155,8 @@ def init_network(n_validators: int, out_dir: Path, *, chain_id: str = DEFAULT_CH
 
     node_keys: list[AnySigningKey] = [HybridPrivateKey.generate() if hybrid else PrivateKey.generate() for _ in range(n_validators)]
     parts = [public_part_of(key, name=f"node{i}", roles=["validator"],
-                            p2p_address=f"{host}:{base_port + 2 * i}", rpc_address=f"{host}:{base_port + 2 * i + 1}")
+                            p2p_address=f"{addresses[i]}:{base_port + 2 * i}",
+                            rpc_address=f"{addresses[i]}:{base_port + 2 * i + 1}")
              for i, key in enumerate(node_keys)]
     # (home index, file stem, key) for every client account.
     client_files: list[tuple[int, str, PrivateKey]] = []

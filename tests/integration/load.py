@@ -25,6 +25,7 @@ import itertools
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,15 +53,19 @@ PACE_S = 0.05  # a worker's pause between transactions: a steady load, not a ben
 
 
 class SourcedClient(RpcClient):
-    """An :class:`RpcClient` whose connections leave from ``source`` (a 127.0.0.0/8 address)."""
+    """An :class:`RpcClient` whose connections leave from ``source`` (a 127.0.0.0/8 address).
+
+    Only towards a loopback URL: a validator on a host of its own (``devnet.netns``) is reached from
+    the address the route gives, since a loopback source cannot leave this host."""
 
     def __init__(self, url: str, source: str, *, timeout_s: float = 30.0, reader: PrivateKey | None = None) -> None:
         super().__init__(url, timeout_s=timeout_s, reader=reader)
-        self.source = source
+        host = urllib.parse.urlsplit(url).hostname or ""
+        self.source = source if host == "localhost" or host.startswith("127.") else None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(local_addr=(self.source, 0))
+            connector = aiohttp.TCPConnector(local_addr=None if self.source is None else (self.source, 0))
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._session
 
