@@ -162,8 +162,7 @@ class LightClient:
 
 
 def header_of(info: BlockInfo) -> BlockHeader:
-    return BlockHeader(info.chain_id, info.height, info.prev_block_hash, info.proposer, info.time_ms, info.txs_root,
-                       info.state_hash, info.prev_commit_hash, info.num_txs)
+    return info.header()
 
 
 def certificate_of(info: BlockInfo) -> bytes:

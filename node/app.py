@@ -31,6 +31,7 @@ from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeStat
 from core.state import StateView, TxContext
 from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
+from core.validators import ValidatorSet, Validator
 from consent import queries as consent_queries
 from core import keyhistory
 from governance import queries as gov_queries
@@ -42,9 +43,11 @@ from ids.alerts import StoredAlert
 from node.accounts import Account, load_account, reader_info, store_account
 from node.audit import AuditLog
 from node.audit_anchor import anchors, covering, last_anchored
+from node import validator_set
 from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
+    ValidatorUpdate,
 )
 from node.execution import DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs
 from node.kinds import build_registry, genesis_hooks
@@ -92,6 +95,7 @@ class LedgerApplication:
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache()
         self.verifier = verifier or Ed25519Verifier(chain_id)
+        self._sets: list[tuple[int, ValidatorSet]] | None = None  # state's schedule, read once (validator_set)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
@@ -115,7 +119,9 @@ class LedgerApplication:
                   build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
                   verifier=verifier)
         app.check_stored_chain()
-        app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts], genesis_hooks(doc))
+        genesis_set = validator_set.from_genesis(doc.validators)
+        app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts],
+                         [*genesis_hooks(doc), lambda state: validator_set.init_validator_set(state, genesis_set)])
         replayed = app.replay_unapplied()
         if replayed:
             log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
@@ -152,10 +158,10 @@ class LedgerApplication:
             certificate = CommitCertificate.decode(self.blocks.certificate(last))
             if certificate.height != last or certificate.block_hash != block.hash:
                 return [f"the commit certificate stored for height {last} certifies another block"]
-            certificate.verify(self.chain_id, self.validators, self.verifier)
+            certificate.verify(self.chain_id, self.validator_set(last).keys, self.verifier)
         except FbciError as exc:
             return [f"the block or commit certificate stored for height {last} does not verify against the "
-                    f"genesis validators: {exc.message}"]
+                    f"validators of that height: {exc.message}"]
         return []
 
     def init_genesis(self, accounts: Sequence[GenesisAccount], hooks: Sequence[Callable[[StateView], None]]) -> None:
@@ -168,7 +174,7 @@ class LedgerApplication:
         for hook in hooks:
             hook(pending)
         self.state.commit(0, pending)
-        self._info = None
+        self._info, self._sets = None, None
         log.info("genesis state written, state hash %s", self.state.state_hash.hex())
 
     def replay_unapplied(self) -> int:
@@ -198,6 +204,32 @@ class LedgerApplication:
                 self._info = AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash,
                                      self.blocks.certificate(height))
         return self._info
+
+    # -- the validator set of each height ---------------------------------------------------
+
+    def _schedule(self) -> list[tuple[int, ValidatorSet]]:
+        if self._sets is None:
+            decided = validator_set.schedule(self.state) if self.state.height >= 0 else []
+            self._sets = decided or [(1, ValidatorSet(tuple(Validator(k, "", "") for k in self.validators)))]
+            for _, members in self._sets:
+                self._learn(members)
+        return self._sets
+
+    def _learn(self, members: ValidatorSet) -> None:
+        if isinstance(self.verifier, KeyedVerifier):
+            self.verifier.learn(members.verifying_keys())
+
+    def validator_set(self, height: int) -> ValidatorSet:
+        """The set deciding ``height`` as far as the chain decided it: a set chosen in block H counts from
+        H + 2, so beyond ``self.height + 2`` this is only the latest decided set."""
+        return validator_set.set_at(self._schedule(), height)
+
+    def validators_at(self, height: int) -> tuple[bytes, ...] | None:
+        """The keys deciding ``height``, or None while the chain has not decided that height's set
+        (consensus's ``ValidatorsAt``)."""
+        if height > self.height + validator_set.EFFECT_DELAY:
+            return None
+        return self.validator_set(height).keys
 
     def _block_at(self, height: int) -> Block:
         return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
@@ -262,6 +294,8 @@ class LedgerApplication:
             proposer=request.proposer, time_ms=max(request.now_ms, info.last_block_time_ms + 1),
             txs_root=merkle_root(list(txs)), state_hash=info.state_hash,
             prev_commit_hash=sha256(info.last_certificate) if info.last_certificate else ZERO_HASH, num_txs=len(txs),
+            validators_hash=self.validator_set(info.height + 1).hash(),
+            next_validators_hash=self.validator_set(info.height + 2).hash(),
         )
         return Block(header, txs, info.last_certificate)
 
@@ -283,8 +317,13 @@ class LedgerApplication:
         self._check_last_commit(block)
         if h.state_hash != self.info().state_hash:
             raise InvalidInput("block.state_hash differs from this validator's state after the last block")
-        if h.proposer not in self.validators:
-            raise InvalidInput("block.proposer is not a validator")
+        if h.validators_hash != self.validator_set(expected).hash():
+            raise InvalidInput(f"block.validators_hash is not the hash of the validator set of height {expected}")
+        if h.next_validators_hash != self.validator_set(expected + 1).hash():
+            raise InvalidInput(f"block.next_validators_hash is not the hash of the validator set of height "
+                               f"{expected + 1}")
+        if h.proposer not in self.validator_set(expected):
+            raise InvalidInput(f"block.proposer is not a validator at height {expected}")
         if h.time_ms <= self._last_block_time():
             raise InvalidInput("block.time_ms is not after the previous block's time (or genesis time)")
         if now_ms is not None and h.time_ms > now_ms + self.params.max_clock_drift_ms:
@@ -314,7 +353,7 @@ class LedgerApplication:
         if cert.height != self.height or cert.block_hash != self._last_block_hash():
             raise InvalidInput("block.last_commit (prev_commit_hash) does not certify the last committed block")
         if block.last_commit != self.info().last_certificate:  # the same bytes were verified when we committed
-            cert.verify(self.chain_id, self.validators, self.verifier)
+            cert.verify(self.chain_id, self.validator_set(self.height).keys, self.verifier)
 
     # -- FinalizeBlock + Commit -------------------------------------------------------------
 
@@ -338,8 +377,14 @@ class LedgerApplication:
                                   block.height, outcome.pending, durable=durable)
         self._head = block
         self._info = AppInfo(block.height, block.hash, block.header.time_ms, state_hash, certificate)
+        decided = validator_set.decided_at(self.state, block.height)
+        update = None
+        if decided is not None:
+            update = ValidatorUpdate(block.height + validator_set.EFFECT_DELAY, decided)
+            self._schedule().append((update.height, decided))
+            self._learn(decided)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
-                              outcome.rounds_closed)
+                              outcome.rounds_closed, update)
 
     def sync(self) -> None:
         """Make every commit so far durable (after a batch of ``durable=False`` ones)."""
@@ -397,6 +442,7 @@ class LedgerApplication:
             proposer=h.proposer, time_ms=h.time_ms, txs_root=h.txs_root, state_hash=h.state_hash,
             prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
             last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
+            validators_hash=h.validators_hash, next_validators_hash=h.next_validators_hash,
         )
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consensus import ChainSigner, CommitCertificate, KeyedVerifier, Replica, ReplicaConfig, Start
+from consensus import ChainSigner, CommitCertificate, Replica, ReplicaConfig, Start
 from core import codec
 from core.audit import ANCHOR_KIND
 from core.crypto import HybridPrivateKey
@@ -176,15 +176,15 @@ class Validator:
             validator_hosts=[split_address(v.p2p_address)[0] for v in doc.validators],
             peer_keys=doc.validator_keys().get, spawn=self.supervisor.spawn,
         )
-        verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())
+        verifier = application.verifier  # learns the key types of validators the chain admits
         wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
-                          ChainSigner(key, doc.chain_id), verifier)
+                          ChainSigner(key, doc.chain_id), verifier, application.validators_at)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
                                       on_evidence=self.defence.on_evidence, spawn=self.supervisor.spawn,
                                       mute_through=wal.lost_through, writer=writer)
         self.syncer = BlockSyncer(
-            ledger, chain_id=doc.chain_id, validators=validators, verifier=verifier,
+            ledger, chain_id=doc.chain_id, verifier=verifier,
             send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
             peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
             on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn, writer=writer,
