@@ -117,6 +117,9 @@ def check_remove(params: dict[str, Any]) -> None:
 
 def _current(state: StateView, height: int) -> ValidatorSet:
     decided = schedule(state)
+    if not decided:
+        raise ValidatorChangeRefused("this chain's state holds no validator set (its store predates validator-set "
+                                     "changes); its set is genesis's for good")
     pending = [start for start, _ in decided if start > height]
     if pending:
         raise ValidatorChangeInFlight(f"a validator-set change decided earlier takes effect at height {pending[0]}; "
