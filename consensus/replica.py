@@ -66,6 +66,8 @@ class Replica:
         self._signed: dict[tuple[int, str, int], SignedMessage] = {}
         self._sync_target = -1
         self._sync_peer = config.me
+        self._replay: list[MessageReceived] = []
+        """Buffered messages of the height just entered, held to the next step: see ``_advance``."""
         self._reset_height()
 
     def _reset_height(self) -> None:
@@ -96,6 +98,9 @@ class Replica:
         if not self.started and not isinstance(event, Start):
             raise InvalidInput(f"replica got {type(event).__name__} before Start")
         self._out = []
+        replay, self._replay = self._replay, []
+        for held in replay:
+            self._on_message(held)
         handler: Callable[[Event], None] = self._handlers[type(event)]  # type: ignore[assignment]
         handler(self, event)
         return self._out
@@ -105,7 +110,7 @@ class Replica:
         return (len(self._signed) + len(self._proposals) + len(self._blocks) + len(self._valid)
                 + sum(len(v) for v in self._votes.values()) + len(self._votes) + len(self._view_changes)
                 + len(self._evidence_sent) + sum(len(v) for v in self._future.values()) + len(self._ahead)
-                + len(self.rejected))
+                + len(self.rejected) + len(self._replay))
 
     # ---- start and recovery --------------------------------------------------------------------
 
@@ -352,6 +357,11 @@ class Replica:
         self._set_timer()
         if self._is_primary():
             self._request_proposal()
+        if self._validators_at(height + 1) is None:
+            # Committing this height from the buffer too would need the set of height + 1, which the block
+            # committed a moment ago decides: the node executes it before the next step, so wait for that.
+            self._replay = buffered
+            return
         for ev in buffered:
             self._on_message(ev)
 
