@@ -374,6 +374,14 @@ class ValidatorChangeRefused(ContractRejected):
     reason = "validator_change_refused"
 
 
+class ValidatorSetUnknown(HeaderUnverified):
+    """A header names a validator set (``validators_hash``) the light client has not yet followed to: it
+    fetches the sets the chain decided and accepts each through the header before it, then checks again."""
+
+    code = -32187
+    reason = "validator_set_unknown"
+
+
 class ValidatorChangeInFlight(ContractRejected):
     """A validator-set change is already decided and not yet in effect (only one may be in flight)."""
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import codec
+from core.api import NoParams, Query
 from core.crypto import HybridPublicKey, KeyType, PublicKey, VerifyingKey
 from core.errors import DecodeError
 from core.hashing import sha256
+from core.state import StateView
+from core.wire import Hash32, HexBytes
 
 MIN_VALIDATORS = 4
 """Below 3f + 1 = 4 a chain tolerates no Byzantine validator at all; no decision may go below it."""
@@ -24,11 +27,11 @@ MIN_VALIDATORS = 4
 
 @dataclass(frozen=True)
 class Validator:
-    public_key: bytes
+    public_key: Hash32
     name: str
     p2p_address: str
     key_type: str = KeyType.ED25519.value
-    ml_dsa_public_key: bytes = b""
+    ml_dsa_public_key: HexBytes = b""
     """The ML-DSA-65 half of a hybrid key; empty for an Ed25519 validator."""
 
     def verifying_key(self) -> VerifyingKey:
@@ -85,3 +88,47 @@ class ValidatorSet:
     def hash(self) -> bytes:
         """What ``validators_hash`` and ``next_validators_hash`` hold (SHA-256 of the canonical encoding)."""
         return sha256(self.encode())
+
+
+# -- as state: one entry per height from which a set decides --------------------------------------
+
+SETS_PREFIX = b"vals/at/"
+
+
+def set_key(height: int) -> bytes:
+    return SETS_PREFIX + height.to_bytes(8, "big")
+
+
+@dataclass(frozen=True)
+class ScheduledSet:
+    """A validator set and the first height it decides."""
+
+    start: int
+    validators: ValidatorSet
+
+
+def schedule(state: StateView) -> list[ScheduledSet]:
+    """Every set the chain decided, in height order (genesis's from height 1)."""
+    return [ScheduledSet(int.from_bytes(key[len(SETS_PREFIX):], "big"), ValidatorSet.decode(raw))
+            for key, raw in state.scan(SETS_PREFIX)]
+
+
+def set_at(decided: list[ScheduledSet], height: int) -> ValidatorSet:
+    """The set deciding ``height`` in a schedule (the last one starting at or before it)."""
+    chosen = decided[0].validators
+    for item in decided:
+        if item.start > height:
+            break
+        chosen = item.validators
+    return chosen
+
+
+def validator_sets(state: StateView, p: NoParams) -> list[ScheduledSet]:
+    return schedule(state)
+
+
+VALIDATOR_SETS: Query[NoParams, list[ScheduledSet]] = Query(
+    "validator_sets", "Every validator set the chain decided and the first height each decides (genesis's from 1); "
+    "a light client accepts each only through the header before it, whose next_validators_hash names it.",
+    NoParams, list[ScheduledSet])
+STATE_QUERIES = ((VALIDATOR_SETS, validator_sets),)

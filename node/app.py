@@ -31,7 +31,8 @@ from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeStat
 from core.state import StateView, TxContext
 from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
-from core.validators import ValidatorSet, Validator
+from core import validators as validator_queries
+from core.validators import ScheduledSet, Validator, ValidatorSet, schedule, set_at
 from consent import queries as consent_queries
 from core import keyhistory
 from governance import queries as gov_queries
@@ -61,6 +62,7 @@ MAX_NONCE_GAP = 64
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
                  *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
+                 *validator_queries.STATE_QUERIES,
                  (gov_queries.GOV_CONVICTIONS, convictions))
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
@@ -95,7 +97,7 @@ class LedgerApplication:
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache()
         self.verifier = verifier or Ed25519Verifier(chain_id)
-        self._sets: list[tuple[int, ValidatorSet]] | None = None  # state's schedule, read once (validator_set)
+        self._sets: list[ScheduledSet] | None = None  # state's schedule, read once (validator_set)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
@@ -119,7 +121,7 @@ class LedgerApplication:
                   build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
                   verifier=verifier)
         app.check_stored_chain()
-        genesis_set = validator_set.from_genesis(doc.validators)
+        genesis_set = doc.validator_set()
         app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts],
                          [*genesis_hooks(doc), lambda state: validator_set.init_validator_set(state, genesis_set)])
         replayed = app.replay_unapplied()
@@ -207,12 +209,12 @@ class LedgerApplication:
 
     # -- the validator set of each height ---------------------------------------------------
 
-    def _schedule(self) -> list[tuple[int, ValidatorSet]]:
+    def _schedule(self) -> list[ScheduledSet]:
         if self._sets is None:
-            decided = validator_set.schedule(self.state) if self.state.height >= 0 else []
-            self._sets = decided or [(1, ValidatorSet(tuple(Validator(k, "", "") for k in self.validators)))]
-            for _, members in self._sets:
-                self._learn(members)
+            decided = schedule(self.state) if self.state.height >= 0 else []
+            self._sets = decided or [ScheduledSet(1, ValidatorSet(tuple(Validator(k, "", "") for k in self.validators)))]
+            for item in self._sets:
+                self._learn(item.validators)
         return self._sets
 
     def _learn(self, members: ValidatorSet) -> None:
@@ -222,7 +224,7 @@ class LedgerApplication:
     def validator_set(self, height: int) -> ValidatorSet:
         """The set deciding ``height`` as far as the chain decided it: a set chosen in block H counts from
         H + 2, so beyond ``self.height + 2`` this is only the latest decided set."""
-        return validator_set.set_at(self._schedule(), height)
+        return set_at(self._schedule(), height)
 
     def validators_at(self, height: int) -> tuple[bytes, ...] | None:
         """The keys deciding ``height``, or None while the chain has not decided that height's set
@@ -381,7 +383,7 @@ class LedgerApplication:
         update = None
         if decided is not None:
             update = ValidatorUpdate(block.height + validator_set.EFFECT_DELAY, decided)
-            self._schedule().append((update.height, decided))
+            self._schedule().append(ScheduledSet(update.height, decided))
             self._learn(decided)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
                               outcome.rounds_closed, update)

@@ -1,7 +1,7 @@
 """The validator set as state, and the two governance actions that change it.
 
-State holds one entry per height from which a set decides: ``vals/at/<H>``
-(genesis writes height 1). A decision executed in block H writes the new set
+State holds one entry per height from which a set decides
+(``core.validators.set_key``; genesis writes height 1). A decision executed in block H writes the new set
 at H + 2 (CometBFT's rule), so when block H + 1 is proposed the proposer
 already knows the sets of H + 1 and H + 2 and puts their hashes in the header
 (``validators_hash``, ``next_validators_hash``), and every validator checks
@@ -26,32 +26,15 @@ from core.accounts import Account, load_account, store_account
 from core.errors import InvalidInput, ValidatorChangeInFlight, ValidatorChangeRefused
 from core.state import StateView, TxContext
 from core.tx import parse_payload
-from core.validators import MIN_VALIDATORS, Validator, ValidatorSet
+from core.validators import MIN_VALIDATORS, Validator, ValidatorSet, schedule, set_at, set_key
 from genesis.schema import ValidatorInfo
 
 EFFECT_DELAY = 2
 """A set decided in block H decides heights H + 2 onward."""
 VALIDATOR_ROLE = "validator"
 
-_AT = b"vals/at/"
-
-
-def _be(n: int) -> bytes:
-    return n.to_bytes(8, "big")
-
-
-def from_genesis(infos: list[ValidatorInfo]) -> ValidatorSet:
-    return ValidatorSet(tuple(Validator(bytes.fromhex(v.public_key), v.name, v.p2p_address, v.key_type,
-                                        bytes.fromhex(v.ml_dsa_public_key or "")) for v in infos))
-
-
 def init_validator_set(state: StateView, genesis_set: ValidatorSet) -> None:
-    state.set(_AT + _be(1), genesis_set.encode())
-
-
-def schedule(state: StateView) -> list[tuple[int, ValidatorSet]]:
-    """Every (first height, set) the chain decided, in height order."""
-    return [(int.from_bytes(key[len(_AT):], "big"), ValidatorSet.decode(raw)) for key, raw in state.scan(_AT)]
+    state.set(set_key(1), genesis_set.encode())
 
 
 def keys_at(state: StateView, height: int, fallback: tuple[bytes, ...]) -> tuple[bytes, ...]:
@@ -60,19 +43,9 @@ def keys_at(state: StateView, height: int, fallback: tuple[bytes, ...]) -> tuple
     return set_at(decided, height).keys if decided else fallback
 
 
-def set_at(schedule_: list[tuple[int, ValidatorSet]], height: int) -> ValidatorSet:
-    """The set deciding ``height`` in a schedule (the last one starting at or before it)."""
-    chosen = schedule_[0][1]
-    for start, members in schedule_:
-        if start > height:
-            break
-        chosen = members
-    return chosen
-
-
 def decided_at(state: StateView, height: int) -> ValidatorSet | None:
     """The set block ``height`` decided (in effect from ``height + 2``), if it decided one."""
-    raw = state.get(_AT + _be(height + EFFECT_DELAY))
+    raw = state.get(set_key(height + EFFECT_DELAY))
     return None if raw is None else ValidatorSet.decode(raw)
 
 
@@ -120,7 +93,7 @@ def _current(state: StateView, height: int) -> ValidatorSet:
     if not decided:
         raise ValidatorChangeRefused("this chain's state holds no validator set (its store predates validator-set "
                                      "changes); its set is genesis's for good")
-    pending = [start for start, _ in decided if start > height]
+    pending = [item.start for item in decided if item.start > height]
     if pending:
         raise ValidatorChangeInFlight(f"a validator-set change decided earlier takes effect at height {pending[0]}; "
                                       f"only one change may be in flight, propose this one after that height")
@@ -132,7 +105,7 @@ def _decide(state: StateView, ctx: TxContext, new: ValidatorSet) -> dict[str, An
         raise ValidatorChangeRefused(f"the change would leave {len(new)} validators; a chain needs at least "
                                      f"{MIN_VALIDATORS} (3f + 1 with f >= 1)")
     effective = ctx.height + EFFECT_DELAY
-    state.set(_AT + _be(effective), new.encode())
+    state.set(set_key(effective), new.encode())
     return {"effective_height": effective, "validators": len(new), "validators_hash": new.hash().hex()}
 
 
