@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consensus import CommitCertificate, Ed25519Verifier
+from consensus import CommitCertificate, KeyedVerifier
 from core.api import Params
 from core.block import BlockHeader
 from core.errors import AnswerMismatch, FbciError, HeaderUnverified, NotFound, StaleAnswer, ValidatorSetUnknown
@@ -87,11 +87,19 @@ def accept_change(provider: ChainValidators, headers: HeaderVerifier, change: Sc
         raise HeaderUnverified(f"the certified header of height {header.height} names another next validator set "
                                f"than the one served for height {change.start}")
     provider.sets.append(change)
+    headers.learn(change.validators)
 class HeaderVerifier:
     def __init__(self, chain_id: str, validators: ValidatorSetProvider) -> None:
         self.chain_id = chain_id
         self.validators = validators
-        self._verifier = Ed25519Verifier(chain_id)
+        self._verifier = KeyedVerifier(chain_id)  # by each validator's key type, once its set is known
+        if isinstance(validators, ChainValidators):
+            for item in validators.sets:
+                self.learn(item.validators)
+
+    def learn(self, members: ValidatorSet) -> None:
+        """Check ``members``' signatures by their registered key types (hybrid ones by both halves)."""
+        self._verifier.learn(members.verifying_keys())
 
     def verify(self, header: BlockHeader, certificate: bytes) -> None:
         if header.chain_id != self.chain_id:
