@@ -32,7 +32,7 @@ from core.state import StateView, TxContext
 from core.readauth import READER_PATH, ReaderInfo, ReaderParams
 from core.tx import Transaction
 from core import validators as validator_queries
-from core.validators import ScheduledSet, Validator, ValidatorSet, schedule, set_at
+from core.validators import ValidatorSet
 from consent import queries as consent_queries
 from core import keyhistory
 from governance import queries as gov_queries
@@ -48,7 +48,6 @@ from node import validator_set
 from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
-    ValidatorUpdate,
 )
 from node.execution import DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs
 from node.kinds import build_registry, genesis_hooks
@@ -97,7 +96,7 @@ class LedgerApplication:
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache()
         self.verifier = verifier or Ed25519Verifier(chain_id)
-        self._sets: list[ScheduledSet] | None = None  # state's schedule, read once (validator_set)
+        self.schedule = validator_set.ValidatorSchedule(validators, self.verifier)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
@@ -176,7 +175,8 @@ class LedgerApplication:
         for hook in hooks:
             hook(pending)
         self.state.commit(0, pending)
-        self._info, self._sets = None, None
+        self._info = None
+        self.schedule.forget()
         log.info("genesis state written, state hash %s", self.state.state_hash.hex())
 
     def replay_unapplied(self) -> int:
@@ -209,22 +209,10 @@ class LedgerApplication:
 
     # -- the validator set of each height ---------------------------------------------------
 
-    def _schedule(self) -> list[ScheduledSet]:
-        if self._sets is None:
-            decided = schedule(self.state) if self.state.height >= 0 else []
-            self._sets = decided or [ScheduledSet(1, ValidatorSet(tuple(Validator(k, "", "") for k in self.validators)))]
-            for item in self._sets:
-                self._learn(item.validators)
-        return self._sets
-
-    def _learn(self, members: ValidatorSet) -> None:
-        if isinstance(self.verifier, KeyedVerifier):
-            self.verifier.learn(members.verifying_keys())
-
     def validator_set(self, height: int) -> ValidatorSet:
         """The set deciding ``height`` as far as the chain decided it: a set chosen in block H counts from
         H + 2, so beyond ``self.height + 2`` this is only the latest decided set."""
-        return set_at(self._schedule(), height)
+        return self.schedule.at(self.state, height)
 
     def validators_at(self, height: int) -> tuple[bytes, ...] | None:
         """The keys deciding ``height``, or None while the chain has not decided that height's set
@@ -379,14 +367,8 @@ class LedgerApplication:
                                   block.height, outcome.pending, durable=durable)
         self._head = block
         self._info = AppInfo(block.height, block.hash, block.header.time_ms, state_hash, certificate)
-        decided = validator_set.decided_at(self.state, block.height)
-        update = None
-        if decided is not None:
-            update = ValidatorUpdate(block.height + validator_set.EFFECT_DELAY, decided)
-            self._schedule().append(ScheduledSet(update.height, decided))
-            self._learn(decided)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
-                              outcome.rounds_closed, update)
+                              outcome.rounds_closed, self.schedule.after_block(self.state, block.height))
 
     def sync(self) -> None:
         """Make every commit so far durable (after a batch of ``durable=False`` ones)."""

@@ -21,17 +21,58 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consensus import max_faulty
+from consensus import KeyedVerifier, Verifier, max_faulty
 from core.accounts import Account, load_account, store_account
 from core.errors import InvalidInput, ValidatorChangeInFlight, ValidatorChangeRefused
 from core.state import StateView, TxContext
 from core.tx import parse_payload
-from core.validators import MIN_VALIDATORS, Validator, ValidatorSet, schedule, set_at, set_key
+from core.validators import MIN_VALIDATORS, ScheduledSet, Validator, ValidatorSet, schedule, set_at, set_key
 from genesis.schema import ValidatorInfo
+from node.application import ValidatorUpdate
+from node.stores import StateStore
 
 EFFECT_DELAY = 2
 """A set decided in block H decides heights H + 2 onward."""
 VALIDATOR_ROLE = "validator"
+
+class ValidatorSchedule:
+    """The application's copy of the schedule: read from state once, then extended by each block that
+    decides a set, and the verifier taught every set's key types. ``fallback``: genesis's keys, for a state
+    that holds no sets (tests' bare ledgers, and stores written before sets were state)."""
+
+    def __init__(self, fallback: tuple[bytes, ...], verifier: Verifier) -> None:
+        self._fallback = ValidatorSet(tuple(Validator(k, "", "") for k in fallback))
+        self._verifier = verifier
+        self._sets: list[ScheduledSet] | None = None
+
+    def forget(self) -> None:
+        """State was rewritten (genesis): read it again."""
+        self._sets = None
+
+    def at(self, state: StateStore, height: int) -> ValidatorSet:
+        return set_at(self._load(state), height)
+
+    def after_block(self, state: StateStore, height: int) -> ValidatorUpdate | None:
+        """The set the block at ``height`` (just executed into ``state``) decided, if any."""
+        decided = decided_at(state, height)
+        if decided is None:
+            return None
+        update = ValidatorUpdate(height + EFFECT_DELAY, decided)
+        self._load(state).append(ScheduledSet(update.height, decided))
+        self._learn(decided)
+        return update
+
+    def _load(self, state: StateStore) -> list[ScheduledSet]:
+        if self._sets is None:
+            self._sets = (schedule(state) if state.height >= 0 else []) or [ScheduledSet(1, self._fallback)]
+            for item in self._sets:
+                self._learn(item.validators)
+        return self._sets
+
+    def _learn(self, members: ValidatorSet) -> None:
+        if isinstance(self._verifier, KeyedVerifier):
+            self._verifier.learn(members.verifying_keys())
+
 
 def init_validator_set(state: StateView, genesis_set: ValidatorSet) -> None:
     state.set(set_key(1), genesis_set.encode())
