@@ -65,12 +65,35 @@ def _params(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if args.action == "rotate":
         return "rotate", {"public_key": _public_key(args.public_key),
                           "new_public_key": _public_key(args.new_public_key, "--new-public-key")}
+    if args.action == "validator_add":
+        return "validator.add", _joining_validator(args.public_key)
+    if args.action == "validator_remove":
+        return "validator.remove", {"public_keys": [_public_key(k) for k in args.public_key]}
     from genesis.validation import read_json_file
 
     spec = read_json_file(Path(args.spec), error=InvalidInput)
     if not isinstance(spec, dict):
         raise InvalidInput(f"--spec: {args.spec} holds no model spec object")
     return "add_model", spec
+
+
+def _joining_validator(path: str) -> dict[str, Any]:
+    """The ``validator.add`` params from the ``public.json`` the new hospital's ``fbci keys gen --roles
+    validator --p2p HOST:PORT`` wrote: its key (both halves if hybrid), name and the address peers dial."""
+    from genesis.keys import load_public_part
+
+    if not Path(path).is_file():
+        raise InvalidInput(f"--public-key: {path[:80]!r} is not the public.json of the new validator "
+                           "(`fbci keys gen --roles validator --p2p HOST:PORT` writes it)")
+    part = load_public_part(Path(path))
+    if "validator" not in part.roles or part.p2p_address is None:
+        raise InvalidInput(f"--public-key: {path} is not a validator's public part (it needs role validator and "
+                           "a p2p address)")
+    params: dict[str, Any] = {"public_key": bytes.fromhex(part.public_key), "name": part.name,
+                              "p2p_address": part.p2p_address}
+    if part.ml_dsa_public_key is not None:
+        params |= {"key_type": "ed25519+ml-dsa-65", "ml_dsa_public_key": bytes.fromhex(part.ml_dsa_public_key)}
+    return params
 
 
 def gov_propose(args: argparse.Namespace) -> int:
@@ -81,6 +104,7 @@ def gov_propose(args: argparse.Namespace) -> int:
         info = s.submit_commit(PROPOSE_KIND, {"action": action, "params": params, "expires_in": args.expires_in})
     r = info.receipt.result
     done = f"; executed: {r['executed']}" if "executed" in r else f"; members approve it with `fbci gov approve {r['id']}`"
+    done += _effect(r)
     print(f"proposal {r['id']} ({action}) at height {info.receipt.height}, open until height "
           f"{info.receipt.height + args.expires_in}: {r['approvals']} of {r['required']} approvals{done}")
     return 0
@@ -126,10 +150,18 @@ def gov_approve(args: argparse.Namespace) -> int:
         info = s.submit_commit(APPROVE_KIND, {"id": args.id, "digest": proposal.digest,
                                               "cosignatures": cosignatures})
     r = info.receipt.result
-    state = f"executed: {r['executed']}" if "executed" in r else "still open"
+    state = (f"executed: {r['executed']}" if "executed" in r else "still open") + _effect(r)
     print(f"proposal {r['id']} approved at height {info.receipt.height}: {r['approvals']} of {r['required']} "
           f"approvals, {state}")
     return 0
+
+
+def _effect(result: dict[str, Any]) -> str:
+    """When a validator-set change counts (its action returns the height)."""
+    outcome = result.get("outcome") or {}
+    if "effective_height" not in outcome:
+        return ""
+    return f"; the new set of {outcome['validators']} validators decides from height {outcome['effective_height']}"
 
 
 def gov_list(args: argparse.Namespace) -> int:
@@ -160,11 +192,11 @@ def gov_list(args: argparse.Namespace) -> int:
         print(f"{p.id:>4}  {p.status:<9} {p.action:<10} {f'{v.approved}/{v.required}':<9}  {p.expires_height:>7}  "
               f"{missing}  {_summary(p.params)}")
     if convicted:
-        print("validators convicted of equivocation by evidence on chain (removing one needs validator-set "
-              "changes, which this chain does not have yet):")
+        print("validators convicted of equivocation by evidence on chain; the members vote one out with "
+              "`fbci gov propose validator-remove --public-key KEY`:")
         for c in convicted:
-            print(f"  {validators.get(c.validator, c.validator.hex()[:16])}  height {c.height} view {c.view}  "
-                  f"evidence {c.digest.hex()}")
+            print(f"  {validators.get(c.validator, '(no longer a validator)')}  key {c.validator.hex()}  "
+                  f"height {c.height} view {c.view}  evidence {c.digest.hex()}")
     return 0
 
 
@@ -174,9 +206,10 @@ def _summary(params: dict[str, Any]) -> str:
         if isinstance(value, bytes):  # a verified read gives bytes, a plain one their hex
             value = value.hex()
         if isinstance(value, list):
-            return ",".join(map(str, value))
+            return ",".join(short(v) for v in value)
         return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else str(value)
-    return " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key")
+    return " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key",
+                                                         "p2p_address", "public_keys")
                     if k in params)
 
 
@@ -227,13 +260,23 @@ def add_commands(sub: Any) -> None:
                           ("grant", "Grant a role to a registered account."),
                           ("revoke", "Revoke a role from a registered account."),
                           ("add-model", "Register an FL model spec, as genesis declares one."),
-                          ("rotate", "Move an account whose key was lost to a new key.")):
+                          ("rotate", "Move an account whose key was lost to a new key."),
+                          ("validator-add", "Add a hospital's validator to the set, two blocks after the decision."),
+                          ("validator-remove", "Remove validators from the set (at most f at once; 4 stay).")):
         p = actions.add_parser(name, help=summary, description=summary)
         _connection(p, default=argparse.SUPPRESS)  # accepted after the action too
         p.add_argument("--expires-in", type=_blocks, default=1000, metavar="BLOCKS",
                        help="blocks the proposal stays open (default: 1000)")
         if name == "add-model":
             p.add_argument("--spec", required=True, metavar="FILE", help="the model spec, as genesis declares one")
+            continue
+        if name == "validator-add":
+            p.add_argument("--public-key", required=True, metavar="public.json",
+                           help="the new validator's public part (`fbci keys gen --roles validator --p2p ...`)")
+            continue
+        if name == "validator-remove":
+            p.add_argument("--public-key", required=True, action="append", metavar="HEX|public.json",
+                           help="a validator's key (repeatable)")
             continue
         p.add_argument("--public-key", required=True, metavar="HEX|public.json", help="the account's key")
         if name == "register":

@@ -21,7 +21,6 @@ from core.api import BlockInfo, TxInfo
 from core.audit import (
     ANCHOR_KIND, AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditPage, AuditProof, AuditProofParams,
 )
-from core.block import BlockHeader
 from core.errors import FbciError, InvalidInput
 from core.hashing import merkle_root
 from client.session import ChainSession
@@ -54,8 +53,7 @@ def fetch_proof(session: ChainSession, seq: int) -> AuditProof:
 def _certified(session: ChainSession, chain_id: str, validators: tuple[bytes, ...], height: int,
                tx: TxInfo) -> None:
     block: BlockInfo = session.run(lambda c: c.get_block(height=height))
-    header = BlockHeader(block.chain_id, block.height, block.prev_block_hash, block.proposer, block.time_ms,
-                         block.txs_root, block.state_hash, block.prev_commit_hash, block.num_txs)
+    header = block.header()
     if header.hash != block.hash or block.chain_id != chain_id:
         raise InvalidInput(f"block {height}: its header does not hash to its hash")
     if tx.hash not in block.txs:

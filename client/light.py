@@ -18,7 +18,11 @@ older. A quorum of validators cannot be made to sign an old header as new,
 so one validator can delay a client but not feed it old state as current.
 
 The validator set comes from a :class:`client.light_verify.ValidatorSetProvider`
-per height; see that module for how membership changes plug in.
+per height. From genesis it is a :class:`client.light_verify.ChainValidators`:
+when a header names a set it has not followed to, the client asks that
+validator for the sets the chain decided (``validator_sets``) and accepts each
+new one only through the certified header before it (``next_validators_hash``),
+so a lying validator can at worst make it ask another.
 """
 
 from __future__ import annotations
@@ -32,19 +36,23 @@ from typing import Any, TypeVar
 import aiohttp
 
 from consensus import CommitCertificate
-from core.api import BLOCK_GET, BlockGetParams, BlockInfo, Params, Query
+from core.api import BLOCK_GET, BlockGetParams, BlockInfo, NoParams, Params, Query
 from core.block import BlockHeader
 from core.errors import (
-    FbciError, NoVerifiedAnswer, NotFound, ProofInvalid, ReadRefused, Timeout, UnverifiedAnswer,
+    FbciError, HeaderUnverified, NoVerifiedAnswer, NotFound, ProofInvalid, ReadRefused, Timeout, UnverifiedAnswer,
+    ValidatorSetUnknown,
 )
-from core.proofs import CORE_STATE_QUERIES
+from core.proofs import CORE_STATE_QUERIES, ProvenAnswer
 from core import keyhistory
+from core import validators as validator_queries
 from fl_contracts import queries as fl_queries
 from governance import queries as gov_queries
 from genesis.home import HomePaths
 from genesis.schema import GenesisDoc, load_genesis
 from ids import queries as alert_queries
-from client.light_verify import Answer, GenesisValidators, HeaderVerifier, ValidatorSetProvider, verify_answer
+from client.light_verify import (
+    Answer, ChainValidators, HeaderVerifier, ValidatorSetProvider, accept_change, verify_answer,
+)
 from client.rpc import RpcClient
 
 log = logging.getLogger(__name__)
@@ -54,7 +62,7 @@ R = TypeVar("R")
 
 PROVABLE: dict[str, Answer] = {q.path: fn for q, fn in (
     *CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES,
-    *keyhistory.STATE_QUERIES)}
+    *keyhistory.STATE_QUERIES, *validator_queries.STATE_QUERIES)}
 """Each provable read's answer function: the same ones the validator runs (``node.app.STATE_QUERIES``)."""
 
 DEFAULT_MAX_LAG_BLOCKS = 8
@@ -74,8 +82,29 @@ class LightClient:
 
     @classmethod
     def from_genesis(cls, doc: GenesisDoc, endpoints: Sequence[RpcClient], **options: Any) -> LightClient:
-        validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
-        return cls(endpoints, doc.chain_id, GenesisValidators(validators), **options)
+        return cls(endpoints, doc.chain_id, ChainValidators(doc.validator_set()), **options)
+
+    async def follow_sets(self, rpc: RpcClient) -> None:
+        """Accept the validator sets ``rpc`` says the chain decided since the last one this client knows,
+        each through the certified header before it; a set whose height has no block yet waits."""
+        provider = self.headers.validators
+        if not isinstance(provider, ChainValidators):
+            return
+        served = await rpc.query(validator_queries.VALIDATOR_SETS, NoParams())
+        known = provider.sets
+        if any(a.start != b.start or a.validators != b.validators for a, b in zip(served, known)):
+            raise HeaderUnverified(f"{rpc.rpc_url} serves validator sets that differ from the ones this client "
+                                   f"followed from genesis")
+        for change in served[len(known):]:
+            try:
+                info = await rpc.query(BLOCK_GET, BlockGetParams(height=change.start - 1))
+            except NotFound:
+                return
+            accept_change(provider, self.headers, change, header_of(info), certificate_of(info))
+
+    def _verified(self, answer: ProvenAnswer, query: Query[P, R], answer_fn: Answer, params: P) -> R:
+        result: R = verify_answer(answer, query.path, answer_fn, params, self.headers, min_height=self.min_height)
+        return result
 
     @property
     def min_height(self) -> int:
@@ -124,8 +153,11 @@ class LightClient:
             rpc = self.endpoints[index]
             try:
                 answer = await rpc.prove(query, params)
-                result: R = verify_answer(answer, query.path, answer_fn, params, self.headers,
-                                          min_height=self.min_height)
+                try:
+                    result = self._verified(answer, query, answer_fn, params)
+                except ValidatorSetUnknown:
+                    await self.follow_sets(rpc)
+                    result = self._verified(answer, query, answer_fn, params)
             except NotFound as exc:
                 if "proven_height" in exc.data:
                     raise
@@ -153,7 +185,11 @@ class LightClient:
         for rpc in self.endpoints:
             try:
                 info = await rpc.query(BLOCK_GET, BlockGetParams())
-                self.headers.verify(header_of(info), certificate_of(info))
+                try:
+                    self.headers.verify(header_of(info), certificate_of(info))
+                except ValidatorSetUnknown:
+                    await self.follow_sets(rpc)
+                    self.headers.verify(header_of(info), certificate_of(info))
             except (FbciError, aiohttp.ClientError) as exc:
                 log.warning("no verified head from %s: %s", rpc.rpc_url, exc)
                 continue
@@ -162,8 +198,7 @@ class LightClient:
 
 
 def header_of(info: BlockInfo) -> BlockHeader:
-    return BlockHeader(info.chain_id, info.height, info.prev_block_hash, info.proposer, info.time_ms, info.txs_root,
-                       info.state_hash, info.prev_commit_hash, info.num_txs)
+    return info.header()
 
 
 def certificate_of(info: BlockInfo) -> bytes:

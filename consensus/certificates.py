@@ -108,6 +108,21 @@ def verify_quorum(kind: str, body: bytes, signatures: tuple[tuple[bytes, bytes],
         raise InvalidCertificate(f"{what}: {len(seen)} signatures, {need} needed")
 
 
+def weak_support(kind: str, body: bytes, signatures: tuple[tuple[bytes, bytes], ...],
+                 validators: tuple[bytes, ...], verifier: Verifier) -> bool:
+    """Whether at least f + 1 of ``validators`` validly signed: at least one honest member vouches for it.
+
+    For a certificate from a height whose set a lagging replica does not know yet (the chain changed its
+    validators while it was away): enough to go and sync, never enough to commit."""
+    members, need, good = set(validators), max_faulty(len(validators)) + 1, 0
+    for validator, signature in signatures:
+        if validator in members and verifier.verify(validator, kind, body, signature):
+            good += 1
+            if good >= need:
+                return True
+    return False
+
+
 def _sorted_sigs(signatures: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(sorted(signatures))
 
@@ -144,9 +159,15 @@ class CommitCertificate:
         return sha256(self.encode())
 
     def verify(self, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier) -> None:
+        """``validators``: the set of this certificate's own height (they change, see ``core.validators``)."""
         body = vote_sign_bytes(chain_id, self.height, self.view, self.block_hash)
         verify_quorum(KIND_COMMIT, body, self.signatures, validators, verifier,
                       f"commit certificate for height {self.height}")
+
+    def vouched_by(self, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier) -> bool:
+        """f + 1 of ``validators`` signed it (see :func:`weak_support`)."""
+        body = vote_sign_bytes(chain_id, self.height, self.view, self.block_hash)
+        return weak_support(KIND_COMMIT, body, self.signatures, validators, verifier)
 
 
 @dataclass(frozen=True)

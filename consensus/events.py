@@ -9,7 +9,7 @@ after a crash. ``CommitBlock`` comes before anything for the next height.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +29,10 @@ class Signer(Protocol):
 
 @dataclass(frozen=True)
 class ReplicaConfig:
-    """``base_timeout_ticks`` must exceed the node's empty-block interval, or idle chains churn views."""
+    """``base_timeout_ticks`` must exceed the node's empty-block interval, or idle chains churn views.
+
+    ``validators`` is the genesis set: the set of every height when the replica is given no
+    :data:`ValidatorsAt`. ``me`` need not be in it (a hospital that joined later starts from genesis)."""
 
     chain_id: str
     validators: tuple[bytes, ...]
@@ -43,8 +46,6 @@ class ReplicaConfig:
             raise InvalidInput("validators must be a non-empty list of distinct keys")
         if any(not isinstance(v, bytes) or len(v) != PUBLIC_KEY_SIZE for v in self.validators):
             raise InvalidInput("every validator is a 32-byte public key")
-        if self.me not in self.validators:
-            raise InvalidInput("this replica's key is not in the validator set")
         if self.base_timeout_ticks < 1 or self.max_timeout_ticks < 0 or self.max_views_ahead < 1:
             raise InvalidInput("timeouts and view window must be positive")
 
@@ -53,8 +54,17 @@ class ReplicaConfig:
         cap = self.max_timeout_ticks or 64 * self.base_timeout_ticks
         return min(cap, self.base_timeout_ticks << min(view, 32))
 
-    def primary(self, height: int, view: int) -> bytes:
-        return self.validators[(height + view) % len(self.validators)]
+
+
+ValidatorsAt = Callable[[int], "tuple[bytes, ...] | None"]
+"""The validator set deciding a height, in its proposer order, or None while the chain has not yet
+decided it. A pure lookup over what the replica was already told: the node answers it from committed
+state, where a change decided in block H is written for H + 2, so the set of the height being decided
+and of the next one is always known (CometBFT's rule); the simulation answers it from its own chain."""
+
+
+def primary(validators: tuple[bytes, ...], height: int, view: int) -> bytes:
+    return validators[(height + view) % len(validators)]
 
 
 WAL_SIGNED = "signed"

@@ -10,6 +10,11 @@ Rule 3: all state of a height is dropped when the height is finalised; the
 commit certificate is the stable checkpoint (Castro & Liskov 4.3: "the
 checkpoint with a proof becomes stable and the replica discards all ...
 messages with sequence number less than or equal to n").
+Rule 4: every check of a height uses that height's validator set (``ValidatorsAt``):
+membership, the proposer, quorum sizes, view changes and certificates. A replica
+that is not in the set of the height being decided (a hospital that joins, or
+one voted out) signs nothing there; it follows the chain through proposals,
+votes and commit certificates, and block sync.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from consensus.certificates import (
 from consensus.events import (
     WAL_PREPARED, WAL_SIGNED, Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, Event,
     MessageReceived, NeedSync, Persist, ProposalReady, ReplicaConfig, ReportEvidence, RequestProposal,
-    Send, SetTimer, Signer, Start, SyncedTo, TimerFired, ValidateBlock, WalRecord,
+    Send, SetTimer, Signer, Start, SyncedTo, TimerFired, ValidateBlock, ValidatorsAt, WalRecord, primary,
 )
 from consensus.evidence import Evidence
 from consensus.messages import (
@@ -43,13 +48,15 @@ MAX_BUFFERED_PER_SENDER = 16
 class Replica:
     """Feed it events with ``step``; perform the returned actions in order (see consensus.events)."""
 
-    def __init__(self, config: ReplicaConfig, signer: Signer, verifier: Verifier) -> None:
+    def __init__(self, config: ReplicaConfig, signer: Signer, verifier: Verifier,
+                 validators_at: ValidatorsAt | None = None) -> None:
+        """``validators_at``: the set of each height; without it, genesis's set decides every height."""
         self.cfg = config
         self._signer = signer
         self._verifier = verifier
-        self._n = len(config.validators)
-        self._quorum = quorum_size(self._n)
-        self._weak = max_faulty(self._n) + 1
+        self._validators_at: ValidatorsAt = validators_at or (lambda height: config.validators)
+        self.validators = config.validators
+        """The set deciding the current height."""
         self.started = False
         self.height = 0
         self.view = 0
@@ -59,9 +66,20 @@ class Replica:
         self._signed: dict[tuple[int, str, int], SignedMessage] = {}
         self._sync_target = -1
         self._sync_peer = config.me
+        self._replay: list[MessageReceived] = []
+        """Buffered messages of the height just entered, held to the next step: see ``_advance``."""
         self._reset_height()
 
     def _reset_height(self) -> None:
+        if self.height > 0:
+            known = self._validators_at(self.height)
+            if known is None:
+                raise InvalidInput(f"the validator set of height {self.height} is not known; the node must "
+                                   f"have executed height {self.height - 2} before deciding it")
+            self.validators = known
+        self._n = len(self.validators)
+        self._quorum = quorum_size(self._n)
+        self._weak = max_faulty(self._n) + 1
         self.in_view_change = False
         self.prepared: PreparedCertificate | None = None
         self._proposals: dict[int, Proposal] = {}
@@ -80,6 +98,9 @@ class Replica:
         if not self.started and not isinstance(event, Start):
             raise InvalidInput(f"replica got {type(event).__name__} before Start")
         self._out = []
+        replay, self._replay = self._replay, []
+        for held in replay:
+            self._on_message(held)
         handler: Callable[[Event], None] = self._handlers[type(event)]  # type: ignore[assignment]
         handler(self, event)
         return self._out
@@ -89,7 +110,7 @@ class Replica:
         return (len(self._signed) + len(self._proposals) + len(self._blocks) + len(self._valid)
                 + sum(len(v) for v in self._votes.values()) + len(self._votes) + len(self._view_changes)
                 + len(self._evidence_sent) + sum(len(v) for v in self._future.values()) + len(self._ahead)
-                + len(self.rejected))
+                + len(self.rejected) + len(self._replay))
 
     # ---- start and recovery --------------------------------------------------------------------
 
@@ -98,6 +119,7 @@ class Replica:
             raise InvalidInput("replica got Start twice")
         self.started = True
         self.height, self.last_commit = ev.next_height, ev.last_commit
+        self._reset_height()
         rec = recover(ev.wal, self.height)
         self._signed, self.prepared, self.view, self.in_view_change = (
             dict(rec.signed), rec.prepared, rec.view, rec.in_view_change)
@@ -121,6 +143,9 @@ class Replica:
             return
         if self._sync_target >= self.height:
             self._out.append(NeedSync(self._sync_target, self._sync_peer))
+        if not self._member():  # it has no vote to move views with; it waits for the chain to go on
+            self._set_timer()
+            return
         mine = self._view_changes.get(self.cfg.me)
         at_or_above = sum(1 for vc in self._view_changes.values() if vc.view >= self.view)
         if self.in_view_change and mine is not None and at_or_above < self._quorum:
@@ -164,12 +189,17 @@ class Replica:
         if isinstance(msg, CommitProof):
             self._on_commit_proof(msg)
             return
-        if msg.sender not in self.cfg.validators or msg.sender == self.cfg.me:
-            self._reject("unknown or own sender")
-            return
         if msg.height < self.height:
-            if isinstance(msg, ViewChange) and self.last_commit is not None:
+            if isinstance(msg, ViewChange) and self.last_commit is not None and msg.sender in (
+                    self._validators_at(msg.height) or ()):
                 self._out.append(Send(msg.sender, CommitProof(self.last_commit, self.cfg.me)))
+            return
+        # Beyond the next height the set may not be decided yet: such messages only tell that we lag,
+        # so the current set's members are the ones counted (see _on_future).
+        members = self.validators if msg.height == self.height else (
+            self._validators_at(msg.height) or self.validators)
+        if msg.sender not in members or msg.sender == self.cfg.me:
+            self._reject("unknown or own sender")
             return
         if self._is_duplicate(msg):
             return
@@ -187,17 +217,17 @@ class Replica:
     # ---- messages for the current height -------------------------------------------------------
 
     def _on_pre_prepare(self, msg: PrePrepare) -> None:
-        if msg.view != 0 or msg.sender != self.cfg.primary(self.height, 0):
+        if msg.view != 0 or msg.sender != primary(self.validators, self.height, 0):
             raise PeerMisbehaved("pre-prepare from a replica that is not the view-0 primary")
         if self._note_proposal(msg) and self.view == 0 and not self.in_view_change:
             self._accept_proposal(msg)
 
     def _on_new_view(self, msg: NewView) -> None:
-        if msg.view == 0 or msg.sender != self.cfg.primary(self.height, msg.view):
+        if msg.view == 0 or msg.sender != primary(self.validators, self.height, msg.view):
             raise PeerMisbehaved("new-view from a replica that is not that view's primary")
         if msg.view < self.view or msg.view > self.view + self.cfg.max_views_ahead:
             return
-        check_new_view(msg, self.cfg.chain_id, self.cfg.validators, self._verifier)
+        check_new_view(msg, self.cfg.chain_id, self.validators, self._verifier)
         if not self._note_proposal(msg):
             return
         if msg.view > self.view or self.in_view_change:
@@ -222,7 +252,7 @@ class Replica:
             return
         if latest is not None and latest.view >= msg.view:
             return
-        check_view_change(msg, self.cfg.chain_id, self.cfg.validators, self._verifier)
+        check_view_change(msg, self.cfg.chain_id, self.validators, self._verifier)
         self._view_changes[msg.sender] = msg
         # Castro & Liskov 4.5.2: "if a replica receives a set of f+1 valid VIEW-CHANGE messages from
         # other replicas for views greater than its current view, it sends a VIEW-CHANGE message".
@@ -236,8 +266,15 @@ class Replica:
         cert = msg.certificate
         if cert.height < self.height or (cert.height != self.height and cert.height <= self._sync_target):
             return
+        members = self.validators if cert.height == self.height else self._validators_at(cert.height)
+        if members is None:  # a set this replica has not learnt yet: f + 1 of its own set must vouch
+            if not cert.vouched_by(self.cfg.chain_id, self.validators, self._verifier):
+                self._reject("bad commit certificate")
+                return
+            self._need_sync(cert.height, msg.sender)
+            return
         try:
-            cert.verify(self.cfg.chain_id, self.cfg.validators, self._verifier)
+            cert.verify(self.cfg.chain_id, members, self._verifier)
         except InvalidCertificate:
             self._reject("bad commit certificate")
             return
@@ -254,7 +291,7 @@ class Replica:
             if len(buffered) < MAX_BUFFERED_PER_SENDER:
                 buffered.append(ev)
         self._ahead[msg.sender] = max(msg.height, self._ahead.get(msg.sender, 0))
-        heights = sorted(self._ahead.values(), reverse=True)
+        heights = sorted((h for s, h in self._ahead.items() if s in self.validators), reverse=True)
         if len(heights) >= self._weak and heights[self._weak - 1] - 1 >= self.height:
             self._need_sync(heights[self._weak - 1] - 1, msg.sender)
 
@@ -313,13 +350,18 @@ class Replica:
     def _advance(self, height: int, cert: CommitCertificate) -> None:
         self._out.append(CancelTimer(self._timer_name()))
         future = self._future.get
-        buffered = [ev for s in self.cfg.validators for ev in (future(s) or [])] if height == self.height + 1 else []
+        buffered = [ev for s in sorted(self._future) for ev in (future(s) or [])] if height == self.height + 1 else []
         self.height, self.view, self.last_commit = height, 0, cert
         self._signed = {k: m for k, m in self._signed.items() if k[0] >= height}
         self._reset_height()
         self._set_timer()
         if self._is_primary():
             self._request_proposal()
+        if self._validators_at(height + 1) is None:
+            # Committing this height from the buffer too would need the set of height + 1, which the block
+            # committed a moment ago decides: the node executes it before the next step, so wait for that.
+            self._replay = buffered
+            return
         for ev in buffered:
             self._on_message(ev)
 
@@ -382,7 +424,7 @@ class Replica:
     def _sign(self, unsigned: SignedMessage) -> SignedMessage | None:
         """Sign and persist, or return None if this slot already holds a different message of ours."""
         slot = (unsigned.height, unsigned.kind, unsigned.view)
-        if slot in self._signed:
+        if slot in self._signed or not self._member():
             return None
         body = unsigned.sign_bytes(self.cfg.chain_id)
         msg = dataclasses.replace(unsigned, signature=self._signer.sign(unsigned.kind, body))
@@ -432,7 +474,10 @@ class Replica:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def _is_primary(self) -> bool:
-        return self.cfg.primary(self.height, self.view) == self.cfg.me
+        return primary(self.validators, self.height, self.view) == self.cfg.me
+
+    def _member(self) -> bool:
+        return self.cfg.me in self.validators
 
     def _timer_name(self) -> str:
         return f"pbft/{self.height}/{self.view}"

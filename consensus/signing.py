@@ -39,6 +39,11 @@ class KeyedVerifier:
             return verify(public_key, signed, signature)
         return key.verify_signed(signed, signature)
 
+    def learn(self, keys: Mapping[bytes, VerifyingKey]) -> None:
+        """Validators a set change admits: their key types count from now on. Nothing is forgotten, since
+        a removed validator's signatures in the history it signed stay checkable."""
+        self._keys.update(keys)
+
 
 Ed25519Signer = ChainSigner
 """The name the callers with plain Ed25519 keys have always used."""

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import codec
+from core.block import BlockHeader
 from core.errors import InvalidInput
 from core.hashing import sha256
 from core.tx import Transaction
@@ -180,6 +181,14 @@ class BlockInfo:
     txs: tuple[Hash32, ...]
     last_commit: CertificateInfo | None
     commit_certificate: CertificateInfo | None
+    validators_hash: Hash32 = bytes(32)
+    next_validators_hash: Hash32 = bytes(32)
+
+    def header(self) -> BlockHeader:
+        """The header these fields are, whose hash a reader compares with ``hash``."""
+        return BlockHeader(self.chain_id, self.height, self.prev_block_hash, self.proposer, self.time_ms,
+                           self.txs_root, self.state_hash, self.prev_commit_hash, self.num_txs,
+                           self.validators_hash, self.next_validators_hash)
 
 
 @dataclass(frozen=True)

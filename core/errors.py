@@ -401,6 +401,29 @@ class BadStateSyncMessage(PeerMisbehaved):
     reason = "bad_state_sync_message"
 
 
+class ValidatorChangeRefused(ContractRejected):
+    """A ``validator.add`` / ``validator.remove`` decision the chain refuses: the set would fall below four
+    validators, lose f + 1 or more at once, list a key twice, or name a key that is not a validator."""
+
+    code = -32185
+    reason = "validator_change_refused"
+
+
+class ValidatorSetUnknown(HeaderUnverified):
+    """A header names a validator set (``validators_hash``) the light client has not yet followed to: it
+    fetches the sets the chain decided and accepts each through the header before it, then checks again."""
+
+    code = -32187
+    reason = "validator_set_unknown"
+
+
+class ValidatorChangeInFlight(ContractRejected):
+    """A validator-set change is already decided and not yet in effect (only one may be in flight)."""
+
+    code = -32186
+    reason = "validator_change_in_flight"
+
+
 def storage_error(errno_code: int | None, doing: str, detail: str) -> StorageError:
     """The named error for an OS error met while ``doing`` a write, so that a full disk or a spent
     descriptor limit reads as what it is, with what to do about it, rather than as a bug."""

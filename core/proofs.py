@@ -307,10 +307,7 @@ class ProvenAnswer:
 
     def block_header(self) -> BlockHeader:
         try:
-            fields = codec.decode(self.header, max_size=len(self.header))
-            if not isinstance(fields, list) or len(fields) != 9:
-                raise DecodeError("a header is a list of 9 fields")
-            header = BlockHeader(*fields)
+            header = BlockHeader.from_fields(codec.decode(self.header, max_size=len(self.header)))
         except FbciError as exc:
             raise ProofInvalid(f"the answer's header does not decode: {exc.message}") from None
         if header.height != self.state_height + 1:

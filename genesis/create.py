@@ -25,7 +25,7 @@ from core.crypto import AnySigningKey, HybridPrivateKey, KeyType, PrivateKey
 from core.errors import InvalidInput
 from genesis.home import HomePaths, NodeConfig, write_config
 from genesis.keys import PublicPart, load_public_part, public_part_of, show_identity
-from genesis.schema import ChainParams, GenesisDoc, genesis_from_obj, write_genesis
+from genesis.schema import ChainParams, GenesisDoc, ValidatorInfo, genesis_from_obj, write_genesis
 from genesis.types import split_address
 from genesis.validation import validate_model, write_file_atomic
 
@@ -78,9 +78,17 @@ def _key_type_of(part: PublicPart) -> dict[str, str]:
 
 
 def node_config_for(doc: GenesisDoc, public_key: str, *, p2p_listen: str | None = None,
-                    rpc_listen: str | None = None, source: str = "config.json") -> NodeConfig:
-    """The config of the validator holding ``public_key``: every other validator is its peer."""
+                    rpc_listen: str | None = None, source: str = "config.json",
+                    joining: PublicPart | None = None) -> NodeConfig:
+    """The config of the validator holding ``public_key``: every other validator is its peer.
+
+    ``joining``: the public part of a hospital's validator that is not in genesis, because it joins by a
+    consortium decision (``fbci gov propose validator-add``); its peers are genesis's validators, and the
+    chain's own validator set takes over once it has synced."""
     me = next((v for v in doc.validators if v.public_key == public_key), None)
+    if me is None and joining is not None and joining.p2p_address is not None and "validator" in joining.roles:
+        me = ValidatorInfo.model_validate({"name": joining.name, "public_key": joining.public_key,
+                                           "p2p_address": joining.p2p_address, **_key_type_of(joining)})
     if me is None:
         raise InvalidInput(f"key {public_key[:16]}... is not in the validator set of chain {doc.chain_id!r}")
     host, port = split_address(me.p2p_address)
@@ -89,7 +97,7 @@ def node_config_for(doc: GenesisDoc, public_key: str, *, p2p_listen: str | None 
         "p2p_listen": p2p_listen or me.p2p_address,
         "rpc_listen": rpc_listen or f"{host}:{port + 1}",
         "peers": [{"name": v.name, "public_key": v.public_key, "address": v.p2p_address}
-                  for v in doc.validators if v is not me],
+                  for v in doc.validators if v.public_key != me.public_key],
     }
     return validate_model(NodeConfig, obj, source=source, error=InvalidInput)
 
@@ -107,7 +115,7 @@ def install_genesis(home: Path, doc: GenesisDoc, *, p2p_listen: str | None = Non
         if existing.exists():
             raise InvalidInput(f"{existing} already exists; this home is already set up")
     config = node_config_for(doc, part.public_key, p2p_listen=p2p_listen,
-                             rpc_listen=rpc_listen or part.rpc_address, source=str(paths.config))
+                             rpc_listen=rpc_listen or part.rpc_address, source=str(paths.config), joining=part)
     write_genesis(doc, paths.genesis)
     write_config(config, paths)
     return config

@@ -21,6 +21,7 @@ from core import codec
 from core.crypto import HybridPublicKey, KeyType, PublicKey, VerifyingKey
 from core.errors import InvalidGenesis, InvalidInput
 from core.hashing import sha256
+from core.validators import Validator, ValidatorSet
 from genesis.types import STRICT, ChainId, DialAddress, MlDsaPublicKeyHex, Name, PublicKeyHex, Roles
 from genesis.validation import (
     FieldError,
@@ -186,6 +187,11 @@ class GenesisDoc(BaseModel):
         if not any("admin" in a.roles for a in self.accounts):
             raise FieldError(("accounts",), "at least one account needs role 'admin' (to manage the others)")
         return self
+
+    def validator_set(self) -> ValidatorSet:
+        """Genesis's validators as the chain's first validator set (``core.validators``), in their order."""
+        return ValidatorSet(tuple(Validator(bytes.fromhex(v.public_key), v.name, v.p2p_address, v.key_type,
+                                            bytes.fromhex(v.ml_dsa_public_key or "")) for v in self.validators))
 
     def validator_keys(self) -> dict[bytes, VerifyingKey]:
         """Each validator's verifying key by its 32-byte identity: the allow-list of peer links, and the

@@ -229,6 +229,7 @@ class Governance:
             proposal = proposal.model_copy(update={"status": EXECUTED, "closed_height": ctx.height,
                                                    "outcome": outcome})
             result["executed"] = proposal.action
+            result["outcome"] = outcome
         _store(state, proposal)
         return result
 

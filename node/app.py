@@ -35,6 +35,8 @@ from core.state import StateView, TxContext
 from core.readauth import CUSTODIAN_PATH, READER_PATH, CustodianParams, ReaderInfo, ReaderParams
 from core.tx import Transaction
 from consent import contract as consent_contract
+from core import validators as validator_queries
+from core.validators import ValidatorSet
 from consent import queries as consent_queries
 from core import keyhistory
 from governance import queries as gov_queries
@@ -46,6 +48,7 @@ from ids.alerts import StoredAlert
 from node.accounts import Account, load_account, reader_info, store_account
 from node.audit import AuditLog
 from node.audit_anchor import anchors, covering, last_anchored
+from node import validator_set
 from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
@@ -65,6 +68,7 @@ MAX_NONCE_GAP = 64
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
                  *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
+                 *validator_queries.STATE_QUERIES,
                  (gov_queries.GOV_CONVICTIONS, convictions))
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
@@ -104,6 +108,7 @@ class LedgerApplication:
         self.tx_index = TxIndex(database)
         self.signatures = SignatureCache(signature_cache_size)
         self.verifier = verifier or Ed25519Verifier(chain_id)
+        self.schedule = validator_set.ValidatorSchedule(validators, self.verifier)
         self.quota = MemberQuota.from_params(params)
         self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
         self.snapshots = SnapshotServer(self.state, self.blocks, params.max_block_bytes)
@@ -129,7 +134,9 @@ class LedgerApplication:
                   build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
                   verifier=verifier)
         app.check_stored_chain()
-        app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts], genesis_hooks(doc))
+        genesis_set = doc.validator_set()
+        app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts],
+                         [*genesis_hooks(doc), lambda state: validator_set.init_validator_set(state, genesis_set)])
         replayed = app.replay_unapplied()
         if replayed:
             log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
@@ -166,10 +173,10 @@ class LedgerApplication:
             certificate = CommitCertificate.decode(self.blocks.certificate(last))
             if certificate.height != last or certificate.block_hash != block.hash:
                 return [f"the commit certificate stored for height {last} certifies another block"]
-            certificate.verify(self.chain_id, self.validators, self.verifier)
+            certificate.verify(self.chain_id, self.validator_set(last).keys, self.verifier)
         except FbciError as exc:
             return [f"the block or commit certificate stored for height {last} does not verify against the "
-                    f"genesis validators: {exc.message}"]
+                    f"validators of that height: {exc.message}"]
         return []
 
     def init_genesis(self, accounts: Sequence[GenesisAccount], hooks: Sequence[Callable[[StateView], None]]) -> None:
@@ -183,6 +190,7 @@ class LedgerApplication:
             hook(pending)
         self.state.commit(0, pending)
         self._info = None
+        self.schedule.forget()
         log.info("genesis state written, state hash %s", self.state.state_hash.hex())
 
     def replay_unapplied(self) -> int:
@@ -212,6 +220,20 @@ class LedgerApplication:
                 self._info = AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash,
                                      self.blocks.certificate(height))
         return self._info
+
+    # -- the validator set of each height ---------------------------------------------------
+
+    def validator_set(self, height: int) -> ValidatorSet:
+        """The set deciding ``height`` as far as the chain decided it: a set chosen in block H counts from
+        H + 2, so beyond ``self.height + 2`` this is only the latest decided set."""
+        return self.schedule.at(self.state, height)
+
+    def validators_at(self, height: int) -> tuple[bytes, ...] | None:
+        """The keys deciding ``height``, or None while the chain has not decided that height's set
+        (consensus's ``ValidatorsAt``)."""
+        if height > self.height + validator_set.EFFECT_DELAY:
+            return None
+        return self.validator_set(height).keys
 
     def _block_at(self, height: int) -> Block:
         return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
@@ -281,6 +303,8 @@ class LedgerApplication:
             proposer=request.proposer, time_ms=max(request.now_ms, info.last_block_time_ms + 1),
             txs_root=merkle_root(list(txs)), state_hash=info.state_hash,
             prev_commit_hash=sha256(info.last_certificate) if info.last_certificate else ZERO_HASH, num_txs=len(txs),
+            validators_hash=self.validator_set(info.height + 1).hash(),
+            next_validators_hash=self.validator_set(info.height + 2).hash(),
         )
         return Block(header, txs, info.last_certificate)
 
@@ -302,8 +326,13 @@ class LedgerApplication:
         self._check_last_commit(block)
         if h.state_hash != self.info().state_hash:
             raise InvalidInput("block.state_hash differs from this validator's state after the last block")
-        if h.proposer not in self.validators:
-            raise InvalidInput("block.proposer is not a validator")
+        if h.validators_hash != self.validator_set(expected).hash():
+            raise InvalidInput(f"block.validators_hash is not the hash of the validator set of height {expected}")
+        if h.next_validators_hash != self.validator_set(expected + 1).hash():
+            raise InvalidInput(f"block.next_validators_hash is not the hash of the validator set of height "
+                               f"{expected + 1}")
+        if h.proposer not in self.validator_set(expected):
+            raise InvalidInput(f"block.proposer is not a validator at height {expected}")
         if h.time_ms <= self._last_block_time():
             raise InvalidInput("block.time_ms is not after the previous block's time (or genesis time)")
         if now_ms is not None and h.time_ms > now_ms + self.params.max_clock_drift_ms:
@@ -333,7 +362,7 @@ class LedgerApplication:
         if cert.height != self.height or cert.block_hash != self._last_block_hash():
             raise InvalidInput("block.last_commit (prev_commit_hash) does not certify the last committed block")
         if block.last_commit != self.info().last_certificate:  # the same bytes were verified when we committed
-            cert.verify(self.chain_id, self.validators, self.verifier)
+            cert.verify(self.chain_id, self.validator_set(self.height).keys, self.verifier)
 
     # -- FinalizeBlock + Commit -------------------------------------------------------------
 
@@ -358,7 +387,7 @@ class LedgerApplication:
         self._head = block
         self._info = AppInfo(block.height, block.hash, block.header.time_ms, state_hash, certificate)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
-                              outcome.rounds_closed)
+                              outcome.rounds_closed, self.schedule.after_block(self.state, block.height))
 
     def sync(self) -> None:
         """Make every commit so far durable (after a batch of ``durable=False`` ones)."""
@@ -433,6 +462,7 @@ class LedgerApplication:
             proposer=h.proposer, time_ms=h.time_ms, txs_root=h.txs_root, state_hash=h.state_hash,
             prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
             last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
+            validators_hash=h.validators_hash, next_validators_hash=h.next_validators_hash,
         )
 
 

@@ -38,6 +38,7 @@ from core.api import Receipt
 from core.block import Block
 from core.snapshot import ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotList
 from core.tx import Transaction
+from core.validators import ValidatorSet
 from fl_contracts.contract import RoundRecord
 from ids.alerts import StoredAlert
 
@@ -95,6 +96,14 @@ class FinalizeRequest:
 
 
 @dataclass(frozen=True)
+class ValidatorUpdate:
+    """A block decided a new validator set: ``validators`` decide from ``height`` (the block's + 2) on."""
+
+    height: int
+    validators: ValidatorSet
+
+
+@dataclass(frozen=True)
 class FinalizedBlock:
     """What executing a block produced, for the node's observers (waiters, metrics, websocket, defence)."""
 
@@ -105,6 +114,9 @@ class FinalizedBlock:
     """Each sender of the block's decodable transactions and its nonce after the block."""
     alerts: Sequence[StoredAlert] = field(default_factory=tuple)
     rounds_closed: Sequence[RoundRecord] = field(default_factory=tuple)
+    validator_update: ValidatorUpdate | None = None
+    """As CometBFT's ``validator_updates``: the node hands the new set to its peer allow-list; consensus
+    reads each height's set through :meth:`Application.validators_at`."""
 
 
 @dataclass(frozen=True)
@@ -153,4 +165,12 @@ class Application(Protocol):
 
     def restore_snapshot(self, snapshot: RestoredSnapshot) -> None:
         """Replace a genesis-only store with a verified snapshot: its state, its block and certificate."""
+        ...
+
+    def validator_set(self, height: int) -> ValidatorSet:
+        """The set deciding ``height`` (for a height beyond the decided ones, the latest decided set)."""
+        ...
+
+    def validators_at(self, height: int) -> tuple[bytes, ...] | None:
+        """The keys deciding ``height`` in proposer order, None while the chain has not decided it."""
         ...

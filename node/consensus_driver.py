@@ -66,7 +66,9 @@ def unsupervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[Non
 class Outbox(Protocol):
     """Where consensus messages go: the peer transport (with no peers, a lone validator's sends go nowhere)."""
 
-    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool: ...
+    def send(self, peer: bytes, channel: Channel, payload: bytes, *, missing_ok: bool = False) -> bool:
+        """``missing_ok``: a peer the validator set dropped is skipped, not an error."""
+        ...
 
     def broadcast(self, channel: Channel, payload: bytes) -> None: ...
 
@@ -215,7 +217,7 @@ class ConsensusDriver:
         if isinstance(action, Send):
             if self._may_send(action.message):
                 await self.writer.drained()
-                self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message))
+                self.outbox.send(action.to, Channel.CONSENSUS, encode_message(action.message), missing_ok=True)
         elif isinstance(action, Broadcast):
             if self._may_send(action.message):
                 await self.writer.drained()

@@ -2,8 +2,8 @@
 
 When a validator's replica holds two conflicting signed consensus messages
 from one validator, the validator submits them as ``consensus.evidence``.
-Every validator re-verifies the pair against the genesis validator set
-before storing it, so a validator is never blamed on one peer's word, and
+Every validator re-verifies the pair against the validator set of the
+evidence's own height before storing it, so a validator is never blamed on one peer's word, and
 anyone can fetch the proof and check it again. The evidence is stored under
 its SHA-256, which is also the ``feature_digest`` of the ``equivocation``
 alert raised for it, so the alert points at its proof.
@@ -23,6 +23,7 @@ from core.state import StateView, TxContext
 from governance.queries import Conviction
 from core.tx import parse_payload
 from node.execution import Handler
+from node.validator_set import keys_at
 
 TX_KIND = "consensus.evidence"
 PREFIX = b"evidence/"
@@ -34,13 +35,14 @@ class EvidencePayload(BaseModel):
 
 
 def evidence_handler(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> Handler:
-    """``verifier`` knows the validators' key types (default: all Ed25519)."""
+    """``verifier`` knows the validators' key types (default: all Ed25519); ``validators``: genesis's set,
+    for a state that holds no validator sets (tests' bare ledgers)."""
     verifier = verifier or Ed25519Verifier(chain_id)
 
     def submit_evidence(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
         raw = parse_payload(EvidencePayload, payload).evidence
         evidence = Evidence.decode(raw)
-        evidence.verify(chain_id, validators, verifier)  # InvalidEvidence names what is wrong
+        evidence.verify(chain_id, keys_at(state, evidence.height, validators), verifier)  # InvalidEvidence names what is wrong
         canonical = evidence.encode()  # either order of the two messages is the same evidence
         key = PREFIX + sha256(canonical)
         if state.get(key) is not None:

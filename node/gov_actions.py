@@ -6,10 +6,11 @@ one admin's transaction did and nothing is written twice. Left out on purpose:
 
 - changing a chain parameter: the chain reads its parameters from the genesis
   file (``genesis.schema.ChainParams``), not from state, so no on-chain decision
-  could change what validators enforce;
-- adding or removing a validator (voting out one that ``gov_convictions`` names):
-  that needs validator-set changes taking effect at H+2, which this chain does
-  not have yet.
+  could change what validators enforce.
+
+``validator.add`` and ``validator.remove`` (voting out one that ``gov_convictions``
+names) have no single-admin kind before them: they are decisions of the
+consortium only (``node.validator_set``; in effect two blocks later).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from governance.contract import Action, Handler, load_config
-from node import accounts
+from node import accounts, validator_set
 
 SINGLE_ADMIN_KINDS = {"acl.register": "register", "acl.grant": "grant", "acl.revoke": "revoke"}
 """The kinds one admin sent alone, and the governance action that replaces each."""
@@ -57,6 +58,8 @@ ACTIONS: dict[str, Action] = {
     "revoke": Action(_checker(accounts.RolePayload), accounts.revoke),
     "add_model": Action(_check_spec, _add_model),
     "rotate": Action(_checker(accounts.GovRotatePayload), accounts.gov_rotate),
+    "validator.add": Action(validator_set.check_add, validator_set.add_validator),
+    "validator.remove": Action(validator_set.check_remove, validator_set.remove_validators),
 }
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from consensus import ChainSigner, CommitCertificate, KeyedVerifier, Replica, ReplicaConfig, Start
+from consensus import ChainSigner, CommitCertificate, Replica, ReplicaConfig, Start
 from core import codec
 from core.audit import ANCHOR_KIND
 from core.crypto import HybridPrivateKey
@@ -49,6 +49,7 @@ from node.crashreport import Crash, CrashReporter, record_crash
 from node.diskwriter import DiskWriter
 from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.ledger import Ledger
+from node.membership import PeerSet
 from node.metrics import NodeMetrics
 from node.misbehaviour import OwnTxSubmitter, SelfDefence, rpc_limiter
 from node.read_auth import read_guard_for
@@ -179,24 +180,26 @@ class Validator:
             config.name, lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
             on_evidence_found=lambda proof: own.offer(EVIDENCE_KIND, {"evidence": proof}),
         )
+        configured = [PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in config.peers]
+        peer_set = PeerSet(application, me, configured)  # the allow-list follows the chain's validator set
         self.transport = PeerTransport(
-            chain_id=doc.chain_id, key=key, listen=config.p2p_listen,
-            peers=[PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in config.peers],
+            chain_id=doc.chain_id, key=key, listen=config.p2p_listen, peers=configured,
             on_message=self._on_peer_message, max_message_bytes=params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self.defence.on_peer_misbehaviour,
             validator_hosts=[split_address(v.p2p_address)[0] for v in doc.validators],
-            peer_keys=doc.validator_keys().get, spawn=self.supervisor.spawn,
+            peer_keys=peer_set.key, spawn=self.supervisor.spawn,
         )
-        verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())
+        peer_set.on_change = self.transport.set_peers
+        verifier = application.verifier  # learns the key types of validators the chain admits
         wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
-                          ChainSigner(key, doc.chain_id), verifier)
+                          ChainSigner(key, doc.chain_id), verifier, application.validators_at)
         self.driver = ConsensusDriver(replica, ledger, wal, self.transport, me, ProposalTiming.from_params(params),
                                       on_evidence=self.defence.on_evidence, spawn=self.supervisor.spawn,
                                       mute_through=wal.lost_through, writer=writer)
         self.syncer = BlockSyncer(
-            ledger, chain_id=doc.chain_id, validators=validators, verifier=verifier,
-            send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload),
+            ledger, chain_id=doc.chain_id, verifier=verifier,
+            send=lambda peer, payload: self.transport.send(peer, Channel.SYNC, payload, missing_ok=True),
             peers=self.transport.connected_peers, on_synced=self.driver.synced_to,
             on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn, writer=writer,
             signatures=application.signatures,
@@ -227,8 +230,8 @@ class Validator:
         crashes = CrashReporter(data, config.name.lower(), own.key.public_key.raw,
                                 lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
                                 lambda alert: is_recorded(application.state, alert))
-        ledger.blocks.observers += [self.service.on_commit, self.metrics.on_commit, self.defence.inspect_commit,
-                                    anchorer.on_commit, crashes.on_commit]
+        ledger.blocks.observers += [peer_set.on_commit, self.service.on_commit, self.metrics.on_commit,
+                                    self.defence.inspect_commit, anchorer.on_commit, crashes.on_commit]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
 
         own.start(self.service, self.supervisor.spawn)

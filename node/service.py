@@ -141,7 +141,14 @@ class NodeService:
         return TxCommitResult(hash=tx_hash, height=receipt.height, index=receipt.index, receipt=receipt)
 
     async def validators(self) -> list[ValidatorInfo]:
-        return list(self.genesis_doc.validators)
+        """The set deciding the next height (the chain's, which consortium decisions change)."""
+        members = self.app.validator_set(self.app.info().height + 1).validators
+        if [v.public_key.hex() for v in members] == [v.public_key for v in self.genesis_doc.validators]:
+            return list(self.genesis_doc.validators)
+        return [ValidatorInfo.model_validate({
+            "name": v.name, "public_key": v.public_key.hex(), "p2p_address": v.p2p_address,
+            **({"key_type": v.key_type, "ml_dsa_public_key": v.ml_dsa_public_key.hex()} if v.ml_dsa_public_key else {}),
+        }) for v in members]
 
     async def genesis(self) -> GenesisWithHash:
         return GenesisWithHash(genesis=self.genesis_doc, hash=self.genesis_doc.hash().hex())

@@ -2,7 +2,9 @@
 
 It trusts no peer. Every block must arrive with a commit certificate that
 carries a quorum of valid validator signatures for exactly that height and
-block hash (checked against the genesis validator set), and must link to this
+block hash (checked against the validator set of that height, which the
+chain itself decided two blocks earlier, so a node syncing from genesis
+checks every certificate across every change), and must link to this
 validator's own last block (previous hash, previous certificate hash, state
 hash). A peer that sends anything else is reported and another is tried. A
 failure of this validator's own store (a full disk) is not the peer's: it
@@ -42,7 +44,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from consensus import CommitCertificate, Verifier
@@ -106,6 +108,9 @@ class SyncedItem:
     certificate: CommitCertificate
     raw_block: bytes
     raw_certificate: bytes
+    checked_with: tuple[bytes, ...] = ()
+    """The set the certificate verified against on the pool: the latest the chain had decided when the
+    response came in. If a block applied before it changes its height's set, it is verified again."""
 
 
 def decode_batch(payload: Any, max_block_bytes: int) -> list[SyncedItem]:
@@ -144,7 +149,7 @@ class BlockSyncer:
     too, and the application then finds them there. ``writer``: the node's disk writer (``node/diskwriter``).
     """
 
-    def __init__(self, ledger: Ledger, *, chain_id: str, validators: tuple[bytes, ...], verifier: Verifier,
+    def __init__(self, ledger: Ledger, *, chain_id: str, verifier: Verifier,
                  send: SendSync, peers: PeersNow, on_synced: Callable[[int, CommitCertificate], None],
                  on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn = unsupervised,
                  writer: DiskWriter | None = None, signatures: SignatureSet | None = None,
@@ -152,7 +157,6 @@ class BlockSyncer:
         self.app = ledger.app
         self.blocks = ledger.blocks
         self.chain_id = chain_id
-        self.validators = validators
         self.max_block_bytes = ledger.params.max_block_bytes
         self.max_tx_bytes = ledger.params.max_tx_bytes
         self.verifier = verifier
@@ -257,22 +261,23 @@ class BlockSyncer:
             if (start, future) in waiting:
                 waiting.remove((start, future))
         try:
-            items = decode_batch(payload, self.max_block_bytes)
-            await self._verify(items)
+            items = await self._verify(decode_batch(payload, self.max_block_bytes))
         except FbciError as exc:
             return peer, exc
         return peer, items
 
-    async def _verify(self, items: list[SyncedItem]) -> None:
-        """Every certificate against the validator set, and the transactions' signatures, on the pool.
+    async def _verify(self, items: list[SyncedItem]) -> list[SyncedItem]:
+        """Every certificate against the latest decided set, and the transactions' signatures, on the pool;
+        the items, with the set each certificate passed with.
 
         Raises the error of the lowest item that failed; what passed is only recorded for the transactions
         (in the signature cache), since the certificates are checked for exactly these decoded items."""
         loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.verify_threads, thread_name_prefix="sync-verify")
-        checks = [loop.run_in_executor(self._pool, item.certificate.verify, self.chain_id, self.validators,
-                                       self.verifier) for item in items]
+        sets = [self.app.validator_set(item.block.height).keys for item in items]
+        checks = [loop.run_in_executor(self._pool, item.certificate.verify, self.chain_id, keys, self.verifier)
+                  for item, keys in zip(items, sets)]
         txs = [] if self.signatures is None else [raw for item in items for raw in item.block.txs
                                                   if sha256(raw) not in self.signatures]
         tx_checks = [loop.run_in_executor(self._pool, self._tx_signature_ok, raw) for raw in txs]
@@ -284,6 +289,7 @@ class BlockSyncer:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        return [replace(item, checked_with=keys) for item, keys in zip(items, sets)]
 
     def _tx_signature_ok(self, raw: bytes) -> bytes | None:
         """The hash of a transaction of this chain whose signature is valid, else None (the application
@@ -318,6 +324,9 @@ class BlockSyncer:
         for item in items:
             if item.block.height <= self._height():
                 continue
+            keys = self.app.validator_set(item.block.height).keys  # decided: the block before it is applied
+            if keys != item.checked_with:
+                item.certificate.verify(self.chain_id, keys, self.verifier)
             self.app.process_proposal(item.block, None)
             done.append((self.blocks.finalize(item.block, item.raw_certificate, item.raw_block, durable=False),
                          item.certificate))
@@ -347,7 +356,6 @@ class BlockSyncer:
             items = decode_batch(payload, self.max_block_bytes)
             for item in items:
                 if item.block.height > self._height():
-                    item.certificate.verify(self.chain_id, self.validators, self.verifier)
                     self._apply([item], done)
         finally:
             if done:

@@ -95,6 +95,7 @@ class PeerTransport:
         self._key = key
         self._own = key.public_key.raw
         self._listen = listen
+        self._queue_limits = queue_limits
         self._peers = {p.public_key: _Peer(p, queue_limits) for p in peers if p.public_key != self._own}
         self._peer_keys = peer_keys or self._listed_peer_keys
         self._on_message = on_message
@@ -110,7 +111,7 @@ class PeerTransport:
             weights[host] = max(weights[host], count)
         self._validator_hosts = weights
         self._sockets: set[Socket] = set()
-        self._dialers: list[asyncio.Task[None]] = []
+        self._dialers: dict[bytes, asyncio.Task[None]] = {}
         self._listener: Listener | None = None
         self._slots: HandshakeSlots | None = None
         self._caps: ConnectionCaps | None = None
@@ -139,16 +140,16 @@ class PeerTransport:
         except BaseException:
             await self.stop()
             raise
-        self._dialers = [self._spawn(self._dial_loop(p), f"p2p-dial-{p.info.name}")
-                         for p in self._peers.values() if self._dials(p)]
+        for peer in self._peers.values():
+            self._start_dialer(peer)
 
     async def stop(self) -> None:
         """Cancel dialers, close every socket, then the server and the client session."""
         self._stopping = True
-        for task in self._dialers:
+        for task in self._dialers.values():
             task.cancel()
-        await asyncio.gather(*self._dialers, return_exceptions=True)
-        self._dialers = []
+        await asyncio.gather(*self._dialers.values(), return_exceptions=True)
+        self._dialers = {}
         await asyncio.gather(*(self._close(ws, WSCloseCode.GOING_AWAY, "shutdown") for ws in list(self._sockets)))
         if self._listener is not None:
             await self._listener.stop()
@@ -166,10 +167,14 @@ class PeerTransport:
 
     # ---- public API ------------------------------------------------------
 
-    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
-        """Queue ``payload`` for ``peer``; False (and counted) when that channel's budget is spent."""
+    def send(self, peer: bytes, channel: Channel, payload: bytes, *, missing_ok: bool = False) -> bool:
+        """Queue ``payload`` for ``peer``; False (and counted) when that channel's budget is spent.
+        ``missing_ok``: False, not :class:`UnknownPeer`, for a peer that is not (or no longer) one, since
+        the validator set may drop it between a caller's choice and its send."""
         state = self._peers.get(peer)
         if state is None:
+            if missing_ok:
+                return False
             raise UnknownPeer(f"{peer.hex()} is not a peer of this transport")
         self._check_size(payload)
         return state.queues.push(channel, payload)
@@ -178,6 +183,27 @@ class PeerTransport:
         self._check_size(payload)
         for state in self._peers.values():
             state.queues.push(channel, payload)
+
+    def set_peers(self, peers: Sequence[PeerInfo]) -> None:
+        """The validator set changed: a peer no longer listed loses its link and queues, a new one is
+        dialled (or awaited, by the dial rule). The allow-list (``peer_keys``) is the caller's to change."""
+        wanted = {p.public_key: p for p in peers if p.public_key != self._own}
+        for key in [k for k in self._peers if k not in wanted]:
+            gone = self._peers.pop(key)
+            dialer = self._dialers.pop(key, None)
+            if dialer is not None:
+                dialer.cancel()
+            if gone.ws is not None:
+                self._spawn(self._close(gone.ws, WSCloseCode.POLICY_VIOLATION, "no longer a validator"),
+                            f"p2p-close-{gone.info.name}")
+            log.info("%s is no longer a peer", gone.info.name)
+        for key, info in wanted.items():
+            if key not in self._peers:
+                self._peers[key] = peer = _Peer(info, self._queue_limits)
+                if self._session is not None and not self._stopping:
+                    self._start_dialer(peer)
+                log.info("%s is a peer now", info.name)
+        self._notify()
 
     def connected_peers(self) -> list[bytes]:
         return [k for k, p in self._peers.items() if p.ws is not None]
@@ -217,6 +243,10 @@ class PeerTransport:
 
     def _dials(self, peer: _Peer) -> bool:
         return self._own < peer.info.public_key
+
+    def _start_dialer(self, peer: _Peer) -> None:
+        if self._dials(peer):
+            self._dialers[peer.info.public_key] = self._spawn(self._dial_loop(peer), f"p2p-dial-{peer.info.name}")
 
     def _notify(self) -> None:
         self._changed.set()

@@ -5,7 +5,9 @@ failing schedule replays exactly from its seed. The network delays, drops,
 duplicates and reorders messages and can be partitioned (``cut``,
 ``isolate``, ``heal``); replicas crash and restart from their WAL; some
 replicas are Byzantine (see adversary.py). Monitors check, on every commit
-and every signed message, the safety properties the tests assert.
+and every signed message, the safety properties the tests assert. The
+validator set may change (:class:`Membership`): every replica runs, and the
+ones outside a height's set follow it without a vote.
 """
 
 from __future__ import annotations
@@ -62,10 +64,29 @@ class Violation(AssertionError):
     pass
 
 
+@dataclass(frozen=True)
+class Membership:
+    """Which replicas (by index) decide each height: ``genesis`` from height 1, then each ``(H, members)`` of
+    ``changes`` from H + 2, as if block H had carried the decision. A replica is told a set only once it has
+    committed block H (by consensus or by sync), as a node learns it from its own state."""
+
+    genesis: tuple[int, ...]
+    changes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def at(self, height: int) -> tuple[int, ...]:
+        members = self.genesis
+        for decided, later in self.changes:
+            if decided + 2 <= height:
+                members = later
+        return members
+
+
 class Simulation:
     def __init__(self, n: int, seed: int, faults: Faults | None = None, byzantine: dict[int, str] | None = None,
-                 base_timeout: int = 6, real_crypto: tuple[Any, Any] | None = None) -> None:
+                 base_timeout: int = 6, real_crypto: tuple[Any, Any] | None = None,
+                 membership: Membership | None = None) -> None:
         self.n, self.rng, self.faults = n, random.Random(seed), faults or Faults()
+        self.membership = membership or Membership(tuple(range(n)))
         self.keys = validator_keys(n) if real_crypto is None else real_crypto[0]
         self.make_signer: Callable[[int], Any] = (
             (lambda i: FakeSigner(self.keys[i])) if real_crypto is None else real_crypto[1])
@@ -95,6 +116,13 @@ class Simulation:
 
     def heal(self) -> None:
         self.groups = None
+
+    def validators_at(self, height: int) -> tuple[bytes, ...]:
+        return tuple(self.keys[i] for i in self.membership.at(height))
+
+    def _known_set(self, index: int, height: int) -> tuple[bytes, ...] | None:
+        """What replica ``index`` may know of ``height``'s set: decided by a block it has committed."""
+        return self.validators_at(height) if height <= self.nodes[index].tip + 2 else None
 
     def honest(self) -> list[SimNode]:
         return [nd for nd in self.nodes if nd.byzantine is None]
@@ -169,7 +197,7 @@ class Simulation:
         elif isinstance(action, CommitBlock):
             self._on_commit(node, action)
         elif isinstance(action, ReportEvidence):
-            action.evidence.verify(CHAIN, self.keys, self.verifier)
+            action.evidence.verify(CHAIN, self.validators_at(action.evidence.height), self.verifier)
             self.evidence.append(action.evidence)
         elif isinstance(action, NeedSync):
             self._schedule(self.rng.randint(1, 4), node, ("sync",))
@@ -199,7 +227,7 @@ class Simulation:
             self.violations.append(f"honest replica equivocated at {slot[1:]}")
 
     def _on_commit(self, node: SimNode, action: CommitBlock) -> None:
-        action.certificate.verify(CHAIN, self.keys, self.verifier)
+        action.certificate.verify(CHAIN, self.validators_at(action.height), self.verifier)
         node.store[action.height] = (action.block, action.block_hash, action.certificate)
         node.wal = [r for r in node.wal if r.height > action.height]
         if node.byzantine is None:
@@ -217,7 +245,7 @@ class Simulation:
             return
         for h in range(node.tip + 1, source.tip + 1):
             block, block_hash, cert = source.store[h]
-            cert.verify(CHAIN, self.keys, self.verifier)
+            cert.verify(CHAIN, self.validators_at(h), self.verifier)
             self._on_commit(node, CommitBlock(h, block, block_hash, cert))
         self._feed(node, SyncedTo(source.tip, source.store[source.tip][2]))
 
@@ -239,10 +267,11 @@ class Simulation:
         self._feed(node, Start(node.tip + 1, cert, tuple(node.wal)))
 
     def _new_node(self, i: int, byzantine: str | None) -> SimNode:
-        cfg = ReplicaConfig(CHAIN, self.keys, self.keys[i], self.base_timeout,
+        cfg = ReplicaConfig(CHAIN, self.validators_at(1), self.keys[i], self.base_timeout,
                             max_timeout_ticks=8 * self.base_timeout)
         signer = self.make_signer(i)
-        return SimNode(i, self.keys[i], Replica(cfg, signer, self.verifier), signer, byzantine=byzantine)
+        replica = Replica(cfg, signer, self.verifier, lambda height: self._known_set(i, height))
+        return SimNode(i, self.keys[i], replica, signer, byzantine=byzantine)
 
     # ---- a whole schedule ----------------------------------------------------------------------
 

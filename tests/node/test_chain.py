@@ -124,7 +124,7 @@ def test_replay_applies_a_stored_block_whose_state_commit_was_cut_off(tmp_path) 
 
 
 def _syncer(chain: Ledger, sent: list, misbehaving: list) -> BlockSyncer:
-    return BlockSyncer(chain, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
+    return BlockSyncer(chain, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN),
                        send=lambda peer, data: sent.append(data) or True, peers=lambda: [VKEYS[1]],
                        on_synced=lambda h, c: None, on_misbehaviour=lambda peer, what: misbehaving.append(what))
 
@@ -181,7 +181,7 @@ def test_sync_rotates_to_another_peer_after_a_bad_batch(tmp_path) -> None:
                 syncer.on_response(peer, codec.decode(serve_request(source.app, request)))
             return True
 
-        syncer = BlockSyncer(fresh, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN), send=send,
+        syncer = BlockSyncer(fresh, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN), send=send,
                              peers=lambda: [liar, honest], on_synced=lambda h, c: None,
                              on_misbehaviour=lambda p, what: misbehaving.append(what))
         syncer.request_sync(3, liar)
@@ -230,7 +230,7 @@ def test_a_batch_refused_midway_keeps_the_verified_blocks_durably(tmp_path) -> N
     items = codec.decode(serve_request(source.app, ["get_blocks", 1, 64]))[1]
     items[2][1] = certify(blocks[2], VALIDATORS[:1])  # the third certificate lacks a quorum
     synced: list[int] = []
-    syncer = BlockSyncer(fresh, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
+    syncer = BlockSyncer(fresh, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN),
                          send=lambda p, d: True, peers=lambda: [], on_synced=lambda h, c: synced.append(h),
                          on_misbehaviour=lambda p, w: None)
     with pytest.raises(InvalidInput):

@@ -45,7 +45,7 @@ class Recorder:
     def append_all(self, records: list[WalRecord]) -> None:
         self.log.append(("wal", list(records)))
 
-    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
+    def send(self, peer: bytes, channel: Channel, payload: bytes, *, missing_ok: bool = False) -> bool:
         self.log.append(("send", payload))
         return True
 

@@ -63,7 +63,7 @@ class Outbox:
     def __init__(self, log: list[tuple[str, Any]]) -> None:
         self.log = log
 
-    def send(self, peer: bytes, channel: Channel, payload: bytes) -> bool:
+    def send(self, peer: bytes, channel: Channel, payload: bytes, *, missing_ok: bool = False) -> bool:
         self.log.append(("send", peer))
         return True
 

@@ -128,7 +128,7 @@ def test_a_latest_certificate_that_does_not_verify_is_refused(tmp_path: Path) ->
     head = Block.decode(ledger.app.stored_block(3).raw, max_size=1 << 20)
     ledger.app.database.close()  # type: ignore[attr-defined]
     _damage(tmp_path / "db", put={_height(b"c", 3): certify(head, VALIDATORS[:2])})  # one signature short
-    with pytest.raises(StoreCorrupt, match="height 3 does not verify against the genesis validators"):
+    with pytest.raises(StoreCorrupt, match="height 3 does not verify against the validators of that height"):
         open_ledger(tmp_path / "db").app.check_stored_chain()  # type: ignore[attr-defined]
 
 
@@ -230,7 +230,7 @@ async def test_a_full_disk_during_block_sync_stops_the_validator_and_blames_no_p
         asyncio.get_running_loop().call_soon(syncer.on_response, peer, codec.decode(reply))
         return True
 
-    syncer = BlockSyncer(fresh, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN), send=send,
+    syncer = BlockSyncer(fresh, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN), send=send,
                          peers=lambda: [VKEYS[1]], on_synced=lambda h, c: None,
                          on_misbehaviour=lambda peer, what: blamed.append(what), spawn=supervisor.spawn)
     fill_disk(leveldb_log(tmp_path / "dst"))

@@ -145,7 +145,7 @@ async def test_an_exception_in_block_sync_stops_the_validator(tmp_path) -> None:
     def peers() -> list[bytes]:
         raise RuntimeError("transport bug")
 
-    syncer = BlockSyncer(open_ledger(tmp_path / "db"), chain_id=CHAIN, validators=VKEYS,
+    syncer = BlockSyncer(open_ledger(tmp_path / "db"), chain_id=CHAIN,
                          verifier=Ed25519Verifier(CHAIN), send=lambda peer, data: True, peers=peers,
                          on_synced=lambda h, c: None, on_misbehaviour=lambda p, w: None, spawn=supervisor.spawn)
     syncer.request_sync(5, None)

@@ -45,7 +45,7 @@ def chains(tmp_path) -> Any:
 
 def _syncer(fresh: Ledger, send: Any, peers: list[bytes], verifier: Any, synced: list[int],
             misbehaving: list[str] | None = None) -> BlockSyncer:
-    return BlockSyncer(fresh, chain_id=CHAIN, validators=VKEYS, verifier=verifier, send=send,
+    return BlockSyncer(fresh, chain_id=CHAIN, verifier=verifier, send=send,
                        peers=lambda: peers, on_synced=lambda h, c: synced.append(h),
                        on_misbehaviour=lambda p, what: (misbehaving if misbehaving is not None else []).append(what),
                        signatures=fresh.app.signatures)  # type: ignore[attr-defined]

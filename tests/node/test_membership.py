@@ -1,0 +1,38 @@
+"""The peer allow-list follows the chain's validator set (node/membership.py), on an in-process ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.membership import PeerSet
+from node.transport import PeerInfo
+from tests.governance.test_validator_set import NODES, add_params, commit, decide, open_chain
+
+
+def test_a_validator_is_admitted_when_decided_and_cut_after_its_last_height(tmp_path: Path) -> None:
+    ledger = open_chain(tmp_path / "chain", validators=5)
+    me = NODES[0].public_key.raw
+    configured = [PeerInfo("node1", NODES[1].public_key.raw, "127.0.0.1:9999")]  # a proxy, say
+    peers = PeerSet(ledger.app, me, configured)
+    changes: list[list[PeerInfo]] = []
+    peers.on_change = changes.append
+    ledger.blocks.observers.append(peers.on_commit)
+    joiner, leaver = NODES[5].public_key.raw, NODES[4].public_key.raw
+    assert peers.key(joiner) is None and peers.key(me) is None and peers.key(leaver) is not None
+
+    decide(ledger, "validator.add", add_params(5))
+    assert peers.key(joiner) is not None  # let in at once: it must sync and be connected by its first height
+    (admitted,) = changes
+    by_key = {p.public_key: p for p in admitted}
+    assert by_key[NODES[1].public_key.raw].address == "127.0.0.1:9999"  # the configured address wins
+    assert by_key[joiner].address == "127.0.0.1:27005" and me not in by_key
+
+    commit(ledger)
+    commit(ledger)
+    decide(ledger, "validator.remove", {"public_keys": [leaver]})
+    removal = ledger.app.height + 2
+    assert peers.key(leaver) is not None  # it still decides the next height
+    commit(ledger)
+    assert ledger.app.height == removal - 1 and peers.key(leaver) is None
+    assert leaver not in {p.public_key for p in changes[-1]}
+    ledger.app.database.close()
