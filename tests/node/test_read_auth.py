@@ -167,7 +167,7 @@ async def test_genesis_read_policy_opens_or_closes_a_method_and_names_unknown_on
         read_policy(RPC_QUERIES, {"read_policy": {"fl_model_get": "secret"}})
 
 
-PRIVATE_BY_DEFAULT = ("tx_get", "fl_model_get", "fl_rounds", "fl_update_get", "alerts_query", "consent_history",
+PRIVATE_BY_DEFAULT = ("tx_get", "fl_model_get", "fl_rounds", "fl_draw", "fl_update_get", "alerts_query", "consent_history",
                       "consent_check", "consent_provenance", "audit_events", "audit_proof", "audit_anchors")
 OPEN_FOR_LIGHT_CLIENTS = ("block_get", "account", "tx_receipt", "fl_models", "consent_policy", "gov_info", "key_history")
 
