@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         detail = entry.get("reason") or "; ".join(entry.get("notes", [])) or ""
         seconds = f"{entry['seconds']:.0f} s" if "seconds" in entry else ""
         print(f"{name:>14}  {entry['status']:<28} {seconds:>7}  {detail}")
-    print(f"wrote {out}")
+    print(f"wrote {out}; `make results` (python -m bench.report --write-readme) puts the headlines in README.md")
     return summary
 
 
