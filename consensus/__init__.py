@@ -4,7 +4,7 @@ from consensus.certificates import (
     CommitCertificate, InvalidCertificate, PreparedCertificate, Verifier, max_faulty, quorum_size,
 )
 from consensus.events import (
-    Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, Event, MessageReceived, NeedSync, Persist,
+    Action, BlockExecuted, BlockValidated, Broadcast, CancelTimer, CommitBlock, Event, MessageReceived, NeedSync, Persist,
     ProposalReady, ReplicaConfig, ReportEvidence, RequestProposal, Send, SetTimer, Signer, Start, SyncedTo,
     TimerFired, ValidateBlock, WalRecord,
 )
@@ -16,7 +16,7 @@ from consensus.replica import Replica
 from consensus.signing import ChainSigner, Ed25519Signer, Ed25519Verifier, KeyedVerifier
 
 __all__ = [
-    "Action", "BlockValidated", "Broadcast", "CancelTimer", "ChainSigner", "KeyedVerifier", "Commit", "CommitBlock", "CommitCertificate",
+    "Action", "BlockExecuted", "BlockValidated", "Broadcast", "CancelTimer", "ChainSigner", "KeyedVerifier", "Commit", "CommitBlock", "CommitCertificate",
     "CommitProof", "Ed25519Signer", "Ed25519Verifier", "Event", "Evidence", "InvalidCertificate",
     "InvalidEvidence", "Message", "MessageReceived", "NeedSync", "NewView", "Persist", "PrePrepare", "Prepare",
     "PreparedCertificate", "ProposalReady", "Replica", "ReplicaConfig", "ReportEvidence", "RequestProposal",

@@ -136,7 +136,15 @@ class SyncedTo:
     certificate: CommitCertificate
 
 
-Event = Start | MessageReceived | TimerFired | ProposalReady | BlockValidated | SyncedTo
+@dataclass(frozen=True)
+class BlockExecuted:
+    """The node executed the block a ``CommitBlock`` carried: the set of ``height + 2`` is known now, so
+    messages the replica held for it are handled (the node feeds this right after executing)."""
+
+    height: int
+
+
+Event = Start | MessageReceived | TimerFired | ProposalReady | BlockValidated | SyncedTo | BlockExecuted
 
 
 # ---- actions ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from consensus.certificates import (
     CommitCertificate, InvalidCertificate, PreparedCertificate, Verifier, max_faulty, quorum_size,
 )
 from consensus.events import (
-    WAL_PREPARED, WAL_SIGNED, Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, Event,
+    WAL_PREPARED, WAL_SIGNED, Action, BlockExecuted, BlockValidated, Broadcast, CancelTimer, CommitBlock, Event,
     MessageReceived, NeedSync, Persist, ProposalReady, ReplicaConfig, ReportEvidence, RequestProposal,
     Send, SetTimer, Signer, Start, SyncedTo, TimerFired, ValidateBlock, ValidatorsAt, WalRecord, primary,
 )
@@ -179,6 +179,9 @@ class Replica:
             self._send_vote(Prepare, current.block_hash)
         else:
             self._start_view_change(self.view + 1)
+
+    def _on_executed(self, ev: BlockExecuted) -> None:
+        """Nothing more: ``step`` handles the held messages before any event."""
 
     def _on_synced(self, ev: SyncedTo) -> None:
         if ev.height >= self.height:
@@ -359,7 +362,7 @@ class Replica:
             self._request_proposal()
         if self._validators_at(height + 1) is None:
             # Committing this height from the buffer too would need the set of height + 1, which the block
-            # committed a moment ago decides: the node executes it before the next step, so wait for that.
+            # committed a moment ago decides: the node executes it, then says so (BlockExecuted).
             self._replay = buffered
             return
         for ev in buffered:
@@ -488,6 +491,7 @@ class Replica:
     _handlers: dict[type, Callable[..., None]] = {
         Start: _on_start, MessageReceived: _on_message, TimerFired: _on_timer,
         ProposalReady: _on_proposal, BlockValidated: _on_validated, SyncedTo: _on_synced,
+        BlockExecuted: _on_executed,
     }
     _dispatch: dict[type, Callable[..., None]] = {
         PrePrepare: _on_pre_prepare, NewView: _on_new_view, Prepare: _on_vote, Commit: _on_vote,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consensus import (
-    Action, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, CommitProof, Event, Evidence,
+    Action, BlockExecuted, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, CommitProof, Event, Evidence,
     Message, MessageReceived, NeedSync, Persist, ProposalReady, Replica, ReportEvidence, RequestProposal, Send,
     SetTimer, SyncedTo, TimerFired, ValidateBlock, WalRecord, decode_message, encode_message,
 )
@@ -235,6 +235,7 @@ class ConsensusDriver:
             return BlockValidated(action.height, action.block_hash, self._validate(action.block, action.block_hash))
         elif isinstance(action, CommitBlock):
             await self._commit(action)
+            return BlockExecuted(action.height)
         elif isinstance(action, NeedSync):
             self.on_need_sync(action.height, action.peer)
         elif isinstance(action, ReportEvidence):

@@ -69,6 +69,8 @@ class NodeMetrics:
         )
         self._service: NodeService | None = None
         self._validators = dict(validators or {})
+        self._next_sets: list[tuple[int, dict[bytes, str]]] = []
+        """Sets the chain decided, by the height they decide from (a certificate lacks only its own set's)."""
         self._convicted: set[bytes] = set()
         reg, names = self.registry, list(labels)
         self.missing_validators = Gauge("fbci_certificate_missing_validators",
@@ -118,6 +120,11 @@ class NodeMetrics:
     def on_commit(self, finalized: FinalizedBlock) -> None:
         lab = self._labels
         self.committed_txs.labels(**lab).inc(len(finalized.receipts))
+        update = finalized.validator_update
+        if update is not None:
+            self._next_sets.append((update.height, {v.public_key: v.name for v in update.validators.validators}))
+        while self._next_sets and self._next_sets[0][0] <= finalized.block.height:
+            self._validators = self._next_sets.pop(0)[1]
         signed = {key for key, _ in CommitCertificate.decode(finalized.certificate).signatures}
         missing = [name for key, name in self._validators.items() if key not in signed]
         self.missing_validators.labels(**lab).set(len(missing))

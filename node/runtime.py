@@ -173,7 +173,8 @@ class Validator:
         writer = DiskWriter()  # the one thread that fsyncs (WAL and blocks), in order, off the event loop
         stack.callback(writer.close)  # after consensus and sync stop, before the database closes
 
-        self.metrics = NodeMetrics(config.name, {bytes.fromhex(v.public_key): v.name for v in doc.validators})
+        current = application.validator_set(application.height + 1).validators
+        self.metrics = NodeMetrics(config.name, {v.public_key: v.name for v in current})
         self.supervisor.on_failure.append(self.metrics.on_task_failure)
         own = OwnTxSubmitter(key.ed25519 if isinstance(key, HybridPrivateKey) else key, doc.chain_id)
         self.defence = SelfDefence(

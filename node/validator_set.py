@@ -29,7 +29,6 @@ from core.tx import parse_payload
 from core.validators import MIN_VALIDATORS, ScheduledSet, Validator, ValidatorSet, schedule, set_at, set_key
 from genesis.schema import ValidatorInfo
 from node.application import ValidatorUpdate
-from node.stores import StateStore
 
 EFFECT_DELAY = 2
 """A set decided in block H decides heights H + 2 onward."""
@@ -49,10 +48,10 @@ class ValidatorSchedule:
         """State was rewritten (genesis): read it again."""
         self._sets = None
 
-    def at(self, state: StateStore, height: int) -> ValidatorSet:
+    def at(self, state: StateView, height: int) -> ValidatorSet:
         return set_at(self._load(state), height)
 
-    def after_block(self, state: StateStore, height: int) -> ValidatorUpdate | None:
+    def after_block(self, state: StateView, height: int) -> ValidatorUpdate | None:
         """The set the block at ``height`` (just executed into ``state``) decided, if any."""
         decided = decided_at(state, height)
         if decided is None:
@@ -62,9 +61,9 @@ class ValidatorSchedule:
         self._learn(decided)
         return update
 
-    def _load(self, state: StateStore) -> list[ScheduledSet]:
+    def _load(self, state: StateView) -> list[ScheduledSet]:
         if self._sets is None:
-            self._sets = (schedule(state) if state.height >= 0 else []) or [ScheduledSet(1, self._fallback)]
+            self._sets = schedule(state) or [ScheduledSet(1, self._fallback)]
             for item in self._sets:
                 self._learn(item.validators)
         return self._sets

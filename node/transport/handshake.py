@@ -44,7 +44,9 @@ from node.transport.secure import (
 from node.transport.types import BadFrame, FrameTooLarge
 
 HANDSHAKE_KIND = "p2p.handshake"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+"""3: block headers carry validators_hash and next_validators_hash, so a peer of an older build is refused
+at the handshake rather than by every block it sends."""
 MAX_LISTEN_LENGTH = 255
 MAX_HELLO_BYTES = 2048
 MAX_AUTH_BYTES = MAX_SIGNATURE_SIZE + 512

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consensus import (
-    BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, MessageReceived, NeedSync,
+    BlockExecuted, BlockValidated, Broadcast, CancelTimer, CommitBlock, CommitCertificate, MessageReceived, NeedSync,
     Persist, ProposalReady, Replica, ReplicaConfig, ReportEvidence, RequestProposal, Send, SetTimer, Start,
     SyncedTo, TimerFired, ValidateBlock, WalRecord, decode_message, encode_message,
 )
@@ -196,6 +196,7 @@ class Simulation:
                                   block_is_valid(action.height, action.block, action.block_hash))
         elif isinstance(action, CommitBlock):
             self._on_commit(node, action)
+            return BlockExecuted(action.height)
         elif isinstance(action, ReportEvidence):
             action.evidence.verify(CHAIN, self.validators_at(action.evidence.height), self.verifier)
             self.evidence.append(action.evidence)

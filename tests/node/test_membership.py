@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.membership import PeerSet
+from node.metrics import NodeMetrics
 from node.transport import PeerInfo
 from tests.governance.test_validator_set import NODES, add_params, commit, decide, open_chain
 
@@ -35,4 +36,21 @@ def test_a_validator_is_admitted_when_decided_and_cut_after_its_last_height(tmp_
     commit(ledger)
     assert ledger.app.height == removal - 1 and peers.key(leaver) is None
     assert leaver not in {p.public_key for p in changes[-1]}
+    ledger.app.database.close()
+
+
+def test_metrics_count_missing_signatures_against_each_blocks_own_set(tmp_path: Path) -> None:
+    """A removed validator is not reported missing from the certificates of heights it no longer decides."""
+    ledger = open_chain(tmp_path / "chain", validators=5)
+    metrics = NodeMetrics("node0", {v.public_key: v.name for v in ledger.app.validator_set(1).validators})
+    ledger.blocks.observers.append(metrics.on_commit)
+
+    def missing() -> float | None:
+        return metrics.registry.get_sample_value("fbci_certificate_missing_validators", {"validator": "node0"})
+
+    decide(ledger, "validator.remove", {"public_keys": [NODES[4].public_key.raw]})
+    assert missing() == 0
+    commit(ledger)
+    commit(ledger)  # the first block of the four: certified by all four, the removed one not among them
+    assert len(ledger.app.validator_set(ledger.app.height)) == 4 and missing() == 0
     ledger.app.database.close()
