@@ -253,10 +253,14 @@ def _run_hook(hook: EndBlockHook, pending: PendingState, height: int, block_hash
         raise
     except Exception as exc:  # the same on every validator at this height: record it and go on, never halt
         name = hook_name(hook)
-        log.exception("end-block hook %s failed at height %d; its writes are dropped and the block commits",
-                      name, height)
         previous = hook_failure(pending, name)
         failure = HookFailure(name, height, failure_reason(exc), 1 + (previous.failures if previous else 0))
+        if previous is None:  # the traceback once; a hook failing at every block would fill the log
+            log.exception("end-block hook %s failed at height %d; its writes are dropped and the block commits",
+                          name, height)
+        else:
+            log.error("end-block hook %s failed again at height %d (%d blocks so far): %s", name, height,
+                      failure.failures, failure.reason)
         pending.set(HOOK_FAILED_PREFIX + name.encode(), codec.encode(asdict(failure)))
         return ()
     scratch.merge_into_parent()
