@@ -247,8 +247,10 @@ def lira(setting: Setting, shadows: int, rounds: int = ROUNDS, seed: int = 0) ->
         data = ([(x_all[idx[p]], y_all[idx[p]]) for p in parts], x_all[idx], y_all[idx], x_all[~mask], y_all[~mask])
         out = run(setting, data, rounds, seed * 1000 + k)
         z = forward(out["spec"], out["weights"], x_all)
-        true = z[np.arange(len(y_all)), y_all]
-        conf.append(true - np.log(np.exp(z).sum(axis=1) - np.exp(true)))  # log(p / (1 - p)) of the true class
+        rows = np.arange(len(y_all))
+        others = z.copy()
+        others[rows, y_all] = -np.inf
+        conf.append(z[rows, y_all] - np.logaddexp.reduce(others, axis=1))  # log(p / (1 - p)), stable at p ~ 1
         masks.append(mask)
     scored, advantage, tpr_low = lira_scores(np.array(masks), np.array(conf))
     return {"hospitals": setting.hospitals, "rate": setting.rate, "sigma": setting.sigma,
