@@ -45,7 +45,9 @@ Membership inference: the loss-threshold attack (Yeom et al. 2018,
 :func:`client.fl.model_metrics.mia_advantage`), training patients against
 the test quarter, with the advantage DP allows for one patient's record
 (group privacy over the two hospital-level steps that change one record:
-``(e^{2 eps} - 1 + 2 delta') / (e^{2 eps} + 1)``).
+``(e^{2 eps} - 1 + 2 delta') / (e^{2 eps} + 1)``). ``--lira N`` runs the
+stronger likelihood-ratio attack with N shadow federations (:func:`lira`)
+at 50 hospitals, without DP and at the epsilon-3 operating point.
 
 Run: .venv/bin/python -m bench.bench_dp [--quick]
 """
@@ -184,7 +186,7 @@ def run(setting: Setting, data: tuple[Any, ...], rounds: int, seed: int) -> dict
     weights = spec.unflatten(dequantize(contract.get_model(chain.state, spec.id).weights_int(), fb))
     eps = epsilon_of([(setting.sigma, setting.rate)] * rounds) if private else None
     most = max(range(h), key=lambda i: joined[i])
-    return {"accuracy": accuracy(spec, weights, x_test, y_test),
+    return {"weights": weights, "spec": spec, "accuracy": accuracy(spec, weights, x_test, y_test),
             "mia_advantage": mia_advantage(losses(spec, weights, x_train, y_train), losses(spec, weights, x_test, y_test)),
             "epsilon": eps, "eps_member": epsilon_of(member_steps[most]) if private else None,
             "mean_cohort": float(np.mean(cohort)), "clipped_by_chain": clipped_by_chain}
@@ -223,6 +225,60 @@ def measure(hospitals: tuple[int, ...] = HOSPITALS, rates: dict[int, tuple[float
             "target": {"hospitals": 50, "epsilon_at_most": TARGET_EPS, "cost_pts_at_most": TARGET_COST_PTS}}
 
 
+def lira(setting: Setting, shadows: int, rounds: int = ROUNDS, seed: int = 0) -> dict[str, Any]:
+    """Likelihood-ratio membership inference with shadow models (Carlini et al., S&P 2022, online, global variance).
+
+    The 569 patients are the candidate pool; the target and each shadow federation train on an independent
+    random half, shared across hospitals as above but with at least 1 patient each (at least 2 of about 285
+    under Dirichlet(0.5) almost never comes up). An example's score against the target is the log
+    likelihood ratio of the target's logit-scaled confidence under the IN and OUT Gaussians the shadows give.
+    """
+    from client.fl.data import breast_cancer_split, dirichlet_split
+    from client.fl.model_metrics import forward
+
+    split = breast_cancer_split(4, alpha=0.5, seed=seed)
+    x_all, y_all = np.concatenate([split.x_train, split.x_test]), np.concatenate([split.y_train, split.y_test])
+    rng = np.random.default_rng([seed, 2022])
+    masks, conf = [], []
+    for k in range(shadows + 1):  # model 0 is the target
+        mask = rng.random(len(y_all)) < 0.5
+        idx = np.flatnonzero(mask)
+        parts = dirichlet_split(y_all[idx], setting.hospitals, alpha=0.5, seed=seed * 1000 + k, min_size=1)
+        data = ([(x_all[idx[p]], y_all[idx[p]]) for p in parts], x_all[idx], y_all[idx], x_all[~mask], y_all[~mask])
+        out = run(setting, data, rounds, seed * 1000 + k)
+        z = forward(out["spec"], out["weights"], x_all)
+        rows = np.arange(len(y_all))
+        others = z.copy()
+        others[rows, y_all] = -np.inf
+        conf.append(z[rows, y_all] - np.logaddexp.reduce(others, axis=1))  # log(p / (1 - p)), stable at p ~ 1
+        masks.append(mask)
+    scored, advantage, tpr_low = lira_scores(np.array(masks), np.array(conf))
+    return {"hospitals": setting.hospitals, "rate": setting.rate, "sigma": setting.sigma,
+            "clip": None if setting.sigma is None else setting.clip, "shadows": shadows, "scored": scored, "lira_advantage": advantage,
+            "tpr_at_1pct_fpr": tpr_low}
+
+
+def lira_scores(member: npt.NDArray[np.bool_], phi: Array) -> tuple[int, float, float]:
+    """(examples scored, max TPR - FPR, TPR at FPR <= 1%) against model 0, with models 1.. as shadows.
+
+    ``member[k, i]``: model k trained on example i; ``phi[k, i]``: its logit-scaled confidence there.
+    """
+    shadow_in, shadow_out = member[1:], ~member[1:]
+    with warnings.catch_warnings():  # an example no shadow held in (or out) has no mean: left out below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mu_in = np.nanmean(np.where(shadow_in, phi[1:], np.nan), axis=0)
+        mu_out = np.nanmean(np.where(shadow_out, phi[1:], np.nan), axis=0)
+    sd_in, sd_out = np.nanstd(np.where(shadow_in, phi[1:], np.nan)), np.nanstd(np.where(shadow_out, phi[1:], np.nan))
+    ok = ~np.isnan(mu_in) & ~np.isnan(mu_out)
+    score = (-((phi[0] - mu_in) / sd_in) ** 2 / 2 - np.log(sd_in)) - (-((phi[0] - mu_out) / sd_out) ** 2 / 2
+                                                                     - np.log(sd_out))
+    ins, outs = score[ok & member[0]], score[ok & ~member[0]]
+    thresholds = np.unique(score[ok])
+    tpr = (ins[None, :] >= thresholds[:, None]).mean(axis=1)
+    fpr = (outs[None, :] >= thresholds[:, None]).mean(axis=1)
+    return int(ok.sum()), float(max(0.0, np.max(tpr - fpr))), float(np.max(tpr[fpr <= 0.01], initial=0.0))
+
+
 def operating_points(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per hospital count, the most accurate private point with epsilon <= the target, and whether it meets the cost."""
     out = {}
@@ -245,10 +301,20 @@ COLUMNS = [("hospitals", "H", "d"), ("rate", "q", ".2f"), ("mean_cohort", "cohor
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50 hospitals at q = 0.2, epsilon 3, one clip, one seed")
+    parser.add_argument("--lira", type=int, metavar="SHADOWS", help="only the LiRA attack, with this many shadow "
+                        "federations, at 50 hospitals without DP and at the epsilon-3 operating point")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
+    if args.lira:
+        point = Setting(50, 0.2, noise_for(TARGET_EPS, 0.2, ROUNDS), CLIPS[0])
+        rows = [lira(Setting(50, 1.0, None), args.lira), lira(point, args.lira)]
+        print(table(rows, [("hospitals", "H", "d"), ("rate", "q", ".2f"), ("sigma", "sigma", ".2f"),
+                           ("clip", "clip", ".1f"), ("shadows", "shadows", "d"), ("scored", "scored", "d"),
+                           ("lira_advantage", "lira_adv", ".3f"), ("tpr_at_1pct_fpr", "tpr@1%fpr", ".3f")]))
+        print(f"written to {write_result('dp_lira', {'rows': rows, 'rounds': ROUNDS, 'delta': DELTA})}")
+        return
     if args.quick:
         result = measure((50,), {50: (0.2,)}, (TARGET_EPS,), seeds=1, clips=(CLIPS[0],))
     else:

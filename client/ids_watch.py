@@ -31,6 +31,7 @@ import numpy as np
 
 from core.crypto import PrivateKey
 from core.errors import ContractRejected, InvalidInput
+from core.layers import check_chain
 from core.hashing import sha256
 from ids.alerts import TX_KIND, AlertPayload
 from ids.classifier import FlowClassifier
@@ -59,8 +60,8 @@ def load_classifier(session: ChainSession, version: int | None = None) -> tuple[
     mv, weights = session.model_weights(MODEL_ID, version)
     if mv.version == 0:
         return None, 0
-    layers = session.spec(MODEL_ID).network_layers  # any declared depth, dropout, layer norm
-    return FlowClassifier.from_weights(weights, n_features=weights["0.weight"].shape[1], layers=layers), mv.version
+    layers = session.spec(MODEL_ID).network_layers  # any declared stack: depth, dropout, layer norm, temporal conv
+    return FlowClassifier.from_weights(weights, n_features=check_chain(layers)[0], layers=layers), mv.version
 
 
 @dataclass

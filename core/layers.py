@@ -3,7 +3,9 @@
 The chain stores a model as named tensors (``fl_contracts.spec.ModelSpec``'s
 layout); the names alone cannot say whether the layer between two Linears is
 a ReLU or a dropout, or whether a 1-D tensor is a bias or a layer norm's gain.
-So a declaration may list its layers, in torch ``nn.Sequential`` order, and
+So a declaration may list its layers, in torch ``nn.Sequential`` order
+(linear, ReLU, dropout, layer norm, and a temporal convolution over
+vital-sign series), and
 every party builds the same network from that list: hospitals in torch
 (``client.fl.training``), gateways, predictors and the metrics in numpy here,
 with no torch (a gateway and a validator never load it). The tensor names are
@@ -62,10 +64,33 @@ class LayerNorm(BaseModel):
     width: StrictInt = Field(ge=1)
 
 
-Layer = Annotated[Union[Linear, ReLU, Dropout, LayerNorm], Field(discriminator="kind")]
+class TemporalConv(BaseModel):
+    """A 1-D convolution over time, for vital-sign series: the input (or the layer before's output) is
+    ``steps`` rows of ``channels`` values, row-major (``[t0 c0, t0 c1, ..., t1 c0, ...]``); the output is
+    ``steps - kernel + 1`` rows of ``filters`` values, laid out the same way. Its tensors are
+    ``nn.Conv1d``'s: weight ``(filters, channels, kernel)``, bias ``(filters,)``."""
+
+    model_config = _STRICT
+    kind: Literal["temporal_conv"]
+    steps: StrictInt = Field(ge=1)
+    channels: StrictInt = Field(ge=1)
+    filters: StrictInt = Field(ge=1)
+    kernel: StrictInt = Field(ge=1)
+
+    @property
+    def inputs(self) -> int:
+        return self.steps * self.channels
+
+    @property
+    def outputs(self) -> int:
+        return (self.steps - self.kernel + 1) * self.filters
 
 
-def sequential_layout(layers: Sequence[Linear | ReLU | Dropout | LayerNorm]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+Layer = Annotated[Union[Linear, ReLU, Dropout, LayerNorm, TemporalConv], Field(discriminator="kind")]
+AnyLayer = Linear | ReLU | Dropout | LayerNorm | TemporalConv
+
+
+def sequential_layout(layers: Sequence[AnyLayer]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """The ``nn.Sequential`` state_dict names and shapes of ``layers``."""
     out: list[tuple[str, tuple[int, ...]]] = []
     for i, layer in enumerate(layers):
@@ -73,26 +98,32 @@ def sequential_layout(layers: Sequence[Linear | ReLU | Dropout | LayerNorm]) -> 
             out += [(f"{i}.weight", (layer.outputs, layer.inputs)), (f"{i}.bias", (layer.outputs,))]
         elif isinstance(layer, LayerNorm):
             out += [(f"{i}.weight", (layer.width,)), (f"{i}.bias", (layer.width,))]
+        elif isinstance(layer, TemporalConv):
+            out += [(f"{i}.weight", (layer.filters, layer.channels, layer.kernel)), (f"{i}.bias", (layer.filters,))]
     return tuple(out)
 
 
-def check_chain(layers: Sequence[Linear | ReLU | Dropout | LayerNorm]) -> tuple[int, int]:
+def check_chain(layers: Sequence[AnyLayer]) -> tuple[int, int]:
     """(input width, output width) of a well-formed stack; ValueError says what does not fit.
 
-    Well formed: at most :data:`MAX_LAYERS` layers, a Linear first and last
-    (the input schema reads the first, the classes are the last's outputs),
-    each width agreeing with the one before it.
+    Well formed: at most :data:`MAX_LAYERS` layers, a linear or temporal
+    convolution first (the input schema reads it) and a linear last (the
+    classes are its outputs), each width agreeing with the one before it.
     """
     if not 1 <= len(layers) <= MAX_LAYERS:
         raise ValueError(f"layers must list 1 to {MAX_LAYERS} layers")
     first, last = layers[0], layers[-1]
-    if not isinstance(first, Linear) or not isinstance(last, Linear):
-        raise ValueError("layers must start and end with a linear layer")
+    if not isinstance(first, (Linear, TemporalConv)) or not isinstance(last, Linear):
+        raise ValueError("layers must start with a linear or temporal_conv layer and end with a linear layer")
     width = first.inputs
     for i, layer in enumerate(layers):
-        if isinstance(layer, Linear):
+        if isinstance(layer, (Linear, TemporalConv)):
             if layer.inputs != width:
-                raise ValueError(f"layers[{i}]: linear reads {layer.inputs} inputs, the layer before gives {width}")
+                raise ValueError(f"layers[{i}]: {layer.kind} reads {layer.inputs} inputs, "
+                                 f"the layer before gives {width}")
+            if isinstance(layer, TemporalConv) and layer.kernel > layer.steps:
+                raise ValueError(f"layers[{i}]: temporal_conv's kernel {layer.kernel} is longer than "
+                                 f"its {layer.steps} steps")
             width = layer.outputs
         elif isinstance(layer, LayerNorm) and layer.width != width:
             raise ValueError(f"layers[{i}]: layer_norm has width {layer.width}, the layer before gives {width}")
@@ -102,12 +133,12 @@ def check_chain(layers: Sequence[Linear | ReLU | Dropout | LayerNorm]) -> tuple[
 _LINEAR_NAME = re.compile(r"^(\d+)\.(weight|bias)$")
 
 
-def infer_layers(layout: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[Linear | ReLU | Dropout | LayerNorm, ...]:
+def infer_layers(layout: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[AnyLayer, ...]:
     """The layers of a layout from before declarations listed them: Linear at indices 0, 2, 4, ... with
     a ReLU between each two; InvalidInput for any other layout."""
     shapes = dict(layout)
     count = len(layout) // 2
-    layers: list[Linear | ReLU | Dropout | LayerNorm] = []
+    layers: list[AnyLayer] = []
     for j in range(count):
         weight, bias = shapes.get(f"{2 * j}.weight"), shapes.get(f"{2 * j}.bias")
         if weight is None or bias is None or len(weight) != 2 or bias != (weight[0],):
@@ -125,11 +156,11 @@ def infer_layers(layout: Sequence[tuple[str, tuple[int, ...]]]) -> tuple[Linear 
 class Network:
     """Validated float64 parameters of a declared stack; :meth:`logits` is the forward pass."""
 
-    layers: tuple[Linear | ReLU | Dropout | LayerNorm, ...]
+    layers: tuple[AnyLayer, ...]
     params: Mapping[str, Array]
 
     @classmethod
-    def build(cls, layers: Sequence[Linear | ReLU | Dropout | LayerNorm], weights: Mapping[str, npt.ArrayLike],
+    def build(cls, layers: Sequence[AnyLayer], weights: Mapping[str, npt.ArrayLike],
               n_in: int | None = None, n_out: int | None = None) -> Network:
         """Check ``weights`` against the stack (names, shapes, finiteness) and, if given, its widths."""
         layout = sequential_layout(layers)
@@ -152,7 +183,7 @@ class Network:
     @property
     def input_width(self) -> int:
         first = self.layers[0]
-        assert isinstance(first, Linear)
+        assert isinstance(first, (Linear, TemporalConv))
         return first.inputs
 
     @property
@@ -171,6 +202,9 @@ class Network:
             elif isinstance(layer, ReLU):
                 saved.append((i, h > 0, h))
                 h = np.maximum(h, 0.0)
+            elif isinstance(layer, TemporalConv):
+                saved.append((i, h, h))
+                h = _conv(h, layer, self.params[f"{i}.weight"], self.params[f"{i}.bias"])
             elif isinstance(layer, LayerNorm):
                 centred = h - h.mean(axis=-1, keepdims=True)
                 inv_std = 1.0 / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)
@@ -195,6 +229,8 @@ class Network:
                 grad = grad @ self.params[f"{i}.weight"]
             elif isinstance(layer, ReLU):
                 grad = grad * by_index[i][0]
+            elif isinstance(layer, TemporalConv):
+                grad = _conv_input_grad(grad, layer, self.params[f"{i}.weight"])
             elif isinstance(layer, LayerNorm):
                 normed, inv_std = by_index[i]
                 g = grad * self.params[f"{i}.weight"]
@@ -202,3 +238,19 @@ class Network:
                                   - normed * (g * normed).mean(axis=-1, keepdims=True))
         return grad[0]
 
+
+
+def _conv(h: Array, layer: TemporalConv, weight: Array, bias: Array) -> Array:
+    """``out[b, s, f] = bias[f] + sum_{c, j} in[b, s + j, c] * weight[f, c, j]``, rows flattened."""
+    x = h.reshape(len(h), layer.steps, layer.channels)
+    windows = np.lib.stride_tricks.sliding_window_view(x, layer.kernel, axis=1)  # (b, s, c, j)
+    out = np.einsum("bscj,fcj->bsf", windows, weight) + bias
+    return out.reshape(len(h), -1)
+
+
+def _conv_input_grad(grad: Array, layer: TemporalConv, weight: Array) -> Array:
+    out = grad.reshape(len(grad), layer.steps - layer.kernel + 1, layer.filters)
+    back = np.zeros((len(grad), layer.steps, layer.channels))
+    for j in range(layer.kernel):
+        back[:, j : j + out.shape[1], :] += out @ weight[:, :, j]
+    return back.reshape(len(grad), -1)

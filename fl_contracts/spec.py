@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from core import codec
 from core.errors import BadAggregationRule, InvalidInput
-from core.layers import Dropout, Layer, LayerNorm, Linear, ReLU, check_chain, infer_layers, sequential_layout
+from core.layers import AnyLayer, Layer, check_chain, infer_layers, sequential_layout
 from core.hashing import sha256
 
 EXACT = 2**53
@@ -205,7 +205,7 @@ class ModelSpec(BaseModel):
                 raise self._bad_rule("m", "multi_krum needs 1 <= m <= min_updates - f")
 
     @property
-    def network_layers(self) -> tuple[Linear | ReLU | Dropout | LayerNorm, ...]:
+    def network_layers(self) -> tuple[AnyLayer, ...]:
         """The declared layers, or the Linear/ReLU stack an older declaration's layout implies."""
         return self.layers or infer_layers(self.layout)
 
@@ -272,7 +272,7 @@ class ModelSpec(BaseModel):
         rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
         min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
         max_samples: int = 100_000, input_features: tuple[str, ...] = (),
-        layers: Sequence[Linear | ReLU | Dropout | LayerNorm] = (),
+        layers: Sequence[AnyLayer] = (),
     ) -> ModelSpec:
         """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
 

@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from core.crypto import PrivateKey
 from core.errors import ContractRejected, InvalidInput
+from core.layers import check_chain
 from ids.evaluation import DETERIORATION_TRAINING, HORIZON_H, IDS_TRAINING
 from ids.features import N_FEATURES
 from ids.deterioration import N_WINDOW_FEATURES
@@ -136,11 +137,8 @@ def class_names(dataset: str) -> tuple[str, ...]:
 
 
 def model_shape(spec: ModelSpec) -> tuple[int, int]:
-    """(input width, classes) of a ``nn.Sequential``-layout model: its first weight's columns, its last's rows."""
-    weights = [shape for _, shape in spec.layout if len(shape) == 2]
-    if not weights:
-        raise InvalidInput(f"model {spec.id!r} has no 2-D weight in its layout; fl train trains Linear layers only")
-    return weights[0][1], weights[-1][0]
+    """(input width, classes) of the model's declared stack, or of the Linear/ReLU stack its layout implies."""
+    return check_chain(spec.network_layers)
 
 
 def _fitting(spec: ModelSpec) -> list[str]:

@@ -26,7 +26,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from core.layers import LAYER_NORM_EPS, Dropout, LayerNorm, Linear, ReLU
+from core.layers import LAYER_NORM_EPS, AnyLayer, Dropout, LayerNorm, Linear, TemporalConv
 from fl_contracts.spec import ModelSpec
 
 Array = npt.NDArray[np.float64]
@@ -47,14 +47,28 @@ class DPConfig:
     delta: float = 1e-5
 
 
-def _torch_layer(layer: Linear | ReLU | Dropout | LayerNorm) -> nn.Module:
+def _torch_layer(layer: AnyLayer) -> nn.Module:
     if isinstance(layer, Linear):
         return nn.Linear(layer.inputs, layer.outputs)
     if isinstance(layer, LayerNorm):
         return nn.LayerNorm(layer.width, eps=LAYER_NORM_EPS)
     if isinstance(layer, Dropout):
         return nn.Dropout(layer.rate_ppm / 1_000_000)
+    if isinstance(layer, TemporalConv):
+        return _TimeConv(layer)
     return nn.ReLU()
+
+
+class _TimeConv(nn.Conv1d):
+    """``core.layers.TemporalConv``: Conv1d over rows of a flattened (steps, channels) input, flattened back."""
+
+    def __init__(self, layer: TemporalConv) -> None:
+        super().__init__(layer.channels, layer.filters, layer.kernel)
+        self.steps, self.channels = layer.steps, layer.channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        series = x.reshape(len(x), self.steps, self.channels).transpose(1, 2)
+        return super().forward(series).transpose(1, 2).reshape(len(x), -1)
 
 
 def build_torch_model(spec: ModelSpec) -> nn.Sequential:

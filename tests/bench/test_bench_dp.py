@@ -55,3 +55,13 @@ def test_operating_point_is_the_most_accurate_within_the_epsilon() -> None:
             {"hospitals": 50, "epsilon": 8.0, "accuracy": 0.96, "cost_pts": 0.0}]
     point = bench_dp.operating_points(rows)["50"]
     assert point["epsilon"] == 2.9 and point["meets_cost"]
+
+
+def test_lira_scores_find_a_memorising_model_and_not_an_independent_one() -> None:
+    rng = np.random.default_rng(9)
+    member = rng.random((17, 400)) < 0.5
+    leaky = np.where(member, 2.0, 0.0) + rng.normal(0, 0.5, member.shape)  # confidence jumps on training examples
+    scored, advantage, tpr_low = bench_dp.lira_scores(member, leaky)
+    assert scored == 400 and advantage > 0.8 and tpr_low > 0.3
+    _, blind, _ = bench_dp.lira_scores(member, rng.normal(0, 0.5, member.shape))
+    assert blind < 0.2

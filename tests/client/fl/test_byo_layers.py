@@ -11,7 +11,7 @@ from client.fl.model_metrics import accuracy, forward
 from client.fl.simulation import run_federated
 from client.fl.training import build_torch_model, initial_weights
 from core.errors import InvalidInput
-from core.layers import Dropout, LayerNorm, Linear, Network, ReLU
+from core.layers import Dropout, LayerNorm, Linear, Network, ReLU, TemporalConv
 from fl_contracts import initial
 from fl_contracts.spec import ModelSpec
 from ids.classifier import FlowClassifier, layer_shapes
@@ -47,8 +47,11 @@ def test_the_declaration_round_trips_and_older_declarations_keep_their_hashes() 
 
 @pytest.mark.parametrize(("change", "match"), [
     (lambda d: {**d, "layout": d["layout"][:-2]}, "layout must be the layers"),
-    (lambda d: {**d, "layers": d["layers"][1:]}, "start and end with a linear"),
-    (lambda d: {**d, "layers": [{**d["layers"][0], "outputs": 15}, *d["layers"][1:]]}, "layer_norm has width 16, the layer before gives 15"),
+    (lambda d: {**d, "layers": d["layers"][1:]}, "must start with a linear or temporal_conv layer"),
+    (lambda d: {**d, "layers": [{**d["layers"][0], "outputs": 15}, *d["layers"][1:]]},
+     "layer_norm has width 16, the layer before gives 15"),
+    (lambda d: {**d, "layers": [{"kind": "temporal_conv", "steps": 2, "channels": 15, "filters": 1, "kernel": 3},
+                                *d["layers"][1:]]}, "kernel 3 is longer than its 2 steps"),
     (lambda d: {**d, "layers": [*d["layers"][:3], {"kind": "dropout", "rate_ppm": 1_000_000}, *d["layers"][4:]]},
      "rate_ppm"),
     (lambda d: {**d, "layers": [*d["layers"], {"kind": "conv"}]}, "kind"),
@@ -127,3 +130,51 @@ def test_undeclared_linear_stacks_of_any_depth_are_read_from_their_names() -> No
     h = np.maximum(np.maximum(x @ weights["0.weight"].T + weights["0.bias"], 0) @ weights["2.weight"].T
                    + weights["2.bias"], 0) @ weights["4.weight"].T + weights["4.bias"]
     np.testing.assert_allclose(clf.net.logits(x), h)
+
+
+def temporal(steps: int = 12, channels: int = 3) -> list:
+    conv = TemporalConv(kind="temporal_conv", steps=steps, channels=channels, filters=4, kernel=3)
+    return [conv, ReLU(kind="relu"), LayerNorm(kind="layer_norm", width=conv.outputs),
+            Linear(kind="linear", inputs=conv.outputs, outputs=2)]
+
+
+def test_a_temporal_convolution_runs_the_same_in_numpy_and_torch_and_backpropagates() -> None:
+    spec = ModelSpec.for_sequential("vitals_tcn", [], layers=temporal(), rule="fedavg", max_abs=8.0, max_norm=16.0)
+    assert dict(spec.layout)["0.weight"] == (4, 3, 3) and ModelSpec.parse(spec.to_doc()) == spec
+    torch.manual_seed(4)
+    model = build_torch_model(spec).eval()
+    weights = {k: v.numpy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(3).normal(size=(16, 36))  # 12 steps of 3 vitals, row-major
+    np.testing.assert_allclose(forward(spec, weights, x), model(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-11)
+    net = Network.build(spec.network_layers, weights)
+    step, v = 1e-6, x[0]
+    numeric = [(np.subtract(*net.logits(np.stack([v + step * e, v - step * e]))[:, 1])
+                - np.subtract(*net.logits(np.stack([v + step * e, v - step * e]))[:, 0])) / (2 * step)
+               for e in np.eye(36)]
+    np.testing.assert_allclose(net.input_gradient(v, 1, 0), numeric, rtol=1e-5, atol=1e-7)
+    w0 = initial.initial_weights(spec)[: 4 * 3 * 3] / spec.fixed_point.scale
+    assert np.all(np.abs(w0) <= 1 / 3 + 2**-16)  # torch's Conv1d bound 1/sqrt(channels * kernel)
+
+
+def test_a_temporal_model_learns_a_trend_through_the_contract() -> None:
+    """Deterioration as a rising series: label 1 when channel 0 climbs over the window, whatever its level."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(7)
+
+    def hospital(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        slope = np.where(y == 1, 0.3, -0.3)[:, None] + rng.normal(0, 0.1, (n, 1))
+        level = rng.normal(0, 2, (n, 1))
+        series = np.zeros((n, 12, 3))
+        series[:, :, 0] = level + slope * np.arange(12) + rng.normal(0, 0.3, (n, 12))
+        series[:, :, 1:] = rng.normal(size=(n, 12, 2))
+        return series.reshape(n, -1), y.astype(np.int64)
+
+    spec = ModelSpec.for_sequential("vitals_tcn", [], layers=temporal(), rule="fedavg", min_updates=1, max_updates=3,
+                                    max_abs=8.0, max_norm=16.0)
+    shares, (x_test, y_test) = [hospital(60) for _ in range(3)], hospital(200)
+    result = run_federated(spec, shares, 8, local_epochs=3, lr=0.1, seed=0)
+    start = spec.unflatten(initial_weights(spec, 0))
+    assert not np.allclose(result.global_weights["0.weight"], start["0.weight"])
+    assert accuracy(spec, result.global_weights, x_test, y_test) > 0.9
