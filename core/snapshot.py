@@ -15,7 +15,7 @@ range's limit (slow, not wrong: the rest of the range is asked again); it
 cannot make the joining validator restore a state the validators did not
 sign. :func:`make_chunk` is the serving side, :func:`verify_chunk` the
 joining side, ``node/statesync.py`` the protocol around them and
-``node.stores.StateStore.restore`` writes the result.
+``node/snapshots.py`` (through ``StateStore.put_restored``) writes the result.
 
 Wire format on the SYNC channel (canonical msgpack, beside block sync's):
 ``["list_snapshots"]``; ``["snapshots", [[height, root, keys, [boundary, ...]],

@@ -16,8 +16,10 @@ root as it arrives, so a bad chunk is caught alone and its sender known.
    a time each (:class:`ChunkScheduler`). A chunk that does not verify bans
    its sender for the rest of this sync (CometBFT's ``reject_senders``: never
    asked again, logged at warning, counted in ``fbci_state_sync_banned_peers``)
-   and its range goes to another peer. With every peer banned or silent the
-   sync fails with ``state_sync_failed`` and nothing is restored.
+   and its range goes to another peer. With every peer banned or silent
+   (after listing the snapshots again, in case the peers dropped the one
+   being fetched) the sync fails with ``state_sync_failed`` and nothing is
+   restored.
 4. Restore: state, block S and its certificate in one batch
    (``node/snapshots.py``), then the node starts as if it had stopped at S:
    block sync fetches S + 1 onwards and consensus begins.

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from client.light import LightClient, home_genesis
 from client.rpc import RpcClient
 from core.api import ACCOUNT, AccountGetParams
 from devnet.testnet import NodeSpec, Testnet, TestnetError, node_command, rpc_call
-from fl_contracts.queries import FL_MODELS
+from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, FL_ROUNDS, ModelGetParams, RoundsParams
 from genesis.home import HomePaths, load_config, write_config
 from genesis.schema import ChainParams
 from tests.integration.load import PROGRESS_S, READY_S, heights, metric, under_load, wait_heights, wait_until
@@ -48,13 +49,18 @@ def _logged(net: Testnet, i: int, since: int, text: bytes) -> bool:
         return text in log.read()
 
 
-async def _verified_reads(net: Testnet, i: int, public_key: bytes) -> tuple[object, object]:
+async def _verified_reads(net: Testnet, i: int, public_key: bytes) -> tuple[Any, ...]:
+    """Models, the first model's latest version and round history, and an account, each verified by a light
+    client that trusts nothing but genesis."""
     doc = home_genesis(net.specs[0].home)
     assert doc is not None
     rpc = RpcClient(net.specs[i].rpc_url)
     try:
         light = LightClient.from_genesis(doc, [rpc])
-        return (await light.query(FL_MODELS, FL_MODELS.params()),
+        models = await light.query(FL_MODELS, FL_MODELS.params())
+        model_id = models[0].spec.id
+        return (models, await light.query(FL_MODEL_GET, ModelGetParams(model_id=model_id)),
+                await light.query(FL_ROUNDS, RoundsParams(model_id=model_id)),
                 await light.query(ACCOUNT, AccountGetParams(public_key=public_key)))
     finally:
         await rpc.close()
@@ -90,8 +96,8 @@ def test_a_wiped_validator_state_syncs_past_a_lying_peer_then_block_syncs_and_vo
     hospital = load.keys[0].public_key.raw
     joined_reads = asyncio.run(_verified_reads(net, JOINER, hospital))
     honest_reads = asyncio.run(_verified_reads(net, 1, hospital))
-    assert joined_reads[0] == honest_reads[0] and joined_reads[0]  # the catalog's models, proven from genesis
-    assert joined_reads[1] is not None and joined_reads[1].nonce > 0
+    assert joined_reads[0] and joined_reads[:3] == honest_reads[:3]  # models, latest version, rounds
+    assert joined_reads[3] is not None and joined_reads[3].nonce > 0
 
     net.stop(STOPPED)  # 3 of 4 left: a quorum needs the joiner's votes
     at = max(heights(net, [1, 2, JOINER]).values())
