@@ -203,15 +203,15 @@ def audit_query(args: argparse.Namespace) -> int:
 
 
 def audit_verify(args: argparse.Namespace) -> int:
-    from client.audit import fetch_proof, query_events, verify_event
+    from client.audit import anchor_trust, fetch_proof, query_events, verify_event
     from genesis.home import HomePaths
     from genesis.schema import load_genesis
 
     if args.genesis is None and args.home is None and args.net is None:
-        raise InvalidInput("audit verify trusts only the genesis validators: pass --genesis FILE (or --home/--net)")
+        raise InvalidInput("audit verify trusts only genesis (its validators, and the changes they certify): pass --genesis FILE (or --home/--net)")
     genesis = Path(args.genesis) if args.genesis else (
         Path(args.net) / "genesis.json" if args.net else HomePaths(Path(args.home)).genesis)
-    validators = tuple(bytes.fromhex(v.public_key) for v in load_genesis(genesis).validators)
+    headers = anchor_trust(load_genesis(genesis))
     filters = _filters(args)
     failed = total = pending = 0
     certified: dict[bytes, int] = {}  # anchors already checked against their certified blocks
@@ -223,7 +223,7 @@ def audit_verify(args: argparse.Namespace) -> int:
                     pending += 1
                     print(f"{event.observer} #{event.seq:<5} wait not anchored yet")
                     continue
-                result = verify_event(s, proof, event.seq, validators, certified)
+                result = verify_event(s, proof, event.seq, headers, certified)
                 total += 1
                 failed += not result.ok
                 print(f"{result.observer} #{result.seq:<5} {'ok  ' if result.ok else 'FAIL'} {result.detail}")

@@ -82,6 +82,7 @@ def sibling_rpc_urls(home: Path) -> list[str]:
 
 
 def build_dashboard(args: argparse.Namespace) -> Dashboard:
+    from client.audit import anchor_trust
     from client.dashboard.server import Dashboard
     from client.dashboard.source import ChainSource, RpcSource, VerifiedSource
     from client.light import LightClient, home_genesis
@@ -106,7 +107,7 @@ def build_dashboard(args: argparse.Namespace) -> Dashboard:
     source: ChainSource = own
     if genesis is not None:  # provable reads checked against the genesis validators, from any of them
         source = VerifiedSource(own, LightClient.from_genesis(genesis, [s.client for s in (own, *rest)]))
-    trusted = None if genesis is None else tuple(bytes.fromhex(v.public_key) for v in genesis.validators)
+    trusted = None if genesis is None else anchor_trust(genesis)
     return Dashboard(source, [source, *rest], feed, signer, args.alarm_threshold, args.history_blocks, trusted)
 
 

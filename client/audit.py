@@ -9,21 +9,31 @@ unanchored for long stopped anchoring, and shows as a gap.
 serves it: the event's leaf and Merkle path must rebuild the root of an
 ``audit.anchor`` transaction signed by that validator, and that transaction
 must be in a block whose header hashes to a block hash that a quorum of the
-genesis validators signed (its commit certificate).
+validators of that height signed (its commit certificate). The validators of a
+height are followed from genesis's set the light client's way
+(:func:`client.light.follow_sets`): each later set only through the certified
+header before it, so a validator voted in can anchor, and one voted out cannot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from consensus import CommitCertificate, Ed25519Verifier
 from core.api import BlockInfo, TxInfo
 from core.audit import (
     ANCHOR_KIND, AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditPage, AuditProof, AuditProofParams,
 )
-from core.errors import FbciError, InvalidInput
+from core.errors import FbciError, InvalidInput, ValidatorSetUnknown
 from core.hashing import merkle_root
+from genesis.schema import GenesisDoc
+from client.light import certificate_of, follow_sets, header_of
+from client.light_verify import ChainValidators, HeaderVerifier
 from client.session import ChainSession
+
+
+def anchor_trust(doc: GenesisDoc) -> HeaderVerifier:
+    """What anchors are checked against: genesis's validator set, followed through the chain's changes."""
+    return HeaderVerifier(doc.chain_id, ChainValidators(doc.validator_set()))
 
 
 @dataclass(frozen=True)
@@ -50,23 +60,22 @@ def fetch_proof(session: ChainSession, seq: int) -> AuditProof:
     return session.run(lambda c: c.query(AUDIT_PROOF, AuditProofParams(seq=seq)))
 
 
-def _certified(session: ChainSession, chain_id: str, validators: tuple[bytes, ...], height: int,
-               tx: TxInfo) -> None:
+def _certified(session: ChainSession, headers: HeaderVerifier, height: int, tx: TxInfo) -> None:
     block: BlockInfo = session.run(lambda c: c.get_block(height=height))
     header = block.header()
-    if header.hash != block.hash or block.chain_id != chain_id:
+    if header.hash != block.hash:
         raise InvalidInput(f"block {height}: its header does not hash to its hash")
     if tx.hash not in block.txs:
         raise InvalidInput(f"block {height} does not hold the anchor transaction")
     raws = [session.run(lambda c, h=h: c.get_tx(h)) for h in block.txs]
     if merkle_root([t.tx for t in raws]) != block.txs_root:
         raise InvalidInput(f"block {height}: its transactions do not match its txs_root")
-    cert = block.commit_certificate
-    if cert is None or cert.block_hash != block.hash or cert.height != height:
-        raise InvalidInput(f"block {height} has no commit certificate for itself")
-    CommitCertificate(cert.height, cert.view, cert.block_hash,
-                      tuple((s.validator, s.signature) for s in cert.signatures)).verify(
-        chain_id, validators, Ed25519Verifier(chain_id))
+    certificate = certificate_of(block)
+    try:
+        headers.verify(header_of(block), certificate)
+    except ValidatorSetUnknown:  # the chain changed its set since this session last looked: follow, then check
+        session.run(lambda c: follow_sets(headers, c))
+        headers.verify(header_of(block), certificate)
 
 
 def proof_problem(proof: AuditProof, seq: int) -> str | None:
@@ -84,7 +93,7 @@ def proof_problem(proof: AuditProof, seq: int) -> str | None:
     return None
 
 
-def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators: tuple[bytes, ...],
+def verify_event(session: ChainSession, proof: AuditProof, seq: int, headers: HeaderVerifier,
                  certified_anchors: dict[bytes, int] | None = None) -> Verified:
     """Whether ``proof`` shows event ``seq`` unchanged under a certified anchor (never raises for a bad proof).
 
@@ -94,8 +103,6 @@ def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators:
     problem = proof_problem(proof, seq)
     if problem is not None or anchor is None:
         return Verified(seq, who, False, problem or "not anchored")
-    if anchor.validator not in validators:
-        return Verified(seq, who, False, "the anchor was not signed by a genesis validator")
     if certified_anchors is not None and anchor.tx_hash in certified_anchors:
         return Verified(seq, who, True, f"anchored at height {certified_anchors[anchor.tx_hash]}")
     try:
@@ -106,7 +113,9 @@ def verify_event(session: ChainSession, proof: AuditProof, seq: int, validators:
         if (signed.payload.get("root"), signed.payload.get("from_seq"), signed.payload.get("to_seq")) != (
                 anchor.root, anchor.from_seq, anchor.to_seq):
             raise InvalidInput("the anchor's transaction commits another root or range")
-        _certified(session, session.chain_id, validators, tx.receipt.height, tx)
+        _certified(session, headers, tx.receipt.height, tx)
+        if anchor.validator not in headers.validators.validators_at(tx.receipt.height):
+            raise InvalidInput(f"the anchor was not signed by a validator of height {tx.receipt.height}")
     except FbciError as exc:
         return Verified(seq, who, False, exc.message)
     if certified_anchors is not None:

@@ -84,24 +84,6 @@ class LightClient:
     def from_genesis(cls, doc: GenesisDoc, endpoints: Sequence[RpcClient], **options: Any) -> LightClient:
         return cls(endpoints, doc.chain_id, ChainValidators(doc.validator_set()), **options)
 
-    async def follow_sets(self, rpc: RpcClient) -> None:
-        """Accept the validator sets ``rpc`` says the chain decided since the last one this client knows,
-        each through the certified header before it; a set whose height has no block yet waits."""
-        provider = self.headers.validators
-        if not isinstance(provider, ChainValidators):
-            return
-        served = await rpc.query(validator_queries.VALIDATOR_SETS, NoParams())
-        known = provider.sets
-        if any(a.start != b.start or a.validators != b.validators for a, b in zip(served, known)):
-            raise HeaderUnverified(f"{rpc.rpc_url} serves validator sets that differ from the ones this client "
-                                   f"followed from genesis")
-        for change in served[len(known):]:
-            try:
-                info = await rpc.query(BLOCK_GET, BlockGetParams(height=change.start - 1))
-            except NotFound:
-                return
-            accept_change(provider, self.headers, change, header_of(info), certificate_of(info))
-
     def _verified(self, answer: ProvenAnswer, query: Query[P, R], answer_fn: Answer, params: P) -> R:
         result: R = verify_answer(answer, query.path, answer_fn, params, self.headers, min_height=self.min_height)
         return result
@@ -156,7 +138,7 @@ class LightClient:
                 try:
                     result = self._verified(answer, query, answer_fn, params)
                 except ValidatorSetUnknown:
-                    await self.follow_sets(rpc)
+                    await follow_sets(self.headers, rpc)
                     result = self._verified(answer, query, answer_fn, params)
             except NotFound as exc:
                 if "proven_height" in exc.data:
@@ -188,13 +170,33 @@ class LightClient:
                 try:
                     self.headers.verify(header_of(info), certificate_of(info))
                 except ValidatorSetUnknown:
-                    await self.follow_sets(rpc)
+                    await follow_sets(self.headers, rpc)
                     self.headers.verify(header_of(info), certificate_of(info))
             except (FbciError, aiohttp.ClientError) as exc:
                 log.warning("no verified head from %s: %s", rpc.rpc_url, exc)
                 continue
             self.trusted_height = max(self.trusted_height, info.height)
         return self.trusted_height
+
+
+
+async def follow_sets(headers: HeaderVerifier, rpc: RpcClient) -> None:
+    """Accept the validator sets ``rpc`` says the chain decided since the last one ``headers`` knows,
+    each through the certified header before it; a set whose height has no block yet waits."""
+    provider = headers.validators
+    if not isinstance(provider, ChainValidators):
+        return
+    served = await rpc.query(validator_queries.VALIDATOR_SETS, NoParams())
+    known = provider.sets
+    if any(a.start != b.start or a.validators != b.validators for a, b in zip(served, known)):
+        raise HeaderUnverified(f"{rpc.rpc_url} serves validator sets that differ from the ones this client "
+                               f"followed from genesis")
+    for change in served[len(known):]:
+        try:
+            info = await rpc.query(BLOCK_GET, BlockGetParams(height=change.start - 1))
+        except NotFound:
+            return
+        accept_change(provider, headers, change, header_of(info), certificate_of(info))
 
 
 def header_of(info: BlockInfo) -> BlockHeader:

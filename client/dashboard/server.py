@@ -34,6 +34,7 @@ from core.errors import FbciError, InvalidInput, NotFound, Unauthorized
 from core.tx import Transaction
 from ids.alerts import ACK_TX_KIND, ALERT_CLASSES, AckPayload, StoredAlert
 from client.dashboard.chain import ChainIndex
+from client.light_verify import HeaderVerifier
 from client.dashboard.source import ChainSource
 from client.dashboard.trail import TrailReader
 from client.dashboard.views import (
@@ -63,8 +64,9 @@ class Dashboard:
     """The alarm threshold given on the command line; None: equal-workload on this ward."""
     history: int = 500
     """Recent blocks the index reads (Audit, Network, acknowledgements)."""
-    trusted: tuple[bytes, ...] | None = None
-    """The genesis validators' keys, which audit proofs are checked against; None: no genesis file at hand."""
+    trusted: HeaderVerifier | None = None
+    """Genesis's validators (followed through the chain's set changes), which audit proofs are checked against;
+    None: no genesis file at hand."""
     index: ChainIndex = dataclasses.field(init=False)
     cache: ModelCache = dataclasses.field(init=False)
     trail: TrailReader = dataclasses.field(init=False)

@@ -6,7 +6,7 @@ CLI cannot disagree. That code is blocking (a :class:`client.session.ChainSessio
 owns its own loop), so each validator's trail is read in a worker thread.
 
 An event's proof is ``verified`` (its leaf and path rebuild the root of an
-``audit.anchor`` in a block a quorum of the genesis validators certified),
+``audit.anchor`` in a block a quorum of that height's validators certified),
 ``pending`` (the validator has not anchored it yet), ``failed`` (with what
 failed), or ``unchecked`` when the dashboard holds no genesis file to trust.
 An event proven once is not proven again while the validator serves the same
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from core.audit import Anchor, AuditEvent, AuditEventsParams, MAX_PAGE, event_leaf
 from core.errors import FbciError, ReadRefused
 from client.audit import Verified, fetch_proof, proof_problem, query_events, verify_event
+from client.light_verify import HeaderVerifier
 from client.session import ChainSession
 
 RECENT_EVENTS = MAX_PAGE
@@ -73,11 +74,12 @@ class ValidatorTrail:
 
 @dataclass
 class TrailReader:
-    """Reads the trail of the validators ``sessions`` names (by URL); ``validators`` is genesis's set, or
-    None when no genesis file is at hand (then no proof is checked, and the page says so)."""
+    """Reads the trail of the validators ``sessions`` names (by URL); ``validators`` checks certificates from
+    genesis's set on (:func:`client.audit.anchor_trust`), or is None when no genesis file is at hand (then no
+    proof is checked, and the page says so)."""
 
     sessions: dict[str, SessionFactory]
-    validators: tuple[bytes, ...] | None
+    validators: HeaderVerifier | None
     own: bytes | None = None
     """The dashboard's reader key: its own events are counted, not shown."""
     proven: dict[tuple[str, int, bytes], str] = field(default_factory=dict)

@@ -317,4 +317,4 @@ async def audit_view(index: ChainIndex, reader: TrailReader, actor: str | None, 
                      "Changes: every transaction in these blocks, by its signer and kind.", trail, shown[:limit],
                      f"Reads and changes each validator served (its audit_events, newest {RECENT_EVENTS} per "
                      "validator, less this dashboard's own reads), each proven as 'fbci audit verify' proves it: "
-                     "its path must rebuild the root of an audit.anchor in a block the genesis validators certified.")
+                     "its path must rebuild the root of an audit.anchor in a block that height's validators certified.")

@@ -22,7 +22,7 @@ import pytest
 
 import cli.main as cli
 from client import consent as consent_client
-from client.audit import fetch_proof, query_events, verify_event
+from client.audit import anchor_trust, fetch_proof, query_events, verify_event
 from client.fl.consent import load_or_create_secret, pseudonyms, record_numbers
 from client.fl.data import breast_cancer_split
 from client.fl.train import TrainResult, train_rounds
@@ -155,8 +155,8 @@ def test_consent_reads_and_audit_over_json_rpc(testnet, capsys: pytest.CaptureFi
                         "node3's first anchors")
         refusals = {e.outcome_reason for e in page.events if e.outcome == "4"}
         assert {"auth_required", "revoked_key", "unauthorized"} <= refusals
-        validators = tuple(bytes.fromhex(v.public_key) for v in load_genesis(HomePaths(homes[0]).genesis).validators)
-        checked = [verify_event(s, fetch_proof(s, e.seq), e.seq, validators) for e in page.events
+        headers = anchor_trust(load_genesis(HomePaths(homes[0]).genesis))
+        checked = [verify_event(s, fetch_proof(s, e.seq), e.seq, headers) for e in page.events
                    if e.seq < page.anchored_to]
     assert checked and all(v.ok for v in checked), [v for v in checked if not v.ok]
     with ChainSession(url[2], auditor) as s:

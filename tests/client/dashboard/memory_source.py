@@ -27,6 +27,7 @@ from consent.contract import TaintedRound
 from consent.queries import CONSENT_PROVENANCE
 from core.audit import AUDIT_EVENTS, AUDIT_PROOF, AuditEventsParams, AuditProofParams
 from core.block import BlockHeader
+from core.validators import Validator, ValidatorSet
 from core.errors import ReadAuthRequired, ReadForbidden
 from core.hashing import merkle_root
 from client.session import ChainSession
@@ -65,6 +66,8 @@ class MemorySource:
         specs = default_models(4)
         contract.init_models(self.state, specs, {s.id: initial_weights(s) for s in specs}, 0)
         self.validator_keys = [PrivateKey.generate() for _ in range(4)]
+        self.validator_set = ValidatorSet(tuple(Validator(k.public_key.raw, f"node{i}", "")
+                                                for i, k in enumerate(self.validator_keys)))
         self.accounts: dict[bytes, tuple[str, frozenset[str]]] = {
             k.public_key.raw: (f"node{i}", frozenset({"validator"})) for i, k in enumerate(self.validator_keys)}
         self.nonces: dict[bytes, int] = {}
@@ -130,7 +133,8 @@ class MemorySource:
                 new_alerts.append(stored)
         header = BlockHeader(CHAIN_ID, height, self.blocks[-1].hash if self.blocks else b"\0" * 32,
                              self.validator_keys[height % 4].public_key.raw, time_ms,
-                             merkle_root([tx.encode() for tx in txs]), b"\0" * 32, b"\0" * 32, len(txs))
+                             merkle_root([tx.encode() for tx in txs]), b"\0" * 32, b"\0" * 32, len(txs),
+                             self.validator_set.hash(), self.validator_set.hash())
         block_hash = header.hash
         vote = vote_sign_bytes(CHAIN_ID, height, 0, block_hash)
         signed = tuple(Signature(k.public_key.raw, Ed25519Signer(k, CHAIN_ID).sign(KIND_COMMIT, vote))
@@ -138,7 +142,8 @@ class MemorySource:
         cert = CertificateInfo(height, 0, block_hash, signed)
         self.blocks.append(BlockInfo(
             block_hash, height, CHAIN_ID, header.prev_block_hash, header.proposer, time_ms, header.txs_root,
-            header.state_hash, header.prev_commit_hash, len(txs), tuple(tx.hash for tx in txs), None, cert))
+            header.state_hash, header.prev_commit_hash, len(txs), tuple(tx.hash for tx in txs), None, cert,
+            validators_hash=header.validators_hash, next_validators_hash=header.next_validators_hash))
         self._publish("new_block", {"height": height, "hash": block_hash.hex(), "num_txs": len(txs),
                                     "time_ms": time_ms})
         for stored in new_alerts:

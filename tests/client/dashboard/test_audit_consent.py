@@ -22,6 +22,7 @@ from consent.contract import ChainConsent
 from consent.record import training_purpose
 from client.dashboard.server import Dashboard, build_app
 from client.dashboard.ward import GeneratedFeed
+from client.light_verify import ChainValidators, HeaderVerifier
 from node.audit import _EVENT
 from tests.client.dashboard.memory_source import CHAIN_ID, MemorySource
 from tests.client.dashboard.test_server import _json, run
@@ -51,9 +52,9 @@ class AuditedChain:
 async def dashboard(chain: AuditedChain, reader: PrivateKey | None, *,
                     trusted: bool = True) -> AsyncIterator[TestClient]:
     chain.source.reader = reader
-    keys = tuple(k.public_key.raw for k in chain.source.validator_keys) if trusted else None
+    headers = HeaderVerifier(CHAIN_ID, ChainValidators(chain.source.validator_set)) if trusted else None
     d = Dashboard(chain.source, [chain.source], GeneratedFeed(3, 0, step_s=3600), reader, None, history=50,
-                  trusted=keys)
+                  trusted=headers)
     async with TestClient(TestServer(build_app(d))) as client:
         yield client
 

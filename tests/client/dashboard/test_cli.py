@@ -67,6 +67,7 @@ def test_a_home_with_a_genesis_file_reads_through_the_light_client(tmp_path: Pat
     assert [c.rpc_url for c in d.source.light.endpoints] == [s.client.rpc_url for s in
                                                              (d.source.rest, *d.validators[1:])]
     genesis = load_genesis(net.homes[0] / "config" / "genesis.json")
-    assert d.trusted == tuple(bytes.fromhex(v.public_key) for v in genesis.validators)
+    assert d.trusted is not None and d.trusted.chain_id == genesis.chain_id
+    assert d.trusted.validators.validators_at(1) == tuple(bytes.fromhex(v.public_key) for v in genesis.validators)
     bare = build_dashboard(parser.parse_args(["dashboard", "--rpc", "http://127.0.0.1:27301"]))
     assert isinstance(bare.source, RpcSource) and bare.trusted is None  # no genesis: proofs labelled unchecked
