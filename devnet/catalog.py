@@ -64,12 +64,15 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
 
 
 def with_read_policy(app_state: dict[str, Any]) -> dict[str, Any]:
-    """``app_state`` with ``read_policy`` written out (each read's default, unless it names one), so
-    whoever reads the genesis file sees which reads are private."""
+    """``app_state`` with ``read_policy`` written out: every read at its default unless ``app_state``
+    names it, so whoever reads the genesis file sees which reads are private."""
     from node.app import RPC_QUERIES
     from node.read_auth import default_read_policy
 
-    return {"read_policy": default_read_policy(RPC_QUERIES), **app_state}
+    named = app_state.get("read_policy", {})
+    if not isinstance(named, dict):
+        return app_state  # the node refuses it, naming the key (node.read_auth.read_policy)
+    return {**app_state, "read_policy": {**default_read_policy(RPC_QUERIES), **named}}
 
 
 CONSENT_REQUIRED = ("breast_cancer", "breast_cancer_fedavg")

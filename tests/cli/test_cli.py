@@ -96,6 +96,20 @@ def test_genesis_errors_name_the_field_and_exit_1(tmp_path: Path) -> None:
                        "already exists")
 
 
+def test_genesis_init_writes_the_read_policy_out_with_the_operators_choices(tmp_path: Path) -> None:
+    """The operator sees every read's access in genesis: the defaults, and what its --app-state file chose."""
+    (tmp_path / "app.json").write_text(json.dumps({"models": [], "read_policy": {"fl_rounds": "open"}}))
+    for out, extra in (("default", ()), ("chosen", ("--app-state", str(tmp_path / "app.json")))):
+        assert fbci("genesis", "init", "--validators", "1", "--out", str(tmp_path / out), *extra).returncode == 0
+    default = json.loads((tmp_path / "default" / "genesis.json").read_text())["app_state"]
+    chosen = json.loads((tmp_path / "chosen" / "genesis.json").read_text())["app_state"]
+    assert default["read_policy"]["fl_rounds"] == "private" and chosen["read_policy"]["fl_rounds"] == "open"
+    assert default["read_policy"]["block_get"] == chosen["read_policy"]["block_get"] == "open"
+    assert {m for m, mode in chosen["read_policy"].items() if mode == "private"} >= {
+        "fl_model_get", "alerts_query", "consent_history", "audit_events", "tx_get"}
+    assert default["affiliations"] == {"hospital0": ["gateway0", "node0"]}
+
+
 def test_one_machine_network_from_the_command_line(tmp_path: Path) -> None:
     result = fbci("genesis", "init", "--validators", "4", "--out", str(tmp_path), "--chain-id", "cli-test",
                   "--base-port", "31000")

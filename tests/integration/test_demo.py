@@ -44,6 +44,9 @@ def test_the_demo_runs_and_every_validator_agrees(tmp_path: Path) -> None:
         assert "every validator holds the same global model: True" in text
         assert len(re.findall(r"^ +\d+ +\d+ +v\d+ +[0-9a-f]{12} +\d+\.\d%$", text, re.M)) == 3  # accuracy per round
         assert "How rounds are numbered" in text
+        assert "breast_cancer requires consent" in text  # each hospital records its patients' decisions first
+        consented = re.findall(r"^  hospital\d +(\d+) +(\d+) +(\d+) *$", text, re.M)
+        assert len(consented) == 4 and all(int(n) == int(p) + int(d) and int(d) >= 1 for n, p, d in consented)
         pr = re.search(r"flagged (\d+): precision (\d+\.\d)% .*, recall (\d+\.\d)%", text)
         assert pr is not None and int(pr.group(1)) > 0 and float(pr.group(2)) > 50 and float(pr.group(3)) > 50
         section = text.split("alerts committed, as each validator answers")[1]

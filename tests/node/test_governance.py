@@ -16,7 +16,7 @@ from core.crypto import PrivateKey
 from core.errors import ContractRejected, GovernanceRequired, KeyRotated, NotAMember, ProposalClosed
 from core.hashing import sha256
 from core.keyhistory import KEY_HISTORY, KeyHistoryParams
-from core.readauth import READER_PATH, ReaderParams
+from core.readauth import CUSTODIAN_PATH, READER_PATH, CustodianParams, ReaderParams
 from core.tx import Transaction
 from governance.config import GovernanceConfig
 from governance.contract import approval_bytes, init_governance
@@ -249,6 +249,9 @@ def test_an_issued_clinician_follows_its_hospitals_rotation_and_a_proxy_keeps_it
     assert reader.patient == patient and reader.roles == frozenset({"patient_proxy"})
     assert consent.proxy_binding(chain.app.state, new_proxy.public_key.raw) == (patient, NEW_KEY.public_key.raw)
     assert consent.custodian(chain.app.state, patient) == NEW_KEY.public_key.raw  # the hospital kept its patient
+    # what the read guard asks before a clinician scores this patient: the same custodian, through the app
+    assert chain.app.query(CUSTODIAN_PATH, CustodianParams(patient=patient)) == NEW_KEY.public_key.raw
+    assert chain.app.query(CUSTODIAN_PATH, CustodianParams(patient=bytes(32))) is None
     (r,) = commit(chain, s.tx(NEW_KEY, consent.SET_KIND, {"patient": patient, "decision": "permit", "purpose": "*"}))
     assert r.ok, r.message
     (r,) = commit(chain, s.tx(new_proxy, consent.SET_KIND, {"patient": patient, "decision": "deny", "purpose": "*"}))
