@@ -21,7 +21,8 @@ Wire format on the SYNC channel (canonical msgpack, beside block sync's):
 ``["list_snapshots"]``; ``["snapshots", [[height, root, keys, [boundary, ...]],
 ...], [[start, validator set bytes], ...]]`` (the serving validator's schedule of
 validator sets, genesis's first at height 1: what a joiner follows from
-genesis to the set that certifies the snapshot, ``node/snapshot_trust.py``); ``["get_chunk", height, start, limit or null]``;
+genesis to the set that certifies the snapshot, ``node/snapshot_trust.py``);
+``["get_chunk", height, start, limit or null]``;
 ``["chunk", height, start, limit or null, chunk bytes or null]`` (null: that
 snapshot is no longer kept).
 """

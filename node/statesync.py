@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.block import Block
-from core.errors import FbciError, PeerMisbehaved, StateSyncFailed
+from core.errors import FbciError, StateSyncFailed
 from core.snapshot import (
     Chunk, ChunkReply, ChunkRequest, ListSnapshots, RestoredSnapshot, SnapshotInfo, SnapshotList, StateSyncMessage,
     decode_message, verify_chunk,
