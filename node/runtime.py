@@ -249,6 +249,8 @@ class Validator:
                                                            params.max_block_bytes),
                                                 self.transport.connected_peers, len(config.peers),
                                                 self.metrics.on_state_sync_ban)
+            if joined is not None:
+                peer_set.follow()  # the restored state's sets, before block sync asks its peers
         info = self.app.info()
         last_commit = CommitCertificate.decode(info.last_certificate) if info.height else None
         await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))

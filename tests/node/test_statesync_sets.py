@@ -16,8 +16,10 @@ from core import codec
 from core.snapshot import SnapshotList
 from core.validators import ScheduledSet, ValidatorSet
 from node.ledger import Ledger
+from node.membership import PeerSet
 from node.snapshot_trust import ChainTrust
 from node.sync import BlockSyncer, serve_request
+from node.transport import PeerInfo
 from tests.governance.test_validator_set import CHAIN, NODES, add_params, commit, decide, entry, genesis_set, open_chain
 from tests.node.test_statesync import Net
 
@@ -74,10 +76,16 @@ def test_a_joiner_follows_the_changes_from_genesis_and_block_syncs_on_with_the_n
     with _changed_chain(tmp_path) as (source, joiner):
         net = Net()
         net.endpoint(b"honest", source)
+        peer_set = PeerSet(joiner.app, NODES[1].public_key.raw, [])  # built at start-up, from genesis's state
+        told: list[list[PeerInfo]] = []
+        peer_set.on_change = told.append
         banned: list[tuple[bytes, str]] = []
         joined = _join(joiner, net, [b"honest"], banned)
         assert joined is not None and joined.snapshot.height == 10 and not banned
         app = joiner.app
+        peer_set.follow()
+        assert [p.name for p in told[-1]] == ["node2", "node3", "node4"]  # node0 gone, node4 in
+        assert peer_set.key(NODES[4].public_key.raw) is not None and peer_set.key(NODES[0].public_key.raw) is None
         assert app.state.state_hash == source.app.state.tree_root(10).hash  # type: ignore[attr-defined]
         assert app.validator_set(11) == source.app.validator_set(11)  # read again from the restored state
         for _ in range(2):
