@@ -58,9 +58,11 @@ from node.app import LedgerApplication
 from node.application import ProposalRequest
 from node.execution import TxKindRegistry
 from node.ledger import Ledger
-from node.statesync import ChainTrust, StateSyncEndpoint, Timing
+from node.snapshot_trust import ChainTrust
+from node.statesync import StateSyncEndpoint, Timing
 from node.stores import Database
 from node.sync import BlockSyncer, serve_request
+from node.validator_set import bare_set
 
 NAME = "state_sync"
 CHAIN = "fbci-bench-state-sync"
@@ -148,7 +150,7 @@ class Loopback:
 
     async def block_sync(self, joiner: Ledger, target: int) -> None:
         refused: list[str] = []
-        self.syncer = BlockSyncer(joiner, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
+        self.syncer = BlockSyncer(joiner, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN),
                                   send=self.to_peer, peers=lambda: PEERS, on_synced=lambda h, c: None,
                                   on_misbehaviour=lambda peer, what: refused.append(what),
                                   signatures=joiner.app.signatures)  # type: ignore[attr-defined]
@@ -204,7 +206,7 @@ def measure(blocks: int, keys: int, root: Path) -> dict[str, Any]:
 
     async def join() -> None:
         began = time.perf_counter()
-        joined = await link.joiner_side.join(ChainTrust(CHAIN, VKEYS, Ed25519Verifier(CHAIN), 1 << 24),
+        joined = await link.joiner_side.join(ChainTrust(CHAIN, bare_set(VKEYS), Ed25519Verifier(CHAIN), 1 << 24),
                                              lambda: PEERS, len(PEERS), lambda peer, why: None)
         assert joined is not None, "the source offered no snapshot"
         phases["restore_s"] = time.perf_counter() - began

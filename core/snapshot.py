@@ -19,7 +19,10 @@ joining side, ``node/statesync.py`` the protocol around them and
 
 Wire format on the SYNC channel (canonical msgpack, beside block sync's):
 ``["list_snapshots"]``; ``["snapshots", [[height, root, keys, [boundary, ...]],
-...]]``; ``["get_chunk", height, start, limit or null]``;
+...], [[start, validator set bytes], ...]]`` (the serving validator's schedule of
+validator sets, genesis's first at height 1: what a joiner follows from
+genesis to the set that certifies the snapshot, ``node/snapshot_trust.py``);
+``["get_chunk", height, start, limit or null]``;
 ``["chunk", height, start, limit or null, chunk bytes or null]`` (null: that
 snapshot is no longer kept).
 """
@@ -34,11 +37,14 @@ from core.block import Block
 from core.errors import BadStateSyncMessage, DecodeError, ProofInvalid
 from core.hashing import HASH_SIZE
 from core.proofs import ProvenState, StateProof, TreeState
+from core.validators import ScheduledSet, ValidatorSet
 
 KEEP_SNAPSHOTS = 2
 MAX_BOUNDARIES = 256
 """At most this many ranges per snapshot, so a listing stays a small frame."""
 MAX_LISTED = 4
+MAX_SETS = 1024
+"""At most this many validator sets in a listing's schedule (one change per two blocks at the fastest)."""
 MAX_KEY_BYTES = 4096
 NODE_BYTES = 128
 """A chunk's proof bytes per pair beyond its key and value: a leaf's and a branch's hashes and framing."""
@@ -175,9 +181,13 @@ class ListSnapshots:
 @dataclass(frozen=True)
 class SnapshotList:
     snapshots: tuple[SnapshotInfo, ...]
+    schedule: tuple[ScheduledSet, ...]
+    """Every validator set the serving validator's chain decided, genesis's first: a claim, checked
+    set by set against certified headers before the joiner uses any of it."""
 
     def encode(self) -> bytes:
-        return codec.encode(["snapshots", [s.fields() for s in self.snapshots]])
+        return codec.encode(["snapshots", [s.fields() for s in self.snapshots],
+                             [[item.start, item.validators.encode()] for item in self.schedule]])
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,20 @@ def _snapshot(value: Any) -> SnapshotInfo:
     return SnapshotInfo(value[0], value[1], value[2], boundaries)
 
 
+def _schedule(value: Any) -> tuple[ScheduledSet, ...]:
+    if not (isinstance(value, list) and 1 <= len(value) <= MAX_SETS
+            and all(isinstance(e, list) and len(e) == 2 and _height(e[0]) and isinstance(e[1], bytes) for e in value)):
+        raise BadStateSyncMessage(f"a schedule is 1 to {MAX_SETS} [start height, validator set bytes]")
+    starts = [e[0] for e in value]
+    if starts[0] != 1 or any(a >= b for a, b in zip(starts, starts[1:])):
+        raise BadStateSyncMessage("a schedule's start heights must ascend strictly from 1 (genesis's set)")
+    try:
+        sets = [ValidatorSet.decode(e[1]) for e in value]
+    except DecodeError as exc:
+        raise BadStateSyncMessage(f"a schedule holds a malformed validator set: {exc.message}") from None
+    return tuple(ScheduledSet(start, s) for start, s in zip(starts, sets))
+
+
 def decode_message(value: Any) -> StateSyncMessage | None:
     """A decoded SYNC-channel value as a state-sync message; None when it is none of them (block sync's).
     A state-sync tag with anything wrong around it raises :class:`BadStateSyncMessage`."""
@@ -250,8 +274,8 @@ def decode_message(value: Any) -> StateSyncMessage | None:
     tag, rest = value[0], value[1:]
     if tag == "list_snapshots" and not rest:
         return ListSnapshots()
-    if tag == "snapshots" and len(rest) == 1 and isinstance(rest[0], list) and len(rest[0]) <= MAX_LISTED:
-        return SnapshotList(tuple(_snapshot(s) for s in rest[0]))
+    if tag == "snapshots" and len(rest) == 2 and isinstance(rest[0], list) and len(rest[0]) <= MAX_LISTED:
+        return SnapshotList(tuple(_snapshot(s) for s in rest[0]), _schedule(rest[1]))
     if tag == "get_chunk" and len(rest) == 3 and _height(rest[0]) and _key(rest[1]) and _limit(rest[2]):
         return ChunkRequest(*rest)
     if tag == "chunk" and len(rest) == 4 and _height(rest[0]) and _key(rest[1]) and _limit(rest[2]) \

@@ -429,7 +429,7 @@ class LedgerApplication:
     # -- state sync (node/snapshots.py) -----------------------------------------------------
 
     def list_snapshots(self) -> SnapshotList:
-        return self.snapshots.list()
+        return self.snapshots.list(self.schedule.decided(self.state))
 
     def snapshot_chunk(self, request: ChunkRequest) -> ChunkReply:
         return self.snapshots.chunk(request)
@@ -440,6 +440,7 @@ class LedgerApplication:
                                "only restored into a store that holds the genesis state alone")
         restore(self.database, self.state, self.blocks, snapshot)
         self._info, self._head = None, None
+        self.schedule.forget()  # the restored state holds the sets decided up to the snapshot
         log.info("restored the state of height %d from a snapshot, state hash %s", snapshot.height,
                  snapshot.root.hex())
 

@@ -47,6 +47,11 @@ class PeerSet:
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
         """A block observer: after each block, the sets of the next two heights."""
+        self.follow()
+
+    def follow(self) -> None:
+        """Take the sets of the next two heights from the application (after a block, or a restored
+        snapshot: its state may hold sets that genesis's does not)."""
         if self._refresh():
             peers = self.peers()
             log.info("validator set changed: peers now %s", ", ".join(sorted(p.name for p in peers)))

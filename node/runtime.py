@@ -56,7 +56,8 @@ from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
 from node.service import NodeService, ReadWorker
-from node.statesync import ChainTrust, StateSyncEndpoint
+from node.snapshot_trust import ChainTrust
+from node.statesync import StateSyncEndpoint
 from node.stores import Database, SigningMark
 from node.sync import BlockSyncer, serve_request
 from node.transport import Channel, PeerInfo, PeerTransport, QueueLimit
@@ -244,9 +245,12 @@ class Validator:
         stack.push_async_callback(self.syncer.stop)
         joined = None
         if config.state_sync and self.app.info().height == 0:
-            joined = await self.state_sync.join(ChainTrust(doc.chain_id, validators, verifier, params.max_block_bytes),
+            joined = await self.state_sync.join(ChainTrust(doc.chain_id, doc.validator_set(), verifier,
+                                                           params.max_block_bytes),
                                                 self.transport.connected_peers, len(config.peers),
                                                 self.metrics.on_state_sync_ban)
+            if joined is not None:
+                peer_set.follow()  # the restored state's sets, before block sync asks its peers
         info = self.app.info()
         last_commit = CommitCertificate.decode(info.last_certificate) if info.height else None
         await self.driver.start(Start(info.height + 1, last_commit, wal.read_all()))

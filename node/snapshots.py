@@ -20,6 +20,7 @@ from core.errors import NotFound, StoreCorrupt
 from core.snapshot import (
     ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotInfo, SnapshotList, make_chunk, snapshot_heights, split_points,
 )
+from core.validators import ScheduledSet
 from node.stores import BlockStore, Database, StateStore, _leveldb
 
 CHUNK_KEYS = 500
@@ -38,8 +39,9 @@ class SnapshotServer:
         self.chunk_bytes = min(CHUNK_BYTES, max_block_bytes // 2)
         self._boundaries: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
 
-    def list(self) -> SnapshotList:
-        """The kept snapshots whose root a stored header certifies, newest first."""
+    def list(self, schedule: tuple[ScheduledSet, ...]) -> SnapshotList:
+        """The kept snapshots whose root a stored header certifies, newest first, with the chain's
+        validator-set ``schedule`` a joiner follows to the set certifying them."""
         last = self.blocks.last_height
         offered: list[SnapshotInfo] = []
         for height in snapshot_heights(self.state.height, self.state.snapshot_interval):
@@ -53,7 +55,7 @@ class SnapshotServer:
                 cut = self._boundaries[(height, root_hash)] = split_points(self.state.node, root, PARTS)
             offered.append(SnapshotInfo(height, root_hash, keys, cut))
         self._boundaries = {k: v for k, v in self._boundaries.items() if k[0] in {s.height for s in offered}}
-        return SnapshotList(tuple(offered))
+        return SnapshotList(tuple(offered), schedule)
 
     def chunk(self, request: ChunkRequest) -> ChunkReply:
         """One chunk of a kept snapshot; without one (dropped meanwhile, never taken) a reply that says so."""

@@ -8,10 +8,13 @@ root as it arrives, so a bad chunk is caught alone and its sender known.
 
 1. Discover: ask every connected peer for its snapshots (``list_snapshots``)
    and take the newest height above this validator's own.
-2. Trust: fetch blocks S and S + 1 with their certificates (block sync's
-   ``get_blocks``) and verify them against the genesis validator set
-   (:func:`verify_snapshot_header`); the root to restore is block S + 1's
-   ``state_hash``. A peer that offered another root for S is banned.
+2. Trust: follow the peer's validator-set schedule (it comes with the
+   listing) from genesis's set through every change up to S + 1, each on the
+   certified block before it, then fetch blocks S and S + 1 with their
+   certificates (block sync's ``get_blocks``) and verify them against the
+   sets so followed (``node/snapshot_trust.py``); the root to restore is
+   block S + 1's ``state_hash``. A peer whose schedule or blocks do not check
+   out, or that offered another root for S, is banned.
 3. Fetch: the snapshot's ranges go out to the peers that offered it, a few at
    a time each (:class:`ChunkScheduler`). A chunk that does not verify bans
    its sender for the rest of this sync (CometBFT's ``reject_senders``: never
@@ -34,16 +37,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consensus import CommitCertificate, Verifier
 from core.block import Block
-from core.errors import FbciError, PeerMisbehaved, StateSyncFailed
+from core.errors import FbciError, StateSyncFailed
 from core.snapshot import (
     Chunk, ChunkReply, ChunkRequest, ListSnapshots, RestoredSnapshot, SnapshotInfo, SnapshotList, StateSyncMessage,
     decode_message, verify_chunk,
 )
 from core import codec
+from core.validators import ScheduledSet
 from node.application import Application
-from node.sync import decode_batch
+from node.snapshot_trust import ChainTrust, changes_to_follow, follow_change, verify_snapshot_header
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class Timing:
 class Offer:
     peer: bytes
     snapshot: SnapshotInfo
+    schedule: tuple[ScheduledSet, ...]
+    """The validator sets the peer says its chain decided (``node/snapshot_trust.py`` checks them)."""
 
 
 class Bans:
@@ -155,27 +160,6 @@ class ChunkScheduler:
             self.ranges.appendleft((chunk.end, limit))
 
 
-def verify_snapshot_header(payload: Any, height: int, *, chain_id: str, validators: tuple[bytes, ...],
-                           verifier: Verifier, max_block_bytes: int) -> tuple[Block, bytes, bytes, bytes]:
-    """Blocks ``height`` and ``height + 1`` of a ``get_blocks`` answer, checked against the validator set:
-    block ``height``, its bytes, its certificate (the next block's ``last_commit``) and the certified root
-    of the state after it (the next block's ``state_hash``). Raises on anything a peer got wrong."""
-    items = decode_batch(payload, max_block_bytes)
-    if len(items) < 2 or items[0].block.height != height or items[1].block.height != height + 1:
-        raise PeerMisbehaved(f"asked for blocks {height} and {height + 1}, got heights "
-                             f"{[item.block.height for item in items]}")
-    base, following = items
-    following.certificate.verify(chain_id, validators, verifier)
-    header = following.block.header
-    if header.chain_id != chain_id or header.prev_block_hash != base.block.hash:
-        raise PeerMisbehaved(f"block {height + 1} does not follow the block {height} it came with")
-    last_commit = CommitCertificate.decode(following.block.last_commit)
-    if last_commit.height != height or last_commit.block_hash != base.block.hash:
-        raise PeerMisbehaved(f"block {height + 1}'s last commit does not certify block {height}")
-    last_commit.verify(chain_id, validators, verifier)
-    return base.block, base.raw_block, following.block.last_commit, header.state_hash
-
-
 class StateSyncClient:
     """Requests to peers and the replies that answer them, matched by peer and what was asked."""
 
@@ -232,16 +216,6 @@ class Joined:
     hint: bytes
 
 
-@dataclass(frozen=True)
-class ChainTrust:
-    """What a joiner checks headers against: the genesis chain and validator set."""
-
-    chain_id: str
-    validators: tuple[bytes, ...]
-    verifier: Verifier
-    max_block_bytes: int
-
-
 class StateSync:
     """One state sync of an empty store: discover, trust a header, fetch, hand back the snapshot."""
 
@@ -287,7 +261,7 @@ class StateSync:
             await asyncio.sleep(0.1)  # polling the transport's links: nothing to await on it
         peers = self.peers()
         lists = await asyncio.gather(*(self.client.snapshots(peer) for peer in peers))
-        return [Offer(peer, snapshot) for peer, listed in zip(peers, lists)
+        return [Offer(peer, snapshot, listed.schedule) for peer, listed in zip(peers, lists)
                 if listed is not None for snapshot in listed.snapshots]
 
     async def _try(self, height: int, offers: list[Offer]) -> Joined | None:
@@ -314,22 +288,31 @@ class StateSync:
 
     async def _certified(self, height: int, offers: list[Offer]
                          ) -> tuple[bytes, tuple[Block, bytes, bytes, bytes]] | None:
-        """The first offering peer's verified blocks ``height`` and ``height + 1`` (see
-        :func:`verify_snapshot_header`), with that peer."""
+        """The first offering peer's blocks ``height`` and ``height + 1``, verified against the validator sets
+        of its schedule once each change up to ``height + 1`` is followed from genesis (see
+        ``node/snapshot_trust.py``), with that peer."""
         for offer in offers:
             if offer.peer in self.bans.banned:
                 continue
-            payload = await self.client.blocks(offer.peer, height, 2)
-            if payload is None:
-                continue
             try:
-                return offer.peer, verify_snapshot_header(payload, height, chain_id=self.trust.chain_id,
-                                                          validators=self.trust.validators,
-                                                          verifier=self.trust.verifier,
-                                                          max_block_bytes=self.trust.max_block_bytes)
+                verified = await self._verified(offer, height)
             except FbciError as exc:
                 self.bans.ban(offer.peer, f"the header of snapshot {height} does not verify: {exc.message}")
+                continue
+            if verified is not None:
+                return offer.peer, verified
         return None
+
+    async def _verified(self, offer: Offer, height: int) -> tuple[Block, bytes, bytes, bytes] | None:
+        """None when the peer went silent; raises on a schedule or a block that does not check out."""
+        trusted = [ScheduledSet(1, self.trust.genesis)]
+        for change in changes_to_follow(self.trust, offer.schedule, height + 1):
+            payload = await self.client.blocks(offer.peer, change.start - 1, 1)
+            if payload is None:
+                return None
+            follow_change(payload, change, trusted, self.trust)
+        payload = await self.client.blocks(offer.peer, height, 2)
+        return None if payload is None else verify_snapshot_header(payload, height, trusted, self.trust)
 
 
 class StateSyncEndpoint:

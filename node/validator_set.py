@@ -34,13 +34,18 @@ EFFECT_DELAY = 2
 """A set decided in block H decides heights H + 2 onward."""
 VALIDATOR_ROLE = "validator"
 
+def bare_set(keys: tuple[bytes, ...]) -> ValidatorSet:
+    """Keys alone as a set (no names, Ed25519): the set of a chain whose state holds none."""
+    return ValidatorSet(tuple(Validator(k, "", "") for k in keys))
+
+
 class ValidatorSchedule:
     """The application's copy of the schedule: read from state once, then extended by each block that
     decides a set, and the verifier taught every set's key types. ``fallback``: genesis's keys, for a state
     that holds no sets (tests' bare ledgers, and stores written before sets were state)."""
 
     def __init__(self, fallback: tuple[bytes, ...], verifier: Verifier) -> None:
-        self._fallback = ValidatorSet(tuple(Validator(k, "", "") for k in fallback))
+        self._fallback = bare_set(fallback)
         self._verifier = verifier
         self._sets: list[ScheduledSet] | None = None
 
@@ -50,6 +55,10 @@ class ValidatorSchedule:
 
     def at(self, state: StateView, height: int) -> ValidatorSet:
         return set_at(self._load(state), height)
+
+    def decided(self, state: StateView) -> tuple[ScheduledSet, ...]:
+        """Every set, genesis's first: what this validator offers a joiner with its snapshots."""
+        return tuple(self._load(state))
 
     def after_block(self, state: StateView, height: int) -> ValidatorUpdate | None:
         """The set the block at ``height`` (just executed into ``state``) decided, if any."""

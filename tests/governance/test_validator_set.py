@@ -42,14 +42,19 @@ def entry(i: int) -> Validator:
     return Validator(NODES[i].public_key.raw, f"node{i}", f"127.0.0.1:{27000 + i}")
 
 
-def open_chain(path: Path, validators: int = 4) -> Ledger:
-    genesis = ValidatorSet(tuple(entry(i) for i in range(validators)))
-    app = LedgerApplication(CHAIN, genesis.keys, PARAMS, Database(path), build_registry(CHAIN, genesis.keys),
+def genesis_set(validators: int = 4) -> ValidatorSet:
+    return ValidatorSet(tuple(entry(i) for i in range(validators)))
+
+
+def open_chain(path: Path, validators: int = 4, **params: Any) -> Ledger:
+    genesis = genesis_set(validators)
+    chain_params = PARAMS.model_copy(update=params) if params else PARAMS
+    app = LedgerApplication(CHAIN, genesis.keys, chain_params, Database(path), build_registry(CHAIN, genesis.keys),
                             genesis_time_ms=GENESIS_TIME_MS)
     config = GovernanceConfig(members=tuple(sorted(m.public_key.raw for m in MEMBERS)), required=3)
     app.init_genesis(ACCOUNTS, [lambda state: init_governance(state, config),
                                 lambda state: init_validator_set(state, genesis)])
-    return Ledger.assemble(app, PARAMS)
+    return Ledger.assemble(app, chain_params)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ async def _verified_reads(net: Testnet, i: int, public_key: bytes) -> tuple[Any,
     client that trusts nothing but genesis."""
     doc = home_genesis(net.specs[0].home)
     assert doc is not None
-    rpc = RpcClient(net.specs[i].rpc_url)
+    rpc = RpcClient(net.specs[i].rpc_url, reader=net.client_key())  # models are private reads: signed
     try:
         light = LightClient.from_genesis(doc, [rpc])
         models = await light.query(FL_MODELS, FL_MODELS.params())

@@ -16,15 +16,19 @@ from hypothesis import strategies as st
 from consensus import Ed25519Verifier
 from core import codec
 from core.api import ACCOUNT, AccountGetParams
+from core.crypto import KeyType
 from core.errors import BadStateSyncMessage, StateSyncFailed
 from core.proofs import ProvenAnswer
 from core.snapshot import (
-    ChunkReply, ChunkRequest, ListSnapshots, SnapshotInfo, SnapshotList, decode_message, make_chunk,
+    MAX_SETS, ChunkReply, ChunkRequest, ListSnapshots, SnapshotInfo, SnapshotList, decode_message, make_chunk,
 )
+from core.validators import ScheduledSet, Validator, ValidatorSet
 from node.ledger import Ledger
-from node.statesync import Bans, ChainTrust, ChunkScheduler, StateSyncEndpoint, Timing
+from node.snapshot_trust import ChainTrust
+from node.statesync import Bans, ChunkScheduler, StateSyncEndpoint, Timing
 from node.stores import Database, StateStore
 from node.sync import BlockSyncer, serve_request
+from node.validator_set import bare_set
 from tests.node.helpers import CHAIN, HOSPITAL, VKEYS, open_ledger
 from tests.node.test_chain import grow
 
@@ -32,9 +36,15 @@ KEYS = st.binary(max_size=12)
 SNAPSHOT = st.builds(lambda h, root, keys, cut: SnapshotInfo(h, root, keys, (b"", *sorted(set(cut) - {b""}))),
                      st.integers(1, 2 ** 40), st.binary(min_size=32, max_size=32), st.integers(0, 2 ** 40),
                      st.lists(KEYS, max_size=8))
+VALIDATOR = st.builds(Validator, st.binary(min_size=32, max_size=32), st.text(max_size=6), st.text(max_size=6),
+                      st.sampled_from([k.value for k in KeyType]), st.binary(max_size=8))
+SETS = st.lists(VALIDATOR, min_size=1, max_size=4, unique_by=lambda v: v.public_key).map(
+    lambda vs: ValidatorSet(tuple(vs)))
+SCHEDULE = st.builds(lambda gaps, sets: tuple(ScheduledSet(1 + sum(gaps[:i]), s) for i, s in enumerate(sets)),
+                     st.lists(st.integers(1, 2 ** 20), min_size=8, max_size=8), st.lists(SETS, min_size=1, max_size=4))
 MESSAGES = st.one_of(
     st.just(ListSnapshots()),
-    st.builds(SnapshotList, st.lists(SNAPSHOT, max_size=4).map(tuple)),
+    st.builds(SnapshotList, st.lists(SNAPSHOT, max_size=4).map(tuple), SCHEDULE),
     st.builds(ChunkRequest, st.integers(0, 2 ** 40), KEYS, st.none() | KEYS),
     st.builds(ChunkReply, st.integers(0, 2 ** 40), KEYS, st.none() | KEYS, st.none() | st.binary(max_size=64)),
 )
@@ -58,13 +68,59 @@ def test_a_malformed_message_is_refused_by_name_and_never_crashes(tag, rest) -> 
     assert decoded is not None and decode_message(codec.decode(decoded.encode())) == decoded
 
 
+def _wire_schedule(schedule: tuple[ScheduledSet, ...]) -> list[Any]:
+    return codec.decode(SnapshotList((), schedule).encode())[2]
+
+
+def _break(wire: list[Any], how: str, junk: Any) -> list[Any]:
+    """A served schedule spoiled one way: what a strict decoder must refuse."""
+    if how == "start_not_genesis":
+        return [[wire[0][0] + 1, wire[0][1]], *wire[1:]]
+    if how == "not_ascending":
+        return [*wire, [wire[-1][0], wire[-1][1]]]
+    if how == "set_cut":
+        return [*wire[:-1], [wire[-1][0], wire[-1][1][:-1]]]
+    if how == "key_twice":
+        doubled = codec.decode(wire[-1][1])
+        return [*wire[:-1], [wire[-1][0], codec.encode([*doubled, doubled[0]])]]
+    if how == "entry_junk":
+        return [*wire, junk]
+    if how == "too_many":
+        return [[1 + i, wire[0][1]] for i in range(MAX_SETS + 1)]
+    assert how == "empty"
+    return []
+
+
+@given(SCHEDULE, st.sampled_from(["start_not_genesis", "not_ascending", "set_cut", "key_twice", "entry_junk",
+                                  "too_many", "empty"]), JUNK)
+@settings(max_examples=200, deadline=None)
+def test_a_spoiled_schedule_is_refused_by_name(schedule, how, junk) -> None:
+    wire = _wire_schedule(schedule)
+    assert decode_message(["snapshots", [], wire]) == SnapshotList((), schedule)
+    with pytest.raises(BadStateSyncMessage, match="schedule"):
+        decode_message(["snapshots", [], _break(wire, how, junk)])
+
+
+@given(SCHEDULE, JUNK)
+@settings(max_examples=200, deadline=None)
+def test_junk_for_a_schedule_is_refused_or_round_trips(schedule, junk) -> None:
+    try:
+        decoded = decode_message(["snapshots", [], junk])
+    except BadStateSyncMessage:
+        return
+    assert isinstance(decoded, SnapshotList) and decode_message(codec.decode(decoded.encode())) == decoded
+
+
 def test_messages_of_block_sync_are_not_state_syncs_and_boundaries_must_ascend() -> None:
     assert decode_message(["get_blocks", 1, 2]) is None and decode_message("x") is None
-    bad = ["snapshots", [[5, bytes(32), 3, [b"", b"b", b"a"]]]]
+    genesis = _wire_schedule((ScheduledSet(1, bare_set(VKEYS)),))
+    bad = ["snapshots", [[5, bytes(32), 3, [b"", b"b", b"a"]]], genesis]
     with pytest.raises(BadStateSyncMessage, match="ascend"):
         decode_message(bad)
     with pytest.raises(BadStateSyncMessage, match="empty key"):
-        decode_message(["snapshots", [[5, bytes(32), 3, [b"a"]]]])
+        decode_message(["snapshots", [[5, bytes(32), 3, [b"a"]]], genesis])
+    with pytest.raises(BadStateSyncMessage, match="wrong shape"):
+        decode_message(["snapshots", [[5, bytes(32), 3, [b""]]]])  # a listing without its schedule
 
 
 # --- the scheduler ---------------------------------------------------------------------------------
@@ -175,7 +231,7 @@ class _Forgetful(_Corrupting):
 
 
 def _trust() -> ChainTrust:
-    return ChainTrust(CHAIN, VKEYS, Ed25519Verifier(CHAIN), 1 << 20)
+    return ChainTrust(CHAIN, bare_set(VKEYS), Ed25519Verifier(CHAIN), 1 << 20)
 
 
 @contextmanager
@@ -203,7 +259,7 @@ def test_a_joiner_restores_a_certified_snapshot_bans_a_liar_and_block_syncs_the_
         app = joiner.app
         assert app.info().height == 10
         assert app.state.state_hash == source.app.state.tree_root(10).hash  # type: ignore[attr-defined]
-        syncer = BlockSyncer(joiner, chain_id=CHAIN, validators=VKEYS, verifier=Ed25519Verifier(CHAIN),
+        syncer = BlockSyncer(joiner, chain_id=CHAIN, verifier=Ed25519Verifier(CHAIN),
                              send=lambda p, d: True, peers=lambda: [], on_synced=lambda h, c: None,
                              on_misbehaviour=lambda p, what: None)
         assert syncer.apply_batch(codec.decode(serve_request(source.app, ["get_blocks", 11, 10]))) == 3
