@@ -58,7 +58,7 @@ def test_only_the_drawn_hospitals_train_each_round(net: Testnet) -> None:
     run_in_threads(hospital, HOSPITALS, timeout_s=400)
 
     roster = [k.public_key.raw for k in keys]
-    with ChainSession(url) as session:
+    with ChainSession(url, keys[0]) as session:
         records = [r for r in session.run(lambda c: c.fl_rounds(SPEC.id)) if r.status != "open"][:ROUNDS]
         assert [r.round for r in records] == list(range(1, ROUNDS + 1))
         for record in records:

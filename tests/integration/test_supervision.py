@@ -90,7 +90,8 @@ def test_a_failed_task_is_reported_on_chain_by_the_validator_once_it_is_back(tes
 
     def reported() -> list[dict]:
         try:
-            page = rpc_call(net.specs[0].rpc_url, "alerts_query", {"alert_class": "validator_task_failed"}, timeout=5)
+            page = rpc_call(net.specs[0].rpc_url, "alerts_query", {"alert_class": "validator_task_failed"}, timeout=5,
+                            reader=net.client_key())
         except OSError:
             return []
         return page["alerts"]
