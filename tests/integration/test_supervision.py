@@ -27,6 +27,20 @@ MakeTestnet = Callable[..., Testnet]
 EXIT_S = 120  # 64 blocks under load, then a clean stop
 
 
+def _obstruct(tmp: Path, make: Callable[[Path], None]) -> None:
+    """Put ``make``'s obstacle where WAL compaction writes its temporary file. The validator compacts at
+    every height, so its own file may sit there for a moment: try again until the obstacle is ours."""
+
+    def placed() -> bool:
+        try:
+            make(tmp)
+        except FileExistsError:
+            return False
+        return True
+
+    wait_until(placed, PROGRESS_S, f"{tmp.name} is free for the obstacle")
+
+
 def _data(net: Testnet, i: int) -> Path:
     home = net.specs[i].home
     return home / load_config(home).data_dir
@@ -41,10 +55,7 @@ def test_a_failed_wal_compaction_stops_the_validator_naming_the_cause(testnet: M
     net = testnet(1)
     net.wait_ready(READY_S, min_height=1)
     tmp = _data(net, 0) / "consensus.wal.tmp"
-    if obstacle == "directory":
-        tmp.mkdir()
-    else:
-        os.symlink("/dev/full", tmp)
+    _obstruct(tmp, Path.mkdir if obstacle == "directory" else lambda path: os.symlink("/dev/full", path))
     with ClientLoad([net.specs[0].rpc_url], client_keys(net), chain_id_of(net)):
         wait_until(lambda: not net.alive(0), EXIT_S, "the validator stops once compaction fails")
     assert net.stop(0) == 1  # non-zero: systemd's Restart=on-failure starts it again
@@ -74,7 +85,7 @@ def test_a_failed_task_is_reported_on_chain_by_the_validator_once_it_is_back(tes
     net = testnet(1)
     net.wait_ready(READY_S, min_height=1)
     data = _data(net, 0)
-    (data / "consensus.wal.tmp").mkdir()
+    _obstruct(data / "consensus.wal.tmp", Path.mkdir)
     with ClientLoad([net.specs[0].rpc_url], client_keys(net), chain_id_of(net)):
         wait_until(lambda: not net.alive(0), EXIT_S, "the validator stops once compaction fails")
     assert net.stop(0) == 1
