@@ -32,7 +32,8 @@ from core.api import Params
 from core.crypto import PrivateKey
 from devnet.catalog import default_app_state
 from genesis.create import init_network
-from node.app import RPC_QUERIES, LedgerApplication
+from node.app_reads import RPC_QUERIES
+from node.app import LedgerApplication
 from node.audit import DEFAULT_ANCHOR_EVERY, AuditLog
 from node.read_auth import read_guard_for
 from node.rpc.server import create_app, start_rpc_server

@@ -103,7 +103,8 @@ async def _stage_costs(txs: int) -> dict[str, float]:
     from core.crypto import PrivateKey
     from core.block import Block
     from genesis.schema import ChainParams
-    from node.app import LedgerApplication, RPC_QUERIES
+    from node.app_reads import RPC_QUERIES
+    from node.app import LedgerApplication
     from node.kinds import build_registry
     from node.ledger import Ledger
     from node.rpc.methods import CallContext

@@ -66,7 +66,7 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
 def with_read_policy(app_state: dict[str, Any]) -> dict[str, Any]:
     """``app_state`` with ``read_policy`` written out: every read at its default unless ``app_state``
     names it, so whoever reads the genesis file sees which reads are private."""
-    from node.app import RPC_QUERIES
+    from node.app_reads import RPC_QUERIES
     from node.read_auth import default_read_policy
 
     named = app_state.get("read_policy", {})

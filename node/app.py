@@ -13,43 +13,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from consensus import CommitCertificate, Ed25519Verifier, KeyedVerifier, Verifier
-from core.api import (
-    BLOCK_GET, CHAIN_QUERIES, TX_GET, BlockGetParams, BlockInfo, CertificateInfo, Query, Signature, TxGetParams,
-    TxInfo,
-)
-from core.audit import AUDIT_ANCHORS, AUDIT_EVENTS, AUDIT_PROOF, AUDIT_QUERIES
+from core.audit import AUDIT_EVENTS, AUDIT_PROOF
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import (
     BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StorageError, StoreCorrupt, TxRejected,
 )
 from core.snapshot import ChunkReply, ChunkRequest, SnapshotList
 from core.hashing import merkle_root, sha256
-from core.proofs import CORE_STATE_QUERIES, ProvenAnswer, StateReceipt, TreeState, receipt_key
+from core.proofs import StateReceipt, receipt_key
 from core.state import StateView, TxContext
-from core.readauth import CUSTODIAN_PATH, READER_PATH, CustodianParams, ReaderInfo, ReaderParams
-from core.tx import Transaction
-from consent import contract as consent_contract
-from core import validators as validator_queries
 from core.validators import ValidatorSet
-from consent import queries as consent_queries
-from core import keyhistory
-from governance import queries as gov_queries
-from fl_contracts import queries as fl_queries
 from genesis.schema import ChainParams, GenesisDoc
 from ids import alerts
-from ids import queries as alert_queries
 from ids.alerts import StoredAlert
-from node.accounts import Account, load_account, reader_info, store_account
+from node.accounts import Account, load_account, store_account
 from node.audit import AuditLog
-from node.audit_anchor import anchors, covering, last_anchored
+from node.audit_anchor import covering, last_anchored
 from node import validator_set
-from node.evidence_tx import convictions
 from node.application import (
     AppInfo, CheckedTx, CheckTxRequest, FinalizedBlock, FinalizeRequest, ProposalRequest, StoredBlock,
 )
@@ -57,6 +42,7 @@ from node.execution import (
     SIGNATURE_CACHE_SIZE, DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs,
 )
 from node.kinds import build_registry, genesis_hooks
+from node.app_reads import QueryRouter
 from node.quotas import MemberQuota
 from node.snapshots import RestoredSnapshot, SnapshotServer, restore
 from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex, commit_block
@@ -66,32 +52,8 @@ log = logging.getLogger(__name__)
 MAX_NONCE_GAP = 64
 """How far ahead of the committed nonce a transaction may be admitted."""
 
-STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
-                 *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
-                 *validator_queries.STATE_QUERIES,
-                 (gov_queries.GOV_CONVICTIONS, convictions))
-"""Every read of state, with the function that answers it over a ``StateView``: the committed state,
-or a stored trie version when the answer carries a proof (a light client runs the same functions)."""
-
-RPC_QUERIES: tuple[Query[Any, Any], ...] = (*CHAIN_QUERIES, *(q for q, _ in STATE_QUERIES), *AUDIT_QUERIES)
-"""The reads this application answers that JSON-RPC serves, each under its path."""
-
-READER: Query[ReaderParams, ReaderInfo | None] = Query(
-    READER_PATH, "Who a key is, for the read guard (node-internal, not a JSON-RPC method).", ReaderParams,
-    ReaderInfo | None, provable=False)
-
-CUSTODIAN: Query[CustodianParams, bytes | None] = Query(
-    CUSTODIAN_PATH, "The hospital holding a patient pseudonym, for the read guard (node-internal).", CustodianParams,
-    bytes | None, provable=False)
-
 GenesisAccount = tuple[bytes, str, Sequence[str]]
 """``(public key, name, roles)`` of an account genesis registers."""
-
-
-@dataclass(frozen=True)
-class _Route:
-    query: Query[Any, Any]
-    answer: Callable[[StateView, Any], object]
 
 
 class LedgerApplication:
@@ -114,15 +76,7 @@ class LedgerApplication:
         self.snapshots = SnapshotServer(self.state, self.blocks, params.max_block_bytes)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
         self._info: AppInfo | None = None
-        self._routes: dict[str, _Route] = {
-            TX_GET.path: _Route(TX_GET, lambda _, p: self._tx(p)),
-            BLOCK_GET.path: _Route(BLOCK_GET, lambda _, p: self._block(p)),
-            READER_PATH: _Route(READER, lambda state, p: reader_info(state, p.public_key)),
-            CUSTODIAN_PATH: _Route(CUSTODIAN, lambda state, p: consent_contract.custodian(state, p.patient)),
-            AUDIT_ANCHORS.path: _Route(AUDIT_ANCHORS, lambda state, p: anchors(state, p.validator)),
-        }
-        for query, answer in STATE_QUERIES:
-            self._routes[query.path] = _Route(query, answer)
+        self.reads = QueryRouter(self)
 
     @classmethod
     def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
@@ -169,7 +123,7 @@ class LedgerApplication:
 
     def _latest_certificate_problems(self, last: int) -> list[str]:
         try:
-            block = self._block_at(last)
+            block = self.block_at(last)
             certificate = CommitCertificate.decode(self.blocks.certificate(last))
             if certificate.height != last or certificate.block_hash != block.hash:
                 return [f"the commit certificate stored for height {last} certifies another block"]
@@ -197,7 +151,7 @@ class LedgerApplication:
         """Re-execute blocks that were stored but whose state commit a crash cut off."""
         replayed = 0
         for height in range(self.state.height + 1, self.blocks.last_height + 1):
-            self._apply(self._block_at(height), self.blocks.certificate(height), store=None, durable=True,
+            self._apply(self.block_at(height), self.blocks.certificate(height), store=None, durable=True,
                         decoded=None)
             replayed += 1
         return replayed
@@ -216,7 +170,7 @@ class LedgerApplication:
             if height == 0:
                 self._info = AppInfo(0, ZERO_HASH, self.genesis_time_ms, self.state.state_hash, b"")
             else:
-                head = self._head_block(height)
+                head = self.head_block(height)
                 self._info = AppInfo(height, head.hash, head.header.time_ms, self.state.state_hash,
                                      self.blocks.certificate(height))
         return self._info
@@ -235,14 +189,14 @@ class LedgerApplication:
             return None
         return self.validator_set(height).keys
 
-    def _block_at(self, height: int) -> Block:
+    def block_at(self, height: int) -> Block:
         return Block.decode(self.blocks.block(height), max_size=self.params.max_block_bytes)
 
-    def _head_block(self, height: int) -> Block:
+    def head_block(self, height: int) -> Block:
         """The block at ``height``, the last committed one: decoding a full block (canonical re-encode,
         Merkle root) costs milliseconds, so it is kept for as long as the height stays the same."""
         if self._head is None or self._head.height != height:
-            self._head = self._block_at(height)
+            self._head = self.block_at(height)
         return self._head
 
     def _last_block_hash(self) -> bytes:
@@ -396,32 +350,7 @@ class LedgerApplication:
     # -- Query ------------------------------------------------------------------------------
 
     def query(self, path: str, params: BaseModel, *, prove: bool = False) -> object:
-        route = self._routes.get(path)
-        if route is None:
-            raise NotFound(f"no query {path!r}; known: {sorted(self._routes)}")
-        if type(params) is not route.query.params:
-            raise InvalidInput(f"query {path} takes {route.query.params.__name__}, not {type(params).__name__}")
-        if not prove:
-            return route.answer(self.state, params)
-        if not route.query.provable:
-            raise InvalidInput(f"query {path} cannot be proven (it reads the block store, not state)")
-        return self._proven(route, params)
-
-    def _proven(self, route: _Route, params: BaseModel) -> ProvenAnswer:
-        """The answer over the state the newest certified header commits to: the header at height H holds
-        the root after H - 1 (``core.block``), so the read runs on the trie version before the newest."""
-        height = self.height
-        if height < 1:
-            raise NotFound("no block is committed yet, so no certified header commits to any state")
-        view = TreeState(self.state.node, self.state.tree_root(height - 1))
-        result, not_found = None, None
-        try:
-            result = route.answer(view, params)
-        except NotFound as exc:
-            not_found = exc.message
-        return ProvenAnswer(result=result, state_height=height - 1, header=self._head_block(height).header.encode(),
-                            certificate=self.blocks.certificate(height), proof=view.proof().encode(),
-                            not_found=not_found)
+        return self.reads.query(path, params, prove=prove)
 
     def stored_block(self, height: int) -> StoredBlock:
         return StoredBlock(self.blocks.block(height), self.blocks.certificate(height))
@@ -444,49 +373,16 @@ class LedgerApplication:
         log.info("restored the state of height %d from a snapshot, state hash %s", snapshot.height,
                  snapshot.root.hex())
 
-    def _tx(self, p: TxGetParams) -> TxInfo:
-        receipt = self.tx_index.get(p.hash)
-        raw = self._block_at(receipt.height).txs[receipt.index]
-        tx = Transaction.decode(raw, max_size=self.params.max_tx_bytes)
-        return TxInfo(hash=p.hash, sender=tx.sender, nonce=tx.nonce, kind=tx.kind, tx=raw, receipt=receipt)
-
-    def _block(self, p: BlockGetParams) -> BlockInfo:
-        height = self.blocks.height_of(p.hash) if p.hash is not None else p.height
-        if height is None:
-            height = self.height
-        if height < 1 or height > self.height:
-            raise NotFound(f"no block at height {height}; the chain is at {self.height}")
-        block, certificate = self._block_at(height), self.blocks.certificate(height)
-        h = block.header
-        return BlockInfo(
-            hash=block.hash, height=h.height, chain_id=h.chain_id, prev_block_hash=h.prev_block_hash,
-            proposer=h.proposer, time_ms=h.time_ms, txs_root=h.txs_root, state_hash=h.state_hash,
-            prev_commit_hash=h.prev_commit_hash, num_txs=h.num_txs, txs=tuple(sha256(t) for t in block.txs),
-            last_commit=_certificate_info(block.last_commit), commit_certificate=_certificate_info(certificate),
-            validators_hash=h.validators_hash, next_validators_hash=h.next_validators_hash,
-        )
-
-
     def last_anchored(self, validator: bytes) -> tuple[int, int | None]:
         return last_anchored(self.state, validator)
 
     def serve_audit(self, trail: AuditLog, validator: bytes) -> None:
         """Answer ``audit_events`` and ``audit_proof`` from this validator's own trail (the runtime calls it)."""
-        self._routes[AUDIT_EVENTS.path] = _Route(
-            AUDIT_EVENTS, lambda state, p: trail.page(p, lambda: last_anchored(state, validator)))
-        self._routes[AUDIT_PROOF.path] = _Route(
-            AUDIT_PROOF, lambda state, p: trail.proof(p.seq, lambda seq: covering(state, validator, seq)))
+        self.reads.add(AUDIT_EVENTS, lambda state, p: trail.page(p, lambda: last_anchored(state, validator)))
+        self.reads.add(AUDIT_PROOF, lambda state, p: trail.proof(p.seq, lambda seq: covering(state, validator, seq)))
 
 
 def _alert_of(state: StateView, result: dict[str, Any]) -> StoredAlert | None:
     """The stored alert an ``ids.alert`` receipt points at (None for any other receipt)."""
     alert_id = result.get("alert_id")
     return alerts.get_alert(state, alert_id) if isinstance(alert_id, int) else None
-
-
-def _certificate_info(encoded: bytes) -> CertificateInfo | None:
-    if not encoded:
-        return None
-    cert = CommitCertificate.decode(encoded)
-    return CertificateInfo(height=cert.height, view=cert.view, block_hash=cert.block_hash,
-                           signatures=tuple(Signature(validator=v, signature=s) for v, s in cert.signatures))

@@ -41,7 +41,8 @@ from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from ids.alerts import is_recorded
 from node import logs
-from node.app import RPC_QUERIES, LedgerApplication
+from node.app_reads import RPC_QUERIES
+from node.app import LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming

@@ -89,7 +89,7 @@ def test_a_proof_of_something_else_or_with_a_hole_is_refused(chain) -> None:
 def test_a_header_without_a_quorum_or_from_another_height_is_refused(chain) -> None:
     params = AccountGetParams(public_key=HOSPITAL.public_key.raw)
     answer = _ask(chain, ACCOUNT, params)
-    block = chain.app._head_block(chain.app.height)
+    block = chain.app.head_block(chain.app.height)
     with pytest.raises(HeaderUnverified):
         _check(dataclasses.replace(answer, certificate=certify(block, VALIDATORS[:2])), ACCOUNT, params)
     with pytest.raises(ProofInvalid, match="header of height"):

@@ -12,7 +12,7 @@ from core.crypto import PrivateKey
 from core.errors import ALL_ERRORS, RPC_ERRORS, MethodNotFound, BadNonce, FbciError, InvalidInput, LimitExceeded, NotFound, RateLimited
 from core.tx import Transaction
 from fl_contracts.queries import FL_MODELS
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from client.rpc import NonceTracker, RpcClient, SyncRpcClient, error_from_json
 from tests.node.conftest import CHAIN_ID, SEPSIS, FakeNode

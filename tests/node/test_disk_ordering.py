@@ -21,7 +21,7 @@ from node.diskwriter import DiskWriter
 from node.ledger import Ledger
 from node.mempool import Mempool
 from node.rpc.server import create_app
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.transport import Channel
 from node.wal import WriteAheadLog
 from tests.node.helpers import PARAMS, make_block

@@ -17,7 +17,7 @@ from core.errors import (
 from core.readauth import ReaderInfo, sign_read
 from fl_contracts.queries import FL_MODEL_GET, ModelGetParams
 from ids.queries import AlertsQueryParams
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.read_auth import (
     NonceCache, ReadGuard, ReadOutcome, affiliations, default_read_policy, read_guard_for, read_policy,
 )

@@ -13,7 +13,7 @@ from genesis.types import ROLES
 from ids.alerts import ACK_TX_KIND
 from node import accounts
 from node.accounts import Account, load_account, store_account
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.execution import SignatureCache, check_admission
 from node.kinds import build_registry
 

@@ -27,7 +27,7 @@ from core.tx import Transaction
 from fl_contracts import contract
 from fl_contracts import queries as fl_queries
 from ids import queries as alert_queries
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.misbehaviour import SelfDefence
 from node.rpc.connections import LogThrottle, install_accept_error_handler
 from node.rpc.server import RpcLimits, RpcServer, create_app, start_rpc_server

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from core.crypto import PrivateKey
 from node.rpc.methods import build_methods
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.rpc.server import DISPATCHER, RpcLimits, create_app, start_rpc_server
 from tests.node.conftest import CHAIN_ID, SEPSIS, FakeNode
 

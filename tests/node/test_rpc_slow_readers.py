@@ -22,7 +22,7 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from core.api import TX_GET, Params, Receipt, TxGetParams, TxInfo
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.rpc.server import METRICS, RpcLimits, create_app
 from tests.node.conftest import FakeNode
 from tests.node.test_rpc_server import call

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from core.errors import InvalidInput
 from genesis.home import NodeConfig, RpcTls
-from node.app import RPC_QUERIES
+from node.app_reads import RPC_QUERIES
 from node.rpc.server import create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
 from tests.node.conftest import FakeNode

@@ -88,7 +88,7 @@ def test_a_commit_cut_short_is_replayed_to_the_same_root_as_an_uncut_chain(tmp_p
     whole, cut = open_ledger(tmp_path / "whole"), open_ledger(tmp_path / "cut")
     grow(whole, 4)
     grow(cut, 3)
-    block = whole.app._block_at(4)
+    block = whole.app.block_at(4)
     cut.app.blocks.save(4, block.hash, block.encode(), whole.app.blocks.certificate(4))  # stored, not applied
     cut.app.database.close()
     reopened = open_ledger(tmp_path / "cut")
