@@ -51,7 +51,8 @@ class ValidatorSetProvider(Protocol):
 
 @dataclass(frozen=True)
 class GenesisValidators:
-    """The genesis validator set at every height (the chain has no validator-set changes yet)."""
+    """One fixed set of bare keys at every height, with no set hash to check: for tools and tests that know
+    only keys. A client of a real chain uses :class:`ChainValidators`, which follows its changes."""
 
     validators: tuple[bytes, ...]
 

@@ -143,8 +143,9 @@ class RpcSource:
 
 class VerifiedSource:
     """:class:`ChainSource` whose provable reads (models, rounds, model versions, alerts) come through a
-    :class:`client.light.LightClient`, checked against commit certificates of the genesis validators, so a
-    validator that forges them is refused (and the next one asked); every other read, the acknowledgement
+    :class:`client.light.LightClient`, checked against commit certificates of each height's validators
+    (genesis's, followed through certified changes), so a validator that forges them is refused (and the
+    next one asked); every other read, the acknowledgement
     and the subscriptions go through ``rest`` (status, blocks, metrics and the audit trail have no state proof).
     """
 
