@@ -163,8 +163,10 @@ class ConsensusDriver:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def settled(self) -> None:
-        """Return once every event fed so far is processed and its actions carried out (tests, tools)."""
+        """Return once every event fed so far is processed and its actions carried out (tests, tools),
+        writes included: a trailing ``Persist`` that no send follows is on the writer thread until then."""
         await self._idle.wait()
+        await self.writer.drained()
 
     async def _run(self) -> None:
         while True:
