@@ -65,11 +65,17 @@ class SecureRoundDriver:
         return found if found.round == rnd and found.stage == stage else None
 
     def join(self) -> SecureRoundView:
-        """Post keys in the next keys stage (this round's, or the next round's); returns that stage's view."""
+        """Post keys in the next keys stage with at least half its blocks left (this round's, or the next
+        round's); returns that stage's view. A stage about to reach its deadline is let go: keys posted
+        there could commit after it, and hospitals that start together would split across two rounds."""
+        margin = max(1, self.session.spec(self.model_id).round_length_blocks // 2)
+
         def wait(c: RpcClient) -> Awaitable[SecureRoundView]:
             async def keys_stage() -> SecureRoundView | None:
                 v = await self._view(c)
-                return v if v.stage == "keys" else None
+                if v.stage != "keys":
+                    return None
+                return v if v.deadline_height - (await c.status()).height >= margin else None
 
             return _wait_until(c, keys_stage, self.timeout_s, f"no keys stage of {self.model_id}")
 
