@@ -29,6 +29,9 @@ from core.hashing import sha256
 SIGN_KIND = "tx"
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 MAX_NONCE = 2**63 - 1
+MAX_NONCE_GAP = 64
+"""How far ahead of its committed nonce a sender's transaction may be admitted: what a client may have in
+flight at once."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import (
     BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StorageError, StoreCorrupt, TxRejected,
 )
+from core.tx import MAX_NONCE_GAP
 from core.snapshot import ChunkReply, ChunkRequest, SnapshotList
 from core.hashing import merkle_root, sha256
 from core.proofs import StateReceipt, receipt_key
@@ -49,8 +50,6 @@ from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex,
 
 log = logging.getLogger(__name__)
 
-MAX_NONCE_GAP = 64
-"""How far ahead of the committed nonce a transaction may be admitted."""
 
 GenesisAccount = tuple[bytes, str, Sequence[str]]
 """``(public key, name, roles)`` of an account genesis registers."""
