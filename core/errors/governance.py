@@ -1,0 +1,55 @@
+"""Errors of consortium governance: proposals, approvals, members, keys and validator-set changes."""
+
+from __future__ import annotations
+
+from core.errors.base import TxRejected, Unauthorized, ContractRejected
+
+
+class GovernanceRequired(Unauthorized):
+    """On a chain whose genesis declares governance, a membership change needs a quorum, not one admin."""
+
+    code = -32180
+    reason = "governance_required"
+
+
+class ProposalClosed(ContractRejected):
+    """The governance proposal was executed or expired: it takes no more approvals."""
+
+    code = -32181
+    reason = "proposal_closed"
+
+
+class NotAMember(Unauthorized):
+    """The key is not one of the governance members' admin keys."""
+
+    code = -32182
+    reason = "not_a_member"
+
+
+class BadApproval(TxRejected):
+    """A co-signed approval does not verify for its member and the proposal, or repeats a member."""
+
+    code = -32183
+    reason = "bad_approval"
+
+
+class KeyRotated(Unauthorized):
+    """The sender's key was replaced by ``acl.rotate``: the account now answers only to its new key."""
+
+    code = -32184
+    reason = "key_rotated"
+
+
+class ValidatorChangeRefused(ContractRejected):
+    """A ``validator.add`` / ``validator.remove`` decision the chain refuses: the set would fall below four
+    validators, lose f + 1 or more at once, list a key twice, or name a key that is not a validator."""
+
+    code = -32185
+    reason = "validator_change_refused"
+
+
+class ValidatorChangeInFlight(ContractRejected):
+    """A validator-set change is already decided and not yet in effect (only one may be in flight)."""
+
+    code = -32186
+    reason = "validator_change_in_flight"
