@@ -60,6 +60,11 @@ class NodeMetrics:
                                        "sent a chunk or header that does not verify", list(labels),
                                        registry=self.registry)
         self.state_sync_bans.labels(**labels)  # exported as 0 until a state sync bans a peer
+        self.chunk_requests_refused = Counter(
+            "fbci_state_sync_refused_chunk_requests", "Snapshot chunk requests of peers refused because that peer "
+            "(or all peers together) already had as many being cut as this validator allows", list(labels),
+            registry=self.registry)
+        self.chunk_requests_refused.labels(**labels)
         self.task_failures = Counter("fbci_task_failures", "Validator tasks that ended with an unexpected error "
                                      "(each one stops the process)", [*labels, "task"], registry=self.registry)
         self.commit_latency = Histogram(
@@ -116,6 +121,9 @@ class NodeMetrics:
 
     def on_state_sync_ban(self, peer: bytes, why: str) -> None:
         self.state_sync_bans.labels(**self._labels).inc()
+
+    def on_chunk_request_refused(self, peer: bytes) -> None:
+        self.chunk_requests_refused.labels(**self._labels).inc()
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
         lab = self._labels

@@ -208,8 +208,11 @@ class Validator:
             signatures=application.signatures,
         )
         self.driver.on_need_sync = self.syncer.request_sync
+        chunk_cuts = ReadWorker()  # its own thread, so a joiner's chunks never queue behind RPC reads
+        stack.callback(chunk_cuts.shutdown, wait=True, cancel_futures=True)  # before the database closes
         self.state_sync = StateSyncEndpoint(self.app, lambda peer, payload: self.transport.send(peer, Channel.SYNC,
-                                                                                                payload))
+                                                                                                payload),
+                                            chunks=chunk_cuts, on_refused=self.metrics.on_chunk_request_refused)
         trail = AuditLog(database, config.name)
         application.serve_audit(trail, me)
         anchorer = Anchorer(trail, lambda: application.last_anchored(me), lambda p: own.offer(ANCHOR_KIND, p),

@@ -24,8 +24,8 @@ from core.validators import ScheduledSet
 from node.stores import BlockStore, Database, StateStore, _leveldb
 
 CHUNK_KEYS = 500
-"""Small enough that cutting one chunk (pure Python, on the serving validator's event loop) delays its
-consensus messages by tens of milliseconds, not hundreds."""
+"""Small enough that one chunk (cut in pure Python on the serving validator's chunk worker,
+``node/snapshot_serving.py``) holds the interpreter for tens of milliseconds at a time, not hundreds."""
 CHUNK_BYTES = 1 << 20
 """A chunk's proof size past its first pair, and at most half a block (a SYNC frame holds two)."""
 PARTS = 64

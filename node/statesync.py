@@ -34,6 +34,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from core.snapshot import (
 from core import codec
 from core.validators import ScheduledSet
 from node.application import Application
+from node.snapshot_serving import ChunkServer
 from node.snapshot_trust import ChainTrust, changes_to_follow, follow_change, verify_snapshot_header
 
 log = logging.getLogger(__name__)
@@ -315,15 +317,31 @@ class StateSync:
         return None if payload is None else verify_snapshot_header(payload, height, trusted, self.trust)
 
 
+class _Inline(Executor):
+    """Runs each job at once on the caller's thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the future's owner, as a thread pool does
+            future.set_exception(exc)
+        return future
+
+
 class StateSyncEndpoint:
     """The state-sync half of the SYNC channel for the runtime: answers peers' snapshot requests, and while
     this validator joins, takes the replies (block sync's ``blocks`` too) for its :class:`StateSync`."""
 
-    def __init__(self, app: Application, send: Send, timing: Timing = Timing()) -> None:
+    def __init__(self, app: Application, send: Send, timing: Timing = Timing(), *,
+                 chunks: Executor | None = None, on_refused: Callable[[bytes], None] = lambda _peer: None) -> None:
+        """``chunks`` cuts the chunks peers ask for (``node/snapshot_serving.py``); a runtime passes a
+        :class:`node.service.ReadWorker`, and without one (in-process tests) they are cut inline."""
         self.app = app
         self.send = send
         self.timing = timing
         self.client: StateSyncClient | None = None
+        self.chunks = ChunkServer(app.snapshot_chunk, send, chunks or _Inline(), on_refused=on_refused)
 
     @property
     def joining(self) -> bool:
@@ -336,7 +354,7 @@ class StateSyncEndpoint:
         if isinstance(parsed, ListSnapshots):
             self.send(sender, self.app.list_snapshots().encode())
         elif isinstance(parsed, ChunkRequest):
-            self.send(sender, self.app.snapshot_chunk(parsed).encode())
+            self.chunks.request(sender, parsed)
         elif parsed is not None or (self.client is not None and isinstance(message, list) and message
                                     and message[0] == "blocks"):
             if self.client is not None:
