@@ -109,7 +109,7 @@ class QueryRouter:
         if type(params) is not route.query.params:
             raise InvalidInput(f"query {path} takes {route.query.params.__name__}, not {type(params).__name__}")
         if not prove:
-            return route.answer(self.chain.state, params)
+            return route.answer(self.chain.state.pinned(), params)
         if not route.query.provable:
             raise InvalidInput(f"query {path} cannot be proven (it reads the block store, not state)")
         return self._proven(route, params)

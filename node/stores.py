@@ -280,6 +280,33 @@ class PendingState:
         self._parent.writes.update(self.writes)
 
 
+def _scan(source: Any, prefix: bytes, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    if start is None or start <= prefix:
+        yield from source.iterator(prefix=prefix)
+        return
+    end = _prefix_end(prefix)  # plyvel takes a prefix or a range, not both: the range of the prefix from start
+    yield from source.iterator(start=start, stop=end) if end is not None else source.iterator(start=start)
+
+
+class PinnedState:
+    """A read-only :class:`core.state.StateView` of the state at one moment (a LevelDB snapshot)."""
+
+    def __init__(self, snapshot: Any) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._snapshot.get(key)
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        return _scan(self._snapshot, prefix, start)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        raise StorageError("a pinned read of the state is read-only")
+
+    def delete(self, key: bytes) -> None:
+        raise StorageError("a pinned read of the state is read-only")
+
+
 class StateStore(TrieVersions):
     """Application state (accounts, contracts), its Merkle trie, the applied height and the state hash."""
 
@@ -293,11 +320,12 @@ class StateStore(TrieVersions):
         return self._db.get(key)
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        if start is None or start <= prefix:
-            yield from self._db.iterator(prefix=prefix)
-            return
-        end = _prefix_end(prefix)  # plyvel takes a prefix or a range, not both: the range of the prefix from start
-        yield from self._db.iterator(start=start, stop=end) if end is not None else self._db.iterator(start=start)
+        return _scan(self._db, prefix, start)
+
+    def pinned(self) -> PinnedState:
+        """The state as it stands now, which a commit landing meanwhile does not change: reads off the
+        event loop (``node.service.ReadWorker``) take several keys, and must see them from one height."""
+        return PinnedState(self._db.snapshot())
 
     def begin(self) -> PendingState:
         return PendingState(self)
