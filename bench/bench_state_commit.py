@@ -44,7 +44,8 @@ from genesis.schema import ChainParams
 from node.execution import Executor, SignatureCache
 from node.kinds import build_registry
 from node.quotas import MemberQuota
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 
 NAME = "state_commit"
 CHAIN = "fbci-bench"

@@ -46,7 +46,8 @@ from node.kinds import build_registry, genesis_hooks
 from node.app_reads import QueryRouter
 from node.quotas import MemberQuota
 from node.snapshots import RestoredSnapshot, SnapshotServer, restore
-from node.stores import RESTORE_HINT, BlockStore, Database, StateStore, TxIndex, commit_block
+from node.stores import RESTORE_HINT, BlockStore, Database, TxIndex, commit_block
+from node.state_store import StateStore
 
 log = logging.getLogger(__name__)
 

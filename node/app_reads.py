@@ -41,7 +41,8 @@ from ids import queries as alert_queries
 from node.accounts import reader_info
 from node.audit_anchor import anchors
 from node.evidence_tx import convictions
-from node.stores import BlockStore, StateStore, TxIndex
+from node.stores import BlockStore, TxIndex
+from node.state_store import StateStore
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
                  *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,

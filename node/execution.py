@@ -38,7 +38,7 @@ from core.tx import Transaction
 from fl_contracts.contract import RoundRecord
 from node.accounts import Account, account_key, load_account, store_account
 from node.quotas import MemberQuota
-from node.stores import PendingState, StateStore
+from node.state_store import PendingState, StateStore
 
 log = logging.getLogger(__name__)
 

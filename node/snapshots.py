@@ -21,7 +21,8 @@ from core.snapshot import (
     ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotInfo, SnapshotList, make_chunk, snapshot_heights, split_points,
 )
 from core.validators import ScheduledSet
-from node.stores import BlockStore, Database, StateStore, _leveldb
+from node.stores import BlockStore, Database, _leveldb
+from node.state_store import StateStore
 
 CHUNK_KEYS = 500
 """Small enough that one chunk (cut in pure Python on the serving validator's chunk worker,

@@ -244,10 +244,11 @@ def test_package_arrows(project: Scan, rule: str) -> None:
 # The application's insides: only the application itself, its composition (node/runtime.py) and the kinds
 # registry may import them; everything else in the validator goes through node/application.py.
 APPLICATION_INSIDES = ("node.app", "node.app_reads", "node.stores", "node.execution", "node.kinds", "node.accounts",
-                       "node.evidence_tx", "node.quotas", "node.audit", "node.audit_anchor", "node.snapshots", "node.trie_versions")
+                       "node.evidence_tx", "node.quotas", "node.audit", "node.audit_anchor", "node.snapshots", "node.trie_versions",
+                       "node.state_store")
 ALLOWED_INSIDE = {"node/app.py", "node/app_reads.py", "node/stores.py", "node/execution.py", "node/kinds.py",
                   "node/accounts.py", "node/evidence_tx.py", "node/quotas.py", "node/runtime.py", "node/audit.py", "node/audit_anchor.py",
-                  "node/snapshots.py", "node/trie_versions.py"}
+                  "node/snapshots.py", "node/trie_versions.py", "node/state_store.py"}
 
 
 def test_the_node_reaches_its_application_only_through_the_boundary(project: Scan) -> None:

@@ -18,7 +18,8 @@ from node.accounts import Account, echo, grant, register, revoke, store_account
 from node.app import LedgerApplication
 from node.execution import SIGNATURE_CACHE_SIZE, TxKindRegistry
 from node.ledger import Ledger
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 
 CHAIN = "fbci-test"
 ADMIN = PrivateKey(bytes([1]) * 32)

@@ -16,7 +16,8 @@ from node.evidence_tx import TX_KIND as EVIDENCE_KIND
 from node.evidence_tx import evidence_handler, stored_evidence
 from node.kinds import build_registry
 from node.misbehaviour import SelfDefence
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 
 CHAIN = "fbci-test"
 VALIDATORS = [PrivateKey(bytes([20 + i]) * 32) for i in range(4)]

@@ -9,7 +9,8 @@ from core.tx import Transaction
 from node.accounts import load_account
 from node.execution import Executor, SignatureCache
 from node.application import FinalizedBlock
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 from tests.node.helpers import (
     ADMIN, CHAIN, GATEWAY, HOSPITAL, STRANGER, echo_tx, make_block, make_registry, open_ledger, seed_accounts,
 )

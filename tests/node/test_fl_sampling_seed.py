@@ -8,7 +8,8 @@ from fl_contracts import contract, sampling
 from fl_contracts.spec import ModelSpec
 from node.execution import Executor, SignatureCache
 from node.kinds import build_registry
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 from core.accounts import Account, store_account
 from tests.node.helpers import CHAIN, GATEWAY, HOSPITAL, VKEYS, make_block
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from core.api import Query
 from core.errors import StorageError
 from core.state import StateView
-from node.stores import PinnedState
+from node.state_store import PinnedState
 from tests.node.helpers import open_ledger
 from tests.node.test_chain import grow
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from core.errors import NotFound
 from core.proofs import ProvenState, StateProof, TreeState
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 from node.trie_versions import KEEP_VERSIONS
 from tests.node.helpers import commit_writes
 

@@ -26,7 +26,8 @@ from core.validators import ScheduledSet, Validator, ValidatorSet
 from node.ledger import Ledger
 from node.snapshot_trust import ChainTrust
 from node.statesync import Bans, ChunkScheduler, StateSyncEndpoint, Timing
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 from node.sync import BlockSyncer, serve_request
 from node.validator_set import bare_set
 from tests.node.helpers import CHAIN, HOSPITAL, VKEYS, open_ledger

@@ -10,7 +10,8 @@ from core import smt
 from core.errors import NotFound, StorageError
 from core.proofs import ProvenState, StateProof, TreeState
 from core.snapshot import dropped_snapshot, snapshot_heights
-from node.stores import Database, StateStore
+from node.stores import Database
+from node.state_store import StateStore
 from node.trie_versions import KEEP_VERSIONS
 from tests.node.helpers import commit_writes
 

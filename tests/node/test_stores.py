@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from core.api import Receipt
 from core.errors import NotFound, StorageError
 from core.state import MemoryState
-from node.stores import BlockStore, Database, StateStore, TxIndex
+from node.stores import BlockStore, Database, TxIndex
+from node.state_store import StateStore
 
 
 def test_state_commit_is_atomic_with_height_and_hash(tmp_path) -> None:
@@ -88,7 +89,8 @@ def test_kill_9_after_commit_loses_nothing(tmp_path) -> None:
     """A child process commits, prints, then is killed without closing the DB."""
     script = textwrap.dedent(f"""
         import os, signal, sys
-        from node.stores import Database, StateStore, BlockStore
+        from node.stores import Database, BlockStore
+        from node.state_store import StateStore
         db = Database(__import__('pathlib').Path({str(tmp_path / 'db')!r}))
         state, blocks = StateStore(db), BlockStore(db)
         for h in range(0, 50):
