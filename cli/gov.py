@@ -57,7 +57,7 @@ def _blocks(text: str) -> int:
 
 def _params(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The governance action and its params, as ``node.gov_actions`` checks them."""
-    args.action = args.gov_action.replace("-", "_")
+    args.action = args.gov_action.replace("-", "_").replace(".", "_")
     if args.action == "register":
         return "register", {"public_key": _public_key(args.public_key), "name": args.name, "roles": args.role}
     if args.action in ("grant", "revoke"):
@@ -69,12 +69,29 @@ def _params(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "validator.add", _joining_validator(args.public_key)
     if args.action == "validator_remove":
         return "validator.remove", {"public_keys": [_public_key(k) for k in args.public_key]}
+    if args.action == "params_set":
+        return "params.set", {"changes": _changes(args.param, args.value)}
     from genesis.validation import read_json_file
 
     spec = read_json_file(Path(args.spec), error=InvalidInput)
     if not isinstance(spec, dict):
         raise InvalidInput(f"--spec: {args.spec} holds no model spec object")
     return "add_model", spec
+
+
+def _changes(names: list[str], values: list[str]) -> dict[str, int]:
+    """``--param NAME --value N`` pairs, in order, as ``node.chain_params`` takes them (it judges the names
+    and values; this only pairs them up)."""
+    if len(names) != len(values):
+        raise InvalidInput(f"give one --value for each --param ({len(names)} --param, {len(values)} --value)")
+    changes: dict[str, int] = {}
+    for name, value in zip(names, values):
+        if name in changes:
+            raise InvalidInput(f"--param {name} is given twice")
+        if not value.isascii() or not value.isdigit():
+            raise InvalidInput(f"--value for {name}: {value[:40]!r} is not a whole number")
+        changes[name] = int(value)
+    return changes
 
 
 def _joining_validator(path: str) -> dict[str, Any]:
@@ -157,10 +174,13 @@ def gov_approve(args: argparse.Namespace) -> int:
 
 
 def _effect(result: dict[str, Any]) -> str:
-    """When a validator-set change counts (its action returns the height)."""
+    """When a validator-set or parameter change counts (its action returns the height)."""
     outcome = result.get("outcome") or {}
     if "effective_height" not in outcome:
         return ""
+    if "params" in outcome:
+        changed = ", ".join(f"{k}={v}" for k, v in outcome["params"].items())
+        return f"; {changed} from height {outcome['effective_height']}"
     return f"; the new set of {outcome['validators']} validators decides from height {outcome['effective_height']}"
 
 
@@ -208,9 +228,11 @@ def _summary(params: dict[str, Any]) -> str:
         if isinstance(value, list):
             return ",".join(short(v) for v in value)
         return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else str(value)
-    return " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key",
-                                                         "p2p_address", "public_keys")
-                    if k in params)
+    shown = " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key",
+                                                          "p2p_address", "public_keys")
+                     if k in params)
+    changes = params.get("changes")
+    return shown + " ".join(f"{k}={v}" for k, v in changes.items()) if isinstance(changes, dict) else shown
 
 
 def gov_rotate_key(args: argparse.Namespace) -> int:
@@ -262,8 +284,10 @@ def add_commands(sub: Any) -> None:
                           ("add-model", "Register an FL model spec, as genesis declares one."),
                           ("rotate", "Move an account whose key was lost to a new key."),
                           ("validator-add", "Add a hospital's validator to the set, two blocks after the decision."),
-                          ("validator-remove", "Remove validators from the set (at most f at once; 4 stay).")):
-        p = actions.add_parser(name, help=summary, description=summary)
+                          ("validator-remove", "Remove validators from the set (at most f at once; 4 stay)."),
+                          ("params-set", "Change chain parameters, two blocks after the decision (README: which).")):
+        p = actions.add_parser(name, help=summary, description=summary,
+                               aliases=["params.set"] if name == "params-set" else [])
         _connection(p, default=argparse.SUPPRESS)  # accepted after the action too
         p.add_argument("--expires-in", type=_blocks, default=1000, metavar="BLOCKS",
                        help="blocks the proposal stays open (default: 1000)")
@@ -277,6 +301,11 @@ def add_commands(sub: Any) -> None:
         if name == "validator-remove":
             p.add_argument("--public-key", required=True, action="append", metavar="HEX|public.json",
                            help="a validator's key (repeatable)")
+            continue
+        if name == "params-set":
+            p.add_argument("--param", required=True, action="append", metavar="NAME",
+                           help="a governable chain parameter, e.g. max_tx_bytes (repeatable, each with a --value)")
+            p.add_argument("--value", required=True, action="append", metavar="N", help="its new value")
             continue
         p.add_argument("--public-key", required=True, metavar="HEX|public.json", help="the account's key")
         if name == "register":

@@ -20,6 +20,12 @@ NOWHERE = "http://127.0.0.1:9"
     (["gov", "propose", "add-model", "--spec", "missing.json"], "missing.json"),
     (["gov", "approve", "3", "--cosignature", "cosig.json"], "--cosignature cosig.json: signs proposal 2, not 3"),
     (["gov", "approve", "2", "--cosignature", "junk.json"], "not a co-signature"),
+    (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--param", "max_block_txs", "--value", "9"],
+     "give one --value for each --param (2 --param, 1 --value)"),
+    (["gov", "propose", "params.set", "--param", "max_tx_bytes", "--value", "-1"],
+     "--value for max_tx_bytes: '-1' is not a whole number"),
+    (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--value", "1", "--param", "max_tx_bytes",
+      "--value", "2"], "--param max_tx_bytes is given twice"),
 ])
 def test_bad_input_is_a_clear_error_before_any_call(argv: list[str], message: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
