@@ -57,6 +57,7 @@ ACTIONS: dict[str, Action] = {
     "rotate": Action(_checker(accounts.GovRotatePayload), accounts.gov_rotate),
     "validator.add": Action(validator_set.check_add, validator_set.add_validator),
     "validator.remove": Action(validator_set.check_remove, validator_set.remove_validators),
+    "validator.rotate_key": Action(validator_set.check_rotate_key, validator_set.gov_rotate_key),
     "params.set": Action(chain_params.check_set, chain_params.set_params, chain_params.admit_set),
 }
 

@@ -68,3 +68,11 @@ class ParamValueRefused(ContractRejected):
 
     code = -32189
     reason = "param_value_refused"
+
+
+class ValidatorKeyRefused(ContractRejected):
+    """A validator consensus-key rotation the chain refuses: the old key is not a validator now, or the new
+    key is already a validator, a registered account, or a key an account was rotated away from or to."""
+
+    code = -32120
+    reason = "validator_key_refused"
