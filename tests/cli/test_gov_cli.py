@@ -26,6 +26,8 @@ NOWHERE = "http://127.0.0.1:9"
      "--value for max_tx_bytes: '-1' is not a whole number"),
     (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--value", "1", "--param", "max_tx_bytes",
       "--value", "2"], "--param max_tx_bytes is given twice"),
+    (["gov", "propose", "validator-rotate-key", "--public-key", "ab" * 32, "--new-key", "missing.json"],
+     "--new-key: 'missing.json' is not the public.json of the validator's new key"),
 ])
 def test_bad_input_is_a_clear_error_before_any_call(argv: list[str], message: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch,
@@ -43,3 +45,8 @@ def test_expiry_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     assert cli.main(["gov", "propose", "grant", "--public-key", "ab" * 32, "--role", "gateway",
                      "--expires-in", "0"]) == 2
     assert "--expires-in: must be a number of blocks from 1 to 100000" in capsys.readouterr().err
+
+
+def test_rotating_a_validator_key_needs_its_home(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["gov", "rotate-validator-key", "--rpc", NOWHERE, "--new-key", "public.json"]) == 1
+    assert "--home: the validator's home" in capsys.readouterr().err
