@@ -284,7 +284,7 @@ def gov_rotate_validator_key(args: argparse.Namespace) -> int:
     from core.crypto import HybridPrivateKey, load_signing_key
     from core.errors import RevokedReader
     from core.validators import VALIDATOR_SETS
-    from genesis.home import HomePaths
+    from genesis.home import HomePaths, load_config
 
     if args.home is None:
         raise InvalidInput("--home: the validator's home, whose config/node_key.json (the old key) signs the rotation")
@@ -300,7 +300,7 @@ def gov_rotate_validator_key(args: argparse.Namespace) -> int:
             s.client.reader = None
             sets = s.run(lambda c: c.query(VALIDATOR_SETS, NoParams()))
             effective = next(item.start for item in sets if new in item.validators)
-    print(f"validator {Path(args.home).name} moves to key {new.hex()} at height {effective - 2}: "
+    print(f"validator {load_config(Path(args.home)).name} moves to key {new.hex()} at height {effective - 2}: "
           f"the old key signs no transaction from the next block and decides nothing from height {effective}. "
           f"Restart the validator with the new key (its node_key.json and public.json) once the chain passes "
           f"height {effective - 1}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def test_expiry_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]
 def test_rotating_a_validator_key_needs_its_home(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["gov", "rotate-validator-key", "--rpc", NOWHERE, "--new-key", "public.json"]) == 1
     assert "--home: the validator's home" in capsys.readouterr().err
+
+
+def test_a_lost_validator_key_is_proposed_with_the_new_keys_public_part(tmp_path: Path) -> None:
+    from cli.gov import _params
+
+    assert cli.main(["keys", "gen", "--home", str(tmp_path / "new"), "--name", "node3", "--roles", "validator",
+                     "--p2p", "127.0.0.1:26656"]) == 0
+    public = json.loads((tmp_path / "new" / "public.json").read_text())
+    args = argparse.Namespace(gov_action="validator-rotate-key", public_key="ab" * 32,
+                              new_key=str(tmp_path / "new" / "public.json"))
+    assert _params(args) == ("validator.rotate_key", {"public_key": bytes.fromhex("ab" * 32),
+                                                      "new_public_key": bytes.fromhex(public["public_key"])})

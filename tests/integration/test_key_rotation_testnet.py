@@ -45,7 +45,8 @@ def test_a_validator_rotates_its_key_and_restarts_with_it(testnet, tmp_path: Pat
 
     assert cli.main(["gov", "rotate-validator-key", "--home", str(home.root), "--new-key", str(new.public)]) == 0
     out = capsys.readouterr().out
-    found = re.search(r"decides nothing from height (\d+)", out)
+    found = re.search(rf"validator {public['name']} moves to key {new_key} at height \d+: .* decides nothing from "
+                      r"height (\d+)", out)
     assert found is not None, out
     effective = int(found.group(1))
 
