@@ -57,7 +57,7 @@ def _blocks(text: str) -> int:
 
 def _params(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The governance action and its params, as ``node.gov_actions`` checks them."""
-    args.action = args.gov_action.replace("-", "_").replace(".", "_")
+    args.action = args.gov_action.replace("-", "_")
     if args.action == "register":
         return "register", {"public_key": _public_key(args.public_key), "name": args.name, "roles": args.role}
     if args.action in ("grant", "revoke"):
@@ -316,6 +316,23 @@ def _connection(p: argparse.ArgumentParser, *, key: bool = True, default: Any = 
                        help="the member's admin key file or name in HOME/keys (default: admin)")
 
 
+_NEW_KEY = {"metavar": "public.json",
+            "help": "the public part of the new key (`fbci keys gen --roles validator` in a fresh home)"}
+_ACTION_ARGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "add-model": [("--spec", {"metavar": "FILE", "help": "the model spec, as genesis declares one"})],
+    "validator-add": [("--public-key", {"metavar": "public.json", "help": "the new validator's public part "
+                                        "(`fbci keys gen --roles validator --p2p ...`)"})],
+    "validator-remove": [("--public-key", {"action": "append", "metavar": "HEX|public.json",
+                                           "help": "a validator's key (repeatable)"})],
+    "validator-rotate-key": [("--public-key", {"metavar": "HEX|public.json", "help": "the validator's old key"}),
+                             ("--new-key", _NEW_KEY)],
+    "params-set": [("--param", {"action": "append", "metavar": "NAME", "help": "a governable chain parameter, "
+                                "e.g. max_tx_bytes (repeatable, each with a --value)"}),
+                   ("--value", {"action": "append", "metavar": "N", "help": "its new value"})],
+}
+"""The arguments of the proposals that take no account key (the others: ``--public-key`` and their own)."""
+
+
 def add_commands(sub: Any) -> None:
     group = sub.add_parser("gov", help="Consortium decisions by quorum of the members' admin keys; key rotation.",
                            formatter_class=_F).add_subparsers(dest="gov_command", required=True, metavar="COMMAND")
@@ -337,31 +354,13 @@ def add_commands(sub: Any) -> None:
                           ("validator-remove", "Remove validators from the set (at most f at once; 4 stay)."),
                           ("validator-rotate-key", "Move a validator whose key was lost to a new key, two blocks after."),
                           ("params-set", "Change chain parameters, two blocks after the decision (README: which).")):
-        p = actions.add_parser(name, help=summary, description=summary,
-                               aliases=["params.set"] if name == "params-set" else [])
+        p = actions.add_parser(name, help=summary, description=summary)
         _connection(p, default=argparse.SUPPRESS)  # accepted after the action too
         p.add_argument("--expires-in", type=_blocks, default=1000, metavar="BLOCKS",
                        help="blocks the proposal stays open (default: 1000)")
-        if name == "add-model":
-            p.add_argument("--spec", required=True, metavar="FILE", help="the model spec, as genesis declares one")
-            continue
-        if name == "validator-add":
-            p.add_argument("--public-key", required=True, metavar="public.json",
-                           help="the new validator's public part (`fbci keys gen --roles validator --p2p ...`)")
-            continue
-        if name == "validator-remove":
-            p.add_argument("--public-key", required=True, action="append", metavar="HEX|public.json",
-                           help="a validator's key (repeatable)")
-            continue
-        if name == "validator-rotate-key":
-            p.add_argument("--public-key", required=True, metavar="HEX|public.json", help="the validator's old key")
-            p.add_argument("--new-key", required=True, metavar="public.json",
-                           help="the public part of its new key (`fbci keys gen --roles validator` in a fresh home)")
-            continue
-        if name == "params-set":
-            p.add_argument("--param", required=True, action="append", metavar="NAME",
-                           help="a governable chain parameter, e.g. max_tx_bytes (repeatable, each with a --value)")
-            p.add_argument("--value", required=True, action="append", metavar="N", help="its new value")
+        for flag, options in _ACTION_ARGS.get(name, ()):
+            p.add_argument(flag, required=True, **options)
+        if name in _ACTION_ARGS:
             continue
         p.add_argument("--public-key", required=True, metavar="HEX|public.json", help="the account's key")
         if name == "register":
@@ -383,7 +382,6 @@ def add_commands(sub: Any) -> None:
     p = add("rotate-validator-key", gov_rotate_validator_key,
             "Replace this validator's consensus key (validator.rotate_key, signed by the old one), from H + 2.",
             key=False)
-    p.add_argument("--new-key", required=True, metavar="public.json",
-                   help="the public part of the new key (`fbci keys gen --roles validator` in a fresh home)")
+    p.add_argument("--new-key", required=True, **_NEW_KEY)
     p = add("rotate-key", gov_rotate_key, "Replace this account's key by a new one (acl.rotate, signed by the old).")
     p.add_argument("--out", required=True, metavar="FILE", help="a file: where to write the new key (mode 0600)")

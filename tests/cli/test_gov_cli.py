@@ -23,7 +23,7 @@ NOWHERE = "http://127.0.0.1:9"
     (["gov", "approve", "2", "--cosignature", "junk.json"], "not a co-signature"),
     (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--param", "max_block_txs", "--value", "9"],
      "give one --value for each --param (2 --param, 1 --value)"),
-    (["gov", "propose", "params.set", "--param", "max_tx_bytes", "--value", "-1"],
+    (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--value", "-1"],
      "--value for max_tx_bytes: '-1' is not a whole number"),
     (["gov", "propose", "params-set", "--param", "max_tx_bytes", "--value", "1", "--param", "max_tx_bytes",
       "--value", "2"], "--param max_tx_bytes is given twice"),
