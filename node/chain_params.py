@@ -165,10 +165,11 @@ def admit_set(state: StateView, ctx: TxContext, params: dict[str, Any]) -> None:
 
 def set_params(state: StateView, ctx: TxContext, params: dict[str, Any]) -> dict[str, Any]:
     """``params.set``: the latest decided parameters with the changes, in effect from H + 2."""
-    merged = _merged(state, parse_payload(SetPayload, params))
+    p = parse_payload(SetPayload, params)
+    merged = _merged(state, p)
     effective = ctx.height + EFFECT_DELAY
     state.set(params_key(effective), _encode(merged))
-    return {"effective_height": effective, "params": {k: getattr(merged, k) for k in sorted(params["changes"])}}
+    return {"effective_height": effective, "params": {k: getattr(merged, k) for k in sorted(p.changes)}}
 
 
 def _merged(state: StateView, p: SetPayload) -> ChainParams:
@@ -208,12 +209,11 @@ def within_limits(txs: Sequence[bytes], params: ChainParams) -> list[bytes]:
     kept: list[bytes] = []
     cut: set[bytes | None] = set()
     room = params.max_block_bytes - BLOCK_OVERHEAD_BYTES
-    for raw in txs:
-        sender = sender_of(raw)
-        if sender in cut:
-            continue
+    for raw in txs:  # a sender is read only once one is cut: the common block has none above the limit
         if len(raw) > params.max_tx_bytes:
-            cut.add(sender)
+            cut.add(sender_of(raw))
+            continue
+        if cut and sender_of(raw) in cut:
             continue
         if len(kept) == params.max_block_txs or len(raw) > room:
             break

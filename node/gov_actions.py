@@ -4,10 +4,11 @@ Each is the handler the single ``admin`` account used to run (``node.accounts``,
 ``fl_contracts``), with its payload check, so a quorum decision does exactly what
 one admin's transaction did and nothing is written twice.
 
-``validator.add`` and ``validator.remove`` (voting out one that ``gov_convictions``
-names) and ``params.set`` have no single-admin kind before them: they are decisions
-of the consortium only (``node.validator_set``, ``node.chain_params``; in effect two
-blocks later).
+``validator.add``, ``validator.remove`` (voting out one that ``gov_convictions``
+names), ``validator.rotate_key`` (a validator whose key is lost; one that holds it
+sends the kind of that name itself) and ``params.set`` have no single-admin kind
+before them: they are decisions of the consortium only (``node.validator_set``,
+``node.chain_params``; in effect two blocks later).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The validator set as state, and the two governance actions that change it.
+"""The validator set as state, and the decisions that change it: add, remove, and rotate one key.
 
 State holds one entry per height from which a set decides
 (``core.validators.set_key``; genesis writes height 1). A decision executed in block H writes the new set
@@ -13,6 +13,8 @@ A change is refused, with the reason, when it would leave fewer than
 current set at once (those could be the honest ones the old and new quorums
 must share), add a key already in the set, or while another change is decided
 but not yet in effect: each change is judged against the set it replaces.
+A key rotation is such a change too, swapping one key in place
+(:func:`rotate_own_key`, signed by the old key; :func:`gov_rotate_key` when it is lost).
 """
 
 from __future__ import annotations
