@@ -12,7 +12,7 @@ import pytest
 
 from consensus import CommitCertificate
 from core.api import ACCOUNT, AccountGetParams, Receipt
-from core.crypto import PrivateKey
+from core.crypto import HybridPrivateKey, PrivateKey
 from core.errors import InvalidInput, KeyRotated, ValidatorChangeInFlight, ValidatorKeyRefused
 from core.keyhistory import KEY_HISTORY, KeyHistoryParams
 from node.ledger import Ledger
@@ -108,3 +108,22 @@ def test_only_a_current_validator_rotates_and_not_while_a_change_is_in_flight(ch
     assert isinstance(r, Receipt) and r.ok
     with pytest.raises(ValidatorChangeInFlight):
         chain.mempool.add(tx(chain, OLD, "validator.rotate_key", rotation()))
+
+
+def test_a_validator_moves_from_ed25519_to_a_hybrid_key(chain: Ledger) -> None:
+    """From the effective height its votes count only when both halves verify: its Ed25519 half alone, the
+    old key type, no longer signs for it."""
+    app = chain.app
+    hybrid = HybridPrivateKey(bytes([202]) * 32, bytes([203]) * 32)
+    (r,) = commit(chain, tx(chain, OLD, "validator.rotate_key", {
+        "new_public_key": hybrid.public_key.raw, "key_type": "ed25519+ml-dsa-65",
+        "ml_dsa_public_key": hybrid.public_key.ml_dsa}))
+    assert r.ok, r.message
+    commit(chain)
+    block = propose(chain)
+    keys = app.validator_set(block.height).keys
+    assert app.validator_set(block.height).validators[3].key_type == "ed25519+ml-dsa-65"
+    CommitCertificate.decode(certify(block, [NODES[1], NODES[2], hybrid])).verify("fbci-test", keys, app.verifier)
+    with pytest.raises(InvalidInput, match="signature"):
+        CommitCertificate.decode(certify(block, [NODES[1], NODES[2], hybrid.ed25519])).verify("fbci-test", keys,
+                                                                                              app.verifier)
