@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.api import NoParams, Receipt
 from core.block import Block
 from core.crypto import PrivateKey
 from core.errors import FbciError, InvalidInput, ParamNotGovernable, ParamValueRefused, TooLarge
 from core.hashing import merkle_root
+from core.state import MemoryState, TxContext
 from core.tx import Transaction
 from genesis.schema import ChainParams
-from node.chain_params import CHAIN_PARAMS, FIXED, GOVERNABLE, params_key
+from node import chain_params
+from node.chain_params import CHAIN_PARAMS, FIXED, GOVERNABLE, ParamsSchedule, init_params, params_key
 from node.ledger import Ledger
 from tests.governance.test_validator_set import MEMBERS, certify, commit, decide, open_chain, propose, signers_of, tx
 from tests.node.helpers import CHAIN, PARAMS
@@ -181,3 +185,23 @@ def test_the_schedule_is_a_read_of_state(chain: Ledger) -> None:
     assert isinstance(r, Receipt) and r.ok
     answer = chain.app.query(CHAIN_PARAMS.path, NoParams())
     assert [(s.start, s.params.max_block_txs) for s in answer] == [(1, PARAMS.max_block_txs), (chain.app.height + 2, 5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(1, 5000)), max_size=8))
+def test_each_height_runs_under_the_latest_decision_two_blocks_before_it(decisions: list[tuple[int, int]]) -> None:
+    """Against a model (a decision in block H counts from H + 2; a later one of the same block wins): the
+    schedule the application extends block by block and one read afresh from state agree with it."""
+    state, followed = MemoryState(), ParamsSchedule(PARAMS)
+    init_params(state, PARAMS)
+    model = {1: PARAMS.max_block_txs}
+    for height in sorted({h for h, _ in decisions}):
+        for value in [v for h, v in decisions if h == height]:
+            ctx = TxContext(CHAIN, height, 0, b"", frozenset(), b"", "")
+            chain_params.set_params(state, ctx, {"changes": {"max_block_txs": value}})
+            model[height + 2] = value
+        followed.after_block(state, height)
+    fresh = ParamsSchedule(PARAMS)
+    for h in range(0, 45):
+        expected = model[max(start for start in model if start <= max(h, 1))]
+        assert followed.at(state, h).max_block_txs == fresh.at(state, h).max_block_txs == expected
