@@ -1,7 +1,7 @@
 """The chain parameters as state, and the governance action ``params.set`` that changes them.
 
 Genesis writes its :class:`genesis.schema.ChainParams` as the parameters of
-height 1 (``params/<height>``, like the validator sets of ``node.validator_set``),
+height 1 (``genesis.params_state``, like the validator sets of ``node.validator_set``),
 so they are in the trie and provable like any other read. A ``params.set``
 decision executed in block H writes the merged parameters at H + 2, the rule
 validator-set changes keep: when block H + 1 is proposed every validator
@@ -24,18 +24,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from core import codec
-from core.api import NoParams, Query
 from core.errors import InvalidInput, ParamNotGovernable, ParamValueRefused
 from core.state import StateView, TxContext
 from core.tx import parse_payload, sender_of
+from genesis.params_state import decode_params, encode_params, params_key, schedule
 from genesis.schema import ChainParams
 from genesis.types import STRICT
 from genesis.validation import validate_model
 from node.ledger import BLOCK_OVERHEAD_BYTES
 from node.validator_set import EFFECT_DELAY
-
-PREFIX = b"params/"
 
 GOVERNABLE = frozenset({
     "max_tx_bytes", "max_block_bytes", "max_block_txs", "max_clock_drift_ms", "mempool_max_txs",
@@ -61,43 +58,9 @@ _FIELDS: dict[str, TypeAdapter[int]] = {
     for name, info in ChainParams.model_fields.items() if name in GOVERNABLE}
 
 
-def params_key(height: int) -> bytes:
-    return PREFIX + height.to_bytes(8, "big")
-
-
 def init_params(state: StateView, params: ChainParams) -> None:
     """Genesis: its parameters decide from height 1."""
-    state.set(params_key(1), _encode(params))
-
-
-def _encode(params: ChainParams) -> bytes:
-    return codec.encode(params.model_dump())
-
-
-def _decode(raw: bytes) -> ChainParams:
-    return ChainParams.model_validate(codec.decode(raw))
-
-
-def _schedule(state: StateView) -> list[tuple[int, ChainParams]]:
-    return [(int.from_bytes(key[len(PREFIX):], "big"), _decode(raw)) for key, raw in state.scan(PREFIX)]
-
-
-class ScheduledParams(BaseModel):
-    """Chain parameters and the first height they hold for."""
-
-    model_config = STRICT
-    start: int
-    params: ChainParams
-
-
-def scheduled_params(state: StateView, p: NoParams) -> list[ScheduledParams]:
-    return [ScheduledParams(start=start, params=params) for start, params in _schedule(state)]
-
-
-CHAIN_PARAMS: Query[NoParams, list[ScheduledParams]] = Query(
-    "chain_params", "Every set of chain parameters the chain decided and the first height each holds for "
-    "(genesis's from 1; a params.set decision adds one two blocks after it).", NoParams, list[ScheduledParams])
-STATE_QUERIES = ((CHAIN_PARAMS, scheduled_params),)
+    state.set(params_key(1), encode_params(params))
 
 
 class ParamsSchedule:
@@ -127,7 +90,7 @@ class ParamsSchedule:
         raw = state.get(params_key(height + EFFECT_DELAY))
         if raw is None:
             return None
-        decided = _decode(raw)
+        decided = decode_params(raw)
         entries = self._load(state)
         if entries and entries[-1][0] == height + EFFECT_DELAY:
             entries.pop()
@@ -136,7 +99,7 @@ class ParamsSchedule:
 
     def _load(self, state: StateView) -> list[tuple[int, ChainParams]]:
         if self._entries is None:
-            self._entries = _schedule(state)
+            self._entries = schedule(state)
         return self._entries
 
 
@@ -168,14 +131,14 @@ def set_params(state: StateView, ctx: TxContext, params: dict[str, Any]) -> dict
     p = parse_payload(SetPayload, params)
     merged = _merged(state, p)
     effective = ctx.height + EFFECT_DELAY
-    state.set(params_key(effective), _encode(merged))
+    state.set(params_key(effective), encode_params(merged))
     return {"effective_height": effective, "params": {k: getattr(merged, k) for k in sorted(p.changes)}}
 
 
 def _merged(state: StateView, p: SetPayload) -> ChainParams:
     for name in sorted(p.changes):
         _require_governable(name)
-    decided = _schedule(state)
+    decided = schedule(state)
     if not decided:
         raise ParamValueRefused("this chain's state holds no parameters (its store predates governable "
                                 "parameters); they are genesis's for good")

@@ -22,7 +22,8 @@ from core.state import MemoryState, TxContext
 from core.tx import Transaction
 from genesis.schema import ChainParams
 from node import chain_params
-from node.chain_params import CHAIN_PARAMS, FIXED, GOVERNABLE, ParamsSchedule, init_params, params_key
+from genesis.params_state import CHAIN_PARAMS, params_key
+from node.chain_params import FIXED, GOVERNABLE, ParamsSchedule, init_params
 from node.ledger import Ledger
 from tests.governance.test_validator_set import MEMBERS, certify, commit, decide, open_chain, propose, signers_of, tx
 from tests.node.helpers import CHAIN, PARAMS

@@ -4,7 +4,8 @@ A 6,000-byte transaction commits under genesis's ``max_tx_bytes``; the members
 ``fbci gov propose params-set --param max_tx_bytes --value 4096`` and approve it;
 from the effective height every validator refuses the same transaction as
 ``too_large`` at its door, smaller ones still commit, every validator reads the
-same parameter schedule from its state, and all hold one chain.
+same parameter schedule from its state (a light client checks it against commit certificates), and all
+hold one chain.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 
 import cli.main as cli
 from client.session import ChainSession, load_client_key
+from core.api import NoParams
 from core.errors import TooLarge
 from devnet.testnet import rpc_call
-from node.chain_params import CHAIN_PARAMS
+from genesis.params_state import CHAIN_PARAMS
 from tests.integration.load import assert_same_chain, wait_heights
 
 BIG = b"x" * 6000
@@ -60,4 +62,7 @@ def test_the_members_lower_max_tx_bytes_and_every_validator_follows(testnet,
     assert all(answer == schedules[0] for answer in schedules)
     assert [(e["start"], e["params"]["max_tx_bytes"]) for e in schedules[0]] == [(1, 1 << 20),
                                                                                  (effective, NEW_LIMIT)]
+    with ChainSession(urls[2], hospital, verify=True) as s:  # checked against commit certificates
+        proven = s.read(CHAIN_PARAMS, NoParams())
+    assert [(e.start, e.params.max_tx_bytes) for e in proven] == [(1, 1 << 20), (effective, NEW_LIMIT)]
     assert assert_same_chain(net) >= effective  # one chain, so one state hash at every height
