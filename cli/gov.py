@@ -69,12 +69,31 @@ def _params(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "validator.add", _joining_validator(args.public_key)
     if args.action == "validator_remove":
         return "validator.remove", {"public_keys": [_public_key(k) for k in args.public_key]}
+    if args.action == "validator_rotate_key":
+        return "validator.rotate_key", {"public_key": _public_key(args.public_key), **_new_key(args.new_key)}
+    if args.action == "params_set":
+        return "params.set", {"changes": _changes(args.param, args.value)}
     from genesis.validation import read_json_file
 
     spec = read_json_file(Path(args.spec), error=InvalidInput)
     if not isinstance(spec, dict):
         raise InvalidInput(f"--spec: {args.spec} holds no model spec object")
     return "add_model", spec
+
+
+def _changes(names: list[str], values: list[str]) -> dict[str, int]:
+    """``--param NAME --value N`` pairs, in order, as ``node.chain_params`` takes them (it judges the names
+    and values; this only pairs them up)."""
+    if len(names) != len(values):
+        raise InvalidInput(f"give one --value for each --param ({len(names)} --param, {len(values)} --value)")
+    changes: dict[str, int] = {}
+    for name, value in zip(names, values):
+        if name in changes:
+            raise InvalidInput(f"--param {name} is given twice")
+        if not value.isascii() or not value.isdigit():
+            raise InvalidInput(f"--value for {name}: {value[:40]!r} is not a whole number")
+        changes[name] = int(value)
+    return changes
 
 
 def _joining_validator(path: str) -> dict[str, Any]:
@@ -89,11 +108,29 @@ def _joining_validator(path: str) -> dict[str, Any]:
     if "validator" not in part.roles or part.p2p_address is None:
         raise InvalidInput(f"--public-key: {path} is not a validator's public part (it needs role validator and "
                            "a p2p address)")
-    params: dict[str, Any] = {"public_key": bytes.fromhex(part.public_key), "name": part.name,
-                              "p2p_address": part.p2p_address}
-    if part.ml_dsa_public_key is not None:
-        params |= {"key_type": "ed25519+ml-dsa-65", "ml_dsa_public_key": bytes.fromhex(part.ml_dsa_public_key)}
-    return params
+    return {"public_key": bytes.fromhex(part.public_key), "name": part.name, "p2p_address": part.p2p_address,
+            **_key_type(part.ml_dsa_public_key)}
+
+
+def _key_type(ml_dsa_public_key: str | None) -> dict[str, Any]:
+    """A hybrid key's type and ML-DSA half, as the validator-set actions take them (nothing for Ed25519)."""
+    if ml_dsa_public_key is None:
+        return {}
+    return {"key_type": "ed25519+ml-dsa-65", "ml_dsa_public_key": bytes.fromhex(ml_dsa_public_key)}
+
+
+def _new_key(path: str) -> dict[str, Any]:
+    """The ``validator.rotate_key`` new key from the ``public.json`` that ``fbci keys gen --roles validator``
+    wrote in a fresh home (both halves if ``--hybrid``)."""
+    from genesis.keys import load_public_part
+
+    if not Path(path).is_file():
+        raise InvalidInput(f"--new-key: {path[:80]!r} is not the public.json of the validator's new key "
+                           "(`fbci keys gen --home NEW --name NAME --roles validator --p2p HOST:PORT` writes it)")
+    part = load_public_part(Path(path))
+    if "validator" not in part.roles:
+        raise InvalidInput(f"--new-key: {path} is not a validator's public part (it needs role validator)")
+    return {"new_public_key": bytes.fromhex(part.public_key), **_key_type(part.ml_dsa_public_key)}
 
 
 def gov_propose(args: argparse.Namespace) -> int:
@@ -157,10 +194,13 @@ def gov_approve(args: argparse.Namespace) -> int:
 
 
 def _effect(result: dict[str, Any]) -> str:
-    """When a validator-set change counts (its action returns the height)."""
+    """When a validator-set or parameter change counts (its action returns the height)."""
     outcome = result.get("outcome") or {}
     if "effective_height" not in outcome:
         return ""
+    if "params" in outcome:
+        changed = ", ".join(f"{k}={v}" for k, v in outcome["params"].items())
+        return f"; {changed} from height {outcome['effective_height']}"
     return f"; the new set of {outcome['validators']} validators decides from height {outcome['effective_height']}"
 
 
@@ -208,9 +248,11 @@ def _summary(params: dict[str, Any]) -> str:
         if isinstance(value, list):
             return ",".join(short(v) for v in value)
         return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else str(value)
-    return " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key",
-                                                         "p2p_address", "public_keys")
-                    if k in params)
+    shown = " ".join(f"{k}={short(params[k])}" for k in ("name", "roles", "role", "id", "public_key", "new_public_key",
+                                                          "p2p_address", "public_keys")
+                     if k in params)
+    changes = params.get("changes")
+    return shown + " ".join(f"{k}={v}" for k, v in changes.items()) if isinstance(changes, dict) else shown
 
 
 def gov_rotate_key(args: argparse.Namespace) -> int:
@@ -235,6 +277,36 @@ def gov_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def gov_rotate_validator_key(args: argparse.Namespace) -> int:
+    from client.session import ChainSession
+    from cli.commands import _rpc_urls
+    from core.api import NoParams
+    from core.crypto import HybridPrivateKey, load_signing_key
+    from core.errors import RevokedReader
+    from core.validators import VALIDATOR_SETS
+    from genesis.home import HomePaths, load_config
+
+    if args.home is None:
+        raise InvalidInput("--home: the validator's home, whose config/node_key.json (the old key) signs the rotation")
+    params = _new_key(args.new_key)
+    key = load_signing_key(HomePaths(Path(args.home)).node_key)
+    signer = key.ed25519 if isinstance(key, HybridPrivateKey) else key  # the account half signs transactions
+    new = params["new_public_key"]
+    with ChainSession(_rpc_urls(args)[0], signer, verify=False) as s:
+        tx_hash = s.submit("validator.rotate_key", params)
+        try:
+            effective = s.wait_committed(tx_hash).receipt.result["effective_height"]
+        except RevokedReader:  # the block that moved the account committed; its key signs no read any more
+            s.client.reader = None
+            sets = s.run(lambda c: c.query(VALIDATOR_SETS, NoParams()))
+            effective = next(item.start for item in sets if new in item.validators)
+    print(f"validator {load_config(Path(args.home)).name} moves to key {new.hex()} at height {effective - 2}: "
+          f"the old key signs no transaction from the next block and decides nothing from height {effective}. "
+          f"Restart the validator with the new key (its node_key.json and public.json) once the chain passes "
+          f"height {effective - 1}")
+    return 0
+
+
 def _connection(p: argparse.ArgumentParser, *, key: bool = True, default: Any = None) -> None:
     p.add_argument("--home", metavar="DIR", default=default, help="home directory: its RPC address and keys/")
     p.add_argument("--rpc", metavar="URL", default=default,
@@ -242,6 +314,23 @@ def _connection(p: argparse.ArgumentParser, *, key: bool = True, default: Any = 
     if key:
         p.add_argument("--key", default="admin" if default is None else default,
                        help="the member's admin key file or name in HOME/keys (default: admin)")
+
+
+_NEW_KEY = {"metavar": "public.json",
+            "help": "the public part of the new key (`fbci keys gen --roles validator` in a fresh home)"}
+_ACTION_ARGS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "add-model": [("--spec", {"metavar": "FILE", "help": "the model spec, as genesis declares one"})],
+    "validator-add": [("--public-key", {"metavar": "public.json", "help": "the new validator's public part "
+                                        "(`fbci keys gen --roles validator --p2p ...`)"})],
+    "validator-remove": [("--public-key", {"action": "append", "metavar": "HEX|public.json",
+                                           "help": "a validator's key (repeatable)"})],
+    "validator-rotate-key": [("--public-key", {"metavar": "HEX|public.json", "help": "the validator's old key"}),
+                             ("--new-key", _NEW_KEY)],
+    "params-set": [("--param", {"action": "append", "metavar": "NAME", "help": "a governable chain parameter, "
+                                "e.g. max_tx_bytes (repeatable, each with a --value)"}),
+                   ("--value", {"action": "append", "metavar": "N", "help": "its new value"})],
+}
+"""The arguments of the proposals that take no account key (the others: ``--public-key`` and their own)."""
 
 
 def add_commands(sub: Any) -> None:
@@ -262,21 +351,16 @@ def add_commands(sub: Any) -> None:
                           ("add-model", "Register an FL model spec, as genesis declares one."),
                           ("rotate", "Move an account whose key was lost to a new key."),
                           ("validator-add", "Add a hospital's validator to the set, two blocks after the decision."),
-                          ("validator-remove", "Remove validators from the set (at most f at once; 4 stay).")):
+                          ("validator-remove", "Remove validators from the set (at most f at once; 4 stay)."),
+                          ("validator-rotate-key", "Move a validator whose key was lost to a new key, two blocks after."),
+                          ("params-set", "Change chain parameters, two blocks after the decision (README: which).")):
         p = actions.add_parser(name, help=summary, description=summary)
         _connection(p, default=argparse.SUPPRESS)  # accepted after the action too
         p.add_argument("--expires-in", type=_blocks, default=1000, metavar="BLOCKS",
                        help="blocks the proposal stays open (default: 1000)")
-        if name == "add-model":
-            p.add_argument("--spec", required=True, metavar="FILE", help="the model spec, as genesis declares one")
-            continue
-        if name == "validator-add":
-            p.add_argument("--public-key", required=True, metavar="public.json",
-                           help="the new validator's public part (`fbci keys gen --roles validator --p2p ...`)")
-            continue
-        if name == "validator-remove":
-            p.add_argument("--public-key", required=True, action="append", metavar="HEX|public.json",
-                           help="a validator's key (repeatable)")
+        for flag, options in _ACTION_ARGS.get(name, ()):
+            p.add_argument(flag, required=True, **options)
+        if name in _ACTION_ARGS:
             continue
         p.add_argument("--public-key", required=True, metavar="HEX|public.json", help="the account's key")
         if name == "register":
@@ -295,5 +379,9 @@ def add_commands(sub: Any) -> None:
             key=False)
     p.add_argument("--status", choices=("open", "executed", "expired"))
     p.add_argument("--json", action="store_true")
+    p = add("rotate-validator-key", gov_rotate_validator_key,
+            "Replace this validator's consensus key (validator.rotate_key, signed by the old one), from H + 2.",
+            key=False)
+    p.add_argument("--new-key", required=True, **_NEW_KEY)
     p = add("rotate-key", gov_rotate_key, "Replace this account's key by a new one (acl.rotate, signed by the old).")
     p.add_argument("--out", required=True, metavar="FILE", help="a file: where to write the new key (mode 0600)")

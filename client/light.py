@@ -47,6 +47,7 @@ from core import keyhistory
 from core import validators as validator_queries
 from fl_contracts import queries as fl_queries
 from governance import queries as gov_queries
+from genesis import params_state
 from genesis.home import HomePaths
 from genesis.schema import GenesisDoc, load_genesis
 from ids import queries as alert_queries
@@ -62,7 +63,7 @@ R = TypeVar("R")
 
 PROVABLE: dict[str, Answer] = {q.path: fn for q, fn in (
     *CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES,
-    *keyhistory.STATE_QUERIES, *validator_queries.STATE_QUERIES)}
+    *keyhistory.STATE_QUERIES, *validator_queries.STATE_QUERIES, *params_state.STATE_QUERIES)}
 """Each provable read's answer function: the same ones the validator runs (``node.app.STATE_QUERIES``)."""
 
 DEFAULT_MAX_LAG_BLOCKS = 8

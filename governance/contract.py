@@ -57,10 +57,14 @@ Handler = Callable[[StateView, TxContext, dict[str, Any]], dict[str, Any]]
 @dataclass(frozen=True)
 class Action:
     """What a decision can do, filled in by the node: ``check`` refuses a malformed payload when it is
-    proposed (raising :class:`core.errors.InvalidInput`), ``execute`` does it once the quorum is reached."""
+    proposed (raising :class:`core.errors.InvalidInput`), ``execute`` does it once the quorum is reached.
+    ``admit``, if given, also refuses at proposal what the state then would refuse (a new value that breaks
+    a rule against the chain's current ones), so such a proposal never waits for votes; ``execute`` judges
+    it again against the state it runs on."""
 
     check: Callable[[dict[str, Any]], None]
     execute: Handler
+    admit: Callable[[StateView, TxContext, dict[str, Any]], None] | None = None
 
 
 class _Strict(BaseModel):
@@ -175,6 +179,8 @@ class Governance:
         if action is None:
             raise InvalidInput(f"payload.action: unknown action {p.action!r}; known: {sorted(self.actions)}")
         action.check(p.params)
+        if action.admit is not None:
+            action.admit(state, ctx, p.params)
         raw_next = state.get(_NEXT)
         proposal_id = 1 if raw_next is None else codec.decode(raw_next)
         state.set(_NEXT, codec.encode(proposal_id + 1))

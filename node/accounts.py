@@ -162,15 +162,17 @@ def gov_rotate(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dic
     return move_key(state, p.public_key, p.new_public_key, ctx.height, account.nonce)
 
 
-def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int) -> dict[str, Any]:
+def move_key(state: StateView, old: bytes, new: bytes, height: int, nonce: int, *,
+             validator: bool = False) -> dict[str, Any]:
     """Move the account at ``old`` to ``new``: name and roles kept, its bindings (issuing hospital, a
-    proxy's patient, a governance membership) follow, and the key history records the change."""
+    proxy's patient, a governance membership) follow, and the key history records the change.
+    ``validator``: the caller also swaps the key in the validator set (``node.validator_set``)."""
     account = load_account(state, old)
     if account is None:
         raise ContractRejected(f"account {old.hex()} is not registered")
-    if "validator" in account.roles:
-        raise ContractRejected("a validator's key is its consensus identity; it changes only with the validator "
-                               "set, not by acl.rotate")
+    if "validator" in account.roles and not validator:
+        raise ContractRejected("a validator's key is its consensus identity; it changes with the validator set: "
+                               "validator.rotate_key, signed by the old key, or the governance validator.rotate_key")
     if new == old:
         raise ContractRejected("payload.new_public_key: is the account's current key")
     _check_unused(state, new)

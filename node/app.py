@@ -44,6 +44,7 @@ from node.execution import (
 )
 from node.kinds import build_registry, genesis_hooks
 from node.app_reads import QueryRouter
+from node.chain_params import ParamsSchedule, check_sizes, init_params, within_limits
 from node.quotas import MemberQuota
 from node.snapshots import RestoredSnapshot, SnapshotServer, restore
 from node.stores import RESTORE_HINT, BlockStore, Database, TxIndex, commit_block
@@ -71,8 +72,9 @@ class LedgerApplication:
         self.signatures = SignatureCache(signature_cache_size)
         self.verifier = verifier or Ed25519Verifier(chain_id)
         self.schedule = validator_set.ValidatorSchedule(validators, self.verifier)
-        self.quota = MemberQuota.from_params(params)
-        self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes, self.quota)
+        self.param_schedule = ParamsSchedule(params)
+        self.executor = Executor(chain_id, registry, self.signatures, params.max_tx_bytes,
+                                 MemberQuota.from_params(params))
         self.snapshots = SnapshotServer(self.state, self.blocks, params.max_block_bytes)
         self._head: Block | None = None  # the block at self.height, decoded once (see _head_block)
         self._info: AppInfo | None = None
@@ -94,6 +96,7 @@ class LedgerApplication:
         replayed = app.replay_unapplied()
         if replayed:
             log.info("re-executed %d stored blocks whose state a crash cut off", replayed)
+        app.state.snapshot_interval = app.params_at(app.height).snapshot_interval
         return app
 
     # -- start-up ---------------------------------------------------------------------------
@@ -140,11 +143,13 @@ class LedgerApplication:
         pending = self.state.begin()
         for public_key, name, roles in accounts:
             store_account(pending, public_key, Account(name, frozenset(roles), 0))
+        init_params(pending, self.params)
         for hook in hooks:
             hook(pending)
         self.state.commit(0, pending)
         self._info = None
         self.schedule.forget()
+        self.param_schedule.forget()
         log.info("genesis state written, state hash %s", self.state.state_hash.hex())
 
     def replay_unapplied(self) -> int:
@@ -175,7 +180,17 @@ class LedgerApplication:
                                      self.blocks.certificate(height))
         return self._info
 
-    # -- the validator set of each height ---------------------------------------------------
+    # -- the chain parameters and the validator set of each height --------------------------
+
+    def params_at(self, height: int) -> ChainParams:
+        """The parameters ``height`` runs under (``node.chain_params``); ``self.params``, genesis's, stay the
+        ceilings that decoding and the edges are sized by."""
+        return self.param_schedule.at(self.state, height)
+
+    @property
+    def quota(self) -> MemberQuota:
+        """The storage quotas of the next height."""
+        return MemberQuota.from_params(self.params_at(self.height + 1))
 
     def validator_set(self, height: int) -> ValidatorSet:
         """The set deciding ``height`` as far as the chain decided it: a set chosen in block H counts from
@@ -248,10 +263,13 @@ class LedgerApplication:
     # -- PrepareProposal / ProcessProposal --------------------------------------------------
 
     def prepare_proposal(self, request: ProposalRequest) -> Block:
-        """The next block from the mempool's transactions (reaped within the size limits), less what a
-        sender's storage quota leaves for a later block (``node.quotas``)."""
+        """The next block from the mempool's transactions (reaped within genesis's size limits), within
+        the limits of its own height, less what a sender's storage quota leaves for a later block
+        (``node.quotas``)."""
         info = self.info()
-        txs = tuple(self.quota.fit(self.state, request.txs, info.height + 1))
+        params = self.params_at(info.height + 1)
+        txs = tuple(MemberQuota.from_params(params).fit(self.state, within_limits(request.txs, params),
+                                                        info.height + 1))
         header = BlockHeader(
             chain_id=self.chain_id, height=info.height + 1, prev_block_hash=info.last_block_hash,
             proposer=request.proposer, time_ms=max(request.now_ms, info.last_block_time_ms + 1),
@@ -289,12 +307,14 @@ class LedgerApplication:
             raise InvalidInput(f"block.proposer is not a validator at height {expected}")
         if h.time_ms <= self._last_block_time():
             raise InvalidInput("block.time_ms is not after the previous block's time (or genesis time)")
-        if now_ms is not None and h.time_ms > now_ms + self.params.max_clock_drift_ms:
+        params = self.params_at(expected)
+        if now_ms is not None and h.time_ms > now_ms + params.max_clock_drift_ms:
             raise InvalidInput("block.time_ms is too far in the future")
-        if h.num_txs > self.params.max_block_txs:
-            raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {self.params.max_block_txs}")
-        validate_block_txs(block, self.chain_id, self.params.max_tx_bytes, self.signatures)
-        self.quota.check_block(self.state, block.txs, h.height)
+        if h.num_txs > params.max_block_txs:
+            raise InvalidInput(f"block has {h.num_txs} transactions; the limit is {params.max_block_txs}")
+        check_sizes(block.txs, params)
+        validate_block_txs(block, self.chain_id, params.max_tx_bytes, self.signatures)
+        MemberQuota.from_params(params).check_block(self.state, block.txs, h.height)
 
     def _check_last_commit(self, block: Block) -> None:
         """The carried certificate must finalise exactly our last block, with a quorum of valid signatures.
@@ -332,7 +352,9 @@ class LedgerApplication:
 
     def _apply(self, block: Block, certificate: bytes, *, store: tuple[int, bytes, bytes, bytes] | None,
                durable: bool, decoded: DecodedLookup | None) -> FinalizedBlock:
-        outcome = self.executor.execute_block(block, self.state, decoded)
+        params = self.params_at(block.height)
+        outcome = self.executor.execute_block(block, self.state, decoded, params)
+        self.state.snapshot_interval = params.snapshot_interval
         for tx_hash, receipt in outcome.receipts.items():  # in state too, so a proof can show the outcome
             outcome.pending.set(receipt_key(tx_hash), StateReceipt.of(receipt).encode())
         new_alerts = [a for r in outcome.receipts.values() if r.ok and (a := _alert_of(outcome.pending, r.result))]
@@ -340,6 +362,7 @@ class LedgerApplication:
                                   block.height, outcome.pending, durable=durable)
         self._head = block
         self._info = AppInfo(block.height, block.hash, block.header.time_ms, state_hash, certificate)
+        self.param_schedule.after_block(self.state, block.height)
         return FinalizedBlock(block, certificate, outcome.receipts, outcome.committed_nonces, new_alerts,
                               outcome.rounds_closed, self.schedule.after_block(self.state, block.height))
 
@@ -370,6 +393,7 @@ class LedgerApplication:
         restore(self.database, self.state, self.blocks, snapshot)
         self._info, self._head = None, None
         self.schedule.forget()  # the restored state holds the sets decided up to the snapshot
+        self.param_schedule.forget()  # and the parameters
         log.info("restored the state of height %d from a snapshot, state hash %s", snapshot.height,
                  snapshot.root.hex())
 

@@ -35,6 +35,7 @@ from core.readauth import CUSTODIAN_PATH, READER_PATH, CustodianParams, ReaderIn
 from core.state import StateView
 from core.tx import Transaction
 from fl_contracts import queries as fl_queries
+from genesis import params_state
 from genesis.schema import ChainParams
 from governance import queries as gov_queries
 from ids import queries as alert_queries
@@ -46,7 +47,7 @@ from node.state_store import StateStore
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
                  *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
-                 *validator_queries.STATE_QUERIES,
+                 *validator_queries.STATE_QUERIES, *params_state.STATE_QUERIES,
                  (gov_queries.GOV_CONVICTIONS, convictions))
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""

@@ -39,6 +39,7 @@ from core.block import Block
 from core.snapshot import ChunkReply, ChunkRequest, RestoredSnapshot, SnapshotList
 from core.tx import Transaction
 from core.validators import ValidatorSet
+from genesis.schema import ChainParams
 from fl_contracts.contract import RoundRecord
 from ids.alerts import StoredAlert
 
@@ -165,6 +166,10 @@ class Application(Protocol):
 
     def restore_snapshot(self, snapshot: RestoredSnapshot) -> None:
         """Replace a genesis-only store with a verified snapshot: its state, its block and certificate."""
+        ...
+
+    def params_at(self, height: int) -> ChainParams:
+        """The chain parameters ``height`` runs under (governance changes them: ``node.chain_params``)."""
         ...
 
     def validator_set(self, height: int) -> ValidatorSet:

@@ -28,14 +28,15 @@ from core import codec
 from core.api import Receipt
 from core.block import Block
 from core.errors import (
-    BadNonce, BadSignature, FbciError, InvalidInput, KeyRotated, TxRejected, Unauthorized, UnknownKind, WrongChain,
-    failure_reason,
+    BadNonce, BadSignature, FbciError, InvalidInput, KeyRotated, TooLarge, TxRejected, Unauthorized, UnknownKind,
+    WrongChain, failure_reason,
 )
 from core.keyhistory import rotated_to
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from core.tx import Transaction
 from fl_contracts.contract import RoundRecord
+from genesis.schema import ChainParams
 from node.accounts import Account, account_key, load_account, store_account
 from node.quotas import MemberQuota
 from node.state_store import PendingState, StateStore
@@ -179,7 +180,9 @@ DecodedLookup = Callable[[bytes], "Transaction | None"]
 
 
 class Executor:
-    """``quota``: charge each sender's bytes to its storage quota (``node.quotas``) after the block's transactions."""
+    """``quota``: charge each sender's bytes to its storage quota (``node.quotas``) after the block's transactions.
+    ``max_tx_bytes`` and ``quota`` hold for every block unless :meth:`execute_block` is given the block's own
+    parameters (a chain whose governance changes them: ``node.chain_params``)."""
 
     def __init__(self, chain_id: str, registry: TxKindRegistry, signatures: SignatureCache,
                  max_tx_bytes: int, quota: MemberQuota | None = None) -> None:
@@ -189,30 +192,35 @@ class Executor:
         self.max_tx_bytes = max_tx_bytes
         self.quota = quota
 
-    def execute_block(self, block: Block, state: StateStore, decoded: DecodedLookup | None = None) -> BlockOutcome:
+    def execute_block(self, block: Block, state: StateStore, decoded: DecodedLookup | None = None,
+                      params: ChainParams | None = None) -> BlockOutcome:
         """``decoded``: the caller's decoded transactions; decoding is a pure function of the bytes,
         so reusing them changes nothing but the time."""
+        max_tx_bytes = self.max_tx_bytes if params is None else params.max_tx_bytes
+        quota = self.quota if params is None else MemberQuota.from_params(params)
         pending = state.begin()
         receipts: dict[bytes, Receipt] = {}
         tally = _Tally()
         for index, raw in enumerate(block.txs):
-            tx_hash, receipt = self._execute_tx(pending, raw, block, index, tally, decoded)
+            tx_hash, receipt = self._execute_tx(pending, raw, block, index, tally, decoded, max_tx_bytes)
             receipts.setdefault(tx_hash, receipt)
-        if self.quota is not None:
-            self.quota.charge(pending, tally.sizes, block.height)
+        if quota is not None:
+            quota.charge(pending, tally.sizes, block.height)
         rounds_closed: list[RoundRecord] = []
         for hook in self.registry.end_block_hooks:
             rounds_closed.extend(_run_hook(hook, pending, block.height, block.hash))
         return BlockOutcome(pending, receipts, rounds_closed, tally.nonces)
 
     def _execute_tx(self, pending: PendingState, raw: bytes, block: Block, index: int, tally: _Tally,
-                    decoded: DecodedLookup | None) -> tuple[bytes, Receipt]:
+                    decoded: DecodedLookup | None, max_tx_bytes: int) -> tuple[bytes, Receipt]:
         tx_hash = sha256(raw)
         height = block.height
         try:
+            if len(raw) > max_tx_bytes:  # a decoded one was admitted under the limit of its own height
+                raise TooLarge(f"transaction is {len(raw)} bytes; the limit at height {height} is {max_tx_bytes}")
             tx = decoded(tx_hash) if decoded is not None else None
             if tx is None:
-                tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
+                tx = Transaction.decode(raw, max_size=max_tx_bytes)
             tally.sizes[tx.sender] = tally.sizes.get(tx.sender, 0) + len(raw)
             account = load_account(pending, tx.sender)
             tally.nonces[tx.sender] = account.nonce if account else 0

@@ -2,15 +2,13 @@
 
 Each is the handler the single ``admin`` account used to run (``node.accounts``,
 ``fl_contracts``), with its payload check, so a quorum decision does exactly what
-one admin's transaction did and nothing is written twice. Left out on purpose:
+one admin's transaction did and nothing is written twice.
 
-- changing a chain parameter: the chain reads its parameters from the genesis
-  file (``genesis.schema.ChainParams``), not from state, so no on-chain decision
-  could change what validators enforce.
-
-``validator.add`` and ``validator.remove`` (voting out one that ``gov_convictions``
-names) have no single-admin kind before them: they are decisions of the
-consortium only (``node.validator_set``; in effect two blocks later).
+``validator.add``, ``validator.remove`` (voting out one that ``gov_convictions``
+names), ``validator.rotate_key`` (a validator whose key is lost; one that holds it
+sends the kind of that name itself) and ``params.set`` have no single-admin kind
+before them: they are decisions of the consortium only (``node.validator_set``,
+``node.chain_params``; in effect two blocks later).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from fl_contracts import contract as fl
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from governance.contract import Action, Handler, load_config
-from node import accounts, validator_set
+from node import accounts, chain_params, validator_set
 
 SINGLE_ADMIN_KINDS = {"acl.register": "register", "acl.grant": "grant", "acl.revoke": "revoke"}
 """The kinds one admin sent alone, and the governance action that replaces each."""
@@ -60,6 +58,8 @@ ACTIONS: dict[str, Action] = {
     "rotate": Action(_checker(accounts.GovRotatePayload), accounts.gov_rotate),
     "validator.add": Action(validator_set.check_add, validator_set.add_validator),
     "validator.remove": Action(validator_set.check_remove, validator_set.remove_validators),
+    "validator.rotate_key": Action(validator_set.check_rotate_key, validator_set.gov_rotate_key),
+    "params.set": Action(chain_params.check_set, chain_params.set_params, chain_params.admit_set),
 }
 
 

@@ -30,7 +30,7 @@ from ids import alerts
 from governance import contract as gov
 from governance.config import governance_config
 from governance.contract import Governance
-from node import accounts, audit_anchor, evidence_tx
+from node import accounts, audit_anchor, evidence_tx, validator_set
 from node.gov_actions import ACTIONS, single_admin
 from fl_contracts.contract import RoundRecord
 from node.execution import EndBlockHook, TxKindRegistry
@@ -54,6 +54,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
                           ("acl.revoke", accounts.revoke)):
         registry.register(kind, ["admin"], single_admin(kind, handler))
     registry.register("acl.rotate", ROTATING_ROLES, accounts.rotate)
+    registry.register("validator.rotate_key", ["validator"], validator_set.rotate_own_key)
     governance = Governance(ACTIONS)
     registry.register(gov.PROPOSE_KIND, ["admin"], governance.propose)
     registry.register(gov.APPROVE_KIND, ["admin"], governance.approve)

@@ -29,6 +29,9 @@ class PeerSet:
         self._me = me
         self._configured = list(configured)
         self._members: dict[bytes, Validator] = {}
+        self._my_names: set[str] = set()
+        """The names this key held in a set: a later entry under such a name is this validator's successor
+        key, at this validator's own address, so never a peer to dial."""
         self.on_change: Callable[[list[PeerInfo]], None] = lambda peers: None
         """Told the new peer list when it changes (the transport's ``set_peers``)."""
         self._refresh()
@@ -40,10 +43,11 @@ class PeerSet:
 
     def peers(self) -> list[PeerInfo]:
         """The chain's validators of the next two heights, each at its configured address if the home
-        lists it (a proxy, say), else at the address the decision that added it gave."""
+        lists it (a proxy, say), else at the address the decision that added it gave; never this validator's
+        own successor key (a rotation keeps the name and address: dialling it would reach itself)."""
         configured = {p.public_key: p for p in self._configured}
         return [configured.get(key) or PeerInfo(v.name, key, v.p2p_address)
-                for key, v in self._members.items() if key != self._me]
+                for key, v in self._members.items() if key != self._me and v.name not in self._my_names]
 
     def on_commit(self, finalized: FinalizedBlock) -> None:
         """A block observer: after each block, the sets of the next two heights."""
@@ -60,9 +64,12 @@ class PeerSet:
     def _refresh(self) -> bool:
         height = self._app.info().height
         members: dict[bytes, Validator] = {}
-        for h in (height + 1, height + 2):
+        for h in (height, height + 1, height + 2):
             for v in self._app.validator_set(h).validators:
-                members[v.public_key] = v
+                if v.public_key == self._me:
+                    self._my_names.add(v.name)
+                elif h > height:
+                    members[v.public_key] = v
         changed = set(members) != set(self._members)
         self._members = members
         return changed

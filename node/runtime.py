@@ -184,12 +184,15 @@ class Validator:
             on_evidence_found=lambda proof: own.offer(EVIDENCE_KIND, {"evidence": proof}),
         )
         configured = [PeerInfo(p.name, bytes.fromhex(p.public_key), p.address) for p in config.peers]
+        # reserved handshake slots for the chain's sets of the next two heights as this validator starts
+        on_chain = {v.public_key: v for h in (1, 2)
+                    for v in application.validator_set(application.height + h).validators}
         peer_set = PeerSet(application, me, configured)  # the allow-list follows the chain's validator set
         self.transport = PeerTransport(
             chain_id=doc.chain_id, key=key, listen=config.p2p_listen, peers=configured,
             on_message=self._on_peer_message, max_message_bytes=params.max_block_bytes * 2 + 65536,
             queue_limits=QUEUE_LIMITS, on_misbehaviour=self.defence.on_peer_misbehaviour,
-            validator_hosts=[split_address(v.p2p_address)[0] for v in doc.validators],
+            validator_hosts=[split_address(v.p2p_address)[0] for v in on_chain.values()],
             peer_keys=peer_set.key, spawn=self.supervisor.spawn,
         )
         peer_set.on_change = self.transport.set_peers

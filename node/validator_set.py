@@ -1,4 +1,4 @@
-"""The validator set as state, and the two governance actions that change it.
+"""The validator set as state, and the decisions that change it: add, remove, and rotate one key.
 
 State holds one entry per height from which a set decides
 (``core.validators.set_key``; genesis writes height 1). A decision executed in block H writes the new set
@@ -13,6 +13,8 @@ A change is refused, with the reason, when it would leave fewer than
 current set at once (those could be the honest ones the old and new quorums
 must share), add a key already in the set, or while another change is decided
 but not yet in effect: each change is judged against the set it replaces.
+A key rotation is such a change too, swapping one key in place
+(:func:`rotate_own_key`, signed by the old key; :func:`gov_rotate_key` when it is lost).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from consensus import KeyedVerifier, Verifier, max_faulty
 from core.accounts import Account, load_account, store_account
-from core.errors import InvalidInput, ValidatorChangeInFlight, ValidatorChangeRefused
+from core.crypto import KeyType
+from core.errors import InvalidInput, ValidatorChangeInFlight, ValidatorChangeRefused, ValidatorKeyRefused
+from core.keyhistory import current_key, was_rotated
 from core.state import StateView, TxContext
 from core.tx import parse_payload
 from core.validators import MIN_VALIDATORS, ScheduledSet, Validator, ValidatorSet, schedule, set_at, set_key
 from genesis.schema import ValidatorInfo
+from node.accounts import move_key
 from node.application import ValidatorUpdate
 
 EFFECT_DELAY = 2
@@ -125,10 +130,39 @@ class AddPayload(_Strict):
 
 class RemovePayload(_Strict):
     public_keys: list[bytes] = Field(min_length=1, max_length=64)
+    """Validators' keys; a key rotated away since names the validator that holds its successor (the key a
+    conviction names may be an old one)."""
+
+
+class NewKeyPayload(_Strict):
+    """``validator.rotate_key`` signed by the old key: the key the validator moves to."""
+
+    new_public_key: bytes = Field(min_length=32, max_length=32)
+    key_type: Literal["ed25519", "ed25519+ml-dsa-65"] = "ed25519"
+    ml_dsa_public_key: bytes | None = None
+
+    def entry(self, old: Validator) -> Validator:
+        """``old``'s place in the set under the new key, checked by genesis's validator rules."""
+        return AddPayload(public_key=self.new_public_key, name=old.name, p2p_address=old.p2p_address,
+                          key_type=self.key_type, ml_dsa_public_key=self.ml_dsa_public_key).validator()
+
+
+class GovNewKeyPayload(NewKeyPayload):
+    """The governance ``validator.rotate_key``, for a validator whose old key is lost: which one, by its key."""
+
+    public_key: bytes = Field(min_length=32, max_length=32)
 
 
 def check_add(params: dict[str, Any]) -> None:
     parse_payload(AddPayload, params).validator()
+
+
+def check_rotate_key(params: dict[str, Any]) -> None:
+    """The new key's halves (name and address are the set's, checked when it runs)."""
+    p = parse_payload(GovNewKeyPayload, params)
+    if (p.key_type == KeyType.HYBRID.value) != (p.ml_dsa_public_key is not None):
+        raise InvalidInput("payload.ml_dsa_public_key: is required for a hybrid key and absent otherwise")
+    Validator(p.new_public_key, "", "", p.key_type, p.ml_dsa_public_key or b"").verifying_key()
 
 
 def check_remove(params: dict[str, Any]) -> None:
@@ -180,6 +214,7 @@ def add_validator(state: StateView, ctx: TxContext, params: dict[str, Any]) -> d
 def remove_validators(state: StateView, ctx: TxContext, params: dict[str, Any]) -> dict[str, Any]:
     """``validator.remove``: the named validators leave the set at H + 2 and lose role validator."""
     p = parse_payload(RemovePayload, params)
+    p = RemovePayload(public_keys=[current_key(state, k) for k in p.public_keys])
     current = _current(state, ctx.height)
     unknown = [k.hex()[:16] for k in p.public_keys if k not in current]
     if unknown:
@@ -195,3 +230,41 @@ def remove_validators(state: StateView, ctx: TxContext, params: dict[str, Any]) 
             store_account(state, key, Account(account.name, account.roles - {VALIDATOR_ROLE}, account.nonce))
     kept = ValidatorSet(tuple(v for v in current.validators if v.public_key not in gone))
     return {"removed": [v.name for v in current.validators if v.public_key in gone], **_decide(state, ctx, kept)}
+
+
+def rotate_own_key(state: StateView, ctx: TxContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """``validator.rotate_key``, signed by the validator's old key: its next nonce carries over."""
+    p = parse_payload(NewKeyPayload, payload)
+    account = load_account(state, ctx.sender)
+    assert account is not None  # admission refused an unknown sender
+    return _rotate(state, ctx, ctx.sender, p, account.nonce + 1)
+
+
+def gov_rotate_key(state: StateView, ctx: TxContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The governance ``validator.rotate_key``: the members move a validator whose old key is lost."""
+    p = parse_payload(GovNewKeyPayload, params)
+    account = load_account(state, p.public_key)
+    return _rotate(state, ctx, p.public_key, p, account.nonce if account is not None else 0)
+
+
+def _rotate(state: StateView, ctx: TxContext, old: bytes, p: NewKeyPayload, nonce: int) -> dict[str, Any]:
+    """One key swapped in place (same name, address and proposer slot) from H + 2, as any set change: the
+    old key's votes count up to H + 1 and never after, what it signed before stays valid (each height is
+    checked by its own set), and its account moves to the new key now, with the key history recording it
+    (``core.keyhistory``), so evidence naming the old key still resolves to the validator."""
+    current = _current(state, ctx.height)
+    held = current.get(old)
+    if held is None:
+        raise ValidatorKeyRefused(f"key {old.hex()[:16]}… is not a validator now")
+    new = p.new_public_key
+    if new in current:
+        raise ValidatorKeyRefused(f"key {new.hex()[:16]}… is already a validator")
+    if load_account(state, new) is not None or was_rotated(state, new):
+        raise ValidatorKeyRefused(f"key {new.hex()[:16]}… is a registered account or a retired key; a validator "
+                                  "moves to a fresh key")
+    entry = p.entry(held)
+    if load_account(state, old) is None:  # a state whose validator has no account: nothing to move
+        store_account(state, old, Account(held.name, frozenset({VALIDATOR_ROLE}), nonce))
+    move_key(state, old, new, ctx.height, nonce, validator=True)
+    swapped = ValidatorSet(tuple(entry if v.public_key == old else v for v in current.validators))
+    return {"rotated": held.name, "new_public_key": new, **_decide(state, ctx, swapped)}

@@ -248,7 +248,7 @@ APPLICATION_INSIDES = ("node.app", "node.app_reads", "node.stores", "node.execut
                        "node.state_store")
 ALLOWED_INSIDE = {"node/app.py", "node/app_reads.py", "node/stores.py", "node/execution.py", "node/kinds.py",
                   "node/accounts.py", "node/evidence_tx.py", "node/quotas.py", "node/runtime.py", "node/audit.py", "node/audit_anchor.py",
-                  "node/snapshots.py", "node/trie_versions.py", "node/state_store.py"}
+                  "node/snapshots.py", "node/trie_versions.py", "node/state_store.py", "node/validator_set.py"}
 
 
 def test_the_node_reaches_its_application_only_through_the_boundary(project: Scan) -> None:

@@ -37,7 +37,7 @@ from core.errors.reads import (  # noqa: F401 (re-exported)
 )
 from core.errors.governance import (  # noqa: F401 (re-exported)
     GovernanceRequired, ProposalClosed, NotAMember, BadApproval, KeyRotated, ValidatorChangeRefused,
-    ValidatorChangeInFlight,
+    ValidatorChangeInFlight, ParamNotGovernable, ParamValueRefused, ValidatorKeyRefused,
 )
 from core.errors.statesync import (  # noqa: F401 (re-exported)
     StateSyncFailed, BadStateSyncMessage,

@@ -53,3 +53,26 @@ class ValidatorChangeInFlight(ContractRejected):
 
     code = -32186
     reason = "validator_change_in_flight"
+
+
+class ParamNotGovernable(ContractRejected):
+    """A ``params.set`` decision names a chain parameter that is unknown or fixed at genesis."""
+
+    code = -32188
+    reason = "param_not_governable"
+
+
+class ParamValueRefused(ContractRejected):
+    """A ``params.set`` decision's value breaks the rules genesis is checked by (a field's bounds, a
+    cross-field constraint) or raises an edge limit above its genesis ceiling."""
+
+    code = -32189
+    reason = "param_value_refused"
+
+
+class ValidatorKeyRefused(ContractRejected):
+    """A validator consensus-key rotation the chain refuses: the old key is not a validator now, or the new
+    key is already a validator, a registered account, or a key an account was rotated away from or to."""
+
+    code = -32120
+    reason = "validator_key_refused"

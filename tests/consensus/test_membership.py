@@ -83,6 +83,28 @@ def test_a_replica_offline_across_both_changes_catches_up_and_votes(schedule, do
     assert voted(sim, 7, 7) and not voted(sim, 7, 0, before=8)  # the joiner votes from height 8, never before
 
 
+ROTATED = (0, 1, 2, 3, 4, 5, 7)
+ROTATION = Membership(GENESIS, ((3, ROTATED),))
+"""Block 3 replaces replica 6's key by replica 7's (a validator's consensus-key rotation: one key swapped in
+place), so from height 5 the old key decides nothing."""
+
+
+@profile(20)
+@given(faults(), st.sampled_from(BEHAVIOURS), st.sampled_from(BEHAVIOURS))
+def test_a_key_rotation_in_flight_during_view_changes_and_the_old_keys_votes_refused(schedule, leaked: str,
+                                                                                     other: str) -> None:
+    """The old key leaked: replica 6 is Byzantine before and after the rotation, with replica 0 (f = 2 of the
+    old set; of the new set only replica 0, the old key being outside it). Safety and liveness hold, no
+    certificate from height 5 on counts the old key, and the new key votes from height 5, never before."""
+    seed, fault = schedule
+    sim = run(seed, fault, {0: other, 6: leaked}, ROTATION)
+    old = sim.keys[6]
+    for nd in sim.honest():
+        for h, (_, _, cert) in nd.store.items():
+            assert h < 5 or old not in {signer for signer, _ in cert.signatures}, (h, nd.index)
+    assert voted(sim, 7, 4) and not voted(sim, 7, 0, before=5)
+
+
 def voted(sim: Simulation, index: int, after: int, before: int | None = None) -> bool:
     """Whether replica ``index`` signed a commit vote at a height in (after, before)."""
     return any(sender == sim.keys[index] and after < height and (before is None or height < before)

@@ -46,13 +46,16 @@ def genesis_set(validators: int = 4) -> ValidatorSet:
     return ValidatorSet(tuple(entry(i) for i in range(validators)))
 
 
-def open_chain(path: Path, validators: int = 4, **params: Any) -> Ledger:
+def open_chain(path: Path, validators: int = 4, *, with_accounts: bool = False, **params: Any) -> Ledger:
+    """``with_accounts``: each genesis validator also holds an account with role validator, as genesis files
+    give them (so it can send its own transactions)."""
     genesis = genesis_set(validators)
     chain_params = PARAMS.model_copy(update=params) if params else PARAMS
     app = LedgerApplication(CHAIN, genesis.keys, chain_params, Database(path), build_registry(CHAIN, genesis.keys),
                             genesis_time_ms=GENESIS_TIME_MS)
     config = GovernanceConfig(members=tuple(sorted(m.public_key.raw for m in MEMBERS)), required=3)
-    app.init_genesis(ACCOUNTS, [lambda state: init_governance(state, config),
+    own = [(v.public_key, v.name, ["validator"]) for v in genesis.validators] if with_accounts else []
+    app.init_genesis([*ACCOUNTS, *own], [lambda state: init_governance(state, config),
                                 lambda state: init_validator_set(state, genesis)])
     return Ledger.assemble(app, chain_params)
 
