@@ -81,3 +81,4 @@ def test_a_ref_whose_sha256_lies_is_discarded_when_its_last_chunk_arrives(tmp_pa
         store.put_chunk(liar, 3, CHUNKS[3], chunk_proof(HASHES, 3))
     assert not store.has(liar) and store.held_chunks(liar) == []
     assert not list((tmp_path / "partial").iterdir()) and not list((tmp_path / "complete").iterdir())
+
