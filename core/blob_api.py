@@ -84,7 +84,7 @@ class BlobAvailability:
 
 
 def blob_availability(state: StateView, p: BlobAvailabilityParams) -> BlobAvailability:
-    latest = schedule(state)[-1].validators.keys()
+    latest = schedule(state)[-1].validators.keys
     return BlobAvailability(attestations(state, p.sha256), available_ref(state, p.sha256, latest, 2**63))
 
 

@@ -113,3 +113,22 @@ def test_need_and_keep_index_round_trip() -> None:
     state.delete(blobs.need_key(ref.sha256, "m", 3))
     assert [n.round for n in blobs.needs(state)] == [4]
     assert [k.version for k in blobs.keeps(state)] == [1]
+
+
+def test_available_at_uses_the_set_deciding_the_height_and_the_query_reports_it() -> None:
+    from core.blob_api import BlobAvailabilityParams, blob_availability
+    from core.validators import Validator, ValidatorSet, set_key
+
+    state = MemoryState()
+    first = [bytes([i]) * 32 for i in range(4)]
+    later = [bytes([i]) * 32 for i in range(4, 8)]
+    for start, keys in ((1, first), (10, later)):
+        state.set(set_key(start), ValidatorSet(tuple(Validator(k, f"v{k[0]}", "127.0.0.1:1") for k in keys)).encode())
+    ref = blob_ref(b"model")
+    for who in first[:3]:
+        state.set(blobs.attest_key(ref.sha256, who), blobs.codec.encode(
+            Attestation(ref=ref, validator=who, height=3).model_dump()))
+    assert blobs.available_at(state, ref.sha256, 9) == ref
+    assert blobs.available_at(state, ref.sha256, 10) is None  # the new set attested nothing yet
+    answer = blob_availability(state, BlobAvailabilityParams(sha256=ref.sha256))
+    assert answer.available is None and [a.validator for a in answer.attestations] == first[:3]
