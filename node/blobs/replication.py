@@ -200,6 +200,9 @@ class Replicator:
                 continue
             held = set(await self._run_io(self.store.held_chunks, ref))
             missing = [i for i in range(ref.chunks) if i not in held]
+            if backoff == 0.0:
+                log.info("blob %s: pulling %d of %d chunks from %d validators", sha.hex()[:16], len(missing),
+                         ref.chunks, len(sources))
             try:
                 await asyncio.gather(*(self._fetch_chunk(ref, i, sources, refused, gate) for i in missing))
             except BlobMismatch as exc:
