@@ -8,9 +8,10 @@ checks each chunk against the ref before it is written. A chunk that does not
 verify is the sender's misbehaviour (counted, logged at warning) and that
 chunk is asked of another source; a source that times out or answers
 ``missing`` is skipped for that chunk the same way. Announcements repeat every
-``announce_interval_s`` until the blob is available on chain, so a validator
-that was down or restarted mid-transfer catches up without anyone noticing it
-was gone; its own upload resumes from the chunks its store kept.
+``announce_interval_s`` to every validator that has not attested the blob on
+chain, so a validator that was down or restarted mid-transfer catches up
+without anyone noticing it was gone; its own pull resumes from the chunks its
+store kept.
 
 Nothing here blocks a peer's reader: a ``get`` is answered from a task (the
 disk read runs on the blob executor), a ``chunk`` only resolves the request
@@ -55,7 +56,8 @@ class ReplicationTuning:
     """Chunk requests outstanding per blob (each is one CHUNK_BYTES frame)."""
     request_timeout_s: float = 15.0
     announce_interval_s: float = 5.0
-    """How often complete blobs not yet available on chain are announced and, if unattested, attested again."""
+    """How often complete blobs are announced to the validators that have not attested them (and, if this one
+    has not either, attested again)."""
     attest_retry_s: float = 20.0
     max_serving: int = 8
     """Chunk answers being read from disk at once; further ``get``s are dropped (the asker retries elsewhere)."""
@@ -96,24 +98,26 @@ class Replicator:
         self.counters.completed += 1
         self._announce(ref)
 
-    def _announce(self, ref: BlobRef) -> None:
+    def _announce(self, ref: BlobRef, *, only_unattested: bool = False) -> None:
+        """``have`` to the connected peers (with ``only_unattested``, those that have not attested this ref on
+        chain: a validator that was down when the blob went round still learns of it); and this validator's
+        own attestation, unless the chain has it or one was sent within ``attest_retry_s``."""
+        attested = {a.validator for a in attestations(self.state(), ref.sha256) if a.ref == ref}
         payload = messages.encode(Have(ref=ref))
         for peer in self.peers():
-            self.send(peer, payload)
-        mine = any(a.validator == self.me and a.ref == ref for a in attestations(self.state(), ref.sha256))
+            if not (only_unattested and peer in attested):
+                self.send(peer, payload)
         last = self._attested_at.get(ref.sha256)
-        if not mine and (last is None or time.monotonic() - last > self.tuning.attest_retry_s):
+        if self.me not in attested and (last is None or time.monotonic() - last > self.tuning.attest_retry_s):
             self._attested_at[ref.sha256] = time.monotonic()
             self.attest(ref)
 
     async def announce_loop(self) -> None:
-        """Re-announce (and re-attest) complete blobs until the chain holds them available."""
+        """Keep announcing each complete blob to the validators that have not attested it."""
         while True:
             await asyncio.sleep(self.tuning.announce_interval_s)
-            state, height = self.state(), self.height() + 1
             for ref in await self._run_io(self.store.complete_refs):
-                if available_at(state, ref.sha256, height) != ref:
-                    self._announce(ref)
+                self._announce(ref, only_unattested=True)
 
     # -- peers' messages -----------------------------------------------------------------------
 
