@@ -13,9 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from core.blobs import MAX_BLOB_BYTES, BlobRef, keeps, needs
+from core.blobs import BlobRef, keeps, needs
 from core.state import StateView
 from node.blobs.endpoint import BlobEndpoint, UploadQuota
 from node.blobs.pruning import PrunePolicy, Uses, to_delete
@@ -26,15 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class BlobService:
-    def __init__(self, root: Path, me: bytes, *, send: Callable[[bytes, bytes], bool],
+    def __init__(self, store: BlobStore, me: bytes, *, send: Callable[[bytes, bytes], bool],
                  peers: Callable[[], list[bytes]], attest: Callable[[BlobRef], None],
                  state: Callable[[], StateView], height: Callable[[], int],
                  on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn,
                  policy: PrunePolicy = PrunePolicy(), tuning: ReplicationTuning = ReplicationTuning(),
-                 quota: UploadQuota = UploadQuota(), max_blob_bytes: int = MAX_BLOB_BYTES) -> None:
+                 quota: UploadQuota = UploadQuota()) -> None:
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blobs")
         """Blob file I/O and hashing, off the event loop and apart from the state-reads worker."""
-        self.store = BlobStore(root, max_blob_bytes)
+        self.store = store
         self.counters = BlobCounters()
         self.state = state
         self.spawn = spawn
@@ -43,7 +42,7 @@ class BlobService:
                                      height=height, on_misbehaviour=on_misbehaviour, io=self.io, spawn=spawn,
                                      tuning=tuning, counters=self.counters)
         self.endpoint = BlobEndpoint(self.store, self.io, self.replicator.completed, self.counters, quota)
-        self.uses = Uses(root / "uses.json")
+        self.uses = Uses(store.root / "uses.json")
 
     def start(self) -> None:
         self.learn_uses()
