@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from consensus import CommitCertificate, Ed25519Verifier, KeyedVerifier, Verifier
 from core.audit import AUDIT_EVENTS, AUDIT_PROOF
-from core.blobs import BlobSource
 from core.block import ZERO_HASH, Block, BlockHeader
 from core.errors import (
     BadNonce, ContractRejected, FbciError, InvalidInput, NotFound, StorageError, StoreCorrupt, TxRejected,
@@ -79,14 +78,13 @@ class LedgerApplication:
         self.reads = QueryRouter(self)
 
     @classmethod
-    def open(cls, doc: GenesisDoc, database: Database, blobs: BlobSource | None = None) -> LedgerApplication:
+    def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
         """The application of the chain ``doc`` describes, its store checked, genesis state written and
-        any block a crash left unapplied re-executed, ready for the next height. ``blobs``: where contracts
-        read blobs (the node's blob store), already open, since re-execution may read them."""
+        any block a crash left unapplied re-executed, ready for the next height."""
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
         verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())  # hybrid validators' certificates too
         app = cls(doc.chain_id, validators, doc.params, database,
-                  build_registry(doc.chain_id, validators, verifier, blobs), genesis_time_ms=doc.genesis_time_ms,
+                  build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
                   verifier=verifier)
         app.check_stored_chain()
         genesis_set = doc.validator_set()

@@ -19,7 +19,6 @@ from consent import contract as consent
 from consent.policy import consent_policy
 from core.audit import ANCHOR_KIND
 from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
-from core.blobs import BlobSource
 from core.errors import InvalidGenesis
 from consensus import Verifier
 from core.state import StateView
@@ -50,10 +49,7 @@ def _height_only(hook: Callable[[StateView, int], Sequence[RoundRecord]]) -> End
     return wraps(hook)(lambda state, height, _block_hash: hook(state, height))
 
 
-def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None,
-                   blobs: BlobSource | None = None) -> TxKindRegistry:
-    """``blobs``: the node's blob store, which FL contracts read updates carried as blobs from (None: a ledger
-    without one, such as a benchmark's)."""
+def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
     registry = TxKindRegistry()
     for kind, handler in (("acl.register", accounts.register), ("acl.grant", accounts.grant),
                           ("acl.revoke", accounts.revoke)):

@@ -36,7 +36,7 @@ from consensus import ChainSigner, CommitCertificate, Replica, ReplicaConfig, St
 from core import codec
 from core.audit import ANCHOR_KIND
 from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
-from core.blobs import CHUNK_BYTES, MAX_BLOB_BYTES
+from core.blobs import CHUNK_BYTES
 from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
@@ -48,7 +48,6 @@ from node.app import LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
 from node.blobs.metrics import BlobCollector
 from node.blobs.service import BlobService
-from node.blobs.store import BlobStore
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.crashreport import Crash, CrashReporter, record_crash
@@ -176,8 +175,7 @@ class Validator:
         stack.callback(database.close)
         state_reads = ReadWorker()  # see node.service
         stack.callback(state_reads.shutdown, wait=True, cancel_futures=True)  # before the database closes
-        blob_store = BlobStore(data / "blobs", MAX_BLOB_BYTES)  # before the application: replay may read blobs
-        application = LedgerApplication.open(doc, database, blob_store)
+        application = LedgerApplication.open(doc, database)
         self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
         writer = DiskWriter()  # the one thread that fsyncs (WAL and blocks), in order, off the event loop
@@ -202,7 +200,7 @@ class Validator:
         )
         peer_set.on_change = self.transport.set_peers
         self.blobs = blobs = BlobService(
-            blob_store, me, send=lambda peer, payload: self.transport.send(peer, Channel.BLOB, payload,
+            data / "blobs", me, send=lambda peer, payload: self.transport.send(peer, Channel.BLOB, payload,
                                                                                 missing_ok=True),
             peers=self.transport.connected_peers, attest=lambda ref: own.offer(BLOB_ATTEST_KIND, {"ref": ref.model_dump()}),
             state=lambda: application.state, height=lambda: application.height,

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from core.blobs import BlobRef, keeps, needs
+from core.blobs import MAX_BLOB_BYTES, BlobRef, keeps, needs
 from core.state import StateView
 from node.blobs.endpoint import BlobEndpoint, UploadQuota
 from node.blobs.pruning import PrunePolicy, Uses, to_delete
@@ -25,15 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class BlobService:
-    def __init__(self, store: BlobStore, me: bytes, *, send: Callable[[bytes, bytes], bool],
+    def __init__(self, root: Path, me: bytes, *, send: Callable[[bytes, bytes], bool],
                  peers: Callable[[], list[bytes]], attest: Callable[[BlobRef], None],
                  state: Callable[[], StateView], height: Callable[[], int],
                  on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn,
                  policy: PrunePolicy = PrunePolicy(), tuning: ReplicationTuning = ReplicationTuning(),
-                 quota: UploadQuota = UploadQuota()) -> None:
+                 quota: UploadQuota = UploadQuota(), max_blob_bytes: int = MAX_BLOB_BYTES) -> None:
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blobs")
         """Blob file I/O and hashing, off the event loop and apart from the state-reads worker."""
-        self.store = store
+        self.store = BlobStore(root, max_blob_bytes)
         self.counters = BlobCounters()
         self.state = state
         self.spawn = spawn
@@ -42,7 +43,7 @@ class BlobService:
                                      height=height, on_misbehaviour=on_misbehaviour, io=self.io, spawn=spawn,
                                      tuning=tuning, counters=self.counters)
         self.endpoint = BlobEndpoint(self.store, self.io, self.replicator.completed, self.counters, quota)
-        self.uses = Uses(store.root / "uses.json")
+        self.uses = Uses(root / "uses.json")
 
     def start(self) -> None:
         self.learn_uses()

@@ -11,14 +11,13 @@ from core.blobs import BlobRef, blob_ref, chunk_hashes, chunk_proof
 from core.state import MemoryState
 from node.blobs.pruning import PrunePolicy
 from node.blobs.service import BlobService
-from node.blobs.store import BlobStore
 
 
 def _service(root: Path, state: MemoryState, policy: PrunePolicy) -> BlobService:
     def unused(*_: object) -> None:
         raise AssertionError("pruning sends nothing")
 
-    return BlobService(BlobStore(root, 1 << 30), b"\x01" * 32, send=lambda peer, payload: False, peers=list, attest=unused,
+    return BlobService(root, b"\x01" * 32, send=lambda peer, payload: False, peers=list, attest=unused,
                        state=lambda: state, height=lambda: 1, on_misbehaviour=unused, spawn=unused,  # type: ignore[arg-type]
                        policy=policy)
 
