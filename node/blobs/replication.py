@@ -28,9 +28,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from core.blobs import BlobRef, attestations, available_at, needs
+from core.block import Block
+from core.blobs import BlobRef, attestations, available_at, needs, refs_in
 from core.errors import BadBlobMessage, BadChunk, BlobMismatch, BlobUnknown, FbciError, StorageError
 from core.state import StateView
+from core.tx import Transaction
 from node.blobs import messages
 from node.blobs.messages import Chunk, Get, Have, Missing
 from node.blobs.store import BlobStore
@@ -257,14 +259,21 @@ class Replicator:
 
     # -- fetch before execute ------------------------------------------------------------------
 
-    async def ensure_needed(self, height: int) -> None:
-        """Before block ``height`` executes: hold every blob an open round needs that is available to it.
+    async def ensure_needed(self, block: Block) -> None:
+        """Before ``block`` executes: hold every blob available to it that an open round needs or one of its
+        transactions names (a round may take an update and close in the same block).
 
         At least f + 1 of the quorum that attested it are honest and serve it, so this returns on an honest
         validator; it waits (logging) rather than execute a block whose result it could not compute."""
-        state = self.state()
-        for need in list(needs(state)):
-            ref = available_at(state, need.ref.sha256, height)
+        state, height = self.state(), block.height
+        wanted = {need.ref.sha256 for need in needs(state)}
+        for raw in block.txs:
+            try:
+                wanted.update(ref.sha256 for ref in refs_in(Transaction.decode(raw, max_size=len(raw)).payload))
+            except FbciError:
+                continue  # execution refuses it; it names no blob
+        for sha in sorted(wanted):
+            ref = available_at(state, sha, height)
             if ref is None or self.store.has(ref):
                 continue
             holders = [a.validator for a in attestations(state, ref.sha256) if a.ref == ref]

@@ -10,11 +10,13 @@ from pathlib import Path
 from core import blobs, codec
 from core.blobs import CHUNK_BYTES, Attestation, BlobRef, blob_ref, chunk_hashes, chunk_proof, split
 from core.state import MemoryState
+from core.tx import Transaction
 from core.validators import Validator, ValidatorSet, set_key
 from node.blobs import messages
 from node.blobs.messages import Chunk
 from node.blobs.replication import ReplicationTuning, Replicator
 from node.blobs.store import BlobStore
+from tests.node.helpers import ADMIN, make_block
 
 DATA = random.Random(5).randbytes(2 * CHUNK_BYTES + 77)
 REF = blob_ref(DATA)
@@ -22,14 +24,15 @@ KEYS = [bytes([i + 1]) * 32 for i in range(4)]
 TUNING = ReplicationTuning(request_timeout_s=5.0, announce_interval_s=3600)
 
 
-def _chain() -> MemoryState:
-    """Validators 0..2 attested REF at height 3 and an open round needs it."""
+def _chain(needed: bool = True) -> MemoryState:
+    """Validators 0..2 attested REF at height 3 and (``needed``) an open round needs it."""
     state = MemoryState()
     state.set(set_key(1), ValidatorSet(tuple(Validator(k, f"v{k[0]}", "127.0.0.1:1") for k in KEYS)).encode())
     for key in KEYS[:3]:
         state.set(blobs.attest_key(REF.sha256, key), codec.encode(
             Attestation(ref=REF, validator=key, height=3).model_dump()))
-    blobs.put_need(state, blobs.Need(ref=REF, model_id="sepsis", round=2))
+    if needed:
+        blobs.put_need(state, blobs.Need(ref=REF, model_id="sepsis", round=2))
     return state
 
 
@@ -72,16 +75,29 @@ async def test_a_validator_fetches_a_needed_available_blob_from_its_attesters_be
         net.seed(key)
     lagging = net.nodes[KEYS[3]]
     assert not lagging.store.has(REF)
-    await asyncio.wait_for(lagging.ensure_needed(10), 30)
+    await asyncio.wait_for(lagging.ensure_needed(make_block(10, [])), 30)
     assert lagging.store.read(REF) == DATA
     assert net.attested == [KEYS[3]]  # it attests what it now holds
     assert lagging.counters.chunks_in["peer"] == REF.chunks and not net.reports
 
 
+async def test_a_blob_the_blocks_own_transaction_names_is_fetched_too(tmp_path):
+    """An update may arrive and its round close in one block: the need index before it does not list the blob."""
+    net = Net(tmp_path, _chain(needed=False))
+    net.seed(KEYS[0])
+    lagging = net.nodes[KEYS[3]]
+    await asyncio.wait_for(lagging.ensure_needed(make_block(10, [])), 5)
+    assert not lagging.store.has(REF)  # needed by nothing: not fetched before execution
+    update = Transaction.create(ADMIN, "fbci-test", 1, "fl.submit_update",
+                                {"model_id": "m", "delta_blob": REF.model_dump()})
+    await asyncio.wait_for(lagging.ensure_needed(make_block(10, [update.encode(), b"not a transaction"])), 30)
+    assert lagging.store.read(REF) == DATA
+
+
 async def test_nothing_is_fetched_for_a_blob_not_yet_available_at_that_height(tmp_path):
     net = Net(tmp_path, _chain())
     net.seed(KEYS[0])
-    await asyncio.wait_for(net.nodes[KEYS[3]].ensure_needed(3), 5)  # attested at 3: not before height 3
+    await asyncio.wait_for(net.nodes[KEYS[3]].ensure_needed(make_block(3, [])), 5)  # attested at 3: not before height 3
     assert not net.nodes[KEYS[3]].store.has(REF) and net.nodes[KEYS[3]].counters.chunks_in["peer"] == 0
 
 
@@ -90,7 +106,7 @@ async def test_a_peers_bad_chunks_are_misbehaviour_and_the_chunks_come_from_anot
     for key in KEYS[:3]:
         net.seed(key)
     lagging = net.nodes[KEYS[3]]
-    await asyncio.wait_for(lagging.ensure_needed(10), 30)
+    await asyncio.wait_for(lagging.ensure_needed(make_block(10, [])), 30)
     assert lagging.store.read(REF) == DATA
     liars = {who for me, who, why in net.reports if me == KEYS[3] and why == "blob: bad_chunk"}
     assert liars and liars <= {KEYS[0], KEYS[1]}
