@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from core.block import Block
 from core.blobs import BlobRef, attestations, available_at, needs, refs_in
-from core.errors import BadBlobMessage, BadChunk, BlobMismatch, BlobUnknown, FbciError, StorageError
+from core.errors import BadBlobMessage, BadChunk, BlobMismatch, FbciError, StorageError
 from core.state import StateView
 from core.tx import Transaction
 from node.blobs import messages
@@ -61,8 +61,13 @@ class ReplicationTuning:
     """How often complete blobs are announced to the validators that have not attested them (and, if this one
     has not either, attested again)."""
     attest_retry_s: float = 20.0
-    max_serving: int = 8
-    """Chunk answers being read from disk at once; further ``get``s are dropped (the asker retries elsewhere)."""
+    max_serving: int = 4
+    """Chunk answers being read from disk at once; the rest wait their turn."""
+    max_waiting: int = 64
+    """``get``s waiting to be answered, from all peers; past that they are dropped (the asker retries elsewhere)."""
+    per_source: int = 6
+    """Chunk requests outstanding to one peer, over all the blobs being pulled: 12 MiB of answers, within the
+    BLOB channel's 16 MiB queue at the sender, so its answers are not dropped there."""
 
 
 class Replicator:
@@ -88,7 +93,9 @@ class Replicator:
         self._pulls: dict[bytes, asyncio.Task[None]] = {}
         self._waiting: dict[tuple[bytes, int, bytes], asyncio.Future[Chunk | Missing]] = {}
         self._attested_at: dict[bytes, float] = {}
-        self._serving = 0
+        self._waiting_gets = 0
+        self._serve_gate = asyncio.Semaphore(tuning.max_serving)
+        self._source_gates: dict[bytes, asyncio.Semaphore] = {}
 
     async def _run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -154,16 +161,17 @@ class Replicator:
         return task
 
     def _serve(self, sender: bytes, message: Get) -> None:
-        if self._serving >= self.tuning.max_serving:
+        if self._waiting_gets >= self.tuning.max_waiting:
             return
-        self._serving += 1
+        self._waiting_gets += 1
         self.spawn(self._answer(sender, message), "blob-serve")
 
     async def _answer(self, sender: bytes, message: Get) -> None:
         try:
-            answer = await self._run_io(self.store.get_chunk, message.ref, message.index)
-        except (BadChunk, BlobUnknown, FbciError) as exc:
-            if isinstance(exc, StorageError):
+            async with self._serve_gate:
+                answer = await self._run_io(self.store.get_chunk, message.ref, message.index)
+        except FbciError as exc:
+            if isinstance(exc, StorageError):  # this validator's own disk: the node's problem, not the asker's
                 raise
             self.send(sender, messages.encode(Missing(ref=message.ref, index=message.index)))
         else:
@@ -171,7 +179,7 @@ class Replicator:
             self.send(sender, messages.encode(Chunk(ref=message.ref, index=message.index, chunk=answer.chunk,
                                                     proof=answer.proof)))
         finally:
-            self._serving -= 1
+            self._waiting_gets -= 1
 
     # -- pulling -------------------------------------------------------------------------------
 
@@ -225,7 +233,8 @@ class Replicator:
             tried.clear()
             return
         source = candidates[index % len(candidates)]
-        async with gate:
+        per_source = self._source_gates.setdefault(source, asyncio.Semaphore(self.tuning.per_source))
+        async with gate, per_source:
             if self.store.has(ref):
                 return
             key = (ref.sha256, index, source)
