@@ -65,6 +65,11 @@ class ReplicationTuning:
     """Chunk answers being read from disk at once; the rest wait their turn."""
     max_waiting: int = 64
     """``get``s waiting to be answered, from all peers; past that they are dropped (the asker retries elsewhere)."""
+    max_pulls: int = 16
+    """Pulls that announcements alone may start at once; a flood of made-up refs holds no more than these (the
+    real ones are announced again), and fetch before execute is not bound by it."""
+    idle_passes: int = 5
+    """Passes over the missing chunks that got none before a pull gives up (until the next announcement)."""
     per_source: int = 6
     """Chunk requests outstanding to one peer, over all the blobs being pulled: 12 MiB of answers, within the
     BLOB channel's 16 MiB queue at the sender, so its answers are not dropped there."""
@@ -150,6 +155,8 @@ class Replicator:
     def _learned_source(self, ref: BlobRef, sender: bytes) -> None:
         if ref.size > self.store.max_blob_bytes or self.store.has(ref):
             return
+        if ref.sha256 not in self._pulls and len(self._pulls) >= self.tuning.max_pulls:
+            return
         self._sources.setdefault(ref.sha256, set()).add(sender)
         self._new_source.setdefault(ref.sha256, asyncio.Event()).set()
         self._start_pull(ref)
@@ -186,19 +193,27 @@ class Replicator:
     async def fetch(self, ref: BlobRef, sources: Iterable[bytes]) -> None:
         """Return once this node holds ``ref`` complete, pulling it from ``sources`` (and any other
         validator that announces it meanwhile)."""
-        if self.store.has(ref):
-            return
-        self._sources.setdefault(ref.sha256, set()).update(s for s in sources if s != self.me)
-        self._new_source.setdefault(ref.sha256, asyncio.Event()).set()
-        while not self.store.has(ref):
+        holders = [s for s in sources if s != self.me]
+        while not self.store.has(ref):  # a pull that gave up starts again: this validator cannot execute without it
+            self._sources.setdefault(ref.sha256, set()).update(holders)
+            self._new_source.setdefault(ref.sha256, asyncio.Event()).set()
             await asyncio.shield(self._start_pull(ref))
 
     async def _pull(self, ref: BlobRef) -> None:
+        """Pull until complete, or until no source is left or ``idle_passes`` passes got nothing."""
+        try:
+            await self._pull_passes(ref)
+        finally:  # what this pull learnt goes with it: the next announcement or fetch starts afresh
+            self._pulls.pop(ref.sha256, None)
+            self._sources.pop(ref.sha256, None)
+            self._new_source.pop(ref.sha256, None)
+
+    async def _pull_passes(self, ref: BlobRef) -> None:
         sha = ref.sha256
         refused: dict[int, set[bytes]] = {}
         gate = asyncio.Semaphore(self.tuning.in_flight)
-        backoff = 0.0
-        while not self.store.has(ref):
+        backoff, idle = 0.0, 0
+        while not self.store.has(ref) and idle < self.tuning.idle_passes:
             await asyncio.sleep(backoff)  # a back-off after a pass that got nothing, not a synchronisation
             connected = set(self.peers())
             sources = sorted(self._sources.get(sha, set()) & connected)
@@ -223,7 +238,7 @@ class Replicator:
                 log.warning("blob %s: %s", sha.hex()[:16], exc.message)
                 return
             progressed = len(await self._run_io(self.store.held_chunks, ref)) > len(held)
-            backoff = 0.0 if progressed else min(2 * backoff or 0.1, 5.0)
+            backoff, idle = (0.0, 0) if progressed else (min(2 * backoff or 0.1, 5.0), idle + 1)
 
     async def _fetch_chunk(self, ref: BlobRef, index: int, sources: list[bytes], refused: dict[int, set[bytes]],
                            gate: asyncio.Semaphore) -> None:

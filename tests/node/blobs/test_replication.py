@@ -39,11 +39,14 @@ def _chain(needed: bool = True) -> MemoryState:
 class Net:
     """Four replicators whose ``send`` delivers to each other on the loop; ``corrupt``: whose chunks lie."""
 
-    def __init__(self, root: Path, state: MemoryState, corrupt: frozenset[bytes] = frozenset()) -> None:
+    def __init__(self, root: Path, state: MemoryState, corrupt: frozenset[bytes] = frozenset(),
+                 tuning: ReplicationTuning = TUNING) -> None:
+        self.tuning = tuning
         self.io = ThreadPoolExecutor(2)
         self.reports: list[tuple[bytes, bytes, str]] = []
         self.attested: list[bytes] = []
         self.corrupt = corrupt
+        self.tasks: list[asyncio.Task[None]] = []
         self.nodes = {key: self._node(root / key.hex()[:4], key, state) for key in KEYS}
 
     def _node(self, root: Path, me: bytes, state: MemoryState) -> Replicator:
@@ -56,12 +59,21 @@ class Net:
             return True
 
         def spawn(coro, name):  # type: ignore[no-untyped-def]
-            return asyncio.get_running_loop().create_task(coro, name=name)
+            task = asyncio.get_running_loop().create_task(coro, name=name)
+            self.tasks.append(task)
+            return task
 
         return Replicator(BlobStore(root, 1 << 30), me, send=send, peers=lambda: [k for k in KEYS if k != me],
                           attest=lambda ref: self.attested.append(me), state=lambda: state, height=lambda: 9,
                           on_misbehaviour=lambda who, why: self.reports.append((me, who, why)), io=self.io,
-                          spawn=spawn, tuning=TUNING)
+                          spawn=spawn, tuning=self.tuning)
+
+    async def close(self) -> None:
+        """Stop the pulls a test leaves running (peers that heard the last ``have``)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.io.shutdown()
 
     def seed(self, key: bytes, ref: BlobRef = REF, data: bytes = DATA) -> None:
         hashes = chunk_hashes(data)
@@ -79,6 +91,7 @@ async def test_a_validator_fetches_a_needed_available_blob_from_its_attesters_be
     assert lagging.store.read(REF) == DATA
     assert net.attested == [KEYS[3]]  # it attests what it now holds
     assert lagging.counters.chunks_in["peer"] == REF.chunks and not net.reports
+    await net.close()
 
 
 async def test_a_blob_the_blocks_own_transaction_names_is_fetched_too(tmp_path):
@@ -92,6 +105,7 @@ async def test_a_blob_the_blocks_own_transaction_names_is_fetched_too(tmp_path):
                                 {"model_id": "m", "delta_blob": REF.model_dump()})
     await asyncio.wait_for(lagging.ensure_needed(make_block(10, [update.encode(), b"not a transaction"])), 30)
     assert lagging.store.read(REF) == DATA
+    await net.close()
 
 
 async def test_nothing_is_fetched_for_a_blob_not_yet_available_at_that_height(tmp_path):
@@ -111,6 +125,7 @@ async def test_a_peers_bad_chunks_are_misbehaviour_and_the_chunks_come_from_anot
     liars = {who for me, who, why in net.reports if me == KEYS[3] and why == "blob: bad_chunk"}
     assert liars and liars <= {KEYS[0], KEYS[1]}
     assert lagging.counters.bad_chunks["peer"] == len([r for r in net.reports if r[0] == KEYS[3]])
+    await net.close()
 
 
 async def test_a_malformed_blob_message_is_reported_and_changes_nothing(tmp_path):
@@ -120,3 +135,14 @@ async def test_a_malformed_blob_message_is_reported_and_changes_nothing(tmp_path
         node.on_message(KEYS[1], payload)
     assert [why for _, _, why in net.reports] == ["blob: bad_blob_message"] * 4
     assert not list((node.store.root / "partial").iterdir())
+
+
+async def test_a_flood_of_made_up_announcements_holds_a_bounded_number_of_pulls_that_give_up(tmp_path):
+    net = Net(tmp_path, _chain(), tuning=ReplicationTuning(request_timeout_s=2.0, max_pulls=2, idle_passes=2))
+    node = net.nodes[KEYS[0]]
+    for i in range(6):  # KEYS[1] announces blobs it does not hold (and answers 'missing' for each chunk)
+        made_up = blob_ref(bytes([i]) * 10)
+        node.on_message(KEYS[1], messages.encode(messages.Have(ref=made_up)))
+    assert len(node._pulls) == 2
+    await asyncio.wait_for(asyncio.gather(*node._pulls.values()), 30)
+    assert not node._pulls and not node._sources and not list((node.store.root / "partial").iterdir())
