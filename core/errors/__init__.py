@@ -42,6 +42,9 @@ from core.errors.governance import (  # noqa: F401 (re-exported)
 from core.errors.statesync import (  # noqa: F401 (re-exported)
     StateSyncFailed, BadStateSyncMessage,
 )
+from core.errors.ids import (  # noqa: F401 (re-exported)
+    UnknownDeviceType, BadDeviceType, DeviceTypeClash, IdsInputMismatch,
+)
 from core.errors.jsonrpc import (  # noqa: F401 (re-exported)
     ParseError, InvalidRequest, MethodNotFound, InternalError,
 )
