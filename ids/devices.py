@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from core.errors import BadDeviceType, DeviceTypeClash, IdsInputMismatch, UnknownDeviceType
+from core.errors import BadDeviceType, DeviceTypeClash, UnknownDeviceType
 
 APP_STATE_KEY = "device_types"
 IDS_MODEL_ID = "iomt_ids"
@@ -166,23 +166,3 @@ def read_declarations(doc: Any, source: str) -> list[DeviceType]:
         raise BadDeviceType(f"{source}: must hold one device-type declaration or a non-empty list of them")
     return [_declared(item, source if len(items) == 1 else f"{source}[{i}]") for i, item in enumerate(items)]
 
-
-def check_ids_input(devices: DeviceCatalog, expected: Sequence[str], first_layer_width: int | None,
-                    input_features: Sequence[str]) -> None:
-    """Refuse an IDS model declaration whose input is not ``expected`` (the features ``devices`` give).
-
-    ``first_layer_width``: what the declaration's first layer reads (None when its layout does not say);
-    ``input_features``: its declared input schema (empty: none declared).
-    """
-    if first_layer_width is not None and first_layer_width != len(expected):
-        raise IdsInputMismatch(
-            f"model {IDS_MODEL_ID!r} reads {first_layer_width} inputs, but the {len(devices.types)} declared device "
-            f"types give {len(expected)} features ({', '.join(devices.names)}); declare its first layer with "
-            f"{len(expected)} inputs", data={"model": IDS_MODEL_ID})
-    if input_features and tuple(input_features) != tuple(expected):
-        wrong = next((i for i, (a, b) in enumerate(zip(input_features, expected)) if a != b),
-                     min(len(input_features), len(expected)))
-        raise IdsInputMismatch(
-            f"model {IDS_MODEL_ID!r}'s input_features differ from the declared device types' feature layout at "
-            f"position {wrong + 1}: expected {expected[wrong] if wrong < len(expected) else 'nothing'!r}",
-            data={"model": IDS_MODEL_ID})

@@ -31,12 +31,15 @@ arrival order through a :class:`~ids.context.DeviceContext`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
+from core.errors import IdsInputMismatch
+from core.layers import AnyLayer, check_chain
 from ids.context import CONTEXT_FEATURE_NAMES, DeviceContext
-from ids.devices import DEFAULT_DEVICES, DeviceCatalog
+from ids.devices import DEFAULT_DEVICES, IDS_MODEL_ID, DeviceCatalog, devices_of
 from ids.record import FlowRecord
 
 _NETWORK = (
@@ -154,3 +157,44 @@ def labels(records: Sequence[FlowRecord], classes: Sequence[str]) -> np.ndarray:
     """Class indices of the records' ground-truth labels."""
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[r.label] for r in records], dtype=np.int64)
+
+
+class DeclaredModel(Protocol):
+    """What :func:`check_ids_model` reads of a genesis model declaration (``fl_contracts.spec.ModelSpec``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def input_features(self) -> tuple[str, ...]: ...
+
+    @property
+    def network_layers(self) -> tuple[AnyLayer, ...]: ...
+
+
+def check_ids_model(app_state: Mapping[str, Any], models: Sequence[DeclaredModel]) -> DeviceCatalog:
+    """Genesis's device catalog, once its IDS model (``iomt_ids``, if declared) is checked to read the layout
+    the declared types give: its first layer's width and, if it declares them, its input feature names.
+
+    A gateway one-hots every declared type, so a model declared for another catalog would read the wrong
+    columns; refusing it at genesis (:class:`~core.errors.IdsInputMismatch`) beats mis-scoring every flow.
+    """
+    devices = devices_of(app_state)
+    expected = feature_names(devices)
+    for model in models:
+        if model.id != IDS_MODEL_ID:
+            continue
+        width = check_chain(model.network_layers)[0]
+        if width != len(expected):
+            raise IdsInputMismatch(
+                f"model {IDS_MODEL_ID!r} reads {width} inputs, but the {len(devices.types)} declared device types "
+                f"({', '.join(devices.names)}) give {len(expected)} features; declare its first layer with "
+                f"{len(expected)} inputs", data={"model": IDS_MODEL_ID})
+        declared = tuple(model.input_features)
+        if declared and declared != expected:
+            at = next((i for i, (a, b) in enumerate(zip(declared, expected)) if a != b), len(expected))
+            raise IdsInputMismatch(
+                f"model {IDS_MODEL_ID!r}'s input_features differ from the declared device types' feature layout "
+                f"at feature {at + 1}: the layout has {expected[at] if at < len(expected) else 'no more'!r} there",
+                data={"model": IDS_MODEL_ID})
+    return devices
