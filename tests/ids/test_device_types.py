@@ -180,6 +180,9 @@ def test_genesis_init_adds_a_ventilator_and_the_ids_model_follows(tmp_path: Path
     from node.kinds import genesis_hooks
 
     assert genesis_hooks(doc)  # the validator accepts it
+    six = {**doc.app_state, "device_types": DEFAULT_DEVICES.to_doc()}  # the 65-input model, the six types' 64
+    with pytest.raises(IdsInputMismatch):
+        genesis_hooks(doc.model_copy(update={"app_state": six}))
 
 
 def test_genesis_init_refuses_a_bad_type_or_a_model_that_does_not_fit(
