@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cli.main as cli
 from core.errors import BadDeviceType, DeviceTypeClash, IdsInputMismatch, InvalidGenesis, UnknownDeviceType
@@ -109,6 +111,21 @@ def softmax_regression(x: np.ndarray, y: np.ndarray, steps: int = 400, lr: float
         w -= lr * np.einsum("nc,nf->cf", grad, x) / len(x)
         b -= lr * grad.mean(axis=0)
     return {"0.weight": w, "0.bias": b}
+
+
+declarations = st.builds(
+    dict, name=st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True), rate_mpps=st.integers(1, 10_000_000),
+    pkt_bytes=st.integers(20, 1500), tcp=st.booleans(), port=st.integers(1, 65535),
+    sensor_jitter_pct=st.integers(0, 100))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(declarations, min_size=1, max_size=6, unique_by=lambda d: d["name"]))
+def test_any_valid_catalog_round_trips_and_sets_the_width(docs: list[dict[str, object]]) -> None:
+    catalog = DeviceCatalog.parse(docs)
+    assert DeviceCatalog.parse(catalog.to_doc()) == catalog and catalog.names == tuple(d["name"] for d in docs)
+    assert len(feature_names(catalog)) == len(FEATURE_NAMES) - len(DEFAULT_DEVICES.types) + len(docs)
+    assert devices_of({"device_types": catalog.to_doc()}) == catalog
 
 
 def test_an_undeclared_type_is_refused_everywhere_with_its_code() -> None:
