@@ -14,7 +14,7 @@ import importlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +87,28 @@ def _params(path: str | None) -> ChainParams | None:
                           error=InvalidGenesis)
 
 
-def _app_state(path: str | None, hospitals: int, add: list[str]) -> dict[str, Any]:
-    """The given file, or the one-machine default models (devnet/catalog.py), plus ``--add-model``'s; either
-    way with its ``read_policy`` written out, so the operator sees which reads are private."""
+def _app_state(path: str | None, hospitals: int, add: list[str], add_devices: Sequence[str] = ()) -> dict[str, Any]:
+    """The given file, or the one-machine default models (devnet/catalog.py), plus ``--add-model``'s and
+    ``--add-device-type``'s; either way with its ``read_policy`` written out, so the operator sees which
+    reads are private."""
+    from cli.device_types import add_device_types, checked, declared_devices
     from cli.models import add_models
     from devnet.catalog import default_app_state, with_read_policy
 
     if path is None:
-        return add_models(default_app_state(hospitals), add)
+        return checked(add_models(default_app_state(hospitals, declared_devices({}, add_devices)), add))
     state = read_json_file(Path(path), error=InvalidGenesis)
     if not isinstance(state, dict):
         raise InvalidGenesis(f"--app-state {path}: must hold a JSON object")
-    return with_read_policy(add_models(state, add))
+    return checked(with_read_policy(add_models(add_device_types(state, add_devices), add)))
 
 
 def genesis_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     net = init_network(args.validators, out, chain_id=args.chain_id, base_port=args.base_port,
                        hospitals=args.hospitals, gateways=args.gateways, params=_params(args.params),
-                       app_state=_app_state(args.app_state, args.hospitals or args.validators, args.add_model),
+                       app_state=_app_state(args.app_state, args.hospitals or args.validators, args.add_model,
+                                            args.add_device_type),
                        hybrid=args.hybrid,
                        governance=args.governance)
     _print(f"chain {net.genesis.chain_id}: {len(net.homes)} validator(s), genesis hash {net.genesis.hash().hex()}")
@@ -126,7 +129,8 @@ def genesis_assemble(args: argparse.Namespace) -> int:
     hospitals = max(1, sum("hospital" in part.roles for part in parts))
     doc = assemble(args.chain_id, parts,
                    genesis_time_ms=time.time_ns() // 1_000_000 if args.genesis_time_ms is None else args.genesis_time_ms,
-                   params=_params(args.params), app_state=_app_state(args.app_state, hospitals, args.add_model))
+                   params=_params(args.params),
+                   app_state=_app_state(args.app_state, hospitals, args.add_model, args.add_device_type))
     write_genesis(doc, out)
     _print(f"wrote {out}: chain {doc.chain_id}, {len(doc.validators)} validator(s), "
            f"{len(doc.accounts)} account(s), genesis hash {doc.hash().hex()}")

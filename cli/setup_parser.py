@@ -103,3 +103,7 @@ def _chain_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-model", action="append", default=[], metavar="FILE",
                    help="a JSON model declaration (or a list of them) to add to those models; repeatable. "
                    "An id already declared is refused")
+    p.add_argument("--add-device-type", action="append", default=[], metavar="FILE",
+                   help="a JSON IoMT device-type declaration (or a list of them: name, rate_mpps, pkt_bytes, tcp, "
+                   "port, sensor_jitter_pct) to add to the declared types; repeatable. The default iomt_ids model "
+                   "then reads one more device_<name> feature per type")

@@ -13,7 +13,11 @@ their order); at the end every submitted alert is waited for and counted as
 committed, or as already on chain (the contract's own dedup, e.g. when the
 same export is replayed). Device ids are pseudonymised with a secret derived
 from the gateway key, so the same device keeps the same pseudonym across
-runs and nobody without the key can link it to a device.
+runs and nobody without the key can link it to a device. The IoMT device
+types are the ones the chain's genesis declares (``app_state.device_types``,
+``ids.devices``): records are parsed, generated, featurised and checked by
+the rules against that catalog, so a record of an undeclared type is refused
+with ``unknown_device_type`` instead of being scored as something else.
 
 No torch: this runs on a gateway box.
 """
@@ -35,13 +39,16 @@ from core.layers import check_chain
 from core.hashing import sha256
 from ids.alerts import TX_KIND, AlertPayload
 from ids.classifier import FlowClassifier
+from ids.context import DeviceContext
+from ids.devices import IDS_MODEL_ID, DeviceCatalog, devices_of
 from ids.flows import HOSPITAL_PROFILES, HospitalProfile, generate_flows, read_flows_csv, read_flows_jsonl
 from ids.gateway import Gateway
 from ids.record import ATTACK_CLASSES, FlowRecord
+from genesis.schema import GenesisDoc
 from client.light import home_genesis
 from client.session import ChainSession, load_client_key, resolve_rpc_url
 
-MODEL_ID = "iomt_ids"
+MODEL_ID = IDS_MODEL_ID
 PSEUDONYM_DOMAIN = b"fbci/ids/device-pseudonym/1"
 RULES = "rules"  # WatchSummary.scored_with when the training-free rules decided
 
@@ -118,15 +125,25 @@ def reporter_name(session: ChainSession) -> str:
     return name
 
 
+def chain_devices(session: ChainSession, genesis: GenesisDoc | None = None) -> DeviceCatalog:
+    """The device types the chain declares: from ``genesis`` (the home's, the light client's root of
+    trust) when given, else from the genesis the session's validator serves."""
+    doc = genesis if genesis is not None else session.run(lambda c: c.genesis()).genesis
+    return devices_of(doc.app_state)
+
+
 def watch(session: ChainSession, records: Iterable[FlowRecord], *, model_version: int | None = None,
           window_ms: int = 60_000, on_alert: Callable[[AlertPayload], None] | None = None,
-          commit_timeout_s: float = 60.0) -> WatchSummary:
-    """Score ``records``, submit each alert under the gateway account's name, then wait for all of them."""
+          commit_timeout_s: float = 60.0, devices: DeviceCatalog | None = None) -> WatchSummary:
+    """Score ``records``, submit each alert under the gateway account's name, then wait for all of them.
+
+    ``devices``: the chain's declared device types (default: read from the genesis the session serves)."""
     hospital = reporter_name(session)
     assert session.key is not None  # reporter_name refused a session without one
     classifier, version = load_classifier(session, model_version)
     gateway = Gateway(hospital=hospital, secret=pseudonym_secret(session.key), classifier=classifier,
-                      model_version=version, window_ms=window_ms)
+                      model_version=version, window_ms=window_ms,
+                      context=DeviceContext(devices=devices if devices is not None else chain_devices(session)))
     summary = WatchSummary(model_version=version, reporter=hospital,
                            scored_with=RULES if classifier is None else f"{MODEL_ID} v{version}")
     by_class: Counter[str] = Counter()
@@ -153,17 +170,17 @@ def watch(session: ChainSession, records: Iterable[FlowRecord], *, model_version
     return summary
 
 
-def _records(args: argparse.Namespace) -> Iterator[FlowRecord]:
+def _records(args: argparse.Namespace, devices: DeviceCatalog) -> Iterator[FlowRecord]:
     if args.csv:
-        return read_flows_csv(args.csv)
+        return read_flows_csv(args.csv, devices)
     if args.jsonl:
-        return read_flows_jsonl(args.jsonl)
+        return read_flows_jsonl(args.jsonl, devices)
     if args.stdin:
-        return read_flows_jsonl(sys.stdin)
+        return read_flows_jsonl(sys.stdin, devices)
     profile = profile_named(args.profile)
     if args.attack_rate is not None:
         profile = with_attack_rate(profile, args.attack_rate)
-    return iter(generate_flows(profile, args.generate, np.random.default_rng([args.seed, 7919])))
+    return iter(generate_flows(profile, args.generate, np.random.default_rng([args.seed, 7919]), devices))
 
 
 def _version(text: str) -> int | None:
@@ -178,8 +195,11 @@ def main(args: argparse.Namespace) -> int:
     url = resolve_rpc_url(args.rpc, args.home)
     key = load_client_key(args.key, args.home)
     version = _version(args.model_version)
-    with ChainSession(url, key, genesis=home_genesis(args.home)) as session:
-        summary = watch(session, _records(args), model_version=version, window_ms=args.window_ms)
+    genesis = home_genesis(args.home)
+    with ChainSession(url, key, genesis=genesis) as session:
+        devices = chain_devices(session, genesis)
+        summary = watch(session, _records(args, devices), model_version=version, window_ms=args.window_ms,
+                        devices=devices)
     if args.json:
         print(json.dumps(asdict(summary), indent=2))
         return 0 if not summary.rejected else 1

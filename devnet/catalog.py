@@ -14,7 +14,10 @@ whose input width comes from the package that owns its features:
   validator sees a hospital's update (``fl_contracts.secure_round``).
 - ``iomt_ids`` and ``deterioration`` stay on FedAvg: the attack suite does
   not cover their data yet, so it gives no ground to pick another rule.
-- ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``.
+- ``iomt_ids``: the gateway's flow classifier, an MLP over ``ids.features``;
+  its input schema is the layout the declared IoMT device types give
+  (``app_state.device_types``, written out: ``ids.devices``), so a catalog
+  with a ventilator declares a model one input wider.
 - ``deterioration``: logistic regression over ``ids.deterioration`` window features.
 
 Consent (``app_state.consent.required_for``) is required for the two models
@@ -37,7 +40,8 @@ from __future__ import annotations
 from typing import Any
 
 from fl_contracts.spec import ModelSpec
-from ids.features import FEATURE_NAMES
+from ids.devices import APP_STATE_KEY as DEVICE_TYPES_KEY, DEFAULT_DEVICES, DeviceCatalog
+from ids.features import feature_names
 from ids.flows import ATTACK_CLASSES
 from ids.deterioration import N_WINDOW_FEATURES
 
@@ -45,7 +49,8 @@ BREAST_CANCER_FEATURES = 30
 BREAST_CANCER_RULE = {"rule": "centered_clip", "rule_params": {"iters": 3, "tau_pct": 100, "adaptive_clip_pct": 150}}
 
 
-def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelSpec]:
+def default_models(hospitals: int, round_length_blocks: int = 20,
+                   devices: DeviceCatalog = DEFAULT_DEVICES) -> list[ModelSpec]:
     common: dict[str, Any] = {"round_length_blocks": round_length_blocks, "min_updates": min(2, hospitals),
                               "max_updates": hospitals}
     return [
@@ -56,8 +61,8 @@ def default_models(hospitals: int, round_length_blocks: int = 20) -> list[ModelS
         ModelSpec.model_validate({**ModelSpec.for_sequential(
             "breast_cancer_secure", [BREAST_CANCER_FEATURES, 2], rule="fedavg", max_abs=8.0, max_norm=16.0,
             **common).model_dump(), "secure": True}),
-        ModelSpec.for_sequential("iomt_ids", [len(FEATURE_NAMES), 32, len(ATTACK_CLASSES)], rule="fedavg",
-                                 max_abs=8.0, max_norm=32.0, **common),
+        ModelSpec.for_sequential("iomt_ids", [len(feature_names(devices)), 32, len(ATTACK_CLASSES)], rule="fedavg",
+                                 max_abs=8.0, max_norm=32.0, input_features=feature_names(devices), **common),
         ModelSpec.for_sequential("deterioration", [N_WINDOW_FEATURES, 2], rule="fedavg",
                                  max_abs=8.0, max_norm=16.0, **common),
     ]
@@ -79,6 +84,8 @@ CONSENT_REQUIRED = ("breast_cancer", "breast_cancer_fedavg")
 """The models whose updates must list consented patients on a default chain."""
 
 
-def default_app_state(hospitals: int) -> dict[str, Any]:
-    return with_read_policy({"models": [spec.to_doc() for spec in default_models(hospitals)],
+def default_app_state(hospitals: int, devices: DeviceCatalog = DEFAULT_DEVICES) -> dict[str, Any]:
+    """The one-machine default; ``devices``: the IoMT device types it declares (and ``iomt_ids`` reads)."""
+    return with_read_policy({"models": [spec.to_doc() for spec in default_models(hospitals, devices=devices)],
+                             DEVICE_TYPES_KEY: devices.to_doc(),
                              "consent": {"required_for": list(CONSENT_REQUIRED)}})

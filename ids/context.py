@@ -40,8 +40,8 @@ Design choices a reviewer should know:
   turns a record into the same numbers.
 - Memory is bounded: at most ``max_devices`` devices are tracked (least
   recently seen evicted first), each with ``history`` readings and at most
-  ``max_addresses`` addresses; LAN state is bounded by hospitals times device
-  types times ``lan_history``.
+  ``max_addresses`` addresses; LAN state is bounded by hospitals times declared
+  device types times ``lan_history``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ids.record import DEVICE_TRAFFIC, DEVICE_TYPES, FlowRecord
+from ids.devices import DEFAULT_DEVICES, DeviceCatalog
+from ids.record import FlowRecord
 
 _VITAL_FIELDS = ("temp", "spo2", "pulse_rate", "sys", "dia", "heart_rate", "resp_rate")
 # Steps: a few times a stable patient's reading-to-reading noise, in clinical units.
@@ -177,14 +178,17 @@ class DeviceContext:
 
     Keys are ``(hospital, device_id)`` and ``hospital``, so one context may
     also serve records of several hospitals without mixing their state.
+    ``devices`` is the chain's declared catalog (``ids.devices``): the vendor
+    profiles the jitter is compared with, and the types a record may have.
     """
 
     def __init__(self, history: int = 9, lan_history: int = 255, max_devices: int = 65_536,
-                 max_addresses: int = 4) -> None:
+                 max_addresses: int = 4, devices: DeviceCatalog = DEFAULT_DEVICES) -> None:
         if history < 1 or lan_history < 1 or max_devices < 1 or max_addresses < 1:
             raise ValueError("history, lan_history, max_devices and max_addresses must be positive")
         self.history, self.lan_history = history, lan_history
         self.max_devices, self.max_addresses = max_devices, max_addresses
+        self.devices = devices
         self._devices: OrderedDict[tuple[str, str], _DeviceState] = OrderedDict()
         self._lans: dict[str, _LanState] = {}
 
@@ -207,12 +211,14 @@ class DeviceContext:
     def _lan(self, hospital: str) -> _LanState:
         lan = self._lans.get(hospital)
         if lan is None:
-            lan = _LanState({t: RollingMedian(self.lan_history) for t in DEVICE_TYPES}, RollingMedian(self.lan_history))
+            lan = _LanState({t: RollingMedian(self.lan_history) for t in self.devices.names},
+                            RollingMedian(self.lan_history))
             self._lans[hospital] = lan
         return lan
 
     def observe(self, r: FlowRecord) -> np.ndarray:
         """The record's context vector (against the state before it), then the record folded in."""
+        traffic = self.devices.get(r.device_type)  # before any state changes: an undeclared type is refused
         d, lan = self._device(r), self._lan(r.hospital)
         assert d.gap is not None and d.pulse_pressure is not None and d.jitter is not None and d.loss is not None
         assert d.macs is not None and d.ips is not None and d.recent_jitter is not None
@@ -233,7 +239,7 @@ class DeviceContext:
         lan_jitter_median = lan_jitter.median(default=log_jitter)
         device_jitter = d.jitter.median(default=log_jitter)
         recent_jitter = d.recent_jitter.median(default=log_jitter)
-        nominal_interval = 1000.0 / DEVICE_TRAFFIC[r.device_type].rate_pps
+        nominal_interval = 1000.0 / traffic.rate_pps
         lan_loss = lan.loss.median(default=r.p_loss)
         device_loss = d.loss.median(default=r.p_loss)
         usual_mac, usual_ip = d.macs.usual(), d.ips.usual()

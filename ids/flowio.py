@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from core.errors import InvalidInput
+from ids.devices import DEFAULT_DEVICES, DeviceCatalog
 from ids.record import WUSTL_COLUMNS, FlowRecord, record_from_mapping
 
 Source = str | Path | TextIO
@@ -33,8 +34,8 @@ def _opened(source: Source) -> Iterator[TextIO]:
         yield source
 
 
-def read_flows_csv(source: Source) -> Iterator[FlowRecord]:
-    """Records from a CSV whose header uses WUSTL column names (or our field names)."""
+def read_flows_csv(source: Source, devices: DeviceCatalog = DEFAULT_DEVICES) -> Iterator[FlowRecord]:
+    """Records from a CSV whose header uses WUSTL column names (or our field names), of ``devices``' types."""
     with _opened(source) as stream:
         reader = csv.reader(stream)
         header = next(reader, None)
@@ -46,11 +47,11 @@ def read_flows_csv(source: Source) -> Iterator[FlowRecord]:
                 continue
             if len(row) != len(header):
                 raise InvalidInput(f"{where}: {len(row)} values for {len(header)} columns")
-            yield record_from_mapping(dict(zip(header, row, strict=True)), where)
+            yield record_from_mapping(dict(zip(header, row, strict=True)), where, devices)
 
 
-def read_flows_jsonl(source: Source) -> Iterator[FlowRecord]:
-    """Records from JSON lines, one object per line; blank lines are skipped."""
+def read_flows_jsonl(source: Source, devices: DeviceCatalog = DEFAULT_DEVICES) -> Iterator[FlowRecord]:
+    """Records from JSON lines, one object per line, of ``devices``' types; blank lines are skipped."""
     with _opened(source) as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
@@ -61,7 +62,7 @@ def read_flows_jsonl(source: Source) -> Iterator[FlowRecord]:
                 raise InvalidInput(f"line {number}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise InvalidInput(f"line {number}: expected a JSON object")
-            yield record_from_mapping(row, f"line {number}")
+            yield record_from_mapping(row, f"line {number}", devices)
 
 
 def write_flows_csv(records: Iterable[FlowRecord], stream: TextIO) -> None:

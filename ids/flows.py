@@ -4,8 +4,9 @@ No IoMT capture can be downloaded at run time, so tests, demos and the
 benchmark draw flows from here. Every distribution is written down below so a
 reader can judge how hard the task is; nothing is tuned to a target score.
 
-Normal traffic follows the device type's vendor profile
-(``ids.record.DEVICE_TRAFFIC``): rate log-normal around the nominal (sigma
+Normal traffic follows the device type's declared vendor profile
+(``ids.devices``: the chain's catalog, so a hospital profile may list a
+ventilator count once genesis declares ventilators): rate log-normal around the nominal (sigma
 0.35), record duration 1-10 s, packet sizes +-15 %, sensor timing jitter plus
 the hospital LAN's jitter and loss. 6 % of normal flows are housekeeping
 (DNS/NTP, 1-2 packets), which look like probes. Biometrics come from the
@@ -48,7 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ids.flowio import read_flows_csv, read_flows_jsonl, write_flows_csv, write_flows_jsonl
-from ids.record import ATTACK_CLASSES, DEVICE_TRAFFIC, DEVICE_TYPES, FlowRecord
+from ids.devices import DEFAULT_DEVICES, DeviceCatalog
+from ids.record import ATTACK_CLASSES, FlowRecord
 
 __all__ = [
     "ATTACK_CLASSES", "FlowRecord", "HospitalProfile", "HOSPITAL_PROFILES", "generate_flows",
@@ -84,7 +86,7 @@ def _mix(normal: float, *attacks: float) -> dict[str, float]:
 HOSPITAL_PROFILES: tuple[HospitalProfile, ...] = (
     HospitalProfile("st-mary-icu", 11, {"ecg_monitor": 5, "infusion_pump": 3, "pulse_oximeter": 2, "bp_monitor": 1},
                     _mix(0.6, 0.1, 0.1, 0.08, 0.06, 0.06), unwell=0.5, af=0.1, lan_jitter_ms=0.5),
-    HospitalProfile("riverside-general", 12, {t: 1 for t in DEVICE_TYPES},
+    HospitalProfile("riverside-general", 12, {t: 1 for t in DEFAULT_DEVICES.names},
                     _mix(0.6, 0.06, 0.08, 0.1, 0.08, 0.08), unwell=0.25, lan_loss_pct=0.4),
     HospitalProfile("northfield-cardio", 13, {"ecg_monitor": 4, "bp_monitor": 3, "wearable": 2, "temp_sensor": 1},
                     _mix(0.6, 0.08, 0.12, 0.06, 0.08, 0.06), unwell=0.3, af=0.25, beta_blocked=0.35),
@@ -140,12 +142,12 @@ def _patient(rng: np.random.Generator, h: HospitalProfile) -> tuple[np.ndarray, 
     return np.array([temp, spo2, hr - deficit, sys_bp, dia, hr, rr, st]), deficit
 
 
-def _inventory(h: HospitalProfile, rng: np.random.Generator) -> list[_Device]:
+def _inventory(h: HospitalProfile, rng: np.random.Generator, catalog: DeviceCatalog) -> list[_Device]:
     types = _choice(rng, h.device_mix, h.n_devices)
     devices = []
     for i, device_type in enumerate(types):
         vitals, deficit = _patient(rng, h)
-        mac = "02:%02x:%02x:00:%02x:%02x" % (h.subnet, DEVICE_TYPES.index(device_type), i // 256, i % 256)
+        mac = "02:%02x:%02x:00:%02x:%02x" % (h.subnet, catalog.index(device_type), i // 256, i % 256)
         devices.append(_Device(f"{h.name}/{device_type}-{i:03d}", str(device_type),
                                f"10.{h.subnet}.1.{10 + i}", mac, vitals, deficit))
     return devices
@@ -171,9 +173,10 @@ def _alter_vitals(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return v
 
 
-def _network(cls: str, d: _Device, h: HospitalProfile, rng: np.random.Generator) -> dict[str, object]:
+def _network(cls: str, d: _Device, h: HospitalProfile, rng: np.random.Generator,
+             devices: DeviceCatalog) -> dict[str, object]:
     """Flow fields for one record of class ``cls`` on device ``d``."""
-    t = DEVICE_TRAFFIC[d.device_type]
+    t = devices.get(d.device_type)
     tcp, dport, dir_, flgs = t.tcp, t.port, "<->" if t.tcp else "->", "PA" if t.tcp else ""
     rate = t.rate_pps * rng.lognormal(0, 0.35)
     dur = rng.uniform(1, 10)
@@ -237,9 +240,15 @@ def _network(cls: str, d: _Device, h: HospitalProfile, rng: np.random.Generator)
     }
 
 
-def generate_flows(hospital: HospitalProfile, n: int, rng: np.random.Generator) -> list[FlowRecord]:
-    """``n`` labelled records in time order from a fresh device inventory drawn with ``rng``."""
-    devices = _inventory(hospital, rng)
+def generate_flows(hospital: HospitalProfile, n: int, rng: np.random.Generator,
+                   catalog: DeviceCatalog = DEFAULT_DEVICES) -> list[FlowRecord]:
+    """``n`` labelled records in time order from a fresh device inventory drawn with ``rng``.
+
+    ``catalog``: the declared device types (the chain's); a profile whose device mix names one it does
+    not declare is refused (:class:`~core.errors.UnknownDeviceType`) before anything is drawn.
+    """
+    catalog.require(hospital.device_mix, f"hospital profile {hospital.name!r}: device_mix")
+    devices = _inventory(hospital, rng, catalog)
     classes = _choice(rng, hospital.class_mix, n)
     target = {cls: int(rng.integers(len(devices))) for cls in ATTACK_CLASSES[1:]}
     last_vitals: dict[int, np.ndarray] = {}
@@ -264,7 +273,7 @@ def generate_flows(hospital: HospitalProfile, n: int, rng: np.random.Generator) 
             last_vitals[index] = vitals
         if cls == "data_alteration":
             vitals = _alter_vitals(vitals, rng)
-        fields = _network(str(cls), d, hospital, rng)
+        fields = _network(str(cls), d, hospital, rng, catalog)
         packets[index] += int(fields["tot_pkts"])  # type: ignore[call-overload]
         out.append(FlowRecord(
             **fields,  # type: ignore[arg-type]

@@ -17,8 +17,12 @@ payloads. Three choices a reviewer should know:
   arrival order, the same computation training used. Every record updates
   the context, whatever its verdict; a restarted gateway starts with an empty
   one and its first records per device are scored without history. A model
-  over the pre-context features (``N_BASE_FEATURES`` inputs) is also accepted
+  over the pre-context features (the per-record block) is also accepted
   and sees only that block.
+- The context carries the chain's declared device types (``ids.devices``):
+  the feature layout, the rules' vendor profiles and the types a record may
+  name all come from it, and a record of an undeclared type is refused
+  (:class:`~core.errors.UnknownDeviceType`), not scored as some other type.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from core.hashing import sha256
 from ids.alerts import SCORE_ONE, SEVERITY_CRITICAL, SEVERITY_HIGH, SEVERITY_MEDIUM, AlertPayload
 from ids.classifier import FlowClassifier
 from ids.context import DeviceContext
-from ids.features import N_BASE_FEATURES, N_FEATURES, flow_features
+from ids.features import base_feature_names, feature_names, flow_features
 from ids.record import FlowRecord
 from ids.rules import PLAUSIBLE, evaluate_rules
 
@@ -105,16 +109,17 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.dedup = AlertDeduplicator(self.window_ms)
-        if self.classifier is not None and self.classifier.n_features not in (N_FEATURES, N_BASE_FEATURES):
-            raise ValueError(f"classifier takes {self.classifier.n_features} features; "
-                             f"expected {N_FEATURES} (with context) or {N_BASE_FEATURES}")
+        widths = (len(feature_names(self.context.devices)), len(base_feature_names(self.context.devices)))
+        if self.classifier is not None and self.classifier.n_features not in widths:
+            raise ValueError(f"classifier takes {self.classifier.n_features} features; expected {widths[0]} "
+                             f"(with context) or {widths[1]}, as the declared device types give")
 
     def classify(self, record: FlowRecord, x: np.ndarray) -> tuple[str, float]:
         """(class, confidence in [0, 1]) by the policy in the module docstring."""
         if any(not low <= getattr(record, name) <= high for name, (low, high) in PLAUSIBLE.items()):
             return "data_alteration", 1.0
         if self.classifier is None:
-            return evaluate_rules(record).label, 1.0
+            return evaluate_rules(record, devices=self.context.devices).label, 1.0
         proba = self.classifier.predict_proba(x[: self.classifier.n_features])[0]
         best = int(np.argmax(proba))
         return self.classifier.classes[best], float(proba[best])

@@ -19,32 +19,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from core.errors import InvalidInput
+from ids.devices import DEFAULT_DEVICES, DeviceCatalog
 
 ATTACK_CLASSES: tuple[str, ...] = ("normal", "spoofing", "data_alteration", "flooding", "replay", "scanning")
-
-
-
-@dataclass(frozen=True)
-class DeviceTraffic:
-    """What a device type's vendor sheet promises: the gateway's inventory knows it per device."""
-
-    rate_pps: float  # nominal packets per second while reporting
-    pkt_bytes: int  # typical payload-carrying packet size
-    tcp: bool  # TCP session (acks flow back) or UDP telemetry push (one way)
-    port: int  # the service port it reports to
-    sensor_jitter: float  # the device's own timing jitter as a fraction of its packet interval
-
-
-# HL7/MLLP (2575), CoAP (5683), HTTPS (443), MQTT over TLS (8883), MQTT (1883).
-DEVICE_TRAFFIC: dict[str, DeviceTraffic] = {
-    "ecg_monitor": DeviceTraffic(50.0, 180, True, 2575, 0.10),
-    "pulse_oximeter": DeviceTraffic(4.0, 90, False, 5683, 0.12),
-    "bp_monitor": DeviceTraffic(1.0, 220, True, 443, 0.15),
-    "infusion_pump": DeviceTraffic(2.0, 150, True, 8883, 0.10),
-    "temp_sensor": DeviceTraffic(0.5, 70, False, 1883, 0.15),
-    "wearable": DeviceTraffic(10.0, 120, True, 443, 0.30),
-}
-DEVICE_TYPES: tuple[str, ...] = tuple(DEVICE_TRAFFIC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +124,11 @@ def _parse_value(name: str, raw: Any, where: str) -> Any:
     return value
 
 
-def record_from_mapping(row: Mapping[str, Any], where: str) -> FlowRecord:
-    """Build a record from WUSTL column names or our field names; errors name ``where`` and the field."""
+def record_from_mapping(row: Mapping[str, Any], where: str, devices: DeviceCatalog = DEFAULT_DEVICES) -> FlowRecord:
+    """Build a record from WUSTL column names or our field names; errors name ``where`` and the field.
+
+    A ``DeviceType`` that ``devices`` (the chain's declared catalog) does not list is refused
+    (:class:`~core.errors.UnknownDeviceType`)."""
     values: dict[str, Any] = dict(_DEFAULTS)
     for column, raw in row.items():
         key = str(column).strip()
@@ -168,6 +148,5 @@ def record_from_mapping(row: Mapping[str, Any], where: str) -> FlowRecord:
     values["label"] = _LABEL_ALIASES.get(label, label)
     if values["label"] not in ATTACK_CLASSES:
         raise InvalidInput(f"{where}: field 'Attack Category' must be one of {ATTACK_CLASSES}, got {label!r}")
-    if values["device_type"] not in DEVICE_TYPES:
-        raise InvalidInput(f"{where}: field 'DeviceType' must be one of {DEVICE_TYPES}")
+    devices.get(values["device_type"], f"{where}: field 'DeviceType'")
     return FlowRecord(**values)

@@ -6,14 +6,15 @@ Plausibility follows physiology: a pulse that disagrees with the ECG heart
 rate by more than any pulse deficit, a diastolic pressure at or above the
 systolic, hypoxaemia without compensating breathing, fever without
 tachycardia, values no living adult has. Rate rules compare a flow with its
-device type's vendor profile. The first rule that fires names the class.
+device type's declared vendor profile (``ids.devices``). The first rule that fires names the class.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ids.record import DEVICE_TRAFFIC, FlowRecord
+from ids.devices import DEFAULT_DEVICES, DeviceCatalog
+from ids.record import FlowRecord
 
 # Hard physiological limits (adult); outside them a reading is not a patient.
 PLAUSIBLE: dict[str, tuple[float, float]] = {
@@ -68,9 +69,11 @@ def _implausible(r: FlowRecord, t: RuleThresholds) -> list[str]:
     return reasons
 
 
-def evaluate_rules(r: FlowRecord, t: RuleThresholds = RuleThresholds()) -> RuleVerdict:
-    """The class the first firing rule names, with every reason that fired for it."""
-    traffic = DEVICE_TRAFFIC[r.device_type]
+def evaluate_rules(r: FlowRecord, t: RuleThresholds = RuleThresholds(),
+                   devices: DeviceCatalog = DEFAULT_DEVICES) -> RuleVerdict:
+    """The class the first firing rule names, with every reason that fired for it; rate rules read the
+    record's type's profile in ``devices`` (the chain's declared catalog)."""
+    traffic = devices.get(r.device_type)
     jitter_ratio = r.src_jitter / max(r.s_int_pkt, 1e-3)
     syn_only = "S" in r.flgs and "A" not in r.flgs
     if r.tot_pkts <= t.probe_max_pkts and r.dur <= t.probe_max_dur_s and (syn_only or r.dport != traffic.port) \

@@ -28,6 +28,7 @@ from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from ids import alerts
+from ids.features import check_ids_model
 from governance import contract as gov
 from governance.config import governance_config
 from governance.contract import Governance
@@ -103,6 +104,7 @@ def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
         raise InvalidGenesis(f"app_state: models {unchecked} are secure and require consent; a secure round cannot "
                              "check consent yet, so declare them without one of the two")
     _check_draws(doc, specs)
+    check_ids_model(doc.app_state, specs)  # the declared IoMT device types fix the IDS model's input
     governed = governance_config(doc.app_state, {a.name: bytes.fromhex(a.public_key) for a in doc.accounts
                                                  if "admin" in a.roles})
     return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),

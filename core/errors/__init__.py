@@ -45,6 +45,9 @@ from core.errors.statesync import (  # noqa: F401 (re-exported)
 from core.errors.blobs import (  # noqa: F401 (re-exported)
     BlobUnknown, BadChunk, BlobTooLarge, BlobIncomplete, BlobMismatch, BadBlobMessage,
 )
+from core.errors.ids import (  # noqa: F401 (re-exported)
+    UnknownDeviceType, BadDeviceType, DeviceTypeClash, IdsInputMismatch,
+)
 from core.errors.jsonrpc import (  # noqa: F401 (re-exported)
     ParseError, InvalidRequest, MethodNotFound, InternalError,
 )

@@ -59,6 +59,10 @@ class FakeSession:
     def run(self, fn: Callable[[FakeSession], Any]) -> Any:
         return fn(self)
 
+    def genesis(self) -> SimpleNamespace:
+        """The served genesis, as far as ``watch`` reads it: an ``app_state`` with the default device types."""
+        return SimpleNamespace(genesis=SimpleNamespace(app_state={}))
+
     def account_get(self, public_key: bytes) -> AccountInfo:
         assert public_key == self.key.public_key.raw
         return AccountInfo(public_key, ("gateway",), len(self.submitted) + 1, name="gateway0")
