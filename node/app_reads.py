@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from consensus import CommitCertificate
 from consent import contract as consent_contract
 from consent import queries as consent_queries
-from core import keyhistory
+from core import blob_api, keyhistory
 from core import validators as validator_queries
 from core.api import (
     BLOCK_GET, CHAIN_QUERIES, TX_GET, BlockGetParams, BlockInfo, CertificateInfo, Query, Signature, TxGetParams,
@@ -45,7 +45,7 @@ from node.stores import BlockStore, StateStore, TxIndex
 
 STATE_QUERIES = (*CORE_STATE_QUERIES, *fl_queries.STATE_QUERIES, *alert_queries.STATE_QUERIES,
                  *consent_queries.STATE_QUERIES, *gov_queries.STATE_QUERIES, *keyhistory.STATE_QUERIES,
-                 *validator_queries.STATE_QUERIES,
+                 *validator_queries.STATE_QUERIES, *blob_api.STATE_QUERIES,
                  (gov_queries.GOV_CONVICTIONS, convictions))
 """Every read of state, with the function that answers it over a ``StateView``: the committed state,
 or a stored trie version when the answer carries a proof (a light client runs the same functions)."""

@@ -12,7 +12,7 @@ observer like the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from core.block import Block
 from core.tx import Transaction
@@ -29,6 +29,13 @@ class BlockExecutor:
         self.app = app
         self.decoded = decoded
         self.observers: list[CommitObserver] = []
+        self.prerequisites: list[Callable[[int], Awaitable[None]]] = []
+        """Awaited before a block at that height executes: what execution will read that is not in state
+        (the blobs an open round needs, ``node.blobs``) must be on this validator's disk first."""
+
+    async def ready(self, height: int) -> None:
+        for prerequisite in self.prerequisites:
+            await prerequisite(height)
 
     def commit(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
                durable: bool = True) -> FinalizedBlock:

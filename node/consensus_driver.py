@@ -278,6 +278,7 @@ class ConsensusDriver:
         """Execute and write the block on the loop without a sync, make it durable on the writer (after
         the WAL records that voted for it), and only then tell the observers and go to the next height."""
         validated, self._validated = self._validated, {}
+        await self.ledger.blocks.ready(action.height)
         if action.height <= self.app.info().height:
             await self.writer.drained()  # block sync got there first; its sync is queued before anything of ours
             return

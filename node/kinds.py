@@ -6,7 +6,7 @@ its contract. Roles say who may send what: admins manage membership (by quorum, 
 when genesis declares governance), admins, hospitals and gateways rotate their own keys,
 hospitals train and issue their clinicians' and patient proxies' keys,
 a patient's proxy or custodian hospital writes its consent, gateways and
-validators post alerts, validators evidence and audit anchors. Clinicians and auditors send no
+validators post alerts, validators evidence, audit anchors and blob attestations. Clinicians and auditors send no
 transactions: they only read (their read methods declare them).
 """
 
@@ -18,6 +18,7 @@ from functools import partial, wraps
 from consent import contract as consent
 from consent.policy import consent_policy
 from core.audit import ANCHOR_KIND
+from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
 from core.errors import InvalidGenesis
 from consensus import Verifier
 from core.state import StateView
@@ -31,7 +32,7 @@ from ids import alerts
 from governance import contract as gov
 from governance.config import governance_config
 from governance.contract import Governance
-from node import accounts, audit_anchor, evidence_tx
+from node import accounts, audit_anchor, blob_attest, evidence_tx
 from node.gov_actions import ACTIONS, single_admin
 from fl_contracts.contract import RoundRecord
 from node.execution import EndBlockHook, TxKindRegistry
@@ -75,6 +76,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.register(alerts.ACK_TX_KIND, alerts.ACK_ROLES, alerts.ack_alert)
     registry.register(evidence_tx.TX_KIND, ["validator"], evidence_tx.evidence_handler(chain_id, validators, verifier))
     registry.register(ANCHOR_KIND, ["validator"], audit_anchor.anchor)
+    registry.register(BLOB_ATTEST_KIND, ["validator"], blob_attest.attest)
     return registry
 
 

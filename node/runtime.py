@@ -35,6 +35,8 @@ from typing import Any
 from consensus import ChainSigner, CommitCertificate, Replica, ReplicaConfig, Start
 from core import codec
 from core.audit import ANCHOR_KIND
+from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
+from core.blobs import CHUNK_BYTES
 from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
@@ -44,6 +46,8 @@ from node import logs
 from node.app_reads import RPC_QUERIES
 from node.app import LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
+from node.blobs.metrics import BlobCollector
+from node.blobs.service import BlobService
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.crashreport import Crash, CrashReporter, record_crash
@@ -76,6 +80,7 @@ QUEUE_LIMITS = {
     Channel.CONSENSUS: QueueLimit(max_bytes=32 << 20, max_frames=10_000),
     Channel.SYNC: QueueLimit(max_bytes=16 << 20, max_frames=256),
     Channel.GOSSIP: QueueLimit(max_bytes=8 << 20, max_frames=20_000),
+    Channel.BLOB: QueueLimit(max_bytes=16 << 20, max_frames=64),
 }
 
 
@@ -83,11 +88,12 @@ def rpc_limits(max_tx_bytes: int) -> RpcLimits:
     """RPC limits that admit every transaction genesis allows: its hex, inside a JSON body.
 
     ``RpcLimits()`` alone caps a transaction at 256 KiB and a body at 1 MiB,
-    below genesis' ``max_tx_bytes`` (1 MiB by default, sized for model deltas).
+    below genesis' ``max_tx_bytes`` (1 MiB by default, sized for model deltas), and below a ``blob_put``
+    of one chunk.
     """
     default = RpcLimits()
     return replace(default, max_tx_bytes=max_tx_bytes,
-                   max_body_bytes=max(default.max_body_bytes, 2 * max_tx_bytes + JSON_ENVELOPE_BYTES))
+                   max_body_bytes=max(default.max_body_bytes, 2 * max(max_tx_bytes, CHUNK_BYTES) + JSON_ENVELOPE_BYTES))
 
 
 @asynccontextmanager
@@ -193,6 +199,14 @@ class Validator:
             peer_keys=peer_set.key, spawn=self.supervisor.spawn,
         )
         peer_set.on_change = self.transport.set_peers
+        self.blobs = blobs = BlobService(
+            data / "blobs", me, send=lambda peer, payload: self.transport.send(peer, Channel.BLOB, payload,
+                                                                                missing_ok=True),
+            peers=self.transport.connected_peers, attest=lambda ref: own.offer(BLOB_ATTEST_KIND, {"ref": ref.model_dump()}),
+            state=lambda: application.state, height=lambda: application.height,
+            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn)
+        stack.callback(blobs.close)
+        ledger.blocks.prerequisites.append(blobs.replicator.ensure_needed)
         verifier = application.verifier  # learns the key types of validators the chain admits
         wal = WriteAheadLog(data / "consensus.wal", SigningMark(database), accept_loss=self.accept_wal_loss)
         replica = Replica(ReplicaConfig(doc.chain_id, validators, me, params.base_timeout_ticks),
@@ -234,11 +248,14 @@ class Validator:
                                 lambda alert: own.offer(ALERT_KIND, alert.to_payload()),
                                 lambda alert: is_recorded(application.state, alert))
         ledger.blocks.observers += [peer_set.on_commit, self.service.on_commit, self.metrics.on_commit,
-                                    self.defence.inspect_commit, anchorer.on_commit, crashes.on_commit]
+                                    self.defence.inspect_commit, anchorer.on_commit, crashes.on_commit,
+                                    blobs.learn_uses]
         self.metrics.attach(self.app, ledger.mempool, self.driver, self.transport, self.syncer, self.service)
+        self.metrics.registry.register(BlobCollector(blobs.store, blobs.counters, config.name))
 
         own.start(self.service, self.supervisor.spawn)
         crashes.start()  # the last run's failures, as alerts signed by this validator
+        blobs.start()
         stack.push_async_callback(own.stop)
         async with _listening(config.p2p_listen, "p2p"):
             await self.transport.start()
@@ -263,7 +280,7 @@ class Validator:
                          limiter=rpc_limiter(params), metrics_registry=self.metrics.registry,
                          on_misbehaviour=self.defence.on_rpc_misbehaviour, chain_id=doc.chain_id,
                          signatures=application.signatures, reads=reads,  # the mempool's own cache
-                         committed=application.committed_height, offload=state_reads)
+                         committed=application.committed_height, offload=state_reads, blobs=blobs.endpoint)
         host, port = split_address(config.rpc_listen)
         async with _listening(config.rpc_listen, "JSON-RPC"):
             runner = await start_rpc_server(app, host, port, ssl_context=tls)
@@ -279,6 +296,8 @@ class Validator:
                 self.driver.on_peer_message(sender, payload)
             elif channel == Channel.GOSSIP:
                 self._admit_gossip(sender, payload)
+            elif channel == Channel.BLOB:
+                self.blobs.replicator.on_message(sender, payload)
             else:
                 message = codec.decode(payload)
                 if self.state_sync.handle(sender, message):

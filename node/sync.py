@@ -308,7 +308,7 @@ class BlockSyncer:
         try:
             if isinstance(items, FbciError):
                 raise items
-            self._apply(items, done)
+            await self._apply(items, done)
         except StorageError:  # this validator's own disk, not the peer: ends the task (and the node)
             raise
         except FbciError as exc:
@@ -319,17 +319,23 @@ class BlockSyncer:
             await self._durable(done)
         return bool(done)
 
-    def _apply(self, items: list[SyncedItem], done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
-        """Linkage, execution and storage (no fsync) of verified items, appended to ``done`` as they commit."""
+    async def _apply(self, items: list[SyncedItem], done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
+        """Linkage, execution and storage (no fsync) of verified items, appended to ``done`` as they commit;
+        each block only once what it reads beside state is here (``BlockExecutor.ready``)."""
         for item in items:
-            if item.block.height <= self._height():
-                continue
-            keys = self.app.validator_set(item.block.height).keys  # decided: the block before it is applied
-            if keys != item.checked_with:
-                item.certificate.verify(self.chain_id, keys, self.verifier)
-            self.app.process_proposal(item.block, None)
-            done.append((self.blocks.finalize(item.block, item.raw_certificate, item.raw_block, durable=False),
-                         item.certificate))
+            if item.block.height > self._height():
+                await self.blocks.ready(item.block.height)
+                self._apply_one(item, done)
+
+    def _apply_one(self, item: SyncedItem, done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
+        if item.block.height <= self._height():
+            return
+        keys = self.app.validator_set(item.block.height).keys  # decided: the block before it is applied
+        if keys != item.checked_with:
+            item.certificate.verify(self.chain_id, keys, self.verifier)
+        self.app.process_proposal(item.block, None)
+        done.append((self.blocks.finalize(item.block, item.raw_certificate, item.raw_block, durable=False),
+                     item.certificate))
 
     async def _durable(self, done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:
         """One sync on the writer thread for the lot; then the observers and consensus hear of them."""
@@ -355,8 +361,7 @@ class BlockSyncer:
         try:
             items = decode_batch(payload, self.max_block_bytes)
             for item in items:
-                if item.block.height > self._height():
-                    self._apply([item], done)
+                self._apply_one(item, done)
         finally:
             if done:
                 self.app.sync()

@@ -26,6 +26,9 @@ from pydantic import Field, create_model
 from core.api import (
     Access, AccountGetParams, AccountInfo, NodeStatus, NoParams, Params, Query, TxAccepted, TxCommitResult,
 )
+from core.blob_api import (
+    BLOB_GET, BLOB_PUT, BLOB_STATUS, BlobChunk, BlobPutParams, BlobPutResult, BlobRefParams, BlobStatus, ChunkParams,
+)
 from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
 from core.hashing import sha256
 from core.proofs import ProvenAnswer
@@ -67,6 +70,17 @@ class ReadGate(Protocol):
     def is_private(self, path: str) -> bool:
         """Whether this node answers the read ``path`` only for a signed request (genesis policy)."""
         ...
+
+
+class BlobApi(Protocol):
+    """The node's blob store as the RPC sees it (``node.blobs.endpoint.BlobEndpoint``); ``client`` is the
+    caller's address, which an upload is charged to."""
+
+    async def put(self, p: BlobPutParams, client: str) -> BlobPutResult: ...
+
+    async def status(self, p: BlobRefParams) -> BlobStatus: ...
+
+    async def get(self, p: ChunkParams) -> BlobChunk: ...
 
 
 class TxSubmitParams(Params):
@@ -264,11 +278,12 @@ def _query_method(q: Query[Any, Any], h: _Handlers) -> Method:
 def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[Any, Any]], *, max_tx_bytes: int,
                   chain_id: str | None = None, signatures: SignatureCheck | None = None,
                   reads: ReadGate | None = None, committed: CommittedLookup | None = None,
-                  offload: Executor | None = None) -> dict[str, Method]:
+                  offload: Executor | None = None, blobs: BlobApi | None = None) -> dict[str, Method]:
     """The method table, without ``rpc_discover`` (the dispatcher adds it, since it describes this table).
 
     ``chain_id``, ``signatures`` and ``committed``: see :class:`TxAuth`; ``reads``: private reads (None: all open);
-    ``offload``: where state queries' answers are serialised (None: on the event loop)."""
+    ``offload``: where state queries' answers are serialised (None: on the event loop); ``blobs``: the blob
+    store (None: no blob methods)."""
     h = _Handlers(api, admission, TxAuth(max_tx_bytes, chain_id, signatures or VerifyOnly(), committed), reads,
                   offload)
     table = [
@@ -287,5 +302,26 @@ def build_methods(api: NodeApi, admission: Admission, queries: Iterable[Query[An
                "notifications; returns the subscription id.", SubscribeParams, str, h.subscribe),
         Method("unsubscribe", "Websocket only: stop a subscription; returns whether it existed.",
                UnsubscribeParams, bool, h.unsubscribe),
+        *(_blob_methods(blobs) if blobs is not None else ()),
     ]
     return {m.name: m for m in table}
+
+
+def _blob_methods(blobs: BlobApi) -> list[Method]:
+    async def put(p: BlobPutParams, ctx: CallContext) -> BlobPutResult:
+        return await blobs.put(p, ctx.client)
+
+    async def status(p: BlobRefParams, ctx: CallContext) -> BlobStatus:
+        return await blobs.status(p)
+
+    async def get(p: ChunkParams, ctx: CallContext) -> BlobChunk:
+        return await blobs.get(p)
+
+    return [
+        Method(BLOB_PUT, "Store one chunk of a blob (checked against chunk_root first; idempotent); says whether "
+               "the blob is complete here.", BlobPutParams, BlobPutResult, put),
+        Method(BLOB_STATUS, "Which chunks of a blob this node holds: resume an upload from here.", BlobRefParams,
+               BlobStatus, status),
+        Method(BLOB_GET, "One chunk of a complete blob with its proof against chunk_root.", ChunkParams, BlobChunk,
+               get),
+    ]

@@ -47,7 +47,7 @@ from node.rpc.connections import (
     ConnectionGuard, HttpErrorLog, LogThrottle, default_max_connections, install_accept_error_handler, one_line,
 )
 from node.rpc.dispatch import Dispatcher
-from node.rpc.methods import CallContext, CommittedLookup, ReadGate, build_methods
+from node.rpc.methods import BlobApi, CallContext, CommittedLookup, ReadGate, build_methods
 from node.rpc.node_api import NodeApi, OnMisbehaviour, RateLimiter, SignatureCheck
 from node.rpc.websocket import serve_websocket
 
@@ -213,7 +213,8 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
                metrics_registry: CollectorRegistry | None = None, on_misbehaviour: OnMisbehaviour | None = None,
                chain_id: str | None = None, signatures: SignatureCheck | None = None,
                version: str = "0.1.0", reads: ReadGate | None = None,
-               committed: CommittedLookup | None = None, offload: Executor | None = None) -> web.Application:
+               committed: CommittedLookup | None = None, offload: Executor | None = None,
+               blobs: BlobApi | None = None) -> web.Application:
     """The RPC application for ``api``, serving each of ``queries`` as the method of its path.
 
     ``limiter`` is charged one token per call, keyed ``"addr:<client ip>"``;
@@ -224,15 +225,15 @@ def create_app(api: NodeApi, queries: Iterable[Query[Any, Any]] = (), *, limits:
     then finds each one there), ``chain_id`` this chain's id (see
     :class:`node.rpc.methods.TxAuth`), ``committed`` the committed-transaction
     index (a replayed committed transaction is answered without a charge), ``offload`` where state queries'
-    answers are serialised, off the event loop. ``metrics_registry`` is where the
-    request counter is registered (a fresh one when omitted).
+    answers are serialised, off the event loop, ``blobs`` the blob store the blob methods serve (none without
+    it). ``metrics_registry`` is where the request counter is registered (a fresh one when omitted).
     """
     limits = limits or RpcLimits()
     registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
     metrics = RpcMetrics(registry)
     admission = Admission(limiter, signer_limiter if signer_limiter is not None else limiter, on_misbehaviour)
     methods = build_methods(api, admission, queries, max_tx_bytes=limits.max_tx_bytes, chain_id=chain_id,
-                            signatures=signatures, reads=reads, committed=committed, offload=offload)
+                            signatures=signatures, reads=reads, committed=committed, offload=offload, blobs=blobs)
     http_log = HttpErrorLog(logging.getLogger("node.rpc.http"),
                             LogThrottle(logging.getLogger("node.rpc.http"), limits.log_interval_s))
     app = web.Application(client_max_size=limits.max_body_bytes, handler_args={

@@ -1,6 +1,6 @@
 """Per-peer outgoing queues: one FIFO per channel, bounded in bytes and frames, drained by priority.
 
-A peer's writer always takes CONSENSUS before SYNC before GOSSIP, so a flood of
+A peer's writer always takes CONSENSUS before SYNC before GOSSIP before BLOB, so a flood of
 gossip can only delay consensus by the one frame already being written; and
 each channel has its own budget, so gossip can never use up the room consensus
 needs. ``push`` never waits: when a channel's budget is spent the new message
@@ -31,6 +31,8 @@ class Channel(IntEnum):
     CONSENSUS = 0
     SYNC = 1
     GOSSIP = 2
+    BLOB = 3
+    """Blob chunks between validators (``node.blobs``): last, so a bulk transfer never delays a block."""
 
 
 @dataclass(frozen=True)

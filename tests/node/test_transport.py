@@ -26,7 +26,7 @@ CHAIN = "fbci-test"
 TUNING = TransportTuning(handshake_timeout=2.0, heartbeat=60.0, close_timeout=0.5,
                          backoff_initial=0.02, backoff_max=0.2, malformed_limit=3)
 LIMITS = {Channel.CONSENSUS: QueueLimit(64 << 20, 1000), Channel.SYNC: QueueLimit(64 << 20, 1000),
-          Channel.GOSSIP: QueueLimit(64 << 20, 10000)}
+          Channel.GOSSIP: QueueLimit(64 << 20, 10000), Channel.BLOB: QueueLimit(64 << 20, 1000)}
 MAX = 1 << 20
 WAIT = 10.0
 

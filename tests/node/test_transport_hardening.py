@@ -41,7 +41,7 @@ UPGRADE = (b"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConne
 def test_byte_budgets_bound_each_channel_and_count_what_they_drop() -> None:
     stats = PeerStats()
     limits = {Channel.CONSENSUS: QueueLimit(100, 100), Channel.SYNC: QueueLimit(100, 100),
-              Channel.GOSSIP: QueueLimit(max_bytes=100, max_frames=100)}
+              Channel.GOSSIP: QueueLimit(max_bytes=100, max_frames=100), Channel.BLOB: QueueLimit(100, 100)}
     queues = PeerQueues(limits, stats)
     assert all(queues.push(Channel.GOSSIP, b"g" * 10) for _ in range(10))
     assert not queues.push(Channel.GOSSIP, b"g" * 10)  # 110 bytes would exceed the budget; 11 frames would not
@@ -94,7 +94,7 @@ def test_queue_accounting_holds_for_any_sequence_of_pushes_and_pops(
 def test_a_stopped_peer_holds_at_most_its_budget_and_the_drops_are_exported() -> None:
     async def main() -> None:
         budget = QueueLimit(max_bytes=64 * 1024, max_frames=10_000)
-        limits = {Channel.CONSENSUS: budget, Channel.SYNC: budget, Channel.GOSSIP: budget}
+        limits = {channel: budget for channel in Channel}
         async with cluster(2, start=False, queue_limits=limits) as (a, b):
             await a.transport.start()  # b is down: everything for it queues at a
             accepted = sum(a.transport.send(b.pub, Channel.GOSSIP, bytes(10 * 1024)) for _ in range(100))
