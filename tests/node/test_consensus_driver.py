@@ -124,6 +124,9 @@ class RecordingExecutor:
     def announce(self, finalized: Block) -> None:
         return None
 
+    async def ready(self, height: int) -> None:
+        return None
+
 
 def test_a_validated_block_is_decoded_once_on_its_way_to_commit(monkeypatch) -> None:
     block = make_block(1, [])
