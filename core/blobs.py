@@ -194,7 +194,7 @@ def available(state: StateView, sha: bytes, validators: Collection[bytes], befor
 def available_at(state: StateView, sha: bytes, height: int) -> BlobRef | None:
     """:func:`available_ref` for a contract executing block ``height``: the set deciding that height, and
     attestations committed in earlier blocks only (a validator fetched before executing this one)."""
-    return available_ref(state, sha, set_at(schedule(state), height).keys(), height)
+    return available_ref(state, sha, set_at(schedule(state), height).keys, height)
 
 
 # -- the need and keep indexes (fl_contracts writes them; validators read them) ------------------------
