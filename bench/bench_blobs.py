@@ -15,6 +15,10 @@ fresh 4-validator localnet (real processes on loopback) runs, side by side:
    first push to the round's close on validator 0 (replication, 2f+1
    attestations, the availability rule, aggregation, the version blob
    every validator writes). Bytes between validators = 4 updates x 3 copies.
+   Also timed: from the last hospital's committed ref to the close, the part
+   of the round the validators alone spend (replication of the last blobs,
+   attestation, aggregation), which says whether the pushes or the
+   validators bound the round.
 
 Headline: the round's model bytes between validators per second against the
 replication throughput; the issue's target is at least half. Also printed:
@@ -110,6 +114,7 @@ def replication_s(net: Testnet, data: bytes) -> float:
 def fl_round(net: Testnet, model_id: str, num_params: int) -> dict[str, Any]:
     """Every hospital pushes its update and submits the ref; the round's times as validator 0 sees them."""
     pushes: dict[int, float] = {}
+    pushed: list[float] = []
     starts: list[float] = []
     closed: dict[int, Any] = {}
     deltas = [encode_delta(np.random.default_rng(i).integers(-2, 3, num_params, dtype=np.int32))
@@ -124,6 +129,7 @@ def fl_round(net: Testnet, model_id: str, num_params: int) -> dict[str, Any]:
             transport.submit({"model_id": model_id, "round": open_round.round,
                               "base_version": open_round.base_version, "num_samples": 100, "delta": deltas[i]})
             pushes[i] = transport.last_push_s
+            pushed.append(time.perf_counter())  # the push and the ref's transaction, committed
             closed[i] = (transport.wait_round(model_id, open_round.round), time.perf_counter())
 
     run_in_threads(hospital, HOSPITALS, TIMEOUT_S)
@@ -132,7 +138,8 @@ def fl_round(net: Testnet, model_id: str, num_params: int) -> dict[str, Any]:
     with ChainSession(net.specs[0].rpc_url, net.client_key()) as reader:
         transport = BlobChainTransport(reader)
         transport.get_model(model_id)
-    return {"round_s": end - min(starts), "push_s": sum(pushes.values()) / HOSPITALS, "pull_s": transport.last_pull_s}
+    return {"round_s": end - min(starts), "push_s": sum(pushes.values()) / HOSPITALS, "pull_s": transport.last_pull_s,
+            "after_push_s": end - max(pushed)}
 
 
 def measure(model_id: str, out: Path) -> dict[str, Any]:
@@ -147,6 +154,7 @@ def measure(model_id: str, out: Path) -> dict[str, Any]:
     sock = socket_copy_s(payload * 3)
     repl_mbps = 3 * size / MB / repl
     round_mbps = HOSPITALS * 3 * size / MB / fl["round_s"]
+    fl["after_push_mbps"] = HOSPITALS * 3 * size / MB / fl["after_push_s"]
     return {"model": model_id, "params": spec.num_params, "update_mb": size / MB, "socket_mbps": 3 * size / MB / sock,
             "replication_s": repl, "replication_mbps": repl_mbps, **fl, "round_mbps": round_mbps,
             "ratio": round_mbps / repl_mbps}
@@ -156,6 +164,7 @@ COLUMNS = [("model", "model", ""), ("params", "params", ",d"), ("update_mb", "up
            ("socket_mbps", "socket MB/s", ".0f"), ("replication_s", "replicate s", ".1f"),
            ("replication_mbps", "replicate MB/s", ".0f"), ("push_s", "push s/hosp", ".1f"),
            ("round_s", "round s", ".1f"), ("round_mbps", "round MB/s", ".0f"), ("ratio", "round/replicate", ".2f"),
+           ("after_push_s", "close after last push s", ".1f"),
            ("pull_s", "pull version s", ".1f")]
 
 

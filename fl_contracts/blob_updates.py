@@ -30,7 +30,8 @@ Rules, in the order a round meets them:
    own store (:class:`ModelBlobs`) and records a ``blob/keep`` entry, so no validator transfers a
    version; a state-syncing node fetches it by that entry. The version's hash
    commits to the ref (:func:`version_hash`), so a client that pulls the bytes
-   checks them against it.
+   checks them against it. The open round's base version is in the need
+   index too, so a validator that joined by state sync fetches it in time.
 
 An honest validator's store never misses at close: the node fetched every
 available, needed blob before executing the block. A store that misses anyway
@@ -93,6 +94,14 @@ def need(state: StateView, ref: BlobRef, model_id: str, rnd: int) -> None:
 
 def drop_need(state: StateView, ref: BlobRef, model_id: str, rnd: int) -> None:
     state.delete(need_key(ref.sha256, model_id, rnd))
+
+
+def need_version(state: StateView, version_doc: Mapping[str, Any], model_id: str, rnd: int, drop: bool = False
+                 ) -> None:
+    """Mark (or, at close, unmark) the open round's base version as needed: every validator wrote it itself,
+    but one that joined by state sync has to fetch it before the round closes."""
+    ref = BlobRef.model_validate(version_doc["weights_blob"])
+    (drop_need if drop else need)(state, ref, model_id, rnd)
 
 
 def pending_ref(doc: Mapping[str, Any]) -> BlobRef | None:

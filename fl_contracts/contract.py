@@ -97,9 +97,6 @@ def _load(state: StateView, key: bytes) -> Any:
     return None if raw is None else codec.decode(raw)
 
 
-_reject = reject
-
-
 def version_hash(model_id: str, version: int, weights: bytes) -> bytes:
     return sha256(codec.encode(["fbci/fl/model/1", model_id, version, weights]))
 
@@ -124,6 +121,8 @@ def _open_round(state: StateView, spec: ModelSpec, version: int, rnd: int, heigh
     head = Head(version=version, round=rnd, opened_height=height,
                 deadline_height=height + spec.round_length_blocks, pending=0)
     _put(state, _key("head", spec.id), head)
+    if spec.blobs:  # a validator that joined by state sync fetches the base it will aggregate onto
+        blob_updates.need_version(state, _load(state, _key("ver", spec.id, _be(version))), spec.id, rnd)
     if spec.sample_rate_ppm is not None:
         sampling.open_draw(state, spec.id, rnd, seed, spec.sample_rate_ppm, holders_of(state, HOSPITAL_ROLE))
 
@@ -176,17 +175,17 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise _reject("invalid_payload", f"fl.submit_update: {field}: {first['msg']}") from None
+        raise reject("invalid_payload", f"fl.submit_update: {field}: {first['msg']}") from None
     if state.get(_key("spec", upd.model_id)) is None:
-        raise _reject("unknown_model", f"no model {upd.model_id!r}")
+        raise reject("unknown_model", f"no model {upd.model_id!r}")
     if HOSPITAL_ROLE not in ctx.sender_roles:
-        raise _reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
+        raise reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
     spec, head = get_spec(state, upd.model_id), _head(state, upd.model_id)
     if spec.secure:
-        raise _reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
+        raise reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
     if upd.round != head.round:
         when = "late: round has closed" if upd.round < head.round else "round has not opened"
-        raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
+        raise reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
     drawn = _draw(state, spec, head.round)
     if drawn is not None and not drawn.includes(ctx.sender):
         raise NotDrawn(f"round {head.round} of {spec.id} drew {len(drawn.drawn)} of {drawn.population} hospitals "
@@ -194,11 +193,11 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
                        data={"fl_reason": "not_drawn"})
     ukey = _key("upd", spec.id, _be(head.round), ctx.sender)
     if state.get(ukey) is not None:
-        raise _reject("duplicate", f"sender already submitted to round {head.round}")
+        raise reject("duplicate", f"sender already submitted to round {head.round}")
     if head.pending >= spec.max_updates:
-        raise _reject("round_full", f"round {head.round} already holds {spec.max_updates} updates")
+        raise reject("round_full", f"round {head.round} already holds {spec.max_updates} updates")
     if upd.base_version != head.version:
-        raise _reject("stale_version", f"delta is against version {upd.base_version}; current is {head.version}")
+        raise reject("stale_version", f"delta is against version {upd.base_version}; current is {head.version}")
     _check_delta(spec, upd)
     check_patients(state, ctx, upd, head, consent)
     stored = upd.stored()
@@ -221,16 +220,16 @@ def _check_delta(spec: ModelSpec, upd: SubmitUpdate) -> None:
     if upd.delta_blob is not None:
         why = blob_updates.check_ref(spec, upd.delta_blob)
         if why is not None:
-            raise _reject("wrong_shape", why)
+            raise reject("wrong_shape", why)
         return
     assert upd.delta is not None  # SubmitUpdate holds exactly one of the two
     try:
         q = decode_delta(upd.delta, spec.num_params)
     except InvalidInput as exc:
-        raise _reject("wrong_shape", exc.message) from None
+        raise reject("wrong_shape", exc.message) from None
     peak = max(-int(q.min()), int(q.max()))
     if peak > spec.max_abs:
-        raise _reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
+        raise reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
 
 
 def _draw(state: StateView, spec: ModelSpec, rnd: int) -> sampling.Draw | None:
@@ -245,6 +244,9 @@ def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int, see
     docs = [codec.decode(v) for _, v in rows]
     for k, _ in rows:
         state.delete(k)
+    if spec.blobs:
+        blob_updates.need_version(state, _load(state, _key("ver", spec.id, _be(head.version))), spec.id, head.round,
+                                  drop=True)
     base = dict(model_id=spec.id, round=head.round, base_version=head.version, opened_height=head.opened_height,
                 deadline_height=head.deadline_height, closed_height=height)
     read, blocked = blob_updates.read_round(state, spec, head.round, docs, height, blobs)

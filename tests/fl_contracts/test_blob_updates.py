@@ -67,7 +67,7 @@ def test_blob_aggregate_equals_inline_aggregate_bit_for_bit(rule: str, updates: 
     assert weights(state, blobs, big.id) == weights(state, blobs, inline.id)
     strip = {"model_id", "new_hash"}
     assert records[big.id].model_dump(exclude=strip) == records[inline.id].model_dump(exclude=strip)
-    assert list(needs(state)) == []
+    assert [(n.round, n.ref) for n in needs(state)] == [(2, contract.get_model(state, big.id).weights_blob)]
 
 
 def test_an_update_without_the_availability_quorum_is_excluded_with_its_reason() -> None:
@@ -78,7 +78,8 @@ def test_an_update_without_the_availability_quorum_is_excluded_with_its_reason()
         payload = blob_payload(big, blobs, v)
         contract.submit_update(state, ctx(i), payload)
         refs.append(blob_updates.pending_ref(payload))
-    assert {n.ref for n in needs(state)} == set(refs)
+    base = contract.get_model(state, big.id, 0).weights_blob  # the base version is needed too (state sync)
+    assert {n.ref for n in needs(state)} == {*refs, base}
     attest(state, refs[0], height=2)
     attest(state, refs[1], height=4)  # in the block being closed itself: too late to count
     attest(state, refs[2], height=2, count=2)  # 2 of 4 validators: below 2f + 1 = 3
@@ -88,7 +89,7 @@ def test_an_update_without_the_availability_quorum_is_excluded_with_its_reason()
     reasons = [p.excluded for p in record.participants]
     assert reasons[0] is None and reasons[1] is None and reasons[2].startswith("blob_unavailable:")
     assert weights(state, blobs, big.id) == [15] * 8  # the mean of the two available updates only
-    assert list(needs(state)) == []
+    assert [n.ref for n in needs(state)] == [contract.get_model(state, big.id).weights_blob]
 
 
 def test_a_full_round_closes_early_once_every_blob_is_available() -> None:
