@@ -63,8 +63,7 @@ async def pull_blob(rpc: RpcClient, ref: BlobRef, *, in_flight: int = 2) -> byte
 
     async def fetch(index: int) -> bytes:
         async with gate:
-            answer: BlobChunk = from_wire(BlobChunk, await rpc.call(BLOB_GET, {**BlobRefParams.of(ref),
-                                                                                "index": index}))
+            answer = BlobChunk.from_json(await rpc.call(BLOB_GET, {**BlobRefParams.of(ref), "index": index}))
         verify_chunk(ref, index, answer.chunk, answer.proof)
         return answer.chunk
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from core.api import Params, Query
+from core.errors import InvalidInput
+from core.hashing import HASH_SIZE
 from core.blobs import MAX_BLOB_BYTES, MAX_CHUNKS, MAX_PROOF_HASHES, Attestation, BlobRef, attestations, available_ref
 from core.state import StateView
 from core.validators import schedule
@@ -70,6 +72,24 @@ class BlobChunk:
     chunk: HexBytes
     proof: list[Hash32]
 
+    def to_json(self) -> bytes:
+        """The answer's JSON text, written directly: pydantic's generic serialiser takes ~20 ms per 2 MiB of
+        hex, ten times ``bytes.hex``."""
+        proof = ",".join(f'"{h.hex()}"' for h in self.proof)
+        return b'{"chunk":"' + self.chunk.hex().encode() + b'","proof":[' + proof.encode() + b"]}"
+
+    @classmethod
+    def from_json(cls, value: object) -> BlobChunk:
+        """A ``blob_get`` result read back (the client then checks it with :func:`core.blobs.verify_chunk`)."""
+        if not (isinstance(value, dict) and set(value) == {"chunk", "proof"} and isinstance(value["chunk"], str)
+                and isinstance(value["proof"], list) and len(value["proof"]) <= MAX_PROOF_HASHES
+                and all(isinstance(h, str) and len(h) == 2 * HASH_SIZE for h in value["proof"])):
+            raise InvalidInput("a blob_get answer is {chunk: hex, proof: [64 hex digits, ...]}")
+        try:
+            return cls(bytes.fromhex(value["chunk"]), [bytes.fromhex(h) for h in value["proof"]])
+        except ValueError:
+            raise InvalidInput("a blob_get answer holds something that is not hex") from None
+
 
 class BlobAvailabilityParams(Params):
     sha256: Hash32 = Field(description="the blob's SHA-256")
@@ -84,7 +104,7 @@ class BlobAvailability:
 
 
 def blob_availability(state: StateView, p: BlobAvailabilityParams) -> BlobAvailability:
-    latest = schedule(state)[-1].validators.keys()
+    latest = schedule(state)[-1].validators.keys
     return BlobAvailability(attestations(state, p.sha256), available_ref(state, p.sha256, latest, 2**63))
 
 

@@ -233,6 +233,21 @@ def put_keep(state: StateView, keep: Keep) -> None:
     state.set(keep_key(keep.ref.sha256, keep.model_id, keep.version), codec.encode(keep.model_dump()))
 
 
+def refs_in(payload: object) -> list[BlobRef]:
+    """The blob refs among a transaction payload's top-level values (how ``fl.submit_update`` carries one):
+    a block's own transactions may need a blob the state before it does not list yet."""
+    if not isinstance(payload, dict):
+        return []
+    found = []
+    for value in payload.values():
+        if isinstance(value, dict) and set(value) == set(BlobRef.model_fields):
+            try:
+                found.append(BlobRef.model_validate(value))
+            except ValueError:
+                continue
+    return found
+
+
 def needs(state: StateView) -> Iterator[Need]:
     """Every blob an open round reads, in SHA-256 order."""
     return (Need.model_validate(codec.decode(v)) for _, v in state.scan(NEED_PREFIX))

@@ -29,13 +29,13 @@ class BlockExecutor:
         self.app = app
         self.decoded = decoded
         self.observers: list[CommitObserver] = []
-        self.prerequisites: list[Callable[[int], Awaitable[None]]] = []
-        """Awaited before a block at that height executes: what execution will read that is not in state
-        (the blobs an open round needs, ``node.blobs``) must be on this validator's disk first."""
+        self.prerequisites: list[Callable[[Block], Awaitable[None]]] = []
+        """Awaited before a block executes: what its execution will read that is not in state (the blobs an
+        open round needs, ``node.blobs``) must be on this validator's disk first."""
 
-    async def ready(self, height: int) -> None:
+    async def ready(self, block: Block) -> None:
         for prerequisite in self.prerequisites:
-            await prerequisite(height)
+            await prerequisite(block)
 
     def commit(self, block: Block, certificate: bytes, raw: bytes | None = None, *,
                durable: bool = True) -> FinalizedBlock:

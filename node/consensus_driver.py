@@ -278,18 +278,26 @@ class ConsensusDriver:
         """Execute and write the block on the loop without a sync, make it durable on the writer (after
         the WAL records that voted for it), and only then tell the observers and go to the next height."""
         validated, self._validated = self._validated, {}
-        await self.ledger.blocks.ready(action.height)
-        if action.height <= self.app.info().height:
-            await self.writer.drained()  # block sync got there first; its sync is queued before anything of ours
+        if await self._synced_past(action.height):
             return
         block = validated.get(action.block_hash)
         if block is None:  # decided without this validator's vote (a certificate it learned of)
             block = Block.decode(action.block, max_size=self.ledger.params.max_block_bytes)
+        await self.ledger.blocks.ready(block)
+        if await self._synced_past(action.height):  # while it waited for the block's blobs
+            return
         blocks = self.ledger.blocks
         finalized = blocks.finalize(block, action.certificate.encode(), action.block,  # canonical: decode accepted it
                                     durable=False)
         await self.writer.submit(self.app.sync, then=lambda: blocks.announce(finalized))
         self.compact_wal(action.height)
+
+    async def _synced_past(self, height: int) -> bool:
+        """Whether block sync already applied ``height``; then its sync is queued before anything of ours."""
+        if height > self.app.info().height:
+            return False
+        await self.writer.drained()
+        return True
 
     def compact_wal(self, committed_height: int) -> None:
         """Drop the records of every height up to ``committed_height``, whose block is durable now, when

@@ -324,7 +324,7 @@ class BlockSyncer:
         each block only once what it reads beside state is here (``BlockExecutor.ready``)."""
         for item in items:
             if item.block.height > self._height():
-                await self.blocks.ready(item.block.height)
+                await self.blocks.ready(item.block)
                 self._apply_one(item, done)
 
     def _apply_one(self, item: SyncedItem, done: list[tuple[FinalizedBlock, CommitCertificate]]) -> None:

@@ -78,8 +78,8 @@ class Uses:
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({sha.hex(): [u.model_dump() for u in sorted(uses, key=lambda u: (u.model_id, u.round))]
-                                   for sha, uses in sorted(self.by_sha.items())}))
+        ordered = {sha.hex(): sorted(uses, key=lambda u: (u.model_id, u.round)) for sha, uses in self.by_sha.items()}
+        tmp.write_text(json.dumps({sha: [u.model_dump() for u in uses] for sha, uses in sorted(ordered.items())}))
         os.replace(tmp, self.path)
 
 

@@ -8,9 +8,10 @@ checks each chunk against the ref before it is written. A chunk that does not
 verify is the sender's misbehaviour (counted, logged at warning) and that
 chunk is asked of another source; a source that times out or answers
 ``missing`` is skipped for that chunk the same way. Announcements repeat every
-``announce_interval_s`` until the blob is available on chain, so a validator
-that was down or restarted mid-transfer catches up without anyone noticing it
-was gone; its own upload resumes from the chunks its store kept.
+``announce_interval_s`` to every validator that has not attested the blob on
+chain, so a validator that was down or restarted mid-transfer catches up
+without anyone noticing it was gone; its own pull resumes from the chunks its
+store kept.
 
 Nothing here blocks a peer's reader: a ``get`` is answered from a task (the
 disk read runs on the blob executor), a ``chunk`` only resolves the request
@@ -27,9 +28,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from core.blobs import BlobRef, attestations, available_at, needs
-from core.errors import BadBlobMessage, BadChunk, BlobMismatch, BlobUnknown, FbciError, StorageError
+from core.block import Block
+from core.blobs import BlobRef, attestations, available_at, needs, refs_in
+from core.errors import BadBlobMessage, BadChunk, BlobMismatch, FbciError, StorageError
 from core.state import StateView
+from core.tx import Transaction
 from node.blobs import messages
 from node.blobs.messages import Chunk, Get, Have, Missing
 from node.blobs.store import BlobStore
@@ -55,10 +58,16 @@ class ReplicationTuning:
     """Chunk requests outstanding per blob (each is one CHUNK_BYTES frame)."""
     request_timeout_s: float = 15.0
     announce_interval_s: float = 5.0
-    """How often complete blobs not yet available on chain are announced and, if unattested, attested again."""
+    """How often complete blobs are announced to the validators that have not attested them (and, if this one
+    has not either, attested again)."""
     attest_retry_s: float = 20.0
-    max_serving: int = 8
-    """Chunk answers being read from disk at once; further ``get``s are dropped (the asker retries elsewhere)."""
+    max_serving: int = 4
+    """Chunk answers being read from disk at once; the rest wait their turn."""
+    max_waiting: int = 64
+    """``get``s waiting to be answered, from all peers; past that they are dropped (the asker retries elsewhere)."""
+    per_source: int = 6
+    """Chunk requests outstanding to one peer, over all the blobs being pulled: 12 MiB of answers, within the
+    BLOB channel's 16 MiB queue at the sender, so its answers are not dropped there."""
 
 
 class Replicator:
@@ -84,7 +93,9 @@ class Replicator:
         self._pulls: dict[bytes, asyncio.Task[None]] = {}
         self._waiting: dict[tuple[bytes, int, bytes], asyncio.Future[Chunk | Missing]] = {}
         self._attested_at: dict[bytes, float] = {}
-        self._serving = 0
+        self._waiting_gets = 0
+        self._serve_gate = asyncio.Semaphore(tuning.max_serving)
+        self._source_gates: dict[bytes, asyncio.Semaphore] = {}
 
     async def _run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -96,24 +107,26 @@ class Replicator:
         self.counters.completed += 1
         self._announce(ref)
 
-    def _announce(self, ref: BlobRef) -> None:
+    def _announce(self, ref: BlobRef, *, only_unattested: bool = False) -> None:
+        """``have`` to the connected peers (with ``only_unattested``, those that have not attested this ref on
+        chain: a validator that was down when the blob went round still learns of it); and this validator's
+        own attestation, unless the chain has it or one was sent within ``attest_retry_s``."""
+        attested = {a.validator for a in attestations(self.state(), ref.sha256) if a.ref == ref}
         payload = messages.encode(Have(ref=ref))
         for peer in self.peers():
-            self.send(peer, payload)
-        mine = any(a.validator == self.me and a.ref == ref for a in attestations(self.state(), ref.sha256))
+            if not (only_unattested and peer in attested):
+                self.send(peer, payload)
         last = self._attested_at.get(ref.sha256)
-        if not mine and (last is None or time.monotonic() - last > self.tuning.attest_retry_s):
+        if self.me not in attested and (last is None or time.monotonic() - last > self.tuning.attest_retry_s):
             self._attested_at[ref.sha256] = time.monotonic()
             self.attest(ref)
 
     async def announce_loop(self) -> None:
-        """Re-announce (and re-attest) complete blobs until the chain holds them available."""
+        """Keep announcing each complete blob to the validators that have not attested it."""
         while True:
             await asyncio.sleep(self.tuning.announce_interval_s)
-            state, height = self.state(), self.height() + 1
             for ref in await self._run_io(self.store.complete_refs):
-                if available_at(state, ref.sha256, height) != ref:
-                    self._announce(ref)
+                self._announce(ref, only_unattested=True)
 
     # -- peers' messages -----------------------------------------------------------------------
 
@@ -148,16 +161,17 @@ class Replicator:
         return task
 
     def _serve(self, sender: bytes, message: Get) -> None:
-        if self._serving >= self.tuning.max_serving:
+        if self._waiting_gets >= self.tuning.max_waiting:
             return
-        self._serving += 1
+        self._waiting_gets += 1
         self.spawn(self._answer(sender, message), "blob-serve")
 
     async def _answer(self, sender: bytes, message: Get) -> None:
         try:
-            answer = await self._run_io(self.store.get_chunk, message.ref, message.index)
-        except (BadChunk, BlobUnknown, FbciError) as exc:
-            if isinstance(exc, StorageError):
+            async with self._serve_gate:
+                answer = await self._run_io(self.store.get_chunk, message.ref, message.index)
+        except FbciError as exc:
+            if isinstance(exc, StorageError):  # this validator's own disk: the node's problem, not the asker's
                 raise
             self.send(sender, messages.encode(Missing(ref=message.ref, index=message.index)))
         else:
@@ -165,7 +179,7 @@ class Replicator:
             self.send(sender, messages.encode(Chunk(ref=message.ref, index=message.index, chunk=answer.chunk,
                                                     proof=answer.proof)))
         finally:
-            self._serving -= 1
+            self._waiting_gets -= 1
 
     # -- pulling -------------------------------------------------------------------------------
 
@@ -200,6 +214,9 @@ class Replicator:
                 continue
             held = set(await self._run_io(self.store.held_chunks, ref))
             missing = [i for i in range(ref.chunks) if i not in held]
+            if backoff == 0.0:
+                log.info("blob %s: pulling %d of %d chunks from %d validators", sha.hex()[:16], len(missing),
+                         ref.chunks, len(sources))
             try:
                 await asyncio.gather(*(self._fetch_chunk(ref, i, sources, refused, gate) for i in missing))
             except BlobMismatch as exc:
@@ -216,7 +233,8 @@ class Replicator:
             tried.clear()
             return
         source = candidates[index % len(candidates)]
-        async with gate:
+        per_source = self._source_gates.setdefault(source, asyncio.Semaphore(self.tuning.per_source))
+        async with gate, per_source:
             if self.store.has(ref):
                 return
             key = (ref.sha256, index, source)
@@ -250,14 +268,21 @@ class Replicator:
 
     # -- fetch before execute ------------------------------------------------------------------
 
-    async def ensure_needed(self, height: int) -> None:
-        """Before block ``height`` executes: hold every blob an open round needs that is available to it.
+    async def ensure_needed(self, block: Block) -> None:
+        """Before ``block`` executes: hold every blob available to it that an open round needs or one of its
+        transactions names (a round may take an update and close in the same block).
 
         At least f + 1 of the quorum that attested it are honest and serve it, so this returns on an honest
         validator; it waits (logging) rather than execute a block whose result it could not compute."""
-        state = self.state()
-        for need in list(needs(state)):
-            ref = available_at(state, need.ref.sha256, height)
+        state, height = self.state(), block.height
+        wanted = {need.ref.sha256 for need in needs(state)}
+        for raw in block.txs:
+            try:
+                wanted.update(ref.sha256 for ref in refs_in(Transaction.decode(raw, max_size=len(raw)).payload))
+            except FbciError:
+                continue  # execution refuses it; it names no blob
+        for sha in sorted(wanted):
+            ref = available_at(state, sha, height)
             if ref is None or self.store.has(ref):
                 continue
             holders = [a.validator for a in attestations(state, ref.sha256) if a.ref == ref]

@@ -239,9 +239,10 @@ class BlobStore:
             self._discard(ref.sha256)
             raise BlobMismatch(f"every chunk verified but the blob's SHA-256 is {whole.hex()}, not the ref's "
                                f"{ref.sha256.hex()}: the upload is discarded")
+        # The blob's own file comes last: a crash before it leaves the upload to resume, and has() needs all three.
         _write_file(self.complete_dir / f"{ref.sha256.hex()}.hashes", b"".join(hashes))
-        os.replace(part, self._complete(ref.sha256))
         _write_file(self.complete_dir / f"{ref.sha256.hex()}.ref", ref.model_dump_json().encode())
+        os.replace(part, self._complete(ref.sha256))
         _fsync_dir(self.complete_dir)
         self._discard(ref.sha256)
         self._hashes[ref.sha256] = hashes

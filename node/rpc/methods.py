@@ -314,8 +314,8 @@ def _blob_methods(blobs: BlobApi) -> list[Method]:
     async def status(p: BlobRefParams, ctx: CallContext) -> BlobStatus:
         return await blobs.status(p)
 
-    async def get(p: ChunkParams, ctx: CallContext) -> BlobChunk:
-        return await blobs.get(p)
+    async def get(p: ChunkParams, ctx: CallContext) -> EncodedResult:
+        return EncodedResult((await blobs.get(p)).to_json())
 
     return [
         Method(BLOB_PUT, "Store one chunk of a blob (checked against chunk_root first; idempotent); says whether "

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from core.blobs import CHUNK_BYTES
 from core.crypto import PrivateKey
 from core.readauth import sign_read
 from core.tx import Transaction
@@ -173,7 +174,7 @@ def test_wrong_param_types_are_invalid_params_naming_the_param(node: Node, metho
 
 
 def test_a_body_over_the_limit_is_refused_with_413(node: Node) -> None:
-    limit = 2 * node.max_tx_bytes + JSON_ENVELOPE_BYTES  # room for the largest transaction genesis allows, in hex
+    limit = 2 * max(node.max_tx_bytes, CHUNK_BYTES) + JSON_ENVELOPE_BYTES  # the largest transaction or blob chunk
     huge = b'{"jsonrpc": "2.0", "method": "status", "id": 1, "params": {"pad": "' + b"x" * limit + b'"}}'
     error = assert_error(post(node, huge), -32005, "limit_exceeded", status=413, rid=None)
     assert error["data"]["limit"] == limit

@@ -124,7 +124,7 @@ class RecordingExecutor:
     def announce(self, finalized: Block) -> None:
         return None
 
-    async def ready(self, height: int) -> None:
+    async def ready(self, block: Block) -> None:
         return None
 
 

@@ -18,7 +18,8 @@ def _service(root: Path, state: MemoryState, policy: PrunePolicy) -> BlobService
         raise AssertionError("pruning sends nothing")
 
     return BlobService(root, b"\x01" * 32, send=lambda peer, payload: False, peers=list, attest=unused,
-                       state=lambda: state, height=lambda: 1, on_misbehaviour=unused, spawn=unused,  # type: ignore[arg-type]
+                       state=lambda: state, height=lambda: 1, on_misbehaviour=unused,
+                       spawn=unused,  # type: ignore[arg-type]
                        policy=policy)
 
 
