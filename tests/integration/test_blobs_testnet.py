@@ -7,8 +7,8 @@ few torch steps on its synthetic rows, pushes its quantized delta as a blob
 and submits only the ref; validators replicate and attest it, and the round
 aggregates once a quorum attested all four. The test recomputes each new
 version as the plain FedAvg of the deltas the hospitals submitted (equal
-weights, the chain's rounding) and checks every validator holds the same
-version hash. Then, in a fourth round, validator 0 is killed with SIGKILL in
+weights, the chain's rounding), against the weights hospitals pulled and the
+version hash that names them, and checks every validator holds that hash. Then, in a fourth round, validator 0 is killed with SIGKILL in
 the middle of hospital 0's push and restarted: the push resumes from
 ``blob_status`` and the round still aggregates hospital 0's update.
 """
@@ -35,7 +35,8 @@ from core.errors import FbciError
 from devnet.catalog import wide_app_state
 from devnet.testnet import Testnet
 from fl_contracts.contract import RoundRecord
-from fl_contracts.fixedpoint import decode_delta, round_div
+from fl_contracts.blob_updates import version_hash
+from fl_contracts.fixedpoint import decode_delta, encode_weights, round_div
 from tests.ports import free_base_port
 from tests.testnets import run_in_threads, started
 
@@ -118,16 +119,16 @@ def test_four_hospitals_train_a_10m_parameter_model_for_three_rounds_through_blo
         assert all(records[i][r] == record for i in range(HOSPITALS))
     spec = transports[0].fetched[0].spec
     assert spec.num_params > 10_000_000 and spec.blobs
-    versions: dict[int, Any] = {m.version.version: m.version for m in transports[0].fetched}
-    with ChainSession(net.specs[0].rpc_url, net.client_key()) as reader:
-        last = reader.model_version(MODEL, ROUNDS)
-        versions[ROUNDS] = last.model_copy(update={"weights": BlobChainTransport(reader).get_model(MODEL)
-                                                   .version.weights})
-    for r in range(ROUNDS):
+    fetched = {m.version.version: m.version.weights_int() for m in transports[0].fetched}
+    expected = fetched[0]
+    for r in range(ROUNDS):  # each version is the FedAvg of what was submitted, and its hash names those weights
         sent = [transports[i].sent[r] for i in range(HOSPITALS)]
-        expected = plain_fedavg(versions[r].weights_int(), sent, spec.num_params)
-        assert np.array_equal(versions[r + 1].weights_int(), expected), f"version {r + 1} is not the FedAvg"
-        assert not np.array_equal(versions[r + 1].weights_int(), versions[r].weights_int())
+        previous, expected = expected, plain_fedavg(expected, sent, spec.num_params)
+        assert not np.array_equal(expected, previous)
+        if r + 1 in fetched:
+            assert np.array_equal(fetched[r + 1], expected), f"version {r + 1} is not the FedAvg of the updates"
+        ref = blob_ref(encode_weights(expected))
+        assert version_hash(MODEL, r + 1, ref) == records[0][r].new_hash, f"version {r + 1}'s hash"
     for v in range(1, ROUNDS + 1):
         hashes = set()
         for node in net.specs:
