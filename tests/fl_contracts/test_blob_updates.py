@@ -156,7 +156,8 @@ def test_versions_of_a_blob_model_are_blobs_each_validator_writes_and_keeps() ->
     state, blobs = chain(big)
     v0 = contract.get_model(state, big.id, 0)
     assert v0.weights == b"" and v0.weights_blob is not None and blobs.has(v0.weights_blob)
-    assert v0.weights_blob.size == 8 * big.num_params and v0.weights_blob.chunks == -(-8 * big.num_params // CHUNK_BYTES)
+    assert v0.weights_blob.size == 8 * big.num_params
+    assert v0.weights_blob.chunks == -(-8 * big.num_params // CHUNK_BYTES)
     values = np.zeros(big.num_params, dtype=np.int64)
     values[::6000] = 7  # inside max_norm, so no clipping
     payload = blob_payload(big, blobs, values)

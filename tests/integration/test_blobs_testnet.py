@@ -8,9 +8,12 @@ and submits only the ref; validators replicate and attest it, and the round
 aggregates once a quorum attested all four. The test recomputes each new
 version as the plain FedAvg of the deltas the hospitals submitted (equal
 weights, the chain's rounding), against the weights hospitals pulled and the
-version hash that names them, and checks every validator holds that hash. Then, in a fourth round, validator 0 is killed with SIGKILL in
-the middle of hospital 0's push and restarted: the push resumes from
-``blob_status`` and the round still aggregates hospital 0's update.
+version hash that names them, and checks every validator holds that hash.
+Then, in a fourth round, validator 0 is killed with SIGKILL in the middle of
+hospital 0's push and restarted: the push resumes from ``blob_status`` and
+the round still aggregates hospital 0's update; the other three hospitals
+run ``client.fl.train.train_rounds``, the ``fbci fl train`` path, which
+picks the blob transport from the model's spec.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import pytest
 from client.blobs import blob_status
 from client.fl.blob_transport import BlobChainTransport
 from client.fl.synthetic import synthetic_rows
+from client.fl.train import train_rounds
 from client.rpc import RpcClient
 from client.session import ChainSession, load_client_key
 from core.blobs import BlobRef, blob_ref
@@ -159,7 +163,13 @@ def test_a_validator_killed_during_a_hospitals_push_restarts_and_the_round_still
         pushing.set()
 
     def hospitals(i: int) -> None:
-        hospital(net, i, 1, transports, records, watch if i == 0 else None)
+        if i == 0:
+            hospital(net, i, 1, transports, records, watch)
+            return
+        x, y = synthetic_rows(i, ROWS)  # the others train as `fbci fl train` does, picking the blob transport itself
+        key = load_client_key("hospital", net.specs[i].home)
+        records[i] = train_rounds(net.specs[i].rpc_url, key, MODEL, x, y, 1, epochs=1, lr=0.05, batch_size=64,
+                                  seed=i, round_timeout_s=TIMEOUT_S).records
 
     worker = threading.Thread(target=lambda: run_in_threads(hospitals, HOSPITALS, TIMEOUT_S), daemon=True)
     worker.start()
