@@ -59,6 +59,7 @@ BENCHES = (
     Bench("pq", "bench.bench_pq", quick_args=("--seconds", "0.1", "--rounds", "2")),
     Bench("dashboard", "bench.bench_dashboard", quick_args=("--alerts", "50", "--repeats", "3")),
     Bench("secagg", "bench.bench_secagg", quick_args=("--hospitals", "5", "10", "--repeat", "1")),
+    Bench("blobs", "bench.bench_blobs", quick_args=("--models", "wide_mlp_10m")),
     Bench("alerts_query", "bench.bench_alerts_query", quick_args=("--alerts", "1000", "--samples", "15")),
     Bench("wan", "bench.bench_wan", quick_args=("--step-s", "3", "--latency-s", "4", "--max-steps", "5")),
 )

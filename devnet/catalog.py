@@ -29,6 +29,13 @@ no patients, so genesis refuses a secure model that requires consent), nor do
 rows are 4-hour windows, many per patient, which the consent list does not
 yet group by patient).
 
+The wide models (:func:`wide_mlp`) are not in the default catalog: a model
+of 10 or 50 million parameters is too large for a transaction, so it
+declares ``blobs`` (``fl_contracts.blob_updates``), and costs every
+validator its weights in RAM and on disk. The blob testnet test and
+``bench/bench_blobs.py`` declare them in their own genesis
+(:func:`wide_app_state`); they train on ``client.fl.synthetic``.
+
 A real consortium writes its own ``app_state.models`` into genesis; this is
 only the one-machine default. ``read_policy`` is written out in full (every
 read at its default: private for models, rounds, deltas, alerts, consent and
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from client.fl.synthetic import CLASSES, FEATURES
 from fl_contracts.spec import ModelSpec
 from ids.devices import APP_STATE_KEY as DEVICE_TYPES_KEY, DEFAULT_DEVICES, DeviceCatalog
 from ids.features import feature_names
@@ -66,6 +74,26 @@ def default_models(hospitals: int, round_length_blocks: int = 20,
         ModelSpec.for_sequential("deterioration", [N_WINDOW_FEATURES, 2], rule="fedavg",
                                  max_abs=8.0, max_norm=16.0, **common),
     ]
+
+
+WIDE_MLPS: dict[str, tuple[int, ...]] = {
+    "wide_mlp_10m": (FEATURES, 3200, 3072, CLASSES),  # 10,047,618 parameters: 40 MB per update
+    "wide_mlp_50m": (FEATURES, 7104, 7040, CLASSES),  # 50,495,042 parameters: 202 MB per update
+}
+"""Two-hidden-layer MLPs on the synthetic task; 11 fractional bits keep 50M * max_abs**2 below 2**53."""
+
+
+def wide_mlp(model_id: str, hospitals: int, round_length_blocks: int = 40) -> ModelSpec:
+    """A wide MLP that trains through blobs; ``round_length_blocks`` must leave time to push and replicate."""
+    return ModelSpec.for_sequential(model_id, list(WIDE_MLPS[model_id]), frac_bits=11, rule="fedavg", max_abs=4.0,
+                                    max_norm=64.0, min_updates=1, max_updates=hospitals,
+                                    round_length_blocks=round_length_blocks, blobs=True)
+
+
+def wide_app_state(hospitals: int, model_ids: tuple[str, ...] = ("wide_mlp_10m",), round_length_blocks: int = 40
+                   ) -> dict[str, Any]:
+    """A chain that trains only the wide models (no consent policy: their rows are synthetic)."""
+    return with_read_policy({"models": [wide_mlp(m, hospitals, round_length_blocks).to_doc() for m in model_ids]})
 
 
 def with_read_policy(app_state: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,11 @@ hospitals when the round opens, seeded by the hash of the block at whose end
 it opens (:mod:`fl_contracts.sampling`); only drawn hospitals may submit, and
 the round also closes as soon as every drawn hospital has submitted.
 
+Blobs. A model that declares ``blobs`` takes each update as a ``delta_blob``
+ref and keeps its versions in blobs; the round reads them through the node's
+store at close and includes one only once a validator quorum attested it
+(:mod:`fl_contracts.blob_updates`).
+
 State layout (all keys under ``fl/``, values canonical msgpack)::
 
     fl/spec/<id>                      ModelSpec.to_doc()
@@ -48,8 +53,8 @@ State layout (all keys under ``fl/``, values canonical msgpack)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -58,33 +63,21 @@ from pydantic import BaseModel, ValidationError
 from core import codec
 from core.accounts import holders_of
 from core.block import ZERO_HASH
-from core.errors import ContractRejected, InvalidInput, NotDrawn, NotFound, failure_reason
+from core.errors import InvalidInput, NotDrawn, NotFound, failure_reason
 from core.hashing import sha256
 from core.state import StateView, TxContext
 from fl_contracts.fixedpoint import decode_delta, decode_weights, encode_weights
 from fl_contracts.aggregation import Updates, aggregate
-from fl_contracts import sampling
+from fl_contracts import blob_updates, sampling
+from fl_contracts.blob_updates import ModelBlobs
 from fl_contracts.records import (  # the records, also read from here by their users
     Head, ModelVersion, Participant, PendingUpdate, RoundRecord, SubmitUpdate,
 )
+from fl_contracts.consent_check import ConsentCheck, check_patients, reject
 from fl_contracts.spec import ModelSpec
 
 HOSPITAL_ROLE = "hospital"
 TX_KIND = "fl.submit_update"
-
-
-class ConsentCheck(Protocol):
-    """The consent ledger as the FL contract sees it (``consent.contract.ChainConsent``)."""
-
-    def required(self, state: StateView, model_id: str) -> bool: ...
-
-    def refusal(self, state: StateView, hospital: bytes, patients: Sequence[bytes], model_id: str,
-                snapshot_height: int) -> str | None:
-        """Why the first patient that may not train ``model_id`` at the snapshot may not; None: all may."""
-        ...
-
-    def record_use(self, state: StateView, hospital: bytes, patients: Iterable[bytes], model_id: str, rnd: int,
-                   base_version: int, height: int) -> None: ...
 
 
 def _be(n: int) -> bytes:
@@ -104,18 +97,22 @@ def _load(state: StateView, key: bytes) -> Any:
     return None if raw is None else codec.decode(raw)
 
 
-def _reject(why: str, message: str) -> ContractRejected:
-    return ContractRejected(message, data={"fl_reason": why})
-
-
 def version_hash(model_id: str, version: int, weights: bytes) -> bytes:
     return sha256(codec.encode(["fbci/fl/model/1", model_id, version, weights]))
 
 
-def _store_version(state: StateView, model_id: str, version: int, rnd: int, height: int, w: bytes) -> ModelVersion:
-    mv = ModelVersion(model_id=model_id, version=version, round=rnd, height=height, weights=w,
-                      hash=version_hash(model_id, version, w))
-    _put(state, _key("ver", model_id, _be(version)), mv)
+def _store_version(state: StateView, spec: ModelSpec, version: int, rnd: int, height: int,
+                   w: npt.NDArray[np.int64], blobs: ModelBlobs | None) -> ModelVersion:
+    """An inline model's weights go in state; a blob model's into this node's store, named in state."""
+    if spec.blobs:
+        ref = blob_updates.store_weights(state, blobs, spec.id, version, w)
+        mv = ModelVersion(model_id=spec.id, version=version, round=rnd, height=height, weights=b"",
+                          hash=blob_updates.version_hash(spec.id, version, ref), weights_blob=ref)
+    else:
+        data = encode_weights(w)
+        mv = ModelVersion(model_id=spec.id, version=version, round=rnd, height=height, weights=data,
+                          hash=version_hash(spec.id, version, data))
+    _put(state, _key("ver", spec.id, _be(version)), mv.state_doc())
     return mv
 
 
@@ -124,18 +121,21 @@ def _open_round(state: StateView, spec: ModelSpec, version: int, rnd: int, heigh
     head = Head(version=version, round=rnd, opened_height=height,
                 deadline_height=height + spec.round_length_blocks, pending=0)
     _put(state, _key("head", spec.id), head)
+    if spec.blobs:  # a validator that joined by state sync fetches the base it will aggregate onto
+        blob_updates.need_version(state, _load(state, _key("ver", spec.id, _be(version))), spec.id, rnd)
     if spec.sample_rate_ppm is not None:
         sampling.open_draw(state, spec.id, rnd, seed, spec.sample_rate_ppm, holders_of(state, HOSPITAL_ROLE))
 
 
 def init_models(
     state: StateView, specs: Sequence[ModelSpec], initial: Mapping[str, npt.NDArray[np.int64] | None], height: int,
-    seed: bytes = ZERO_HASH,
+    seed: bytes = ZERO_HASH, blobs: ModelBlobs | None = None,
 ) -> None:
     """Register models at genesis: version 0 (given weights or zeros) and round 1 opens.
 
     ``seed`` draws a sampled model's first round: at genesis no block hash exists yet, so it is the
-    zero hash, and that first draw is as public as the genesis file."""
+    zero hash, and that first draw is as public as the genesis file. ``blobs``: where a blob model's
+    version 0 goes (every validator computes it from genesis)."""
     for spec in specs:
         if state.get(_key("spec", spec.id)) is not None:
             raise InvalidInput(f"model {spec.id} is declared twice")
@@ -144,7 +144,7 @@ def init_models(
         if w.shape != (spec.num_params,):
             raise InvalidInput(f"model {spec.id}: initial weights have shape {w.shape}, expected ({spec.num_params},)")
         state.set(_key("spec", spec.id), codec.encode(spec.to_doc()))
-        _store_version(state, spec.id, 0, 0, height, encode_weights(w))
+        _store_version(state, spec, 0, 0, height, w, blobs)
         _open_round(state, spec, 0, 1, height, seed)
 
 
@@ -175,17 +175,17 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise _reject("invalid_payload", f"fl.submit_update: {field}: {first['msg']}") from None
+        raise reject("invalid_payload", f"fl.submit_update: {field}: {first['msg']}") from None
     if state.get(_key("spec", upd.model_id)) is None:
-        raise _reject("unknown_model", f"no model {upd.model_id!r}")
+        raise reject("unknown_model", f"no model {upd.model_id!r}")
     if HOSPITAL_ROLE not in ctx.sender_roles:
-        raise _reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
+        raise reject("unauthorized", f"sender lacks the {HOSPITAL_ROLE!r} role")
     spec, head = get_spec(state, upd.model_id), _head(state, upd.model_id)
     if spec.secure:
-        raise _reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
+        raise reject("secure_round", f"model {spec.id} aggregates securely: send fl.secagg_* transactions")
     if upd.round != head.round:
         when = "late: round has closed" if upd.round < head.round else "round has not opened"
-        raise _reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
+        raise reject("wrong_round", f"update for round {upd.round} but round {head.round} is open ({when})")
     drawn = _draw(state, spec, head.round)
     if drawn is not None and not drawn.includes(ctx.sender):
         raise NotDrawn(f"round {head.round} of {spec.id} drew {len(drawn.drawn)} of {drawn.population} hospitals "
@@ -193,107 +193,128 @@ def submit_update(state: StateView, ctx: TxContext, payload: dict[str, Any],
                        data={"fl_reason": "not_drawn"})
     ukey = _key("upd", spec.id, _be(head.round), ctx.sender)
     if state.get(ukey) is not None:
-        raise _reject("duplicate", f"sender already submitted to round {head.round}")
+        raise reject("duplicate", f"sender already submitted to round {head.round}")
     if head.pending >= spec.max_updates:
-        raise _reject("round_full", f"round {head.round} already holds {spec.max_updates} updates")
+        raise reject("round_full", f"round {head.round} already holds {spec.max_updates} updates")
     if upd.base_version != head.version:
-        raise _reject("stale_version", f"delta is against version {upd.base_version}; current is {head.version}")
-    try:
-        q = decode_delta(upd.delta, spec.num_params)
-    except InvalidInput as exc:
-        raise _reject("wrong_shape", exc.message) from None
-    peak = max(-int(q.min()), int(q.max()))
-    if peak > spec.max_abs:
-        raise _reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
-    _check_patients(state, ctx, upd, head, consent)
-    stored = upd.model_dump(exclude={"model_id", "round", "base_version", "patients"})
+        raise reject("stale_version", f"delta is against version {upd.base_version}; current is {head.version}")
+    _check_delta(spec, upd)
+    check_patients(state, ctx, upd, head, consent)
+    stored = upd.stored()
     stored["weight"] = upd.num_samples if upd.patients is None else len(upd.patients)
     stored["patients"] = None if upd.patients is None else len(upd.patients)
     if consent is not None and upd.patients is not None:
         consent.record_use(state, ctx.sender, upd.patients, spec.id, head.round, head.version, ctx.height)
+    if upd.delta_blob is not None:  # validators fetch and attest what the need index names
+        blob_updates.need(state, upd.delta_blob, spec.id, head.round)
     _put(state, ukey, stored)
     _put(state, _key("head", spec.id), head.model_copy(update={"pending": head.pending + 1}))
     return {"model_id": spec.id, "round": head.round, "position": head.pending + 1}
 
 
-def _check_patients(state: StateView, ctx: TxContext, upd: SubmitUpdate, head: Head,
-                    consent: ConsentCheck | None) -> None:
-    patients = upd.patients
-    if patients is not None and any(a >= b for a, b in zip(patients, patients[1:])):
-        raise _reject("invalid_payload", "fl.submit_update: patients must be strictly ascending (each listed once)")
-    if consent is None:
+def _check_delta(spec: ModelSpec, upd: SubmitUpdate) -> None:
+    """Shape and bounds of an inline delta; a blob's size now, its bounds once its bytes are read at close."""
+    wrong_path = blob_updates.reject_payload(spec, upd.delta_blob is not None)
+    if wrong_path is not None:
+        raise wrong_path
+    if upd.delta_blob is not None:
+        why = blob_updates.check_ref(spec, upd.delta_blob)
+        if why is not None:
+            raise reject("wrong_shape", why)
         return
-    if patients is None:
-        if consent.required(state, upd.model_id):
-            raise _reject("no_consent", f"model {upd.model_id!r} requires consent: the update must list the "
-                                        "pseudonyms of the patients it trained on")
-        return
-    why = consent.refusal(state, ctx.sender, patients, upd.model_id, head.opened_height)
-    if why is not None:
-        raise _reject("no_consent", f"round {head.round} (consent snapshot at height {head.opened_height}): {why}")
+    assert upd.delta is not None  # SubmitUpdate holds exactly one of the two
+    try:
+        q = decode_delta(upd.delta, spec.num_params)
+    except InvalidInput as exc:
+        raise reject("wrong_shape", exc.message) from None
+    peak = max(-int(q.min()), int(q.max()))
+    if peak > spec.max_abs:
+        raise reject("out_of_bounds", f"a coordinate has magnitude {peak} quanta; max_abs is {spec.max_abs}")
 
 
 def _draw(state: StateView, spec: ModelSpec, rnd: int) -> sampling.Draw | None:
     return None if spec.sample_rate_ppm is None else sampling.load_draw(state, spec.id, rnd)
 
 
-def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int, seed: bytes) -> RoundRecord:
+def _close_round(state: StateView, spec: ModelSpec, head: Head, height: int, seed: bytes,
+                 blobs: ModelBlobs | None) -> RoundRecord:
     prefix = _key("upd", spec.id, _be(head.round)) + b"/"
     rows = list(state.scan(prefix))  # bytewise order = sender order: arrival order cannot matter
     senders = tuple(k[len(prefix):] for k, _ in rows)
     docs = [codec.decode(v) for _, v in rows]
     for k, _ in rows:
         state.delete(k)
+    if spec.blobs:
+        blob_updates.need_version(state, _load(state, _key("ver", spec.id, _be(head.version))), spec.id, head.round,
+                                  drop=True)
     base = dict(model_id=spec.id, round=head.round, base_version=head.version, opened_height=head.opened_height,
                 deadline_height=head.deadline_height, closed_height=height)
-    if len(docs) < spec.min_updates:
-        record = RoundRecord(**base, status="failed", reason=f"{len(docs)} updates; min_updates is {spec.min_updates}")
+    read, blocked = blob_updates.read_round(state, spec, head.round, docs, height, blobs)
+    usable = [i for i in range(len(docs)) if i not in blocked]
+    if len(usable) < spec.min_updates:
+        why = f" ({len(blocked)} more excluded: {sorted(set(blocked.values()))[0]})" if blocked else ""
+        record = RoundRecord(**base, status="failed", participants=_participants(spec, senders, docs, blocked),
+                             reason=f"{len(usable)} updates; min_updates is {spec.min_updates}{why}")
         _open_round(state, spec, head.version, head.round + 1, height, seed)
         return record
+    old = blob_updates.version_weights(_load(state, _key("ver", spec.id, _be(head.version))), blobs)
     try:  # a rule that raises fails its round on every validator alike, rather than halt the chain
-        values = np.empty((len(docs), spec.num_params), dtype=np.int32)
-        for i, d in enumerate(docs):
-            values[i] = decode_delta(d["delta"], spec.num_params)
-        weights = np.array([d["weight"] for d in docs], dtype=np.int64)
-        agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, senders),
+        values = np.empty((len(usable), spec.num_params), dtype=np.int32)
+        for row, i in enumerate(usable):
+            values[row] = read[i] if i in read else decode_delta(docs[i]["delta"], spec.num_params)
+        weights = np.array([docs[i]["weight"] for i in usable], dtype=np.int64)
+        agg = aggregate(spec.rule, spec.rule_params, Updates(values, weights, tuple(senders[i] for i in usable)),
                         max_abs=spec.max_abs, max_norm=spec.max_norm, max_samples=spec.max_samples)
-        old = _load(state, _key("ver", spec.id, _be(head.version)))
-        new_w = decode_weights(old["weights"]) + agg.delta
+        new_w = old + agg.delta
     except MemoryError:  # this machine's, not the round's
         raise
     except Exception as exc:  # nothing is written above: the round fails cleanly
         record = RoundRecord(**base, status="failed", reason=f"aggregation failed: {failure_reason(exc)}")
         _open_round(state, spec, head.version, head.round + 1, height, seed)
         return record
-    mv = _store_version(state, spec.id, head.version + 1, head.round, height, encode_weights(new_w))
-    participants = [
-        Participant(sender=s, num_samples=d["num_samples"], weight=int(min(weights[i], spec.max_samples)),
-                    norm_clipped=i in agg.clipped, excluded=agg.excluded.get(i),
-                    dp_epsilon_micro=d.get("dp_epsilon_micro"), dp_delta_nano=d.get("dp_delta_nano"),
-                    patients=d.get("patients"))
-        for i, (s, d) in enumerate(zip(senders, docs))
-    ]
-    record = RoundRecord(**base, status="aggregated", participants=participants,
-                         accepted=len(docs) - len(agg.excluded), excluded=len(agg.excluded),
+    mv = _store_version(state, spec, head.version + 1, head.round, height, new_w, blobs)
+    excluded = {**blocked, **{usable[row]: why for row, why in agg.excluded.items()}}
+    record = RoundRecord(**base, status="aggregated",
+                         participants=_participants(spec, senders, docs, excluded, {usable[r] for r in agg.clipped}),
+                         accepted=len(docs) - len(excluded), excluded=len(excluded),
                          new_version=mv.version, new_hash=mv.hash)
     _open_round(state, spec, mv.version, head.round + 1, height, seed)
     return record
 
 
+def _participants(spec: ModelSpec, senders: Sequence[bytes], docs: list[dict[str, Any]], excluded: dict[int, str],
+                  clipped: set[int] | None = None) -> list[Participant]:
+    """Every update of the round in sender order; a failed round without exclusions lists none, as before."""
+    if clipped is None and not excluded:
+        return []
+    return [Participant(sender=s, num_samples=d["num_samples"], weight=min(d["weight"], spec.max_samples),
+                        norm_clipped=i in (clipped or ()), excluded=excluded.get(i),
+                        dp_epsilon_micro=d.get("dp_epsilon_micro"), dp_delta_nano=d.get("dp_delta_nano"),
+                        patients=d.get("patients"))
+            for i, (s, d) in enumerate(zip(senders, docs))]
+
+
 def _due(state: StateView, spec: ModelSpec, head: Head, height: int) -> bool:
-    """Full, at its deadline, or (sampled) every drawn hospital has submitted."""
-    if head.pending >= spec.max_updates or height >= head.deadline_height:
+    """At its deadline, or full, or (sampled) every drawn hospital has submitted; a blob model closes early
+    only once all its blobs are available (``fl_contracts.blob_updates`` rule 3)."""
+    if height >= head.deadline_height:
         return True
     drawn = _draw(state, spec, head.round)
-    return drawn is not None and 0 < len(drawn.drawn) == head.pending
+    early = head.pending >= spec.max_updates or (drawn is not None and 0 < len(drawn.drawn) == head.pending)
+    if not early or not spec.blobs:
+        return early
+    docs = [codec.decode(v) for _, v in state.scan(_key("upd", spec.id, _be(head.round)) + b"/")]
+    return blob_updates.all_available(state, docs, height)
 
 
-def end_block(state: StateView, height: int, block_hash: bytes = ZERO_HASH) -> list[RoundRecord]:
+def end_block(state: StateView, height: int, block_hash: bytes = ZERO_HASH,
+              blobs: ModelBlobs | None = None) -> list[RoundRecord]:
     """Close every round that is due; return the record of each closed round.
 
     The record names the participants, so the node can see which hospital's
     update a robust rule excluded. ``block_hash``: the hash of the block
-    being ended, which seeds the draw of every sampled round it opens.
+    being ended, which seeds the draw of every sampled round it opens. ``blobs``: the node's blob store,
+    which a model that declares ``blobs`` reads its updates and versions from and writes its versions to.
     """
     closed = []
     for spec in list_models(state):
@@ -301,7 +322,7 @@ def end_block(state: StateView, height: int, block_hash: bytes = ZERO_HASH) -> l
             continue
         head = _head(state, spec.id)
         if _due(state, spec, head, height):
-            record = _close_round(state, spec, head, height, block_hash)
+            record = _close_round(state, spec, head, height, block_hash, blobs)
             _put(state, _key("round", spec.id, _be(record.round)), record)
             closed.append(record)
     return closed
@@ -319,8 +340,8 @@ def close_round_externally(state: StateView, spec: ModelSpec, height: int, delta
         record = RoundRecord(**base, status="failed", reason=reason)
     else:
         old = _load(state, _key("ver", spec.id, _be(head.version)))
-        mv = _store_version(state, spec.id, head.version + 1, head.round, height,
-                            encode_weights(decode_weights(old["weights"]) + delta))
+        mv = _store_version(state, spec, head.version + 1, head.round, height, decode_weights(old["weights"]) + delta,
+                            None)  # secure models are never blob models (ModelSpec refuses both)
         excluded = sum(p.excluded is not None for p in participants)
         record = RoundRecord(**base, status="aggregated", accepted=len(participants) - excluded, excluded=excluded,
                              new_version=mv.version, new_hash=mv.hash)
@@ -374,5 +395,6 @@ def pending_update(state: StateView, model_id: str, sender: bytes) -> PendingUpd
     if doc is None:
         raise NotFound(f"no update from {sender.hex()[:16]}… in {model_id} round {head.round}")
     return PendingUpdate(model_id=model_id, round=head.round, sender=sender, num_samples=doc["num_samples"],
-                         weight=doc["weight"], patients=doc["patients"], delta=doc["delta"])
+                         weight=doc["weight"], patients=doc["patients"], delta=doc.get("delta", b""),
+                         delta_blob=doc.get("delta_blob"))
 

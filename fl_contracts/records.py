@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, model_validator
 
+from core.blobs import BlobRef
 from core.wire import WIRE_BYTES
 from fl_contracts.fixedpoint import decode_weights
 from fl_contracts.spec import ModelSpec
@@ -28,12 +29,26 @@ class SubmitUpdate(BaseModel):
     round: StrictInt = Field(ge=1)
     base_version: StrictInt = Field(ge=0)
     num_samples: StrictInt = Field(ge=1, le=2**53)
-    delta: StrictBytes
+    delta: StrictBytes | None = None
+    delta_blob: BlobRef | None = None
+    """Instead of ``delta``, for a model that declares ``blobs``: the ref of the pushed delta (blob_put)."""
     dp_epsilon_micro: StrictInt | None = Field(default=None, ge=0)
     dp_delta_nano: StrictInt | None = Field(default=None, ge=0)
     patients: list[Annotated[StrictBytes, Field(min_length=32, max_length=32)]] | None = Field(
         default=None, min_length=1)
     """Pseudonyms of the records trained on, strictly ascending (so each counts once)."""
+
+    @model_validator(mode="after")
+    def one_delta(self) -> SubmitUpdate:
+        if (self.delta is None) == (self.delta_blob is None):
+            raise ValueError("send exactly one of delta (inline) and delta_blob (a pushed blob's ref)")
+        return self
+
+    def stored(self) -> dict[str, object]:
+        """What the open round holds for it: the delta or its ref (the absent one not written at all, so an
+        inline update's state entry is the one it was before blobs)."""
+        drop = {"model_id", "round", "base_version", "patients", "delta" if self.delta is None else "delta_blob"}
+        return self.model_dump(exclude=drop)
 
 
 class Head(BaseModel):
@@ -46,7 +61,10 @@ class Head(BaseModel):
 
 
 class ModelVersion(BaseModel):
-    """A global model version: fixed-point int64 weights (little-endian bytes) and their hash."""
+    """A global model version: fixed-point int64 weights (little-endian bytes) and their hash.
+
+    A model that declares ``blobs`` keeps them in the blob ``weights_blob`` names, and ``weights`` is empty
+    here (``client.fl.blob_transport`` pulls and fills them in)."""
 
     model_config = _FROZEN
     model_id: str
@@ -55,6 +73,11 @@ class ModelVersion(BaseModel):
     height: int
     weights: bytes
     hash: bytes
+    weights_blob: BlobRef | None = None
+
+    def state_doc(self) -> dict[str, object]:
+        """The state entry: an inline version's has no ``weights_blob`` key, as before blobs existed."""
+        return self.model_dump(exclude=set() if self.weights_blob is not None else {"weights_blob"})
 
     def weights_int(self) -> npt.NDArray[np.int64]:
         return decode_weights(self.weights)
@@ -105,3 +128,5 @@ class PendingUpdate(BaseModel):
     weight: int
     patients: int | None
     delta: bytes
+    delta_blob: BlobRef | None = None
+    """A blob update's ref (``delta`` is then empty)."""

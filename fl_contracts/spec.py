@@ -111,6 +111,8 @@ class ModelSpec(BaseModel):
     max_norm: StrictInt = Field(ge=1, description="updates are scaled down to this L2 norm before any rule")
     max_samples: StrictInt = Field(ge=1, description="cap on an update's FedAvg weight")
     secure: StrictBool = Field(False, description="rounds use secure aggregation (fl_contracts.secure_round)")
+    blobs: StrictBool = Field(False, description="updates and global versions travel as content-addressed blobs "
+                                                 "(fl_contracts.blob_updates): a model too large for a transaction")
     input_features: tuple[StrictStr, ...] = Field(
         default=(), description="the input schema: feature names in the order the first layer reads them")
     layers: tuple[Layer, ...] = Field(
@@ -164,6 +166,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"secure aggregation hides individual updates, so it combines only with fedavg and no "
                              f"pre-step, not {steps}: a robust rule or pre-step needs each update in the clear "
                              f"(norm bounding moves to the hospital in a secure round)")
+        if self.secure and self.blobs:
+            raise ValueError("a secure round's masked inputs travel inline, not as blobs: declare secure or blobs, "
+                             "not both")
         if self.secure and self.sample_rate_ppm is not None:
             raise ValueError("a secure round fixes its participants when their keys are shared, so it does not "
                              "draw a sample: declare sample_rate_ppm or secure, not both")
@@ -239,6 +244,8 @@ class ModelSpec(BaseModel):
         doc["fixed_point"] = dict(doc["fixed_point"])
         if not self.secure:  # plain specs keep the document (and hash) they had before the flag existed
             del doc["secure"]
+        if not self.blobs:  # and so do inline ones
+            del doc["blobs"]
         if self.input_features:
             doc["input_features"] = list(self.input_features)
         else:  # specs from before input schemas keep their documents and hashes
@@ -272,7 +279,7 @@ class ModelSpec(BaseModel):
         rule: Rule = "fedavg", rule_params: dict[str, int] | None = None, round_length_blocks: int = 10,
         min_updates: int = 1, max_updates: int = 16, max_abs: float = 4.0, max_norm: float = 8.0,
         max_samples: int = 100_000, input_features: tuple[str, ...] = (),
-        layers: Sequence[AnyLayer] = (),
+        layers: Sequence[AnyLayer] = (), blobs: bool = False,
     ) -> ModelSpec:
         """Spec for torch ``nn.Sequential(Linear, ReLU, Linear, ...)`` with layer widths ``dims``.
 
@@ -292,5 +299,5 @@ class ModelSpec(BaseModel):
             layout=tuple(layout), layers=tuple(layers), fixed_point=FixedPointFormat(frac_bits=frac_bits), rule=rule,
             rule_params=rule_params or {}, round_length_blocks=round_length_blocks, min_updates=min_updates,
             max_updates=max_updates, max_abs=int(max_abs * scale), max_norm=int(max_norm * scale),
-            max_samples=max_samples, input_features=input_features,
+            max_samples=max_samples, input_features=input_features, blobs=blobs,
         )

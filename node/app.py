@@ -42,6 +42,7 @@ from node.application import (
 from node.execution import (
     SIGNATURE_CACHE_SIZE, DecodedLookup, Executor, SignatureCache, TxKindRegistry, check_admission, validate_block_txs,
 )
+from fl_contracts.blob_updates import ModelBlobs
 from node.kinds import build_registry, genesis_hooks
 from node.app_reads import QueryRouter
 from node.chain_params import ParamsSchedule, check_sizes, init_params, within_limits
@@ -81,18 +82,19 @@ class LedgerApplication:
         self.reads = QueryRouter(self)
 
     @classmethod
-    def open(cls, doc: GenesisDoc, database: Database) -> LedgerApplication:
+    def open(cls, doc: GenesisDoc, database: Database, blobs: ModelBlobs | None = None) -> LedgerApplication:
         """The application of the chain ``doc`` describes, its store checked, genesis state written and
-        any block a crash left unapplied re-executed, ready for the next height."""
+        any block a crash left unapplied re-executed, ready for the next height. ``blobs``: the node's
+        blob store, which FL rounds of a blob model read and write (``fl_contracts.blob_updates``)."""
         validators = tuple(bytes.fromhex(v.public_key) for v in doc.validators)
         verifier = KeyedVerifier(doc.chain_id, doc.validator_keys())  # hybrid validators' certificates too
         app = cls(doc.chain_id, validators, doc.params, database,
-                  build_registry(doc.chain_id, validators, verifier), genesis_time_ms=doc.genesis_time_ms,
+                  build_registry(doc.chain_id, validators, verifier, blobs), genesis_time_ms=doc.genesis_time_ms,
                   verifier=verifier)
         app.check_stored_chain()
         genesis_set = doc.validator_set()
         app.init_genesis([(bytes.fromhex(a.public_key), a.name, a.roles) for a in doc.accounts],
-                         [*genesis_hooks(doc), lambda state: validator_set.init_validator_set(state, genesis_set)])
+                         [*genesis_hooks(doc, blobs), lambda state: validator_set.init_validator_set(state, genesis_set)])
         replayed = app.replay_unapplied()
         if replayed:
             log.info("re-executed %d stored blocks whose state a crash cut off", replayed)

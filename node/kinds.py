@@ -24,6 +24,7 @@ from consensus import Verifier
 from core.state import StateView
 from fl_contracts import contract as fl
 from fl_contracts import sampling, secure_round
+from fl_contracts.blob_updates import ModelBlobs
 from fl_contracts.initial import initial_weights
 from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
@@ -50,7 +51,9 @@ def _height_only(hook: Callable[[StateView, int], Sequence[RoundRecord]]) -> End
     return wraps(hook)(lambda state, height, _block_hash: hook(state, height))
 
 
-def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None) -> TxKindRegistry:
+def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verifier | None = None,
+                   blobs: ModelBlobs | None = None) -> TxKindRegistry:
+    """``blobs``: the node's blob store, where FL rounds of a blob model read updates and write versions."""
     registry = TxKindRegistry()
     for kind, handler in (("acl.register", accounts.register), ("acl.grant", accounts.grant),
                           ("acl.revoke", accounts.revoke)):
@@ -66,7 +69,7 @@ def build_registry(chain_id: str, validators: tuple[bytes, ...], verifier: Verif
     registry.register("fl.submit_update", ["hospital"], partial(fl.submit_update, consent=consent.ChainConsent()))
     registry.register(consent.SET_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.set_consent)
     registry.register(consent.REVOKE_KIND, [consent.PROXY_ROLE, consent.HOSPITAL_ROLE], consent.revoke_consent)
-    registry.end_block_hooks.append(fl.end_block)
+    registry.end_block_hooks.append(wraps(fl.end_block)(partial(fl.end_block, blobs=blobs)))  # keeps its hook name
     for kind, handler in secure_round.HANDLERS:
         registry.register(kind, ["hospital"], handler)
     registry.end_block_hooks.append(_height_only(secure_round.end_block))
@@ -96,7 +99,7 @@ def _check_draws(doc: GenesisDoc, specs: list[ModelSpec]) -> None:
                 "most rounds would fail; raise the rate or lower min_updates", data={"field": f"models.{spec.id}"})
 
 
-def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
+def genesis_hooks(doc: GenesisDoc, blobs: ModelBlobs | None = None) -> list[Callable[[StateView], None]]:
     specs = model_specs(doc)
     policy = consent_policy(doc.app_state)
     unchecked = [s.id for s in specs if s.secure and ("*" in policy.required_for or s.id in policy.required_for)]
@@ -107,6 +110,7 @@ def genesis_hooks(doc: GenesisDoc) -> list[Callable[[StateView], None]]:
     check_ids_model(doc.app_state, specs)  # the declared IoMT device types fix the IDS model's input
     governed = governance_config(doc.app_state, {a.name: bytes.fromhex(a.public_key) for a in doc.accounts
                                                  if "admin" in a.roles})
-    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0),
+    return [lambda state: fl.init_models(state, specs, {spec.id: initial_weights(spec) for spec in specs}, 0,
+                                         blobs=blobs),
             lambda state: consent.init_policy(state, policy.required_for),
             lambda state: gov.init_governance(state, governed)]

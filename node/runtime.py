@@ -36,7 +36,7 @@ from consensus import ChainSigner, CommitCertificate, Replica, ReplicaConfig, St
 from core import codec
 from core.audit import ANCHOR_KIND
 from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
-from core.blobs import CHUNK_BYTES
+from core.blobs import CHUNK_BYTES, MAX_BLOB_BYTES
 from core.crypto import HybridPrivateKey
 from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
@@ -48,6 +48,7 @@ from node.app import LedgerApplication
 from node.audit import Anchorer, AuditLog, anchor_every
 from node.blobs.metrics import BlobCollector
 from node.blobs.service import BlobService
+from node.blobs.store import BlobStore
 from node.config import NodeHome, load_home
 from node.consensus_driver import ConsensusDriver, ProposalTiming
 from node.crashreport import Crash, CrashReporter, record_crash
@@ -175,7 +176,8 @@ class Validator:
         stack.callback(database.close)
         state_reads = ReadWorker()  # see node.service
         stack.callback(state_reads.shutdown, wait=True, cancel_futures=True)  # before the database closes
-        application = LedgerApplication.open(doc, database)
+        blob_store = BlobStore(data / "blobs", MAX_BLOB_BYTES)  # FL versions of blob models go in at genesis
+        application = LedgerApplication.open(doc, database, blobs=blob_store)
         self.ledger = ledger = Ledger.assemble(application, params)
         self.app = ledger.app
         writer = DiskWriter()  # the one thread that fsyncs (WAL and blocks), in order, off the event loop
@@ -207,7 +209,7 @@ class Validator:
                                                                                 missing_ok=True),
             peers=self.transport.connected_peers, attest=lambda ref: own.offer(BLOB_ATTEST_KIND, {"ref": ref.model_dump()}),
             state=lambda: application.state, height=lambda: application.height,
-            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn)
+            on_misbehaviour=self.defence.on_peer_misbehaviour, spawn=self.supervisor.spawn, store=blob_store)
         stack.callback(blobs.close)
         ledger.blocks.prerequisites.append(blobs.replicator.ensure_needed)
         verifier = application.verifier  # learns the key types of validators the chain admits

@@ -13,6 +13,10 @@ shares the in-process proofs use:
   seed ``[seed, i]`` of ``ids.evaluation.flow_split``.
 - ``vitals``: NEWS2-labelled windows of patients generated as in
   ``ids.evaluation.vital_split`` (deterioration rate rising with ``i``).
+- ``synthetic``: rows of ``client.fl.synthetic``'s task, for the wide blob models.
+
+A model that declares ``blobs`` pushes each update as a blob and pulls each
+version as one (``client.fl.blob_transport``); nothing changes for the user.
 
 Each data set feeds one kind of model (:data:`DATASET_SHAPES`); ``--dataset``
 defaults to the model's (:data:`MODEL_DATASETS`), and a model whose input
@@ -53,7 +57,10 @@ from fl_contracts.spec import ModelSpec
 from genesis.schema import GenesisDoc
 from client.light import home_genesis
 from client.session import ChainSession, ChainTransport, load_client_key, resolve_rpc_url
+from client.fl.blob_transport import BlobChainTransport
+from client.fl.progress_text import format_progress
 from client.fl.secagg_driver import SecureChainTransport
+from client.fl.synthetic import CLASSES as SYNTHETIC_CLASSES, FEATURES as SYNTHETIC_FEATURES, synthetic_rows
 
 if TYPE_CHECKING:  # these import torch: only training loads them
     from client.fl.hospital import Progress
@@ -69,6 +76,7 @@ DEFAULTS: dict[str, tuple[int, float, int]] = {
     "breast_cancer": (2, 0.2, 32),
     "iomt": (IDS_TRAINING.local_epochs, IDS_TRAINING.lr, IDS_TRAINING.batch_size),
     "vitals": (DETERIORATION_TRAINING.local_epochs, DETERIORATION_TRAINING.lr, DETERIORATION_TRAINING.batch_size),
+    "synthetic": (1, 0.05, 64),  # a few steps: a wide model's step costs a 10M-parameter backward pass
 }
 DEFAULT_SAMPLES = {"iomt": 2000, "vitals": 40}
 POISON_SCALE = 10.0
@@ -77,10 +85,11 @@ DATASET_SHAPES: dict[str, tuple[int, int]] = {
     "breast_cancer": (30, 2),  # sklearn's load_breast_cancer: 30 features, malignant/benign
     "iomt": (N_FEATURES, len(ATTACK_CLASSES)),
     "vitals": (N_WINDOW_FEATURES, 2),
+    "synthetic": (SYNTHETIC_FEATURES, SYNTHETIC_CLASSES),
 }
 # The data set a model trains on when --dataset is not given: (model id prefix, data set).
 MODEL_DATASETS: tuple[tuple[str, str], ...] = (
-    ("breast_cancer", "breast_cancer"), ("iomt_ids", "iomt"), ("deterioration", "vitals"),
+    ("breast_cancer", "breast_cancer"), ("iomt_ids", "iomt"), ("deterioration", "vitals"), ("wide_mlp", "synthetic"),
 )
 
 
@@ -120,7 +129,9 @@ def local_data(dataset: str, hospital_index: int, hospitals: int, seed: int = 0,
                                    np.random.default_rng([seed, hospital_index]), deterioration_rate=rate)
         windows = make_windows(series, horizon_h=HORIZON_H)
         return windows.x, windows.y
-    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+    if dataset == "synthetic":
+        return synthetic_rows(hospital_index, samples or 256, seed)
+    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose {', '.join(DATASET_SHAPES)}")
 
 
 def class_names(dataset: str) -> tuple[str, ...]:
@@ -133,7 +144,9 @@ def class_names(dataset: str) -> tuple[str, ...]:
         return tuple(ATTACK_CLASSES)
     if dataset == "vitals":
         return ("stable", f"NEWS2>=5 within {HORIZON_H:g} h")
-    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+    if dataset == "synthetic":
+        return ("negative", "positive")
+    raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose {', '.join(DATASET_SHAPES)}")
 
 
 def model_shape(spec: ModelSpec) -> tuple[int, int]:
@@ -170,7 +183,7 @@ def check_fits(spec: ModelSpec, dataset: str, x: Array | None = None, y: Labels 
     width, classes = model_shape(spec)
     if x is None or y is None:
         if dataset not in DATASET_SHAPES:
-            raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose breast_cancer, iomt or vitals")
+            raise InvalidInput(f"--dataset: unknown data set {dataset!r}; choose {', '.join(DATASET_SHAPES)}")
         data_width, data_classes = DATASET_SHAPES[dataset]
     else:
         data_width = int(np.shape(x)[1]) if np.ndim(x) == 2 else -1
@@ -231,8 +244,9 @@ def train_rounds(
     tamper = None if poison is None else poisoner(poison, rounds, POISON_SCALE, seed)
     result = TrainResult(model_id, delta=None if dp is None else dp.delta)
     with ChainSession(rpc_url, key, local_addr=local_addr, genesis=genesis) as session:
-        secure = session.spec(model_id).secure  # a secure model's rounds take four stages (client.fl.secagg_driver)
-        transport = (SecureChainTransport if secure else ChainTransport)(session, round_timeout_s=round_timeout_s)
+        spec = session.spec(model_id)  # a secure model's rounds take four stages (client.fl.secagg_driver)
+        kind = SecureChainTransport if spec.secure else BlobChainTransport if spec.blobs else ChainTransport
+        transport = kind(session, round_timeout_s=round_timeout_s)
         trained = skipped = 0
         while trained < rounds and skipped <= rounds:  # a round with no consented record is not taken part in
             model = transport.get_model(model_id)
@@ -292,39 +306,6 @@ def _not_drawn(session: ChainSession, spec: ModelSpec, rnd: int, hospital: bytes
     if hospital in draw.drawn:
         return None
     return {"drawn": len(draw.drawn), "population": draw.population, "rate_ppm": draw.rate_ppm}
-
-
-def format_progress(total: int) -> Callable[[Progress], None]:
-    """One line per stage per round: ``[round 3/5] submitted  height 41 position 2``."""
-    done = [0]
-
-    def show(p: Progress) -> None:
-        d = p.detail
-        if p.stage == "fetched":
-            text = f"global model v{d['version']}"
-        elif p.stage == "consent":
-            why = ", ".join(f"{n} {reason}" for reason, n in sorted(d["reasons"].items()))
-            text = f"{d['used']} record(s) with consent, {d['left_out']} left out" + (f" ({why})" if why else "")
-        elif p.stage == "late":  # not taken part in either
-            text = f"{d['reason']}; training again on the next round"
-        elif p.stage == "skipped":  # not taken part in: not counted against --rounds
-            text = f"no local record has consent at this round's snapshot (height {d['snapshot']}); waiting"
-        elif p.stage == "not_drawn":
-            done[0] += 1
-            text = (f"not drawn: this round takes {d['drawn']} of {d['population']} hospitals (sample rate "
-                    f"{d['rate_ppm'] / 1e6:g}); waiting for it to close")
-        elif p.stage == "trained":
-            text = f"{d['samples']} local samples" + ("" if d["epsilon"] is None else f", epsilon {d['epsilon']:.3f}")
-        elif p.stage == "submitted":
-            text = f"tx {str(d.get('hash', ''))[:12]} committed at height {d.get('height')}, position {d.get('position')}"
-        else:
-            done[0] += 1
-            bar = "#" * done[0] + "." * (total - done[0])
-            outcome = f"-> v{d['new_version']}" if d["status"] == "aggregated" else "(failed: no new version)"
-            text = f"round {d['status']} with {d['accepted']} update(s) {outcome}  [{bar}]"
-        print(f"[round {p.round}] {p.stage:<9} {text}", flush=True)
-
-    return show
 
 
 def _patients(args: argparse.Namespace, dataset: str, rows: int) -> list[bytes]:

@@ -31,10 +31,12 @@ class BlobService:
                  state: Callable[[], StateView], height: Callable[[], int],
                  on_misbehaviour: Callable[[bytes, str], None], spawn: Spawn,
                  policy: PrunePolicy = PrunePolicy(), tuning: ReplicationTuning = ReplicationTuning(),
-                 quota: UploadQuota = UploadQuota(), max_blob_bytes: int = MAX_BLOB_BYTES) -> None:
+                 quota: UploadQuota = UploadQuota(), max_blob_bytes: int = MAX_BLOB_BYTES,
+                 store: BlobStore | None = None) -> None:
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blobs")
         """Blob file I/O and hashing, off the event loop and apart from the state-reads worker."""
-        self.store = BlobStore(root, max_blob_bytes)
+        self.store = BlobStore(root, max_blob_bytes) if store is None else store
+        """``store``: the one the application already writes model versions into (``LedgerApplication.open``)."""
         self.counters = BlobCounters()
         self.state = state
         self.spawn = spawn
