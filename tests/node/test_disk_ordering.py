@@ -100,6 +100,9 @@ class LoggingExecutor:
     def announce(self, finalized: Block) -> None:
         self.log.append(("observers told", finalized.height))
 
+    async def ready(self, block: Block) -> None:  # nothing beside state to fetch first (no blobs)
+        return None
+
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
