@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import InvalidInput
-from core.layers import GRU, Layer, Network, TemporalConv
+from core.layers import GRU, AnyLayer, Layer, Linear, Network, ReLU, TemporalConv
 from ids.classifier import Weights, logits, softmax, validate_weights
 from ids.vitals import (
     FEATURE_VITAL, STEP_FEATURE_NAMES, STEP_FEATURE_VITAL, WINDOW_FEATURE_NAMES, series_features, window_features,
@@ -35,6 +35,18 @@ from ids.vitals import (
 
 N_WINDOW_FEATURES = len(WINDOW_FEATURE_NAMES)
 N_STEP_FEATURES = len(STEP_FEATURE_NAMES)
+TEMPORAL_STEPS = 8  # 4 h of half-hourly observations
+
+
+def temporal_layers(kind: str = "gru", hidden: int = 16) -> list[AnyLayer]:
+    """The temporal model's declaration: a GRU (or a temporal convolution, kernel 3) over the last
+    ``TEMPORAL_STEPS`` rows of ``series_features``, then a one-hidden-layer head."""
+    head: list[AnyLayer] = [ReLU(kind="relu"), Linear(kind="linear", inputs=16, outputs=2)]
+    if kind == "gru":
+        return [GRU(kind="gru", steps=TEMPORAL_STEPS, features=N_STEP_FEATURES, hidden=hidden),
+                Linear(kind="linear", inputs=hidden, outputs=16), *head]
+    conv = TemporalConv(kind="temporal_conv", steps=TEMPORAL_STEPS, channels=N_STEP_FEATURES, filters=8, kernel=3)
+    return [conv, ReLU(kind="relu"), Linear(kind="linear", inputs=conv.outputs, outputs=16), *head]
 
 
 @dataclass(frozen=True)

@@ -28,29 +28,17 @@ import numpy.typing as npt
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from client.fl.simulation import run_federated
-from core.layers import GRU, AnyLayer, Linear, ReLU, TemporalConv
 from fl_contracts.spec import ModelSpec
 from ids.detection_metrics import lead_times
-from ids.deterioration import N_STEP_FEATURES, DeteriorationModel
+from ids.deterioration import TEMPORAL_STEPS, DeteriorationModel, temporal_layers
 from ids.vitals import HELDOUT_WARDS, STEP_H, TRAINING_WARDS, PatientSeries, WindowSet, make_windows
 
 Array = npt.NDArray[np.float64]
-WINDOW_H = 4.0
-STEPS = int(WINDOW_H / STEP_H)
+WINDOW_H = TEMPORAL_STEPS * STEP_H
 HORIZON_H = 6.0
 NEWS2_ALARM = 3
 TRAIN_SEED = 0
 HELDOUT_SEEDS = (101, 102, 103, 104, 105)
-
-
-def temporal_layers(kind: str = "gru", hidden: int = 16) -> list[AnyLayer]:
-    """A GRU (or a temporal convolution, kernel 3) over the window, then a one-hidden-layer head."""
-    head: list[AnyLayer] = [ReLU(kind="relu"), Linear(kind="linear", inputs=16, outputs=2)]
-    if kind == "gru":
-        return [GRU(kind="gru", steps=STEPS, features=N_STEP_FEATURES, hidden=hidden),
-                Linear(kind="linear", inputs=hidden, outputs=16), *head]
-    conv = TemporalConv(kind="temporal_conv", steps=STEPS, channels=N_STEP_FEATURES, filters=8, kernel=3)
-    return [conv, ReLU(kind="relu"), Linear(kind="linear", inputs=conv.outputs, outputs=16), *head]
 
 
 def temporal_spec(n_hospitals: int, kind: str = "gru", hidden: int = 16) -> ModelSpec:
