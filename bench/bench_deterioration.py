@@ -135,9 +135,9 @@ def run(patients_per_ward: int, test_patients_per_ward: int, rounds: int, kinds:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients-per-ward", type=int, default=250)
+    parser.add_argument("--patients-per-ward", type=int, default=400)
     parser.add_argument("--test-patients-per-ward", type=int, default=75)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--kinds", nargs="+", choices=("gru", "conv"), default=["gru", "conv"])
     parser.add_argument("--quick", action="store_true", help="40 patients a ward, 5 rounds, GRU only")
     args = parser.parse_args()

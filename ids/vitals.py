@@ -173,7 +173,7 @@ def window_features(obs: np.ndarray) -> np.ndarray:
 
 
 STEP_FEATURE_NAMES: tuple[str, ...] = (
-    tuple(f"{v}" for v in VITALS) + tuple(f"{v}_rate" for v in VITALS) + tuple(f"{v}_from_baseline" for v in VITALS)
+    VITALS + tuple(f"{v}_rate" for v in VITALS) + tuple(f"{v}_from_baseline" for v in VITALS)
     + tuple(f"{p}_points" for p in NEWS2_PARAMETERS) + ("news2", "hours_since_normal")
 )
 # Which vital each per-observation feature explains.
