@@ -51,6 +51,7 @@ BENCHES = (
     Bench("attacks", "bench.bench_attacks", quick_args=("--datasets", "breast_cancer"), needs=("torch", "sklearn")),
     Bench("dp", "bench.bench_dp", quick_args=("--quick",), needs=("torch", "sklearn", "opacus")),
     Bench("ids", "bench.bench_ids", needs=("torch", "sklearn")),
+    Bench("deterioration", "bench.bench_deterioration", quick_args=("--quick",), needs=("torch", "sklearn")),
     Bench("tx_throughput", "bench.bench_tx_throughput", quick_args=("--txs", "1000")),
     Bench("testnet_load", "bench.bench_testnet_load",
           quick_args=("--validators", "4", "--step-s", "4", "--latency-s", "5", "--resolution", "0.25")),

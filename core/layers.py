@@ -4,8 +4,8 @@ The chain stores a model as named tensors (``fl_contracts.spec.ModelSpec``'s
 layout); the names alone cannot say whether the layer between two Linears is
 a ReLU or a dropout, or whether a 1-D tensor is a bias or a layer norm's gain.
 So a declaration may list its layers, in torch ``nn.Sequential`` order
-(linear, ReLU, dropout, layer norm, and a temporal convolution over
-vital-sign series), and
+(linear, ReLU, dropout, layer norm, and a temporal convolution or a GRU
+(``core.layers_recurrent``) over vital-sign series), and
 every party builds the same network from that list: hospitals in torch
 (``client.fl.training``), gateways, predictors and the metrics in numpy here,
 with no torch (a gateway and a validator never load it). The tensor names are
@@ -24,13 +24,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from core.errors import InvalidInput
+from core.layers_recurrent import GRU, gru_forward, gru_input_grad
 
 Array = npt.NDArray[np.float64]
 LAYER_NORM_EPS = 1e-5
@@ -86,8 +87,9 @@ class TemporalConv(BaseModel):
         return (self.steps - self.kernel + 1) * self.filters
 
 
-Layer = Annotated[Union[Linear, ReLU, Dropout, LayerNorm, TemporalConv], Field(discriminator="kind")]
-AnyLayer = Linear | ReLU | Dropout | LayerNorm | TemporalConv
+Layer = Annotated[Union[Linear, ReLU, Dropout, LayerNorm, TemporalConv, GRU], Field(discriminator="kind")]
+AnyLayer = Linear | ReLU | Dropout | LayerNorm | TemporalConv | GRU
+_READS = (Linear, TemporalConv, GRU)  # the layers with an input width of their own
 
 
 def sequential_layout(layers: Sequence[AnyLayer]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -100,24 +102,26 @@ def sequential_layout(layers: Sequence[AnyLayer]) -> tuple[tuple[str, tuple[int,
             out += [(f"{i}.weight", (layer.width,)), (f"{i}.bias", (layer.width,))]
         elif isinstance(layer, TemporalConv):
             out += [(f"{i}.weight", (layer.filters, layer.channels, layer.kernel)), (f"{i}.bias", (layer.filters,))]
+        elif isinstance(layer, GRU):
+            out += layer.layout(i)
     return tuple(out)
 
 
 def check_chain(layers: Sequence[AnyLayer]) -> tuple[int, int]:
     """(input width, output width) of a well-formed stack; ValueError says what does not fit.
 
-    Well formed: at most :data:`MAX_LAYERS` layers, a linear or temporal
-    convolution first (the input schema reads it) and a linear last (the
+    Well formed: at most :data:`MAX_LAYERS` layers, a linear, temporal
+    convolution or GRU first (the input schema reads it) and a linear last (the
     classes are its outputs), each width agreeing with the one before it.
     """
     if not 1 <= len(layers) <= MAX_LAYERS:
         raise ValueError(f"layers must list 1 to {MAX_LAYERS} layers")
     first, last = layers[0], layers[-1]
-    if not isinstance(first, (Linear, TemporalConv)) or not isinstance(last, Linear):
-        raise ValueError("layers must start with a linear or temporal_conv layer and end with a linear layer")
+    if not isinstance(first, _READS) or not isinstance(last, Linear):
+        raise ValueError("layers must start with a linear or temporal_conv layer or a gru, and end with a linear layer")
     width = first.inputs
     for i, layer in enumerate(layers):
-        if isinstance(layer, (Linear, TemporalConv)):
+        if isinstance(layer, _READS):
             if layer.inputs != width:
                 raise ValueError(f"layers[{i}]: {layer.kind} reads {layer.inputs} inputs, "
                                  f"the layer before gives {width}")
@@ -183,7 +187,7 @@ class Network:
     @property
     def input_width(self) -> int:
         first = self.layers[0]
-        assert isinstance(first, (Linear, TemporalConv))
+        assert isinstance(first, _READS)
         return first.inputs
 
     @property
@@ -192,8 +196,9 @@ class Network:
         assert isinstance(last, Linear)
         return last.outputs
 
-    def _run(self, x: Array) -> tuple[Array, list[tuple[int, Array, Array]]]:
-        """Logits, and per layer norm the normalised input and 1/std the backward pass needs."""
+    def _run(self, x: Array) -> tuple[Array, list[tuple[int, Any, Any]]]:
+        """Logits, and per layer what the backward pass needs (a layer norm's normalised input and 1/std,
+        a ReLU's mask, a GRU's trace)."""
         h = np.asarray(x, dtype=np.float64)
         saved = []
         for i, layer in enumerate(self.layers):
@@ -205,6 +210,9 @@ class Network:
             elif isinstance(layer, TemporalConv):
                 saved.append((i, h, h))
                 h = _conv(h, layer, self.params[f"{i}.weight"], self.params[f"{i}.bias"])
+            elif isinstance(layer, GRU):
+                h, trace = gru_forward(layer, h, self.params, i)
+                saved.append((i, trace, trace))
             elif isinstance(layer, LayerNorm):
                 centred = h - h.mean(axis=-1, keepdims=True)
                 inv_std = 1.0 / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)
@@ -231,6 +239,8 @@ class Network:
                 grad = grad * by_index[i][0]
             elif isinstance(layer, TemporalConv):
                 grad = _conv_input_grad(grad, layer, self.params[f"{i}.weight"])
+            elif isinstance(layer, GRU):
+                grad = gru_input_grad(layer, grad, by_index[i][0], self.params, i)
             elif isinstance(layer, LayerNorm):
                 normed, inv_std = by_index[i]
                 g = grad * self.params[f"{i}.weight"]

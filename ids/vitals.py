@@ -86,15 +86,41 @@ _EPISODES = np.array([
 _NOISE = np.array([1.2, 0.8, 0.15, 6.0, 4.0])
 
 
+@dataclass(frozen=True)
+class WardProfile:
+    """A hospital ward's case mix: how many patients deteriorate, have COPD, and have benign transients
+    (per 48 h). The defaults are :func:`generate_patient`'s."""
+
+    name: str
+    deterioration_rate: float = 0.3
+    copd_rate: float = 0.1
+    transients_per_48h: float = 1.0
+
+    def patients(self, n: int, rng: np.random.Generator) -> list[PatientSeries]:
+        return [generate_patient(f"{self.name}-{i:04d}", rng, deterioration_rate=self.deterioration_rate,
+                                 copd_rate=self.copd_rate, transients_per_48h=self.transients_per_48h)
+                for i in range(n)]
+
+
+# Training wards (the case mixes ``ids.evaluation.vital_split`` uses) and wards no training ever sees.
+TRAINING_WARDS: tuple[WardProfile, ...] = tuple(
+    WardProfile(f"ward{i}", deterioration_rate=0.2 + 0.1 * i) for i in range(4))
+HELDOUT_WARDS: tuple[WardProfile, ...] = (
+    WardProfile("respiratory", deterioration_rate=0.3, copd_rate=0.3),
+    WardProfile("post-operative", deterioration_rate=0.25, transients_per_48h=3.0),
+)
+
+
 def generate_patient(patient_id: str, rng: np.random.Generator, *, hours: float = 72.0,
-                     deterioration_rate: float = 0.3) -> PatientSeries:
+                     deterioration_rate: float = 0.3, copd_rate: float = 0.1,
+                     transients_per_48h: float = 1.0) -> PatientSeries:
     t = np.arange(0.0, hours + 1e-9, STEP_H)
     base = np.array([rng.normal(15, 2), min(99.0, rng.normal(97, 1.2)), rng.normal(36.9, 0.3),
                      rng.normal(125, 15), rng.normal(78, 10)])
-    if rng.random() < 0.1:  # COPD
+    if rng.random() < copd_rate:
         base[0], base[1] = base[0] + 3, rng.normal(90, 1.5)
     shift = np.zeros((len(t), 5))
-    for _ in range(rng.poisson(hours / 48)):  # benign transients
+    for _ in range(rng.poisson(transients_per_48h * hours / 48)):  # benign transients
         start, length = rng.uniform(0, hours), rng.uniform(1, 3)
         on = (t >= start) & (t < start + length)
         shift[on] += [4, 0, 0, 10, 20] if rng.random() < 0.5 else [2, 0, 1.2, 0, 10]
@@ -146,6 +172,42 @@ def window_features(obs: np.ndarray) -> np.ndarray:
     return np.concatenate([last, 4.0 * slope, [obs[-1, 5], 1.0 - obs[-1, 6], news / 5.0]])
 
 
+STEP_FEATURE_NAMES: tuple[str, ...] = (
+    VITALS + tuple(f"{v}_rate" for v in VITALS) + tuple(f"{v}_from_baseline" for v in VITALS)
+    + tuple(f"{p}_points" for p in NEWS2_PARAMETERS) + ("news2", "hours_since_normal")
+)
+# Which vital each per-observation feature explains.
+STEP_FEATURE_VITAL: tuple[str, ...] = VITALS * 3 + NEWS2_PARAMETERS + ("news2", "news2")
+BASELINE_LAG = 8  # observations (4 h): a patient's baseline is the mean of their readings up to this long ago
+SINCE_NORMAL_CAP_H = 24.0
+
+
+def series_features(obs: np.ndarray) -> np.ndarray:
+    """One row of ``STEP_FEATURE_NAMES`` per observation, from the patient's history up to it (causal).
+
+    What NEWS2 cannot see: each vital's rate of change (per hour, in NEWS2
+    band units), its distance from the patient's own baseline (the mean of
+    their readings until ``BASELINE_LAG`` observations before; their first
+    reading before that), and the hours since their last reading with a
+    NEWS2 of 0 (capped at ``SINCE_NORMAL_CAP_H``; since admission if none).
+    Deterioration is a drift from a patient's own normal; a COPD patient's
+    low SpO2 or an athlete's slow pulse is not.
+    """
+    obs = np.atleast_2d(obs)
+    v = (obs[:, :5] - _CENTRE) / _STEP
+    rate = np.vstack([np.zeros((1, 5)), np.diff(v, axis=0) / STEP_H])
+    lagged = np.arange(len(v)) - BASELINE_LAG
+    running = np.cumsum(v, axis=0) / np.arange(1, len(v) + 1)[:, None]
+    baseline = np.where(lagged[:, None] >= 0, running[np.maximum(lagged, 0)], v[0])
+    points = news2_parameters(obs)
+    total = points.sum(axis=1)
+    index = np.arange(len(v))
+    last_normal = np.maximum.accumulate(np.where(total == 0, index, -1))
+    since = np.where(last_normal >= 0, index - last_normal, index + 1) * STEP_H
+    return np.column_stack([v, rate, v - baseline, points / 3.0, total / 5.0,
+                            np.minimum(since, SINCE_NORMAL_CAP_H) / 8.0])
+
+
 @dataclass(frozen=True)
 class WindowSet:
     x: np.ndarray
@@ -155,11 +217,14 @@ class WindowSet:
     news2_now: np.ndarray
 
 
-def make_windows(series: Sequence[PatientSeries], *, window_h: float = 4.0, horizon_h: float = 6.0) -> WindowSet:
+def make_windows(series: Sequence[PatientSeries], *, window_h: float = 4.0, horizon_h: float = 6.0,
+                 temporal: bool = False) -> WindowSet:
     """Windows ending at each observation before onset with a full horizon ahead.
 
     Windows at or after onset are dropped: that patient is already escalated and
-    NEWS2 itself is the alarm.
+    NEWS2 itself is the alarm. ``temporal``: each window is its rows of
+    :func:`series_features` (``window_h`` of them, flattened) instead of
+    :func:`window_features`' summary.
     """
     w, hz = int(round(window_h / STEP_H)), int(round(horizon_h / STEP_H))
     xs, ys, ps, ts, ns = [], [], [], [], []
@@ -167,8 +232,9 @@ def make_windows(series: Sequence[PatientSeries], *, window_h: float = 4.0, hori
         end = len(s.times_h) - hz
         if s.onset_h is not None:
             end = min(end, int(np.flatnonzero(s.times_h == s.onset_h)[0]))
+        rows = series_features(s.obs) if temporal else None
         for i in range(w - 1, end):
-            xs.append(window_features(s.obs[i - w + 1:i + 1]))
+            xs.append(rows[i - w + 1:i + 1].ravel() if rows is not None else window_features(s.obs[i - w + 1:i + 1]))
             ys.append(int(s.news2[i + 1:i + 1 + hz].max() >= 5))
             ps.append(p), ts.append(s.times_h[i]), ns.append(s.news2[i])
     return WindowSet(np.array(xs), np.array(ys, dtype=np.int64), np.array(ps), np.array(ts), np.array(ns))

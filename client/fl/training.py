@@ -26,7 +26,7 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from core.layers import LAYER_NORM_EPS, AnyLayer, Dropout, LayerNorm, Linear, TemporalConv
+from core.layers import GRU, LAYER_NORM_EPS, AnyLayer, Dropout, LayerNorm, Linear, TemporalConv
 from fl_contracts.spec import ModelSpec
 
 Array = npt.NDArray[np.float64]
@@ -56,6 +56,8 @@ def _torch_layer(layer: AnyLayer) -> nn.Module:
         return nn.Dropout(layer.rate_ppm / 1_000_000)
     if isinstance(layer, TemporalConv):
         return _TimeConv(layer)
+    if isinstance(layer, GRU):
+        return _LastState(layer)
     return nn.ReLU()
 
 
@@ -69,6 +71,19 @@ class _TimeConv(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         series = x.reshape(len(x), self.steps, self.channels).transpose(1, 2)
         return super().forward(series).transpose(1, 2).reshape(len(x), -1)
+
+
+class _LastState(nn.GRU):
+    """``core.layers_recurrent.GRU``: nn.GRU over a flattened (steps, features) input, giving the last hidden
+    state; a subclass, so its tensors keep nn.GRU's state_dict names."""
+
+    def __init__(self, layer: GRU) -> None:
+        super().__init__(layer.features, layer.hidden, batch_first=True)
+        self.steps, self.n_features = layer.steps, layer.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        _, last = super().forward(x.reshape(len(x), self.steps, self.n_features))
+        return last[0]
 
 
 def build_torch_model(spec: ModelSpec) -> nn.Sequential:
