@@ -105,6 +105,8 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
     hashes = [tx.hash for tx in txs]
     submitted_at: list[float] = [0.0] * count
     refused: list[str] = []
+    """The reason (``mempool_full``, ``rate_limited``...) of each refusal, or the exception's name."""
+    accepted: list[bytes] = []
     clients = [RpcClient(url) for url in local.rpc_urls]
     watcher = CommitWatcher(local.rpc_urls[0])
     await watcher.start()
@@ -114,9 +116,13 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         try:
             results = await client.batch([("tx_submit", {"tx": hexes[i]}) for i in range(first, last)])
         except Exception as exc:  # the whole batch refused or the connection failed
-            refused.extend([type(exc).__name__] * (last - first))
+            refused.extend([_reason(exc)] * (last - first))
             return
-        refused.extend(type(r).__name__ for r in results if isinstance(r, Exception))
+        for i, r in zip(range(first, last), results):
+            if isinstance(r, Exception):
+                refused.append(_reason(r))
+            else:
+                accepted.append(hashes[i])
 
     try:
         started = time.perf_counter()
@@ -135,7 +141,7 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         sending_s = time.perf_counter() - started
         await asyncio.gather(*tasks)
         answered_s = time.perf_counter() - started
-        all_committed = await watcher.wait_for(hashes, drain_s)
+        all_committed = await watcher.wait_for(accepted, drain_s)  # a refused hash never commits
     finally:
         await watcher.stop()
         for client in clients:
@@ -157,6 +163,7 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         "offered_tx_per_s": rate, "sent": count, "sending_s": sending_s,
         "actual_offered_tx_per_s": count / sending_s if sending_s > 0 else float(count),
         "answered_s": answered_s, "refused": len(refused), "refused_kinds": sorted(set(refused)),
+        "refused_by_reason": {r: refused.count(r) for r in sorted(set(refused))},
         "committed": len(commits), "all_committed": all_committed and not refused,
         "committed_tx_per_s": in_window / (duration - WARMUP_S) if duration > WARMUP_S else None,
         "committed_tx_per_s_overall": len(commits) / (last_commit - started) if commits else 0.0,
@@ -164,6 +171,13 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         "max_ms": _ms(max(latencies) if latencies else None),
         "blocks": sum(1 for _, n, t in watcher.blocks if n and t >= started), "client_keys": len(keys),
     }
+
+
+def _reason(exc: BaseException) -> str:
+    """A refusal's stable reason where the node gave one, else the exception's class (a transport failure)."""
+    from core.errors import FbciError
+
+    return exc.reason if isinstance(exc, FbciError) else type(exc).__name__
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -14,18 +14,40 @@ then from each committed block (:meth:`Mempool.update`), never from a store.
 A transaction still pending ``ttl_blocks`` after it was admitted is evicted
 (CometBFT's TTL): one whose earlier nonce was lost would otherwise hold its
 place forever.
+
+Overload is shed at the door, cheaply: :meth:`Mempool.check_room` needs only
+the sender and the size, so the RPC edge and ``add`` ask it before any
+signature is verified, and a node past its peak spends microseconds, not a
+verification, on each transaction it cannot keep. Room is shared fairly: a
+sender may hold no more pending transactions (or bytes) than the room left
+for everyone else, so one flooding sender stops at half the mempool and the
+others still get in. A refusal carries ``retry_after_ms`` (how long the
+mempool takes to drain a quarter of its capacity at the rate recent blocks
+drained it) and, when the mempool knows it, the sender's ``next_nonce``, so a
+client resubmits from where the node is instead of leaving a nonce gap.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 
 from core.errors import AlreadyKnown, BadNonce, MempoolFull, TooLarge
 from core.hashing import sha256
-from core.tx import Transaction
+from core.tx import Transaction, sender_of
 from node.application import Application, CheckTxRequest, FinalizedBlock
 
 DEFAULT_TTL_BLOCKS = 300
+DRAIN_WINDOW_BLOCKS = 16
+"""Blocks whose commits estimate the drain rate behind ``retry_after_ms``."""
+RETRY_AFTER_MS = (50, 30_000)
+"""The hint's bounds; before two blocks have committed it is ``RETRY_AFTER_UNKNOWN_MS``."""
+RETRY_AFTER_UNKNOWN_MS = 1000
+BACKLOG_S = 2.0
+"""Pending transactions are bounded to what recent blocks commit in this long (and by ``max_txs``)."""
+BACKLOG_FLOOR_TXS = 2000
+"""The backlog bound never falls below this (a default block's worth): a quiet chain still takes a burst."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +73,13 @@ class Mempool:
         self._by_sender: dict[bytes, dict[int, PendingTx]] = {}
         self._committed_nonce: dict[bytes, int] = {}
         """For each sender with pending transactions: its nonce as of the last committed block."""
+        self._sender_bytes: dict[bytes, int] = {}
         self._bytes = 0
         self._seq = 0
+        self._drained: deque[tuple[int, int, int]] = deque(maxlen=DRAIN_WINDOW_BLOCKS)
+        """(block time ms, transactions, bytes) that each recent committed block took out."""
+        self._drain_per_ms: tuple[float, float] | None = None
+        self._capacity = max_txs
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -72,27 +99,88 @@ class Mempool:
     def pending_nonces(self, sender: bytes) -> set[int]:
         return set(self._by_sender.get(sender, {}))
 
+    def next_nonce(self, sender: bytes) -> int | None:
+        """The nonce this mempool expects next from ``sender``: its committed nonce plus its contiguous
+        pending run, plus one; None when nothing of the sender's is pending (then it is in committed state)."""
+        pending = self._by_sender.get(sender)
+        if not pending:
+            return None
+        nonce = self._committed_nonce[sender] + 1
+        while nonce in pending:
+            nonce += 1
+        return nonce
+
+    def check_room(self, sender: bytes | None, size: int) -> None:
+        """Raise :class:`MempoolFull` if a ``size``-byte transaction from ``sender`` would not fit: the
+        mempool's bounds, then the sender's fair share (no more than the room left for the others).
+        ``sender`` None (bytes it cannot be read from, which decode will refuse) gets the bounds only."""
+        free_txs, free_bytes = self.capacity() - len(self._by_hash), self.max_bytes - self._bytes
+        if free_txs < 1 or size > free_bytes:
+            raise self._refusal(sender, "mempool", f"mempool is full ({len(self._by_hash)} transactions, "
+                                f"{self._bytes} bytes); retry later")
+        held = None if sender is None else self._by_sender.get(sender)
+        if held and sender is not None and (len(held) > free_txs or self._sender_bytes[sender] > free_bytes):
+            raise self._refusal(sender, "sender", f"this sender holds {len(held)} pending transactions "
+                                f"({self._sender_bytes[sender]} bytes), its fair share of a mempool with room "
+                                f"for {free_txs} more; retry later")
+
+    def capacity(self) -> int:
+        """How many transactions may be pending now: ``max_txs``, or less once blocks have shown how fast the
+        chain commits, what it commits in ``BACKLOG_S``. Past its peak a node that admitted more would only
+        verify, gossip and hold transactions it cannot commit for many seconds, and commit fewer for it."""
+        return self._capacity
+
+    def _measure_drain(self) -> None:
+        """After each block: the rate recent blocks took transactions and bytes out, and the capacity it allows."""
+        if len(self._drained) < 2:
+            return
+        elapsed = self._drained[-1][0] - self._drained[0][0]
+        recent = list(self._drained)[1:]
+        txs, size = sum(d[1] for d in recent), sum(d[2] for d in recent)
+        self._drain_per_ms = (txs / elapsed, size / elapsed) if elapsed > 0 and txs else None
+        backlog = 0 if self._drain_per_ms is None else math.ceil(self._drain_per_ms[0] * 1000 * BACKLOG_S)
+        self._capacity = min(self.max_txs, max(BACKLOG_FLOOR_TXS, backlog))
+
+    def retry_after_ms(self) -> int:
+        """How long the mempool takes to drain a quarter of its capacity (in its fuller dimension) at the
+        rate recent blocks drained it: when a refused client may expect room."""
+        rate = self._drain_per_ms
+        if rate is None:  # no blocks yet, or blocks that drained nothing (a stall): the longest wait
+            return RETRY_AFTER_UNKNOWN_MS if len(self._drained) < 2 else RETRY_AFTER_MS[1]
+        capacity = self.capacity()
+        if self._bytes / self.max_bytes > len(self._by_hash) / capacity:
+            wait = (self._bytes - 3 * self.max_bytes / 4) / max(rate[1], 1e-9)
+        else:
+            wait = (len(self._by_hash) - 3 * capacity / 4) / rate[0]
+        return min(max(math.ceil(wait), RETRY_AFTER_MS[0]), RETRY_AFTER_MS[1])
+
+    def _refusal(self, sender: bytes | None, scope: str, message: str) -> MempoolFull:
+        data: dict[str, object] = {"scope": scope, "retry_after_ms": self.retry_after_ms()}
+        next_nonce = None if sender is None else self.next_nonce(sender)
+        if next_nonce is not None:
+            data["next_nonce"] = next_nonce
+        return MempoolFull(message, data=data)
+
     def add(self, raw: bytes) -> Transaction:
-        """Admit one encoded transaction or raise the reason it is refused."""
+        """Admit one encoded transaction or raise the reason it is refused (room before CheckTx, so a full
+        mempool refuses without verifying a signature)."""
         if len(raw) > self.max_tx_bytes:
             raise TooLarge(f"transaction is {len(raw)} bytes; the limit is {self.max_tx_bytes}")
-        tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
-        tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
+        tx_hash = sha256(raw)  # == tx.hash once decode accepts it: it accepts only the canonical encoding
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
+        self.check_room(sender_of(raw), len(raw))
+        tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
         pending_for_sender = self._by_sender.get(tx.sender, {})
         checked = self.app.check_tx(CheckTxRequest(tx, raw, tx_hash, bool(pending_for_sender)))
         if tx.nonce in pending_for_sender:
             raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
-        if len(self._by_hash) >= self.max_txs or self._bytes + len(raw) > self.max_bytes:
-            raise MempoolFull(
-                f"mempool is full ({len(self._by_hash)} transactions, {self._bytes} bytes); retry later"
-            )
         self._seq += 1
         entry = PendingTx(tx, raw, tx_hash, self._seq, self._height)
         self._by_hash[tx_hash] = entry
         self._by_sender.setdefault(tx.sender, {})[tx.nonce] = entry
         self._committed_nonce[tx.sender] = checked.committed_nonce
+        self._sender_bytes[tx.sender] = self._sender_bytes.get(tx.sender, 0) + len(raw)
         self._bytes += len(raw)
         return tx
 
@@ -126,6 +214,9 @@ class Mempool:
         """After a committed block: drop every transaction it carried (whatever its outcome),
         each sender's entries whose nonce it used up, and entries past their TTL."""
         height = self._height = finalized.block.height
+        block = finalized.block
+        self._drained.append((block.header.time_ms, len(block.txs), sum(len(raw) for raw in block.txs)))
+        self._measure_drain()
         for tx_hash in finalized.receipts:
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
@@ -146,7 +237,9 @@ class Mempool:
         del self._by_hash[entry.tx_hash]
         entries = self._by_sender[entry.tx.sender]
         del entries[entry.tx.nonce]
+        self._sender_bytes[entry.tx.sender] -= len(entry.raw)
         if not entries:
             del self._by_sender[entry.tx.sender]
             del self._committed_nonce[entry.tx.sender]
+            del self._sender_bytes[entry.tx.sender]
         self._bytes -= len(entry.raw)

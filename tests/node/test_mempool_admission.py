@@ -1,0 +1,182 @@
+"""Admission under overload (issue 16 part 4): shed before verifying, hint when to retry, share room fairly.
+
+A node past its peak used to verify, gossip and hold every transaction it was
+offered, and committed fewer for it. These tests pin what replaced that: a
+full mempool answers ``mempool_full`` with ``retry_after_ms`` (from the rate
+recent blocks drained it) and the sender's ``next_nonce``, and does so without
+verifying a signature, at the RPC edge and in the mempool; one flooding sender
+stops at its share, so another sender still gets in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.crypto import PrivateKey
+from core.errors import MempoolFull
+from core.tx import Transaction
+from node.app_reads import RPC_QUERIES
+from node.application import CheckedTx, CheckTxRequest, FinalizedBlock
+from node.ledger import Ledger
+from node.mempool import BACKLOG_FLOOR_TXS, BACKLOG_S, Mempool
+from node.rpc.server import create_app
+from tests.node.conftest import FakeNode
+from tests.node.helpers import ADMIN, CHAIN, GATEWAY, HOSPITAL, echo_tx, make_block, open_ledger
+from tests.node.test_rpc_hardening import CountingCache
+from tests.node.test_rpc_server import call, post
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = open_ledger(tmp_path / "ledger", mempool_max_txs=8, mempool_max_bytes=1 << 20)
+    yield ledger
+    ledger.app.database.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every signature verification, by transaction hash."""
+    seen: list[bytes] = []
+    real = Transaction.verify_signature
+
+    def counting(tx: Transaction, raw: bytes | None = None) -> bool:
+        seen.append(tx.hash)
+        return real(tx, raw)
+
+    monkeypatch.setattr(Transaction, "verify_signature", counting)
+    return seen
+
+
+def drained(mempool: Mempool, blocks: int, txs_per_block: int, interval_ms: int) -> None:
+    """Tell the mempool that ``blocks`` blocks committed, each carrying ``txs_per_block`` (not its own)."""
+    for h in range(1, blocks + 1):
+        block = make_block(h, [b"t%d-%d" % (h, i) for i in range(txs_per_block)])
+        block = type(block)(type(block.header)(**{**block.header.__dict__, "time_ms": interval_ms * h}), block.txs,
+                            block.last_commit)
+        mempool.update(FinalizedBlock(block, b"", {}, {}))
+
+
+def fill(mempool: Mempool) -> None:
+    """Eight transactions from three senders, none past its fair share: the mempool is then full."""
+    for key, nonces in ((HOSPITAL, (1, 2, 3)), (GATEWAY, (1, 2, 3)), (ADMIN, (1, 2))):
+        for n in nonces:
+            mempool.add(echo_tx(key, n).encode())
+    assert len(mempool) == mempool.max_txs == 8
+
+
+def test_a_full_mempool_refuses_with_retry_after_and_next_nonce_without_verifying(ledger, verifications) -> None:
+    mempool = ledger.mempool
+    drained(mempool, 3, 10, 1000)  # 10 transactions a second
+    fill(mempool)
+    before = len(verifications)
+    assert before == 8  # each admitted one was verified
+    with pytest.raises(MempoolFull) as refused:
+        mempool.add(echo_tx(HOSPITAL, 4).encode())
+    assert len(verifications) == before  # shed before CheckTx: no signature was verified for it
+    assert refused.value.code == -32005 and refused.value.reason == "mempool_full"
+    # room for a quarter of the capacity (2 of 8) at 10 tx/s: 200 ms; the sender's run is 1..3
+    assert refused.value.data == {"scope": "mempool", "retry_after_ms": 200, "next_nonce": 4}
+    with pytest.raises(MempoolFull) as stranger:
+        mempool.add(echo_tx(PrivateKey(bytes([9]) * 32), 1).encode())
+    assert "next_nonce" not in stranger.value.data  # nothing of its is pending: account_get knows
+
+
+def test_the_hint_follows_the_drain_rate_and_is_bounded(ledger) -> None:
+    mempool = ledger.mempool
+    assert mempool.retry_after_ms() == 1000  # no block has drained anything yet
+    drained(mempool, 4, 1, 1000)  # one transaction a second
+    fill(mempool)
+    assert mempool.retry_after_ms() == 2000
+    drained(mempool, 20, 0, 1000)  # blocks, but nothing drained: the longest wait
+    assert mempool.retry_after_ms() == 30_000
+
+
+def test_capacity_follows_what_blocks_commit_in_the_backlog_window(tmp_path) -> None:
+    ledger = open_ledger(tmp_path / "big", mempool_max_txs=100_000, mempool_max_bytes=1 << 30)
+    try:
+        mempool = ledger.mempool
+        assert mempool.capacity() == 100_000  # nothing measured yet
+        drained(mempool, 5, 3000, 1000)  # 3,000 tx/s
+        assert mempool.capacity() == int(3000 * BACKLOG_S)
+        drained(mempool, 20, 10, 1000)  # a slow chain still takes a burst
+        assert mempool.capacity() == BACKLOG_FLOOR_TXS
+    finally:
+        ledger.app.database.close()  # type: ignore[attr-defined]
+
+
+def test_one_flooding_sender_stops_at_its_share_and_another_still_gets_in(ledger) -> None:
+    mempool = ledger.mempool
+    admitted = []
+    for n in range(1, 9):
+        try:
+            mempool.add(echo_tx(HOSPITAL, n).encode())
+            admitted.append(n)
+        except MempoolFull as exc:
+            assert exc.data["scope"] == "sender" and exc.data["next_nonce"] == admitted[-1] + 1
+    assert admitted == [1, 2, 3, 4, 5] and len(mempool) < mempool.max_txs
+    mempool.add(echo_tx(GATEWAY, 1).encode())
+    mempool.add(echo_tx(GATEWAY, 2).encode())
+    assert mempool.pending_nonces(GATEWAY.public_key.raw) == {1, 2}
+    assert mempool.reap(10, 1 << 20)[:2] == [echo_tx(HOSPITAL, 1).encode(), echo_tx(HOSPITAL, 2).encode()]
+
+
+class EdgeNode(FakeNode):
+    """The RPC edge over a real ledger's mempool, whose room check the edge asks first."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__()
+        self.ledger = ledger
+
+    def check_room(self, sender: bytes | None, size: int) -> None:
+        self.ledger.mempool.check_room(sender, size)
+
+    async def submit_tx(self, raw: bytes) -> bytes:
+        return self.ledger.mempool.add(raw).hash
+
+
+async def test_the_rpc_edge_sheds_before_it_verifies(serve, ledger) -> None:
+    cache = CountingCache()
+    app = create_app(EdgeNode(ledger), RPC_QUERIES, chain_id=CHAIN, signatures=cache)
+    fill(ledger.mempool)
+    async with serve(app) as client:
+        _, refused = await post(client, call("tx_submit", [echo_tx(HOSPITAL, 4).encode().hex()]))
+    assert cache.verified == 0
+    assert refused["error"]["code"] == -32005
+    assert refused["error"]["data"] == {"reason": "mempool_full", "scope": "mempool", "retry_after_ms": 1000,
+                                        "next_nonce": 4}
+
+
+class NoCheck:
+    """CheckTx that accepts everything at committed nonce 0: the property is about room, not rules."""
+
+    def check_tx(self, request: CheckTxRequest) -> CheckedTx:
+        return CheckedTx(committed_nonce=0)
+
+
+KEYS = [PrivateKey(bytes([40 + i]) * 32) for i in range(4)]
+TXS = {(k, n): Transaction.create(KEYS[k], CHAIN, n, "test.echo", {"msg": b"m"}).encode()
+       for k in range(len(KEYS)) for n in range(1, 17)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(capacity=st.integers(2, 12), senders=st.lists(st.integers(0, len(KEYS) - 1), max_size=40))
+def test_room_is_shared_fairly_whatever_the_arrival_order(capacity: int, senders: list[int]) -> None:
+    """No sender holds more than half the capacity (plus one), and a sender with nothing pending is only
+    refused when the mempool is full."""
+    mempool = Mempool(NoCheck(), max_txs=capacity, max_bytes=1 << 20, max_tx_bytes=4096)  # type: ignore[arg-type]
+    sent = dict.fromkeys(range(len(KEYS)), 0)
+    for k in senders:
+        pub = KEYS[k].public_key.raw
+        had = len(mempool.pending_nonces(pub))
+        try:
+            mempool.add(TXS[(k, sent[k] + 1)])
+            sent[k] += 1
+        except MempoolFull as exc:
+            assert had or len(mempool) == capacity, exc.data
+        assert len(mempool.pending_nonces(pub)) <= capacity // 2 + 1
+        assert len(mempool) <= capacity
