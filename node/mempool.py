@@ -42,7 +42,7 @@ DEFAULT_TTL_BLOCKS = 300
 DRAIN_WINDOW_BLOCKS = 16
 """Blocks whose commits estimate the drain rate behind ``retry_after_ms``."""
 RETRY_AFTER_MS = (50, 30_000)
-"""The hint's bounds; before two blocks have committed it is ``RETRY_AFTER_UNKNOWN_MS``."""
+"""The hint's bounds; until recent blocks have drained something it is ``RETRY_AFTER_UNKNOWN_MS``."""
 RETRY_AFTER_UNKNOWN_MS = 1000
 BACKLOG_S = 2.0
 """Pending transactions are bounded to what recent blocks commit in this long (and by ``max_txs``)."""
@@ -145,14 +145,24 @@ class Mempool:
         """How long the mempool takes to drain a quarter of its capacity (in its fuller dimension) at the
         rate recent blocks drained it: when a refused client may expect room."""
         rate = self._drain_per_ms
-        if rate is None:  # no blocks yet, or blocks that drained nothing (a stall): the longest wait
-            return RETRY_AFTER_UNKNOWN_MS if len(self._drained) < 2 else RETRY_AFTER_MS[1]
+        if rate is None:  # nothing drained yet: no estimate, and no reason to park a client for long
+            return RETRY_AFTER_UNKNOWN_MS
         capacity = self.capacity()
         if self._bytes / self.max_bytes > len(self._by_hash) / capacity:
             wait = (self._bytes - 3 * self.max_bytes / 4) / max(rate[1], 1e-9)
         else:
             wait = (len(self._by_hash) - 3 * capacity / 4) / rate[0]
         return min(max(math.ceil(wait), RETRY_AFTER_MS[0]), RETRY_AFTER_MS[1])
+
+    def _check_gap(self, tx: Transaction, expected: int) -> None:
+        """Past half its capacity the mempool holds no transaction behind a nonce gap: such a transaction
+        cannot be reaped until the gap fills, and a flood whose refusals left gaps would otherwise fill the
+        mempool with them, drain nothing and refuse the very transactions that fill the gaps."""
+        if tx.nonce > expected and 2 * len(self._by_hash) >= self._capacity:
+            refusal = self._refusal(tx.sender, "nonce_gap", f"nonce {tx.nonce} leaves a gap: the next nonce "
+                                    f"this mempool can order is {expected}; resubmit from it")
+            refusal.data["next_nonce"] = expected
+            raise refusal
 
     def _refusal(self, sender: bytes | None, scope: str, message: str) -> MempoolFull:
         data: dict[str, object] = {"scope": scope, "retry_after_ms": self.retry_after_ms()}
@@ -172,9 +182,14 @@ class Mempool:
         self.check_room(sender_of(raw), len(raw))
         tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
         pending_for_sender = self._by_sender.get(tx.sender, {})
+        expected = self.next_nonce(tx.sender)
+        if expected is not None:
+            self._check_gap(tx, expected)  # known without CheckTx: refused before any signature is verified
         checked = self.app.check_tx(CheckTxRequest(tx, raw, tx_hash, bool(pending_for_sender)))
         if tx.nonce in pending_for_sender:
             raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
+        if expected is None:
+            self._check_gap(tx, checked.committed_nonce + 1)
         self._seq += 1
         entry = PendingTx(tx, raw, tx_hash, self._seq, self._height)
         self._by_hash[tx_hash] = entry

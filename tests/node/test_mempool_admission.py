@@ -92,8 +92,10 @@ def test_the_hint_follows_the_drain_rate_and_is_bounded(ledger) -> None:
     drained(mempool, 4, 1, 1000)  # one transaction a second
     fill(mempool)
     assert mempool.retry_after_ms() == 2000
-    drained(mempool, 20, 0, 1000)  # blocks, but nothing drained: the longest wait
+    drained(mempool, 4, 1, 100_000)  # a slow chain: the longest wait
     assert mempool.retry_after_ms() == 30_000
+    drained(mempool, 20, 0, 1000)  # blocks that drained nothing: no estimate, so the default
+    assert mempool.retry_after_ms() == 1000
 
 
 def test_capacity_follows_what_blocks_commit_in_the_backlog_window(tmp_path) -> None:
@@ -123,6 +125,26 @@ def test_one_flooding_sender_stops_at_its_share_and_another_still_gets_in(ledger
     mempool.add(echo_tx(GATEWAY, 2).encode())
     assert mempool.pending_nonces(GATEWAY.public_key.raw) == {1, 2}
     assert mempool.reap(10, 1 << 20)[:2] == [echo_tx(HOSPITAL, 1).encode(), echo_tx(HOSPITAL, 2).encode()]
+
+
+def test_past_half_full_a_nonce_gap_is_refused_with_the_nonce_to_resume_from(ledger, verifications) -> None:
+    """A flood whose refusals left gaps must not fill the mempool with transactions no block can take."""
+    mempool = ledger.mempool
+    mempool.add(echo_tx(HOSPITAL, 3).encode())  # below half: out of order is normal in gossip
+    for n in (1, 2, 3):
+        mempool.add(echo_tx(GATEWAY, n).encode())
+    verified = len(verifications)
+    with pytest.raises(MempoolFull) as gap:
+        mempool.add(echo_tx(GATEWAY, 5).encode())
+    assert gap.value.data["scope"] == "nonce_gap" and gap.value.data["next_nonce"] == 4
+    assert len(verifications) == verified
+    with pytest.raises(MempoolFull) as new_sender:
+        mempool.add(echo_tx(ADMIN, 2).encode())  # nothing pending: its committed nonce comes from CheckTx
+    assert new_sender.value.data["next_nonce"] == 1
+    mempool.add(echo_tx(HOSPITAL, 1).encode())  # the sender resubmits from where the node is
+    mempool.add(echo_tx(HOSPITAL, 2).encode())
+    assert mempool.reap(10, 1 << 20)[:3] == [echo_tx(GATEWAY, n).encode() for n in (1, 2, 3)]
+    assert len(mempool.reap(10, 1 << 20)) == 6
 
 
 class EdgeNode(FakeNode):
