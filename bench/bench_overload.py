@@ -4,9 +4,10 @@ One 4-validator testnet, the node's default mempool bound (the load bench
 raises it so that its search measures the pipeline; here the bound is what
 is under test). In the same run the bench first finds the peak the way
 ``bench_testnet_load`` does (doubling, then bisecting on committed/offered),
-then offers each multiple of that peak open-loop for ``--step-s`` seconds
-and reports what committed in the sending window over the peak, submit-to-
-commit latency of what was admitted, and every refusal by its stable reason.
+then offers each multiple of that peak open-loop for ``--overload-s``
+seconds (long enough to see past the mempool filling up) and reports what
+committed in the sending window over the peak, submit-to-commit latency of
+what was admitted, and every refusal by its stable reason.
 
 Graceful means: committed/peak stays >= ``TARGET`` and each refused
 transaction is refused with a code (``mempool_full`` with ``retry_after_ms``,
@@ -37,7 +38,7 @@ TRANSPORT_FAILURES = ("ClientConnectionError", "ServerDisconnectedError", "Timeo
 
 
 def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, resolution: float, max_steps: int,
-            profile_dir: Path | None = None, peak: float | None = None) -> dict[str, Any]:
+            profile_dir: Path | None = None, peak: float | None = None, overload_s: float = 12.0) -> dict[str, Any]:
     """Search for the peak (unless ``peak`` is given: a profile of the overload alone), then offer each multiple."""
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix=f"fbci-bench-overload{n}-") as tmp:
@@ -47,8 +48,8 @@ def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, res
             bound = cores * ed25519_verify_rate(1.0) / n
             pool = KeyPool(list(local.client_keys))
 
-            def step(rate: float) -> dict[str, Any]:
-                row = asyncio.run(open_loop(local, pool, rate, step_s))
+            def step(rate: float, seconds: float = step_s) -> dict[str, Any]:
+                row = asyncio.run(open_loop(local, pool, rate, seconds))
                 print(f"  offered {rate:>7,.0f} tx/s: committed {row['committed_tx_per_s'] or 0:>7,.0f} tx/s, "
                       f"p50 {row['p50_ms'] or 0:>6,.0f} ms, refused {row['refused_by_reason']}", flush=True)
                 return row
@@ -57,7 +58,7 @@ def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, res
             peak = peak or max((r["committed_tx_per_s"] or 0.0) for r in search)
             past = []
             for multiple in multiples:
-                row = step(multiple * peak)
+                row = step(multiple * peak, overload_s)
                 committed = row["committed_tx_per_s"] or 0.0
                 failures = sum(c for r, c in row["refused_by_reason"].items() if r in TRANSPORT_FAILURES)
                 past.append({**row, "multiple": multiple, "committed_over_peak": committed / peak if peak else 0.0,
@@ -65,7 +66,8 @@ def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, res
                              "graceful": committed >= TARGET * peak and failures == 0})
         finally:
             local.stop()
-    return {"validators": n, "cores": cores, "step_s": step_s, "client_keys": clients, "bound_tx_per_s": bound,
+    return {"validators": n, "cores": cores, "step_s": step_s, "overload_s": overload_s, "client_keys": clients,
+            "bound_tx_per_s": bound,
             "peak_committed_tx_per_s": peak, "search": search, "overload": past, "target": TARGET,
             "loadavg": os.getloadavg()}
 
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--step-s", type=float, default=6.0)
     parser.add_argument("--multiples", type=float, nargs="+", default=[1.5, 3.0])
+    parser.add_argument("--overload-s", type=float, default=12.0,
+                        help="each overloaded step: long enough to pass the mempool filling up")
     parser.add_argument("--clients", type=int, default=2048, help="client keys in genesis (the pool steps draw on)")
     parser.add_argument("--resolution", type=float, default=0.25)
     parser.add_argument("--max-steps", type=int, default=8)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fbci-prof-") as prof:
         profile_dir = Path(prof) if args.profile else None
         r = measure(args.validators, args.step_s, args.multiples, args.clients, args.resolution, args.max_steps,
-                    profile_dir, args.peak)
+                    profile_dir, args.peak, args.overload_s)
         if profile_dir is not None:
             r["profile_node0_top"] = profile_summary(profile_dir / "node0.prof")
     print(f"\n{r['validators']} validators on {r['cores']} cores, load average {r['loadavg']}: peak "
