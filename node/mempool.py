@@ -110,11 +110,13 @@ class Mempool:
             nonce += 1
         return nonce
 
-    def check_room(self, sender: bytes | None, size: int) -> None:
+    def check_room(self, sender: bytes | None, size: int, *, relayed: bool = False) -> None:
         """Raise :class:`MempoolFull` if a ``size``-byte transaction from ``sender`` would not fit: the
         mempool's bounds, then the sender's fair share (no more than the room left for the others).
-        ``sender`` None (bytes it cannot be read from, which decode will refuse) gets the bounds only."""
-        free_txs, free_bytes = self.capacity() - len(self._by_hash), self.max_bytes - self._bytes
+        ``sender`` None (bytes it cannot be read from, which decode will refuse) gets the bounds only.
+        A ``relayed`` one (gossip) has the whole genesis bound: what a peer's own backlog admitted is
+        kept, so it is verified now and not on the critical path when it arrives in that peer's proposal."""
+        free_txs, free_bytes = self._room(relayed) - len(self._by_hash), self.max_bytes - self._bytes
         if free_txs < 1 or size > free_bytes:
             raise self._refusal(sender, "mempool", f"mempool is full ({len(self._by_hash)} transactions, "
                                 f"{self._bytes} bytes); retry later")
@@ -129,6 +131,9 @@ class Mempool:
         chain commits, what it commits in ``BACKLOG_S``. Past its peak a node that admitted more would only
         verify, gossip and hold transactions it cannot commit for many seconds, and commit fewer for it."""
         return self._capacity
+
+    def _room(self, relayed: bool) -> int:
+        return self.max_txs if relayed else self._capacity
 
     def _measure_drain(self) -> None:
         """After each block: the rate recent blocks took transactions and bytes out, and the capacity it allows."""
@@ -154,11 +159,11 @@ class Mempool:
             wait = (len(self._by_hash) - 3 * capacity / 4) / rate[0]
         return min(max(math.ceil(wait), RETRY_AFTER_MS[0]), RETRY_AFTER_MS[1])
 
-    def _check_gap(self, tx: Transaction, expected: int) -> None:
+    def _check_gap(self, tx: Transaction, expected: int, relayed: bool) -> None:
         """Past half its capacity the mempool holds no transaction behind a nonce gap: such a transaction
         cannot be reaped until the gap fills, and a flood whose refusals left gaps would otherwise fill the
         mempool with them, drain nothing and refuse the very transactions that fill the gaps."""
-        if tx.nonce > expected and 2 * len(self._by_hash) >= self._capacity:
+        if tx.nonce > expected and 2 * len(self._by_hash) >= self._room(relayed):
             refusal = self._refusal(tx.sender, "nonce_gap", f"nonce {tx.nonce} leaves a gap: the next nonce "
                                     f"this mempool can order is {expected}; resubmit from it")
             refusal.data["next_nonce"] = expected
@@ -171,7 +176,7 @@ class Mempool:
             data["next_nonce"] = next_nonce
         return MempoolFull(message, data=data)
 
-    def add(self, raw: bytes) -> Transaction:
+    def add(self, raw: bytes, *, relayed: bool = False) -> Transaction:
         """Admit one encoded transaction or raise the reason it is refused (room before CheckTx, so a full
         mempool refuses without verifying a signature)."""
         if len(raw) > self.max_tx_bytes:
@@ -179,17 +184,17 @@ class Mempool:
         tx_hash = sha256(raw)  # == tx.hash once decode accepts it: it accepts only the canonical encoding
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction {tx_hash.hex()} is already in the mempool")
-        self.check_room(sender_of(raw), len(raw))
+        self.check_room(sender_of(raw), len(raw), relayed=relayed)
         tx = Transaction.decode(raw, max_size=self.max_tx_bytes)
         pending_for_sender = self._by_sender.get(tx.sender, {})
         expected = self.next_nonce(tx.sender)
         if expected is not None:
-            self._check_gap(tx, expected)  # known without CheckTx: refused before any signature is verified
+            self._check_gap(tx, expected, relayed)  # known without CheckTx: refused before any signature is verified
         checked = self.app.check_tx(CheckTxRequest(tx, raw, tx_hash, bool(pending_for_sender)))
         if tx.nonce in pending_for_sender:
             raise BadNonce(f"another pending transaction from this sender already uses nonce {tx.nonce}")
         if expected is None:
-            self._check_gap(tx, checked.committed_nonce + 1)
+            self._check_gap(tx, checked.committed_nonce + 1, relayed)
         self._seq += 1
         entry = PendingTx(tx, raw, tx_hash, self._seq, self._height)
         self._by_hash[tx_hash] = entry

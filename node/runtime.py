@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -280,7 +281,8 @@ class Validator:
             if channel == Channel.CONSENSUS:
                 self.driver.on_peer_message(sender, payload)
             elif channel == Channel.GOSSIP:
-                if admit_batch(payload, self.ledger.mempool.add, self.ledger.params.max_tx_bytes,
+                relay = partial(self.ledger.mempool.add, relayed=True)
+                if admit_batch(payload, relay, self.ledger.params.max_tx_bytes,
                                lambda why: self.defence.on_peer_misbehaviour(sender, why)):
                     self.driver.notify_work()
             else:

@@ -25,6 +25,7 @@ from core.tx import Transaction
 from node.app_reads import RPC_QUERIES
 from node.application import CheckedTx, CheckTxRequest, FinalizedBlock
 from node.ledger import Ledger
+from node import mempool as mempool_module
 from node.mempool import BACKLOG_FLOOR_TXS, BACKLOG_S, Mempool
 from node.rpc.server import create_app
 from tests.node.conftest import FakeNode
@@ -197,3 +198,18 @@ def test_room_is_shared_fairly_whatever_the_arrival_order(capacity: int, senders
             assert had or len(mempool) == capacity, exc.data
         assert len(mempool.pending_nonces(pub)) <= capacity // 2 + 1
         assert len(mempool) <= capacity
+
+
+
+def test_a_relayed_transaction_has_the_whole_genesis_bound(ledger, monkeypatch) -> None:
+    """What a peer admitted into its own backlog is kept (verified now, not inside that peer's proposal)."""
+    monkeypatch.setattr(mempool_module, "BACKLOG_FLOOR_TXS", 4)
+    mempool = ledger.mempool
+    drained(mempool, 3, 1, 1000)  # a slow chain: clients get a backlog of 4 of the genesis 8
+    assert mempool.capacity() == 4
+    for key, n in ((HOSPITAL, 1), (GATEWAY, 1), (ADMIN, 1), (HOSPITAL, 2)):
+        mempool.add(echo_tx(key, n).encode())
+    with pytest.raises(MempoolFull):
+        mempool.add(echo_tx(GATEWAY, 2).encode())
+    mempool.add(echo_tx(GATEWAY, 2).encode(), relayed=True)
+    assert len(mempool) == 5
