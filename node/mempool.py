@@ -17,14 +17,17 @@ place forever.
 
 Overload is shed at the door, cheaply: :meth:`Mempool.check_room` needs only
 the sender and the size, so the RPC edge and ``add`` ask it before any
-signature is verified, and a node past its peak spends microseconds, not a
-verification, on each transaction it cannot keep. Room is shared fairly: a
-sender may hold no more pending transactions (or bytes) than the room left
-for everyone else, so one flooding sender stops at half the mempool and the
-others still get in. A refusal carries ``retry_after_ms`` (how long the
-mempool takes to drain a quarter of its capacity at the rate recent blocks
-drained it) and, when the mempool knows it, the sender's ``next_nonce``, so a
-client resubmits from where the node is instead of leaving a nonce gap.
+decode or signature check, and a node past its peak spends microseconds, not
+a verification, on each transaction it cannot keep. Clients get a backlog of
+what recent blocks commit in ``BACKLOG_S`` (:meth:`Mempool.capacity`), gossip
+the whole genesis bound. Room is shared fairly: a sender may hold no more
+pending transactions (or bytes) than the room left for everyone else, so one
+flooding sender stops at half the mempool and the others still get in; and
+past half full a transaction behind a nonce gap is refused. A refusal carries
+``retry_after_ms`` (how long the mempool takes to drain a quarter of its
+capacity at the rate recent blocks drained it) and, when the mempool knows
+it, the sender's ``next_nonce``, so a client resubmits from where the node is
+instead of leaving a nonce gap.
 """
 
 from __future__ import annotations
