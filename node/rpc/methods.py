@@ -163,11 +163,12 @@ class _Handlers:
         """
         auth = self.auth
         tx_hash = sha256(raw)  # == tx.hash once decode accepts it: it accepts only the canonical encoding
+        verified_before = tx_hash in auth.signatures
+        if not verified_before:  # shed before decoding, verifying, or looking the hash up on disk
+            self.api.check_room(sender_of(raw), len(raw))
         # Bytes verified before, or already in a block (public: anyone can replay them), are a retry the
         # call's address token pays for; the mempool then answers where they are.
-        resent = tx_hash in auth.signatures or (auth.committed is not None and auth.committed(tx_hash) is not None)
-        if not resent:
-            self.api.check_room(sender_of(raw), len(raw))  # shed before decoding and verifying
+        resent = verified_before or (auth.committed is not None and auth.committed(tx_hash) is not None)
         try:
             tx = Transaction.decode(raw, max_size=auth.max_tx_bytes)
         except FbciError:
