@@ -48,9 +48,9 @@ RETRY_AFTER_MS = (50, 30_000)
 """The hint's bounds; until recent blocks have drained something it is ``RETRY_AFTER_UNKNOWN_MS``."""
 RETRY_AFTER_UNKNOWN_MS = 1000
 BACKLOG_S = 2.0
-"""Pending transactions are bounded to what recent blocks commit in this long (and by ``max_txs``)."""
-BACKLOG_FLOOR_TXS = 2000
-"""The backlog bound never falls below this (a default block's worth): a quiet chain still takes a burst."""
+"""While the chain is saturated, pending transactions are bounded to what recent blocks commit in this long."""
+BACKLOG_FLOOR_TXS = 500
+"""The backlog bound never falls below this."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ class Mempool:
         self._sender_bytes: dict[bytes, int] = {}
         self._bytes = 0
         self._seq = 0
-        self._drained: deque[tuple[int, int, int]] = deque(maxlen=DRAIN_WINDOW_BLOCKS)
-        """(block time ms, transactions, bytes) that each recent committed block took out."""
+        self._drained: deque[tuple[int, int, int, bool]] = deque(maxlen=DRAIN_WINDOW_BLOCKS)
+        """(block time ms, transactions, bytes) that each recent committed block took out, and whether it left
+        transactions behind (then it took what the chain could: the rate is the chain's, not the offered)."""
         self._drain_per_ms: tuple[float, float] | None = None
         self._capacity = max_txs
 
@@ -130,9 +131,10 @@ class Mempool:
                                 f"for {free_txs} more; retry later")
 
     def capacity(self) -> int:
-        """How many transactions may be pending now: ``max_txs``, or less once blocks have shown how fast the
-        chain commits, what it commits in ``BACKLOG_S``. Past its peak a node that admitted more would only
-        verify, gossip and hold transactions it cannot commit for many seconds, and commit fewer for it."""
+        """How many client transactions may be pending now: ``max_txs`` while the chain keeps up (most recent
+        blocks emptied the mempool), else what recent blocks committed in ``BACKLOG_S``. Past its peak a node
+        that admitted more would only verify, gossip and hold transactions it cannot commit for many seconds,
+        and commit fewer for it; a burst on a chain that keeps up is still taken whole."""
         return self._capacity
 
     def _room(self, relayed: bool) -> int:
@@ -146,6 +148,9 @@ class Mempool:
         recent = list(self._drained)[1:]
         txs, size = sum(d[1] for d in recent), sum(d[2] for d in recent)
         self._drain_per_ms = (txs / elapsed, size / elapsed) if elapsed > 0 and txs else None
+        if 2 * sum(d[3] for d in self._drained) <= len(self._drained):
+            self._capacity = self.max_txs
+            return
         backlog = 0 if self._drain_per_ms is None else math.ceil(self._drain_per_ms[0] * 1000 * BACKLOG_S)
         self._capacity = min(self.max_txs, max(BACKLOG_FLOOR_TXS, backlog))
 
@@ -237,9 +242,6 @@ class Mempool:
         """After a committed block: drop every transaction it carried (whatever its outcome),
         each sender's entries whose nonce it used up, and entries past their TTL."""
         height = self._height = finalized.block.height
-        block = finalized.block
-        self._drained.append((block.header.time_ms, len(block.txs), sum(len(raw) for raw in block.txs)))
-        self._measure_drain()
         for tx_hash in finalized.receipts:
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
@@ -255,6 +257,10 @@ class Mempool:
         expired = [e for e in self._by_hash.values() if e.admitted_at <= height - self.ttl_blocks]
         for entry in expired:
             self._drop(entry)
+        block = finalized.block
+        self._drained.append((block.header.time_ms, len(block.txs), sum(len(raw) for raw in block.txs),
+                              bool(self._by_hash)))
+        self._measure_drain()
 
     def _drop(self, entry: PendingTx) -> None:
         del self._by_hash[entry.tx_hash]
