@@ -257,10 +257,23 @@ class Mempool:
         expired = [e for e in self._by_hash.values() if e.admitted_at <= height - self.ttl_blocks]
         for entry in expired:
             self._drop(entry)
+        if 2 * len(self._by_hash) >= self._capacity:
+            self._evict_gapped()
         block = finalized.block
         self._drained.append((block.header.time_ms, len(block.txs), sum(len(raw) for raw in block.txs),
                               bool(self._by_hash)))
         self._measure_drain()
+
+    def _evict_gapped(self) -> None:
+        """Past half its capacity the mempool keeps no transaction behind a nonce gap (see ``_check_gap``),
+        including those it took while it had room: they would hold the room a saturated chain's backlog
+        needs until their TTL, and no block can take them before their sender fills the gap."""
+        for sender, entries in list(self._by_sender.items()):
+            expected = self._committed_nonce[sender] + 1
+            while expected in entries:
+                expected += 1
+            for nonce in [n for n in entries if n > expected]:
+                self._drop(entries[nonce])
 
     def _drop(self, entry: PendingTx) -> None:
         del self._by_hash[entry.tx_hash]

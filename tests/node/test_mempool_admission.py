@@ -146,6 +146,18 @@ def test_past_half_full_a_nonce_gap_is_refused_with_the_nonce_to_resume_from(led
     assert len(mempool.reap(10, 1 << 20)) == 6
 
 
+def test_past_half_full_the_transactions_behind_a_gap_it_took_earlier_are_evicted(ledger) -> None:
+    """Taken while there was room, they would hold it until their TTL; no block can take them meanwhile."""
+    mempool = ledger.mempool
+    stuck = echo_tx(HOSPITAL, 3)
+    mempool.add(stuck.encode())
+    for n in (1, 2, 3):
+        mempool.add(echo_tx(GATEWAY, n).encode())
+    drained(mempool, 1, 0, 1000)  # a block that took none of them: the mempool is half full
+    assert stuck.hash not in mempool and mempool.pending_nonces(GATEWAY.public_key.raw) == {1, 2, 3}
+    assert mempool.pending_nonces(HOSPITAL.public_key.raw) == set() and len(mempool) == 3
+
+
 class EdgeNode(FakeNode):
     """The RPC edge over a real ledger's mempool, whose room check the edge asks first."""
 
