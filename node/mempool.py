@@ -131,27 +131,33 @@ class Mempool:
                                 f"for {free_txs} more; retry later")
 
     def capacity(self) -> int:
-        """How many client transactions may be pending now: ``max_txs`` while the chain keeps up (most recent
-        blocks emptied the mempool), else what recent blocks committed in ``BACKLOG_S``. Past its peak a node
-        that admitted more would only verify, gossip and hold transactions it cannot commit for many seconds,
-        and commit fewer for it; a burst on a chain that keeps up is still taken whole."""
+        """How many client transactions may be pending now: ``max_txs`` while the chain keeps up (the latest
+        block emptied the mempool), else what the chain commits in ``BACKLOG_S``. Past its peak a node that
+        admitted more would only verify, gossip and hold transactions it cannot commit for many seconds, and
+        commit fewer for it; a burst on a fast chain is still taken whole (its blocks' own rate is high)."""
         return self._capacity
 
     def _room(self, relayed: bool) -> int:
         return self.max_txs if relayed else self._capacity
 
     def _measure_drain(self) -> None:
-        """After each block: the rate recent blocks took transactions and bytes out, and the capacity it allows."""
+        """After each block: the rate recent blocks took transactions and bytes out (for ``retry_after_ms``),
+        and the capacity. That is ``max_txs`` unless the latest block left transactions behind; then it is
+        what the chain commits in ``BACKLOG_S`` at the rate of the recent blocks that left some behind (each
+        over the time since the block before it): they took all the chain could, so their rate is the
+        chain's and not the offered load's, and one block is enough to react to overload."""
         if len(self._drained) < 2:
             return
-        elapsed = self._drained[-1][0] - self._drained[0][0]
-        recent = list(self._drained)[1:]
-        txs, size = sum(d[1] for d in recent), sum(d[2] for d in recent)
+        window = list(self._drained)
+        elapsed = window[-1][0] - window[0][0]
+        txs, size = sum(d[1] for d in window[1:]), sum(d[2] for d in window[1:])
         self._drain_per_ms = (txs / elapsed, size / elapsed) if elapsed > 0 and txs else None
-        if 2 * sum(d[3] for d in self._drained) <= len(self._drained):
+        if not window[-1][3]:
             self._capacity = self.max_txs
             return
-        backlog = 0 if self._drain_per_ms is None else math.ceil(self._drain_per_ms[0] * 1000 * BACKLOG_S)
+        full = [(d[1], d[0] - before[0]) for before, d in zip(window, window[1:]) if d[3]]
+        interval = sum(ms for _, ms in full)
+        backlog = math.ceil(sum(n for n, _ in full) * 1000 * BACKLOG_S / interval) if interval > 0 else 0
         self._capacity = min(self.max_txs, max(BACKLOG_FLOOR_TXS, backlog))
 
     def retry_after_ms(self) -> int:
