@@ -7,7 +7,10 @@ is under test). In the same run the bench first finds the peak the way
 then offers each multiple of that peak open-loop for ``--overload-s``
 seconds (long enough to see past the mempool filling up) and reports what
 committed in the sending window over the peak, submit-to-commit latency of
-what was admitted, and every refusal by its stable reason.
+what was admitted, and every refusal by its stable reason. Overloaded
+clients resubmit a ``mempool_full`` refusal after its ``retry_after_ms``, as
+the client library does (``open_loop(resubmit=True)``); refusals count every
+attempt.
 
 Graceful means: committed/peak stays >= ``TARGET`` and each refused
 transaction is refused with a code (``mempool_full`` with ``retry_after_ms``,
@@ -48,8 +51,8 @@ def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, res
             bound = cores * ed25519_verify_rate(1.0) / n
             pool = KeyPool(list(local.client_keys))
 
-            def step(rate: float, seconds: float = step_s) -> dict[str, Any]:
-                row = asyncio.run(open_loop(local, pool, rate, seconds))
+            def step(rate: float, seconds: float = step_s, resubmit: bool = False) -> dict[str, Any]:
+                row = asyncio.run(open_loop(local, pool, rate, seconds, resubmit=resubmit))
                 print(f"  offered {rate:>7,.0f} tx/s: committed {row['committed_tx_per_s'] or 0:>7,.0f} tx/s, "
                       f"p50 {row['p50_ms'] or 0:>6,.0f} ms, refused {row['refused_by_reason']}", flush=True)
                 return row
@@ -58,7 +61,7 @@ def measure(n: int, step_s: float, multiples: Sequence[float], clients: int, res
             peak = peak or max((r["committed_tx_per_s"] or 0.0) for r in search)
             past = []
             for multiple in multiples:
-                row = step(multiple * peak, overload_s)
+                row = step(multiple * peak, overload_s, resubmit=True)
                 committed = row["committed_tx_per_s"] or 0.0
                 failures = sum(c for r, c in row["refused_by_reason"].items() if r in TRANSPORT_FAILURES)
                 past.append({**row, "multiple": multiple, "committed_over_peak": committed / peak if peak else 0.0,

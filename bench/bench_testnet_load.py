@@ -90,13 +90,17 @@ class KeyPool:
 
 
 async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float,
-                    drain_s: float = 30.0) -> dict[str, Any]:
+                    drain_s: float = 30.0, resubmit: bool = False) -> dict[str, Any]:
     """Offer ``rate`` tx/s for ``duration`` seconds; returns throughput, latency and refusals.
 
     Waits (up to ``drain_s``) for everything accepted to commit, so the next
-    step starts on an empty mempool, then returns its keys to ``pool``.
+    step starts on an empty mempool, then returns its keys to ``pool``. With
+    ``resubmit`` a transaction refused ``mempool_full`` is sent again after the
+    ``retry_after_ms`` it carried, as ``ChainSession.submit`` would (its latency
+    still counts from the first submission): without it one refusal dooms every
+    later nonce of its key, and the step measures the load generator giving up.
     """
-    from client.rpc import RpcClient
+    from client.rpc import RpcClient, retry_after_s
 
     count = max(1, int(rate * duration))
     keys = pool.take(max(1, math.ceil(count / TXS_PER_KEY)))
@@ -111,18 +115,28 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
     watcher = CommitWatcher(local.rpc_urls[0])
     await watcher.start()
     tasks: list[asyncio.Task[None]] = []
+    retries: set[asyncio.Task[None]] = set()
 
-    async def post(client: RpcClient, first: int, last: int) -> None:
+    async def post(client: RpcClient, first: int, last: int, only: int | None = None) -> None:
+        picked = range(first, last) if only is None else [only]
         try:
-            results = await client.batch([("tx_submit", {"tx": hexes[i]}) for i in range(first, last)])
+            results = await client.batch([("tx_submit", {"tx": hexes[i]}) for i in picked])
         except Exception as exc:  # the whole batch refused or the connection failed
-            refused.extend([_reason(exc)] * (last - first))
+            refused.extend([_reason(exc)] * len(picked))
             return
-        for i, r in zip(range(first, last), results):
-            if isinstance(r, Exception):
-                refused.append(_reason(r))
-            else:
+        for i, r in zip(picked, results):
+            if not isinstance(r, Exception):
                 accepted.append(hashes[i])
+                continue
+            refused.append(_reason(r))
+            if resubmit and _reason(r) == "mempool_full":
+                task = asyncio.create_task(again(client, i, retry_after_s(r)))
+                retries.add(task)
+                task.add_done_callback(retries.discard)
+
+    async def again(client: RpcClient, i: int, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)  # the node's own hint: client back-off, not synchronisation
+        await post(client, i, i + 1, only=i)
 
     try:
         started = time.perf_counter()
@@ -140,6 +154,11 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
             await asyncio.sleep(max(0.0, TICK_S - (time.perf_counter() - now)))
         sending_s = time.perf_counter() - started
         await asyncio.gather(*tasks)
+        resubmit_until = time.perf_counter() + drain_s
+        while retries and time.perf_counter() < resubmit_until:
+            await asyncio.wait(set(retries), timeout=resubmit_until - time.perf_counter())
+        for task in set(retries):
+            task.cancel()
         answered_s = time.perf_counter() - started
         all_committed = await watcher.wait_for(accepted, drain_s)  # a refused hash never commits
     finally:
