@@ -51,6 +51,9 @@ BACKLOG_S = 2.0
 """While the chain is saturated, pending transactions are bounded to what recent blocks commit in this long."""
 BACKLOG_FLOOR_TXS = 500
 """The backlog bound never falls below this."""
+GAP_SLACK = 4
+"""How far past a sender's next nonce a transaction may be and not count as behind a gap: a client that
+spreads consecutive nonces over validators makes each see them a little out of order."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ class Mempool:
         """Past half its capacity the mempool holds no transaction behind a nonce gap: such a transaction
         cannot be reaped until the gap fills, and a flood whose refusals left gaps would otherwise fill the
         mempool with them, drain nothing and refuse the very transactions that fill the gaps."""
-        if tx.nonce > expected and 2 * len(self._by_hash) >= self._room(relayed):
+        if tx.nonce > expected + GAP_SLACK and 2 * len(self._by_hash) >= self._room(relayed):
             refusal = self._refusal(tx.sender, "nonce_gap", f"nonce {tx.nonce} leaves a gap: the next nonce "
                                     f"this mempool can order is {expected}; resubmit from it")
             refusal.data["next_nonce"] = expected
@@ -278,7 +281,7 @@ class Mempool:
             expected = self._committed_nonce[sender] + 1
             while expected in entries:
                 expected += 1
-            for nonce in [n for n in entries if n > expected]:
+            for nonce in [n for n in entries if n > expected + GAP_SLACK]:
                 self._drop(entries[nonce])
 
     def _drop(self, entry: PendingTx) -> None:

@@ -26,7 +26,7 @@ from node.app_reads import RPC_QUERIES
 from node.application import CheckedTx, CheckTxRequest, FinalizedBlock
 from node.ledger import Ledger
 from node import mempool as mempool_module
-from node.mempool import BACKLOG_FLOOR_TXS, BACKLOG_S, Mempool
+from node.mempool import BACKLOG_FLOOR_TXS, BACKLOG_S, GAP_SLACK, Mempool
 from node.rpc.server import create_app
 from tests.node.conftest import FakeNode
 from tests.node.helpers import ADMIN, CHAIN, GATEWAY, HOSPITAL, echo_tx, make_block, open_ledger
@@ -134,22 +134,23 @@ def test_past_half_full_a_nonce_gap_is_refused_with_the_nonce_to_resume_from(led
         mempool.add(echo_tx(GATEWAY, n).encode())
     verified = verifications.call_count
     with pytest.raises(MempoolFull) as gap:
-        mempool.add(echo_tx(GATEWAY, 5).encode())
+        mempool.add(echo_tx(GATEWAY, 4 + GAP_SLACK + 1).encode())
     assert gap.value.data["scope"] == "nonce_gap" and gap.value.data["next_nonce"] == 4
     assert verifications.call_count == verified
     with pytest.raises(MempoolFull) as new_sender:
-        mempool.add(echo_tx(ADMIN, 2).encode())  # nothing pending: its committed nonce comes from CheckTx
+        mempool.add(echo_tx(ADMIN, 2 + GAP_SLACK).encode())  # nothing pending: its committed nonce from CheckTx
     assert new_sender.value.data["next_nonce"] == 1
+    mempool.add(echo_tx(GATEWAY, 4 + GAP_SLACK).encode())  # a little out of order: a client spreading nonces
     mempool.add(echo_tx(HOSPITAL, 1).encode())  # the sender resubmits from where the node is
     mempool.add(echo_tx(HOSPITAL, 2).encode())
     assert mempool.reap(10, 1 << 20)[:3] == [echo_tx(GATEWAY, n).encode() for n in (1, 2, 3)]
-    assert len(mempool.reap(10, 1 << 20)) == 6
+    assert len(mempool.reap(10, 1 << 20)) == 6  # GATEWAY's early one waits for its predecessors
 
 
 def test_past_half_full_the_transactions_behind_a_gap_it_took_earlier_are_evicted(ledger) -> None:
     """Taken while there was room, they would hold it until their TTL; no block can take them meanwhile."""
     mempool = ledger.mempool
-    stuck = echo_tx(HOSPITAL, 3)
+    stuck = echo_tx(HOSPITAL, 2 + GAP_SLACK)
     mempool.add(stuck.encode())
     for n in (1, 2, 3):
         mempool.add(echo_tx(GATEWAY, n).encode())
