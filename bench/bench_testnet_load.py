@@ -116,6 +116,7 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
     await watcher.start()
     tasks: list[asyncio.Task[None]] = []
     retries: set[asyncio.Task[None]] = set()
+    attempts: dict[int, int] = {}
 
     async def post(client: RpcClient, first: int, last: int, only: int | None = None) -> None:
         picked = range(first, last) if only is None else [only]
@@ -130,12 +131,13 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
                 continue
             refused.append(_reason(r))
             if resubmit and _reason(r) == "mempool_full":
-                task = asyncio.create_task(again(client, i, retry_after_s(r)))
+                attempts[i] = attempts.get(i, 0) + 1
+                task = asyncio.create_task(again(client, i, retry_after_s(r) * 2 ** min(attempts[i] - 1, 5)))
                 retries.add(task)
                 task.add_done_callback(retries.discard)
 
     async def again(client: RpcClient, i: int, wait_s: float) -> None:
-        await asyncio.sleep(wait_s)  # the node's own hint: client back-off, not synchronisation
+        await asyncio.sleep(wait_s)  # the node's hint, doubled per attempt: client back-off, not synchronisation
         await post(client, i, i + 1, only=i)
 
     try:

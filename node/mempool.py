@@ -174,6 +174,8 @@ class Mempool:
             wait = (self._bytes - 3 * self.max_bytes / 4) / max(rate[1], 1e-9)
         else:
             wait = (len(self._by_hash) - 3 * capacity / 4) / rate[0]
+        block_ms = (self._drained[-1][0] - self._drained[0][0]) / (len(self._drained) - 1)
+        wait = max(wait, block_ms)  # nothing changes before the next block: sooner only adds load
         return min(max(math.ceil(wait), RETRY_AFTER_MS[0]), RETRY_AFTER_MS[1])
 
     def _check_gap(self, tx: Transaction, expected: int, relayed: bool) -> None:

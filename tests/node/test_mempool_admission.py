@@ -67,7 +67,7 @@ def fill(mempool: Mempool) -> None:
 
 def test_a_full_mempool_refuses_with_retry_after_and_next_nonce_without_verifying(ledger, verifications) -> None:
     mempool = ledger.mempool
-    drained(mempool, 3, 10, 1000)  # 10 transactions a second
+    drained(mempool, 3, 1, 100)  # 10 transactions a second, a block every 100 ms
     fill(mempool)
     before = verifications.call_count
     assert before == 8  # each admitted one was verified
@@ -75,7 +75,7 @@ def test_a_full_mempool_refuses_with_retry_after_and_next_nonce_without_verifyin
         mempool.add(echo_tx(HOSPITAL, 4).encode())
     assert verifications.call_count == before  # shed before CheckTx: no signature was verified for it
     assert refused.value.code == -32005 and refused.value.reason == "mempool_full"
-    # room for a quarter of the capacity (2 of 8) at 10 tx/s: 200 ms; the sender's run is 1..3
+    # room for a quarter of the capacity (2 of 8) at 10 tx/s: 200 ms (over a block); the sender's run is 1..3
     assert refused.value.data == {"scope": "mempool", "retry_after_ms": 200, "next_nonce": 4}
     with pytest.raises(MempoolFull) as stranger:
         mempool.add(echo_tx(PrivateKey(bytes([9]) * 32), 1).encode())
@@ -88,7 +88,9 @@ def test_the_hint_follows_the_drain_rate_and_is_bounded(ledger) -> None:
     drained(mempool, 4, 1, 1000)  # one transaction a second
     fill(mempool)
     assert mempool.retry_after_ms() == 2000
-    drained(mempool, 4, 1, 100_000)  # a slow chain: the longest wait
+    drained(mempool, 16, 100, 10)  # 10 tx/ms: a quarter of the room is sooner than the next block
+    assert mempool.retry_after_ms() == 50  # the block interval (10 ms), raised to the bounds' floor
+    drained(mempool, 16, 1, 100_000)  # a slow chain: the longest wait
     assert mempool.retry_after_ms() == 30_000
     drained(mempool, 20, 0, 1000)  # blocks that drained nothing: no estimate, so the default
     assert mempool.retry_after_ms() == 1000
