@@ -90,13 +90,17 @@ class KeyPool:
 
 
 async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float,
-                    drain_s: float = 30.0) -> dict[str, Any]:
+                    drain_s: float = 30.0, resubmit: bool = False) -> dict[str, Any]:
     """Offer ``rate`` tx/s for ``duration`` seconds; returns throughput, latency and refusals.
 
     Waits (up to ``drain_s``) for everything accepted to commit, so the next
-    step starts on an empty mempool, then returns its keys to ``pool``.
+    step starts on an empty mempool, then returns its keys to ``pool``. With
+    ``resubmit`` a transaction refused ``mempool_full`` is sent again after the
+    ``retry_after_ms`` it carried, as ``ChainSession.submit`` would (its latency
+    still counts from the first submission): without it one refusal dooms every
+    later nonce of its key, and the step measures the load generator giving up.
     """
-    from client.rpc import RpcClient
+    from client.rpc import RpcClient, retry_after_s
 
     count = max(1, int(rate * duration))
     keys = pool.take(max(1, math.ceil(count / TXS_PER_KEY)))
@@ -105,18 +109,36 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
     hashes = [tx.hash for tx in txs]
     submitted_at: list[float] = [0.0] * count
     refused: list[str] = []
+    """The reason (``mempool_full``, ``rate_limited``...) of each refusal, or the exception's name."""
+    accepted: list[bytes] = []
     clients = [RpcClient(url) for url in local.rpc_urls]
     watcher = CommitWatcher(local.rpc_urls[0])
     await watcher.start()
     tasks: list[asyncio.Task[None]] = []
+    retries: set[asyncio.Task[None]] = set()
+    attempts: dict[int, int] = {}
 
-    async def post(client: RpcClient, first: int, last: int) -> None:
+    async def post(client: RpcClient, first: int, last: int, only: int | None = None) -> None:
+        picked = range(first, last) if only is None else [only]
         try:
-            results = await client.batch([("tx_submit", {"tx": hexes[i]}) for i in range(first, last)])
+            results = await client.batch([("tx_submit", {"tx": hexes[i]}) for i in picked])
         except Exception as exc:  # the whole batch refused or the connection failed
-            refused.extend([type(exc).__name__] * (last - first))
+            refused.extend([_reason(exc)] * len(picked))
             return
-        refused.extend(type(r).__name__ for r in results if isinstance(r, Exception))
+        for i, r in zip(picked, results):
+            if not isinstance(r, Exception):
+                accepted.append(hashes[i])
+                continue
+            refused.append(_reason(r))
+            if resubmit and _reason(r) == "mempool_full":
+                attempts[i] = attempts.get(i, 0) + 1
+                task = asyncio.create_task(again(client, i, retry_after_s(r) * 2 ** min(attempts[i] - 1, 5)))
+                retries.add(task)
+                task.add_done_callback(retries.discard)
+
+    async def again(client: RpcClient, i: int, wait_s: float) -> None:
+        await asyncio.sleep(wait_s)  # the node's hint, doubled per attempt: client back-off, not synchronisation
+        await post(client, i, i + 1, only=i)
 
     try:
         started = time.perf_counter()
@@ -134,8 +156,13 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
             await asyncio.sleep(max(0.0, TICK_S - (time.perf_counter() - now)))
         sending_s = time.perf_counter() - started
         await asyncio.gather(*tasks)
+        resubmit_until = time.perf_counter() + drain_s
+        while retries and time.perf_counter() < resubmit_until:
+            await asyncio.wait(set(retries), timeout=resubmit_until - time.perf_counter())
+        for task in set(retries):
+            task.cancel()
         answered_s = time.perf_counter() - started
-        all_committed = await watcher.wait_for(hashes, drain_s)
+        all_committed = await watcher.wait_for(accepted, drain_s)  # a refused hash never commits
     finally:
         await watcher.stop()
         for client in clients:
@@ -157,6 +184,7 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         "offered_tx_per_s": rate, "sent": count, "sending_s": sending_s,
         "actual_offered_tx_per_s": count / sending_s if sending_s > 0 else float(count),
         "answered_s": answered_s, "refused": len(refused), "refused_kinds": sorted(set(refused)),
+        "refused_by_reason": {r: refused.count(r) for r in sorted(set(refused))},
         "committed": len(commits), "all_committed": all_committed and not refused,
         "committed_tx_per_s": in_window / (duration - WARMUP_S) if duration > WARMUP_S else None,
         "committed_tx_per_s_overall": len(commits) / (last_commit - started) if commits else 0.0,
@@ -164,6 +192,13 @@ async def open_loop(local: LocalNet, pool: KeyPool, rate: float, duration: float
         "max_ms": _ms(max(latencies) if latencies else None),
         "blocks": sum(1 for _, n, t in watcher.blocks if n and t >= started), "client_keys": len(keys),
     }
+
+
+def _reason(exc: BaseException) -> str:
+    """A refusal's stable reason where the node gave one, else the exception's class (a transport failure)."""
+    from core.errors import FbciError
+
+    return exc.reason if isinstance(exc, FbciError) else type(exc).__name__
 
 
 def _ms(seconds: float | None) -> float | None:

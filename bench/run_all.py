@@ -55,6 +55,7 @@ BENCHES = (
     Bench("tx_throughput", "bench.bench_tx_throughput", quick_args=("--txs", "1000")),
     Bench("testnet_load", "bench.bench_testnet_load",
           quick_args=("--validators", "4", "--step-s", "4", "--latency-s", "5", "--resolution", "0.25")),
+    Bench("overload", "bench.bench_overload", quick_args=("--step-s", "4", "--overload-s", "8", "--resolution", "0.5")),
     Bench("sync", "bench.bench_sync", quick_args=("--blocks", "1000")),
     Bench("state_sync", "bench.bench_state_sync", quick_args=("--quick",)),
     Bench("pq", "bench.bench_pq", quick_args=("--seconds", "0.1", "--rounds", "2")),

@@ -265,11 +265,25 @@ async def _events(ws: aiohttp.ClientWebSocketResponse, subscription: str) -> Asy
     raise ConnectionError(f"the node closed the subscription (close code {ws.close_code})")
 
 
+MAX_RETRY_AFTER_S = 30.0
+
+
+def retry_after_s(refusal: FbciError) -> float:
+    """How long to wait before resubmitting after ``refusal``: the node's ``retry_after_ms`` hint (a full
+    mempool's estimate from its drain rate), bounded so a wrong or hostile hint cannot park a client."""
+    hint = refusal.data.get("retry_after_ms")
+    if not isinstance(hint, int | float) or isinstance(hint, bool) or hint != hint:
+        return 1.0
+    return min(max(hint / 1000, 0.0), MAX_RETRY_AFTER_S)
+
+
 class NonceTracker:
     """Consecutive nonces for one signing key, starting from the node's ``next_nonce``.
 
     Call :meth:`forget` after a ``BadNonce`` (another process used the key, or
-    a transaction was dropped) so the next :meth:`next` asks the node again.
+    a transaction was dropped) so the next :meth:`next` asks the node again,
+    and :meth:`refused` after a ``MempoolFull``: the refused nonce is free
+    again, and the refusal names the nonce the node expects.
     """
 
     def __init__(self, client: RpcClient, public_key: bytes) -> None:
@@ -285,6 +299,11 @@ class NonceTracker:
 
     def forget(self) -> None:
         self._next = None
+
+    def refused(self, refusal: FbciError) -> None:
+        """Resume from the node's ``next_nonce`` in ``refusal`` (or ask again): no gap after the refused one."""
+        expected = refusal.data.get("next_nonce")
+        self._next = expected if isinstance(expected, int) and not isinstance(expected, bool) and expected > 0 else None
 
 
 class SyncRpcClient:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from core.crypto import PrivateKey
-from core.errors import BadNonce, InvalidInput, NotFound, RateLimited, Timeout
+from core.errors import BadNonce, InvalidInput, MempoolFull, NotFound, RateLimited, Timeout
 from core.tx import Transaction
 from core.api import NoParams, Params, Query, TxInfo
 from consent.queries import CONSENT_CHECK, CONSENT_POLICY, CheckParams
@@ -42,7 +42,7 @@ from fl_contracts.contract import ModelVersion, RoundRecord
 from fl_contracts.queries import FL_MODEL_GET, FL_MODELS, FL_ROUNDS, ModelGetParams, RoundsParams
 from fl_contracts.spec import ModelSpec
 from client.light import LightClient
-from client.rpc import RpcClient, receipt_error, unreachable
+from client.rpc import RpcClient, receipt_error, retry_after_s, unreachable
 from genesis.create import DEFAULT_RPC
 from genesis.home import load_config
 from genesis.schema import GenesisDoc
@@ -185,8 +185,10 @@ class ChainSession:
     def submit(self, kind: str, payload: dict[str, Any]) -> bytes:
         """Sign with the next nonce and admit to the node's mempool; returns the tx hash.
 
-        Retries a ``BadNonce`` once (the key was used elsewhere) and backs off on
-        ``RateLimited`` as the error asks.
+        Retries a ``BadNonce`` once (the key was used elsewhere), backs off on
+        ``RateLimited``, and on ``MempoolFull`` waits the ``retry_after_ms`` the
+        node derived from its drain rate. Each attempt signs at the node's
+        ``next_nonce`` again, so a refusal never leaves this key a nonce gap.
         """
         key = self._signer()
         pub = key.public_key.raw
@@ -201,7 +203,9 @@ class ChainSession:
                         raise
                 except RateLimited:
                     time.sleep(0.05 * (attempt + 1))  # client back-off the node asked for, not synchronisation
-            raise RateLimited(f"{self.rpc_url} kept refusing: rate limited")
+                except MempoolFull as full:
+                    time.sleep(retry_after_s(full))  # the node's own estimate of when it has room
+            raise RateLimited(f"{self.rpc_url} kept refusing: rate limited or mempool full")
 
     def wait_committed(self, tx_hash: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S) -> TxInfo:
         """The committed tx (``tx_get``); raises the receipt's error if execution rejected it."""

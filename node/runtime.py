@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,7 +39,7 @@ from core.audit import ANCHOR_KIND
 from core.blobs import ATTEST_KIND as BLOB_ATTEST_KIND
 from core.blobs import CHUNK_BYTES, MAX_BLOB_BYTES
 from core.crypto import HybridPrivateKey
-from core.errors import AddressInUse, BadSignature, FbciError, StorageError, TaskFailed
+from core.errors import AddressInUse, FbciError, StorageError, TaskFailed
 from genesis.types import split_address
 from ids.alerts import TX_KIND as ALERT_KIND
 from ids.alerts import is_recorded
@@ -62,6 +63,7 @@ from node.read_auth import read_guard_for
 from node.rpc.server import RpcLimits, create_app, start_rpc_server
 from node.rpc.tls import server_ssl_context
 from node.service import NodeService, ReadWorker
+from node.gossip import GossipBatcher, admit_batch
 from node.snapshot_trust import ChainTrust
 from node.statesync import StateSyncEndpoint
 from node.stores import Database, SigningMark
@@ -246,7 +248,8 @@ class Validator:
 
         self.service = NodeService(
             name=config.name, genesis=doc, app=self.app, mempool=ledger.mempool,
-            gossip=lambda raw: self.transport.broadcast(Channel.GOSSIP, raw),
+            gossip=GossipBatcher(lambda frame: self.transport.broadcast(Channel.GOSSIP, frame),
+                                 asyncio.get_running_loop().call_soon).add,
             notify_work=self.driver.notify_work, view=lambda: self.driver.view,
             peers=lambda: len(self.transport.connected_peers()), syncing=lambda: self.syncer.syncing,
             on_rejected=rejected, consensus_running=lambda: self.driver.running,
@@ -303,7 +306,10 @@ class Validator:
             if channel == Channel.CONSENSUS:
                 self.driver.on_peer_message(sender, payload)
             elif channel == Channel.GOSSIP:
-                self._admit_gossip(sender, payload)
+                relay = partial(self.ledger.mempool.add, relayed=True)
+                if admit_batch(payload, relay, self.ledger.params.max_tx_bytes,
+                               lambda why: self.defence.on_peer_misbehaviour(sender, why)):
+                    self.driver.notify_work()
             elif channel == Channel.BLOB:
                 self.blobs.replicator.on_message(sender, payload)
             else:
@@ -317,22 +323,6 @@ class Validator:
                     self.syncer.on_response(sender, message)
         except FbciError as exc:
             self.defence.on_peer_misbehaviour(sender, f"{channel.name.lower()}: {exc.reason}")
-
-    def _admit_gossip(self, sender: bytes, raw: bytes) -> None:
-        """A transaction relayed by a peer validator is admitted like a client's.
-
-        Already known, a used nonce, a full mempool: normal in gossip, dropped
-        quietly. A bad signature is not: an honest validator only relays what
-        its own admission verified.
-        """
-        try:
-            self.ledger.mempool.add(raw)
-        except BadSignature:
-            self.defence.on_peer_misbehaviour(sender, "gossiped a transaction with a bad signature")
-            return
-        except FbciError:
-            return
-        self.driver.notify_work()
 
 
 async def serve(home: NodeHome, stop: asyncio.Event, *, accept_wal_loss: bool = False) -> None:

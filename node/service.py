@@ -109,6 +109,9 @@ class NodeService:
             consensus_running=self.consensus_running(),
         )
 
+    def check_room(self, sender: bytes | None, size: int) -> None:
+        self.mempool.check_room(sender, size)
+
     async def submit_tx(self, raw: bytes) -> bytes:
         try:
             tx = self.mempool.add(raw)

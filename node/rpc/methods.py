@@ -33,7 +33,7 @@ from core.errors import BadSignature, FbciError, MethodNotFound, Timeout
 from core.hashing import sha256
 from core.proofs import ProvenAnswer
 from core.readauth import ReadAuth
-from core.tx import Transaction
+from core.tx import Transaction, sender_of
 from core.wire import HexBytes, to_wire
 from genesis.schema import GenesisWithHash, ValidatorInfo
 from node.rpc.admission import Admission
@@ -176,6 +176,13 @@ class _Handlers:
         node's signature cache, so the mempool does not verify the same signature again.
         """
         auth = self.auth
+        tx_hash = sha256(raw)  # == tx.hash once decode accepts it: it accepts only the canonical encoding
+        verified_before = tx_hash in auth.signatures
+        if not verified_before:  # shed before decoding, verifying, or looking the hash up on disk
+            self.api.check_room(sender_of(raw), len(raw))
+        # Bytes verified before, or already in a block (public: anyone can replay them), are a retry the
+        # call's address token pays for; the mempool then answers where they are.
+        resent = verified_before or (auth.committed is not None and auth.committed(tx_hash) is not None)
         try:
             tx = Transaction.decode(raw, max_size=auth.max_tx_bytes)
         except FbciError:
@@ -184,10 +191,6 @@ class _Handlers:
         if auth.chain_id is not None and tx.chain_id != auth.chain_id:
             self.admission.check_unproven(ctx.client)
             return
-        tx_hash = sha256(raw)  # == tx.hash: decode accepted only the canonical encoding
-        # Bytes verified before, or already in a block (public: anyone can replay them), are a retry the
-        # call's address token pays for; the mempool then answers where they are.
-        resent = tx_hash in auth.signatures or (auth.committed is not None and auth.committed(tx_hash) is not None)
         if not auth.signatures.verify(tx, tx_hash, raw):
             self.admission.report(MISBEHAVIOUR_BAD_SIGNATURE, ctx.client)
             self.admission.check_unproven(ctx.client)

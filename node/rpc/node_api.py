@@ -61,6 +61,11 @@ class NodeApi(Protocol):
 
     async def status(self) -> NodeStatus: ...
 
+    def check_room(self, sender: bytes | None, size: int) -> None:
+        """Raise ``core.errors.MempoolFull`` if the mempool has no room for ``size`` bytes from ``sender`` (None:
+        not read from the bytes): the edge asks before it decodes or verifies, so shedding is nearly free."""
+        ...
+
     async def submit_tx(self, raw: bytes) -> bytes:
         """Admit the encoded transaction to the mempool and return its hash."""
         ...

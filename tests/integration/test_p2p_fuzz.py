@@ -10,7 +10,7 @@ hypothesis, a bounded number of them:
   mutated auth frames (including the correctly sealed and signed one, mutated);
 - after a real handshake, sealed as a real peer seals them: frames with bad
   channel bytes, empty frames, random msgpack, consensus- and sync-shaped
-  messages with fuzzed fields, and mutated signed transactions as gossip;
+  messages with fuzzed fields, and mutated signed transactions as gossip (bare and in batch frames);
   and, unsealed, text frames and raw bytes (the link must close);
 - once each: a frame above the size limit on both sides of the handshake,
   and HTTP that is not a websocket upgrade.
@@ -34,6 +34,7 @@ from core import codec
 from core.crypto import PrivateKey, PublicKey
 from core.tx import Transaction
 from devnet.testnet import Testnet
+from node.gossip import encode_batch
 from node.transport.handshake import PROTOCOL_VERSION, Handshake, Role
 from node.transport.secure import ML_KEM_CIPHERTEXT_SIZE
 from tests.integration.load import PROGRESS_S, READY_S, chain_id_of, client_keys, wait_growing
@@ -210,7 +211,8 @@ def post_auth_frames(tx: bytes, validators: list[bytes]) -> st.SearchStrategy[li
     """Frames after the handshake; ``tx`` is a real signed transaction for the gossip channel to mutate."""
     channel_byte = st.integers(0, 2) | st.integers(0, 2) | st.integers(0, 255)
     payload = st.one_of(st.binary(max_size=300), values.map(codec.encode), consensus_like(validators), sync_like,
-                        mutations.map(lambda m: m.apply(tx)), st.just(tx))
+                        mutations.map(lambda m: m.apply(tx)), st.just(tx),
+                        mutations.map(lambda m: encode_batch([m.apply(tx)])), st.just(encode_batch([tx])))
     frame = st.one_of(st.builds(lambda c, p: bytes([c]) + p, channel_byte, payload), st.just(b""),
                       st.text(max_size=30))
     return st.lists(frame, min_size=1, max_size=12)

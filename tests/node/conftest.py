@@ -70,6 +70,9 @@ class FakeNode:
         latest = self.blocks[-1].hash if self.blocks else bytes(32)
         return NodeStatus(CHAIN_ID, "hospital-a", len(self.blocks), latest, 0, 3, len(self.mempool), False)
 
+    def check_room(self, sender: bytes | None, size: int) -> None:
+        """Always room: these tests are not about the mempool's bounds."""
+
     async def submit_tx(self, raw: bytes) -> bytes:
         tx = Transaction.decode(raw, max_size=1 << 20)
         if tx.chain_id != CHAIN_ID:
