@@ -77,10 +77,12 @@ def default_models(hospitals: int, round_length_blocks: int = 20,
 
 
 WIDE_MLPS: dict[str, tuple[int, ...]] = {
+    "wide_mlp_1m": (FEATURES, 1024, 896, CLASSES),  # 986,754 parameters: 3.9 MB per update, two chunks
     "wide_mlp_10m": (FEATURES, 3200, 3072, CLASSES),  # 10,047,618 parameters: 40 MB per update
     "wide_mlp_50m": (FEATURES, 7104, 7040, CLASSES),  # 50,495,042 parameters: 202 MB per update
 }
-"""Two-hidden-layer MLPs on the synthetic task; 11 fractional bits keep 50M * max_abs**2 below 2**53."""
+"""Two-hidden-layer MLPs on the synthetic task; 11 fractional bits keep 50M * max_abs**2 below 2**53. The
+smallest is still four times what a transaction may carry, so it trains only through blobs too."""
 
 
 def wide_mlp(model_id: str, hospitals: int, round_length_blocks: int = 40) -> ModelSpec:
