@@ -267,6 +267,10 @@ class ConsensusDriver:
             if block.hash != block_hash:
                 log.warning("refusing proposed block: its hash is not the one proposed")
                 return False
+            if block.height <= self.app.info().height:  # block sync committed it first: late, not suspect
+                log.info("not validating the proposed block of height %d: this validator already committed it",
+                         block.height)
+                return False
             self.app.process_proposal(block, int(self.clock() * 1000))
         except FbciError as exc:
             log.warning("refusing proposed block: %s", exc.message)

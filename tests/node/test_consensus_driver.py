@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from consensus import (
@@ -106,6 +107,20 @@ def test_a_block_whose_hash_is_not_the_voted_hash_is_refused() -> None:
     replica, _ = asyncio.run(_drive(script, until=4))
     answers = [e for e in replica.seen if isinstance(e, BlockValidated)]
     assert answers == [BlockValidated(1, good, True), BlockValidated(1, forged, False), BlockValidated(1, good, False)]
+
+
+def test_a_proposal_for_a_height_block_sync_already_committed_is_refused_quietly(monkeypatch, caplog) -> None:
+    """After a restart the replica can still be deciding a height that block sync has applied meanwhile:
+    that proposal is late, not suspect, so it is refused without asking the application or warning."""
+    asked: list[int] = []
+    monkeypatch.setattr(AcceptingApp, "info", lambda self: AppInfo(3, bytes(32), 0, bytes(32), b""))
+    monkeypatch.setattr(AcceptingApp, "process_proposal", lambda self, block, now_ms: asked.append(block.height))
+    late = make_block(1, [])
+    with caplog.at_level(logging.INFO, logger="node.consensus_driver"):
+        replica, _ = asyncio.run(_drive({Start: [ValidateBlock(1, 0, late.encode(), late.hash)]}, until=2))
+    assert [e for e in replica.seen if isinstance(e, BlockValidated)] == [BlockValidated(1, late.hash, False)]
+    assert asked == [] and any("already committed" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_timers_fire_back_into_the_replica_by_name() -> None:
